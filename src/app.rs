@@ -1,0 +1,174 @@
+//! Wiring: builds every part from settings, runs the server, shuts down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{DataDir, Settings};
+use crate::http::{self, alertmanager::WebhookAuth, AppState};
+use crate::policy::SeverityMap;
+use crate::runbook::Runbook;
+use crate::store::writer::Writer;
+use crate::store::Store;
+use crate::telemetry;
+
+/// The data runbot serves, loaded from `policies/` and `commands/`.
+pub struct Data {
+    pub severities: SeverityMap,
+    pub runbook: Runbook,
+    /// Where each came from, for `check-config` and the start-up log.
+    pub policy_source: String,
+    pub commands_source: String,
+}
+
+/// An unset folder means `./<name>` when it exists, else the copy built into the binary.
+fn data_dir(setting: &DataDir, name: &str) -> Option<PathBuf> {
+    setting
+        .dir
+        .clone()
+        .or_else(|| Path::new(name).is_dir().then(|| PathBuf::from(name)))
+}
+
+fn describe(dir: &Option<PathBuf>) -> String {
+    dir.as_ref()
+        .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
+}
+
+impl Data {
+    pub fn load(settings: &Settings) -> anyhow::Result<Data> {
+        let policy = data_dir(&settings.policy, "policies");
+        let commands = data_dir(&settings.commands, "commands");
+        Ok(Data {
+            severities: SeverityMap::load(policy.as_deref())?,
+            runbook: Runbook::load(commands.as_deref())?,
+            policy_source: describe(&policy),
+            commands_source: describe(&commands),
+        })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writer_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects the store, loads the data and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let data = Data::load(&settings)?;
+        let store = Store::connect(&settings.database).await?;
+        let (writer, writer_task) = Writer::spawn(store.clone(), settings.database.write_batch_max);
+        let listener = TcpListener::bind(&settings.http.listen)
+            .await
+            .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
+        if !settings.webhook_auth_configured() {
+            tracing::warn!(
+                "no webhook credentials configured: only loopback callers may post alerts; \
+                 set alertmanager.webhook_token before exposing runbot"
+            );
+        }
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            database = ?store.backend(),
+            policies = %data.policy_source,
+            commands = %data.commands_source,
+            runbook_entries = data.runbook.len(),
+            "runbot ready"
+        );
+        let metrics = telemetry::metrics_handle();
+        let upkeep = metrics.clone();
+        // Histograms keep samples until rendered; drain them even if nobody scrapes.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        let state = AppState {
+            store,
+            writer,
+            severities: Arc::new(data.severities),
+            runbook: Arc::new(data.runbook),
+            webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
+            metrics,
+            max_body_bytes: settings.http.max_body_bytes,
+        };
+        Ok(Application {
+            listener,
+            state,
+            writer_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` completes, then stops intake, lets in-flight requests finish and
+    /// waits until every accepted webhook is stored.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            writer_task,
+        } = self;
+        let store = state.store.clone();
+        let router = http::router(state);
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+        tracing::info!("stopped accepting requests; finishing queued writes");
+        if tokio::time::timeout(Duration::from_secs(30), writer_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("queued writes did not finish within 30 s");
+        }
+        store.close().await;
+        tracing::info!("runbot stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

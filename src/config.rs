@@ -1,0 +1,421 @@
+//! Settings: built-in defaults < optional `runbot.toml` < `RUNBOT__SECTION__KEY` environment.
+//!
+//! Loaded once at start and validated; every problem names the key and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The file read when neither `--config` nor `RUNBOT_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "runbot.toml";
+const ENV_PREFIX: &str = "RUNBOT";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub alertmanager: AlertmanagerSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub policy: DataDir,
+    #[serde(default)]
+    pub commands: DataDir,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (default `sqlite://runbot.db`) or `postgres://user:pass@host/db`.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before giving up (then 503).
+    pub acquire_timeout_ms: u64,
+    /// Most webhooks written in one transaction.
+    pub write_batch_max: usize,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://runbot.db"),
+            max_connections: 8,
+            acquire_timeout_ms: 3000,
+            write_batch_max: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerSettings {
+    /// Expected `Authorization: Bearer <token>` on webhooks.
+    pub webhook_token: Option<SecretString>,
+    /// Expected basic auth on webhooks.
+    pub basic_auth: Option<BasicAuth>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `runbot=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `auto` (JSON unless stdout is a terminal), `json` or `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+/// A folder of data files. Unset means `./<name>` when it exists, else the copy built into the binary.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataDir {
+    pub dir: Option<PathBuf>,
+}
+
+/// Where the database lives, decided once from `database.url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseSettings {
+    pub fn backend(&self) -> Option<Backend> {
+        let url = self.url.expose_secret();
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from the optional file and the environment. `file` is `--config`/`RUNBOT_CONFIG`;
+    /// when it is given the file must exist.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("RUNBOT__"))
+            .collect();
+        Self::load_from(file, env)
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(vec![format!(
+                        "config file {} does not exist: fix the path given with --config or RUNBOT_CONFIG",
+                        path.display()
+                    )]));
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    config::File::with_name(DEFAULT_CONFIG_FILE)
+                        .format(config::FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        let env_map: std::collections::HashMap<String, String> = env.into_iter().collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env_map)),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: addresses, URLs, ranges, pairs that go together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "http.listen = {:?} is not an address: use IP:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
+                self.http.listen
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            problems.push(format!(
+                "http.max_body_bytes = {} is out of range: use 1024 to 67108864 (default 1048576)",
+                self.http.max_body_bytes
+            ));
+        }
+        if self.database.backend().is_none() {
+            // Never echo the URL: it may hold a password.
+            problems.push(
+                "database.url must start with sqlite:// (a file) or postgres:// (a server)".into(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1 (default 8)".into());
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            problems.push("database.acquire_timeout_ms must be at least 1 (default 3000)".into());
+        }
+        if self.database.write_batch_max == 0 {
+            problems.push("database.write_batch_max must be at least 1 (default 512)".into());
+        }
+        if let Some(token) = &self.alertmanager.webhook_token {
+            let t = token.expose_secret();
+            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push("alertmanager.webhook_token must be at least 8 characters with no spaces: generate one with `openssl rand -hex 32`".into());
+            }
+        }
+        if let Some(basic) = &self.alertmanager.basic_auth {
+            if basic.username.is_empty() || basic.username.contains(':') {
+                problems.push(
+                    "alertmanager.basic_auth.username must be non-empty and contain no ':'".into(),
+                );
+            }
+            if basic.password.expose_secret().len() < 8 {
+                problems
+                    .push("alertmanager.basic_auth.password must be at least 8 characters".into());
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level = {:?} is not a valid filter ({e}): use e.g. info, debug or runbot=debug,warn",
+                self.log.level
+            ));
+        }
+        for (key, dir) in [
+            ("policy.dir", &self.policy),
+            ("commands.dir", &self.commands),
+        ] {
+            if let Some(path) = &dir.dir {
+                if !path.is_dir() {
+                    problems.push(format!(
+                        "{key} = {} is not a folder: fix the path, or remove the key to use the built-in data",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Webhooks are open to any local process when no credentials are configured.
+    pub fn webhook_auth_configured(&self) -> bool {
+        self.alertmanager.webhook_token.is_some() || self.alertmanager.basic_auth.is_some()
+    }
+}
+
+/// Every problem found in the settings, each a sentence naming the key and the fix.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid settings:")?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns serde's "unknown field" into a message that names the full key and suggests a fix.
+fn explain(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let mut parts = rest.split('`');
+    let field = parts.next().unwrap_or_default();
+    let expected: Vec<&str> = rest
+        .split("expected ")
+        .nth(1)
+        .map(|e| e.split(" for key").next().unwrap_or(e))
+        .unwrap_or("")
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    let section = rest
+        .rsplit_once("for key `")
+        .map(|(_, k)| k.trim_end_matches('`'))
+        .filter(|k| !k.is_empty());
+    let full = |k: &str| match section {
+        Some(sec) => format!("{sec}.{k}"),
+        None => k.to_string(),
+    };
+    let hint = expected
+        .iter()
+        .map(|k| (strsim::jaro_winkler(field, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" (did you mean `{}`?)", full(k)))
+        .unwrap_or_default();
+    let env = format!("RUNBOT__{}", full(field).replace('.', "__").to_uppercase());
+    format!(
+        "unknown setting `{}`{hint}: rename or remove it in the settings file or the {env} environment variable; known keys here: {}",
+        full(field),
+        expected.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_settings_at_all_gives_the_documented_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("absent.toml");
+        std::fs::write(&file, "").unwrap();
+        let s = Settings::load_from(Some(&file), vec![]).unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:8080");
+        assert_eq!(s.database.url.expose_secret(), "sqlite://runbot.db");
+        assert_eq!(s.http.max_body_bytes, 1024 * 1024);
+        assert!(!s.webhook_auth_configured());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"127.0.0.1:9000\"\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("RUNBOT__HTTP__LISTEN", "127.0.0.1:9100"),
+                ("RUNBOT__ALERTMANAGER__BASIC_AUTH__USERNAME", "am"),
+                ("RUNBOT__ALERTMANAGER__BASIC_AUTH__PASSWORD", "0123456789"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:9100");
+        assert_eq!(s.http.max_body_bytes, 2048);
+        let basic = s.alertmanager.basic_auth.unwrap();
+        assert_eq!(basic.username, "am");
+        // A numeric-looking secret keeps its leading zero.
+        assert_eq!(basic.password.expose_secret(), "0123456789");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_that_suggests_the_right_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(&file, "[http]\nlisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Settings::load_from(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("did you mean `http.listen`"), "{err}");
+
+        std::fs::write(&file, "").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[("RUNBOT__DATABSE__URL", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_never_echo_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"localhost\"\n[database]\nurl = \"mysql://root:hunter22@db/x\"\n[alertmanager]\nwebhook_token = \"short\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        assert!(err.contains("database.url"), "{err}");
+        assert!(err.contains("alertmanager.webhook_token"), "{err}");
+        assert!(!err.contains("hunter22"), "{err}");
+        assert!(!err.contains("short\""), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_given_explicitly_is_an_error() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/runbot.toml")), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

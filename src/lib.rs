@@ -1,0 +1,21 @@
+//! runbot: a ChatOps bot for incident response.
+//!
+//! The path of a request, and the module that owns each step:
+//!
+//! - [`config`]: settings (defaults < `runbot.toml` < `RUNBOT__*` environment), validated once.
+//! - [`telemetry`]: tracing (JSON when not on a terminal) and the Prometheus recorder.
+//! - [`app`]: wiring. Builds the store, the writer and the HTTP server from settings; shuts down cleanly.
+//! - [`http`]: axum routes, one module per inbound party (Alertmanager, console, ops).
+//! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
+//! - [`policy`]: data from `policies/` (severity mapping for now).
+//! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
+//! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
+
+pub mod alerts;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod policy;
+pub mod runbook;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,177 @@
+//! Data from `policies/`: for now, how alert labels map to severities Sev1–Sev4.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+const EMBEDDED_SEVERITIES: &str = include_str!("../../policies/severities.toml");
+
+/// Sev1 is the most severe. Ordering follows severity: `Sev1 < Sev2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    #[serde(rename = "sev1")]
+    Sev1,
+    #[serde(rename = "sev2")]
+    Sev2,
+    #[serde(rename = "sev3")]
+    Sev3,
+    #[serde(rename = "sev4")]
+    Sev4,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [Self::Sev1, Self::Sev2, Self::Sev3, Self::Sev4];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sev1 => "sev1",
+            Self::Sev2 => "sev2",
+            Self::Sev3 => "sev3",
+            Self::Sev4 => "sev4",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Sev1 => "Sev1",
+            Self::Sev2 => "Sev2",
+            Self::Sev3 => "Sev3",
+            Self::Sev4 => "Sev4",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeverityFile {
+    label: String,
+    default: Severity,
+    map: HashMap<String, Severity>,
+}
+
+/// How an alert's labels become a severity.
+#[derive(Debug, Clone)]
+pub struct SeverityMap {
+    label: String,
+    default: Severity,
+    map: HashMap<String, Severity>,
+}
+
+/// A severity, and why it was chosen when it was not from the map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub severity: Severity,
+    /// Set when the default was used: says which label value was missing or unknown.
+    pub note: Option<String>,
+}
+
+impl SeverityMap {
+    pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let text = match dir {
+            Some(dir) => {
+                let path = dir.join("severities.toml");
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            }
+            None => EMBEDDED_SEVERITIES.to_string(),
+        };
+        Self::parse(&text).context("policies/severities.toml")
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: SeverityFile = toml::from_str(text)?;
+        if file.label.is_empty() {
+            bail!("`label` must name the alert label that carries the severity");
+        }
+        Ok(Self {
+            label: file.label,
+            default: file.default,
+            map: file
+                .map
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+        })
+    }
+
+    pub fn classify(&self, labels: &std::collections::BTreeMap<String, String>) -> Classified {
+        match labels.get(&self.label) {
+            Some(value) => match self.map.get(&value.to_ascii_lowercase()) {
+                Some(sev) => Classified {
+                    severity: *sev,
+                    note: None,
+                },
+                None => Classified {
+                    severity: self.default,
+                    note: Some(format!(
+                        "label {}={:?} is not in policies/severities.toml; treated as {} (the default)",
+                        self.label,
+                        truncate(value, 64),
+                        self.default.title()
+                    )),
+                },
+            },
+            None => Classified {
+                severity: self.default,
+                note: Some(format!(
+                    "no {} label; treated as {} (the default)",
+                    self.label,
+                    self.default.title()
+                )),
+            },
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn labels(sev: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("severity".to_string(), sev.to_string())])
+    }
+
+    #[test]
+    fn the_shipped_map_follows_the_runbook() {
+        let map = SeverityMap::load(None).unwrap();
+        assert_eq!(map.classify(&labels("critical")).severity, Severity::Sev1);
+        assert_eq!(map.classify(&labels("warning")).severity, Severity::Sev3);
+        assert_eq!(map.classify(&labels("CRITICAL")).severity, Severity::Sev1);
+        assert!(map.classify(&labels("critical")).note.is_none());
+    }
+
+    #[test]
+    fn an_unknown_value_falls_back_to_the_default_and_is_noted() {
+        let map = SeverityMap::load(None).unwrap();
+        let c = map.classify(&labels("apocalyptic"));
+        assert_eq!(c.severity, Severity::Sev3);
+        assert!(c.note.unwrap().contains("apocalyptic"));
+        let c = map.classify(&BTreeMap::new());
+        assert!(c.note.unwrap().contains("no severity label"));
+    }
+
+    #[test]
+    fn a_bad_file_is_refused() {
+        assert!(SeverityMap::parse("label = \"severity\"\ndefault = \"sev9\"\n[map]\n").is_err());
+        assert!(
+            SeverityMap::parse("label = \"severity\"\ndefault = \"sev3\"\ntypo = 1\n[map]\n")
+                .is_err()
+        );
+    }
+}

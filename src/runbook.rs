@@ -1,0 +1,123 @@
+//! Data from `commands/alerts.toml`: what each alert means, what to check, which actions fit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+const EMBEDDED_ALERTS: &str = include_str!("../commands/alerts.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookEntry {
+    pub title: String,
+    pub meaning: String,
+    pub checks: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<RunbookAction>,
+}
+
+/// One next step; later it becomes a button that runs `command` with `args`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookAction {
+    pub label: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsFile {
+    alerts: BTreeMap<String, RunbookEntry>,
+}
+
+/// The runbook entries by alert name.
+#[derive(Debug, Clone, Default)]
+pub struct Runbook {
+    entries: BTreeMap<String, RunbookEntry>,
+}
+
+impl Runbook {
+    pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let text = match dir {
+            Some(dir) => {
+                let path = dir.join("alerts.toml");
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            }
+            None => EMBEDDED_ALERTS.to_string(),
+        };
+        Self::parse(&text).context("commands/alerts.toml")
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: AlertsFile = toml::from_str(text)?;
+        for (name, entry) in &file.alerts {
+            if entry.checks.is_empty() {
+                bail!("alert {name}: `checks` must list at least one check");
+            }
+            // A button label is shown on a Discord button, which holds 80 characters.
+            if let Some(a) = entry.actions.iter().find(|a| a.label.chars().count() > 80) {
+                bail!(
+                    "alert {name}: action label {:?} is longer than 80 characters",
+                    a.label
+                );
+            }
+        }
+        Ok(Self {
+            entries: file.alerts,
+        })
+    }
+
+    /// The entry key and entry for an alert name, if the runbook covers it.
+    pub fn entry(&self, alertname: &str) -> Option<(&str, &RunbookEntry)> {
+        self.entries
+            .get_key_value(alertname)
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_runbook_covers_the_nine_alerts() {
+        let rb = Runbook::load(None).unwrap();
+        for name in [
+            "APIDown",
+            "HighErrorRate",
+            "DatabaseConnectionsFull",
+            "DiskSpaceCritical",
+            "SSLCertificateExpiring",
+            "BackupFailed",
+            "SlowResponseTime",
+            "HighMemoryUsage",
+            "CeleryQueueBacklog",
+        ] {
+            let (_, entry) = rb.entry(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert!(!entry.checks.is_empty());
+            assert!(!entry.actions.is_empty());
+        }
+        assert_eq!(rb.len(), 9);
+        assert!(rb.entry("NoSuchAlert").is_none());
+    }
+
+    #[test]
+    fn an_entry_without_checks_is_refused() {
+        let err =
+            Runbook::parse("[alerts.X]\ntitle=\"x\"\nmeaning=\"y\"\nchecks=[]\n").unwrap_err();
+        assert!(err.to_string().contains("checks"));
+    }
+}

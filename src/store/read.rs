@@ -1,0 +1,176 @@
+//! What the console and the API read: groups with their alerts, and a group's timeline.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{placeholders, Store};
+use crate::alerts::Labels;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Groups with at least one firing alert.
+    Open,
+    Resolved,
+    All,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub id: i64,
+    pub receiver: String,
+    pub group_key: String,
+    pub status: String,
+    pub severity: String,
+    pub severity_note: Option<String>,
+    pub runbook: Option<String>,
+    pub group_labels: Labels,
+    pub common_labels: Labels,
+    pub common_annotations: Labels,
+    pub external_url: String,
+    pub truncated_alerts: i64,
+    pub started_at: String,
+    pub resolved_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub alerts: Vec<AlertView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub fingerprint: String,
+    pub status: String,
+    pub severity: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub starts_at: String,
+    pub ends_at: Option<String>,
+    pub generator_url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub id: i64,
+    pub kind: String,
+    pub fingerprint: Option<String>,
+    pub at: String,
+    pub recorded_at: String,
+}
+
+fn labels(row: &AnyRow, col: &str) -> Result<Labels, sqlx::Error> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn group_from_row(row: &AnyRow) -> Result<GroupView, sqlx::Error> {
+    Ok(GroupView {
+        id: row.try_get("id")?,
+        receiver: row.try_get("receiver")?,
+        group_key: row.try_get("group_key")?,
+        status: row.try_get("status")?,
+        severity: row.try_get("severity")?,
+        severity_note: row.try_get("severity_note")?,
+        runbook: row.try_get("runbook")?,
+        group_labels: labels(row, "group_labels")?,
+        common_labels: labels(row, "common_labels")?,
+        common_annotations: labels(row, "common_annotations")?,
+        external_url: row.try_get("external_url")?,
+        truncated_alerts: row.try_get("truncated_alerts")?,
+        started_at: row.try_get("started_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        alerts: Vec::new(),
+    })
+}
+
+const GROUP_SELECT: &str = "SELECT id, receiver, group_key, status, severity, severity_note, \
+    runbook, group_labels, common_labels, common_annotations, external_url, truncated_alerts, \
+    started_at, resolved_at, created_at, updated_at FROM alert_groups";
+
+impl Store {
+    /// Groups, most recently changed first, each with its alerts (firing first).
+    pub async fn list_groups(
+        &self,
+        filter: GroupFilter,
+        limit: i64,
+    ) -> Result<Vec<GroupView>, sqlx::Error> {
+        let condition = match filter {
+            GroupFilter::Open => "WHERE status = 'firing'",
+            GroupFilter::Resolved => "WHERE status = 'resolved'",
+            GroupFilter::All => "",
+        };
+        let sql = format!("{GROUP_SELECT} {condition} ORDER BY updated_at DESC, id DESC LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        let mut groups: Vec<GroupView> =
+            rows.iter().map(group_from_row).collect::<Result<_, _>>()?;
+        self.attach_alerts(&mut groups).await?;
+        Ok(groups)
+    }
+
+    /// One group with its alerts and its timeline, oldest event first.
+    pub async fn group(&self, id: i64) -> Result<Option<(GroupView, Vec<EventView>)>, sqlx::Error> {
+        let sql = format!("{GROUP_SELECT} WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut groups = vec![group_from_row(&row)?];
+        self.attach_alerts(&mut groups).await?;
+        let events = sqlx::query(
+            "SELECT id, kind, fingerprint, at, recorded_at FROM alert_events \
+             WHERE group_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(EventView {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                fingerprint: r.try_get("fingerprint")?,
+                at: r.try_get("at")?,
+                recorded_at: r.try_get("recorded_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(groups.pop().map(|g| (g, events)))
+    }
+
+    async fn attach_alerts(&self, groups: &mut [GroupView]) -> Result<(), sqlx::Error> {
+        let index: HashMap<i64, usize> =
+            groups.iter().enumerate().map(|(i, g)| (g.id, i)).collect();
+        for chunk in groups.iter().map(|g| g.id).collect::<Vec<_>>().chunks(1000) {
+            let sql = format!(
+                "SELECT group_id, fingerprint, status, severity, labels, annotations, starts_at, \
+                 ends_at, generator_url FROM alerts WHERE group_id IN ({}) \
+                 ORDER BY status, starts_at, fingerprint",
+                placeholders(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let gid: i64 = row.try_get("group_id")?;
+                groups[index[&gid]].alerts.push(AlertView {
+                    fingerprint: row.try_get("fingerprint")?,
+                    status: row.try_get("status")?,
+                    severity: row.try_get("severity")?,
+                    labels: labels(&row, "labels")?,
+                    annotations: labels(&row, "annotations")?,
+                    starts_at: row.try_get("starts_at")?,
+                    ends_at: row.try_get("ends_at")?,
+                    generator_url: row.try_get("generator_url")?,
+                });
+            }
+        }
+        Ok(())
+    }
+}

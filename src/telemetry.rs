@@ -1,0 +1,80 @@
+//! Logs and metrics. Metric names are declared here once.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+pub const WEBHOOKS_RECEIVED: &str = "runbot_webhooks_received_total";
+pub const ALERTS_RECEIVED: &str = "runbot_alerts_received_total";
+pub const ALERTS_FIRING: &str = "runbot_alerts_firing";
+pub const SEVERITY_DEFAULTED: &str = "runbot_severity_defaulted_total";
+pub const HTTP_REQUEST_DURATION: &str = "runbot_http_request_duration_seconds";
+
+/// Installs the global subscriber. JSON unless stdout is a terminal (or as configured);
+/// `RUST_LOG` overrides `log.level`. A second call (tests) is a no-op.
+pub fn init_tracing(log: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match log.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("runbot_store_batch_webhooks".into()),
+                        &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0],
+                    )
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            metrics::describe_counter!(
+                WEBHOOKS_RECEIVED,
+                "Webhooks received, by source and result"
+            );
+            metrics::describe_counter!(ALERTS_RECEIVED, "Alerts received in accepted webhooks");
+            metrics::describe_gauge!(ALERTS_FIRING, "Alerts currently firing, by severity");
+            metrics::describe_counter!(
+                SEVERITY_DEFAULTED,
+                "Webhooks with an alert whose severity label was missing or unknown"
+            );
+            metrics::describe_histogram!(HTTP_REQUEST_DURATION, "HTTP request latency");
+            handle
+        })
+        .clone()
+}
