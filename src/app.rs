@@ -114,6 +114,11 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The routes, for driving the app without a socket.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }

@@ -134,10 +134,23 @@ impl Webhook {
                 format!("body is truncated JSON ({inner})")
             } else if inner.is_syntax() {
                 format!("body is not valid JSON ({inner})")
-            } else if path == "." {
-                format!("invalid webhook: {inner}")
             } else {
-                format!("invalid webhook at `{path}`: {inner}")
+                // Data errors: name the full path of the field, without serde's line/column.
+                let msg = inner.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                let prefix = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}.")
+                };
+                match msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next())
+                {
+                    Some(field) => format!("invalid webhook: `{prefix}{field}` is missing"),
+                    None if path == "." => format!("invalid webhook: {msg}"),
+                    None => format!("invalid webhook: `{path}`: {msg}"),
+                }
             };
             WebhookError(what)
         })?;

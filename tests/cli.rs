@@ -1,0 +1,266 @@
+//! The `runbot` binary itself: check-config, --version, --help, and serve with SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixtures, free_port};
+
+fn runbot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbot"));
+    // Only what a test sets may reach the binary.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNBOT") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn check_config_accepts_good_settings_and_explains_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[http]\nlisten = \"0.0.0.0:9090\"\n[alertmanager]\nwebhook_token = \"s3cret-token-value\"\n",
+    )
+    .unwrap();
+    let out = runbot()
+        .current_dir(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("settings ok") && stdout.contains("0.0.0.0:9090"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bearer token"), "{stdout}");
+    assert!(stdout.contains("9 runbook entries"), "{stdout}");
+    assert!(
+        !stdout.contains("s3cret-token-value"),
+        "a secret was printed"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[http]\nlisen = \"0.0.0.0:9090\"\n").unwrap();
+    let out = runbot()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env("RUNBOT_CONFIG", &bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("http.lisen") && stderr.contains("did you mean `http.listen`"),
+        "{stderr}"
+    );
+
+    let out = runbot()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env("RUNBOT__DATABASE__URL", "mysql://root:hunter22@db/x")
+        .env("RUNBOT__HTTP__MAX_BODY_BYTES", "lots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("max_body_bytes"), "{stderr}");
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+
+    let out = runbot()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env("RUNBOT__DATABASE__URL", "mysql://root:hunter22@db/x")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("database.url must start with"), "{stderr}");
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+
+    let broken_policies = dir.path().join("policies");
+    std::fs::create_dir(&broken_policies).unwrap();
+    std::fs::write(
+        broken_policies.join("severities.toml"),
+        "label = \"severity\"\ndefault = \"sev9\"\n[map]\n",
+    )
+    .unwrap();
+    let out = runbot()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("severities.toml"), "{stderr}");
+}
+
+#[test]
+fn version_and_help_list_the_commands() {
+    let out = runbot().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("runbot "));
+    let out = runbot().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("serve") && help.contains("check-config") && help.contains("--config"),
+        "{help}"
+    );
+}
+
+/// With no settings at all the binary serves, logs JSON with request ids, never logs the
+/// token, stops on SIGTERM, and what it accepted is there after a restart.
+#[test]
+fn serve_runs_logs_json_stops_on_sigterm_and_keeps_what_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let start = || {
+        runbot()
+            .current_dir(dir.path())
+            .arg("serve")
+            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", "fixture-token")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let wait_ready = || {
+        rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while client.get(format!("{base}/healthz")).send().await.is_err() {
+                assert!(Instant::now() < deadline, "runbot serve did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let mut child = start();
+    wait_ready();
+    let fixture = &fixtures()[0];
+    let status = rt.block_on(async {
+        client
+            .post(format!("{base}/webhooks/alertmanager"))
+            .bearer_auth("fixture-token")
+            .header("content-type", "application/json")
+            .header("x-request-id", "trace-me-42")
+            .body(fixture.body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let refused = rt.block_on(async {
+        client
+            .post(format!("{base}/webhooks/alertmanager"))
+            .bearer_auth("guessed-token-123")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(refused, 401);
+
+    let metrics = rt.block_on(async {
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(
+            "runbot_webhooks_received_total{source=\"alertmanager\",result=\"accepted\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("result=\"unauthorized\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("runbot_alerts_firing{severity=\"sev1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runbot_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    let pid = child.id() as i32;
+    let stopped = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "runbot did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let stdout: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .collect();
+    let stderr: String = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap() + "\n")
+        .collect();
+    let all = stdout.join("\n") + &stderr;
+    assert!(
+        !all.contains("fixture-token") && !all.contains("guessed-token-123"),
+        "a token was logged:\n{all}"
+    );
+    for line in &stdout {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+    }
+    assert!(
+        stdout
+            .iter()
+            .any(|l| l.contains("webhook stored") && l.contains("\"request_id\":\"trace-me-42\"")),
+        "the request id is on the request's log lines:\n{all}"
+    );
+    assert!(stdout.iter().any(|l| l.contains("SIGTERM")), "{all}");
+    assert!(
+        dir.path().join("runbot.db").exists(),
+        "the default store is ./runbot.db"
+    );
+
+    // A restart finds what was accepted.
+    let mut child = start();
+    wait_ready();
+    let groups: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{base}/api/alert-groups"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(groups.as_array().unwrap().len(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,452 @@
+//! Test helpers: the real application on a random port, against real databases and a real
+//! Alertmanager. Each test gets its own database.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use runbot::app::Application;
+use runbot::config::Settings;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+pub const TOKEN: &str = "fixture-token";
+pub const BASIC_USER: &str = "am";
+pub const BASIC_PASS: &str = "fixture-pass";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+
+fn unique() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The PostgreSQL server started by scripts/test.
+pub fn pg_admin_url() -> String {
+    std::env::var("RUNBOT_TEST_PG_URL").expect(
+        "RUNBOT_TEST_PG_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    )
+}
+
+/// A fresh database: a SQLite file in `dir`, or a new PostgreSQL database.
+pub async fn fresh_database(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}", dir.join("runbot.db").display()),
+        Db::Postgres => {
+            let admin = pg_admin_url();
+            let name = format!("runbot_test_{}", unique());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Options {
+    pub db: Db,
+    /// Extra `RUNBOT__…` settings.
+    pub env: Vec<(String, String)>,
+    /// Use this database instead of a fresh one.
+    pub database_url: Option<String>,
+    /// Configure the fixture credentials (bearer `fixture-token`, basic `am`/`fixture-pass`).
+    pub auth: bool,
+}
+
+impl Options {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            env: Vec::new(),
+            database_url: None,
+            auth: true,
+        }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> TestApp {
+        Self::spawn_with(Options::new(db)).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = match opts.database_url {
+            Some(u) => u,
+            None => fresh_database(opts.db, dir.path()).await,
+        };
+        let mut env = vec![
+            (
+                "RUNBOT__HTTP__LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
+            ("RUNBOT__DATABASE__URL".to_string(), database_url.clone()),
+        ];
+        if opts.auth {
+            env.push(("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN".into(), TOKEN.into()));
+            env.push((
+                "RUNBOT__ALERTMANAGER__BASIC_AUTH__USERNAME".into(),
+                BASIC_USER.into(),
+            ));
+            env.push((
+                "RUNBOT__ALERTMANAGER__BASIC_AUTH__PASSWORD".into(),
+                BASIC_PASS.into(),
+            ));
+        }
+        env.extend(opts.env);
+        let empty = dir.path().join("runbot.toml");
+        std::fs::write(&empty, "").unwrap();
+        let settings = Settings::load_from(Some(&empty), env).expect("test settings are valid");
+        let app = Application::build(settings).await.expect("app builds");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            url: format!("http://{addr}"),
+            database_url,
+            client: reqwest::Client::new(),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the app the way SIGTERM does and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhooks/alertmanager", self.url)
+    }
+
+    /// Posts a body with the bearer token and JSON content type.
+    pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.webhook_url())
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn groups(&self) -> Vec<Value> {
+        let r = self.get("/api/alert-groups?status=all&limit=10000").await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn group(&self, id: i64) -> Value {
+        let r = self.get(&format!("/api/alert-groups/{id}")).await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls until `f` finds what it wants in the groups, or panics after `secs`.
+    pub async fn wait_for<T>(&self, secs: u64, what: &str, f: impl Fn(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let groups = self.groups().await;
+            if let Some(t) = f(&groups) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; groups: {}",
+                    serde_json::to_string_pretty(&groups).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One captured webhook from `shared/fixtures/alertmanager`.
+pub struct Fixture {
+    pub name: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for candidate in [
+        root.join("../shared/fixtures/alertmanager"),
+        root.join("tests/fixtures/alertmanager"),
+    ] {
+        if candidate.is_dir() {
+            return candidate;
+        }
+    }
+    panic!("no Alertmanager fixtures: expected ../shared/fixtures/alertmanager beside the project");
+}
+
+pub fn fixtures() -> Vec<Fixture> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            Fixture {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                headers: v["headers"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                body: v["body"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A webhook body of our own: one group, the given alerts as (fingerprint, status, labels).
+pub fn webhook(group: &str, status: &str, alerts: &[(&str, &str, Value)]) -> Value {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(fp, st, labels)| {
+            let mut labels = labels.clone();
+            labels["alertname"] = Value::String(group.to_string());
+            serde_json::json!({
+                "status": st,
+                "labels": labels,
+                "annotations": {"summary": format!("{group} {fp}")},
+                "startsAt": "2026-11-27T19:31:13.991875004Z",
+                "endsAt": if *st == "resolved" { "2026-11-27T19:41:13.5Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus:9090/graph",
+                "fingerprint": fp,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "receiver": "bot",
+        "status": status,
+        "alerts": alerts,
+        "groupLabels": {"alertname": group},
+        "commonLabels": {"alertname": group},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"{group}\"}}"),
+        "truncatedAlerts": 0,
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Alertmanager process (Debian's prometheus-alertmanager), killed on drop.
+pub struct Alertmanager {
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config` (YAML), waiting until it is ready.
+    pub async fn start(config: &str) -> Alertmanager {
+        let bin = std::env::var("RUNBOT_TEST_ALERTMANAGER_BIN")
+            .unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("alertmanager.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let port = free_port();
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.path().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}): run the tests with scripts/test")
+            });
+        let am = Alertmanager {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        am
+    }
+
+    /// Pushes alerts through Alertmanager's API v2, as Prometheus does.
+    pub async fn push(&self, alerts: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&alerts)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// A counter from Alertmanager's own /metrics (summed over label sets matching `filter`).
+    pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of a database that a test can cut and restore, like a network outage.
+pub struct Proxy {
+    pub port: u16,
+    upstream: SocketAddr,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let mut p = Proxy {
+            port: free_port(),
+            upstream,
+            stop: None,
+        };
+        p.restore().await;
+        p
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+
+    pub async fn restore(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let upstream = self.upstream;
+        tokio::spawn(async move {
+            let mut stop = rx.clone();
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { continue };
+                        let mut stop = rx.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                            tokio::select! {
+                                _ = stop.changed() => {}
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        self.stop = Some(tx);
+    }
+}
