@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::config::{DataDir, Settings};
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::policy::SeverityMap;
 use crate::runbook::Runbook;
-use crate::store::writer::Writer;
+use crate::store::writer::{Writer, WriterDone};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -56,7 +55,7 @@ impl Data {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    writer_task: JoinHandle<()>,
+    writer_done: WriterDone,
 }
 
 impl Application {
@@ -64,7 +63,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data = Data::load(&settings)?;
         let store = Store::connect(&settings.database).await?;
-        let (writer, writer_task) = Writer::spawn(store.clone(), settings.database.write_batch_max);
+        let (writer, writer_done) = Writer::spawn(store.clone(), settings.database.write_batch_max)
+            .context("starting the writer thread")?;
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
@@ -104,7 +104,7 @@ impl Application {
         Ok(Application {
             listener,
             state,
-            writer_task,
+            writer_done,
         })
     }
 
@@ -132,7 +132,7 @@ impl Application {
         let Application {
             listener,
             state,
-            writer_task,
+            writer_done,
         } = self;
         let store = state.store.clone();
         let router = http::router(state);
@@ -144,7 +144,7 @@ impl Application {
         .await
         .context("serving HTTP")?;
         tracing::info!("stopped accepting requests; finishing queued writes");
-        if tokio::time::timeout(Duration::from_secs(30), writer_task)
+        if tokio::time::timeout(Duration::from_secs(30), writer_done)
             .await
             .is_err()
         {

@@ -21,7 +21,9 @@ CREATE TABLE alert_groups (
 CREATE INDEX alert_groups_status ON alert_groups (status, updated_at);
 
 -- The latest known state of each alert in a group, keyed by Alertmanager's fingerprint.
+-- A rowid table: rows are appended, and only the small unique index takes random inserts.
 CREATE TABLE alerts (
+    id            INTEGER PRIMARY KEY,
     group_id      INTEGER NOT NULL REFERENCES alert_groups (id),
     fingerprint   TEXT    NOT NULL,
     status        TEXT    NOT NULL,
@@ -33,8 +35,8 @@ CREATE TABLE alerts (
     generator_url TEXT    NOT NULL,
     first_seen_at TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL,
-    PRIMARY KEY (group_id, fingerprint)
-) WITHOUT ROWID;
+    UNIQUE (group_id, fingerprint)
+);
 CREATE INDEX alerts_firing ON alerts (status, severity);
 
 -- Every status transition, in order: the group's timeline.

@@ -91,7 +91,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Receipt>, sqlx::Error> {
         let now = format_time(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_pool.begin().await?;
 
         // Distinct groups, in first-seen order.
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
@@ -119,12 +119,12 @@ impl Store {
         }
 
         let mut groups: Vec<Option<GroupState>> = (0..keys.len()).map(|_| None).collect();
-        load_groups(&mut tx, &keys, &index, &mut groups).await?;
+        load_groups(&mut tx, self.backend, &keys, &index, &mut groups).await?;
 
         // Existing alerts that the batch may touch.
         let mut alerts: Vec<HashMap<String, (AlertState, bool)>> =
             (0..keys.len()).map(|_| HashMap::new()).collect();
-        load_alerts(&mut tx, batch, &index, &groups, &mut alerts).await?;
+        load_alerts(&mut tx, self.backend, batch, &index, &groups, &mut alerts).await?;
 
         let mut events: Vec<Event> = Vec::new();
         let mut receipts_pending: Vec<(usize, usize, usize)> = Vec::with_capacity(batch.len());
@@ -139,9 +139,9 @@ impl Store {
             .into_iter()
             .map(|g| g.expect("every group in the batch was loaded or created"))
             .collect();
-        let ids = write_groups(&mut tx, &groups).await?;
-        write_alerts(&mut tx, &ids, &alerts).await?;
-        write_events(&mut tx, &ids, &events, &now).await?;
+        let ids = write_groups(&mut tx, self.backend, &groups).await?;
+        write_alerts(&mut tx, self.backend, &ids, &alerts).await?;
+        write_events(&mut tx, self.backend, &ids, &events, &now).await?;
         tx.commit().await?;
 
         Ok(receipts_pending
@@ -161,6 +161,7 @@ const GROUP_COLUMNS: &str = "receiver, group_key, status, severity, severity_not
 
 async fn load_groups(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     keys: &[(&str, &str)],
     index: &HashMap<(&str, &str), usize>,
     groups: &mut [Option<GroupState>],
@@ -171,7 +172,7 @@ async fn load_groups(
     for chunk in group_keys.chunks(KEYS_PER_QUERY) {
         let sql = format!(
             "SELECT id, {GROUP_COLUMNS} FROM alert_groups WHERE group_key IN ({})",
-            placeholders(chunk.len(), 1)
+            placeholders(backend, chunk.len(), 1)
         );
         let mut q = sqlx::query(&sql);
         for k in chunk {
@@ -215,6 +216,7 @@ const ALERT_COLUMNS: &str = "status, severity, labels, annotations, starts_at, e
 
 async fn load_alerts(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     batch: &[&IncomingGroup],
     index: &HashMap<(&str, &str), usize>,
     groups: &[Option<GroupState>],
@@ -253,8 +255,8 @@ async fn load_alerts(
             let sql = format!(
                 "SELECT group_id, fingerprint, {ALERT_COLUMNS} FROM alerts \
                  WHERE group_id IN ({}) AND fingerprint IN ({})",
-                placeholders(id_chunk.len(), 1),
-                placeholders(fp_chunk.len(), id_chunk.len() + 1)
+                placeholders(backend, id_chunk.len(), 1),
+                placeholders(backend, fp_chunk.len(), id_chunk.len() + 1)
             );
             let mut q = sqlx::query(&sql);
             for id in id_chunk {
@@ -270,7 +272,7 @@ async fn load_alerts(
         let sql = format!(
             "SELECT group_id, fingerprint, {ALERT_COLUMNS} FROM alerts \
              WHERE group_id IN ({}) AND status = 'firing'",
-            placeholders(chunk.len(), 1)
+            placeholders(backend, chunk.len(), 1)
         );
         let mut q = sqlx::query(&sql);
         for id in chunk {
@@ -470,9 +472,31 @@ fn group_kind(status: AlertStatus) -> &'static str {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the columns of `GROUP_COLUMNS`, in order.
+fn bind_group<'q>(q: AnyQuery<'q>, g: &'q GroupState) -> AnyQuery<'q> {
+    q.bind(&g.receiver)
+        .bind(&g.group_key)
+        .bind(&g.status)
+        .bind(&g.severity)
+        .bind(&g.severity_note)
+        .bind(&g.runbook)
+        .bind(&g.group_labels)
+        .bind(&g.common_labels)
+        .bind(&g.common_annotations)
+        .bind(&g.external_url)
+        .bind(g.truncated_alerts)
+        .bind(&g.started_at)
+        .bind(&g.resolved_at)
+        .bind(&g.created_at)
+        .bind(&g.updated_at)
+}
+
 /// Inserts new groups and updates changed ones; returns every group's id by batch index.
 async fn write_groups(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     groups: &[GroupState],
 ) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids: Vec<i64> = groups.iter().map(|g| g.id.unwrap_or(0)).collect();
@@ -482,27 +506,11 @@ async fn write_groups(
     for chunk in new.chunks(ROWS_PER_STATEMENT / 4) {
         let sql = format!(
             "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES {} RETURNING id, receiver, group_key",
-            values_list(chunk.len(), 15, 1)
+            values_list(backend, chunk.len(), 15, 1)
         );
         let mut q = sqlx::query(&sql);
         for &i in chunk {
-            let g = &groups[i];
-            q = q
-                .bind(&g.receiver)
-                .bind(&g.group_key)
-                .bind(&g.status)
-                .bind(&g.severity)
-                .bind(&g.severity_note)
-                .bind(&g.runbook)
-                .bind(&g.group_labels)
-                .bind(&g.common_labels)
-                .bind(&g.common_annotations)
-                .bind(&g.external_url)
-                .bind(g.truncated_alerts)
-                .bind(&g.started_at)
-                .bind(&g.resolved_at)
-                .bind(&g.created_at)
-                .bind(&g.updated_at);
+            q = bind_group(q, &groups[i]);
         }
         let by_key: HashMap<(&str, &str), usize> = chunk
             .iter()
@@ -520,34 +528,34 @@ async fn write_groups(
             ids[i] = row.try_get("id")?;
         }
     }
-    for g in groups.iter().filter(|g| g.id.is_some() && g.dirty) {
-        sqlx::query(
-            "UPDATE alert_groups SET status = $1, severity = $2, severity_note = $3, runbook = $4, \
-             group_labels = $5, common_labels = $6, common_annotations = $7, external_url = $8, \
-             truncated_alerts = $9, started_at = $10, resolved_at = $11, updated_at = $12 \
-             WHERE id = $13",
-        )
-        .bind(&g.status)
-        .bind(&g.severity)
-        .bind(&g.severity_note)
-        .bind(&g.runbook)
-        .bind(&g.group_labels)
-        .bind(&g.common_labels)
-        .bind(&g.common_annotations)
-        .bind(&g.external_url)
-        .bind(g.truncated_alerts)
-        .bind(&g.started_at)
-        .bind(&g.resolved_at)
-        .bind(&g.updated_at)
-        .bind(g.id)
-        .execute(&mut **tx)
-        .await?;
+    // Changed existing groups: one multi-row upsert on the id rather than an UPDATE each.
+    let changed: Vec<&GroupState> = groups
+        .iter()
+        .filter(|g| g.id.is_some() && g.dirty)
+        .collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT / 4) {
+        let sql = format!(
+            "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
+             status = excluded.status, severity = excluded.severity, \
+             severity_note = excluded.severity_note, runbook = excluded.runbook, \
+             group_labels = excluded.group_labels, common_labels = excluded.common_labels, \
+             common_annotations = excluded.common_annotations, external_url = excluded.external_url, \
+             truncated_alerts = excluded.truncated_alerts, started_at = excluded.started_at, \
+             resolved_at = excluded.resolved_at, updated_at = excluded.updated_at",
+            values_list(backend, chunk.len(), 16, 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for g in chunk {
+            q = bind_group(q.bind(g.id), g);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(ids)
 }
 
 async fn write_alerts(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     ids: &[i64],
     alerts: &[HashMap<String, (AlertState, bool)>],
 ) -> Result<(), sqlx::Error> {
@@ -568,7 +576,7 @@ async fn write_alerts(
              annotations = excluded.annotations, starts_at = excluded.starts_at, \
              ends_at = excluded.ends_at, generator_url = excluded.generator_url, \
              updated_at = excluded.updated_at",
-            values_list(chunk.len(), 11, 1)
+            values_list(backend, chunk.len(), 11, 1)
         );
         let mut q = sqlx::query(&sql);
         for (gid, fp, s) in chunk {
@@ -592,6 +600,7 @@ async fn write_alerts(
 
 async fn write_events(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     ids: &[i64],
     events: &[Event],
     now: &str,
@@ -599,7 +608,7 @@ async fn write_events(
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
-            values_list(chunk.len(), 5, 1)
+            values_list(backend, chunk.len(), 5, 1)
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {

@@ -26,7 +26,11 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// The database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads: the console, the API, metrics.
     pool: AnyPool,
+    /// Writes: one connection, used only by the writer task, so SQLite's page cache stays warm
+    /// and writes never wait on each other.
+    write_pool: AnyPool,
     backend: Backend,
 }
 
@@ -59,7 +63,7 @@ impl Store {
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
@@ -67,19 +71,47 @@ impl Store {
                     })
                 });
         }
-        let pool = options
+        let memory = url.contains(":memory:");
+        let write_options = options.clone().max_connections(1);
+        let write_options = if backend == Backend::Sqlite {
+            // The writer touches the indexes all over; a bigger cache saves re-reading pages.
+            write_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                         PRAGMA cache_size = -16384;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            write_options
+        };
+        let write_pool = write_options
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the {backend:?} database in database.url"))?;
+        // A second pool on :memory: would be a second, empty database.
+        let pool = if memory {
+            write_pool.clone()
+        } else {
+            options.connect_lazy(&url)?
+        };
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator
-            .run(&pool)
+            .run(&write_pool)
             .await
             .context("applying database migrations")?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            write_pool,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -96,7 +128,7 @@ impl Store {
 
     /// Can we write? Takes the same write lock an ingest would.
     pub async fn probe_write(&self) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_pool.begin().await?;
         sqlx::query("UPDATE runbot_meta SET value = value WHERE key = 'probe'")
             .execute(&mut *tx)
             .await?;
@@ -116,12 +148,15 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.write_pool.close().await;
         self.pool.close().await;
     }
 }
 
 /// `($s,$s+1,…),(…)`: a VALUES list of `rows` rows of `cols` placeholders, numbered from `start`.
-fn values_list(rows: usize, cols: usize, start: usize) -> String {
+/// SQLite gets plain `?`: sqlx looks up each named parameter by scanning the statement's list
+/// of names, which makes binding a 400-row insert quadratic.
+fn values_list(backend: Backend, rows: usize, cols: usize, start: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     let mut n = start;
     for r in 0..rows {
@@ -133,8 +168,13 @@ fn values_list(rows: usize, cols: usize, start: usize) -> String {
             if c > 0 {
                 s.push(',');
             }
-            s.push('$');
-            s.push_str(&n.to_string());
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => {
+                    s.push('$');
+                    s.push_str(&n.to_string());
+                }
+            }
             n += 1;
         }
         s.push(')');
@@ -142,12 +182,11 @@ fn values_list(rows: usize, cols: usize, start: usize) -> String {
     s
 }
 
-/// `$s,$s+1,…`: `count` placeholders for an IN list.
-fn placeholders(count: usize, start: usize) -> String {
-    (start..start + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// `$s,$s+1,…` (`?,?,…` for SQLite): `count` placeholders for an IN list.
+fn placeholders(backend: Backend, count: usize, start: usize) -> String {
+    values_list(backend, 1, count, start)
+        .trim_matches(|c| c == '(' || c == ')')
+        .to_string()
 }
 
 /// Errors that mean the database cannot be reached at all, as opposed to one bad statement.
@@ -175,7 +214,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 mod tests {
     #[test]
     fn values_lists_number_placeholders_in_order() {
-        assert_eq!(super::values_list(2, 3, 1), "($1,$2,$3),($4,$5,$6)");
-        assert_eq!(super::placeholders(3, 4), "$4,$5,$6");
+        use crate::config::Backend::{Postgres, Sqlite};
+        assert_eq!(
+            super::values_list(Postgres, 2, 3, 1),
+            "($1,$2,$3),($4,$5,$6)"
+        );
+        assert_eq!(super::placeholders(Postgres, 3, 4), "$4,$5,$6");
+        assert_eq!(super::values_list(Sqlite, 2, 2, 1), "(?,?),(?,?)");
+        assert_eq!(super::placeholders(Sqlite, 3, 4), "?,?,?");
     }
 }

@@ -151,7 +151,7 @@ impl Store {
                 "SELECT group_id, fingerprint, status, severity, labels, annotations, starts_at, \
                  ends_at, generator_url FROM alerts WHERE group_id IN ({}) \
                  ORDER BY status, starts_at, fingerprint",
-                placeholders(chunk.len(), 1)
+                placeholders(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::{is_unavailable, Receipt, Store};
 use crate::alerts::IncomingGroup;
@@ -40,11 +39,25 @@ pub struct Writer {
     tx: mpsc::Sender<Job>,
 }
 
+/// Completes when the writer has answered every queued webhook and stopped.
+pub type WriterDone = oneshot::Receiver<()>;
+
 impl Writer {
-    pub fn spawn(store: Store, batch_max: usize) -> (Writer, JoinHandle<()>) {
+    /// Starts the writer on a thread of its own, so its turns between database round trips
+    /// never wait behind the HTTP tasks in the shared runtime's queue.
+    pub fn spawn(store: Store, batch_max: usize) -> std::io::Result<(Writer, WriterDone)> {
         let (tx, rx) = mpsc::channel(batch_max * 4);
-        let task = tokio::spawn(run(store, rx, batch_max));
-        (Writer { tx }, task)
+        let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("runbot-writer".into())
+            .spawn(move || {
+                runtime.block_on(run(store, rx, batch_max));
+                let _ = done_tx.send(());
+            })?;
+        Ok((Writer { tx }, done))
     }
 
     /// Stores one webhook; returns once it is committed.
