@@ -212,6 +212,9 @@ impl Settings {
                 "database.url must start with sqlite:// (a file) or postgres:// (a server)".into(),
             );
         }
+        if self.database.url.expose_secret().contains(":memory:") {
+            problems.push("database.url: an in-memory SQLite database loses every alert on restart; use a file, e.g. sqlite://runbot.db".into());
+        }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1 (default 8)".into());
         }

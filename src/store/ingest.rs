@@ -25,44 +25,44 @@ pub struct Receipt {
     pub changes: usize,
 }
 
-struct GroupState {
-    id: Option<i64>,
-    receiver: String,
-    group_key: String,
-    status: String,
-    severity: String,
-    severity_note: Option<String>,
-    runbook: Option<String>,
-    group_labels: String,
-    common_labels: String,
-    common_annotations: String,
-    external_url: String,
-    truncated_alerts: i64,
-    started_at: String,
-    resolved_at: Option<String>,
-    created_at: String,
-    updated_at: String,
-    dirty: bool,
+pub(super) struct GroupState {
+    pub(super) id: Option<i64>,
+    pub(super) receiver: String,
+    pub(super) group_key: String,
+    pub(super) status: String,
+    pub(super) severity: String,
+    pub(super) severity_note: Option<String>,
+    pub(super) runbook: Option<String>,
+    pub(super) group_labels: String,
+    pub(super) common_labels: String,
+    pub(super) common_annotations: String,
+    pub(super) external_url: String,
+    pub(super) truncated_alerts: i64,
+    pub(super) started_at: String,
+    pub(super) resolved_at: Option<String>,
+    pub(super) created_at: String,
+    pub(super) updated_at: String,
+    pub(super) dirty: bool,
 }
 
 #[derive(Clone, PartialEq)]
-struct AlertState {
-    status: String,
-    severity: String,
-    labels: String,
-    annotations: String,
-    starts_at: String,
-    ends_at: Option<String>,
-    generator_url: String,
-    first_seen_at: String,
-    updated_at: String,
+pub(super) struct AlertState {
+    pub(super) status: String,
+    pub(super) severity: String,
+    pub(super) labels: String,
+    pub(super) annotations: String,
+    pub(super) starts_at: String,
+    pub(super) ends_at: Option<String>,
+    pub(super) generator_url: String,
+    pub(super) first_seen_at: String,
+    pub(super) updated_at: String,
 }
 
-struct Event {
-    group: usize,
-    fingerprint: Option<String>,
-    kind: &'static str,
-    at: String,
+pub(super) struct Event {
+    pub(super) group: usize,
+    pub(super) fingerprint: Option<String>,
+    pub(super) kind: &'static str,
+    pub(super) at: String,
 }
 
 /// Rows per multi-row statement: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
@@ -83,17 +83,30 @@ fn lock_key(receiver: &str, group_key: &str) -> i64 {
     h as i64
 }
 
-impl Store {
-    /// Stores a batch of webhooks in one transaction and says what each did.
-    pub async fn ingest(
-        &self,
-        batch: &[&IncomingGroup],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Receipt>, sqlx::Error> {
-        let now = format_time(now);
-        let mut tx = self.write_pool.begin().await?;
+/// What one batch works on: the groups and alerts it touches, loaded from the store by a
+/// backend-specific loader, then changed in memory by [`WorkingSet::apply_all`].
+pub(super) struct WorkingSet<'a> {
+    pub batch: &'a [&'a IncomingGroup],
+    /// Distinct (receiver, group key) pairs, in first-seen order.
+    pub keys: Vec<(&'a str, &'a str)>,
+    pub index: HashMap<(&'a str, &'a str), usize>,
+    pub groups: Vec<Option<GroupState>>,
+    /// Per group: fingerprint → (state, changed).
+    pub alerts: Vec<HashMap<String, (AlertState, bool)>>,
+    pub now: String,
+}
 
-        // Distinct groups, in first-seen order.
+/// The outcome of applying a batch, ready to be written.
+pub(super) struct Applied {
+    pub groups: Vec<GroupState>,
+    pub alerts: Vec<HashMap<String, (AlertState, bool)>>,
+    pub events: Vec<Event>,
+    /// Per webhook: (group index, alerts, changes).
+    pending: Vec<(usize, usize, usize)>,
+}
+
+impl<'a> WorkingSet<'a> {
+    pub fn new(batch: &'a [&'a IncomingGroup], now: DateTime<Utc>) -> Self {
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut keys: Vec<(&str, &str)> = Vec::new();
         for g in batch {
@@ -103,11 +116,110 @@ impl Store {
                 keys.push(k);
             }
         }
+        WorkingSet {
+            batch,
+            groups: (0..keys.len()).map(|_| None).collect(),
+            alerts: (0..keys.len()).map(|_| HashMap::new()).collect(),
+            keys,
+            index,
+            now: format_time(now),
+        }
+    }
+
+    pub fn group_of(&self, g: &IncomingGroup) -> usize {
+        self.index[&(g.webhook.receiver.as_str(), g.webhook.group_key.as_str())]
+    }
+
+    /// Applies every webhook in arrival order.
+    pub fn apply_all(mut self) -> Applied {
+        let mut events: Vec<Event> = Vec::new();
+        let mut pending = Vec::with_capacity(self.batch.len());
+        for g in self.batch {
+            let gi = self.group_of(g);
+            let before = events.len();
+            apply(
+                g,
+                gi,
+                &mut self.groups[gi],
+                &mut self.alerts[gi],
+                &mut events,
+                &self.now,
+            );
+            pending.push((gi, g.webhook.alerts.len(), events.len() - before));
+        }
+        Applied {
+            groups: self
+                .groups
+                .into_iter()
+                .map(|g| g.expect("every group in the batch was loaded or created"))
+                .collect(),
+            alerts: self.alerts,
+            events,
+            pending,
+        }
+    }
+}
+
+impl Applied {
+    /// Alerts to write, with their group's index.
+    pub fn changed_alerts(&self) -> impl Iterator<Item = (usize, &String, &AlertState)> {
+        self.alerts.iter().enumerate().flat_map(|(gi, m)| {
+            m.iter()
+                .filter(|(_, (_, changed))| *changed)
+                .map(move |(fp, (s, _))| (gi, fp, s))
+        })
+    }
+
+    /// One receipt per webhook, once every group has its id.
+    pub fn receipts(&self, ids: &[i64]) -> Vec<Receipt> {
+        self.pending
+            .iter()
+            .map(|&(gi, alerts, changes)| Receipt {
+                group_id: ids[gi],
+                alerts,
+                changes,
+            })
+            .collect()
+    }
+}
+
+/// Reads a stored row, whichever driver fetched it.
+pub(super) trait Columns {
+    type Error;
+    fn text(&self, col: &str) -> Result<String, Self::Error>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, Self::Error>;
+    fn int(&self, col: &str) -> Result<i64, Self::Error>;
+}
+
+impl Columns for AnyRow {
+    type Error = sqlx::Error;
+    fn text(&self, col: &str) -> Result<String, sqlx::Error> {
+        self.try_get(col)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(col)
+    }
+    fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
+        self.try_get(col)
+    }
+}
+
+impl Store {
+    /// Stores a batch of webhooks in one transaction and says what each did. SQLite's writer
+    /// thread uses [`super::sqlite_writer`] instead, which makes no async round trips.
+    pub async fn ingest(
+        &self,
+        batch: &[&IncomingGroup],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Receipt>, sqlx::Error> {
+        let mut set = WorkingSet::new(batch, now);
+        let now = set.now.clone();
+        let mut tx = self.write_pool.begin().await?;
 
         if self.backend == Backend::Postgres {
             // Replicas may receive the same group at once (several Alertmanager peers): serialize
             // per group, in a fixed order so two batches never wait on each other in a cycle.
-            let mut locks: Vec<i64> = keys.iter().map(|(r, k)| lock_key(r, k)).collect();
+            let mut locks: Vec<i64> = set.keys.iter().map(|(r, k)| lock_key(r, k)).collect();
             locks.sort_unstable();
             locks.dedup();
             for l in locks {
@@ -118,55 +230,28 @@ impl Store {
             }
         }
 
-        let mut groups: Vec<Option<GroupState>> = (0..keys.len()).map(|_| None).collect();
-        load_groups(&mut tx, self.backend, &keys, &index, &mut groups).await?;
-
-        // Existing alerts that the batch may touch.
-        let mut alerts: Vec<HashMap<String, (AlertState, bool)>> =
-            (0..keys.len()).map(|_| HashMap::new()).collect();
-        load_alerts(&mut tx, self.backend, batch, &index, &groups, &mut alerts).await?;
-
-        let mut events: Vec<Event> = Vec::new();
-        let mut receipts_pending: Vec<(usize, usize, usize)> = Vec::with_capacity(batch.len());
-        for g in batch {
-            let gi = index[&(g.webhook.receiver.as_str(), g.webhook.group_key.as_str())];
-            let before = events.len();
-            apply(g, gi, &mut groups[gi], &mut alerts[gi], &mut events, &now);
-            receipts_pending.push((gi, g.webhook.alerts.len(), events.len() - before));
-        }
-
-        let groups: Vec<GroupState> = groups
-            .into_iter()
-            .map(|g| g.expect("every group in the batch was loaded or created"))
-            .collect();
-        let ids = write_groups(&mut tx, self.backend, &groups).await?;
-        write_alerts(&mut tx, self.backend, &ids, &alerts).await?;
-        write_events(&mut tx, self.backend, &ids, &events, &now).await?;
+        load_groups(&mut tx, self.backend, &mut set).await?;
+        load_alerts(&mut tx, self.backend, &mut set).await?;
+        let applied = set.apply_all();
+        let ids = write_groups(&mut tx, self.backend, &applied.groups).await?;
+        write_alerts(&mut tx, self.backend, &ids, &applied).await?;
+        write_events(&mut tx, self.backend, &ids, &applied.events, &now).await?;
         tx.commit().await?;
-
-        Ok(receipts_pending
-            .into_iter()
-            .map(|(gi, alerts, changes)| Receipt {
-                group_id: ids[gi],
-                alerts,
-                changes,
-            })
-            .collect())
+        Ok(applied.receipts(&ids))
     }
 }
 
-const GROUP_COLUMNS: &str = "receiver, group_key, status, severity, severity_note, runbook, \
+pub(super) const GROUP_COLUMNS: &str =
+    "receiver, group_key, status, severity, severity_note, runbook, \
     group_labels, common_labels, common_annotations, external_url, truncated_alerts, \
     started_at, resolved_at, created_at, updated_at";
 
 async fn load_groups(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    keys: &[(&str, &str)],
-    index: &HashMap<(&str, &str), usize>,
-    groups: &mut [Option<GroupState>],
+    set: &mut WorkingSet<'_>,
 ) -> Result<(), sqlx::Error> {
-    let mut group_keys: Vec<&str> = keys.iter().map(|(_, k)| *k).collect();
+    let mut group_keys: Vec<&str> = set.keys.iter().map(|(_, k)| *k).collect();
     group_keys.sort_unstable();
     group_keys.dedup();
     for chunk in group_keys.chunks(KEYS_PER_QUERY) {
@@ -181,48 +266,76 @@ async fn load_groups(
         for row in q.fetch_all(&mut **tx).await? {
             let receiver: String = row.try_get("receiver")?;
             let group_key: String = row.try_get("group_key")?;
-            if let Some(&gi) = index.get(&(receiver.as_str(), group_key.as_str())) {
-                groups[gi] = Some(group_from_row(&row)?);
+            if let Some(&gi) = set.index.get(&(receiver.as_str(), group_key.as_str())) {
+                set.groups[gi] = Some(group_from_row(&row)?);
             }
         }
     }
     Ok(())
 }
 
-fn group_from_row(row: &AnyRow) -> Result<GroupState, sqlx::Error> {
+pub(super) fn group_from_row<R: Columns>(row: &R) -> Result<GroupState, R::Error> {
     Ok(GroupState {
-        id: Some(row.try_get("id")?),
-        receiver: row.try_get("receiver")?,
-        group_key: row.try_get("group_key")?,
-        status: row.try_get("status")?,
-        severity: row.try_get("severity")?,
-        severity_note: row.try_get("severity_note")?,
-        runbook: row.try_get("runbook")?,
-        group_labels: row.try_get("group_labels")?,
-        common_labels: row.try_get("common_labels")?,
-        common_annotations: row.try_get("common_annotations")?,
-        external_url: row.try_get("external_url")?,
-        truncated_alerts: row.try_get("truncated_alerts")?,
-        started_at: row.try_get("started_at")?,
-        resolved_at: row.try_get("resolved_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: Some(row.int("id")?),
+        receiver: row.text("receiver")?,
+        group_key: row.text("group_key")?,
+        status: row.text("status")?,
+        severity: row.text("severity")?,
+        severity_note: row.opt_text("severity_note")?,
+        runbook: row.opt_text("runbook")?,
+        group_labels: row.text("group_labels")?,
+        common_labels: row.text("common_labels")?,
+        common_annotations: row.text("common_annotations")?,
+        external_url: row.text("external_url")?,
+        truncated_alerts: row.int("truncated_alerts")?,
+        started_at: row.text("started_at")?,
+        resolved_at: row.opt_text("resolved_at")?,
+        created_at: row.text("created_at")?,
+        updated_at: row.text("updated_at")?,
         dirty: false,
     })
 }
 
-const ALERT_COLUMNS: &str = "status, severity, labels, annotations, starts_at, ends_at, \
+pub(super) fn alert_from_row<R: Columns>(row: &R) -> Result<AlertState, R::Error> {
+    Ok(AlertState {
+        status: row.text("status")?,
+        severity: row.text("severity")?,
+        labels: row.text("labels")?,
+        annotations: row.text("annotations")?,
+        starts_at: row.text("starts_at")?,
+        ends_at: row.opt_text("ends_at")?,
+        generator_url: row.text("generator_url")?,
+        first_seen_at: row.text("first_seen_at")?,
+        updated_at: row.text("updated_at")?,
+    })
+}
+
+pub(super) const ALERT_COLUMNS: &str =
+    "status, severity, labels, annotations, starts_at, ends_at, \
     generator_url, first_seen_at, updated_at";
+
+/// What an alert row takes from a newer state (first_seen_at stays).
+pub(super) const ALERT_UPSERT: &str = "ON CONFLICT (group_id, fingerprint) DO UPDATE SET \
+    status = excluded.status, severity = excluded.severity, labels = excluded.labels, \
+    annotations = excluded.annotations, starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
+    generator_url = excluded.generator_url, updated_at = excluded.updated_at";
+
+/// What a group row takes from a newer state (receiver, group_key, created_at stay).
+pub(super) const GROUP_UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET \
+    status = excluded.status, severity = excluded.severity, \
+    severity_note = excluded.severity_note, runbook = excluded.runbook, \
+    group_labels = excluded.group_labels, common_labels = excluded.common_labels, \
+    common_annotations = excluded.common_annotations, external_url = excluded.external_url, \
+    truncated_alerts = excluded.truncated_alerts, started_at = excluded.started_at, \
+    resolved_at = excluded.resolved_at, updated_at = excluded.updated_at";
 
 async fn load_alerts(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    batch: &[&IncomingGroup],
-    index: &HashMap<(&str, &str), usize>,
-    groups: &[Option<GroupState>],
-    alerts: &mut [HashMap<String, (AlertState, bool)>],
+    set: &mut WorkingSet<'_>,
 ) -> Result<(), sqlx::Error> {
-    let by_id: HashMap<i64, usize> = groups
+    let by_id: HashMap<i64, usize> = set
+        .groups
         .iter()
         .enumerate()
         .filter_map(|(gi, g)| g.as_ref().and_then(|g| g.id).map(|id| (id, gi)))
@@ -234,9 +347,8 @@ async fn load_alerts(
     let mut fingerprints: Vec<&str> = Vec::new();
     // Groups that resolve as a whole need every firing alert, also those not in the webhook.
     let mut resolving: Vec<i64> = Vec::new();
-    for g in batch {
-        let gi = index[&(g.webhook.receiver.as_str(), g.webhook.group_key.as_str())];
-        let Some(id) = groups[gi].as_ref().and_then(|s| s.id) else {
+    for g in set.batch {
+        let Some(id) = set.groups[set.group_of(g)].as_ref().and_then(|s| s.id) else {
             continue;
         };
         fingerprints.extend(g.webhook.alerts.iter().map(|a| a.fingerprint.as_str()));
@@ -282,24 +394,13 @@ async fn load_alerts(
     }
     for row in rows {
         let gid: i64 = row.try_get("group_id")?;
-        let state = AlertState {
-            status: row.try_get("status")?,
-            severity: row.try_get("severity")?,
-            labels: row.try_get("labels")?,
-            annotations: row.try_get("annotations")?,
-            starts_at: row.try_get("starts_at")?,
-            ends_at: row.try_get("ends_at")?,
-            generator_url: row.try_get("generator_url")?,
-            first_seen_at: row.try_get("first_seen_at")?,
-            updated_at: row.try_get("updated_at")?,
-        };
-        alerts[by_id[&gid]].insert(row.try_get("fingerprint")?, (state, false));
+        set.alerts[by_id[&gid]].insert(row.try_get("fingerprint")?, (alert_from_row(&row)?, false));
     }
     Ok(())
 }
 
 /// Applies one webhook to the group's state in memory, recording each transition as an event.
-fn apply(
+pub(super) fn apply(
     g: &IncomingGroup,
     gi: usize,
     group: &mut Option<GroupState>,
@@ -535,13 +636,7 @@ async fn write_groups(
         .collect();
     for chunk in changed.chunks(ROWS_PER_STATEMENT / 4) {
         let sql = format!(
-            "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
-             status = excluded.status, severity = excluded.severity, \
-             severity_note = excluded.severity_note, runbook = excluded.runbook, \
-             group_labels = excluded.group_labels, common_labels = excluded.common_labels, \
-             common_annotations = excluded.common_annotations, external_url = excluded.external_url, \
-             truncated_alerts = excluded.truncated_alerts, started_at = excluded.started_at, \
-             resolved_at = excluded.resolved_at, updated_at = excluded.updated_at",
+            "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES {} {GROUP_UPSERT}",
             values_list(backend, chunk.len(), 16, 1)
         );
         let mut q = sqlx::query(&sql);
@@ -557,31 +652,18 @@ async fn write_alerts(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     ids: &[i64],
-    alerts: &[HashMap<String, (AlertState, bool)>],
+    applied: &Applied,
 ) -> Result<(), sqlx::Error> {
-    let dirty: Vec<(i64, &String, &AlertState)> = alerts
-        .iter()
-        .enumerate()
-        .flat_map(|(gi, m)| {
-            m.iter()
-                .filter(|(_, (_, d))| *d)
-                .map(move |(fp, (s, _))| (ids[gi], fp, s))
-        })
-        .collect();
-    for chunk in dirty.chunks(ROWS_PER_STATEMENT) {
+    let changed: Vec<(usize, &String, &AlertState)> = applied.changed_alerts().collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) VALUES {} \
-             ON CONFLICT (group_id, fingerprint) DO UPDATE SET status = excluded.status, \
-             severity = excluded.severity, labels = excluded.labels, \
-             annotations = excluded.annotations, starts_at = excluded.starts_at, \
-             ends_at = excluded.ends_at, generator_url = excluded.generator_url, \
-             updated_at = excluded.updated_at",
+            "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) VALUES {} {ALERT_UPSERT}",
             values_list(backend, chunk.len(), 11, 1)
         );
         let mut q = sqlx::query(&sql);
-        for (gid, fp, s) in chunk {
+        for (gi, fp, s) in chunk {
             q = q
-                .bind(*gid)
+                .bind(ids[*gi])
                 .bind(fp.as_str())
                 .bind(&s.status)
                 .bind(&s.severity)

@@ -6,13 +6,19 @@
 
 mod ingest;
 mod read;
+mod sqlite_writer;
 pub mod writer;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use ingest::Receipt;
@@ -28,9 +34,12 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct Store {
     /// Reads: the console, the API, metrics.
     pool: AnyPool,
-    /// Writes: one connection, used only by the writer task, so SQLite's page cache stays warm
-    /// and writes never wait on each other.
+    /// PostgreSQL writes: one connection, used only by the writer thread.
     write_pool: AnyPool,
+    /// SQLite: the file the writer thread opens itself.
+    sqlite_path: Option<std::path::PathBuf>,
+    /// Webhooks committed so far; tells the checkpointer how busy the writer is.
+    written: Arc<AtomicU64>,
     backend: Backend,
 }
 
@@ -46,16 +55,8 @@ impl Store {
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
         if backend == Backend::Sqlite {
-            if !url.contains('?') && !url.contains(":memory:") {
+            if !url.contains('?') {
                 url.push_str("?mode=rwc");
-            }
-            if url.contains(":memory:") {
-                // Every connection to :memory: is a different database: keep exactly one, forever.
-                options = options
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
             }
             options = options
                 // One local file: a failed query says the same as a ping would, cheaper.
@@ -71,51 +72,54 @@ impl Store {
                     })
                 });
         }
-        let memory = url.contains(":memory:");
-        let write_options = options.clone().max_connections(1);
-        let write_options = if backend == Backend::Sqlite {
-            // The writer touches the indexes all over; a bigger cache saves re-reading pages.
-            write_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                         PRAGMA cache_size = -16384;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-        } else {
-            write_options
-        };
-        let write_pool = write_options
-            .connect(&url)
-            .await
-            .with_context(|| format!("connecting to the {backend:?} database in database.url"))?;
-        // A second pool on :memory: would be a second, empty database.
-        let pool = if memory {
-            write_pool.clone()
-        } else {
-            options.connect_lazy(&url)?
+        let pool =
+            options.clone().connect(&url).await.with_context(|| {
+                format!("connecting to the {backend:?} database in database.url")
+            })?;
+        let (write_pool, sqlite_path) = match backend {
+            Backend::Postgres => (options.max_connections(1).connect_lazy(&url)?, None),
+            Backend::Sqlite => {
+                let path = SqliteConnectOptions::from_str(&url)?
+                    .get_filename()
+                    .to_path_buf();
+                (pool.clone(), Some(path))
+            }
         };
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator
-            .run(&write_pool)
+            .run(&pool)
             .await
             .context("applying database migrations")?;
+        let written = Arc::new(AtomicU64::new(0));
+        if let Some(path) = &sqlite_path {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            tokio::spawn(checkpoint_wal(pool.clone(), wal.into(), written.clone()));
+        }
         Ok(Store {
             pool,
             write_pool,
+            sqlite_path,
+            written,
             backend,
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Counts committed webhooks (for the checkpointer's sense of load).
+    pub(crate) fn count_written(&self, webhooks: usize) {
+        self.written.fetch_add(webhooks as u64, Ordering::Relaxed);
+    }
+
+    /// The SQLite file, which the writer thread opens itself; None for PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
     }
 
     /// Can we read?
@@ -150,6 +154,54 @@ impl Store {
     pub async fn close(&self) {
         self.write_pool.close().await;
         self.pool.close().await;
+    }
+}
+
+/// Copies SQLite's write-ahead log into the database file from a reader connection, so the
+/// writer never runs a checkpoint in the middle of answering webhooks.
+///
+/// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
+/// filesystem, the writer's included. At ordinary rates small checkpoints every 50 ms keep
+/// each of those pauses short. In a storm that many fsyncs would cost throughput, so the log
+/// is left to grow and is copied once it passes a size. A passive checkpoint never catches the
+/// tail of a log that is still being written, and the log only starts over once it has, so a
+/// RESTART checkpoint right after copies the little that is left and lets the writer start
+/// over: a short pause instead of a log that grows without end.
+async fn checkpoint_wal(pool: AnyPool, wal: std::path::PathBuf, written: Arc<AtomicU64>) {
+    const TICK: Duration = Duration::from_millis(20);
+    // About 4,000 webhooks/s: above this, checkpoint by size rather than by time.
+    const STORM_WEBHOOKS_PER_TICK: u64 = 80;
+    const STORM_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = written.load(Ordering::Relaxed);
+    let mut pending = false;
+    while !pool.is_closed() {
+        tick.tick().await;
+        let now = written.load(Ordering::Relaxed);
+        let new = now - seen;
+        seen = now;
+        pending |= new > 0;
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let storm = new > STORM_WEBHOOKS_PER_TICK;
+        if !pending || (storm && wal_bytes < STORM_CHECKPOINT_BYTES) {
+            continue;
+        }
+        let mut result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await;
+        if result.is_ok() && wal_bytes >= STORM_CHECKPOINT_BYTES {
+            result = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&pool)
+                .await;
+        }
+        match result {
+            Ok(_) => pending = false,
+            Err(e) if !pool.is_closed() => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry")
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -1,14 +1,16 @@
 //! The single writer: webhooks queue here and are stored in batches, one transaction each.
 //!
 //! Under load, whatever arrives while a transaction commits goes into the next one, so the cost
-//! of a commit (and its fsync) is shared by many webhooks while each still waits for its own
-//! data to be durable before it is answered.
+//! of a commit is shared by many webhooks while each still waits for its own data to be
+//! committed before it is answered. The writer has a thread of its own: SQLite is written from
+//! it directly; PostgreSQL through sqlx on a small runtime owned by the thread.
 
 use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite_writer::SqliteWriter;
 use super::{is_unavailable, Receipt, Store};
 use crate::alerts::IncomingGroup;
 
@@ -33,7 +35,7 @@ enum Job {
     Probe(oneshot::Sender<Result<(), WriteError>>),
 }
 
-/// A handle to the writer task. Cheap to clone; the task ends when every handle is dropped.
+/// A handle to the writer. Cheap to clone; the writer stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
@@ -42,19 +44,84 @@ pub struct Writer {
 /// Completes when the writer has answered every queued webhook and stopped.
 pub type WriterDone = oneshot::Receiver<()>;
 
+/// How the writer thread reaches the database.
+enum Backend {
+    Sqlite(SqliteWriter, Store),
+    Postgres(Store, tokio::runtime::Runtime),
+}
+
+impl Backend {
+    fn ingest(&mut self, batch: &[&IncomingGroup]) -> Result<Vec<Receipt>, (WriteError, bool)> {
+        match self {
+            Backend::Sqlite(w, store) => {
+                let receipts = w.ingest(batch, Utc::now()).map_err(sqlite_error)?;
+                store.count_written(receipts.len());
+                Ok(receipts)
+            }
+            Backend::Postgres(store, rt) => rt
+                .block_on(store.ingest(batch, Utc::now()))
+                .map_err(|e| sqlx_error(&e)),
+        }
+    }
+
+    fn probe(&mut self) -> Result<(), WriteError> {
+        match self {
+            Backend::Sqlite(w, _) => w.probe().map_err(|e| sqlite_error(e).0),
+            Backend::Postgres(store, rt) => rt
+                .block_on(store.probe_write())
+                .map_err(|e| sqlx_error(&e).0),
+        }
+    }
+}
+
+/// The error, and whether it concerns the whole database rather than this data.
+fn sqlx_error(e: &sqlx::Error) -> (WriteError, bool) {
+    if is_unavailable(e) {
+        (WriteError::Unavailable(e.to_string()), true)
+    } else {
+        (WriteError::Refused(e.to_string()), false)
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> (WriteError, bool) {
+    use rusqlite::ErrorCode::*;
+    let whole_database = matches!(
+        e.sqlite_error_code(),
+        Some(
+            DatabaseBusy
+                | DatabaseLocked
+                | DiskFull
+                | SystemIoFailure
+                | CannotOpen
+                | ReadOnly
+                | OutOfMemory
+        )
+    );
+    if whole_database {
+        (WriteError::Unavailable(e.to_string()), true)
+    } else {
+        (WriteError::Refused(e.to_string()), false)
+    }
+}
+
 impl Writer {
-    /// Starts the writer on a thread of its own, so its turns between database round trips
-    /// never wait behind the HTTP tasks in the shared runtime's queue.
-    pub fn spawn(store: Store, batch_max: usize) -> std::io::Result<(Writer, WriterDone)> {
+    /// Starts the writer thread.
+    pub fn spawn(store: Store, batch_max: usize) -> anyhow::Result<(Writer, WriterDone)> {
+        let backend = match store.sqlite_path() {
+            Some(path) => Backend::Sqlite(SqliteWriter::open(path)?, store.clone()),
+            None => Backend::Postgres(
+                store,
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            ),
+        };
         let (tx, rx) = mpsc::channel(batch_max * 4);
         let (done_tx, done) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         std::thread::Builder::new()
             .name("runbot-writer".into())
             .spawn(move || {
-                runtime.block_on(run(store, rx, batch_max));
+                run(backend, rx, batch_max);
                 let _ = done_tx.send(());
             })?;
         Ok((Writer { tx }, done))
@@ -81,21 +148,13 @@ impl Writer {
     }
 }
 
-fn classify_error(e: &sqlx::Error) -> WriteError {
-    if is_unavailable(e) {
-        WriteError::Unavailable(e.to_string())
-    } else {
-        WriteError::Refused(e.to_string())
-    }
-}
-
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(batch_max);
-    while rx.recv_many(&mut jobs, batch_max).await > 0 {
-        let mut groups: Vec<IncomingGroup> = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
+fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut groups: Vec<IncomingGroup> = Vec::new();
+        let mut replies = Vec::new();
         let mut probes = Vec::new();
-        for job in jobs.drain(..) {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
             match job {
                 Job::Ingest(g, reply) => {
                     groups.push(*g);
@@ -103,12 +162,15 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
                 }
                 Job::Probe(reply) => probes.push(reply),
             }
+            if groups.len() + probes.len() < batch_max {
+                next = rx.try_recv().ok();
+            }
         }
         if !groups.is_empty() {
-            write_batch(&store, &groups, replies).await;
+            write_batch(&mut backend, &groups, replies);
         }
         if !probes.is_empty() {
-            let result = store.probe_write().await.map_err(|e| classify_error(&e));
+            let result = backend.probe();
             for p in probes {
                 let _ = p.send(result.clone());
             }
@@ -117,14 +179,14 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
     tracing::debug!("writer stopped: every queued webhook was answered");
 }
 
-async fn write_batch(
-    store: &Store,
+fn write_batch(
+    backend: &mut Backend,
     groups: &[IncomingGroup],
     replies: Vec<oneshot::Sender<Result<Receipt, WriteError>>>,
 ) {
     let started = Instant::now();
     let refs: Vec<&IncomingGroup> = groups.iter().collect();
-    let result = store.ingest(&refs, Utc::now()).await;
+    let result = backend.ingest(&refs);
     metrics::histogram!("runbot_store_batch_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("runbot_store_batch_webhooks").record(groups.len() as f64);
     match result {
@@ -134,23 +196,21 @@ async fn write_batch(
                 let _ = reply.send(Ok(receipt));
             }
         }
-        Err(e) if groups.len() > 1 && !is_unavailable(&e) => {
+        Err((e, false)) if groups.len() > 1 => {
             // One webhook's data spoiled the batch: store the others alone, so only it fails.
             tracing::warn!(error = %e, webhooks = groups.len(), "batch refused; storing its webhooks one by one");
-            for (g, reply) in groups.iter().zip(replies) {
-                let result = store
-                    .ingest(&[g], Utc::now())
-                    .await
+            for (g, reply) in refs.iter().zip(replies) {
+                let result = backend
+                    .ingest(&[g])
                     .map(|mut r| r.remove(0))
-                    .map_err(|e| classify_error(&e));
+                    .map_err(|(e, _)| e);
                 let _ = reply.send(result);
             }
         }
-        Err(e) => {
-            let err = classify_error(&e);
+        Err((e, _)) => {
             tracing::error!(error = %e, webhooks = groups.len(), "could not store webhooks");
             for reply in replies {
-                let _ = reply.send(Err(err.clone()));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

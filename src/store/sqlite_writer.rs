@@ -1,0 +1,190 @@
+//! SQLite's writer: the batch is stored from the writer thread itself with rusqlite, one
+//! cached statement per step and point lookups by key, so storing a webhook makes no async
+//! round trip. The logic of what changes is shared with PostgreSQL ([`super::ingest`]).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::ingest::{
+    alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
+    GROUP_COLUMNS, GROUP_UPSERT,
+};
+use super::Receipt;
+use crate::alerts::{AlertStatus, IncomingGroup};
+
+impl Columns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, col: &str) -> rusqlite::Result<String> {
+        self.get(col)
+    }
+    fn opt_text(&self, col: &str) -> rusqlite::Result<Option<String>> {
+        self.get(col)
+    }
+    fn int(&self, col: &str) -> rusqlite::Result<i64> {
+        self.get(col)
+    }
+}
+
+/// The writer's own connection to the database file.
+pub struct SqliteWriter {
+    conn: Connection,
+}
+
+impl SqliteWriter {
+    pub fn open(path: &Path) -> rusqlite::Result<SqliteWriter> {
+        let conn = Connection::open(path)?;
+        // Checkpoints run from a reader connection (see `checkpoint_wal`), not in the writer.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 1000; \
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 67108864;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(SqliteWriter { conn })
+    }
+
+    /// Takes the write lock and releases it: would a write succeed now?
+    pub fn probe(&mut self) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE runbot_meta SET value = value WHERE key = 'probe'",
+            [],
+        )?;
+        tx.commit()
+    }
+
+    /// Stores a batch in one transaction; same outcome as [`super::Store::ingest`].
+    pub fn ingest(
+        &mut self,
+        batch: &[&IncomingGroup],
+        now: DateTime<Utc>,
+    ) -> rusqlite::Result<Vec<Receipt>> {
+        let mut set = WorkingSet::new(batch, now);
+        let now = set.now.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut group = tx.prepare_cached(&format!(
+                "SELECT id, {GROUP_COLUMNS} FROM alert_groups WHERE group_key = ?1 AND receiver = ?2"
+            ))?;
+            for (gi, (receiver, key)) in set.keys.iter().enumerate() {
+                set.groups[gi] = group
+                    .query_row(params![key, receiver], |row| group_from_row(row))
+                    .optional()?;
+            }
+            let mut alert = tx.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE group_id = ?1 AND fingerprint = ?2"
+            ))?;
+            let mut firing = tx.prepare_cached(&format!(
+                "SELECT fingerprint, {ALERT_COLUMNS} FROM alerts WHERE group_id = ?1 AND status = 'firing'"
+            ))?;
+            for g in set.batch {
+                let gi = set.group_of(g);
+                let Some(id) = set.groups[gi].as_ref().and_then(|s| s.id) else {
+                    continue;
+                };
+                for a in &g.webhook.alerts {
+                    let fp = a.fingerprint.as_str();
+                    if set.alerts[gi].contains_key(fp) {
+                        continue;
+                    }
+                    if let Some(state) = alert
+                        .query_row(params![id, fp], |row| alert_from_row(row))
+                        .optional()?
+                    {
+                        set.alerts[gi].insert(fp.to_string(), (state, false));
+                    }
+                }
+                // A group that resolves as a whole needs every firing alert, also those not sent.
+                if g.webhook.status == AlertStatus::Resolved {
+                    let mut rows = firing.query(params![id])?;
+                    while let Some(row) = rows.next()? {
+                        let fp: String = row.get("fingerprint")?;
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            set.alerts[gi].entry(fp)
+                        {
+                            slot.insert((alert_from_row(row)?, false));
+                        }
+                    }
+                }
+            }
+        }
+        let applied = set.apply_all();
+        let ids = write(&tx, &applied, &now)?;
+        tx.commit()?;
+        Ok(applied.receipts(&ids))
+    }
+}
+
+fn write(
+    tx: &rusqlite::Transaction<'_>,
+    applied: &Applied,
+    now: &str,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut ids: Vec<i64> = applied.groups.iter().map(|g| g.id.unwrap_or(0)).collect();
+    let mut insert_group = tx.prepare_cached(&format!(
+        "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id"
+    ))?;
+    let mut update_group = tx.prepare_cached(&format!(
+        "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) {GROUP_UPSERT}"
+    ))?;
+    for (gi, g) in applied.groups.iter().enumerate() {
+        let values = params![
+            g.receiver,
+            g.group_key,
+            g.status,
+            g.severity,
+            g.severity_note,
+            g.runbook,
+            g.group_labels,
+            g.common_labels,
+            g.common_annotations,
+            g.external_url,
+            g.truncated_alerts,
+            g.started_at,
+            g.resolved_at,
+            g.created_at,
+            g.updated_at,
+        ];
+        match g.id {
+            None => ids[gi] = insert_group.query_row(values, |r| r.get(0))?,
+            Some(id) if g.dirty => {
+                let mut with_id: Vec<&dyn rusqlite::ToSql> = vec![&id];
+                with_id.extend_from_slice(values);
+                update_group.execute(with_id.as_slice())?;
+            }
+            Some(_) => {}
+        }
+    }
+    let mut upsert_alert = tx.prepare_cached(&format!(
+        "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) {ALERT_UPSERT}"
+    ))?;
+    for (gi, fp, s) in applied.changed_alerts() {
+        upsert_alert.execute(params![
+            ids[gi],
+            fp,
+            s.status,
+            s.severity,
+            s.labels,
+            s.annotations,
+            s.starts_at,
+            s.ends_at,
+            s.generator_url,
+            s.first_seen_at,
+            s.updated_at,
+        ])?;
+    }
+    let mut insert_event = tx.prepare_cached(
+        "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for e in &applied.events {
+        insert_event.execute(params![ids[e.group], e.fingerprint, e.kind, e.at, now])?;
+    }
+    Ok(ids)
+}
