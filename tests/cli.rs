@@ -238,7 +238,8 @@ fn serve_runs_logs_json_stops_on_sigterm_and_keeps_what_it_accepted() {
     assert!(
         stdout
             .iter()
-            .any(|l| l.contains("webhook stored") && l.contains("\"request_id\":\"trace-me-42\"")),
+            .any(|l| l.contains("alert group is now firing")
+                && l.contains("\"request_id\":\"trace-me-42\"")),
         "the request id is on the request's log lines:\n{all}"
     );
     assert!(stdout.iter().any(|l| l.contains("SIGTERM")), "{all}");

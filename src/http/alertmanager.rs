@@ -164,19 +164,22 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             metrics::counter!(WEBHOOKS_RECEIVED, "source" => "alertmanager", "result" => "accepted")
                 .increment(1);
             metrics::counter!(ALERTS_RECEIVED).increment(alerts as u64);
-            if receipt.changes > 0 {
-                tracing::info!(
+            // One line per group that opens, resolves or fires again; every webhook at debug,
+            // so a storm does not turn into a log storm.
+            match receipt.group_became {
+                Some(status) => tracing::info!(
+                    group_id = receipt.group_id,
+                    status,
+                    alerts,
+                    changes = receipt.changes,
+                    "alert group is now {status}"
+                ),
+                None => tracing::debug!(
                     group_id = receipt.group_id,
                     alerts,
                     changes = receipt.changes,
                     "webhook stored"
-                );
-            } else {
-                tracing::debug!(
-                    group_id = receipt.group_id,
-                    alerts,
-                    "webhook repeated what was stored"
-                );
+                ),
             }
             (StatusCode::OK, Json(receipt)).into_response()
         }

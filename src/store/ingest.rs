@@ -23,6 +23,9 @@ pub struct Receipt {
     pub alerts: usize,
     /// Timeline entries this webhook added (0 for a pure re-send).
     pub changes: usize,
+    /// The group's status after this webhook when the webhook changed it (opened, resolved,
+    /// fired again); None otherwise.
+    pub group_became: Option<&'static str>,
 }
 
 pub(super) struct GroupState {
@@ -101,8 +104,8 @@ pub(super) struct Applied {
     pub groups: Vec<GroupState>,
     pub alerts: Vec<HashMap<String, (AlertState, bool)>>,
     pub events: Vec<Event>,
-    /// Per webhook: (group index, alerts, changes).
-    pending: Vec<(usize, usize, usize)>,
+    /// Per webhook: (group index, alerts, changes, group status change).
+    pending: Vec<(usize, usize, usize, Option<&'static str>)>,
 }
 
 impl<'a> WorkingSet<'a> {
@@ -145,7 +148,11 @@ impl<'a> WorkingSet<'a> {
                 &mut events,
                 &self.now,
             );
-            pending.push((gi, g.webhook.alerts.len(), events.len() - before));
+            let became = events[before..]
+                .iter()
+                .any(|e| e.fingerprint.is_none())
+                .then(|| g.webhook.status.as_str());
+            pending.push((gi, g.webhook.alerts.len(), events.len() - before, became));
         }
         Applied {
             groups: self
@@ -174,10 +181,11 @@ impl Applied {
     pub fn receipts(&self, ids: &[i64]) -> Vec<Receipt> {
         self.pending
             .iter()
-            .map(|&(gi, alerts, changes)| Receipt {
+            .map(|&(gi, alerts, changes, group_became)| Receipt {
                 group_id: ids[gi],
                 alerts,
                 changes,
+                group_became,
             })
             .collect()
     }

@@ -171,7 +171,7 @@ async fn checkpoint_wal(pool: AnyPool, wal: std::path::PathBuf, written: Arc<Ato
     const TICK: Duration = Duration::from_millis(20);
     // About 4,000 webhooks/s: above this, checkpoint by size rather than by time.
     const STORM_WEBHOOKS_PER_TICK: u64 = 80;
-    const STORM_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+    const STORM_CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = written.load(Ordering::Relaxed);
