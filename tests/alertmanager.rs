@@ -122,13 +122,7 @@ async fn alerts_join_a_group_then_resolve_through_a_real_alertmanager() {
         );
         assert_eq!(app.groups().await.len(), 1, "{db:?}: no duplicate group");
 
-        let detail = app.group(id.as_i64().unwrap()).await;
-        let kinds: Vec<&str> = detail["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = app.timeline_kinds(id.as_i64().unwrap()).await;
         assert_eq!(
             kinds.iter().filter(|k| **k == "alert_firing").count(),
             2,
@@ -139,7 +133,7 @@ async fn alerts_join_a_group_then_resolve_through_a_real_alertmanager() {
             2,
             "{kinds:?}"
         );
-        assert_eq!(kinds.last(), Some(&"group_resolved"));
+        assert_eq!(kinds.last().map(String::as_str), Some("group_resolved"));
         assert_eq!(
             am.metric("alertmanager_notifications_failed_total", "webhook")
                 .await,

@@ -82,13 +82,7 @@ async fn captured_fixtures_replayed_byte_for_byte_build_the_right_groups() {
         );
 
         // The timeline of APIDown: opened firing, two alerts fired, then both resolved.
-        let detail = app.group(api["id"].as_i64().unwrap()).await;
-        let kinds: Vec<&str> = detail["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = app.timeline_kinds(api["id"].as_i64().unwrap()).await;
         assert_eq!(
             kinds,
             [
@@ -187,12 +181,7 @@ async fn firing_resolved_firing_is_recorded_as_a_timeline_on_one_group() {
             "re-fire restarts the clock"
         );
         assert_eq!(g["resolved_at"], Value::Null);
-        let kinds: Vec<&str> = g["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = app.timeline_kinds(g["id"].as_i64().unwrap()).await;
         assert_eq!(
             kinds,
             [

@@ -199,6 +199,16 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// The kinds of a group's timeline entries, oldest first.
+    pub async fn timeline_kinds(&self, id: i64) -> Vec<String> {
+        self.group(id).await["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Polls until `f` finds what it wants in the groups, or panics after `secs`.
     pub async fn wait_for<T>(&self, secs: u64, what: &str, f: impl Fn(&[Value]) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(secs);
