@@ -94,10 +94,8 @@ impl Store {
             .await
             .context("applying database migrations")?;
         let written = Arc::new(AtomicU64::new(0));
-        if let Some(path) = &sqlite_path {
-            let mut wal = path.clone().into_os_string();
-            wal.push("-wal");
-            tokio::spawn(checkpoint_wal(pool.clone(), wal.into(), written.clone()));
+        if sqlite_path.is_some() {
+            tokio::spawn(checkpoint_wal(pool.clone(), written.clone()));
         }
         Ok(Store {
             pool,
@@ -161,39 +159,50 @@ impl Store {
 /// writer never runs a checkpoint in the middle of answering webhooks.
 ///
 /// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
-/// filesystem, the writer's included. At ordinary rates small checkpoints every 50 ms keep
-/// each of those pauses short. In a storm that many fsyncs would cost throughput, so the log
-/// is left to grow and is copied once it passes a size. A passive checkpoint never catches the
-/// tail of a log that is still being written, and the log only starts over once it has, so a
-/// RESTART checkpoint right after copies the little that is left and lets the writer start
-/// over: a short pause instead of a log that grows without end.
-async fn checkpoint_wal(pool: AnyPool, wal: std::path::PathBuf, written: Arc<AtomicU64>) {
+/// filesystem, the writer's included. At ordinary rates small checkpoints every 20 ms keep
+/// each of those pauses short. In a storm that many fsyncs would cost throughput, so they come
+/// every 250 ms. A passive checkpoint never catches the tail of a log that is still being
+/// written, and the log only starts over once one has; so when the log holds more than
+/// 32 MiB, a RESTART checkpoint right after copies the little that is left and lets the
+/// writer start over: a short pause instead of a log that grows without end.
+async fn checkpoint_wal(pool: AnyPool, written: Arc<AtomicU64>) {
     const TICK: Duration = Duration::from_millis(20);
-    // About 4,000 webhooks/s: above this, checkpoint by size rather than by time.
+    const STORM_INTERVAL: Duration = Duration::from_millis(250);
+    // About 4,000 webhooks/s: above this, checkpoint less often.
     const STORM_WEBHOOKS_PER_TICK: u64 = 80;
-    const STORM_CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+    const RESTART_ABOVE_BYTES: i64 = 32 * 1024 * 1024;
+    let page_size: i64 = match sqlx::query("PRAGMA page_size").fetch_one(&pool).await {
+        Ok(row) => row.try_get(0).unwrap_or(4096),
+        Err(_) => 4096,
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = written.load(Ordering::Relaxed);
     let mut pending = false;
+    let mut last = tokio::time::Instant::now();
     while !pool.is_closed() {
         tick.tick().await;
         let now = written.load(Ordering::Relaxed);
         let new = now - seen;
         seen = now;
         pending |= new > 0;
-        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
         let storm = new > STORM_WEBHOOKS_PER_TICK;
-        if !pending || (storm && wal_bytes < STORM_CHECKPOINT_BYTES) {
+        if !pending || (storm && last.elapsed() < STORM_INTERVAL) {
             continue;
         }
+        last = tokio::time::Instant::now();
+        // The answer's second column is how many frames the log holds.
         let mut result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await;
-        if result.is_ok() && wal_bytes >= STORM_CHECKPOINT_BYTES {
-            result = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&pool)
-                .await;
+            .fetch_one(&pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>(1));
+        if let Ok(frames) = result {
+            if frames * page_size > RESTART_ABOVE_BYTES {
+                result = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&pool)
+                    .await
+                    .and_then(|row| row.try_get::<i64, _>(1));
+            }
         }
         match result {
             Ok(_) => pending = false,
