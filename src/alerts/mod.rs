@@ -3,7 +3,7 @@
 //! Parsing is the only way in: after [`Webhook::parse`], the rest of runbot trusts the data.
 
 mod classify;
-pub use classify::{classify, IncomingGroup};
+pub use classify::{classify, labels_json, IncomingGroup, StoredAlert, StoredForm};
 
 use std::collections::BTreeMap;
 

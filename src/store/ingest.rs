@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{placeholders, values_list, Store};
-use crate::alerts::{format_time, AlertStatus, IncomingGroup, Labels};
+use crate::alerts::{format_time, AlertStatus, IncomingGroup};
 use crate::config::Backend;
 
 /// What storing one webhook did.
@@ -71,10 +71,6 @@ pub(super) struct Event {
 /// Rows per multi-row statement: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
 const ROWS_PER_STATEMENT: usize = 400;
 const KEYS_PER_QUERY: usize = 1000;
-
-fn json(labels: &Labels) -> String {
-    serde_json::to_string(labels).expect("a map of strings always serializes")
-}
 
 /// A stable 64-bit key for a PostgreSQL advisory lock on one group (FNV-1a).
 fn lock_key(receiver: &str, group_key: &str) -> i64 {
@@ -427,15 +423,20 @@ pub(super) fn apply(
         })
     };
 
-    for (alert, severity) in w.alerts.iter().zip(&g.alert_severities) {
+    for ((alert, severity), text) in w
+        .alerts
+        .iter()
+        .zip(&g.alert_severities)
+        .zip(&g.stored.alerts)
+    {
         let fp = alert.fingerprint.as_str();
         let incoming = AlertState {
             status: alert.status.as_str().to_string(),
             severity: severity.as_str().to_string(),
-            labels: json(&alert.labels),
-            annotations: json(&alert.annotations),
-            starts_at: format_time(alert.starts_at),
-            ends_at: alert.ends_at.map(format_time),
+            labels: text.labels.clone(),
+            annotations: text.annotations.clone(),
+            starts_at: text.starts_at.clone(),
+            ends_at: text.ends_at.clone(),
             generator_url: alert.generator_url.clone(),
             first_seen_at: now.to_string(),
             updated_at: now.to_string(),
@@ -514,9 +515,9 @@ pub(super) fn apply(
         severity: g.severity.as_str().to_string(),
         severity_note: g.severity_note.clone(),
         runbook: g.runbook.clone(),
-        group_labels: json(&w.group_labels),
-        common_labels: json(&w.common_labels),
-        common_annotations: json(&w.common_annotations),
+        group_labels: g.stored.group_labels.clone(),
+        common_labels: g.stored.common_labels.clone(),
+        common_annotations: g.stored.common_annotations.clone(),
         external_url: w.external_url.clone(),
         truncated_alerts: w.truncated_alerts,
         started_at: firing_start,

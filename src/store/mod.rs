@@ -161,16 +161,16 @@ impl Store {
 /// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
 /// filesystem, the writer's included. At ordinary rates small checkpoints every 20 ms keep
 /// each of those pauses short. In a storm that many fsyncs would cost throughput, so they come
-/// every 250 ms. A passive checkpoint never catches the tail of a log that is still being
+/// every 500 ms. A passive checkpoint never catches the tail of a log that is still being
 /// written, and the log only starts over once one has; so when the log holds more than
-/// 32 MiB, a RESTART checkpoint right after copies the little that is left and lets the
+/// 64 MiB, a RESTART checkpoint right after copies the little that is left and lets the
 /// writer start over: a short pause instead of a log that grows without end.
 async fn checkpoint_wal(pool: AnyPool, written: Arc<AtomicU64>) {
     const TICK: Duration = Duration::from_millis(20);
-    const STORM_INTERVAL: Duration = Duration::from_millis(250);
+    const STORM_INTERVAL: Duration = Duration::from_millis(500);
     // About 4,000 webhooks/s: above this, checkpoint less often.
     const STORM_WEBHOOKS_PER_TICK: u64 = 80;
-    const RESTART_ABOVE_BYTES: i64 = 32 * 1024 * 1024;
+    const RESTART_ABOVE_BYTES: i64 = 64 * 1024 * 1024;
     let page_size: i64 = match sqlx::query("PRAGMA page_size").fetch_one(&pool).await {
         Ok(row) => row.try_get(0).unwrap_or(4096),
         Err(_) => 4096,

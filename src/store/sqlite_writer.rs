@@ -38,7 +38,7 @@ impl SqliteWriter {
         // Checkpoints run from a reader connection (see `checkpoint_wal`), not in the writer.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 1000; \
-             PRAGMA foreign_keys = ON; PRAGMA cache_size = -4096; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 0; \
              PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(32);
