@@ -126,6 +126,10 @@ pub struct WebhookError(pub String);
 
 impl Webhook {
     pub fn parse(body: &[u8]) -> Result<Webhook, WebhookError> {
+        // The fast path; only a body that fails is parsed again to say where.
+        if let Ok(raw) = serde_json::from_slice::<RawWebhook>(body) {
+            return raw.validate();
+        }
         let de = &mut serde_json::Deserializer::from_slice(body);
         let raw: RawWebhook = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
