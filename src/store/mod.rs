@@ -120,15 +120,8 @@ impl Store {
         self.sqlite_path.as_deref()
     }
 
-    /// Can we read?
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-    }
-
-    /// Can we write? Takes the same write lock an ingest would.
+    /// Can we write? Takes the same write lock an ingest would (PostgreSQL; SQLite's writer
+    /// probes its own connection).
     pub async fn probe_write(&self) -> Result<(), sqlx::Error> {
         let mut tx = self.write_pool.begin().await?;
         sqlx::query("UPDATE runbot_meta SET value = value WHERE key = 'probe'")
