@@ -149,6 +149,11 @@ impl Writer {
 }
 
 fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+    let (answerer, answers) = std::sync::mpsc::channel::<Answers>();
+    let answer_thread = std::thread::Builder::new()
+        .name("runbot-answers".into())
+        .spawn(move || answer(answers))
+        .ok();
     while let Some(first) = rx.blocking_recv() {
         let mut groups: Vec<IncomingGroup> = Vec::new();
         let mut replies = Vec::new();
@@ -167,7 +172,7 @@ fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
             }
         }
         if !groups.is_empty() {
-            write_batch(&mut backend, &groups, replies);
+            write_batch(&answerer, &mut backend, &groups, replies);
         }
         if !probes.is_empty() {
             let result = backend.probe();
@@ -176,10 +181,27 @@ fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
             }
         }
     }
+    drop(answerer);
+    if let Some(t) = answer_thread {
+        let _ = t.join();
+    }
     tracing::debug!("writer stopped: every queued webhook was answered");
 }
 
+type Answers = Vec<(oneshot::Sender<Result<Receipt, WriteError>>, Receipt)>;
+
+/// Hands stored webhooks their receipts. The caller may have gone away; its data is stored
+/// all the same.
+fn answer(rx: std::sync::mpsc::Receiver<Answers>) {
+    for answers in rx {
+        for (reply, receipt) in answers {
+            let _ = reply.send(Ok(receipt));
+        }
+    }
+}
+
 fn write_batch(
+    answerer: &std::sync::mpsc::Sender<Answers>,
     backend: &mut Backend,
     groups: &[IncomingGroup],
     replies: Vec<oneshot::Sender<Result<Receipt, WriteError>>>,
@@ -191,9 +213,13 @@ fn write_batch(
     metrics::histogram!("runbot_store_batch_webhooks").record(groups.len() as f64);
     match result {
         Ok(receipts) => {
-            for (reply, receipt) in replies.into_iter().zip(receipts) {
-                // The caller may have gone away; its data is stored all the same.
-                let _ = reply.send(Ok(receipt));
+            // Each answer wakes an HTTP task, a system call apiece; another thread makes them
+            // so the writer can start on the next batch.
+            let answers: Vec<_> = replies.into_iter().zip(receipts).collect();
+            if let Err(std::sync::mpsc::SendError(answers)) = answerer.send(answers) {
+                for (reply, receipt) in answers {
+                    let _ = reply.send(Ok(receipt));
+                }
             }
         }
         Err((e, false)) if groups.len() > 1 => {
