@@ -11,8 +11,9 @@ use super::ingest::{
     alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
     GROUP_COLUMNS, GROUP_UPSERT,
 };
-use super::Receipt;
+use super::{values_list, Receipt};
 use crate::alerts::{AlertStatus, IncomingGroup};
+use crate::config::Backend;
 
 impl Columns for rusqlite::Row<'_> {
     type Error = rusqlite::Error;
@@ -127,11 +128,14 @@ fn write(
     now: &str,
 ) -> rusqlite::Result<Vec<i64>> {
     let mut ids: Vec<i64> = applied.groups.iter().map(|g| g.id.unwrap_or(0)).collect();
+    let one_row = |cols| values_list(Backend::Sqlite, 1, cols, 1);
     let mut insert_group = tx.prepare_cached(&format!(
-        "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id"
+        "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES {} RETURNING id",
+        one_row(15)
     ))?;
     let mut update_group = tx.prepare_cached(&format!(
-        "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) {GROUP_UPSERT}"
+        "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES {} {GROUP_UPSERT}",
+        one_row(16)
     ))?;
     for (gi, g) in applied.groups.iter().enumerate() {
         let values = params![
@@ -162,8 +166,8 @@ fn write(
         }
     }
     let mut upsert_alert = tx.prepare_cached(&format!(
-        "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) {ALERT_UPSERT}"
+        "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) VALUES {} {ALERT_UPSERT}",
+        one_row(11)
     ))?;
     for (gi, fp, s) in applied.changed_alerts() {
         upsert_alert.execute(params![
@@ -180,9 +184,10 @@ fn write(
             s.updated_at,
         ])?;
     }
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut insert_event = tx.prepare_cached(&format!(
+        "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
+        one_row(5)
+    ))?;
     for e in &applied.events {
         insert_event.execute(params![ids[e.group], e.fingerprint, e.kind, e.at, now])?;
     }
