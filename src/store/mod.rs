@@ -110,9 +110,10 @@ impl Store {
         self.backend
     }
 
-    /// Counts committed webhooks (for the checkpointer's sense of load).
-    pub(crate) fn count_written(&self, webhooks: usize) {
-        self.written.fetch_add(webhooks as u64, Ordering::Relaxed);
+    /// The count of committed webhooks, which the SQLite writer raises and the checkpointer
+    /// reads for its sense of load.
+    pub(crate) fn written_counter(&self) -> Arc<AtomicU64> {
+        self.written.clone()
     }
 
     /// The SQLite file, which the writer thread opens itself; None for PostgreSQL.

@@ -3,6 +3,8 @@
 //! round trip. The logic of what changes is shared with PostgreSQL ([`super::ingest`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -31,10 +33,12 @@ impl Columns for rusqlite::Row<'_> {
 /// The writer's own connection to the database file.
 pub struct SqliteWriter {
     conn: Connection,
+    /// Raised by each commit; the checkpointer reads it (see `checkpoint_wal`).
+    written: Arc<AtomicU64>,
 }
 
 impl SqliteWriter {
-    pub fn open(path: &Path) -> rusqlite::Result<SqliteWriter> {
+    pub fn open(path: &Path, written: Arc<AtomicU64>) -> rusqlite::Result<SqliteWriter> {
         let conn = Connection::open(path)?;
         // Checkpoints run from a reader connection (see `checkpoint_wal`), not in the writer.
         conn.execute_batch(
@@ -43,7 +47,7 @@ impl SqliteWriter {
              PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteWriter { conn })
+        Ok(SqliteWriter { conn, written })
     }
 
     /// Takes the write lock and releases it: would a write succeed now?
@@ -118,6 +122,8 @@ impl SqliteWriter {
         let applied = set.apply_all();
         let ids = write(&tx, &applied, &now)?;
         tx.commit()?;
+        self.written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(applied.receipts(&ids))
     }
 }

@@ -46,18 +46,14 @@ pub type WriterDone = oneshot::Receiver<()>;
 
 /// How the writer thread reaches the database.
 enum Backend {
-    Sqlite(SqliteWriter, Store),
+    Sqlite(SqliteWriter),
     Postgres(Store, tokio::runtime::Runtime),
 }
 
 impl Backend {
     fn ingest(&mut self, batch: &[&IncomingGroup]) -> Result<Vec<Receipt>, (WriteError, bool)> {
         match self {
-            Backend::Sqlite(w, store) => {
-                let receipts = w.ingest(batch, Utc::now()).map_err(sqlite_error)?;
-                store.count_written(receipts.len());
-                Ok(receipts)
-            }
+            Backend::Sqlite(w) => w.ingest(batch, Utc::now()).map_err(sqlite_error),
             Backend::Postgres(store, rt) => rt
                 .block_on(store.ingest(batch, Utc::now()))
                 .map_err(|e| sqlx_error(&e)),
@@ -66,7 +62,7 @@ impl Backend {
 
     fn probe(&mut self) -> Result<(), WriteError> {
         match self {
-            Backend::Sqlite(w, _) => w.probe().map_err(|e| sqlite_error(e).0),
+            Backend::Sqlite(w) => w.probe().map_err(|e| sqlite_error(e).0),
             Backend::Postgres(store, rt) => rt
                 .block_on(store.probe_write())
                 .map_err(|e| sqlx_error(&e).0),
@@ -108,7 +104,7 @@ impl Writer {
     /// Starts the writer thread.
     pub fn spawn(store: Store, batch_max: usize) -> anyhow::Result<(Writer, WriterDone)> {
         let backend = match store.sqlite_path() {
-            Some(path) => Backend::Sqlite(SqliteWriter::open(path)?, store.clone()),
+            Some(path) => Backend::Sqlite(SqliteWriter::open(path, store.written_counter())?),
             None => Backend::Postgres(
                 store,
                 tokio::runtime::Builder::new_current_thread()
