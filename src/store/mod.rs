@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -38,9 +38,20 @@ pub struct Store {
     write_pool: AnyPool,
     /// SQLite: the file the writer thread opens itself.
     sqlite_path: Option<std::path::PathBuf>,
-    /// Webhooks committed so far; tells the checkpointer how busy the writer is.
-    written: Arc<AtomicU64>,
+    /// What the SQLite writer and the checkpointer tell each other.
+    wal: Arc<WalShared>,
     backend: Backend,
+}
+
+/// What SQLite's writer thread and the checkpointer share.
+#[derive(Debug, Default)]
+pub(crate) struct WalShared {
+    /// Webhooks committed so far; tells the checkpointer how busy the writer is.
+    pub written: AtomicU64,
+    /// Set by the checkpointer once only the log's tail is left to copy: the writer copies it
+    /// between two batches, after which its next commit starts the log over. Nobody waits for
+    /// a lock, which a RESTART checkpoint would make the writer do.
+    pub finish_wanted: AtomicBool,
 }
 
 impl Store {
@@ -93,15 +104,15 @@ impl Store {
             .run(&pool)
             .await
             .context("applying database migrations")?;
-        let written = Arc::new(AtomicU64::new(0));
+        let wal = Arc::new(WalShared::default());
         if sqlite_path.is_some() {
-            tokio::spawn(checkpoint_wal(pool.clone(), written.clone()));
+            tokio::spawn(checkpoint_wal(pool.clone(), wal.clone()));
         }
         Ok(Store {
             pool,
             write_pool,
             sqlite_path,
-            written,
+            wal,
             backend,
         })
     }
@@ -110,10 +121,9 @@ impl Store {
         self.backend
     }
 
-    /// The count of committed webhooks, which the SQLite writer raises and the checkpointer
-    /// reads for its sense of load.
-    pub(crate) fn written_counter(&self) -> Arc<AtomicU64> {
-        self.written.clone()
+    /// What the SQLite writer shares with the checkpointer.
+    pub(crate) fn wal_shared(&self) -> Arc<WalShared> {
+        self.wal.clone()
     }
 
     /// The SQLite file, which the writer thread opens itself; None for PostgreSQL.
@@ -150,60 +160,85 @@ impl Store {
 }
 
 /// Copies SQLite's write-ahead log into the database file from a reader connection, so the
-/// writer never runs a checkpoint in the middle of answering webhooks.
+/// writer never runs a long checkpoint in the middle of answering webhooks.
 ///
 /// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
 /// filesystem, the writer's included; the pause grows with what the checkpoint copies. So a
 /// checkpoint runs every 20 ms at ordinary rates, and in a storm once 5,000 webhooks have
 /// been written since the last one: fewer fsyncs while it lasts, and never a big copy left for
-/// the first quiet moment after it. A passive checkpoint never catches the tail of a log that
-/// is still being written, and the log only starts over once one has; so when the log holds
-/// more than 64 MiB, a RESTART checkpoint right after copies the little that is left and lets
-/// the writer start over: a short pause instead of a log that grows without end.
-async fn checkpoint_wal(pool: AnyPool, written: Arc<AtomicU64>) {
+/// the first quiet moment after it.
+///
+/// A passive checkpoint never catches the tail of a log that is still being written, and the
+/// log only starts over once one has. So when the log holds more than 64 MiB, passive passes
+/// run until one is quick, and the writer is asked to copy the little written since (see
+/// [`WalShared::finish_wanted`]). A RESTART checkpoint would do the same but wait for the write
+/// lock, meanwhile letting the writer add far more for it to copy while the writer waits.
+async fn checkpoint_wal(pool: AnyPool, wal: Arc<WalShared>) {
     const TICK: Duration = Duration::from_millis(20);
     // About 4,000 webhooks/s: above this, checkpoint by amount written rather than by time.
     const STORM_WEBHOOKS_PER_TICK: u64 = 80;
     const STORM_WEBHOOKS_PER_CHECKPOINT: u64 = 5_000;
-    const RESTART_ABOVE_BYTES: i64 = 64 * 1024 * 1024;
+    const FINISH_ABOVE_BYTES: i64 = 64 * 1024 * 1024;
+    // A passive pass this short leaves the writer a short copy; at most this many passes try.
+    const QUICK_PASS: Duration = Duration::from_millis(5);
+    const MAX_PASSES: usize = 4;
     let page_size: i64 = match sqlx::query("PRAGMA page_size").fetch_one(&pool).await {
         Ok(row) => row.try_get(0).unwrap_or(4096),
         Err(_) => 4096,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = written.load(Ordering::Relaxed);
+    let mut seen = wal.written.load(Ordering::Relaxed);
     let mut checkpointed = seen;
     while !pool.is_closed() {
         tick.tick().await;
-        let now = written.load(Ordering::Relaxed);
+        let now = wal.written.load(Ordering::Relaxed);
         let storm = now - seen > STORM_WEBHOOKS_PER_TICK;
         seen = now;
         let since = now - checkpointed;
-        if since == 0 || (storm && since < STORM_WEBHOOKS_PER_CHECKPOINT) {
+        if since == 0
+            || (storm && since < STORM_WEBHOOKS_PER_CHECKPOINT)
+            || wal.finish_wanted.load(Ordering::Acquire)
+        {
             continue;
         }
-        // The answer's second column is how many frames the log holds.
-        let mut result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await
-            .and_then(|row| row.try_get::<i64, _>(1));
-        if let Ok(frames) = result {
-            if frames * page_size > RESTART_ABOVE_BYTES {
-                result = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                    .fetch_one(&pool)
-                    .await
-                    .and_then(|row| row.try_get::<i64, _>(1));
+        let mut result = Ok(());
+        for pass in 1..=MAX_PASSES {
+            let started = std::time::Instant::now();
+            match passive_checkpoint(&pool).await {
+                Ok(frames) => {
+                    let took = started.elapsed();
+                    tracing::debug!(pass, frames, ?took, "passive WAL checkpoint");
+                    if frames * page_size <= FINISH_ABOVE_BYTES {
+                        break;
+                    }
+                    if took <= QUICK_PASS || pass == MAX_PASSES {
+                        wal.finish_wanted.store(true, Ordering::Release);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         match result {
-            Ok(_) => checkpointed = now,
+            Ok(()) => checkpointed = now,
             Err(e) if !pool.is_closed() => {
                 tracing::warn!(error = %e, "WAL checkpoint failed; will retry")
             }
             Err(_) => {}
         }
     }
+}
+
+/// Runs a passive checkpoint; answers how many frames the log held.
+async fn passive_checkpoint(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get::<i64, _>(1))
 }
 
 /// `($s,$s+1,…),(…)`: a VALUES list of `rows` rows of `cols` placeholders, numbered from `start`.

@@ -3,7 +3,7 @@
 //! round trip. The logic of what changes is shared with PostgreSQL ([`super::ingest`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use super::ingest::{
     alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
     GROUP_COLUMNS, GROUP_UPSERT,
 };
-use super::{values_list, Receipt};
+use super::{values_list, Receipt, WalShared};
 use crate::alerts::{AlertStatus, IncomingGroup};
 use crate::config::Backend;
 
@@ -33,12 +33,12 @@ impl Columns for rusqlite::Row<'_> {
 /// The writer's own connection to the database file.
 pub struct SqliteWriter {
     conn: Connection,
-    /// Raised by each commit; the checkpointer reads it (see `checkpoint_wal`).
-    written: Arc<AtomicU64>,
+    /// Shared with the checkpointer (see `checkpoint_wal`).
+    wal: Arc<WalShared>,
 }
 
 impl SqliteWriter {
-    pub fn open(path: &Path, written: Arc<AtomicU64>) -> rusqlite::Result<SqliteWriter> {
+    pub fn open(path: &Path, wal: Arc<WalShared>) -> rusqlite::Result<SqliteWriter> {
         let conn = Connection::open(path)?;
         // Checkpoints run from a reader connection (see `checkpoint_wal`), not in the writer.
         conn.execute_batch(
@@ -47,7 +47,7 @@ impl SqliteWriter {
              PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteWriter { conn, written })
+        Ok(SqliteWriter { conn, wal })
     }
 
     /// Takes the write lock and releases it: would a write succeed now?
@@ -60,6 +60,32 @@ impl SqliteWriter {
             [],
         )?;
         tx.commit()
+    }
+
+    /// Copies the log's tail into the database when the checkpointer asks (see
+    /// [`WalShared::finish_wanted`]), so the next commit can start the log over. Answers the
+    /// checkpoint's (busy, frames in the log, frames copied) when it ran.
+    pub fn finish_checkpoint(&mut self) -> Option<(i64, i64, i64)> {
+        if !self.wal.finish_wanted.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            });
+        match result {
+            Ok((busy, frames, copied)) => {
+                let took = started.elapsed();
+                tracing::debug!(busy, frames, copied, ?took, "writer copied the WAL's tail");
+                Some((busy, frames, copied))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                None
+            }
+        }
     }
 
     /// Stores a batch in one transaction; same outcome as [`super::Store::ingest`].
@@ -122,7 +148,8 @@ impl SqliteWriter {
         let applied = set.apply_all();
         let ids = write(&tx, &applied, &now)?;
         tx.commit()?;
-        self.written
+        self.wal
+            .written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(applied.receipts(&ids))
     }
@@ -198,4 +225,72 @@ fn write(
         insert_event.execute(params![ids[e.group], e.fingerprint, e.kind, e.at, now])?;
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::SqliteWriter;
+    use crate::alerts::{classify, IncomingGroup, Webhook};
+    use crate::config::Settings;
+    use crate::policy::SeverityMap;
+    use crate::runbook::Runbook;
+    use crate::store::Store;
+
+    fn webhook(n: usize) -> IncomingGroup {
+        let body = serde_json::json!({
+            "version": "4", "status": "firing", "receiver": "bot",
+            "groupKey": format!("{{}}:{{alertname=\"G{}\"}}", n % 7),
+            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {},
+            "commonAnnotations": {}, "externalURL": "http://am:9093",
+            "alerts": [{
+                "status": "firing", "labels": {"alertname": format!("G{}", n % 7)},
+                "annotations": {}, "startsAt": "2026-11-27T19:31:13Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://p",
+                "fingerprint": format!("{n:016x}"),
+            }],
+        });
+        let webhook = Webhook::parse(body.to_string().as_bytes()).unwrap();
+        classify(
+            webhook,
+            &SeverityMap::load(None).unwrap(),
+            &Runbook::load(None).unwrap(),
+        )
+    }
+
+    // A current-thread runtime that the test never yields to: the store's own checkpointer
+    // never runs, so only the writer's checkpoint moves the log.
+    #[tokio::test(flavor = "current_thread")]
+    async fn copying_the_tail_lets_the_next_commit_start_the_log_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let settings =
+            Settings::load_from(None, vec![("RUNBOT__DATABASE__URL".into(), url)]).unwrap();
+        let store = Store::connect(&settings.database).await.unwrap();
+        let wal = store.wal_shared();
+        let mut writer = SqliteWriter::open(store.sqlite_path().unwrap(), wal.clone()).unwrap();
+        let now = chrono::Utc::now();
+
+        let first: Vec<IncomingGroup> = (0..50).map(webhook).collect();
+        writer
+            .ingest(&first.iter().collect::<Vec<_>>(), now)
+            .unwrap();
+        assert_eq!(writer.finish_checkpoint(), None, "nobody asked");
+
+        wal.finish_wanted.store(true, Ordering::Release);
+        let (busy, before, copied) = writer.finish_checkpoint().unwrap();
+        assert_eq!((busy, copied), (0, before), "the whole log is copied");
+        assert!(!wal.finish_wanted.load(Ordering::Acquire));
+
+        let one = webhook(1000);
+        writer.ingest(&[&one], now).unwrap();
+        wal.finish_wanted.store(true, Ordering::Release);
+        let (_, after, _) = writer.finish_checkpoint().unwrap();
+        assert!(
+            after < before,
+            "the log started over: {after} frames, {before} before"
+        );
+        assert_eq!(wal.written.load(Ordering::Relaxed), 51);
+    }
 }

@@ -104,7 +104,7 @@ impl Writer {
     /// Starts the writer thread.
     pub fn spawn(store: Store, batch_max: usize) -> anyhow::Result<(Writer, WriterDone)> {
         let backend = match store.sqlite_path() {
-            Some(path) => Backend::Sqlite(SqliteWriter::open(path, store.written_counter())?),
+            Some(path) => Backend::Sqlite(SqliteWriter::open(path, store.wal_shared())?),
             None => Backend::Postgres(
                 store,
                 tokio::runtime::Builder::new_current_thread()
@@ -169,6 +169,9 @@ fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
         }
         if !groups.is_empty() {
             write_batch(&answerer, &mut backend, &groups, replies);
+        }
+        if let Backend::Sqlite(w) = &mut backend {
+            w.finish_checkpoint();
         }
         if !probes.is_empty() {
             let result = backend.probe();
