@@ -253,7 +253,7 @@ pub fn fixtures_dir() -> PathBuf {
             return candidate;
         }
     }
-    panic!("no Alertmanager fixtures: expected ../shared/fixtures/alertmanager beside the project");
+    panic!("no Alertmanager fixtures in ../shared/fixtures/alertmanager or tests/fixtures/alertmanager");
 }
 
 pub fn fixtures() -> Vec<Fixture> {
