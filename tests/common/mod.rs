@@ -2,6 +2,8 @@
 //! Alertmanager. Each test gets its own database.
 #![allow(dead_code)]
 
+pub mod fake_discord;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

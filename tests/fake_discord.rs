@@ -1,0 +1,925 @@
+//! The fake Discord API refuses what the real one refuses: each test sends real HTTP requests.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_discord::{self, FakeDiscord, CREATE_SCHEMA, EDIT_SCHEMA};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "MTE4MDAwMDAwMDAwMDAwMDAwMQ.fake.token";
+const CH: u64 = 1_200_000_000_000_000_001;
+const CH2: u64 = 1_200_000_000_000_000_002;
+const UA: &str = "DiscordBot (https://github.com/serenity-rs/serenity, 0.12.5)";
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `_errors` codes at a dotted path of a 50035 answer.
+    fn error_codes(&self, path: &str) -> Vec<String> {
+        assert_eq!(
+            self.status, 400,
+            "expected 400, got {}: {}",
+            self.status, self.body
+        );
+        assert_eq!(self.body["code"], 50035, "{}", self.body);
+        assert_eq!(self.body["message"], "Invalid Form Body", "{}", self.body);
+        let mut node = &self.body["errors"];
+        for seg in path.split('.').filter(|s| !s.is_empty()) {
+            node = &node[seg];
+        }
+        node["_errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no errors at {path}: {}", self.body))
+            .iter()
+            .map(|e| e["code"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "{}", self.body);
+        self.body
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().user_agent(UA).build().unwrap()
+}
+
+async fn fake() -> FakeDiscord {
+    FakeDiscord::start_with_channels(TOKEN, &[CH, CH2]).await
+}
+
+/// A fake whose rate limits do not get in the way of tests about bodies.
+async fn unlimited() -> FakeDiscord {
+    let f = fake().await;
+    f.set_route_limit(10_000, Duration::from_secs(1));
+    f.set_global_limit(10_000, Duration::from_secs(1));
+    f
+}
+
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> Reply {
+    let mut req = client.request(method, url);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.expect("the fake answers");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+async fn post(f: &FakeDiscord, channel: u64, body: &Value) -> Reply {
+    send(
+        &client(),
+        reqwest::Method::POST,
+        format!("{}/api/v10/channels/{channel}/messages", f.base_url()),
+        Some(&format!("Bot {TOKEN}")),
+        Some(body),
+    )
+    .await
+}
+
+async fn patch(f: &FakeDiscord, channel: u64, id: &str, body: &Value) -> Reply {
+    send(
+        &client(),
+        reqwest::Method::PATCH,
+        format!("{}/api/v10/channels/{channel}/messages/{id}", f.base_url()),
+        Some(&format!("Bot {TOKEN}")),
+        Some(body),
+    )
+    .await
+}
+
+fn button(id: &str) -> Value {
+    json!({"type": 2, "style": 1, "custom_id": id, "label": "Run"})
+}
+
+fn row(buttons: Vec<Value>) -> Value {
+    json!({"type": 1, "components": buttons})
+}
+
+fn card() -> Value {
+    json!({
+        "content": "**HighLatency** firing in prod",
+        "embeds": [{
+            "title": "HighLatency",
+            "description": "p99 latency above 2s for 10m",
+            "color": 15158332,
+            "timestamp": "2026-11-27T19:31:13.991Z",
+            "fields": [
+                {"name": "service", "value": "checkout", "inline": true},
+                {"name": "severity", "value": "page", "inline": true}
+            ],
+            "footer": {"text": "runbot"},
+            "author": {"name": "Alertmanager"}
+        }],
+        "components": [row(vec![
+            json!({"type": 2, "style": 3, "custom_id": "ack:42", "label": "Acknowledge"}),
+            json!({"type": 2, "style": 5, "url": "https://runbook.example/high-latency", "label": "Runbook"})
+        ])],
+        "allowed_mentions": {"parse": []}
+    })
+}
+
+fn as_serenity_message(body: &Value) -> serenity::model::channel::Message {
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("serenity cannot read the fake's message ({e}): {body}"))
+}
+
+#[test]
+fn the_schemas_are_the_ones_the_spec_names_for_the_two_operations() {
+    assert_eq!(
+        fake_discord::request_schema_name("/channels/{channel_id}/messages", "post").as_deref(),
+        Some(CREATE_SCHEMA)
+    );
+    assert_eq!(
+        fake_discord::request_schema_name("/channels/{channel_id}/messages/{message_id}", "patch")
+            .as_deref(),
+        Some(EDIT_SCHEMA)
+    );
+    // The spec allows 4000 characters of content: the 2000 limit below is the fake's own.
+    let spec = fake_discord::openapi();
+    assert_eq!(
+        spec.pointer("/components/schemas/MessageCreateRequest/properties/content/maxLength"),
+        Some(&json!(4000))
+    );
+}
+
+#[tokio::test]
+async fn a_valid_create_is_accepted_recorded_and_readable_by_serenity() {
+    let f = fake().await;
+    let r = post(&f, CH, &card()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = &r.body;
+    let id = m["id"].as_str().unwrap();
+    assert!(id.parse::<u64>().unwrap() > 0);
+    assert_eq!(m["channel_id"], CH.to_string());
+    assert_eq!(m["type"], 0);
+    assert_eq!(m["content"], "**HighLatency** firing in prod");
+    assert_eq!(m["embeds"][0]["title"], "HighLatency");
+    assert_eq!(m["embeds"][0]["type"], "rich");
+    assert_eq!(m["components"][0]["components"][0]["custom_id"], "ack:42");
+    assert_eq!(m["author"]["bot"], true);
+    assert_eq!(m["author"]["id"], fake_discord::BOT_USER_ID);
+    assert!(m["edited_timestamp"].is_null());
+    for key in [
+        "timestamp",
+        "tts",
+        "mention_everyone",
+        "mentions",
+        "mention_roles",
+        "attachments",
+        "pinned",
+        "flags",
+    ] {
+        assert!(m.get(key).is_some(), "no {key} in {m}");
+    }
+    let parsed = as_serenity_message(m);
+    assert_eq!(parsed.id.get().to_string(), id);
+    assert_eq!(parsed.embeds[0].fields.len(), 2);
+
+    let second = post(&f, CH, &json!({"content": "second"})).await.ok();
+    let second_id: u64 = second["id"].as_str().unwrap().parse().unwrap();
+    assert!(second_id > id.parse::<u64>().unwrap(), "ids increase");
+
+    let messages = f.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].id, id);
+    assert_eq!(messages[0].channel_id, CH.to_string());
+    assert_eq!(messages[0].edits, 0);
+    assert_eq!(messages[0].custom_ids(), vec!["ack:42".to_string()]);
+    assert_eq!(messages[1].content(), "second");
+    let requests = f.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].path, format!("/api/v10/channels/{CH}/messages"));
+    assert_eq!(requests[0].status, 200);
+    assert_eq!(
+        requests[0].body.as_ref().unwrap()["content"],
+        card()["content"]
+    );
+    assert!(requests[0].at <= requests[1].at);
+}
+
+#[tokio::test]
+async fn what_serenity_0_12_5_builders_send_is_accepted() {
+    use serenity::builder::{
+        CreateActionRow, CreateButton, CreateEmbed, CreateEmbedAuthor, CreateEmbedFooter,
+        CreateMessage, EditMessage,
+    };
+    use serenity::model::application::ButtonStyle;
+    let f = fake().await;
+    let embed = CreateEmbed::new()
+        .title("DiskFull")
+        .description("/var is 97% full")
+        .field("host", "db-1", true)
+        .footer(CreateEmbedFooter::new("runbot"))
+        .author(CreateEmbedAuthor::new("Alertmanager"))
+        .thumbnail("https://runbot.example/icon.png")
+        .image("https://runbot.example/graph.png")
+        .colour(0xe74c3c);
+    let buttons = CreateActionRow::Buttons(vec![
+        CreateButton::new("run:cleanup")
+            .label("Clean up")
+            .style(ButtonStyle::Danger),
+        CreateButton::new_link("https://runbook.example/disk").label("Runbook"),
+    ]);
+    let create = serde_json::to_value(
+        CreateMessage::new()
+            .content("DiskFull on db-1")
+            .embed(embed)
+            .components(vec![buttons]),
+    )
+    .unwrap();
+    let created = post(&f, CH, &create).await.ok();
+    let id = created["id"].as_str().unwrap().to_string();
+    let edit = serde_json::to_value(
+        EditMessage::new()
+            .content("DiskFull on db-1: resolved")
+            .components(vec![]),
+    )
+    .unwrap();
+    let edited = patch(&f, CH, &id, &edit).await.ok();
+    assert_eq!(edited["content"], "DiskFull on db-1: resolved");
+    as_serenity_message(&edited);
+}
+
+#[tokio::test]
+async fn an_edit_applies_and_counts() {
+    let f = fake().await;
+    let id = post(&f, CH, &card()).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = patch(
+        &f,
+        CH,
+        &id,
+        &json!({"content": "HighLatency acknowledged by @ana", "components": []}),
+    )
+    .await;
+    let m = r.ok();
+    assert_eq!(m["content"], "HighLatency acknowledged by @ana");
+    assert_eq!(m["components"], json!([]));
+    assert_eq!(
+        m["embeds"][0]["title"], "HighLatency",
+        "fields left out stay"
+    );
+    assert!(m["edited_timestamp"].is_string());
+    as_serenity_message(&m);
+    patch(&f, CH, &id, &json!({"embeds": []})).await.ok();
+    let stored = &f.messages()[0];
+    assert_eq!(stored.edits, 2);
+    assert_eq!(stored.content(), "HighLatency acknowledged by @ana");
+    assert_eq!(stored.body["embeds"], json!([]));
+}
+
+#[tokio::test]
+async fn unknown_messages_and_channels_are_404() {
+    let f = fake().await;
+    let r = patch(&f, CH, "1200000000000000999", &json!({"content": "x"})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, json!({"message": "Unknown Message", "code": 10008}));
+    // A message of another channel is unknown in this one.
+    let id = post(&f, CH2, &json!({"content": "x"})).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = patch(&f, CH, &id, &json!({"content": "y"})).await;
+    assert_eq!(r.body["code"], 10008, "{}", r.body);
+    assert_eq!(f.messages()[0].edits, 0);
+
+    let r = post(&f, 1_200_000_000_000_000_777, &json!({"content": "x"})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, json!({"message": "Unknown Channel", "code": 10003}));
+    f.add_channel(1_200_000_000_000_000_777);
+    post(&f, 1_200_000_000_000_000_777, &json!({"content": "x"}))
+        .await
+        .ok();
+
+    let r = send(
+        &client(),
+        reqwest::Method::GET,
+        format!("{}/api/v10/gateway/bot", f.base_url()),
+        Some(&format!("Bot {TOKEN}")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, json!({"message": "404: Not Found", "code": 0}));
+    let r = send(
+        &client(),
+        reqwest::Method::POST,
+        format!("{}/api/v9/channels/{CH}/messages", f.base_url()),
+        Some(&format!("Bot {TOKEN}")),
+        Some(&json!({"content": "x"})),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_401() {
+    let f = fake().await;
+    let url = format!("{}/api/v10/channels/{CH}/messages", f.base_url());
+    let body = json!({"content": "x"});
+    for auth in [
+        None,
+        Some("Bot wrong-token".to_string()),
+        Some(format!("Bearer {TOKEN}")),
+        Some(TOKEN.to_string()),
+        Some(format!("Bot {TOKEN}x")),
+    ] {
+        let r = send(
+            &client(),
+            reqwest::Method::POST,
+            url.clone(),
+            auth.as_deref(),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.body, json!({"message": "401: Unauthorized", "code": 0}));
+    }
+    assert!(f.messages().is_empty());
+    // The User-Agent Discord requires.
+    let r = send(
+        &reqwest::Client::new(),
+        reqwest::Method::POST,
+        url,
+        Some(&format!("Bot {TOKEN}")),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(f.messages().is_empty());
+}
+
+#[tokio::test]
+async fn the_openapi_schema_refuses_unknown_fields_and_wrong_types() {
+    let f = unlimited().await;
+    // `embed` was removed in v8: Discord drops it silently, the fake refuses it.
+    let r = post(&f, CH, &json!({"content": "x", "embed": {"title": "t"}})).await;
+    assert_eq!(r.error_codes("embed"), ["UNKNOWN_FIELD"]);
+    assert!(
+        r.header("x-ratelimit-bucket").is_some(),
+        "routed answers carry the headers"
+    );
+    // Unknown fields deep inside, found through the oneOf of components.
+    let mut b = button("a");
+    b["colour"] = json!("red");
+    let r = post(&f, CH, &json!({"components": [row(vec![b])]})).await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.colour"),
+        ["UNKNOWN_FIELD"]
+    );
+    // Wrong types.
+    let r = post(&f, CH, &json!({"content": 5})).await;
+    assert_eq!(r.error_codes("content"), ["BASE_TYPE_STRING"]);
+    let r = post(&f, CH, &json!({"content": "x", "tts": "yes"})).await;
+    assert_eq!(r.error_codes("tts"), ["BASE_TYPE_BOOLEAN"]);
+    let r = post(&f, CH, &json!({"content": "x", "embeds": {"title": "t"}})).await;
+    assert_eq!(r.error_codes("embeds"), ["LIST_TYPE_CONVERT"]);
+    let r = post(&f, CH, &json!([{"content": "x"}])).await;
+    assert_eq!(r.error_codes(""), ["DICT_TYPE_CONVERT"]);
+    // Limits and values the spec itself carries.
+    let r = post(&f, CH, &json!({"embeds": [{"title": "t".repeat(257)}]})).await;
+    assert_eq!(r.error_codes("embeds.0.title"), ["BASE_TYPE_MAX_LENGTH"]);
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"title": "t", "color": 16777216}]}),
+    )
+    .await;
+    assert_eq!(r.error_codes("embeds.0.color"), ["NUMBER_TYPE_MAX"]);
+    let r = post(&f, CH, &json!({"embeds": [{"fields": [{"name": "n"}]}]})).await;
+    assert_eq!(
+        r.error_codes("embeds.0.fields.0.value"),
+        ["BASE_TYPE_REQUIRED"]
+    );
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"title": "t", "url": "not a url"}]}),
+    )
+    .await;
+    assert_eq!(r.error_codes("embeds.0.url"), ["URL_TYPE_INVALID_URL"]);
+    let mut b = button("a");
+    b["style"] = json!(7);
+    let r = post(&f, CH, &json!({"components": [row(vec![b])]})).await;
+    assert!(!r.error_codes("components.0.components.0.style").is_empty());
+    let r = post(&f, CH, &json!({"components": [row(vec![])]})).await;
+    assert_eq!(
+        r.error_codes("components.0.components"),
+        ["BASE_TYPE_BAD_LENGTH"]
+    );
+    let r = post(
+        &f,
+        CH,
+        &json!({"content": "x", "message_reference": {"message_id": "abc"}}),
+    )
+    .await;
+    assert!(!r.error_codes("message_reference.message_id").is_empty());
+    assert!(f.messages().is_empty(), "nothing refused was applied");
+
+    // Discord itself only drops unknown fields.
+    f.set_reject_unknown_fields(false);
+    post(&f, CH, &json!({"content": "x", "embed": {"title": "t"}}))
+        .await
+        .ok();
+
+    // Bodies that are not JSON.
+    let url = format!("{}/api/v10/channels/{CH}/messages", f.base_url());
+    let r = client()
+        .post(&url)
+        .header("authorization", format!("Bot {TOKEN}"))
+        .header("content-type", "application/json")
+        .body("{\"content\": \"x\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "The request body contains invalid JSON.", "code": 50109})
+    );
+    let r = client()
+        .post(&url)
+        .header("authorization", format!("Bot {TOKEN}"))
+        .body("{\"content\": \"x\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "no JSON content type: Discord reads no fields"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 50006);
+    assert_eq!(f.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn content_is_limited_to_2000_characters() {
+    let f = unlimited().await;
+    // Characters, not bytes: "é" is two bytes.
+    post(&f, CH, &json!({"content": "é".repeat(2000)}))
+        .await
+        .ok();
+    let r = post(&f, CH, &json!({"content": "é".repeat(2001)})).await;
+    assert_eq!(r.error_codes("content"), ["BASE_TYPE_MAX_LENGTH"]);
+    // Also when editing.
+    let id = f.messages()[0].id.clone();
+    let r = patch(&f, CH, &id, &json!({"content": "x".repeat(2001)})).await;
+    assert_eq!(r.error_codes("content"), ["BASE_TYPE_MAX_LENGTH"]);
+    assert_eq!(f.messages().len(), 1);
+    assert_eq!(f.messages()[0].edits, 0);
+}
+
+#[tokio::test]
+async fn embed_limits_are_enforced() {
+    let f = unlimited().await;
+    let fields = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"name": format!("f{i}"), "value": "v"}))
+            .collect()
+    };
+    post(&f, CH, &json!({"embeds": [{"fields": fields(25)}]}))
+        .await
+        .ok();
+    let r = post(&f, CH, &json!({"embeds": [{"fields": fields(26)}]})).await;
+    assert_eq!(r.error_codes("embeds.0.fields"), ["BASE_TYPE_BAD_LENGTH"]);
+
+    let r = post(&f, CH, &json!({"embeds": vec![json!({"title": "t"}); 11]})).await;
+    assert_eq!(r.error_codes("embeds"), ["BASE_TYPE_BAD_LENGTH"]);
+
+    // 6000 characters over all embeds is the most; each embed alone is within its limits.
+    let desc = |n: usize| json!({"description": "d".repeat(n)});
+    post(
+        &f,
+        CH,
+        &json!({"embeds": [desc(3000), desc(2990), {"title": "t".repeat(10)}]}),
+    )
+    .await
+    .ok();
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [desc(3000), desc(2990), {"title": "t".repeat(11)}]}),
+    )
+    .await;
+    assert_eq!(r.error_codes("embeds"), ["MAX_EMBED_SIZE_EXCEEDED"]);
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"description": "d".repeat(4000), "footer": {"text": "f".repeat(2001)}}]}),
+    )
+    .await;
+    assert_eq!(r.error_codes("embeds"), ["MAX_EMBED_SIZE_EXCEEDED"]);
+
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"fields": [{"name": "n", "value": ""}]}]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("embeds.0.fields.0.value"),
+        ["BASE_TYPE_REQUIRED"]
+    );
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"description": "d".repeat(4097)}]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("embeds.0.description"),
+        ["BASE_TYPE_MAX_LENGTH"]
+    );
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"fields": [{"name": "n".repeat(257), "value": "v"}]}]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("embeds.0.fields.0.name"),
+        ["BASE_TYPE_MAX_LENGTH"]
+    );
+    let r = post(
+        &f,
+        CH,
+        &json!({"embeds": [{"fields": [{"name": "n", "value": "v".repeat(1025)}]}]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("embeds.0.fields.0.value"),
+        ["BASE_TYPE_MAX_LENGTH"]
+    );
+    assert_eq!(f.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn component_limits_are_enforced() {
+    let f = unlimited().await;
+    let rows = |n: usize, per: usize| -> Vec<Value> {
+        (0..n)
+            .map(|r| row((0..per).map(|b| button(&format!("r{r}b{b}"))).collect()))
+            .collect()
+    };
+    post(&f, CH, &json!({"components": rows(5, 5)})).await.ok();
+    let r = post(&f, CH, &json!({"components": rows(6, 1)})).await;
+    assert_eq!(r.error_codes("components"), ["BASE_TYPE_BAD_LENGTH"]);
+    let r = post(&f, CH, &json!({"components": rows(1, 6)})).await;
+    assert_eq!(
+        r.error_codes("components.0.components"),
+        ["BASE_TYPE_BAD_LENGTH"]
+    );
+
+    post(
+        &f,
+        CH,
+        &json!({"components": [row(vec![button(&"i".repeat(100))])]}),
+    )
+    .await
+    .ok();
+    let r = post(
+        &f,
+        CH,
+        &json!({"components": [row(vec![button(&"i".repeat(101))])]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.custom_id"),
+        ["BASE_TYPE_MAX_LENGTH"]
+    );
+    let mut long_label = button("a");
+    long_label["label"] = json!("l".repeat(81));
+    let r = post(&f, CH, &json!({"components": [row(vec![long_label])]})).await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.label"),
+        ["BASE_TYPE_MAX_LENGTH"]
+    );
+
+    let r = post(
+        &f,
+        CH,
+        &json!({"components": [row(vec![button("same")]), row(vec![button("same")])]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("components.1.components.0.custom_id"),
+        ["COMPONENT_CUSTOM_ID_DUPLICATED"]
+    );
+
+    let link_with_id =
+        json!({"type": 2, "style": 5, "url": "https://x.example", "custom_id": "a", "label": "L"});
+    let r = post(&f, CH, &json!({"components": [row(vec![link_with_id])]})).await;
+    assert!(!r
+        .error_codes("components.0.components.0.custom_id")
+        .is_empty());
+    let link_without_url = json!({"type": 2, "style": 5, "label": "L"});
+    let r = post(
+        &f,
+        CH,
+        &json!({"components": [row(vec![link_without_url])]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.url"),
+        ["BASE_TYPE_REQUIRED"]
+    );
+    let primary_with_url = json!({"type": 2, "style": 1, "url": "https://x.example", "label": "L"});
+    let r = post(
+        &f,
+        CH,
+        &json!({"components": [row(vec![primary_with_url])]}),
+    )
+    .await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.custom_id"),
+        ["BASE_TYPE_REQUIRED"]
+    );
+    assert!(!r.error_codes("components.0.components.0.url").is_empty());
+    let ftp = json!({"type": 2, "style": 5, "url": "ftp://x.example/f", "label": "L"});
+    let r = post(&f, CH, &json!({"components": [row(vec![ftp])]})).await;
+    assert_eq!(
+        r.error_codes("components.0.components.0.url"),
+        ["URL_TYPE_INVALID_SCHEME"]
+    );
+    // A bare button outside an action row needs the components v2 flag.
+    let r = post(&f, CH, &json!({"components": [button("a")]})).await;
+    assert!(!r.error_codes("components.0").is_empty());
+    assert_eq!(f.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn an_empty_message_is_refused() {
+    let f = unlimited().await;
+    for body in [
+        json!({}),
+        json!({"content": ""}),
+        json!({"content": "  \n", "embeds": [], "components": [], "tts": false}),
+    ] {
+        let r = post(&f, CH, &body).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(
+            r.body,
+            json!({"message": "Cannot send an empty message", "code": 50006})
+        );
+    }
+    let id = post(&f, CH, &json!({"content": "x"})).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = patch(&f, CH, &id, &json!({"content": ""})).await;
+    assert_eq!(r.body["code"], 50006, "an edit cannot empty a message");
+    let r = patch(&f, CH, &id, &json!({"content": null})).await;
+    assert_eq!(r.body["code"], 50006);
+    assert_eq!(f.messages().len(), 1);
+    assert_eq!(f.messages()[0].content(), "x");
+}
+
+#[tokio::test]
+async fn enforce_nonce_returns_the_first_message() {
+    let f = fake().await;
+    let body = json!({"content": "x", "nonce": "alert-42", "enforce_nonce": true});
+    let a = post(&f, CH, &body).await.ok();
+    let b = post(&f, CH, &body).await.ok();
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["nonce"], "alert-42");
+    assert_eq!(f.messages().len(), 1);
+    post(&f, CH, &json!({"content": "x", "nonce": "alert-42"}))
+        .await
+        .ok();
+    assert_eq!(
+        f.messages().len(),
+        2,
+        "without enforce_nonce Discord posts again"
+    );
+}
+
+#[tokio::test]
+async fn the_sixth_post_in_a_channel_within_5s_is_429() {
+    let f = fake().await;
+    let mut bucket = None;
+    for i in 0..5 {
+        let r = post(&f, CH, &json!({"content": format!("m{i}")})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some((4 - i).to_string().as_str())
+        );
+        let after: f64 = r
+            .header("x-ratelimit-reset-after")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(after > 0.0 && after <= 5.0, "{after}");
+        let reset: f64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(reset > now && reset <= now + 5.1, "{reset} vs {now}");
+        let b = r.header("x-ratelimit-bucket").unwrap().to_string();
+        assert_eq!(bucket.get_or_insert(b.clone()), &b);
+    }
+    let r = post(&f, CH, &json!({"content": "m5"})).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body["message"], "You are being rate limited.");
+    assert_eq!(r.body["global"], false);
+    let retry = r.body["retry_after"].as_f64().unwrap();
+    assert!(retry > 0.0 && retry <= 5.0, "{retry}");
+    let header: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(header, retry.ceil() as u64);
+    assert_eq!(r.header("x-ratelimit-scope"), Some("user"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert!(r.header("x-ratelimit-global").is_none());
+    assert_eq!(f.messages().len(), 5, "a 429 is not applied");
+    assert_eq!(f.count_429(), 1);
+
+    // Another channel has its own bucket (same route, same hash), and so does editing.
+    let other = post(&f, CH2, &json!({"content": "elsewhere"})).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("x-ratelimit-bucket"), bucket.as_deref());
+    let id = f.messages()[0].id.clone();
+    patch(&f, CH, &id, &json!({"content": "edited"})).await.ok();
+    assert_eq!(f.count_429(), 1);
+}
+
+#[tokio::test]
+async fn a_bucket_opens_again_after_retry_after() {
+    let f = fake().await;
+    f.set_route_limit(2, Duration::from_millis(400));
+    post(&f, CH, &json!({"content": "a"})).await.ok();
+    post(&f, CH, &json!({"content": "b"})).await.ok();
+    let r = post(&f, CH, &json!({"content": "c"})).await;
+    assert_eq!(r.status, 429);
+    let retry = r.body["retry_after"].as_f64().unwrap();
+    assert!(retry <= 0.4, "{retry}");
+    tokio::time::sleep(Duration::from_secs_f64(retry)).await;
+    let r = post(&f, CH, &json!({"content": "c"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("1"), "a new window");
+    assert_eq!(f.messages().len(), 3);
+}
+
+#[tokio::test]
+async fn the_global_limit_answers_a_global_429() {
+    let f = fake().await;
+    f.set_global_limit(3, Duration::from_secs(1));
+    for (i, ch) in [CH, CH2, CH].into_iter().enumerate() {
+        post(&f, ch, &json!({"content": format!("m{i}")}))
+            .await
+            .ok();
+    }
+    let r = post(&f, CH2, &json!({"content": "m3"})).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.body["global"], true);
+    assert_eq!(r.body["message"], "You are being rate limited.");
+    assert!(r.body["retry_after"].as_f64().unwrap() <= 1.0);
+    assert_eq!(r.header("x-ratelimit-global"), Some("true"));
+    assert_eq!(r.header("x-ratelimit-scope"), Some("global"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(f.messages().len(), 3);
+    assert_eq!(f.count_429(), 1);
+}
+
+#[tokio::test]
+async fn fail_with_answers_5xx_without_applying_and_recovers() {
+    let f = fake().await;
+    f.fail_with(Some(503));
+    let r = post(&f, CH, &json!({"content": "x"})).await;
+    assert_eq!(r.status, 503);
+    f.fail_with(Some(500));
+    let r = post(&f, CH, &json!({"content": "x"})).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body["message"], "500: Internal Server Error");
+    assert!(f.messages().is_empty());
+    f.fail_with(None);
+    post(&f, CH, &json!({"content": "x"})).await.ok();
+    assert_eq!(f.messages().len(), 1);
+    let statuses: Vec<u16> = f.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 500, 200]);
+}
+
+#[tokio::test]
+async fn go_down_refuses_connections_and_come_back_keeps_the_state() {
+    let f = fake().await;
+    let keep_alive = client();
+    let url = format!("{}/api/v10/channels/{CH}/messages", f.base_url());
+    let first = send(
+        &keep_alive,
+        reqwest::Method::POST,
+        url.clone(),
+        Some(&format!("Bot {TOKEN}")),
+        Some(&json!({"content": "before"})),
+    )
+    .await
+    .ok();
+    // An open connection that has not sent anything yet.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", f.port()))
+        .await
+        .unwrap();
+
+    f.go_down().await;
+    assert!(!f.is_up());
+    let refused = std::net::TcpStream::connect(("127.0.0.1", f.port())).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let err = keep_alive
+        .post(&url)
+        .header("authorization", format!("Bot {TOKEN}"))
+        .json(&json!({"content": "while down"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err:?}");
+    // The idle connection was closed, not left hanging.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await
+    .expect("the connection is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    f.come_back().await;
+    assert!(f.is_up());
+    let id = first["id"].as_str().unwrap();
+    let r = send(
+        &keep_alive,
+        reqwest::Method::PATCH,
+        format!("{url}/{id}"),
+        Some(&format!("Bot {TOKEN}")),
+        Some(&json!({"content": "after"})),
+    )
+    .await
+    .ok();
+    assert_eq!(r["id"], first["id"]);
+    let messages = f.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].content(), "after");
+    assert_eq!(messages[0].edits, 1);
+}
+
+#[tokio::test]
+async fn set_delay_makes_an_impatient_client_time_out() {
+    let f = fake().await;
+    f.set_delay(Duration::from_millis(800));
+    let impatient = reqwest::Client::builder()
+        .user_agent(UA)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = impatient
+        .post(format!("{}/api/v10/channels/{CH}/messages", f.base_url()))
+        .header("authorization", format!("Bot {TOKEN}"))
+        .json(&json!({"content": "slow"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(700));
+    // Like a slow Discord, the fake handled the request even though the answer came too late.
+    assert_eq!(f.messages().len(), 1);
+    f.set_delay(Duration::ZERO);
+    let r = impatient
+        .post(format!("{}/api/v10/channels/{CH}/messages", f.base_url()))
+        .header("authorization", format!("Bot {TOKEN}"))
+        .json(&json!({"content": "fast"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let all = f.wait_for_messages(2, Duration::from_secs(2)).await;
+    assert_eq!(all[1].content(), "fast");
+}
