@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::chat::discord::DiscordAdapter;
+use crate::chat::outbox::{self, Outbox};
 use crate::config::{DataDir, Settings};
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::policy::SeverityMap;
@@ -56,13 +58,21 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     writer_done: WriterDone,
+    /// The chat outbox worker, when a platform is configured.
+    outbox: Option<Outbox>,
 }
 
 impl Application {
     /// Connects the store, loads the data and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data = Data::load(&settings)?;
-        let store = Store::connect(&settings.database).await?;
+        let mut chat_platforms = Vec::new();
+        if settings.discord.enabled() {
+            chat_platforms.push(outbox::DISCORD.to_string());
+        }
+        let store = Store::connect(&settings.database)
+            .await?
+            .with_chat_platforms(chat_platforms);
         let (writer, writer_done) = Writer::spawn(store.clone(), settings.database.write_batch_max)
             .context("starting the writer thread")?;
         let listener = TcpListener::bind(&settings.http.listen)
@@ -92,11 +102,26 @@ impl Application {
                 upkeep.run_upkeep();
             }
         });
+        let runbook = Arc::new(data.runbook);
+        let chat_wake = Arc::new(tokio::sync::Notify::new());
+        let outbox = if settings.discord.enabled() {
+            Some(Outbox {
+                store: store.clone(),
+                failing: Default::default(),
+                runbook: runbook.clone(),
+                discord: DiscordAdapter::new(&settings.discord)?,
+                settings: settings.discord.clone(),
+                wake: chat_wake.clone(),
+            })
+        } else {
+            None
+        };
         let state = AppState {
             store,
             writer,
             severities: Arc::new(data.severities),
-            runbook: Arc::new(data.runbook),
+            runbook,
+            chat_wake,
             webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
             metrics,
             max_body_bytes: settings.http.max_body_bytes,
@@ -105,6 +130,7 @@ impl Application {
             listener,
             state,
             writer_done,
+            outbox,
         })
     }
 
@@ -133,7 +159,10 @@ impl Application {
             listener,
             state,
             writer_done,
+            outbox,
         } = self;
+        // Anything it has not sent stays in the outbox for the next start.
+        let outbox = outbox.map(|o| tokio::spawn(o.run()));
         let store = state.store.clone();
         let router = http::router(state);
         axum::serve(
@@ -149,6 +178,9 @@ impl Application {
             .is_err()
         {
             tracing::error!("queued writes did not finish within 30 s");
+        }
+        if let Some(o) = outbox {
+            o.abort();
         }
         store.close().await;
         tracing::info!("runbot stopped");

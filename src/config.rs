@@ -27,6 +27,8 @@ pub struct Settings {
     pub policy: DataDir,
     #[serde(default)]
     pub commands: DataDir,
+    #[serde(default)]
+    pub discord: DiscordSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +112,64 @@ pub enum LogFormat {
     Auto,
     Json,
     Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordSettings {
+    /// The bot's token; setting it turns Discord on.
+    pub bot_token: Option<SecretString>,
+    /// The application's id (Developer Portal → General Information).
+    pub application_id: Option<String>,
+    /// The application's public key, which signs interactions (hex).
+    pub public_key: Option<String>,
+    /// Replaces `https://discord.com` (tests, proxies); requests go to `{api_base}/api/v10/…`.
+    pub api_base: String,
+    /// Where alert cards go unless a route says otherwise.
+    pub alert_channel_id: Option<String>,
+    /// Routes checked in order; the first that matches a group picks its channel.
+    pub routes: Vec<DiscordRoute>,
+    /// A group that fires again within this many seconds of resolving edits its old card
+    /// instead of posting a new one.
+    pub refire_window_secs: u64,
+    /// Give up on one request after this long (then retry with backoff).
+    pub request_timeout_ms: u64,
+    /// Requests per second across all of Discord, kept under Discord's global 50.
+    pub global_requests_per_sec: u32,
+}
+
+impl Default for DiscordSettings {
+    fn default() -> Self {
+        Self {
+            bot_token: None,
+            application_id: None,
+            public_key: None,
+            api_base: "https://discord.com".into(),
+            alert_channel_id: None,
+            routes: Vec::new(),
+            refire_window_secs: 3600,
+            request_timeout_ms: 10_000,
+            global_requests_per_sec: 45,
+        }
+    }
+}
+
+impl DiscordSettings {
+    pub fn enabled(&self) -> bool {
+        self.bot_token.is_some()
+    }
+}
+
+/// Sends the groups it matches to `channel_id`. Every listed label must have the given value,
+/// and when `severities` is set, the group's severity must be one of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordRoute {
+    pub channel_id: String,
+    #[serde(default)]
+    pub matchers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub severities: Vec<String>,
 }
 
 /// A folder of data files. Unset means `./<name>` when it exists, else the copy built into the binary.
@@ -260,10 +320,70 @@ impl Settings {
                 }
             }
         }
+        self.validate_discord(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError(problems))
+        }
+    }
+
+    fn validate_discord(&self, problems: &mut Vec<String>) {
+        let d = &self.discord;
+        let snowflake =
+            |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+        if !(d.api_base.starts_with("https://") || d.api_base.starts_with("http://")) {
+            problems.push(format!(
+                "discord.api_base = {:?} must be an http(s) URL (default https://discord.com)",
+                d.api_base
+            ));
+        }
+        for (key, value) in [
+            ("discord.application_id", &d.application_id),
+            ("discord.alert_channel_id", &d.alert_channel_id),
+        ] {
+            if let Some(v) = value {
+                if !snowflake(v) {
+                    problems.push(format!("{key} = {v:?} is not a Discord id: copy it with Developer Mode on (a number of up to 20 digits)"));
+                }
+            }
+        }
+        if let Some(key) = &d.public_key {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push("discord.public_key must be the 64 hex characters shown in the Developer Portal".into());
+            }
+        }
+        for (i, r) in d.routes.iter().enumerate() {
+            if !snowflake(&r.channel_id) {
+                problems.push(format!(
+                    "discord.routes[{i}].channel_id = {:?} is not a Discord id",
+                    r.channel_id
+                ));
+            }
+            for s in &r.severities {
+                if crate::policy::Severity::parse(s).is_none() {
+                    problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4"));
+                }
+            }
+        }
+        if let Some(token) = &d.bot_token {
+            let t = token.expose_secret();
+            if t.len() < 20 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push("discord.bot_token does not look like a bot token: copy it from Developer Portal → Bot → Reset Token".into());
+            }
+            if d.alert_channel_id.is_none() {
+                problems.push("discord.alert_channel_id is required when discord.bot_token is set: the channel alert cards go to".into());
+            }
+        } else if d.alert_channel_id.is_some() || !d.routes.is_empty() {
+            problems.push(
+                "discord.bot_token is missing: cards cannot be sent to Discord without it".into(),
+            );
+        }
+        if d.global_requests_per_sec == 0 || d.global_requests_per_sec > 50 {
+            problems.push(format!("discord.global_requests_per_sec = {} must be 1 to 50 (Discord's global limit; default 45)", d.global_requests_per_sec));
+        }
+        if d.request_timeout_ms < 100 {
+            problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());
         }
     }
 

@@ -9,10 +9,13 @@
 //! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
 //! - [`policy`]: data from `policies/` (severity mapping for now).
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
+//! - [`chat`]: the card each alert group shows, the outbox that delivers it (rate-limited,
+//!   retried, edited in place), and one adapter per platform (Discord).
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
 pub mod alerts;
 pub mod app;
+pub mod chat;
 pub mod config;
 pub mod http;
 pub mod policy;

@@ -26,6 +26,9 @@ pub struct RunbookAction {
     pub command: String,
     #[serde(default)]
     pub args: BTreeMap<String, toml::Value>,
+    /// Changes the stack (restart, rollback…) rather than only reading it.
+    #[serde(default)]
+    pub risky: bool,
 }
 
 #[derive(Debug, Deserialize)]

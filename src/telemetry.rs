@@ -13,6 +13,16 @@ pub const ALERTS_RECEIVED: &str = "runbot_alerts_received_total";
 pub const ALERTS_FIRING: &str = "runbot_alerts_firing";
 pub const SEVERITY_DEFAULTED: &str = "runbot_severity_defaulted_total";
 pub const HTTP_REQUEST_DURATION: &str = "runbot_http_request_duration_seconds";
+/// Requests to a chat platform, by platform and HTTP status.
+pub const CHAT_REQUESTS: &str = "runbot_chat_requests_total";
+/// Cards posted or edited, by platform and what was done.
+pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
+/// Card deliveries given up on (an answer no retry changes), by platform.
+pub const CHAT_FAILED: &str = "runbot_chat_delivery_failed_total";
+/// Groups whose card is waiting to be delivered, by platform.
+pub const CHAT_BACKLOG: &str = "runbot_chat_backlog";
+/// From a change being stored to its card being delivered, by platform.
+pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
 
 /// Installs the global subscriber. JSON unless stdout is a terminal (or as configured);
 /// `RUST_LOG` overrides `log.level`. A second call (tests) is a no-op.

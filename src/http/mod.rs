@@ -35,6 +35,8 @@ pub struct AppState {
     pub webhook_auth: Arc<alertmanager::WebhookAuth>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Wakes the chat outbox after a webhook is stored.
+    pub chat_wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -173,6 +173,15 @@ impl Applied {
         })
     }
 
+    /// Groups this batch changed in any way (new, updated, or with a changed alert): their
+    /// chat cards are out of date.
+    pub fn changed_groups(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.groups.len()).filter(|&gi| {
+            let g = &self.groups[gi];
+            g.id.is_none() || g.dirty || self.alerts[gi].values().any(|(_, changed)| *changed)
+        })
+    }
+
     /// One receipt per webhook, once every group has its id.
     pub fn receipts(&self, ids: &[i64]) -> Vec<Receipt> {
         self.pending
@@ -240,10 +249,29 @@ impl Store {
         let ids = write_groups(&mut tx, self.backend, &applied.groups).await?;
         write_alerts(&mut tx, self.backend, &ids, &applied).await?;
         write_events(&mut tx, self.backend, &ids, &applied.events, &now).await?;
+        write_outbox(
+            &mut tx,
+            self.backend,
+            &ids,
+            &applied,
+            &self.chat_platforms,
+            &now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(applied.receipts(&ids))
     }
 }
+
+/// Queues a group's card for each chat platform. A row already waiting only gets a higher
+/// version (so changes collapse into one send); one given up on (`dead`) is revived.
+pub(super) const OUTBOX_INSERT: &str =
+    "INSERT INTO chat_outbox (group_id, platform, version, due_at) VALUES";
+pub(super) const OUTBOX_UPSERT: &str = "ON CONFLICT (group_id, platform) DO UPDATE SET \
+    version = chat_outbox.version + 1, \
+    attempts = CASE WHEN chat_outbox.dead = 1 THEN 0 ELSE chat_outbox.attempts END, \
+    due_at = CASE WHEN chat_outbox.dead = 1 THEN excluded.due_at ELSE chat_outbox.due_at END, \
+    dead = 0";
 
 pub(super) const GROUP_COLUMNS: &str =
     "receiver, group_key, status, severity, severity_note, runbook, \
@@ -709,6 +737,35 @@ async fn write_events(
                 .bind(e.kind)
                 .bind(&e.at)
                 .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn write_outbox(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    ids: &[i64],
+    applied: &Applied,
+    platforms: &[String],
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    if platforms.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(i64, &str)> = applied
+        .changed_groups()
+        .flat_map(|gi| platforms.iter().map(move |p| (ids[gi], p.as_str())))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "{OUTBOX_INSERT} {} {OUTBOX_UPSERT}",
+            values_list(backend, chunk.len(), 4, 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, platform) in chunk {
+            q = q.bind(*id).bind(*platform).bind(1_i64).bind(now);
         }
         q.execute(&mut **tx).await?;
     }

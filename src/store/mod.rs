@@ -4,6 +4,7 @@
 //! driver; times are stored as fixed-width RFC 3339 text and label sets as JSON text, so no
 //! type differs between the two. Writes of alerts go through [`writer`], which batches them.
 
+mod chat;
 mod ingest;
 mod read;
 mod sqlite_writer;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
+pub use chat::{CardRecord, Notice};
 pub use ingest::Receipt;
 pub use read::{AlertView, EventView, GroupFilter, GroupView};
 
@@ -40,6 +42,8 @@ pub struct Store {
     sqlite_path: Option<std::path::PathBuf>,
     /// What the SQLite writer and the checkpointer tell each other.
     wal: Arc<WalShared>,
+    /// Chat platforms (`discord`, …) whose cards each change of a group queues in the outbox.
+    chat_platforms: Arc<[String]>,
     backend: Backend,
 }
 
@@ -113,12 +117,24 @@ impl Store {
             write_pool,
             sqlite_path,
             wal,
+            chat_platforms: Arc::from([]),
             backend,
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Queues a card for these chat platforms with every change of a group. Set before the
+    /// writer starts.
+    pub fn with_chat_platforms(mut self, platforms: Vec<String>) -> Store {
+        self.chat_platforms = platforms.into();
+        self
+    }
+
+    pub(crate) fn chat_platforms(&self) -> Arc<[String]> {
+        self.chat_platforms.clone()
     }
 
     /// What the SQLite writer shares with the checkpointer.

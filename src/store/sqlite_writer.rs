@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::ingest::{
     alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
-    GROUP_COLUMNS, GROUP_UPSERT,
+    GROUP_COLUMNS, GROUP_UPSERT, OUTBOX_INSERT, OUTBOX_UPSERT,
 };
 use super::{values_list, Receipt, WalShared};
 use crate::alerts::{AlertStatus, IncomingGroup};
@@ -35,10 +35,16 @@ pub struct SqliteWriter {
     conn: Connection,
     /// Shared with the checkpointer (see `checkpoint_wal`).
     wal: Arc<WalShared>,
+    /// Chat platforms whose cards each change queues in the outbox.
+    chat_platforms: Arc<[String]>,
 }
 
 impl SqliteWriter {
-    pub fn open(path: &Path, wal: Arc<WalShared>) -> rusqlite::Result<SqliteWriter> {
+    pub fn open(
+        path: &Path,
+        wal: Arc<WalShared>,
+        chat_platforms: Arc<[String]>,
+    ) -> rusqlite::Result<SqliteWriter> {
         let conn = Connection::open(path)?;
         // Checkpoints run from a reader connection (see `checkpoint_wal`), not in the writer.
         conn.execute_batch(
@@ -47,7 +53,11 @@ impl SqliteWriter {
              PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteWriter { conn, wal })
+        Ok(SqliteWriter {
+            conn,
+            wal,
+            chat_platforms,
+        })
     }
 
     /// Takes the write lock and releases it: would a write succeed now?
@@ -146,7 +156,7 @@ impl SqliteWriter {
             }
         }
         let applied = set.apply_all();
-        let ids = write(&tx, &applied, &now)?;
+        let ids = write(&tx, &applied, &now, &self.chat_platforms)?;
         tx.commit()?;
         self.wal
             .written
@@ -159,6 +169,7 @@ fn write(
     tx: &rusqlite::Transaction<'_>,
     applied: &Applied,
     now: &str,
+    chat_platforms: &[String],
 ) -> rusqlite::Result<Vec<i64>> {
     let mut ids: Vec<i64> = applied.groups.iter().map(|g| g.id.unwrap_or(0)).collect();
     let one_row = |cols| values_list(Backend::Sqlite, 1, cols, 1);
@@ -224,12 +235,22 @@ fn write(
     for e in &applied.events {
         insert_event.execute(params![ids[e.group], e.fingerprint, e.kind, e.at, now])?;
     }
+    if !chat_platforms.is_empty() {
+        let mut queue =
+            tx.prepare_cached(&format!("{OUTBOX_INSERT} {} {OUTBOX_UPSERT}", one_row(4)))?;
+        for gi in applied.changed_groups() {
+            for platform in chat_platforms {
+                queue.execute(params![ids[gi], platform, 1, now])?;
+            }
+        }
+    }
     Ok(ids)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
     use super::SqliteWriter;
     use crate::alerts::{classify, IncomingGroup, Webhook};
@@ -269,7 +290,8 @@ mod tests {
             Settings::load_from(None, vec![("RUNBOT__DATABASE__URL".into(), url)]).unwrap();
         let store = Store::connect(&settings.database).await.unwrap();
         let wal = store.wal_shared();
-        let mut writer = SqliteWriter::open(store.sqlite_path().unwrap(), wal.clone()).unwrap();
+        let mut writer =
+            SqliteWriter::open(store.sqlite_path().unwrap(), wal.clone(), Arc::from([])).unwrap();
         let now = chrono::Utc::now();
 
         let first: Vec<IncomingGroup> = (0..50).map(webhook).collect();

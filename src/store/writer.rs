@@ -104,7 +104,11 @@ impl Writer {
     /// Starts the writer thread.
     pub fn spawn(store: Store, batch_max: usize) -> anyhow::Result<(Writer, WriterDone)> {
         let backend = match store.sqlite_path() {
-            Some(path) => Backend::Sqlite(SqliteWriter::open(path, store.wal_shared())?),
+            Some(path) => Backend::Sqlite(SqliteWriter::open(
+                path,
+                store.wal_shared(),
+                store.chat_platforms(),
+            )?),
             None => Backend::Postgres(
                 store,
                 tokio::runtime::Builder::new_current_thread()

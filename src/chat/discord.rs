@@ -1,0 +1,514 @@
+//! Discord, outbound: a [`Card`] becomes a message built with serenity's builders, sent through
+//! serenity's request routes with runbot's own pacing.
+//!
+//! serenity's own rate limiter cannot be used with a custom API base (see `design.md`), so
+//! this adapter paces itself: a global limiter under Discord's 50 requests/s, and per-route
+//! buckets learnt from Discord's `X-RateLimit-*` headers, which are respected before a request
+//! is sent rather than after a 429. A 429 still sets the bucket (or the global pause) from
+//! `retry_after`.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+use secrecy::ExposeSecret;
+use serenity::all::{
+    ButtonStyle, ChannelId, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter,
+    CreateMessage, EditMessage, MessageId, Nonce,
+};
+use serenity::http::{LightMethod, Request, Route};
+
+use super::render::human_duration;
+use super::{Card, DeliveryError, Posted};
+use crate::alerts::parse_stored_time;
+use crate::config::DiscordSettings;
+use crate::policy::Severity;
+
+/// Discord's documented limits for one message.
+pub mod limits {
+    pub const TITLE: usize = 256;
+    pub const DESCRIPTION: usize = 4096;
+    pub const FIELDS: usize = 25;
+    pub const FIELD_NAME: usize = 256;
+    pub const FIELD_VALUE: usize = 1024;
+    pub const FOOTER: usize = 2048;
+    pub const EMBED_TOTAL: usize = 6000;
+    pub const ROWS: usize = 5;
+    pub const BUTTONS_PER_ROW: usize = 5;
+    pub const BUTTON_LABEL: usize = 80;
+    pub const CUSTOM_ID: usize = 100;
+    pub const NONCE: usize = 25;
+}
+
+/// Alerts listed on a card; the rest are counted.
+const LISTED_ALERTS: usize = 15;
+/// The card's description is kept short enough that every part fits in 6000 characters.
+const DESCRIPTION_BUDGET: usize = 1500;
+
+/// Where one request goes, for pacing: per route and channel, as Discord buckets them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    method: &'static str,
+    channel: String,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Requests left in the current window, as Discord last said.
+    remaining: Option<u64>,
+    /// When the window ends.
+    reset_at: Option<Instant>,
+}
+
+pub struct DiscordAdapter {
+    client: reqwest::Client,
+    /// `Bot <token>`; never logged.
+    authorization: String,
+    api_base: String,
+    global: DefaultDirectRateLimiter,
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    /// A global 429 pauses everything until then.
+    global_pause: Mutex<Option<Instant>>,
+}
+
+impl DiscordAdapter {
+    pub fn new(settings: &DiscordSettings) -> anyhow::Result<DiscordAdapter> {
+        let token = settings
+            .bot_token
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("discord.bot_token is not set"))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.request_timeout_ms.min(5000)))
+            .build()?;
+        let per_sec = NonZeroU32::new(settings.global_requests_per_sec.clamp(1, 50))
+            .expect("clamped to at least 1");
+        // Evenly spaced, no burst: at most per_sec + 1 requests in any one-second window.
+        let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::MIN);
+        Ok(DiscordAdapter {
+            client,
+            authorization: format!("Bot {}", token.expose_secret()),
+            api_base: settings.api_base.trim_end_matches('/').to_string(),
+            global: RateLimiter::direct(quota),
+            buckets: Mutex::new(HashMap::new()),
+            global_pause: Mutex::new(None),
+        })
+    }
+
+    /// Posts a new card. `nonce` makes a retried post return the first message instead of
+    /// making a second one.
+    pub async fn post(
+        &self,
+        channel: &str,
+        card: &Card,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let (embed, rows) = render(card);
+        let body = CreateMessage::new()
+            .embed(embed)
+            .components(rows)
+            .nonce(Nonce::String(nonce.chars().take(limits::NONCE).collect()))
+            .enforce_nonce(true);
+        let channel_id = parse_id(channel).map(ChannelId::new)?;
+        let route = Route::ChannelMessages { channel_id };
+        let answer = self
+            .send(route, LightMethod::Post, channel, to_json(&body)?)
+            .await?;
+        let id = answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))?;
+        Ok(Posted {
+            message_id: id.to_string(),
+        })
+    }
+
+    /// Edits a card in place; a resolved card loses its buttons.
+    pub async fn edit(
+        &self,
+        channel: &str,
+        message_id: &str,
+        card: &Card,
+    ) -> Result<(), DeliveryError> {
+        let (embed, rows) = render(card);
+        let body = EditMessage::new().embed(embed).components(rows);
+        let route = Route::ChannelMessage {
+            channel_id: parse_id(channel).map(ChannelId::new)?,
+            message_id: parse_id(message_id).map(MessageId::new)?,
+        };
+        self.send(route, LightMethod::Patch, channel, to_json(&body)?)
+            .await
+            .map(|_| ())
+    }
+
+    /// How long until a request to this channel may go out without breaking a limit.
+    pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
+        let now = Instant::now();
+        if let Some(until) = *self.global_pause.lock().unwrap() {
+            if until > now {
+                return Some(until - now);
+            }
+        }
+        let key = bucket_key(method, channel);
+        let buckets = self.buckets.lock().unwrap();
+        let b = buckets.get(&key)?;
+        match (b.remaining, b.reset_at) {
+            (Some(0), Some(reset)) if reset > now => Some(reset - now),
+            _ => None,
+        }
+    }
+
+    async fn send(
+        &self,
+        route: Route<'_>,
+        method: LightMethod,
+        channel: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, DeliveryError> {
+        if let Some(wait) = self.wait_for(method, channel) {
+            return Err(DeliveryError::RateLimited { retry_after: wait });
+        }
+        self.global.until_ready().await;
+        let request = Request::new(route, method)
+            .body(Some(body))
+            .build(&self.client, &self.authorization, Some(&self.api_base))
+            .map_err(|e| DeliveryError::Permanent(format!("building the request: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            // reqwest's message names the URL, never the token.
+            DeliveryError::Transient(if e.is_timeout() {
+                "Discord did not answer in time".to_string()
+            } else if e.is_connect() {
+                "cannot connect to Discord".to_string()
+            } else {
+                format!("request to Discord failed: {e}")
+            })
+        })?;
+        let status = response.status().as_u16();
+        self.learn(method, channel, response.headers(), status);
+        let text = response.text().await.unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        metrics::counter!(crate::telemetry::CHAT_REQUESTS, "platform" => "discord", "status" => status.to_string()).increment(1);
+        match status {
+            200..=299 => Ok(json),
+            429 => {
+                let retry_after = json
+                    .get("retry_after")
+                    .and_then(|v| v.as_f64())
+                    .map(Duration::from_secs_f64)
+                    .unwrap_or(Duration::from_secs(1));
+                if json.get("global").and_then(|v| v.as_bool()) == Some(true) {
+                    *self.global_pause.lock().unwrap() = Some(Instant::now() + retry_after);
+                }
+                Err(DeliveryError::RateLimited { retry_after })
+            }
+            404 if json.get("code").and_then(|c| c.as_i64()) == Some(10008) => {
+                Err(DeliveryError::MessageGone)
+            }
+            500..=599 => Err(DeliveryError::Transient(format!(
+                "Discord answered {status}"
+            ))),
+            _ => Err(DeliveryError::Permanent(format!(
+                "Discord answered {status}: {}",
+                text.chars().take(500).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Keeps what Discord says of the bucket this request counted against.
+    fn learn(&self, method: LightMethod, channel: &str, headers: &HeaderMap, status: u16) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let remaining = number("x-ratelimit-remaining");
+        let reset_after = number("x-ratelimit-reset-after")
+            .or_else(|| (status == 429).then(|| number("retry-after")).flatten());
+        let global = headers
+            .get("x-ratelimit-global")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if global {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap();
+        let b = buckets.entry(bucket_key(method, channel)).or_default();
+        if status == 429 {
+            b.remaining = Some(0);
+        } else if let Some(r) = remaining {
+            b.remaining = Some(r.max(0.0) as u64);
+        }
+        if let Some(after) = reset_after {
+            b.reset_at = Some(Instant::now() + Duration::from_secs_f64(after.max(0.0)));
+        }
+    }
+}
+
+fn bucket_key(method: LightMethod, channel: &str) -> BucketKey {
+    BucketKey {
+        method: match method {
+            LightMethod::Post => "post",
+            LightMethod::Patch => "patch",
+            _ => "other",
+        },
+        channel: channel.to_string(),
+    }
+}
+
+fn parse_id(id: &str) -> Result<u64, DeliveryError> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|&n| n != 0)
+        .ok_or_else(|| DeliveryError::Permanent(format!("{id:?} is not a Discord id")))
+}
+
+fn to_json(body: &impl serde::Serialize) -> Result<Vec<u8>, DeliveryError> {
+    serde_json::to_vec(body).map_err(|e| DeliveryError::Permanent(format!("encoding: {e}")))
+}
+
+/// Cuts `s` to at most `max` characters, marking the cut.
+fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn colour(card: &Card) -> u32 {
+    if card.resolved {
+        return 0x2EB67D;
+    }
+    match card.severity {
+        Severity::Sev1 => 0xE01E5A,
+        Severity::Sev2 => 0xF2711C,
+        Severity::Sev3 => 0xECB22E,
+        Severity::Sev4 => 0x36C5F0,
+    }
+}
+
+/// `<t:UNIX:R>`: Discord shows it as "5 minutes ago" in the reader's own time zone.
+fn relative_time(rfc3339: &str) -> String {
+    parse_stored_time(rfc3339)
+        .map(|t| format!("<t:{}:R>", t.timestamp()))
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
+/// Lines joined until the next one would not fit in `max`; then "+N more".
+fn lines_within(lines: &[String], max: usize, more: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let left = lines.len() - i - 1 + more;
+        let tail = if left > 0 { 20 } else { 0 };
+        if out.chars().count() + line.chars().count() + 1 + tail > max {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+        shown += 1;
+    }
+    let hidden = lines.len() - shown + more;
+    if hidden > 0 {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!("+{hidden} more"));
+    }
+    out
+}
+
+/// The embed and the button rows for a card, within Discord's limits.
+pub fn render(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
+    let mut description = String::new();
+    if card.resolved {
+        match card.fired_for {
+            Some(d) => {
+                description.push_str(&format!("✅ **Resolved** after {}\n", human_duration(d)))
+            }
+            None => description.push_str("✅ **Resolved**\n"),
+        }
+    }
+    for part in [&card.summary, &card.description, &card.meaning]
+        .into_iter()
+        .flatten()
+    {
+        if !description.contains(part.as_str()) {
+            description.push_str(part);
+            description.push('\n');
+        }
+    }
+    let description = fit(description.trim_end(), DESCRIPTION_BUDGET);
+
+    let firing = card.alerts.iter().filter(|a| a.firing).count();
+    let alert_lines: Vec<String> = card
+        .alerts
+        .iter()
+        .take(LISTED_ALERTS)
+        .map(|a| {
+            let mark = if a.firing { "🔴" } else { "🟢" };
+            format!(
+                "{mark} {} · since {}",
+                fit(&a.name, 120),
+                relative_time(&a.since)
+            )
+        })
+        .collect();
+    let unlisted = card.alerts.len().saturating_sub(LISTED_ALERTS)
+        + usize::try_from(card.truncated_alerts).unwrap_or(0);
+    let mut embed = CreateEmbed::new()
+        .title(fit(&card.title, limits::TITLE))
+        .colour(colour(card))
+        .field(
+            fit(
+                &format!(
+                    "Alerts: {firing} firing, {} resolved",
+                    card.alerts.len() - firing
+                ),
+                limits::FIELD_NAME,
+            ),
+            lines_within(&alert_lines, limits::FIELD_VALUE, unlisted),
+            false,
+        );
+    if !description.is_empty() {
+        embed = embed.description(description);
+    }
+    if !card.checks.is_empty() && !card.resolved {
+        let checks: Vec<String> = card
+            .checks
+            .iter()
+            .map(|c| format!("• {}", fit(c, 200)))
+            .collect();
+        embed = embed.field(
+            "What to check",
+            lines_within(&checks, limits::FIELD_VALUE, 0),
+            false,
+        );
+    }
+    let links: Vec<String> = card
+        .links
+        .iter()
+        .map(|l| format!("[{}]({})", l.label, l.url))
+        .filter(|l| l.chars().count() <= 500)
+        .collect();
+    if !links.is_empty() {
+        embed = embed.field("Links", fit(&links.join(" · "), limits::FIELD_VALUE), false);
+    }
+    let mut footer = format!("runbot · group {}", card.group_id);
+    if let Some(note) = &card.note {
+        footer.push_str(" · ");
+        footer.push_str(note);
+    }
+    embed = embed.footer(CreateEmbedFooter::new(fit(&footer, 300)));
+    if let Some(t) = parse_stored_time(&card.started_at) {
+        if let Ok(ts) = serenity::model::Timestamp::from_unix_timestamp(t.timestamp()) {
+            embed = embed.timestamp(ts);
+        }
+    }
+
+    let rows = card
+        .actions
+        .chunks(limits::BUTTONS_PER_ROW)
+        .take(limits::ROWS)
+        .map(|chunk| {
+            CreateActionRow::Buttons(
+                chunk
+                    .iter()
+                    .filter(|a| a.id.len() <= limits::CUSTOM_ID)
+                    .map(|a| {
+                        CreateButton::new(a.id.clone())
+                            .label(fit(&a.label, limits::BUTTON_LABEL))
+                            .style(if a.risky {
+                                ButtonStyle::Danger
+                            } else {
+                                ButtonStyle::Secondary
+                            })
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    (embed, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{CardAction, CardAlert};
+
+    fn big_card() -> Card {
+        Card {
+            group_id: 1,
+            resolved: false,
+            severity: Severity::Sev2,
+            title: "T".repeat(400),
+            summary: Some("s".repeat(5000)),
+            description: Some("d".repeat(5000)),
+            meaning: None,
+            alerts: (0..300)
+                .map(|i| CardAlert {
+                    name: format!("host-{i}-{}", "x".repeat(100)),
+                    firing: i % 2 == 0,
+                    since: "2026-11-27T10:00:00Z".into(),
+                })
+                .collect(),
+            truncated_alerts: 12,
+            links: vec![],
+            checks: (0..40)
+                .map(|i| format!("check {i} {}", "c".repeat(80)))
+                .collect(),
+            actions: (0..40)
+                .map(|i| CardAction {
+                    id: format!("rb1:1:{i}"),
+                    label: "L".repeat(100),
+                    risky: false,
+                })
+                .collect(),
+            fired_for: None,
+            started_at: "2026-11-27T10:00:00Z".into(),
+            note: Some("n".repeat(3000)),
+        }
+    }
+
+    #[test]
+    fn an_oversized_card_is_cut_to_discords_limits() {
+        let (embed, rows) = render(&big_card());
+        let v = serde_json::to_value(&embed).unwrap();
+        let chars = |p: &str| {
+            v.pointer(p)
+                .and_then(|s| s.as_str())
+                .map_or(0, |s| s.chars().count())
+        };
+        assert!(chars("/title") <= limits::TITLE);
+        assert!(chars("/description") <= limits::DESCRIPTION);
+        assert!(chars("/footer/text") <= limits::FOOTER);
+        let fields = v["fields"].as_array().unwrap();
+        assert!(fields.len() <= limits::FIELDS);
+        let mut total = chars("/title") + chars("/description") + chars("/footer/text");
+        for f in fields {
+            let (n, val) = (f["name"].as_str().unwrap(), f["value"].as_str().unwrap());
+            assert!(n.chars().count() <= limits::FIELD_NAME);
+            assert!(val.chars().count() <= limits::FIELD_VALUE, "{}", val.len());
+            total += n.chars().count() + val.chars().count();
+        }
+        assert!(total <= limits::EMBED_TOTAL, "{total}");
+        assert!(fields[0]["value"].as_str().unwrap().ends_with("more"));
+        let rows = serde_json::to_value(&rows).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), limits::ROWS);
+        for r in rows {
+            let buttons = r["components"].as_array().unwrap();
+            assert!(buttons.len() <= limits::BUTTONS_PER_ROW);
+            for b in buttons {
+                assert!(b["label"].as_str().unwrap().chars().count() <= limits::BUTTON_LABEL);
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Alert cards in Discord: a real Alertmanager → runbot → the fake Discord, which accepts only
+//! what Discord accepts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_discord::{FakeDiscord, FakeMessage};
+use common::{webhook, Alertmanager, Db, Options, TestApp, BOTH, TOKEN};
+use serde_json::{json, Value};
+
+const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+const CHANNEL: u64 = 111_111_111_111_111_111;
+const GREEN: i64 = 0x2EB67D;
+const RED: i64 = 0xE01E5A;
+
+fn with_discord(db: Db, fake: &FakeDiscord) -> Options {
+    Options::new(db)
+        .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+        .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+        .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+        .set("RUNBOT__DISCORD__REQUEST_TIMEOUT_MS", "2000")
+}
+
+fn alertmanager_config(app: &TestApp) -> String {
+    format!(
+        r#"
+route:
+  receiver: runbot
+  group_by: [alertname, service]
+  group_wait: 100ms
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: runbot
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {TOKEN}
+"#,
+        url = app.webhook_url()
+    )
+}
+
+fn alert(instance: &str, ends_at: Option<&str>) -> Value {
+    let mut a = json!({
+        "labels": {"alertname": "APIDown", "service": "backend", "instance": instance, "severity": "critical"},
+        "annotations": {"summary": "The API is down", "runbook_url": "https://wiki.example.com/apidown"},
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+    });
+    if let Some(t) = ends_at {
+        a["endsAt"] = json!(t);
+    }
+    a
+}
+
+fn embed(m: &FakeMessage) -> &Value {
+    &m.body["embeds"][0]
+}
+
+fn alerts_field(m: &FakeMessage) -> String {
+    embed(m)["fields"][0]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_keeps_one_card_through_join_resolve_and_refire() {
+    for db in BOTH {
+        let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+        let app = TestApp::spawn_with(with_discord(db, &fake)).await;
+        let am = Alertmanager::start(&alertmanager_config(&app)).await;
+        let wait = Duration::from_secs(20);
+
+        am.push(json!([alert("backend-1:8000", None)])).await;
+        let card = fake
+            .wait_for(wait, "the APIDown card", |m, _| m.first().cloned())
+            .await;
+        let e = embed(&card);
+        assert_eq!(e["title"], "Sev1 · APIDown: API down", "{db:?}");
+        assert_eq!(e["color"], RED);
+        assert!(e["description"]
+            .as_str()
+            .unwrap()
+            .contains("The API is down"));
+        let ids = card.custom_ids();
+        assert_eq!(ids.len(), 5, "the runbook's five actions: {ids:?}");
+        assert!(ids
+            .iter()
+            .all(|id| id.starts_with("rb1:") && id.len() <= 100));
+        let body = card.body.to_string();
+        for link in [
+            "http://prometheus:9090/graph?g0.expr=up",
+            "https://wiki.example.com/apidown",
+            "/#/silences/new?filter=",
+        ] {
+            assert!(body.contains(link), "{db:?}: card links to {link}: {body}");
+        }
+        assert!(body.contains("Restart backend") && body.contains("Acknowledge"));
+        assert_eq!(alerts_field(&card), "Alerts: 1 firing, 0 resolved");
+
+        // A second alert joins the group: the same card is edited.
+        am.push(json!([
+            alert("backend-1:8000", None),
+            alert("backend-2:8000", None)
+        ]))
+        .await;
+        fake.wait_for(wait, "the card to list two alerts", |m, _| {
+            (m.len() == 1 && alerts_field(&m[0]) == "Alerts: 2 firing, 0 resolved").then_some(())
+        })
+        .await;
+
+        // Both resolve: green, how long it fired, no buttons.
+        let past = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();
+        am.push(json!([
+            alert("backend-1:8000", Some(&past)),
+            alert("backend-2:8000", Some(&past))
+        ]))
+        .await;
+        let resolved = fake
+            .wait_for(wait, "the card to turn green", |m, _| {
+                (m.len() == 1 && embed(&m[0])["color"] == GREEN).then(|| m[0].clone())
+            })
+            .await;
+        assert!(
+            embed(&resolved)["description"]
+                .as_str()
+                .unwrap()
+                .contains("**Resolved** after"),
+            "{db:?}: {}",
+            resolved.body
+        );
+        assert!(
+            resolved.custom_ids().is_empty(),
+            "a resolved card has no buttons"
+        );
+
+        // It fires again soon after: the same card, red again, buttons back.
+        am.push(json!([alert("backend-1:8000", None)])).await;
+        let refired = fake
+            .wait_for(wait, "the card to fire again", |m, _| {
+                (embed(m.last()?)["color"] == RED).then(|| m.to_vec())
+            })
+            .await;
+        assert_eq!(refired.len(), 1, "{db:?}: re-firing reuses the card");
+        assert_eq!(refired[0].id, card.id);
+        assert_eq!(refired[0].custom_ids().len(), 5);
+        assert_eq!(fake.count_429(), 0);
+        let refused: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.status >= 400)
+            .map(|r| format!("{} {} {:?}", r.status, r.path, r.answer))
+            .collect();
+        assert!(refused.is_empty(), "{db:?}: Discord refused {refused:?}");
+        app.stop().await;
+    }
+}
+
+/// One card per group: the latest state, exactly once.
+fn assert_one_card_each(messages: &[FakeMessage], groups: usize) {
+    let mut titles: Vec<String> = messages
+        .iter()
+        .map(|m| embed(m)["footer"]["text"].as_str().unwrap().to_string())
+        .collect();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(
+        titles.len(),
+        messages.len(),
+        "a group has two cards: {titles:?}"
+    );
+    assert_eq!(messages.len(), groups);
+}
+
+fn group_body(name: &str, fps: &[&str]) -> String {
+    let alerts: Vec<(&str, &str, Value)> = fps
+        .iter()
+        .map(|fp| (*fp, "firing", json!({"severity": "warning"})))
+        .collect();
+    webhook(name, "firing", &alerts).to_string()
+}
+
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30s_discord_outage_loses_nothing_and_duplicates_nothing_sqlite() {
+    outage(Db::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30s_discord_outage_loses_nothing_and_duplicates_nothing_postgres() {
+    outage(Db::Postgres).await
+}
+
+async fn outage(db: Db) {
+    {
+        let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+        fake.set_route_limit(50, Duration::from_secs(1));
+        let app = TestApp::spawn_with(with_discord(db, &fake)).await;
+        assert_eq!(
+            app.post_webhook(group_body("Before", &["f000000000000001"]))
+                .await
+                .status(),
+            200
+        );
+        fake.wait_for_messages(1, Duration::from_secs(10)).await;
+
+        // Discord answers 503, then stops answering, then refuses connections.
+        fake.fail_with(Some(503));
+        for i in 0..4 {
+            let body = group_body(&format!("During{i}"), &["f000000000000002"]);
+            assert_eq!(
+                app.post_webhook(body).await.status(),
+                200,
+                "accepted while Discord is down"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        fake.fail_with(None);
+        fake.go_down().await;
+        for i in 4..8 {
+            let body = group_body(&format!("During{i}"), &["f000000000000002"]);
+            assert_eq!(app.post_webhook(body).await.status(), 200);
+        }
+        // An alert joins a group whose card is waiting, and one whose card exists.
+        for (name, fps) in [
+            ("During0", ["f000000000000002", "f000000000000003"]),
+            ("Before", ["f000000000000001", "f000000000000003"]),
+        ] {
+            assert_eq!(app.post_webhook(group_body(name, &fps)).await.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let backlog = metric(&app, "runbot_chat_backlog").await;
+        assert!(backlog >= 9.0, "{db:?}: the backlog is visible: {backlog}");
+        tokio::time::sleep(Duration::from_secs(18)).await;
+        fake.come_back().await;
+
+        let all = fake
+            .wait_for(
+                Duration::from_secs(60),
+                "every card after the outage",
+                |m, _| {
+                    let done = m.len() == 9
+                        && m.iter()
+                            .filter(|c| {
+                                let t = embed(c)["title"].as_str().unwrap_or("");
+                                t.contains("During0") || t.contains("Before")
+                            })
+                            .all(|c| alerts_field(c) == "Alerts: 2 firing, 0 resolved");
+                    done.then(|| m.to_vec())
+                },
+            )
+            .await;
+        assert_one_card_each(&all, 9);
+        assert_eq!(fake.count_429(), 0);
+        app.stop().await;
+    }
+}
