@@ -136,6 +136,9 @@ pub struct DiscordSettings {
     pub request_timeout_ms: u64,
     /// Requests per second across all of Discord, kept under Discord's global 50.
     pub global_requests_per_sec: u32,
+    /// In a storm, when more groups than this wait for their first card in one channel, one
+    /// digest message names them all until their cards follow.
+    pub digest_after: usize,
 }
 
 impl Default for DiscordSettings {
@@ -150,6 +153,7 @@ impl Default for DiscordSettings {
             refire_window_secs: 3600,
             request_timeout_ms: 10_000,
             global_requests_per_sec: 45,
+            digest_after: 5,
         }
     }
 }

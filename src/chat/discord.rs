@@ -144,6 +144,53 @@ impl DiscordAdapter {
             .map(|_| ())
     }
 
+    /// Posts a channel's storm digest (see [`crate::chat::Digest`]).
+    pub async fn post_digest(
+        &self,
+        channel: &str,
+        title: &str,
+        list: &str,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let body = CreateMessage::new()
+            .embed(digest_embed(title, list))
+            .nonce(Nonce::String(nonce.chars().take(limits::NONCE).collect()))
+            .enforce_nonce(true);
+        let channel_id = parse_id(channel).map(ChannelId::new)?;
+        let answer = self
+            .send(
+                Route::ChannelMessages { channel_id },
+                LightMethod::Post,
+                channel,
+                to_json(&body)?,
+            )
+            .await?;
+        answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(|id| Posted {
+                message_id: id.to_string(),
+            })
+            .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))
+    }
+
+    pub async fn edit_digest(
+        &self,
+        channel: &str,
+        message_id: &str,
+        title: &str,
+        list: &str,
+    ) -> Result<(), DeliveryError> {
+        let body = EditMessage::new().embed(digest_embed(title, list));
+        let route = Route::ChannelMessage {
+            channel_id: parse_id(channel).map(ChannelId::new)?,
+            message_id: parse_id(message_id).map(MessageId::new)?,
+        };
+        self.send(route, LightMethod::Patch, channel, to_json(&body)?)
+            .await
+            .map(|_| ())
+    }
+
     /// How long until a request to this channel may go out without breaking a limit.
     pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
         let now = Instant::now();
@@ -323,6 +370,16 @@ fn lines_within(lines: &[String], max: usize, more: usize) -> String {
         out.push_str(&format!("+{hidden} more"));
     }
     out
+}
+
+fn digest_embed(title: &str, list: &str) -> CreateEmbed {
+    CreateEmbed::new()
+        .title(fit(title, limits::TITLE))
+        .description(fit(list, limits::DESCRIPTION))
+        .colour(0xE01E5A)
+        .footer(CreateEmbedFooter::new(
+            "runbot · storm digest: cards follow as Discord's limits allow",
+        ))
 }
 
 /// The embed and the button rows for a card, within Discord's limits.

@@ -97,3 +97,50 @@ impl std::fmt::Display for DeliveryError {
         }
     }
 }
+
+/// In a storm, one message per channel names the groups still waiting for their own card, so
+/// every group is visible at once whatever the rate limits allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digest {
+    /// (card title, alerts, resolved) of each waiting group, most urgent first.
+    pub waiting: Vec<(String, usize, bool)>,
+}
+
+impl Digest {
+    /// Characters of the list, well inside any platform's message limit.
+    const LIST_BUDGET: usize = 3500;
+
+    /// The title and the list.
+    pub fn text(&self) -> (String, String) {
+        if self.waiting.is_empty() {
+            return (
+                "Every group has its own card".into(),
+                "The storm is over: each alert group now has a card of its own.".into(),
+            );
+        }
+        let n = self.waiting.len();
+        let title = format!(
+            "{n} more {} firing",
+            if n == 1 { "group" } else { "groups" }
+        );
+        let mut list = String::new();
+        let mut shown = 0;
+        for (title, alerts, resolved) in &self.waiting {
+            let line = format!(
+                "• {title} · {alerts} {}{}",
+                if *alerts == 1 { "alert" } else { "alerts" },
+                if *resolved { " (resolved)" } else { "" }
+            );
+            if list.chars().count() + line.chars().count() + 20 > Self::LIST_BUDGET {
+                break;
+            }
+            list.push_str(&line);
+            list.push('\n');
+            shown += 1;
+        }
+        if shown < n {
+            list.push_str(&format!("+{} more", n - shown));
+        }
+        (title, list.trim_end().to_string())
+    }
+}

@@ -2,6 +2,7 @@
 //! edited afterwards. The outbox row is written with the change itself (see the store), so a
 //! crash or a Discord outage loses nothing: whatever is still queued is sent when it can be.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 use super::discord::DiscordAdapter;
-use super::{render, DeliveryError};
+use super::{render, Card, DeliveryError, Digest};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::config::{DiscordRoute, DiscordSettings};
 use crate::policy::Severity;
@@ -20,7 +21,7 @@ use crate::telemetry;
 pub const DISCORD: &str = "discord";
 
 /// Notices taken per round.
-const ROUND: i64 = 100;
+const ROUND: i64 = 500;
 /// Longest sleep between rounds when nothing wakes the worker.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -42,34 +43,39 @@ enum Outcome {
     Later(Duration),
 }
 
+/// One notice, ready to send: the group's card and where it goes.
+struct Job {
+    notice: Notice,
+    group: GroupView,
+    card: Card,
+    channel: String,
+    /// The card's message; None when a (new) card is to be posted.
+    message_id: Option<String>,
+    /// The nonce of a post that was planned but never answered.
+    planned_nonce: Option<String>,
+}
+
+/// The digest message of one channel, while a storm lasts.
+struct DigestMessage {
+    message_id: Option<String>,
+    nonce: String,
+    shown: Option<(String, String)>,
+}
+
 impl Outbox {
     pub async fn run(self) {
+        let mut digests: HashMap<String, DigestMessage> = HashMap::new();
         loop {
-            let now = format_time(Utc::now());
-            let due = match self.store.due_notices(DISCORD, &now, ROUND).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the chat outbox failed; retrying");
-                    tokio::time::sleep(IDLE_POLL).await;
-                    continue;
-                }
-            };
-            let mut sleep = IDLE_POLL;
-            let mut sent_any = false;
-            for notice in &due {
-                match self.deliver(notice).await {
-                    Outcome::Done => sent_any = true,
-                    Outcome::Later(wait) => sleep = sleep.min(wait),
-                }
-            }
+            let (sleep, progressed, full) = self.round(&mut digests).await;
             if let Ok(n) = self.store.notice_backlog(DISCORD).await {
                 metrics::gauge!(telemetry::CHAT_BACKLOG, "platform" => DISCORD).set(n as f64);
             }
-            if sent_any && due.len() as i64 == ROUND {
+            if progressed && full {
                 continue;
             }
-            // A notice in backoff: wake when it falls due. (Notices already due but held by a
-            // rate limit set `sleep` above.)
+            let mut sleep = sleep;
+            // A notice in backoff: wake when it falls due. (Notices due but held by a rate
+            // limit set `sleep` already.)
             if let Ok(Some(next)) = self.store.next_notice_due(DISCORD).await {
                 if let Some(t) = parse_stored_time(&next) {
                     let until = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -78,8 +84,12 @@ impl Outbox {
                     }
                 }
             }
-            if sleep.is_zero() && !sent_any {
-                sleep = Duration::from_millis(10);
+            if !progressed {
+                // Everything waits on a limit or a backoff: a new webhook need not wake us at
+                // once, which would only read the same waiting notices again.
+                let pause = sleep.clamp(Duration::from_millis(10), Duration::from_millis(100));
+                tokio::time::sleep(pause).await;
+                sleep = sleep.saturating_sub(pause);
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -88,72 +98,209 @@ impl Outbox {
         }
     }
 
-    async fn deliver(&self, notice: &Notice) -> Outcome {
-        match self.try_deliver(notice).await {
+    /// Sends what is due. Answers how long until something can be sent again, whether
+    /// anything was sent, and whether the round was full (more may be due).
+    async fn round(&self, digests: &mut HashMap<String, DigestMessage>) -> (Duration, bool, bool) {
+        let now = format_time(Utc::now());
+        let due = match self.store.due_notices(DISCORD, &now, ROUND).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the chat outbox failed; retrying");
+                return (IDLE_POLL, false, false);
+            }
+        };
+        let full = due.len() as i64 == ROUND;
+        let mut sleep = IDLE_POLL;
+        let mut progressed = false;
+        let mut by_channel: Vec<(String, Vec<Job>)> = Vec::new();
+        for notice in due {
+            match self.prepare(notice).await {
+                Ok(Some(job)) => match by_channel.iter_mut().find(|(c, _)| *c == job.channel) {
+                    Some((_, jobs)) => jobs.push(job),
+                    None => by_channel.push((job.channel.clone(), vec![job])),
+                },
+                Ok(None) => progressed = true,
+                Err(e) => tracing::warn!(error = %e, "chat outbox: store error; will retry"),
+            }
+        }
+        let mut note = |outcome: Outcome| match outcome {
+            Outcome::Done => progressed = true,
+            Outcome::Later(wait) => sleep = sleep.min(wait),
+        };
+        for (channel, jobs) in by_channel {
+            let (mut new, edits): (Vec<Job>, Vec<Job>) =
+                jobs.into_iter().partition(|j| j.message_id.is_none());
+            // Most severe first, then oldest: in a storm they get their own cards first.
+            new.sort_by(|a, b| {
+                a.card
+                    .severity
+                    .cmp(&b.card.severity)
+                    .then(a.group.started_at.cmp(&b.group.started_at))
+            });
+            let storm = new.len() > self.settings.digest_after;
+            if storm && !digests.contains_key(&channel) {
+                // First make every waiting group visible, then post cards as limits allow.
+                note(self.show_digest(&channel, &new, digests).await);
+            }
+            let mut waiting = Vec::new();
+            let mut limited = false;
+            for job in new {
+                if limited {
+                    waiting.push(job);
+                    continue;
+                }
+                match self.send(&job).await {
+                    Outcome::Later(wait) => {
+                        limited = true;
+                        note(Outcome::Later(wait));
+                        waiting.push(job);
+                    }
+                    done => note(done),
+                }
+            }
+            for job in edits {
+                note(self.send(&job).await);
+            }
+            if digests.contains_key(&channel) {
+                note(self.show_digest(&channel, &waiting, digests).await);
+            }
+        }
+        (sleep, progressed, full)
+    }
+
+    /// Loads a notice's group and decides where its card goes; None when the group is gone.
+    async fn prepare(&self, notice: Notice) -> Result<Option<Job>, sqlx::Error> {
+        let gid = notice.group_id;
+        let Some((group, _)) = self.store.group(gid).await? else {
+            self.store.notice_done(gid, DISCORD, notice.version).await?;
+            return Ok(None);
+        };
+        let card = render::card(&group, &self.runbook);
+        let now = Utc::now();
+        let window = chrono::Duration::seconds(self.settings.refire_window_secs as i64);
+        let record = self.store.chat_card(gid, DISCORD).await?;
+        let (channel, message_id, planned_nonce) = match record {
+            // It fires again long after resolving: a new card; the old one stays as history.
+            Some(r)
+                if group.status == "firing"
+                    && r.shown_status.as_deref() == Some("resolved")
+                    && r.resolved_at
+                        .as_deref()
+                        .and_then(parse_stored_time)
+                        .is_some_and(|t| now - t > window) =>
+            {
+                (pick_channel(&group, &self.settings), None, None)
+            }
+            // A post that was never answered (crash, timeout): the same nonce makes Discord
+            // return that message if it did go through.
+            Some(r) if r.message_id.is_none() => (r.channel_id, None, Some(r.nonce)),
+            Some(r) => (r.channel_id, r.message_id, None),
+            None => (pick_channel(&group, &self.settings), None, None),
+        };
+        Ok(Some(Job {
+            notice,
+            group,
+            card,
+            channel,
+            message_id,
+            planned_nonce,
+        }))
+    }
+
+    /// Posts or edits the digest that names the groups still waiting for their own card, or
+    /// closes it once none wait.
+    async fn show_digest(
+        &self,
+        channel: &str,
+        waiting: &[Job],
+        digests: &mut HashMap<String, DigestMessage>,
+    ) -> Outcome {
+        let digest = Digest {
+            waiting: waiting
+                .iter()
+                .map(|j| (j.card.title.clone(), j.card.alerts.len(), j.card.resolved))
+                .collect(),
+        };
+        let text = digest.text();
+        let entry = digests
+            .entry(channel.to_string())
+            .or_insert_with(|| DigestMessage {
+                message_id: None,
+                nonce: new_nonce(0, Utc::now().timestamp_millis()),
+                shown: None,
+            });
+        if entry.shown.as_ref() == Some(&text) {
+            return Outcome::Done;
+        }
+        let result = match &entry.message_id {
+            None => self
+                .discord
+                .post_digest(channel, &text.0, &text.1, &entry.nonce)
+                .await
+                .map(|p| Some(p.message_id)),
+            Some(m) => self
+                .discord
+                .edit_digest(channel, m, &text.0, &text.1)
+                .await
+                .map(|()| None),
+        };
+        match result {
+            Ok(posted) => {
+                if let Some(id) = posted {
+                    entry.message_id = Some(id);
+                }
+                entry.shown = Some(text);
+                if digest.waiting.is_empty() {
+                    digests.remove(channel);
+                }
+                Outcome::Done
+            }
+            Err(DeliveryError::RateLimited { retry_after }) => Outcome::Later(retry_after),
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "the storm digest was not delivered");
+                if matches!(e, DeliveryError::MessageGone) {
+                    entry.message_id = None;
+                }
+                Outcome::Later(Duration::from_secs(1))
+            }
+        }
+    }
+
+    async fn send(&self, job: &Job) -> Outcome {
+        match self.try_send(job).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::warn!(group_id = notice.group_id, error = %e, "chat outbox: store error; will retry");
+                tracing::warn!(group_id = job.notice.group_id, error = %e, "chat outbox: store error; will retry");
                 Outcome::Later(IDLE_POLL)
             }
         }
     }
 
-    async fn try_deliver(&self, notice: &Notice) -> Result<Outcome, sqlx::Error> {
+    async fn try_send(&self, job: &Job) -> Result<Outcome, sqlx::Error> {
+        let (notice, group, card, channel) = (&job.notice, &job.group, &job.card, &job.channel);
         let gid = notice.group_id;
-        let Some((group, _)) = self.store.group(gid).await? else {
-            self.store.notice_done(gid, DISCORD, notice.version).await?;
-            return Ok(Outcome::Done);
-        };
-        let card = render::card(&group, &self.runbook);
         let now = Utc::now();
         let now_s = format_time(now);
-        let record = self.store.chat_card(gid, DISCORD).await?;
-        let refire_after_window = |resolved_at: &Option<String>| {
-            let window = chrono::Duration::seconds(self.settings.refire_window_secs as i64);
-            resolved_at
-                .as_deref()
-                .and_then(parse_stored_time)
-                .is_some_and(|t| now - t > window)
-        };
-        let (channel, message_id) = match record {
-            Some(r)
-                if !(group.status == "firing"
-                    && r.shown_status.as_deref() == Some("resolved")
-                    && refire_after_window(&r.resolved_at)) =>
-            {
-                if r.message_id.is_none() {
-                    // A post that was never answered (crash, timeout): the same nonce makes
-                    // Discord return that message if it did go through.
-                    (r.channel_id, None)
-                } else {
-                    (r.channel_id, r.message_id)
-                }
-            }
-            _ => {
-                let channel = pick_channel(&group, &self.settings);
-                let nonce = new_nonce(gid, now.timestamp_millis());
-                self.store
-                    .card_planned(gid, DISCORD, &channel, &nonce, &now_s)
-                    .await?;
-                (channel, None)
-            }
-        };
-        let result = match &message_id {
+        let result = match &job.message_id {
             None => {
-                let nonce = self
-                    .store
-                    .chat_card(gid, DISCORD)
-                    .await?
-                    .map(|r| r.nonce)
-                    .unwrap_or_else(|| new_nonce(gid, now.timestamp_millis()));
+                let nonce = match &job.planned_nonce {
+                    Some(n) => n.clone(),
+                    None => {
+                        let nonce = new_nonce(gid, now.timestamp_millis());
+                        self.store
+                            .card_planned(gid, DISCORD, channel, &nonce, &now_s)
+                            .await?;
+                        nonce
+                    }
+                };
                 self.discord
-                    .post(&channel, &card, &nonce)
+                    .post(channel, card, &nonce)
                     .await
                     .map(|p| (p.message_id, "posted"))
             }
             Some(m) => self
                 .discord
-                .edit(&channel, m, &card)
+                .edit(channel, m, card)
                 .await
                 .map(|()| (m.clone(), "edited")),
         };
@@ -193,7 +340,7 @@ impl Outbox {
                 // Someone deleted the card: post a new one.
                 let nonce = new_nonce(gid, now.timestamp_millis() + 1);
                 self.store
-                    .card_planned(gid, DISCORD, &channel, &nonce, &now_s)
+                    .card_planned(gid, DISCORD, channel, &nonce, &now_s)
                     .await?;
                 tracing::info!(
                     group_id = gid,
