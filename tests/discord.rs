@@ -371,3 +371,98 @@ fn is_card(m: &FakeMessage) -> bool {
 fn title(m: &FakeMessage) -> String {
     embed(m)["title"].as_str().unwrap_or("").to_string()
 }
+
+/// The real binary, started and killed with SIGKILL like a crash.
+struct Runbot {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Runbot {
+    async fn start(dir: &std::path::Path, port: u16, fake: &FakeDiscord) -> Runbot {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+            .current_dir(dir)
+            .arg("serve")
+            .env_remove("RUNBOT_CONFIG")
+            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", TOKEN)
+            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+            .env("RUNBOT__DISCORD__REQUEST_TIMEOUT_MS", "10000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "runbot did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Runbot { child, base }
+    }
+
+    async fn post(&self, body: String) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/webhooks/alertmanager", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_cards_pending_or_in_flight_then_restart_delivers_each_once() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+
+    // Discord is down: the webhooks are accepted, their cards wait in the outbox.
+    fake.go_down().await;
+    let runbot = Runbot::start(dir.path(), port, &fake).await;
+    for i in 0..4 {
+        let status = runbot
+            .post(group_body(&format!("Crash{i}"), &["c000000000000001"]))
+            .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    runbot.kill_9();
+
+    // Discord is back but slow: it creates the first card, and runbot dies before the answer.
+    fake.come_back().await;
+    fake.set_delay(Duration::from_secs(3));
+    let runbot = Runbot::start(dir.path(), port, &fake).await;
+    fake.wait_for_messages(1, Duration::from_secs(10)).await;
+    runbot.kill_9();
+    assert_eq!(
+        fake.messages().len(),
+        1,
+        "one card made it before the crash"
+    );
+
+    // Restarted: every card arrives, the one already posted is not posted again.
+    fake.set_delay(Duration::ZERO);
+    let runbot = Runbot::start(dir.path(), port, &fake).await;
+    let cards = fake
+        .wait_for(Duration::from_secs(30), "four cards", |m, _| {
+            (m.len() >= 4).then(|| m.to_vec())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cards_now = fake.messages();
+    assert_eq!(cards_now.len(), cards.len(), "nothing more arrives");
+    assert_one_card_each(&cards_now, 4);
+    runbot.kill_9();
+}
