@@ -466,3 +466,126 @@ async fn kill_9_with_cards_pending_or_in_flight_then_restart_delivers_each_once(
     assert_one_card_each(&cards_now, 4);
     runbot.kill_9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_pick_the_channel_by_labels_and_severity() {
+    const DB_CHANNEL: u64 = 222_222_222_222_222_222;
+    const PAGE_CHANNEL: u64 = 333_333_333_333_333_333;
+    let fake =
+        FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL, DB_CHANNEL, PAGE_CHANNEL]).await;
+    let mut opts = with_discord(Db::Sqlite, &fake);
+    opts.config_toml = format!(
+        r#"
+[[discord.routes]]
+channel_id = "{DB_CHANNEL}"
+matchers = {{ team = "database" }}
+
+[[discord.routes]]
+channel_id = "{PAGE_CHANNEL}"
+severities = ["sev1"]
+"#
+    );
+    let app = TestApp::spawn_with(opts).await;
+    // Routes look at the labels the whole group shares (Alertmanager's commonLabels).
+    let send = |name: &str, labels: Value| {
+        let mut body = webhook(name, "firing", &[("e000000000000001", "firing", labels)]);
+        body["commonLabels"] = body["alerts"][0]["labels"].clone();
+        body.to_string()
+    };
+    for body in [
+        send(
+            "DbSlow",
+            json!({"severity": "critical", "team": "database"}),
+        ),
+        send(
+            "ApiDown",
+            json!({"severity": "critical", "team": "backend"}),
+        ),
+        send("DiskLow", json!({"severity": "warning", "team": "backend"})),
+    ] {
+        assert_eq!(app.post_webhook(body).await.status(), 200);
+    }
+    let m = fake.wait_for_messages(3, Duration::from_secs(10)).await;
+    let channel_of = |name: &str| {
+        m.iter()
+            .find(|c| title(c).contains(name))
+            .map(|c| c.channel_id.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        channel_of("DbSlow"),
+        DB_CHANNEL.to_string(),
+        "first match wins"
+    );
+    assert_eq!(channel_of("ApiDown"), PAGE_CHANNEL.to_string());
+    assert_eq!(
+        channel_of("DiskLow"),
+        CHANNEL.to_string(),
+        "no route: the alert channel"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_recorded_and_counted_and_not_retried_forever() {
+    // The bot may not post in this channel: the fake does not know it (404 Unknown Channel).
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[]).await;
+    let app = TestApp::spawn_with(with_discord(Db::Sqlite, &fake)).await;
+    let body = group_body("Refused", &["d000000000000001"]);
+    assert_eq!(app.post_webhook(body).await.status(), 200);
+    fake.wait_for(Duration::from_secs(10), "the refused post", |_, r| {
+        (!r.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.requests().len(), 1, "a 404 is not retried");
+    assert_eq!(metric(&app, "runbot_chat_delivery_failed_total").await, 1.0);
+    assert_eq!(metric(&app, "runbot_chat_backlog").await, 0.0);
+
+    // The group changes (and the channel now exists): the card is tried again, and arrives.
+    fake.add_channel(CHANNEL);
+    let body = group_body("Refused", &["d000000000000001", "d000000000000002"]);
+    assert_eq!(app.post_webhook(body).await.status(), 200);
+    let m = fake.wait_for_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(alerts_field(&m[0]), "Alerts: 2 firing, 0 resolved");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_honoured_and_a_timed_out_post_is_not_doubled() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    // Stricter than runbot's own pacing: runbot meets 429s and must wait them out.
+    fake.set_global_limit(2, Duration::from_secs(1));
+    let app = TestApp::spawn_with(
+        with_discord(Db::Sqlite, &fake).set("RUNBOT__DISCORD__REQUEST_TIMEOUT_MS", "500"),
+    )
+    .await;
+    // The first answer comes after runbot gave up waiting; the card exists all the same.
+    fake.set_delay(Duration::from_millis(800));
+    assert_eq!(
+        app.post_webhook(group_body("Slow0", &["b000000000000001"]))
+            .await
+            .status(),
+        200
+    );
+    fake.wait_for_messages(1, Duration::from_secs(10)).await;
+    fake.set_delay(Duration::ZERO);
+    for i in 1..5 {
+        let body = group_body(&format!("Slow{i}"), &["b000000000000001"]);
+        assert_eq!(app.post_webhook(body).await.status(), 200);
+    }
+    let cards = fake
+        .wait_for(Duration::from_secs(30), "five cards", |m, _| {
+            (m.iter().filter(|c| is_card(c)).count() == 5).then(|| m.to_vec())
+        })
+        .await;
+    let cards: Vec<FakeMessage> = cards.into_iter().filter(is_card).collect();
+    assert_one_card_each(&cards, 5);
+    let refusals = fake.count_429();
+    assert!(refusals >= 1, "the fake's stricter limit was met");
+    assert!(
+        refusals <= 3,
+        "each 429 is waited out, not hammered: {refusals} 429s"
+    );
+    app.stop().await;
+}

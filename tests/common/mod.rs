@@ -87,6 +87,9 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Configure the fixture credentials (bearer `fixture-token`, basic `am`/`fixture-pass`).
     pub auth: bool,
+    /// The settings file's text (empty by default), for what environment variables cannot
+    /// say, such as lists of tables.
+    pub config_toml: String,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Options {
             env: Vec::new(),
             database_url: None,
             auth: true,
+            config_toml: String::new(),
         }
     }
 
@@ -135,9 +139,9 @@ impl TestApp {
             ));
         }
         env.extend(opts.env);
-        let empty = dir.path().join("runbot.toml");
-        std::fs::write(&empty, "").unwrap();
-        let settings = Settings::load_from(Some(&empty), env).expect("test settings are valid");
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(&file, &opts.config_toml).unwrap();
+        let settings = Settings::load_from(Some(&file), env).expect("test settings are valid");
         let app = Application::build(settings).await.expect("app builds");
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel();
