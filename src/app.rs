@@ -104,6 +104,13 @@ impl Application {
         });
         let runbook = Arc::new(data.runbook);
         let chat_wake = Arc::new(tokio::sync::Notify::new());
+        if settings.discord.enabled() && settings.discord.global_requests_per_sec > 50 {
+            tracing::warn!(
+                per_sec = settings.discord.global_requests_per_sec,
+                "discord.global_requests_per_sec is above Discord's usual global limit of 50/s: \
+                 keep it only if Discord raised your bot's limit"
+            );
+        }
         let outbox = if settings.discord.enabled() {
             Some(Outbox {
                 store: store.clone(),

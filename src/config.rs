@@ -383,8 +383,10 @@ impl Settings {
                 "discord.bot_token is missing: cards cannot be sent to Discord without it".into(),
             );
         }
-        if d.global_requests_per_sec == 0 || d.global_requests_per_sec > 50 {
-            problems.push(format!("discord.global_requests_per_sec = {} must be 1 to 50 (Discord's global limit; default 45)", d.global_requests_per_sec));
+        // Discord's global limit is 50/s unless Discord raised it for a large bot, so higher
+        // values are allowed, and documented as such.
+        if d.global_requests_per_sec == 0 || d.global_requests_per_sec > 10_000 {
+            problems.push(format!("discord.global_requests_per_sec = {} must be 1 to 10000 (Discord's global limit is 50 unless Discord raised your bot's; default 45)", d.global_requests_per_sec));
         }
         if d.request_timeout_ms < 100 {
             problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());
@@ -544,5 +546,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn discord_settings_are_checked_and_the_token_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[discord]\nbot_token = \"secret token with spaces-123456\"\napplication_id = \"12ab\"\n\
+             public_key = \"xyz\"\n[[discord.routes]]\nchannel_id = \"#alerts\"\nseverities = [\"p1\"]\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "discord.bot_token",
+            "discord.application_id",
+            "discord.public_key",
+            "discord.alert_channel_id is required",
+            "discord.routes[0].channel_id",
+            "discord.routes[0].severities",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(!err.contains("secret token"), "{err}");
+
+        let ok = Settings::load_from(
+            None,
+            vec![
+                (
+                    "RUNBOT__DISCORD__BOT_TOKEN".into(),
+                    "a-proper-looking-bot-token-0123".into(),
+                ),
+                (
+                    "RUNBOT__DISCORD__ALERT_CHANNEL_ID".into(),
+                    "111111111111111111".into(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(ok.discord.enabled());
+        assert_eq!(ok.discord.api_base, "https://discord.com");
     }
 }

@@ -84,8 +84,7 @@ impl DiscordAdapter {
             .timeout(Duration::from_millis(settings.request_timeout_ms))
             .connect_timeout(Duration::from_millis(settings.request_timeout_ms.min(5000)))
             .build()?;
-        let per_sec = NonZeroU32::new(settings.global_requests_per_sec.clamp(1, 50))
-            .expect("clamped to at least 1");
+        let per_sec = NonZeroU32::new(settings.global_requests_per_sec.max(1)).expect("at least 1");
         // Evenly spaced, no burst: at most per_sec + 1 requests in any one-second window.
         let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::MIN);
         Ok(DiscordAdapter {
