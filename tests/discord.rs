@@ -589,3 +589,43 @@ async fn a_429_is_honoured_and_a_timed_out_post_is_not_doubled() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_firing_again_long_after_resolving_gets_a_new_card() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = TestApp::spawn_with(
+        with_discord(Db::Sqlite, &fake).set("RUNBOT__DISCORD__REFIRE_WINDOW_SECS", "1"),
+    )
+    .await;
+    let fp = "a000000000000001";
+    let firing = webhook(
+        "Flappy",
+        "firing",
+        &[(fp, "firing", json!({"severity": "warning"}))],
+    );
+    let resolved = webhook(
+        "Flappy",
+        "resolved",
+        &[(fp, "resolved", json!({"severity": "warning"}))],
+    );
+    let mut refire = firing.clone();
+    refire["alerts"][0]["startsAt"] = json!("2026-11-27T20:00:00Z");
+
+    assert_eq!(app.post_webhook(firing.to_string()).await.status(), 200);
+    assert_eq!(app.post_webhook(resolved.to_string()).await.status(), 200);
+    fake.wait_for(Duration::from_secs(10), "the card to turn green", |m, _| {
+        (m.len() == 1 && embed(&m[0])["color"] == GREEN).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.post_webhook(refire.to_string()).await.status(), 200);
+    let m = fake.wait_for_messages(2, Duration::from_secs(10)).await;
+    assert_eq!(m.len(), 2, "a new card for the new incident");
+    assert_eq!(
+        embed(&m[0])["color"],
+        GREEN,
+        "the old card stays as history"
+    );
+    assert_ne!(embed(&m[1])["color"], GREEN);
+    app.stop().await;
+}
