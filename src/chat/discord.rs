@@ -106,23 +106,8 @@ impl DiscordAdapter {
         nonce: &str,
     ) -> Result<Posted, DeliveryError> {
         let (embed, rows) = render(card);
-        let body = CreateMessage::new()
-            .embed(embed)
-            .components(rows)
-            .nonce(Nonce::String(nonce.chars().take(limits::NONCE).collect()))
-            .enforce_nonce(true);
-        let channel_id = parse_id(channel).map(ChannelId::new)?;
-        let route = Route::ChannelMessages { channel_id };
-        let answer = self
-            .send(route, LightMethod::Post, channel, to_json(&body)?)
-            .await?;
-        let id = answer
-            .get("id")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))?;
-        Ok(Posted {
-            message_id: id.to_string(),
-        })
+        let body = CreateMessage::new().embed(embed).components(rows);
+        self.create(channel, body, nonce).await
     }
 
     /// Edits a card in place; a resolved card loses its buttons.
@@ -133,14 +118,12 @@ impl DiscordAdapter {
         card: &Card,
     ) -> Result<(), DeliveryError> {
         let (embed, rows) = render(card);
-        let body = EditMessage::new().embed(embed).components(rows);
-        let route = Route::ChannelMessage {
-            channel_id: parse_id(channel).map(ChannelId::new)?,
-            message_id: parse_id(message_id).map(MessageId::new)?,
-        };
-        self.send(route, LightMethod::Patch, channel, to_json(&body)?)
-            .await
-            .map(|_| ())
+        self.patch(
+            channel,
+            message_id,
+            EditMessage::new().embed(embed).components(rows),
+        )
+        .await
     }
 
     /// Posts a channel's storm digest (see [`crate::chat::Digest`]).
@@ -151,18 +134,44 @@ impl DiscordAdapter {
         list: &str,
         nonce: &str,
     ) -> Result<Posted, DeliveryError> {
-        let body = CreateMessage::new()
-            .embed(digest_embed(title, list))
+        self.create(
+            channel,
+            CreateMessage::new().embed(digest_embed(title, list)),
+            nonce,
+        )
+        .await
+    }
+
+    pub async fn edit_digest(
+        &self,
+        channel: &str,
+        message_id: &str,
+        title: &str,
+        list: &str,
+    ) -> Result<(), DeliveryError> {
+        self.patch(
+            channel,
+            message_id,
+            EditMessage::new().embed(digest_embed(title, list)),
+        )
+        .await
+    }
+
+    /// Creates a message; `nonce` makes a retried create return the first message instead of
+    /// making a second one.
+    async fn create(
+        &self,
+        channel: &str,
+        body: CreateMessage,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let body = body
             .nonce(Nonce::String(nonce.chars().take(limits::NONCE).collect()))
             .enforce_nonce(true);
         let channel_id = parse_id(channel).map(ChannelId::new)?;
+        let route = Route::ChannelMessages { channel_id };
         let answer = self
-            .send(
-                Route::ChannelMessages { channel_id },
-                LightMethod::Post,
-                channel,
-                to_json(&body)?,
-            )
+            .send(route, LightMethod::Post, channel, to_json(&body)?)
             .await?;
         answer
             .get("id")
@@ -173,14 +182,12 @@ impl DiscordAdapter {
             .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))
     }
 
-    pub async fn edit_digest(
+    async fn patch(
         &self,
         channel: &str,
         message_id: &str,
-        title: &str,
-        list: &str,
+        body: EditMessage,
     ) -> Result<(), DeliveryError> {
-        let body = EditMessage::new().embed(digest_embed(title, list));
         let route = Route::ChannelMessage {
             channel_id: parse_id(channel).map(ChannelId::new)?,
             message_id: parse_id(message_id).map(MessageId::new)?,
