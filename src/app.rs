@@ -123,7 +123,10 @@ impl Application {
         } else {
             None
         };
+        let discord_interactions =
+            crate::http::discord::InteractionGuard::from_settings(&settings.discord)?.map(Arc::new);
         let state = AppState {
+            discord_interactions,
             store,
             writer,
             severities: Arc::new(data.severities),

@@ -136,6 +136,8 @@ pub struct DiscordSettings {
     pub request_timeout_ms: u64,
     /// Requests per second across all of Discord, kept under Discord's global 50.
     pub global_requests_per_sec: u32,
+    /// Interactions signed longer ago (or further ahead) than this are refused.
+    pub interaction_max_age_secs: u64,
     /// In a storm, when more groups than this wait for their first card in one channel, one
     /// digest message names them all until their cards follow.
     pub digest_after: usize,
@@ -154,6 +156,7 @@ impl Default for DiscordSettings {
             request_timeout_ms: 10_000,
             global_requests_per_sec: 45,
             digest_after: 5,
+            interaction_max_age_secs: 300,
         }
     }
 }
@@ -387,6 +390,12 @@ impl Settings {
         // values are allowed, and documented as such.
         if d.global_requests_per_sec == 0 || d.global_requests_per_sec > 10_000 {
             problems.push(format!("discord.global_requests_per_sec = {} must be 1 to 10000 (Discord's global limit is 50 unless Discord raised your bot's; default 45)", d.global_requests_per_sec));
+        }
+        if !(5..=3600).contains(&d.interaction_max_age_secs) {
+            problems.push(format!(
+                "discord.interaction_max_age_secs = {} must be 5 to 3600 (default 300)",
+                d.interaction_max_age_secs
+            ));
         }
         if d.request_timeout_ms < 100 {
             problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());

@@ -15,6 +15,8 @@ pub const SEVERITY_DEFAULTED: &str = "runbot_severity_defaulted_total";
 pub const HTTP_REQUEST_DURATION: &str = "runbot_http_request_duration_seconds";
 /// Requests to a chat platform, by platform and HTTP status.
 pub const CHAT_REQUESTS: &str = "runbot_chat_requests_total";
+/// Interactions refused before anything was read from them, by platform and reason.
+pub const INTERACTIONS_REFUSED: &str = "runbot_interactions_refused_total";
 /// Cards posted or edited, by platform and what was done.
 pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 /// Card deliveries given up on (an answer no retry changes), by platform.

@@ -2,6 +2,7 @@
 
 pub mod alertmanager;
 pub mod console;
+pub mod discord;
 pub mod error;
 pub mod ops;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub webhook_auth: Arc<alertmanager::WebhookAuth>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    /// Checks Discord interactions; None without `discord.public_key`.
+    pub discord_interactions: Option<Arc<discord::InteractionGuard>>,
     /// Wakes the chat outbox after a webhook is stored.
     pub chat_wake: Arc<tokio::sync::Notify>,
 }
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.max_body_bytes;
     Router::new()
         .merge(alertmanager::router())
+        .merge(discord::router())
         .merge(console::router())
         .merge(ops::router())
         // A route layer, so the matched route is known when latency is recorded.

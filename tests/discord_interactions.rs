@@ -1,0 +1,153 @@
+//! `POST /discord/interactions`: only requests signed with the application's key, fresh, and
+//! not seen before get an answer; everything else is a 401 that changes nothing.
+
+mod common;
+
+use common::{Db, Options, TestApp};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public_hex(k: &SigningKey) -> String {
+    k.verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn sign(k: &SigningKey, timestamp: &str, body: &str) -> String {
+    let sig = k.sign(format!("{timestamp}{body}").as_bytes());
+    sig.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn app(k: &SigningKey) -> TestApp {
+    TestApp::spawn_with(Options::new(Db::Sqlite).set("RUNBOT__DISCORD__PUBLIC_KEY", &public_hex(k)))
+        .await
+}
+
+async fn send(
+    app: &TestApp,
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut req = app
+        .client
+        .post(format!("{}/discord/interactions", app.url))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(s) = signature {
+        req = req.header("x-signature-ed25519", s);
+    }
+    if let Some(t) = timestamp {
+        req = req.header("x-signature-timestamp", t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn ping(id: &str) -> String {
+    json!({"id": id, "type": 1, "application_id": "1", "token": "t", "version": 1}).to_string()
+}
+
+#[tokio::test]
+async fn only_fresh_correctly_signed_unseen_interactions_are_answered() {
+    let k = key(7);
+    let app = app(&k).await;
+    let ts = now().to_string();
+
+    // Good: PING answered with PONG.
+    let body = ping("1001");
+    let (status, text) = send(&app, Some(&sign(&k, &ts, &body)), Some(&ts), &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"type": 1})
+    );
+
+    // The same interaction again: refused.
+    let (status, text) = send(&app, Some(&sign(&k, &ts, &body)), Some(&ts), &body).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (401, "interaction already received")
+    );
+
+    let body = ping("1002");
+    let good = sign(&k, &ts, &body);
+    let cases: Vec<(&str, Option<String>, Option<String>, String)> = vec![
+        ("no signature", None, Some(ts.clone()), body.clone()),
+        ("no timestamp", Some(good.clone()), None, body.clone()),
+        (
+            "signed by another key",
+            Some(sign(&key(8), &ts, &body)),
+            Some(ts.clone()),
+            body.clone(),
+        ),
+        (
+            "body changed after signing",
+            Some(good.clone()),
+            Some(ts.clone()),
+            body.replace("1002", "1003"),
+        ),
+        (
+            "timestamp changed after signing",
+            Some(good.clone()),
+            Some((now() + 1).to_string()),
+            body.clone(),
+        ),
+        (
+            "signature not hex",
+            Some("zz".repeat(64)),
+            Some(ts.clone()),
+            body.clone(),
+        ),
+        (
+            "signature truncated",
+            Some(good[..100].to_string()),
+            Some(ts.clone()),
+            body.clone(),
+        ),
+    ];
+    for (what, sig, t, b) in cases {
+        let (status, _) = send(&app, sig.as_deref(), t.as_deref(), &b).await;
+        assert_eq!(status, 401, "{what}");
+    }
+    // Refusals did not mark the id as seen: the genuine request still goes through.
+    let (status, _) = send(&app, Some(&good), Some(&ts), &body).await;
+    assert_eq!(status, 200);
+
+    // Correctly signed but stale, or from the future.
+    for (what, t) in [("stale", now() - 301), ("future", now() + 301)] {
+        let t = t.to_string();
+        let body = ping(&format!("2{what}"));
+        let (status, text) = send(&app, Some(&sign(&k, &t, &body)), Some(&t), &body).await;
+        assert_eq!(
+            (status, text.as_str()),
+            (401, "request timestamp too old or in the future"),
+            "{what}"
+        );
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("runbot_interactions_refused_total"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_public_key_the_endpoint_is_not_there() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let (status, text) = send(&app, None, None, "{}").await;
+    assert_eq!(status, 404);
+    assert!(text.contains("discord.public_key"), "{text}");
+    app.stop().await;
+}
