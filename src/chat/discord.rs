@@ -197,6 +197,17 @@ impl DiscordAdapter {
             .map(|_| ())
     }
 
+    /// Requests this channel's bucket lets out now, as Discord last said; None before the
+    /// first answer, or once its window has passed.
+    pub fn room(&self, method: LightMethod, channel: &str) -> Option<u64> {
+        let buckets = self.buckets.lock().unwrap();
+        let b = buckets.get(&bucket_key(method, channel))?;
+        match b.reset_at {
+            Some(reset) if reset > Instant::now() => b.remaining,
+            _ => None,
+        }
+    }
+
     /// How long until a request to this channel may go out without breaking a limit.
     pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
         let now = Instant::now();

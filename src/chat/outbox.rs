@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::Notify;
 
+use serenity::http::LightMethod;
+
 use super::discord::DiscordAdapter;
 use super::{render, Card, DeliveryError, Digest};
 use crate::alerts::{format_time, parse_stored_time};
@@ -60,6 +62,8 @@ struct DigestMessage {
     message_id: Option<String>,
     nonce: String,
     shown: Option<(String, String)>,
+    /// The groups it names.
+    listed: std::collections::HashSet<i64>,
 }
 
 impl Outbox {
@@ -137,7 +141,11 @@ impl Outbox {
                     .cmp(&b.card.severity)
                     .then(a.group.started_at.cmp(&b.group.started_at))
             });
-            let storm = new.len() > self.settings.digest_after;
+            // A storm: more new cards than the digest threshold, and more than the channel's
+            // limit lets out now. Without a binding limit the cards themselves go out at once.
+            let room = self.discord.room(LightMethod::Post, &channel);
+            let storm = new.len() > self.settings.digest_after
+                && room.is_some_and(|r| (r as usize) < new.len());
             if storm && !digests.contains_key(&channel) {
                 // First make every waiting group visible, then post cards as limits allow.
                 note(self.show_digest(&channel, &new, digests).await);
@@ -158,10 +166,20 @@ impl Outbox {
                     done => note(done),
                 }
             }
+            // The digest's edit shares the channel's edit limit with the cards' edits: it goes
+            // first while it would name a group not yet visible, after them otherwise.
+            let unseen = digests.get(&channel).is_some_and(|d| {
+                waiting
+                    .iter()
+                    .any(|j| !d.listed.contains(&j.notice.group_id))
+            });
+            if unseen {
+                note(self.show_digest(&channel, &waiting, digests).await);
+            }
             for job in edits {
                 note(self.send(&job).await);
             }
-            if digests.contains_key(&channel) {
+            if !unseen && digests.contains_key(&channel) {
                 note(self.show_digest(&channel, &waiting, digests).await);
             }
         }
@@ -228,6 +246,7 @@ impl Outbox {
                 message_id: None,
                 nonce: new_nonce(0, Utc::now().timestamp_millis()),
                 shown: None,
+                listed: Default::default(),
             });
         if entry.shown.as_ref() == Some(&text) {
             return Outcome::Done;
@@ -250,6 +269,7 @@ impl Outbox {
                     entry.message_id = Some(id);
                 }
                 entry.shown = Some(text);
+                entry.listed = waiting.iter().map(|j| j.notice.group_id).collect();
                 if digest.waiting.is_empty() {
                     digests.remove(channel);
                 }
