@@ -22,6 +22,22 @@
 //!   connection was idle it is measured from the actual send, so the generator's own
 //!   timer granularity (~1 ms in tokio) is not charged to the server.
 //!
+//! - `discord-latency`: open loop at `--rate` like `rate`, but every webhook carries one
+//!   alert of a new group (alertname `Lat{run}n{i}`). Records the wall-clock time each 200
+//!   arrived, then polls the fake Discord's stats endpoint (`--stats URL`, see
+//!   `examples/fake_discord.rs`) until every group's card has arrived or `--timeout` seconds
+//!   have passed, and prints `card latency: p50=… p90=… p99=… max=… cards=N/M`, where a
+//!   latency is the time the fake received the card's post minus the time the webhook's 200
+//!   arrived (both wall clock, same machine; negative when the card beat the 200).
+//! - `storm`: `--alerts` alerts over `--groups` groups (default 5000 over 200), sent as fast as
+//!   the connections allow. Each group grows one alert at a time, as Alertmanager re-sends a
+//!   group whose alerts join: round k sends, for every group, a webhook with its first k alerts
+//!   (25 rounds of 200 webhooks: 5,000 webhooks, 5,000 distinct alerts). A group's webhooks go
+//!   one after another on one connection. Then polls the stats endpoint until every group is
+//!   visible in Discord, as a card of its own or counted by a digest message, or until
+//!   `--timeout` seconds after the first webhook, and prints
+//!   `storm: groups=… visible=V/G visible_after=…s bound=…s cards=… digest_listed=… 429s=…`.
+//!
 //! Exits non-zero if any request failed or got a non-200 answer.
 
 use std::process::ExitCode;
@@ -38,19 +54,25 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 const USAGE: &str = "\
-usage: loadgen --mode throughput|rate [options]
+usage: loadgen --mode throughput|rate|discord-latency|storm [options]
   --url URL            webhook URL (default http://127.0.0.1:18080/webhooks/alertmanager)
   --token TOKEN        bearer token (default: env RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN)
   --connections C      concurrent keep-alive connections (default 32)
   --duration SECS      run length in seconds, fractions allowed (default 10)
   --rate R             requests/s for --mode rate (default 1000)
   --groups G           distinct alert groups to cycle through (default 500)
-  --threads T          tokio worker threads; 1 = current_thread runtime (default 1)";
+  --threads T          tokio worker threads; 1 = current_thread runtime (default 1)
+  --stats URL          fake Discord stats base URL (discord-latency, storm)
+  --alerts N           alerts in the storm (default 5000; --groups defaults to 200 there)
+  --timeout SECS       discord-latency: wait this long for the cards after the last webhook;
+                       storm: give up this long after the first webhook (default 60)";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Throughput,
     Rate,
+    DiscordLatency,
+    Storm,
 }
 
 #[derive(Debug)]
@@ -62,7 +84,12 @@ struct Args {
     duration: Duration,
     rate: f64,
     groups: u64,
+    /// Whether `--groups` was given (the storm has its own default).
+    groups_given: bool,
     threads: usize,
+    stats: Option<String>,
+    alerts: u64,
+    timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -74,7 +101,11 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(10),
         rate: 1000.0,
         groups: 500,
+        groups_given: false,
         threads: 1,
+        stats: None,
+        alerts: 5000,
+        timeout: Duration::from_secs(60),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -97,7 +128,9 @@ fn parse_args() -> Result<Args, String> {
                 args.mode = match value.as_str() {
                     "throughput" => Mode::Throughput,
                     "rate" => Mode::Rate,
-                    _ => return Err(bad("mode (throughput|rate)")),
+                    "discord-latency" => Mode::DiscordLatency,
+                    "storm" => Mode::Storm,
+                    _ => return Err(bad("mode (throughput|rate|discord-latency|storm)")),
                 }
             }
             "--url" => args.url = value,
@@ -126,6 +159,21 @@ fn parse_args() -> Result<Args, String> {
                 if args.groups == 0 {
                     return Err(bad("count"));
                 }
+                args.groups_given = true;
+            }
+            "--stats" => args.stats = Some(value.trim_end_matches('/').to_string()),
+            "--alerts" => {
+                args.alerts = value.parse().map_err(|_| bad("count"))?;
+                if args.alerts == 0 {
+                    return Err(bad("count"));
+                }
+            }
+            "--timeout" => {
+                let secs: f64 = value.parse().map_err(|_| bad("seconds"))?;
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err(bad("seconds"));
+                }
+                args.timeout = Duration::from_secs_f64(secs);
             }
             "--threads" => {
                 args.threads = value.parse().map_err(|_| bad("count"))?;
@@ -309,6 +357,17 @@ async fn send_one(
     payloads: &Payloads,
     stats: &mut Stats,
 ) -> bool {
+    send_body(sender, target, || payloads.next_body(), stats).await
+}
+
+/// Sends the webhook `body()` renders (after connecting, so a failed connection does not
+/// use up a body); returns when the response body is fully read.
+async fn send_body(
+    sender: &mut Option<SendRequest<Full<Bytes>>>,
+    target: &Target,
+    body: impl FnOnce() -> String,
+    stats: &mut Stats,
+) -> bool {
     if sender.is_none() {
         match connect(target).await {
             Ok(s) => *sender = Some(s),
@@ -322,7 +381,7 @@ async fn send_one(
         }
     }
     let s = sender.as_mut().expect("connected above");
-    let req = target.request(payloads.next_body());
+    let req = target.request(body());
     let result = async {
         s.ready().await?;
         let resp = s.send_request(req).await?;
@@ -436,6 +495,16 @@ fn fmt_ms(us: u32) -> String {
     }
 }
 
+fn percentile_f64(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+type Sender = Option<SendRequest<Full<Bytes>>>;
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -453,6 +522,11 @@ async fn run(args: Args) -> Result<bool, String> {
             .as_nanos() as u64
             ^ (u64::from(std::process::id()) << 32),
     );
+    match args.mode {
+        Mode::DiscordLatency => return discord::latency(&args, target, seed).await,
+        Mode::Storm => return discord::storm(&args, target, seed).await,
+        Mode::Throughput | Mode::Rate => {}
+    }
     let payloads = Arc::new(Payloads {
         seed,
         groups: args.groups,
@@ -489,6 +563,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 total_scheduled,
                 start + args.duration * 2 + Duration::from_secs(5),
             )),
+            Mode::DiscordLatency | Mode::Storm => unreachable!("handled above"),
         });
     }
 
@@ -536,6 +611,7 @@ async fn run(args: Args) -> Result<bool, String> {
             args.connections,
             elapsed,
         ),
+        Mode::DiscordLatency | Mode::Storm => unreachable!("handled above"),
     }
     if all.unsent > 0 {
         eprintln!(
@@ -584,5 +660,503 @@ fn main() -> ExitCode {
             eprintln!("loadgen: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The Discord modes: webhooks in, then what the fake Discord received, read from its stats
+/// endpoint (`examples/fake_discord.rs`).
+mod discord {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use serde_json::{json, Value};
+
+    use super::{connect, mix64, percentile_f64, rfc3339_now, send_body, Args, Stats, Target};
+
+    fn epoch_now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    }
+
+    /// An Alertmanager v4 webhook for the group `name` with these (instance, fingerprint) alerts.
+    fn webhook(name: &str, severity: &str, starts_at: &str, alerts: &[(String, u64)]) -> String {
+        let alerts: Vec<Value> = alerts
+            .iter()
+            .map(|(instance, fp)| {
+                json!({
+                    "status": "firing",
+                    "labels": {"alertname": name, "instance": instance, "service": "bench", "severity": severity},
+                    "annotations": {"summary": format!("{name} on {instance}")},
+                    "startsAt": starts_at,
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus:9090/graph",
+                    "fingerprint": format!("{fp:016x}"),
+                })
+            })
+            .collect();
+        json!({
+            "receiver": "bot",
+            "status": "firing",
+            "alerts": alerts,
+            "groupLabels": {"alertname": name},
+            "commonLabels": {"alertname": name, "service": "bench", "severity": severity},
+            "commonAnnotations": {},
+            "externalURL": "http://am:9093",
+            "version": "4",
+            "groupKey": format!("{{}}:{{alertname=\"{name}\"}}"),
+            "truncatedAlerts": 0,
+        })
+        .to_string()
+    }
+
+    /// The words of a text (runs of letters and digits): group names are found among them.
+    fn words(text: &str) -> impl Iterator<Item = &str> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+    }
+
+    async fn fetch_stats(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    fn messages(stats: &Value) -> &[Value] {
+        stats["messages"].as_array().map_or(&[], Vec::as_slice)
+    }
+
+    fn fmt_ms(ms: f64) -> String {
+        if ms.abs() < 10.0 {
+            format!("{ms:.2}ms")
+        } else if ms.abs() < 100.0 {
+            format!("{ms:.1}ms")
+        } else {
+            format!("{ms:.0}ms")
+        }
+    }
+
+    async fn open(target: &Target, n: usize) -> Result<Vec<super::Sender>, String> {
+        let mut senders = Vec::with_capacity(n);
+        for _ in 0..n {
+            senders.push(Some(connect(target).await?));
+        }
+        Ok(senders)
+    }
+
+    fn merge(all: &mut Stats, s: Stats) {
+        all.non_200 += s.non_200;
+        all.transport_errors += s.transport_errors;
+        all.unsent += s.unsent;
+        if all.first_error.is_none() {
+            all.first_error = s.first_error;
+        }
+    }
+
+    /// `--mode discord-latency`.
+    pub async fn latency(args: &Args, target: Arc<Target>, seed: u64) -> Result<bool, String> {
+        let stats_url = format!(
+            "{}/stats?history=0",
+            args.stats
+                .as_deref()
+                .ok_or("--mode discord-latency needs --stats URL")?
+        );
+        let client = reqwest::Client::new();
+        fetch_stats(&client, &stats_url).await?;
+        let run = format!("{:06x}", seed & 0xff_ffff);
+        let total = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as u64;
+        let conns = args.connections.min(total as usize);
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let senders = open(&target, conns).await?;
+        let start = Instant::now() + Duration::from_millis(20);
+        let give_up = start + args.duration * 2 + Duration::from_secs(5);
+        let mut handles = Vec::new();
+        for (w, mut sender) in senders.into_iter().enumerate() {
+            let (target, run) = (target.clone(), run.clone());
+            handles.push(tokio::spawn(async move {
+                let mut stats = Stats::default();
+                let mut answered = Vec::new();
+                let mut i = w as u64;
+                while i < total {
+                    let scheduled = start + interval.mul_f64(i as f64);
+                    if Instant::now() >= give_up {
+                        stats.unsent += (total - i).div_ceil(conns as u64);
+                        break;
+                    }
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    let body = || {
+                        let name = format!("Lat{run}n{i}");
+                        let fp = mix64(seed.wrapping_add(i));
+                        webhook(&name, "warning", &rfc3339_now(), &[("bench-0".into(), fp)])
+                    };
+                    if send_body(&mut sender, &target, body, &mut stats).await {
+                        answered.push((i, epoch_now()));
+                    }
+                    i += conns as u64;
+                }
+                (stats, answered)
+            }));
+        }
+        let mut all = Stats::default();
+        let mut answered_at: Vec<Option<f64>> = vec![None; total as usize];
+        for h in handles {
+            let (s, answered) = h.await.map_err(|e| format!("worker panicked: {e}"))?;
+            merge(&mut all, s);
+            for (i, t) in answered {
+                answered_at[i as usize] = Some(t);
+            }
+        }
+        let sent_for = start.elapsed().as_secs_f64();
+        let ok = answered_at.iter().flatten().count();
+        let names: HashMap<String, usize> = (0..total)
+            .map(|i| (format!("Lat{run}n{i}"), i as usize))
+            .collect();
+
+        // Wait for the cards.
+        let deadline = Instant::now() + args.timeout;
+        let mut card_at: Vec<Option<f64>> = vec![None; total as usize];
+        let stats = loop {
+            let stats = fetch_stats(&client, &stats_url).await?;
+            for m in messages(&stats) {
+                let (Some(title), Some(created)) = (m["title"].as_str(), m["created"].as_f64())
+                else {
+                    continue;
+                };
+                if let Some(&i) = words(title).find_map(|w| names.get(w)) {
+                    let slot = &mut card_at[i];
+                    *slot = Some(slot.map_or(created, |c: f64| c.min(created)));
+                }
+            }
+            let cards = (0..total as usize)
+                .filter(|&i| answered_at[i].is_some() && card_at[i].is_some())
+                .count();
+            if cards >= ok || Instant::now() >= deadline {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut lat_ms: Vec<f64> = (0..total as usize)
+            .filter_map(|i| Some((card_at[i]? - answered_at[i]?) * 1000.0))
+            .collect();
+        lat_ms.sort_by(f64::total_cmp);
+        let last_card = card_at.iter().flatten().copied().fold(f64::NAN, f64::max);
+        let first_sent = answered_at
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::NAN, f64::min);
+        // Digest messages the fake holds (runbot posts one when more new groups wait than
+        // `discord.digest_after`).
+        let digests = messages(&stats)
+            .iter()
+            .filter(|m| m["title"].as_str().and_then(digest_title).is_some())
+            .count();
+        let errors = all.non_200 + all.transport_errors;
+        println!(
+            "card latency: p50={} p90={} p99={} max={} cards={}/{ok}  min={} webhooks={ok} rate={:.1}/s (target {}) errors={errors} unsent={} cards_for={:.1}s digests={digests} 429s={} requests={}",
+            fmt_ms(percentile_f64(&lat_ms, 0.50)),
+            fmt_ms(percentile_f64(&lat_ms, 0.90)),
+            fmt_ms(percentile_f64(&lat_ms, 0.99)),
+            fmt_ms(lat_ms.last().copied().unwrap_or(0.0)),
+            lat_ms.len(),
+            fmt_ms(lat_ms.first().copied().unwrap_or(0.0)),
+            ok as f64 / sent_for.max(1e-9),
+            args.rate,
+            all.unsent,
+            last_card - first_sent,
+            stats["count_429"],
+            stats["requests"],
+        );
+        if lat_ms.len() < ok {
+            eprintln!(
+                "warning: {} of {ok} cards had not arrived {:.0} s after the last webhook",
+                ok - lat_ms.len(),
+                args.timeout.as_secs_f64()
+            );
+        }
+        if let Some(e) = &all.first_error {
+            eprintln!("first error: {e}");
+        }
+        Ok(errors == 0)
+    }
+
+    /// What the timeline of the fake's messages says about the storm's groups.
+    #[derive(Debug, Default)]
+    struct Visibility {
+        /// When every group was first visible, counting the digests' listed names (a group
+        /// with a card and in a digest counts once) and their "+K more", and (cards, the
+        /// digests' N) then.
+        by_names: Option<(f64, usize, usize)>,
+        /// When cards + the digests' N first reached every group, and (cards, N) then.
+        by_counts: Option<(f64, usize, usize)>,
+        /// The most groups visible by names at any time, and when that was first reached.
+        best: (usize, f64),
+        /// At the end: cards, the digests' N summed, digest messages.
+        cards: usize,
+        digest_n: usize,
+        digests: usize,
+    }
+
+    /// `N` from a digest's title, `Some(0)` once every group has its own card.
+    fn digest_title(title: &str) -> Option<usize> {
+        if title == "Every group has its own card" {
+            return Some(0);
+        }
+        let n = title
+            .strip_suffix(" more groups firing")
+            .or_else(|| title.strip_suffix(" more group firing"))?;
+        n.trim().parse().ok()
+    }
+
+    /// Replays every version of every message in time order.
+    fn visibility(stats: &Value, names: &HashMap<String, usize>, groups: usize) -> Visibility {
+        struct Digest {
+            message: usize,
+            n: usize,
+            listed: Vec<usize>,
+            more: usize,
+        }
+        let msgs = messages(stats);
+        let mut events: Vec<(f64, usize, &str, &str)> = Vec::new();
+        for (m, msg) in msgs.iter().enumerate() {
+            for v in msg["history"].as_array().into_iter().flatten() {
+                events.push((
+                    v["time"].as_f64().unwrap_or(f64::NAN),
+                    m,
+                    v["title"].as_str().unwrap_or(""),
+                    v["description"].as_str().unwrap_or(""),
+                ));
+            }
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut carded = vec![false; groups];
+        let mut cards = 0;
+        let mut digests: HashMap<&str, Digest> = HashMap::new();
+        let mut digest_messages = std::collections::HashSet::new();
+        let mut vis = Visibility::default();
+        let mut mark = vec![0usize; groups];
+        for (step, &(t, m, title, description)) in events.iter().enumerate() {
+            let channel = msgs[m]["channel_id"].as_str().unwrap_or("");
+            if let Some(n) = digest_title(title) {
+                digest_messages.insert(m);
+                let mut listed = Vec::new();
+                let mut more = 0;
+                for line in description.lines() {
+                    let line = line.trim();
+                    if let Some(k) = line
+                        .strip_prefix('+')
+                        .and_then(|l| l.strip_suffix(" more"))
+                        .and_then(|k| k.trim().parse().ok())
+                    {
+                        more = k;
+                    } else if let Some(&g) = words(line).find_map(|w| names.get(w)) {
+                        listed.push(g);
+                    }
+                }
+                digests.insert(
+                    channel,
+                    Digest {
+                        message: m,
+                        n,
+                        listed,
+                        more,
+                    },
+                );
+            } else {
+                if digests.get(channel).is_some_and(|d| d.message == m) {
+                    digests.remove(channel);
+                }
+                for w in words(title) {
+                    if let Some(&g) = names.get(w) {
+                        if !carded[g] {
+                            carded[g] = true;
+                            cards += 1;
+                        }
+                    }
+                }
+            }
+            let digest_n: usize = digests.values().map(|d| d.n).sum();
+            let mut by_names = cards;
+            for d in digests.values() {
+                for &g in &d.listed {
+                    if !carded[g] && mark[g] != step + 1 {
+                        mark[g] = step + 1;
+                        by_names += 1;
+                    }
+                }
+                by_names += d.more;
+            }
+            let by_names = by_names.min(groups);
+            if by_names > vis.best.0 {
+                vis.best = (by_names, t);
+            }
+            if by_names >= groups && vis.by_names.is_none() {
+                vis.by_names = Some((t, cards, digest_n));
+            }
+            if cards + digest_n >= groups && vis.by_counts.is_none() {
+                vis.by_counts = Some((t, cards, digest_n));
+            }
+            vis.cards = cards;
+            vis.digest_n = digest_n;
+        }
+        vis.digests = digest_messages.len();
+        vis
+    }
+
+    /// `--mode storm`.
+    pub async fn storm(args: &Args, target: Arc<Target>, seed: u64) -> Result<bool, String> {
+        let stats_url = format!(
+            "{}/stats",
+            args.stats
+                .as_deref()
+                .ok_or("--mode storm needs --stats URL")?
+        );
+        let client = reqwest::Client::new();
+        fetch_stats(&client, &stats_url).await?;
+        let groups = if args.groups_given { args.groups } else { 200 };
+        let alerts = args.alerts.max(groups);
+        let per_group = move |g: u64| alerts / groups + u64::from(g < alerts % groups);
+        let rounds = per_group(0);
+        let run = format!("{:06x}", seed & 0xff_ffff);
+        let names: HashMap<String, usize> = (0..groups)
+            .map(|g| (format!("Storm{run}g{g}"), g as usize))
+            .collect();
+        let conns = args.connections.min(groups as usize);
+        let senders = open(&target, conns).await?;
+        let starts_at = rfc3339_now();
+        let start = Instant::now() + Duration::from_millis(20);
+        let start_epoch = epoch_now() + start.duration_since(Instant::now()).as_secs_f64();
+        let mut handles = Vec::new();
+        for (w, mut sender) in senders.into_iter().enumerate() {
+            let (target, run, starts_at) = (target.clone(), run.clone(), starts_at.clone());
+            handles.push(tokio::spawn(async move {
+                let mut stats = Stats::default();
+                let mut known = Vec::new();
+                let mut last = f64::NAN;
+                let mut sent = 0u64;
+                tokio::time::sleep_until(start.into()).await;
+                for k in 1..=rounds {
+                    for g in (w as u64..groups).step_by(conns) {
+                        if k > per_group(g) {
+                            continue;
+                        }
+                        let body = || {
+                            let severity = ["critical", "warning", "info"][(g % 3) as usize];
+                            let alerts: Vec<(String, u64)> = (0..k)
+                                .map(|j| {
+                                    let fp = mix64(seed.wrapping_add((g << 24) | j));
+                                    (format!("host-{j}"), fp)
+                                })
+                                .collect();
+                            webhook(&format!("Storm{run}g{g}"), severity, &starts_at, &alerts)
+                        };
+                        sent += 1;
+                        if send_body(&mut sender, &target, body, &mut stats).await {
+                            last = epoch_now();
+                            if !known.iter().any(|&(h, _)| h == g) {
+                                known.push((g, last));
+                            }
+                        }
+                    }
+                }
+                (stats, known, last, sent)
+            }));
+        }
+        let mut all = Stats::default();
+        let mut known_at: Vec<Option<f64>> = vec![None; groups as usize];
+        let mut last = f64::NAN;
+        let mut webhooks = 0;
+        for h in handles {
+            let (s, known, l, sent) = h.await.map_err(|e| format!("worker panicked: {e}"))?;
+            merge(&mut all, s);
+            for (g, t) in known {
+                known_at[g as usize] = Some(t);
+            }
+            last = last.max(l);
+            webhooks += sent;
+        }
+        let errors = all.non_200 + all.transport_errors;
+        let ingest = last - start_epoch;
+        let known_after = if known_at.iter().all(Option::is_some) {
+            Some(known_at.iter().flatten().copied().fold(f64::NAN, f64::max) - start_epoch)
+        } else {
+            None
+        };
+
+        // Wait until every group is visible (both ways of counting), or give up.
+        let deadline = start + args.timeout;
+        let (stats, vis) = loop {
+            let stats = fetch_stats(&client, &stats_url).await?;
+            let vis = visibility(&stats, &names, groups as usize);
+            if (vis.by_names.is_some() && vis.by_counts.is_some()) || Instant::now() >= deadline {
+                break (stats, vis);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+
+        // The least time Discord's limits allow to make every group visible: one post per
+        // group when they fit in one channel window, else one digest post; in the first window
+        // that is no wait at all. Nothing can be shown before runbot has the group.
+        let limit = |key: &str| {
+            let l = &stats["limits"][key];
+            (
+                l[0].as_u64().unwrap_or(5).max(1),
+                l[1].as_f64().unwrap_or(5.0),
+            )
+        };
+        let (route_n, route_secs) = limit("route");
+        let (global_n, global_secs) = limit("global");
+        let needed = if groups <= route_n { groups } else { 1 };
+        let wait = (((needed - 1) / route_n) as f64 * route_secs)
+            .max(((needed - 1) / global_n) as f64 * global_secs);
+        let bound = known_after.map(|k| k + wait);
+        let secs = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.2}s"));
+        // Cards and the digests' N when every group was visible, else at the end.
+        let (visible, visible_after, cards, digest_listed) = match vis.by_names {
+            Some((t, cards, n)) => (groups as usize, Some(t - start_epoch), cards, n),
+            None => (vis.best.0, None, vis.cards, vis.digest_n),
+        };
+        println!(
+            "storm: groups={groups} alerts={alerts} webhooks={webhooks} errors={errors} visible={visible}/{groups} visible_after={} counts_after={} bound={} known_after={} ingest={ingest:.2}s cards={cards} digest_listed={digest_listed} digests={} cards_now={} 429s={} requests={} statuses={}",
+            secs(visible_after),
+            secs(vis.by_counts.map(|(t, _, _)| t - start_epoch)),
+            secs(bound),
+            secs(known_after),
+            vis.digests,
+            vis.cards,
+            stats["count_429"],
+            stats["requests"],
+            stats["statuses"].to_string().replace(' ', ""),
+        );
+        println!(
+            "bound: {} = every group known to runbot after {} (the last group's first webhook answered) + {wait:.2}s for {needed} post(s) under {route_n} per {route_secs} s per channel and {global_n} per {global_secs} s overall ({})",
+            secs(bound),
+            secs(known_after),
+            if groups <= route_n {
+                "one card per group fits in the first window"
+            } else {
+                "more groups than one window's posts: one digest post, which fits in the first window"
+            },
+        );
+        if visible_after.is_none() {
+            eprintln!(
+                "visible {}/{groups} after timeout ({:.0} s after the first webhook; most reached {:.2} s in)",
+                vis.best.0,
+                args.timeout.as_secs_f64(),
+                if vis.best.0 > 0 { vis.best.1 - start_epoch } else { 0.0 },
+            );
+        }
+        if let Some(e) = &all.first_error {
+            eprintln!("first error: {e}");
+        }
+        Ok(errors == 0)
     }
 }

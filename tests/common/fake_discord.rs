@@ -272,6 +272,11 @@ impl FakeDiscord {
     }
 
     pub async fn start_with_channels(bot_token: &str, channels: &[u64]) -> FakeDiscord {
+        Self::start_on(bot_token, channels, 0).await
+    }
+
+    /// Like [`FakeDiscord::start_with_channels`], on 127.0.0.1:`port` (0: a free port).
+    pub async fn start_on(bot_token: &str, channels: &[u64], port: u16) -> FakeDiscord {
         let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -299,7 +304,7 @@ impl FakeDiscord {
         .await
         .expect("the Discord OpenAPI schemas compile");
         let listener = rt
-            .spawn(TcpListener::bind("127.0.0.1:0"))
+            .spawn(TcpListener::bind(("127.0.0.1", port)))
             .await
             .unwrap()
             .expect("bind the fake Discord");
@@ -479,6 +484,13 @@ impl FakeDiscord {
     /// Every request received, in order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
+    }
+
+    /// The requests received from the `from`-th on (counting from 0), in order: follows the
+    /// log without copying all of it each time.
+    pub fn requests_since(&self, from: usize) -> Vec<Recorded> {
+        let st = self.state();
+        st.requests.get(from..).unwrap_or_default().to_vec()
     }
 
     /// How many 429 answers the fake sent.
