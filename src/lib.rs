@@ -11,10 +11,12 @@
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
 //! - [`chat`]: the card each alert group shows, the outbox that delivers it (rate-limited,
 //!   retried, edited in place), and one adapter per platform (Discord).
+//! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
 pub mod alerts;
 pub mod app;
+pub mod audit;
 pub mod chat;
 pub mod config;
 pub mod http;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use runbot::app::{shutdown_signal, Application, Data};
+use runbot::audit::{Audit, AuditFilter, ExportFormat};
 use runbot::config::Settings;
 
 // glibc malloc was a tenth of the writer's time under load (arena locks, consolidation).
@@ -31,6 +32,37 @@ enum Command {
     Serve,
     /// Load and validate the settings and data files, print what is wrong, exit non-zero on error.
     CheckConfig,
+    /// The audit trail: check its hash chain, export it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; name the first row that was changed, removed or reordered
+    /// (exit 1), or say how many rows are intact (exit 0). Exit 2 if it cannot be read.
+    Verify,
+    /// Write audit rows to stdout, oldest first.
+    Export {
+        /// jsonl (one JSON object per line) or csv (with a header row).
+        #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only rows written at or after this time (RFC 3339, e.g. 2026-05-01T00:00:00Z).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rows of this actor (the platform's user id).
+        #[arg(long, value_name = "ID")]
+        actor: Option<String>,
+        /// Only rows of this command.
+        #[arg(long, value_name = "NAME")]
+        command: Option<String>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-05-01T00:00:00Z ({e})"))
 }
 
 fn main() -> ExitCode {
@@ -44,6 +76,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => check_config(&settings),
+        Command::Audit(command) => audit(&settings, command),
         Command::Serve => {
             runbot::telemetry::init_tracing(&settings.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -70,6 +103,81 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `runbot audit …`: exit 0 when done (and the chain intact), 1 when the chain is broken,
+/// 2 when the trail cannot be read. Tracing stays off: stdout carries the export.
+fn audit(settings: &Settings, command: AuditCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let store = match runbot::audit::open_store(&settings.database).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("runbot: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let audit = Audit::new(store.clone());
+        let code = match command {
+            AuditCommand::Verify => match audit.verify().await {
+                Ok(report) => {
+                    println!("{report}");
+                    match (&report.problem, &report.head) {
+                        (None, Some(head)) => {
+                            println!("last row {}, hash {}", head.id, head.hash);
+                            ExitCode::SUCCESS
+                        }
+                        (None, None) => ExitCode::SUCCESS,
+                        (Some(_), _) => ExitCode::FAILURE,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("runbot: cannot verify the audit trail: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            AuditCommand::Export {
+                format,
+                since,
+                actor,
+                command,
+            } => {
+                let filter = AuditFilter {
+                    since,
+                    actor_id: actor,
+                    command,
+                    invocation_id: None,
+                };
+                match audit
+                    .export(format, &filter, std::io::stdout().lock())
+                    .await
+                {
+                    Ok(_) => ExitCode::SUCCESS,
+                    // `runbot audit export | head` is not an error.
+                    Err(runbot::audit::AuditError::Io(e))
+                        if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("runbot: cannot export the audit trail: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+        };
+        store.close().await;
+        code
+    })
 }
 
 fn check_config(settings: &Settings) -> ExitCode {

@@ -4,6 +4,7 @@
 //! driver; times are stored as fixed-width RFC 3339 text and label sets as JSON text, so no
 //! type differs between the two. Writes of alerts go through [`writer`], which batches them.
 
+pub mod audit;
 mod chat;
 mod ingest;
 mod read;

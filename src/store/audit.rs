@@ -1,0 +1,268 @@
+//! The audit trail's rows (see `migrations/*/0004_audit.sql`). Only SQL lives here; the hash
+//! chain, verification and export are in [`crate::audit`].
+//!
+//! Appends go through the shared pool, not the alert writer: they are few, and each must be
+//! committed before the step it records goes ahead.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::Store;
+use crate::config::Backend;
+
+/// One row as stored, every field as text the way it was hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub invocation_id: String,
+    pub step: String,
+    pub actor_platform: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub command: String,
+    pub args: String,
+    pub origin: String,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The end of the chain when a row is appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    pub id: i64,
+    pub hash: String,
+}
+
+/// Which rows to read. Every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Rows written at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub actor_id: Option<String>,
+    pub command: Option<String>,
+    pub invocation_id: Option<String>,
+}
+
+/// Two keys (a key space apart from the single-key locks on alert groups): "runb", "audi".
+const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(1920298594, 1635083369)";
+
+const COLUMNS: &str = "id, at, invocation_id, step, actor_platform, actor_id, actor_name, \
+                       command, args, origin, reason, detail, prev_hash, hash";
+
+impl Store {
+    /// Appends one row under a lock that every appender takes, so the chain stays linear with
+    /// any number of writers and replicas: `seal` gets the head (None for an empty trail) and
+    /// returns the complete row, which is inserted in the same transaction.
+    ///
+    /// SQLite: `BEGIN IMMEDIATE` takes the write lock before the head is read (a deferred
+    /// transaction that reads first could not upgrade once another writer committed).
+    /// PostgreSQL: a transaction-scoped advisory lock, then the read.
+    pub async fn append_audit_row<F>(&self, seal: F) -> Result<AuditRow, sqlx::Error>
+    where
+        F: FnOnce(Option<AuditHead>) -> AuditRow + Send,
+    {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(PG_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+        };
+        let head = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| {
+                Ok::<_, sqlx::Error>(AuditHead {
+                    id: r.try_get("id")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .transpose()?;
+        let row = seal(head);
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, invocation_id, step, actor_platform, actor_id, \
+             actor_name, command, args, origin, reason, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(row.id)
+        .bind(&row.at)
+        .bind(&row.invocation_id)
+        .bind(&row.step)
+        .bind(&row.actor_platform)
+        .bind(&row.actor_id)
+        .bind(&row.actor_name)
+        .bind(&row.command)
+        .bind(&row.args)
+        .bind(&row.origin)
+        .bind(&row.reason)
+        .bind(&row.detail)
+        .bind(&row.prev_hash)
+        .bind(&row.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Up to `limit` rows with an id above `after`, in id order: one page of a walk.
+    pub async fn audit_rows_after(
+        &self,
+        after: i64,
+        limit: i64,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let mut q = Query::new();
+        q.and("id > ", Bound::Int(after));
+        q.filter(filter);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY id LIMIT {}",
+            q.conditions(),
+            limit.max(0)
+        );
+        q.fetch(self, &sql).await
+    }
+
+    /// The `limit` most recent rows, newest first.
+    pub async fn audit_recent(
+        &self,
+        limit: i64,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let mut q = Query::new();
+        q.filter(filter);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY id DESC LIMIT {}",
+            q.conditions(),
+            limit.max(0)
+        );
+        q.fetch(self, &sql).await
+    }
+
+    /// The last row's id and hash.
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>, sqlx::Error> {
+        sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(AuditHead {
+                    id: r.try_get("id")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The id of a row whose `column` (`hash` or `prev_hash`) has this value. Only used to
+    /// explain a broken chain, so a scan is fine.
+    pub async fn audit_id_where(
+        &self,
+        column: AuditHashColumn,
+        value: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let col = match column {
+            AuditHashColumn::Hash => "hash",
+            AuditHashColumn::PrevHash => "prev_hash",
+        };
+        sqlx::query(&format!(
+            "SELECT id FROM audit_log WHERE {col} = $1 ORDER BY id LIMIT 1"
+        ))
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.try_get("id"))
+        .transpose()
+    }
+}
+
+/// Which hash column [`Store::audit_id_where`] looks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditHashColumn {
+    Hash,
+    PrevHash,
+}
+
+/// A WHERE clause with numbered placeholders and the values bound to them.
+struct Query {
+    conditions: Vec<String>,
+    values: Vec<Bound>,
+}
+
+enum Bound {
+    Int(i64),
+    Text(String),
+}
+
+impl Query {
+    fn new() -> Query {
+        Query {
+            conditions: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// `column_op` is trusted SQL such as `"at >= "`; `value` is bound.
+    fn and(&mut self, column_op: &str, value: Bound) {
+        self.values.push(value);
+        self.conditions
+            .push(format!("{column_op}${}", self.values.len()));
+    }
+
+    fn filter(&mut self, f: &AuditFilter) {
+        if let Some(since) = f.since {
+            self.and("at >= ", Bound::Text(crate::alerts::format_time(since)));
+        }
+        if let Some(a) = &f.actor_id {
+            self.and("actor_id = ", Bound::Text(a.clone()));
+        }
+        if let Some(c) = &f.command {
+            self.and("command = ", Bound::Text(c.clone()));
+        }
+        if let Some(i) = &f.invocation_id {
+            self.and("invocation_id = ", Bound::Text(i.clone()));
+        }
+    }
+
+    fn conditions(&self) -> String {
+        if self.conditions.is_empty() {
+            "1 = 1".to_string()
+        } else {
+            self.conditions.join(" AND ")
+        }
+    }
+
+    async fn fetch(self, store: &Store, sql: &str) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let mut q = sqlx::query(sql);
+        for v in self.values {
+            q = match v {
+                Bound::Int(n) => q.bind(n),
+                Bound::Text(t) => q.bind(t),
+            };
+        }
+        let rows: Vec<AnyRow> = q.fetch_all(&store.pool).await?;
+        rows.iter().map(row_from).collect()
+    }
+}
+
+fn row_from(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
+    Ok(AuditRow {
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        invocation_id: r.try_get("invocation_id")?,
+        step: r.try_get("step")?,
+        actor_platform: r.try_get("actor_platform")?,
+        actor_id: r.try_get("actor_id")?,
+        actor_name: r.try_get("actor_name")?,
+        command: r.try_get("command")?,
+        args: r.try_get("args")?,
+        origin: r.try_get("origin")?,
+        reason: r.try_get("reason")?,
+        detail: r.try_get("detail")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
