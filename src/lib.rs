@@ -9,6 +9,8 @@
 //! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
 //! - [`policy`]: data from `policies/` (severity mapping for now).
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
+//! - [`commands`]: data from `commands/`: one file per command, its typed options and risk;
+//!   parses and validates arguments.
 //! - [`chat`]: the card each alert group shows, the outbox that delivers it (rate-limited,
 //!   retried, edited in place), and one adapter per platform (Discord).
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
@@ -18,6 +20,7 @@ pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod chat;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod policy;

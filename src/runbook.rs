@@ -86,6 +86,11 @@ impl Runbook {
         self.entries.len()
     }
 
+    /// Every entry, by alert name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RunbookEntry)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
