@@ -470,11 +470,12 @@ async fn kill_9_with_cards_pending_or_in_flight_then_restart_delivers_each_once(
     let runbot = Runbot::start(dir.path(), port, &fake).await;
     let cards = fake
         .wait_for(Duration::from_secs(30), "four cards", |m, _| {
-            (m.len() >= 4).then(|| m.to_vec())
+            let cards: Vec<FakeMessage> = m.iter().filter(|c| is_card(c)).cloned().collect();
+            (cards.len() >= 4).then_some(cards)
         })
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cards_now = fake.messages();
+    let cards_now: Vec<FakeMessage> = fake.messages().into_iter().filter(is_card).collect();
     assert_eq!(cards_now.len(), cards.len(), "nothing more arrives");
     assert_one_card_each(&cards_now, 4);
     runbot.kill_9();
@@ -653,5 +654,34 @@ async fn a_group_firing_again_long_after_resolving_gets_a_new_card() {
         "the old card stays as history"
     );
     assert_ne!(embed(&m[1])["color"], GREEN);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_discords_own_limits_a_storm_is_visible_within_two_seconds() {
+    // 5 posts per 5 s per channel: 100 cards would take 100 s; the digest shows them at once.
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = TestApp::spawn_with(with_discord(Db::Sqlite, &fake)).await;
+    let started = std::time::Instant::now();
+    for g in 0..100 {
+        let body = group_body(&format!("Gust{g:03}"), &["9000000000000001"]);
+        assert_eq!(app.post_webhook(body).await.status(), 200);
+    }
+    fake.wait_for(Duration::from_secs(2), "every group visible", |m, _| {
+        let cards = m.iter().filter(|c| is_card(c)).count();
+        let waiting = m
+            .iter()
+            .find_map(|c| {
+                title(c)
+                    .strip_suffix(" more groups firing")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        (cards + waiting == 100).then_some(())
+    })
+    .await;
+    eprintln!("100 groups visible after {:?}", started.elapsed());
+    assert_eq!(fake.count_429(), 0);
     app.stop().await;
 }

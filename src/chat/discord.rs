@@ -57,6 +57,8 @@ struct BucketKey {
 
 #[derive(Debug, Default)]
 struct Bucket {
+    /// Requests a window allows, as Discord last said.
+    limit: Option<u64>,
     /// Requests left in the current window, as Discord last said.
     remaining: Option<u64>,
     /// When the window ends.
@@ -197,14 +199,14 @@ impl DiscordAdapter {
             .map(|_| ())
     }
 
-    /// Requests this channel's bucket lets out now, as Discord last said; None before the
-    /// first answer, or once its window has passed.
+    /// Requests this channel's bucket lets out now, as Discord last said: what is left of the
+    /// window, or a whole window once it has passed. None before the first answer.
     pub fn room(&self, method: LightMethod, channel: &str) -> Option<u64> {
         let buckets = self.buckets.lock().unwrap();
         let b = buckets.get(&bucket_key(method, channel))?;
         match b.reset_at {
             Some(reset) if reset > Instant::now() => b.remaining,
-            _ => None,
+            _ => b.limit.or(b.remaining),
         }
     }
 
@@ -291,6 +293,7 @@ impl DiscordAdapter {
                 .and_then(|v| v.trim().parse::<f64>().ok())
         };
         let remaining = number("x-ratelimit-remaining");
+        let limit = number("x-ratelimit-limit");
         let reset_after = number("x-ratelimit-reset-after")
             .or_else(|| (status == 429).then(|| number("retry-after")).flatten());
         let global = headers
@@ -301,6 +304,9 @@ impl DiscordAdapter {
         }
         let mut buckets = self.buckets.lock().unwrap();
         let b = buckets.entry(bucket_key(method, channel)).or_default();
+        if let Some(l) = limit {
+            b.limit = Some(l.max(0.0) as u64);
+        }
         if status == 429 {
             b.remaining = Some(0);
         } else if let Some(r) = remaining {

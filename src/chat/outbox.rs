@@ -146,15 +146,40 @@ impl Outbox {
             let room = self.discord.room(LightMethod::Post, &channel);
             let storm = new.len() > self.settings.digest_after
                 && room.is_some_and(|r| (r as usize) < new.len());
-            if storm && !digests.contains_key(&channel) {
-                // First make every waiting group visible, then post cards as limits allow.
-                note(self.show_digest(&channel, &new, digests).await);
+            // First make every waiting group visible, then post cards as limits allow: until
+            // the digest is out, it has the channel's next post. The last post of a window also
+            // goes to the digest rather than a card (below): once it is out, groups that arrive
+            // while the channel's posts are spent show on it through edits, which Discord
+            // limits separately.
+            let digest_out = digests
+                .get(&channel)
+                .is_some_and(|d| d.message_id.is_some());
+            let mut limited = false;
+            if (storm || digests.contains_key(&channel)) && !digest_out {
+                match self.show_digest(&channel, &new, digests).await {
+                    Outcome::Done => note(Outcome::Done),
+                    later => {
+                        limited = true;
+                        note(later);
+                    }
+                }
             }
             let mut waiting = Vec::new();
-            let mut limited = false;
-            for job in new {
+            let mut new = new.into_iter().peekable();
+            while let Some(job) = new.next() {
                 if limited {
                     waiting.push(job);
+                    continue;
+                }
+                let digest_out = digests
+                    .get(&channel)
+                    .is_some_and(|d| d.message_id.is_some());
+                if !digest_out && self.discord.room(LightMethod::Post, &channel) == Some(1) {
+                    // The window's last post: the digest, naming this group and the rest.
+                    waiting.push(job);
+                    waiting.extend(new.by_ref());
+                    limited = true;
+                    note(self.show_digest(&channel, &waiting, digests).await);
                     continue;
                 }
                 match self.send(&job).await {
