@@ -429,9 +429,17 @@ impl Runbot {
             .as_u16()
     }
 
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGKILL, like a crash (see Drop).
+    fn kill_9(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Runbot {
+    /// Also when a test fails half way: no runbot is left running after it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
