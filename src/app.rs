@@ -131,7 +131,7 @@ impl Application {
             writer,
             severities: Arc::new(data.severities),
             runbook,
-            chat_wake,
+            chat_wake: outbox.as_ref().map(|o| o.wake.clone()),
             webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
             metrics,
             max_body_bytes: settings.http.max_body_bytes,

@@ -161,7 +161,9 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
     let alerts = group.webhook.alerts.len();
     match state.writer.ingest(group).await {
         Ok(receipt) => {
-            state.chat_wake.notify_one();
+            if let Some(wake) = &state.chat_wake {
+                wake.notify_one();
+            }
             metrics::counter!(WEBHOOKS_RECEIVED, "source" => "alertmanager", "result" => "accepted")
                 .increment(1);
             metrics::counter!(ALERTS_RECEIVED).increment(alerts as u64);

@@ -38,8 +38,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Checks Discord interactions; None without `discord.public_key`.
     pub discord_interactions: Option<Arc<discord::InteractionGuard>>,
-    /// Wakes the chat outbox after a webhook is stored.
-    pub chat_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the chat outbox after a webhook is stored; None when no chat platform is on.
+    pub chat_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 pub fn router(state: AppState) -> Router {
