@@ -214,7 +214,7 @@ impl Outbox {
     /// Loads a notice's group and decides where its card goes; None when the group is gone.
     async fn prepare(&self, notice: Notice) -> Result<Option<Job>, sqlx::Error> {
         let gid = notice.group_id;
-        let Some((group, _)) = self.store.group(gid).await? else {
+        let Some(group) = self.store.group_view(gid).await? else {
             self.store.notice_done(gid, DISCORD, notice.version).await?;
             return Ok(None);
         };

@@ -110,8 +110,8 @@ impl Store {
         Ok(groups)
     }
 
-    /// One group with its alerts and its timeline, oldest event first.
-    pub async fn group(&self, id: i64) -> Result<Option<(GroupView, Vec<EventView>)>, sqlx::Error> {
+    /// One group with its alerts, without its timeline (what a chat card shows).
+    pub async fn group_view(&self, id: i64) -> Result<Option<GroupView>, sqlx::Error> {
         let sql = format!("{GROUP_SELECT} WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
             .bind(id)
@@ -122,6 +122,14 @@ impl Store {
         };
         let mut groups = vec![group_from_row(&row)?];
         self.attach_alerts(&mut groups).await?;
+        Ok(groups.pop())
+    }
+
+    /// One group with its alerts and its timeline, oldest event first.
+    pub async fn group(&self, id: i64) -> Result<Option<(GroupView, Vec<EventView>)>, sqlx::Error> {
+        let Some(group) = self.group_view(id).await? else {
+            return Ok(None);
+        };
         let events = sqlx::query(
             "SELECT id, kind, fingerprint, at, recorded_at FROM alert_events \
              WHERE group_id = $1 ORDER BY id",
@@ -140,7 +148,7 @@ impl Store {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(groups.pop().map(|g| (g, events)))
+        Ok(Some((group, events)))
     }
 
     async fn attach_alerts(&self, groups: &mut [GroupView]) -> Result<(), sqlx::Error> {
