@@ -28,6 +28,9 @@
 #[path = "../tests/common/fake_discord.rs"]
 mod fake_discord;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -75,20 +78,7 @@ fn parse_args() -> Result<Args, String> {
         route_limit: (5, 5.0),
         global_limit: (50, 1.0),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| format!("missing value for {flag}"))?;
-                (flag, v)
-            }
-        };
+    for (name, value) in flags::pairs()? {
         let bad = |what: &str| format!("invalid {what} for {name}: {value:?}");
         match name.as_str() {
             "--port" => args.port = value.parse().map_err(|_| bad("port"))?,

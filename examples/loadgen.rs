@@ -40,6 +40,9 @@
 //!
 //! Exits non-zero if any request failed or got a non-200 answer.
 
+#[path = "support/flags.rs"]
+mod flags;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -107,21 +110,7 @@ fn parse_args() -> Result<Args, String> {
         alerts: 5000,
         timeout: Duration::from_secs(60),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        // Accept both `--flag value` and `--flag=value`.
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| format!("missing value for {flag}"))?;
-                (flag, v)
-            }
-        };
+    for (name, value) in flags::pairs()? {
         let bad = |what: &str| format!("invalid {what} for {name}: {value:?}");
         match name.as_str() {
             "--mode" => {
