@@ -123,7 +123,7 @@ impl CommandSpec {
 }
 
 /// A validated argument value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     Text(String),

@@ -29,6 +29,34 @@ pub struct Settings {
     pub commands: DataDir,
     #[serde(default)]
     pub discord: DiscordSettings,
+    #[serde(default)]
+    pub interactions: InteractionSettings,
+}
+
+/// How people's requests (slash commands, buttons) are handled, whatever the platform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InteractionSettings {
+    /// Requests one person may make per minute; more get a polite refusal (audited).
+    pub per_user_per_minute: u32,
+    /// How many of those may come at once.
+    pub per_user_burst: u32,
+    /// How long a Confirm/Cancel prompt waits for its requester.
+    pub confirm_timeout_secs: u64,
+    /// How long an approval request waits. At most 900: Discord lets runbot edit its answer
+    /// for 15 minutes.
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for InteractionSettings {
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 30,
+            per_user_burst: 10,
+            confirm_timeout_secs: 120,
+            approval_timeout_secs: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +107,8 @@ pub struct AlertmanagerSettings {
     pub webhook_token: Option<SecretString>,
     /// Expected basic auth on webhooks.
     pub basic_auth: Option<BasicAuth>,
+    /// Alertmanager's root URL (`{url}/api/v2/...`), for silences. Unset: /silence says so.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +358,7 @@ impl Settings {
             }
         }
         self.validate_discord(&mut problems);
+        self.validate_interactions(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -399,6 +430,32 @@ impl Settings {
         }
         if d.request_timeout_ms < 100 {
             problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());
+        }
+    }
+
+    fn validate_interactions(&self, problems: &mut Vec<String>) {
+        let i = &self.interactions;
+        if i.per_user_per_minute == 0 || i.per_user_per_minute > 6000 {
+            problems.push(format!("interactions.per_user_per_minute = {} must be 1 to 6000 (default 30)", i.per_user_per_minute));
+        }
+        if i.per_user_burst == 0 || i.per_user_burst > 1000 {
+            problems.push(format!(
+                "interactions.per_user_burst = {} must be 1 to 1000 (default 10)",
+                i.per_user_burst
+            ));
+        }
+        if !(10..=900).contains(&i.confirm_timeout_secs) {
+            problems.push(format!("interactions.confirm_timeout_secs = {} must be 10 to 900 (default 120)", i.confirm_timeout_secs));
+        }
+        if !(10..=900).contains(&i.approval_timeout_secs) {
+            problems.push(format!("interactions.approval_timeout_secs = {} must be 10 to 900 (default 900): Discord lets runbot edit its answer for 15 minutes", i.approval_timeout_secs));
+        }
+        if let Some(url) = &self.alertmanager.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "alertmanager.url = {url:?} must be Alertmanager's http(s) root, e.g. http://alertmanager:9093"
+                ));
+            }
         }
     }
 

@@ -13,6 +13,9 @@
 //!   parses and validates arguments.
 //! - [`chat`]: the card each alert group shows, the outbox that delivers it (rate-limited,
 //!   retried, edited in place), and one adapter per platform (Discord).
+//! - [`invocation`]: the core of a request: rate limit → validate → decide (policy) → audit →
+//!   confirm or collect approval → execute → reply → audit the outcome.
+//! - [`executors`]: what commands run (acknowledgements, Alertmanager silences, …).
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
@@ -22,7 +25,9 @@ pub mod audit;
 pub mod chat;
 pub mod commands;
 pub mod config;
+pub mod executors;
 pub mod http;
+pub mod invocation;
 pub mod policy;
 pub mod runbook;
 pub mod store;

@@ -17,6 +17,12 @@ pub const HTTP_REQUEST_DURATION: &str = "runbot_http_request_duration_seconds";
 pub const CHAT_REQUESTS: &str = "runbot_chat_requests_total";
 /// Interactions refused before anything was read from them, by platform and reason.
 pub const INTERACTIONS_REFUSED: &str = "runbot_interactions_refused_total";
+/// People's requests refused (invalid, denied, rate limited), by platform and audit step.
+pub const REQUESTS_REFUSED: &str = "runbot_requests_refused_total";
+/// From a request reaching the core to its first answer.
+pub const REQUEST_FIRST_ANSWER: &str = "runbot_request_first_answer_seconds";
+/// Commands run, by command and result (ok, failed).
+pub const COMMANDS_RUN: &str = "runbot_commands_run_total";
 /// Cards posted or edited, by platform and what was done.
 pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 /// Card deliveries given up on (an answer no retry changes), by platform.

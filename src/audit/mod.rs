@@ -128,7 +128,7 @@ impl fmt::Display for Step {
 }
 
 /// Where the actor asked from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Discord,

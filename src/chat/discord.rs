@@ -369,6 +369,13 @@ fn relative_time(rfc3339: &str) -> String {
         .unwrap_or_else(|| rfc3339.to_string())
 }
 
+/// Discord shows `<t:…:f>` as a date and time in each reader's own time zone.
+fn absolute_time(rfc3339: &str) -> String {
+    parse_stored_time(rfc3339)
+        .map(|t| format!("<t:{}:f>", t.timestamp()))
+        .unwrap_or_else(|| rfc3339.to_string())
+}
+
 /// Lines joined until the next one would not fit in `max`; then "+N more".
 fn lines_within(lines: &[String], max: usize, more: usize) -> String {
     let mut out = String::new();
@@ -415,6 +422,20 @@ pub fn render(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
             }
             None => description.push_str("✅ **Resolved**\n"),
         }
+    }
+    if let Some(ack) = &card.acknowledged {
+        description.push_str(&format!(
+            "👀 Acknowledged by **{}** {}\n",
+            fit(&ack.by, 100),
+            relative_time(&ack.at)
+        ));
+    }
+    if let Some(silence) = &card.silenced {
+        description.push_str(&format!(
+            "🔕 Silenced by **{}** until {}\n",
+            fit(&silence.by, 100),
+            absolute_time(&silence.at)
+        ));
     }
     for part in [&card.summary, &card.description, &card.meaning]
         .into_iter()
@@ -554,6 +575,14 @@ mod tests {
             fired_for: None,
             started_at: "2026-11-27T10:00:00Z".into(),
             note: Some("n".repeat(3000)),
+            acknowledged: Some(crate::chat::Mark {
+                by: "a".repeat(500),
+                at: "2026-11-27T10:00:00Z".into(),
+            }),
+            silenced: Some(crate::chat::Mark {
+                by: "b".repeat(500),
+                at: "2026-11-27T11:00:00Z".into(),
+            }),
         }
     }
 

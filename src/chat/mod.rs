@@ -40,6 +40,17 @@ pub struct Card {
     pub started_at: String,
     /// A note for the footer, e.g. the unknown severity label.
     pub note: Option<String>,
+    /// Who acknowledged this episode, and when.
+    pub acknowledged: Option<Mark>,
+    /// The silence runbot made: by whom, and until when (`at`).
+    pub silenced: Option<Mark>,
+}
+
+/// Someone did something to the group at a time (RFC 3339).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub by: String,
+    pub at: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@ use crate::policy::Severity;
 use crate::runbook::Runbook;
 use crate::store::GroupView;
 
-use super::{Card, CardAction, CardAlert, Link};
+use super::{Card, CardAction, CardAlert, Link, Mark};
 
 /// Version of the button id format, so old cards can be told apart when it changes.
 const ACTION_PREFIX: &str = "rb1";
@@ -15,6 +15,17 @@ const ACTION_PREFIX: &str = "rb1";
 /// The button id for action `index` of group `group_id`'s runbook entry.
 pub fn action_id(group_id: i64, index: usize) -> String {
     format!("{ACTION_PREFIX}:{group_id}:{index}")
+}
+
+/// The group and action index a button id stands for; None for any other id.
+pub fn parse_action_id(id: &str) -> Option<(i64, usize)> {
+    let mut parts = id.split(':');
+    if parts.next()? != ACTION_PREFIX {
+        return None;
+    }
+    let group = parts.next()?.parse().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((group, index))
 }
 
 /// Builds the card for a group.
@@ -118,7 +129,19 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
         fired_for,
         started_at: group.started_at.clone(),
         note: group.severity_note.clone(),
+        acknowledged: mark(&group.acknowledged_by, &group.acknowledged_at),
+        // A silence that ran out says nothing any more.
+        silenced: mark(&group.silenced_by, &group.silenced_until).filter(|m| {
+            parse_stored_time(&m.at).is_some_and(|until| until > chrono::Utc::now())
+        }),
     }
+}
+
+fn mark(by: &Option<String>, at: &Option<String>) -> Option<Mark> {
+    Some(Mark {
+        by: by.clone()?,
+        at: at.clone()?,
+    })
 }
 
 /// An annotation the group's alerts share (Alertmanager's common annotations), else the first
@@ -225,6 +248,11 @@ mod tests {
             resolved_at: (status == "resolved").then(|| "2026-11-27T10:42:00.000000000Z".into()),
             created_at: "2026-11-27T10:00:00.000000000Z".into(),
             updated_at: "2026-11-27T10:00:00.000000000Z".into(),
+            acknowledged_by: None,
+            acknowledged_at: None,
+            silence_id: None,
+            silenced_by: None,
+            silenced_until: None,
             alerts: vec![AlertView {
                 fingerprint: "aaaa000000000001".into(),
                 status: if status == "resolved" {

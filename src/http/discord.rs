@@ -6,7 +6,7 @@
 //! 401 that changes nothing; Discord itself sends bad signatures on purpose to check this.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -19,7 +19,12 @@ use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
+use crate::audit::Platform;
+use crate::chat::discord::DiscordAdapter;
+use crate::chat::Reply;
+use crate::commands::RawValue;
 use crate::config::DiscordSettings;
+use crate::invocation::{Actor, Answer, BoxFuture, Origin, Request, Responder};
 
 /// Interaction types (Discord API).
 const PING: u64 = 1;
@@ -143,17 +148,192 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
             return (StatusCode::UNAUTHORIZED, refusal.message()).into_response();
         }
     };
-    if interaction.get("type").and_then(|t| t.as_u64()) == Some(PING) {
+    let kind = interaction.get("type").and_then(|t| t.as_u64());
+    if kind == Some(PING) {
         return Json(json!({ "type": PONG })).into_response();
     }
-    // Commands and buttons reach the invocation core in a later step; until then, say so
-    // plainly and only to the person who asked.
-    Json(json!({
-        "type": CHANNEL_MESSAGE_WITH_SOURCE,
-        "data": {
-            "content": "runbot received this, but it does not run commands or buttons yet.",
-            "flags": EPHEMERAL,
+    if kind == Some(AUTOCOMPLETE) {
+        // runbot registers no autocomplete options; an empty list is the valid answer.
+        return Json(json!({ "type": AUTOCOMPLETE_RESULT, "data": { "choices": [] } }))
+            .into_response();
+    }
+    let (Some(dispatcher), Some(adapter)) = (&state.dispatcher, &state.discord) else {
+        return Json(json!({
+            "type": CHANNEL_MESSAGE_WITH_SOURCE,
+            "data": {
+                "content": "runbot is not set up to run commands from Discord: set discord.bot_token and discord.application_id.",
+                "flags": EPHEMERAL,
+            }
+        }))
+        .into_response();
+    };
+    let request = match to_request(&interaction) {
+        Ok(r) => r,
+        Err(why) => {
+            return Json(json!({
+                "type": CHANNEL_MESSAGE_WITH_SOURCE,
+                "data": { "content": format!("🚫 {why}"), "flags": EPHEMERAL }
+            }))
+            .into_response()
         }
-    }))
-    .into_response()
+    };
+    let component = kind == Some(MESSAGE_COMPONENT);
+    let token = interaction
+        .get("token")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let responder = Arc::new(DiscordResponder {
+        adapter: adapter.clone(),
+        token,
+    });
+    let answer = dispatcher.handle(request, responder).await;
+    Json(answer_json(&answer, component)).into_response()
+}
+
+/// Interaction types.
+const APPLICATION_COMMAND: u64 = 2;
+const MESSAGE_COMPONENT: u64 = 3;
+const AUTOCOMPLETE: u64 = 4;
+/// Response types.
+const DEFERRED_CHANNEL_MESSAGE: u64 = 5;
+const UPDATE_MESSAGE: u64 = 7;
+const AUTOCOMPLETE_RESULT: u64 = 8;
+
+/// Discord's interaction as the core's request: who, what, where. No Discord type passes.
+fn to_request(i: &serde_json::Value) -> Result<Request, String> {
+    let member = i.get("member");
+    let user = member
+        .and_then(|m| m.get("user"))
+        .or_else(|| i.get("user"))
+        .ok_or("Discord sent no user with this interaction")?;
+    let user_id = user
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or("Discord sent an interaction without a valid user id")?;
+    let name = member
+        .and_then(|m| m.get("nick"))
+        .and_then(|v| v.as_str())
+        .or_else(|| user.get("global_name").and_then(|v| v.as_str()))
+        .or_else(|| user.get("username").and_then(|v| v.as_str()))
+        .unwrap_or(user_id);
+    let platform_roles = member
+        .and_then(|m| m.get("roles"))
+        .and_then(|r| r.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let actor = Actor {
+        platform: Platform::Discord,
+        user_id: user_id.to_string(),
+        name: name.chars().take(80).collect(),
+        platform_roles,
+    };
+    let origin = Origin {
+        channel_id: i
+            .get("channel_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        message_id: i
+            .get("message")
+            .and_then(|m| m.get("id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        group_id: None,
+    };
+    let data = i.get("data").ok_or("Discord sent no data with this interaction")?;
+    match i.get("type").and_then(|t| t.as_u64()) {
+        Some(APPLICATION_COMMAND) => {
+            let command = data
+                .get("name")
+                .and_then(|v| v.as_str())
+                .ok_or("Discord sent a command without a name")?
+                .to_string();
+            let args = data
+                .get("options")
+                .and_then(|o| o.as_array())
+                .map(|options| {
+                    options
+                        .iter()
+                        .filter_map(|o| {
+                            let name = o.get("name")?.as_str()?.to_string();
+                            let value = match o.get("value")? {
+                                serde_json::Value::Bool(b) => RawValue::Boolean(*b),
+                                serde_json::Value::Number(n) => match n.as_i64() {
+                                    Some(i) => RawValue::Integer(i),
+                                    None => RawValue::Text(n.to_string()),
+                                },
+                                serde_json::Value::String(s) => RawValue::Text(s.clone()),
+                                other => RawValue::Text(other.to_string()),
+                            };
+                            Some((name, value))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Request::Command {
+                actor,
+                command,
+                args,
+                origin,
+            })
+        }
+        Some(MESSAGE_COMPONENT) => {
+            let custom_id = data
+                .get("custom_id")
+                .and_then(|v| v.as_str())
+                .ok_or("Discord sent a button without its id")?
+                .to_string();
+            Ok(Request::Button {
+                actor,
+                custom_id,
+                origin,
+            })
+        }
+        _ => Err("runbot answers slash commands and buttons only.".into()),
+    }
+}
+
+/// The core's first answer as Discord's interaction response.
+fn answer_json(answer: &Answer, component: bool) -> serde_json::Value {
+    match answer {
+        Answer::Message(reply) => json!({
+            "type": CHANNEL_MESSAGE_WITH_SOURCE,
+            "data": crate::chat::discord::reply_json(reply, true),
+        }),
+        Answer::Deferred { ephemeral } => json!({
+            "type": DEFERRED_CHANNEL_MESSAGE,
+            "data": { "flags": if *ephemeral { EPHEMERAL } else { 0 } },
+        }),
+        // Only a button's message can be replaced; anything else gets a new message.
+        Answer::Update(reply) if component => json!({
+            "type": UPDATE_MESSAGE,
+            "data": crate::chat::discord::reply_json(reply, false),
+        }),
+        Answer::Update(reply) => json!({
+            "type": CHANNEL_MESSAGE_WITH_SOURCE,
+            "data": crate::chat::discord::reply_json(reply, true),
+        }),
+    }
+}
+
+/// Edits the answer through the interaction's token (valid 15 minutes).
+struct DiscordResponder {
+    adapter: Arc<DiscordAdapter>,
+    token: String,
+}
+
+impl Responder for DiscordResponder {
+    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.adapter
+                .interaction_edit_original(&self.token, &reply)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        })
+    }
 }

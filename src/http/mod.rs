@@ -40,6 +40,10 @@ pub struct AppState {
     pub discord_interactions: Option<Arc<discord::InteractionGuard>>,
     /// Wakes the chat outbox after a webhook is stored; None when no chat platform is on.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
+    /// The invocation core: people's commands and buttons.
+    pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
+    /// Answers Discord interactions later (edits); None without a bot token.
+    pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
 }
 
 pub fn router(state: AppState) -> Router {

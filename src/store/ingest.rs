@@ -353,13 +353,19 @@ pub(super) const ALERT_UPSERT: &str = "ON CONFLICT (group_id, fingerprint) DO UP
     generator_url = excluded.generator_url, updated_at = excluded.updated_at";
 
 /// What a group row takes from a newer state (receiver, group_key, created_at stay).
+/// An acknowledgement belongs to one episode: a group firing again after it resolved is
+/// nobody's until someone acknowledges it again.
 pub(super) const GROUP_UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET \
     status = excluded.status, severity = excluded.severity, \
     severity_note = excluded.severity_note, runbook = excluded.runbook, \
     group_labels = excluded.group_labels, common_labels = excluded.common_labels, \
     common_annotations = excluded.common_annotations, external_url = excluded.external_url, \
     truncated_alerts = excluded.truncated_alerts, started_at = excluded.started_at, \
-    resolved_at = excluded.resolved_at, updated_at = excluded.updated_at";
+    resolved_at = excluded.resolved_at, updated_at = excluded.updated_at, \
+    acknowledged_by = CASE WHEN alert_groups.status = 'resolved' AND excluded.status <> 'resolved' \
+        THEN NULL ELSE alert_groups.acknowledged_by END, \
+    acknowledged_at = CASE WHEN alert_groups.status = 'resolved' AND excluded.status <> 'resolved' \
+        THEN NULL ELSE alert_groups.acknowledged_at END";
 
 async fn load_alerts(
     tx: &mut Transaction<'_, Any>,

@@ -8,6 +8,7 @@ pub mod audit;
 mod chat;
 mod ingest;
 mod read;
+mod requests;
 mod sqlite_writer;
 pub mod writer;
 
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use chat::{CardRecord, Notice};
 pub use ingest::Receipt;
+pub use requests::{Acked, PendingRow};
 pub use read::{AlertView, EventView, GroupFilter, GroupView};
 
 use crate::config::{Backend, DatabaseSettings};

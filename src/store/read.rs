@@ -35,6 +35,13 @@ pub struct GroupView {
     pub resolved_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Who acknowledged this episode (display name and platform id), and when.
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<String>,
+    /// The Alertmanager silence runbot made for it, by whom, until when.
+    pub silence_id: Option<String>,
+    pub silenced_by: Option<String>,
+    pub silenced_until: Option<String>,
     pub alerts: Vec<AlertView>,
 }
 
@@ -82,13 +89,19 @@ fn group_from_row(row: &AnyRow) -> Result<GroupView, sqlx::Error> {
         resolved_at: row.try_get("resolved_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        acknowledged_by: row.try_get("acknowledged_by")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        silence_id: row.try_get("silence_id")?,
+        silenced_by: row.try_get("silenced_by")?,
+        silenced_until: row.try_get("silenced_until")?,
         alerts: Vec::new(),
     })
 }
 
 const GROUP_SELECT: &str = "SELECT id, receiver, group_key, status, severity, severity_note, \
     runbook, group_labels, common_labels, common_annotations, external_url, truncated_alerts, \
-    started_at, resolved_at, created_at, updated_at FROM alert_groups";
+    started_at, resolved_at, created_at, updated_at, acknowledged_by, acknowledged_at, \
+    silence_id, silenced_by, silenced_until FROM alert_groups";
 
 impl Store {
     /// Groups, most recently changed first, each with its alerts (firing first).

@@ -1,0 +1,371 @@
+//! What commands run, by the `executor` their file in `commands/` names. Each executor says
+//! what it would do (dry runs) and does it.
+
+pub mod alertmanager;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::alerts::{format_time, parse_stored_time};
+use crate::audit::Audit;
+use crate::chat::Reply;
+use crate::commands::{parse_duration, Args, CommandSpec, Value};
+use crate::invocation::Actor;
+use crate::policy::Policies;
+use crate::store::{Acked, GroupView, Store};
+
+pub use alertmanager::Alertmanager;
+
+/// Executors that act on one alert group.
+const GROUP_EXECUTORS: &[&str] = &["alerts.ack", "alertmanager.silence"];
+
+/// Whether a command cannot run without an alert group (from its card or a `group` option).
+pub fn needs_group(spec: &CommandSpec) -> bool {
+    GROUP_EXECUTORS.contains(&spec.executor.as_str())
+}
+
+/// What an executor gets.
+pub struct Ctx<'a> {
+    pub actor: &'a Actor,
+    pub spec: &'a CommandSpec,
+    pub args: &'a Args,
+    pub group: Option<&'a GroupView>,
+    pub now: DateTime<Utc>,
+}
+
+impl Ctx<'_> {
+    fn text(&self, name: &str) -> Option<&str> {
+        match self.args.get(name) {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn integer(&self, name: &str) -> Option<i64> {
+        match self.args.get(name) {
+            Some(Value::Integer(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    fn group(&self) -> Result<&GroupView, ExecError> {
+        self.group.ok_or_else(|| {
+            ExecError(format!(
+                "/{} needs an alert group (its card's button, or the group option)",
+                self.spec.name
+            ))
+        })
+    }
+}
+
+/// A finished command: what to show, and a short summary for the audit trail.
+pub struct Done {
+    pub reply: Reply,
+    pub summary: String,
+}
+
+/// Why a command failed, in words for the person who asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+#[derive(Clone)]
+pub struct Executors {
+    pub store: Store,
+    pub audit: Audit,
+    pub policies: Arc<Policies>,
+    /// None when `alertmanager.url` is not set.
+    pub alertmanager: Option<Alertmanager>,
+    /// Wakes the chat outbox when a group's card changed.
+    pub chat_wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+fn reply(text: String, ephemeral: bool) -> Reply {
+    Reply {
+        text,
+        ephemeral,
+        buttons: Vec::new(),
+        fields: Vec::new(),
+        code_block: None,
+    }
+}
+
+/// `APIDown (#12)`: how people recognise a group.
+fn group_name(g: &GroupView) -> String {
+    let name = g
+        .common_labels
+        .get("alertname")
+        .or_else(|| g.group_labels.get("alertname"))
+        .map(String::as_str)
+        .unwrap_or("alert group");
+    format!("{name} (#{})", g.id)
+}
+
+fn utc_minute(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+impl Executors {
+    fn card_changed(&self) {
+        if let Some(w) = &self.chat_wake {
+            w.notify_one();
+        }
+    }
+
+    /// What the command would do, for a dry run. Reads nothing it would change.
+    pub fn plan(&self, ctx: &Ctx<'_>) -> String {
+        match ctx.spec.executor.as_str() {
+            "alerts.ack" => match ctx.group {
+                Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
+                None => "acknowledge an alert group".into(),
+            },
+            "alertmanager.silence" => {
+                let (d, until) = self.silence_span(ctx);
+                let matchers = ctx
+                    .group
+                    .map(|g| {
+                        Alertmanager::matchers(&g.group_labels, &g.common_labels)
+                            .iter()
+                            .map(|(k, v)| format!("{k}=\"{v}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "create an Alertmanager silence on {{{matchers}}} for {}, until {}",
+                    crate::invocation::text::duration(d),
+                    utc_minute(until)
+                )
+            }
+            "alertmanager.unsilence" => match (ctx.text("silence_id"), ctx.group) {
+                (Some(id), _) => format!("expire Alertmanager silence {id}"),
+                (None, Some(g)) => match &g.silence_id {
+                    Some(id) => format!("expire silence {id} of {}", group_name(g)),
+                    None => format!("nothing: {} has no silence made by runbot", group_name(g)),
+                },
+                (None, None) => "expire a silence".into(),
+            },
+            other => format!("run {other} with {}", crate::invocation::text::args_line(ctx.args)),
+        }
+    }
+
+    fn silence_span(&self, ctx: &Ctx<'_>) -> (Duration, DateTime<Utc>) {
+        let d = ctx
+            .text("duration")
+            .and_then(parse_duration)
+            .unwrap_or(Duration::from_secs(3600));
+        (
+            d,
+            ctx.now + chrono::Duration::from_std(d).unwrap_or_default(),
+        )
+    }
+
+    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        match ctx.spec.executor.as_str() {
+            "alerts.ack" => self.ack(ctx).await,
+            "alertmanager.silence" => self.silence(ctx).await,
+            "alertmanager.unsilence" => self.unsilence(ctx).await,
+            "policy.oncall" => Ok(self.oncall(ctx)),
+            "audit.recent" => self.audit_recent(ctx).await,
+            other => Err(ExecError(format!(
+                "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
+                ctx.spec.name
+            ))),
+        }
+    }
+
+    async fn ack(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let g = ctx.group()?;
+        let acked = self
+            .store
+            .ack_group(g.id, &ctx.actor.name, &format_time(ctx.now))
+            .await
+            .map_err(|e| ExecError(format!("the database did not take the acknowledgement ({e})")))?;
+        let name = group_name(g);
+        if acked == Acked::Now {
+            self.card_changed();
+        }
+        let (text, summary) = match acked {
+            Acked::Now => (
+                format!("👀 **{}** acknowledged {name}.", ctx.actor.name),
+                format!("acknowledged {name}"),
+            ),
+            Acked::Already { by, at } => {
+                let when = parse_stored_time(&at).map(utc_minute).unwrap_or(at);
+                (
+                    format!("{name} was already acknowledged by {by} at {when}; nothing changed."),
+                    format!("already acknowledged by {by}"),
+                )
+            }
+            Acked::Resolved => (
+                format!("{name} is resolved; there is nothing to acknowledge."),
+                "already resolved".into(),
+            ),
+            Acked::NoSuchGroup => return Err(ExecError(format!("alert group #{} is gone", g.id))),
+        };
+        Ok(Done {
+            reply: reply(text, false),
+            summary,
+        })
+    }
+
+    fn alertmanager(&self) -> Result<&Alertmanager, ExecError> {
+        self.alertmanager.as_ref().ok_or_else(|| {
+            ExecError(
+                "runbot does not know where Alertmanager is: set alertmanager.url (e.g. http://alertmanager:9093). Nothing was changed."
+                    .into(),
+            )
+        })
+    }
+
+    async fn silence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let g = ctx.group()?;
+        let am = self.alertmanager()?;
+        let (d, until) = self.silence_span(ctx);
+        let matchers = Alertmanager::matchers(&g.group_labels, &g.common_labels);
+        let by = format!("{} via runbot", ctx.actor.name);
+        let comment = ctx
+            .text("comment")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("Silenced from runbot for {}", group_name(g)));
+        let id = am
+            .create_silence(&matchers, ctx.now, until, &by, &comment)
+            .await
+            .map_err(|e| ExecError(e.to_string()))?;
+        // Alertmanager holds the silence now; failing to note it on the card loses nothing.
+        if let Err(e) = self
+            .store
+            .set_group_silence(
+                g.id,
+                Some((&id, &ctx.actor.name, &format_time(until))),
+                &format_time(ctx.now),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, silence = %id, "silence made but not noted on the group");
+        }
+        self.card_changed();
+        let name = group_name(g);
+        Ok(Done {
+            reply: reply(
+                format!(
+                    "🔕 **{}** silenced {name} for {}, until {}. Silence id `{id}` (undo with /unsilence).",
+                    ctx.actor.name,
+                    crate::invocation::text::duration(d),
+                    utc_minute(until)
+                ),
+                false,
+            ),
+            summary: format!("silence {id} until {}", format_time(until)),
+        })
+    }
+
+    async fn unsilence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let am = self.alertmanager()?;
+        let id = match (ctx.text("silence_id"), ctx.group) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(g)) => g.silence_id.clone().ok_or_else(|| {
+                ExecError(format!(
+                    "{} has no silence made by runbot; give silence_id for others",
+                    group_name(g)
+                ))
+            })?,
+            (None, None) => {
+                return Err(ExecError(
+                    "/unsilence needs group or silence_id. Nothing was changed.".into(),
+                ))
+            }
+        };
+        am.expire_silence(&id)
+            .await
+            .map_err(|e| ExecError(e.to_string()))?;
+        let group = match ctx.group {
+            Some(g) if g.silence_id.as_deref() == Some(id.as_str()) => Some(g.id),
+            _ => self.store.group_of_silence(&id).await.ok().flatten(),
+        };
+        if let Some(gid) = group {
+            if let Err(e) = self
+                .store
+                .set_group_silence(gid, None, &format_time(ctx.now))
+                .await
+            {
+                tracing::warn!(error = %e, silence = %id, "silence expired but still noted on the group");
+            }
+            self.card_changed();
+        }
+        Ok(Done {
+            reply: reply(
+                format!("🔔 **{}** removed silence `{id}`.", ctx.actor.name),
+                false,
+            ),
+            summary: format!("expired silence {id}"),
+        })
+    }
+
+    fn oncall(&self, ctx: &Ctx<'_>) -> Done {
+        let mut r = reply(
+            format!("On call now ({}):", utc_minute(ctx.now)),
+            true,
+        );
+        for role in self.policies.oncall(ctx.now) {
+            let mut who: Vec<String> = Vec::new();
+            who.extend(role.discord_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(role.discord_roles.iter().map(|r| format!("<@&{r}>")));
+            who.extend(role.slack_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(role.console_users.iter().cloned());
+            let state = if role.on_call_now { "🟢 on call" } else { "⚪ off" };
+            let who = if who.is_empty() {
+                "nobody assigned (policies/roles.toml)".to_string()
+            } else {
+                who.join(", ")
+            };
+            r.fields
+                .push((format!("{} · {} · {state}", role.name, role.hours), who));
+        }
+        Done {
+            reply: r,
+            summary: "listed on-call roles".into(),
+        }
+    }
+
+    async fn audit_recent(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let limit = ctx.integer("limit").unwrap_or(20);
+        let rows = self
+            .audit
+            .recent(limit.max(1) as usize, &crate::audit::AuditFilter::default())
+            .await
+            .map_err(|e| ExecError(format!("the audit trail cannot be read ({e})")))?;
+        let mut lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let when = parse_stored_time(&r.at)
+                    .map(|t| t.format("%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| r.at.clone());
+                let why = r
+                    .reason
+                    .as_deref()
+                    .map(|w| format!(" · {}", crate::invocation::text::clip(w, 80)))
+                    .unwrap_or_default();
+                format!(
+                    "#{} {when} {:<12} /{} by {}{why}",
+                    r.id,
+                    r.step.as_str(),
+                    r.command,
+                    r.actor_name
+                )
+            })
+            .collect();
+        lines.reverse();
+        let mut r = reply(
+            format!("The last {} entries of the audit trail, oldest first:", lines.len()),
+            true,
+        );
+        r.code_block = Some(lines.join("\n"));
+        Ok(Done {
+            reply: r,
+            summary: format!("showed {} audit rows", rows.len()),
+        })
+    }
+}

@@ -1,0 +1,951 @@
+//! The invocation core: a person asks (a slash command or a button), a policy decides, the
+//! audit trail records, then something runs.
+//!
+//! Platform adapters turn what they receive into a [`Request`] and give a [`Responder`] that
+//! can edit their answer later; the core never sees a platform's types. Dispatch:
+//! rate limit → validate → decide → audit → confirm or collect approval → execute → reply →
+//! audit the outcome. Every refusal is audited and changes nothing else.
+
+mod pending;
+pub(crate) mod text;
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use governor::{Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value as Json};
+
+use crate::audit::{Audit, AuditEntry, Platform, Step};
+use crate::chat::{ButtonStyle, Reply, ReplyButton};
+use crate::commands::{parse_args, Args, CommandSpec, Commands, RawValue, Risk, Value};
+use crate::config::InteractionSettings;
+use crate::executors::{self, Executors};
+use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use crate::runbook::Runbook;
+use crate::store::{GroupView, Store};
+
+pub use pending::PendingKind;
+use pending::{Approval, Pending, Verb};
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub platform: Platform,
+    pub user_id: String,
+    /// The name people know them by, for messages and the audit trail.
+    pub name: String,
+    /// The platform's roles (Discord role ids), which `policies/roles.toml` maps to runbot's.
+    pub platform_roles: Vec<String>,
+}
+
+impl Actor {
+    /// `discord:1234`: one person on one platform.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.platform.as_str(), self.user_id)
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            platform: self.platform.as_str().to_string(),
+            user_id: self.user_id.clone(),
+            platform_roles: self.platform_roles.clone(),
+        }
+    }
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub channel_id: Option<String>,
+    pub message_id: Option<String>,
+    /// The alert group whose card the button was on.
+    pub group_id: Option<i64>,
+}
+
+/// What a platform adapter hands the core.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A slash command with the options the platform sent, not yet validated.
+    Command {
+        actor: Actor,
+        command: String,
+        args: Vec<(String, RawValue)>,
+        origin: Origin,
+    },
+    /// A button: a card's runbook action, or an answer to a confirmation or approval prompt.
+    Button {
+        actor: Actor,
+        custom_id: String,
+        origin: Origin,
+    },
+}
+
+/// The first answer, which the adapter gives at once (Discord wants one within 3 s).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A new message answering the request.
+    Message(Reply),
+    /// "Working on it"; the result then edits the answer through the [`Responder`].
+    Deferred { ephemeral: bool },
+    /// Replace the message whose button was clicked (a prompt).
+    Update(Reply),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Edits the answer to one request after the first answer was given: the deferred message,
+/// or the prompt whose button was clicked.
+pub trait Responder: Send + Sync + 'static {
+    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>>;
+}
+
+/// The current time. A function so tests can drive it (e.g. from tokio's paused clock).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+type Limiter = RateLimiter<
+    String,
+    governor::state::keyed::HashMapStateStore<String>,
+    governor::clock::DefaultClock,
+>;
+
+/// Button ids the core gives prompts: `rb1p:{pending id}:{verb}`.
+const PROMPT_PREFIX: &str = "rb1p";
+
+pub struct Dispatcher {
+    store: Store,
+    audit: Audit,
+    commands: Arc<Commands>,
+    runbook: Arc<Runbook>,
+    policies: Arc<Policies>,
+    executors: Executors,
+    settings: InteractionSettings,
+    limiter: Limiter,
+    clock: Clock,
+}
+
+/// One request on its way: what every audit row of it shares.
+struct Flight {
+    invocation_id: String,
+    actor: Actor,
+    command: String,
+    args: Map<String, Json>,
+    origin: Map<String, Json>,
+}
+
+impl Flight {
+    fn new(actor: &Actor, command: &str, origin: &Origin) -> Flight {
+        Flight {
+            invocation_id: uuid::Uuid::new_v4().simple().to_string(),
+            actor: actor.clone(),
+            command: command.to_string(),
+            args: Map::new(),
+            origin: origin_json(origin),
+        }
+    }
+
+    fn entry(&self, step: Step) -> AuditEntry {
+        AuditEntry::new(
+            self.invocation_id.clone(),
+            step,
+            self.actor.platform,
+            self.actor.user_id.clone(),
+            self.actor.name.clone(),
+            self.command.clone(),
+        )
+        .args(self.args.clone())
+        .origin(self.origin.clone())
+    }
+}
+
+fn origin_json(origin: &Origin) -> Map<String, Json> {
+    let mut map = Map::new();
+    if let Some(c) = &origin.channel_id {
+        map.insert("channel_id".into(), json!(c));
+    }
+    if let Some(m) = &origin.message_id {
+        map.insert("message_id".into(), json!(m));
+    }
+    if let Some(g) = origin.group_id {
+        map.insert("group_id".into(), json!(g));
+    }
+    map
+}
+
+fn args_json(args: &Args) -> Map<String, Json> {
+    args.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(t) => json!(t),
+                Value::Integer(i) => json!(i),
+                Value::Boolean(b) => json!(b),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn raw_json(raw: &[(String, RawValue)]) -> Map<String, Json> {
+    raw.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                RawValue::Text(t) => json!(text::clip(t, 200)),
+                RawValue::Integer(i) => json!(i),
+                RawValue::Boolean(b) => json!(b),
+            };
+            (text::clip(k, 64), v)
+        })
+        .collect()
+}
+
+/// A validated request, ready to decide on and run; stored as JSON while it waits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ready {
+    pub invocation_id: String,
+    pub actor: Actor,
+    pub command: String,
+    pub args: Args,
+    pub origin: Origin,
+    /// The alert group it acts on, if any.
+    pub group_id: Option<i64>,
+    pub severity: Option<Severity>,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        commands: Arc<Commands>,
+        runbook: Arc<Runbook>,
+        policies: Arc<Policies>,
+        executors: Executors,
+        settings: InteractionSettings,
+        clock: Clock,
+    ) -> Dispatcher {
+        let per_minute = NonZeroU32::new(settings.per_user_per_minute.max(1)).unwrap();
+        let burst = NonZeroU32::new(settings.per_user_burst.max(1)).unwrap();
+        Dispatcher {
+            audit: Audit::new(store.clone()),
+            store,
+            commands,
+            runbook,
+            policies,
+            executors,
+            limiter: RateLimiter::hashmap(Quota::per_minute(per_minute).allow_burst(burst)),
+            settings,
+            clock,
+        }
+    }
+
+    pub fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
+    /// Handles one request: answers at once, and keeps working in the background when the
+    /// request runs something, reporting through `responder`.
+    pub async fn handle(self: &Arc<Self>, request: Request, responder: Arc<dyn Responder>) -> Answer {
+        let started = Instant::now();
+        let answer = match request {
+            Request::Command {
+                actor,
+                command,
+                args,
+                origin,
+            } => self.command(actor, command, args, origin, responder).await,
+            Request::Button {
+                actor,
+                custom_id,
+                origin,
+            } => self.button(actor, custom_id, origin, responder).await,
+        };
+        metrics::histogram!(crate::telemetry::REQUEST_FIRST_ANSWER)
+            .record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    /// Appends to the audit trail; a trail that cannot be written stops the request, since
+    /// nothing may run unrecorded.
+    async fn record(&self, entry: AuditEntry) -> Result<(), Answer> {
+        let step = entry.step;
+        match self.audit.append(entry).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, step = step.as_str(), "audit append failed");
+                Err(Answer::Message(text::refusal(
+                    "runbot cannot write its audit trail right now, so it runs nothing. Try again in a minute; if it persists, check the database.",
+                )))
+            }
+        }
+    }
+
+    /// Records a refusal and answers it to the requester only.
+    async fn refuse(&self, flight: &Flight, step: Step, reason: String, detail: Option<Json>) -> Answer {
+        let mut entry = flight.entry(step).reason(reason.clone());
+        if let Some(d) = detail {
+            entry = entry.detail(d);
+        }
+        if let Err(answer) = self.record(entry).await {
+            return answer;
+        }
+        metrics::counter!(crate::telemetry::REQUESTS_REFUSED, "platform" => flight.actor.platform.as_str(), "reason" => step.as_str()).increment(1);
+        Answer::Message(text::refusal(&reason))
+    }
+
+    fn over_limit(&self, actor: &Actor) -> Option<Duration> {
+        self.limiter
+            .check_key(&actor.key())
+            .err()
+            .map(|not_until| {
+                not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+            })
+    }
+
+    async fn command(
+        self: &Arc<Self>,
+        actor: Actor,
+        command: String,
+        raw: Vec<(String, RawValue)>,
+        origin: Origin,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        let mut flight = Flight::new(&actor, &text::clip(&command, 64), &origin);
+        flight.args = raw_json(&raw);
+        if let Some(wait) = self.over_limit(&actor) {
+            return self.rate_limited(&flight, wait).await;
+        }
+        let Some(spec) = self.commands.get(&command) else {
+            let reason = text::unknown_command(&command, &self.commands);
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        };
+        let args = match parse_args(spec, raw) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = format!("/{}: {e}", spec.name);
+                return self.refuse(&flight, Step::Invalid, reason, None).await;
+            }
+        };
+        flight.args = args_json(&args);
+        self.validated(flight, spec.clone(), args, origin, responder)
+            .await
+    }
+
+    async fn rate_limited(&self, flight: &Flight, wait: Duration) -> Answer {
+        let reason = format!(
+            "You are sending requests faster than runbot takes them (at most {} a minute). Try again in {} s.",
+            self.settings.per_user_per_minute,
+            wait.as_secs().max(1)
+        );
+        self.refuse(flight, Step::RateLimited, reason, None).await
+    }
+
+    /// A card's button: the runbook action it stands for, run as that command.
+    async fn card_action(
+        self: &Arc<Self>,
+        actor: Actor,
+        group_id: i64,
+        index: usize,
+        mut origin: Origin,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        origin.group_id = Some(group_id);
+        let group = match self.store.group_view(group_id).await {
+            Ok(g) => g,
+            Err(e) => return self.store_failed(e),
+        };
+        let action = group
+            .as_ref()
+            .and_then(|g| g.runbook.as_deref())
+            .and_then(|key| self.runbook.entry(key))
+            .and_then(|(_, entry)| entry.actions.get(index).cloned());
+        let Some(action) = action else {
+            let flight = Flight::new(&actor, "button", &origin);
+            let reason = format!(
+                "This button no longer matches an action of alert group #{group_id} (the runbook changed, or the group is gone). Use a slash command instead."
+            );
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        };
+        let raw = action
+            .args
+            .iter()
+            .map(|(k, v)| {
+                let raw = match v {
+                    toml::Value::Integer(i) => RawValue::Integer(*i),
+                    toml::Value::Boolean(b) => RawValue::Boolean(*b),
+                    other => RawValue::Text(other.as_str().unwrap_or_default().to_string()),
+                };
+                (k.clone(), raw)
+            })
+            .collect();
+        self.command(actor, action.command, raw, origin, responder)
+            .await
+    }
+
+    fn store_failed(&self, e: sqlx::Error) -> Answer {
+        tracing::error!(error = %e, "store read failed during a request");
+        Answer::Message(text::refusal(
+            "runbot cannot read its database right now; nothing was done. Try again in a minute.",
+        ))
+    }
+
+    /// Arguments are valid: find the group, decide, record, then prompt or run.
+    async fn validated(
+        self: &Arc<Self>,
+        mut flight: Flight,
+        spec: CommandSpec,
+        args: Args,
+        origin: Origin,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        let group_id = origin.group_id.or(match args.get("group") {
+            Some(Value::Integer(g)) => Some(*g),
+            _ => None,
+        });
+        let mut severity = None;
+        if let Some(gid) = group_id {
+            match self.store.group_view(gid).await {
+                Ok(Some(g)) => severity = Severity::parse(&g.severity),
+                Ok(None) => {
+                    let reason = format!("There is no alert group #{gid}. The number is in each card's footer.");
+                    return self.refuse(&flight, Step::Invalid, reason, None).await;
+                }
+                Err(e) => return self.store_failed(e),
+            }
+            flight.origin.insert("group_id".into(), json!(gid));
+        } else if executors::needs_group(&spec) {
+            let reason = format!(
+                "/{} needs an alert group: press the button on its card, or give group (the number in the card's footer).",
+                spec.name
+            );
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        }
+        let ready = Ready {
+            invocation_id: flight.invocation_id.clone(),
+            actor: flight.actor.clone(),
+            command: spec.name.clone(),
+            args,
+            origin,
+            group_id,
+            severity,
+        };
+        let decision = self.decide(&ready, &spec, &[]);
+        let detail = decision_detail(&decision);
+        match &decision.effect {
+            Effect::Deny => {
+                return self
+                    .refuse(&flight, Step::Denied, decision.reason.clone(), Some(detail))
+                    .await
+            }
+            Effect::Allow | Effect::NeedsApproval { .. } => {
+                if let Err(a) = self.record(flight.entry(Step::Requested).detail(detail)).await {
+                    return a;
+                }
+            }
+        }
+        let dry_run = matches!(ready.args.get("dry_run"), Some(Value::Boolean(true)));
+        if dry_run {
+            return self.dry_run(&flight, &spec, &ready).await;
+        }
+        if let Effect::NeedsApproval { eligible } = &decision.effect {
+            return self
+                .ask_approval(&spec, ready, eligible.clone(), decision.reason.clone(), responder)
+                .await;
+        }
+        if spec.confirm || spec.risk == Risk::Destructive {
+            return self.ask_confirmation(&spec, ready, responder).await;
+        }
+        let ephemeral = spec.risk == Risk::Read;
+        self.spawn_run(spec, ready, responder, None);
+        Answer::Deferred { ephemeral }
+    }
+
+    fn decide(&self, ready: &Ready, spec: &CommandSpec, approver_roles: &[String]) -> Decision {
+        let who = ready.actor.identity();
+        let roles = self.policies.roles_of(&who);
+        self.policies.decide(&PolicyRequest {
+            who: &who,
+            roles: &roles,
+            command: spec,
+            args: &ready.args,
+            severity: ready.severity,
+            at: (self.clock)(),
+            approver_roles,
+        })
+    }
+
+    async fn dry_run(&self, flight: &Flight, spec: &CommandSpec, ready: &Ready) -> Answer {
+        let group = self.group_for(ready).await;
+        let ctx = executors::Ctx {
+            actor: &ready.actor,
+            spec,
+            args: &ready.args,
+            group: group.as_ref(),
+            now: (self.clock)(),
+        };
+        let plan = self.executors.plan(&ctx);
+        let entry = flight.entry(Step::DryRun).detail(json!({ "plan": plan }));
+        if let Err(a) = self.record(entry).await {
+            return a;
+        }
+        Answer::Message(text::dry_run(&text::invocation_line(spec, &ready.args), &plan))
+    }
+
+    async fn group_for(&self, ready: &Ready) -> Option<GroupView> {
+        match ready.group_id {
+            Some(id) => self.store.group_view(id).await.ok().flatten(),
+            None => None,
+        }
+    }
+
+    async fn ask_confirmation(
+        self: &Arc<Self>,
+        spec: &CommandSpec,
+        ready: Ready,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        let timeout = Duration::from_secs(self.settings.confirm_timeout_secs);
+        let pending = match self
+            .open_pending(PendingKind::Confirm, &ready, Vec::new(), timeout)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return self.store_failed(e),
+        };
+        let line = text::invocation_line(spec, &ready.args);
+        let reply = text::confirm_prompt(
+            &line,
+            spec.risk == Risk::Destructive,
+            timeout,
+            buttons(&pending.id, &[(Verb::Confirm, spec.risk), (Verb::Cancel, spec.risk)]),
+        );
+        self.expire_later(pending.id.clone(), timeout, responder, line);
+        Answer::Message(reply)
+    }
+
+    async fn ask_approval(
+        self: &Arc<Self>,
+        spec: &CommandSpec,
+        ready: Ready,
+        eligible: Vec<String>,
+        why: String,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        let timeout = Duration::from_secs(self.settings.approval_timeout_secs);
+        let requester = ready.actor.name.clone();
+        let pending = match self
+            .open_pending(PendingKind::Approval, &ready, eligible.clone(), timeout)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return self.store_failed(e),
+        };
+        let line = text::invocation_line(spec, &ready.args);
+        let reply = text::approval_prompt(
+            &requester,
+            &line,
+            ready.group_id,
+            &why,
+            &eligible,
+            timeout,
+            buttons(&pending.id, &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)]),
+        );
+        self.expire_later(pending.id.clone(), timeout, responder, line);
+        Answer::Message(reply)
+    }
+
+    async fn open_pending(
+        &self,
+        kind: PendingKind,
+        ready: &Ready,
+        eligible: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Pending, sqlx::Error> {
+        let now = (self.clock)();
+        let pending = Pending::new(kind, ready.clone(), eligible, now, timeout);
+        self.store.insert_pending(&pending.to_row()).await?;
+        Ok(pending)
+    }
+
+    /// When the prompt's time is up, marks it expired (unless someone answered), records that
+    /// and says so on the prompt.
+    fn expire_later(self: &Arc<Self>, id: String, timeout: Duration, responder: Arc<dyn Responder>, line: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(reply) = this.expire(&id, &line).await {
+                if let Err(e) = responder.edit(reply).await {
+                    tracing::warn!(error = %e, "could not mark a prompt expired in chat");
+                }
+            }
+        });
+    }
+
+    /// Marks one overdue request expired; the text for its prompt if this call did it.
+    async fn expire(&self, id: &str, line: &str) -> Option<Reply> {
+        let now = (self.clock)();
+        let row = self.store.pending(id).await.ok().flatten()?;
+        let pending = Pending::from_row(&row).ok()?;
+        if !self
+            .store
+            .claim_pending(id, "expired", "runbot", &crate::alerts::format_time(now))
+            .await
+            .unwrap_or(false)
+        {
+            return None;
+        }
+        let flight = pending.flight();
+        let entry = flight
+            .entry(Step::Expired)
+            .reason(format!("nobody answered within {}", text::duration(pending.timeout())));
+        let _ = self.record(entry).await;
+        Some(text::expired(line, pending.kind, pending.timeout()))
+    }
+
+    /// Requests left waiting by a process that stopped: marked expired and recorded, so the
+    /// trail says how each ended. (Their prompts cannot be edited any more.)
+    pub async fn expire_overdue(&self) -> anyhow::Result<usize> {
+        let now = crate::alerts::format_time((self.clock)());
+        let rows = self.store.overdue_pending(&now).await?;
+        let mut n = 0;
+        for row in rows {
+            if self.expire(&row.id, "").await.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn button(
+        self: &Arc<Self>,
+        actor: Actor,
+        custom_id: String,
+        origin: Origin,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        if let Some((group_id, index)) = crate::chat::render::parse_action_id(&custom_id) {
+            let flight = Flight::new(&actor, "button", &origin);
+            if let Some(wait) = self.over_limit(&actor) {
+                return self.rate_limited(&flight, wait).await;
+            }
+            return self
+                .card_action(actor, group_id, index, origin, responder)
+                .await;
+        }
+        if let Some((id, verb)) = parse_prompt_id(&custom_id) {
+            return self.answer_prompt(actor, id, verb, origin, responder).await;
+        }
+        let flight = Flight::new(&actor, "button", &origin);
+        let reason = "This button is not one runbot knows (perhaps from an older version). Use a slash command instead.".to_string();
+        self.refuse(&flight, Step::Invalid, reason, Some(json!({ "custom_id": text::clip(&custom_id, 100) })))
+            .await
+    }
+
+    /// Confirm, Cancel, Approve or Reject on a prompt.
+    async fn answer_prompt(
+        self: &Arc<Self>,
+        actor: Actor,
+        id: &str,
+        verb: Verb,
+        origin: Origin,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
+        let row = match self.store.pending(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let flight = Flight::new(&actor, "button", &origin);
+                let reason = "This prompt is not known to runbot any more.".to_string();
+                return self.refuse(&flight, Step::Invalid, reason, None).await;
+            }
+            Err(e) => return self.store_failed(e),
+        };
+        let pending = match Pending::from_row(&row) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, id, "unreadable pending request");
+                return Answer::Message(text::refusal("This prompt cannot be read any more; run the command again."));
+            }
+        };
+        // Rows of this step carry the original request, with the clicker as actor.
+        let mut flight = pending.flight();
+        flight.actor = actor.clone();
+        let Some(spec) = self.commands.get(&pending.ready.command).cloned() else {
+            let reason = format!("/{} is no longer a command here.", pending.ready.command);
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        };
+        let line = text::invocation_line(&spec, &pending.ready.args);
+        if row.state != "pending" {
+            return Answer::Message(text::refusal(&format!(
+                "This request was already {}{}.",
+                row.state,
+                row.resolved_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+            )));
+        }
+        let now = (self.clock)();
+        if now >= pending.expires_at {
+            return match self.expire(id, &line).await {
+                Some(reply) => Answer::Update(reply),
+                None => Answer::Message(text::refusal("This request has expired.")),
+            };
+        }
+        if let Some(wait) = self.over_limit(&actor) {
+            return self.rate_limited(&flight, wait).await;
+        }
+        match (pending.kind, verb) {
+            (PendingKind::Confirm, Verb::Confirm | Verb::Cancel) => {
+                if actor.key() != pending.ready.actor.key() {
+                    let reason = format!(
+                        "Only {} can confirm or cancel their own request.",
+                        pending.ready.actor.name
+                    );
+                    return self.refuse(&flight, Step::Denied, reason, None).await;
+                }
+                let (state, step) = match verb {
+                    Verb::Confirm => ("confirmed", Step::Confirmed),
+                    _ => ("cancelled", Step::Cancelled),
+                };
+                match self.claim(id, state, &actor, now).await {
+                    Ok(true) => {}
+                    Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+                    Err(e) => return self.store_failed(e),
+                }
+                if let Err(a) = self.record(flight.entry(step)).await {
+                    return a;
+                }
+                if step == Step::Cancelled {
+                    return Answer::Update(text::cancelled(&line, &actor.name));
+                }
+                let running = text::running(&line, &format!("Confirmed by {}", actor.name));
+                self.spawn_run(spec, pending.ready, responder, None);
+                Answer::Update(running)
+            }
+            (PendingKind::Approval, Verb::Approve | Verb::Reject) => {
+                self.answer_approval(actor, flight, spec, pending, row.approvals, verb, line, responder, now)
+                    .await
+            }
+            _ => {
+                let reason = "This button does not belong to this prompt.".to_string();
+                self.refuse(&flight, Step::Invalid, reason, None).await
+            }
+        }
+    }
+
+    async fn claim(&self, id: &str, state: &str, actor: &Actor, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+        self.store
+            .claim_pending(id, state, &format!("{} ({})", actor.name, actor.key()), &crate::alerts::format_time(now))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_approval(
+        self: &Arc<Self>,
+        actor: Actor,
+        flight: Flight,
+        spec: CommandSpec,
+        pending: Pending,
+        seen_approvals: String,
+        verb: Verb,
+        line: String,
+        responder: Arc<dyn Responder>,
+        now: DateTime<Utc>,
+    ) -> Answer {
+        let requester = &pending.ready.actor;
+        if actor.key() == requester.key() {
+            let reason = format!(
+                "You cannot approve or reject your own request: it needs another person who holds {}.",
+                text::or_list(&pending.eligible)
+            );
+            return self.refuse(&flight, Step::Denied, reason, Some(json!({ "self_approval": true }))).await;
+        }
+        if pending.approvals.iter().any(|a| a.who == actor.key()) {
+            let reason = "You already approved this request; it needs someone else as well.".to_string();
+            return self.refuse(&flight, Step::Denied, reason, None).await;
+        }
+        let roles = self.policies.roles_of(&actor.identity());
+        let eligible: Vec<String> = roles
+            .iter()
+            .filter(|r| pending.eligible.contains(r))
+            .cloned()
+            .collect();
+        if eligible.is_empty() {
+            let reason = format!(
+                "Only someone who holds {} can {} this request; you hold {}.",
+                text::or_list(&pending.eligible),
+                if verb == Verb::Approve { "approve" } else { "reject" },
+                text::roles_held(&roles)
+            );
+            return self.refuse(&flight, Step::Denied, reason, None).await;
+        }
+        if verb == Verb::Reject {
+            match self.claim(&pending.id, "rejected", &actor, now).await {
+                Ok(true) => {}
+                Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+                Err(e) => return self.store_failed(e),
+            }
+            if let Err(a) = self.record(flight.entry(Step::Rejected).detail(json!({ "roles": eligible }))).await {
+                return a;
+            }
+            return Answer::Update(text::rejected(&requester.name, &line, &actor.name));
+        }
+        let mut approvals = pending.approvals.clone();
+        approvals.push(Approval {
+            who: actor.key(),
+            name: actor.name.clone(),
+            roles: eligible.clone(),
+        });
+        let approver_roles: Vec<String> = approvals.iter().flat_map(|a| a.roles.clone()).collect();
+        let decision = self.decide(&pending.ready, &spec, &approver_roles);
+        if let Effect::Deny = decision.effect {
+            // The rules changed under a waiting request (or the requester lost a role).
+            let reason = format!("The request can no longer run: {}", decision.reason);
+            let _ = self.claim(&pending.id, "rejected", &actor, now).await;
+            return self.refuse(&flight, Step::Denied, reason, Some(decision_detail(&decision))).await;
+        }
+        let detail = json!({ "roles": eligible, "decision": decision_detail(&decision) });
+        if let Effect::NeedsApproval { eligible: still } = &decision.effect {
+            let json_approvals = serde_json::to_string(&approvals).unwrap_or_default();
+            match self
+                .store
+                .add_approval(&pending.id, &seen_approvals, &json_approvals, &crate::alerts::format_time(now))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Answer::Message(text::refusal("Someone answered this request a moment ago; look again.")),
+                Err(e) => return self.store_failed(e),
+            }
+            if let Err(a) = self.record(flight.entry(Step::Approved).detail(detail)).await {
+                return a;
+            }
+            return Answer::Update(text::approval_progress(
+                &requester.name,
+                &line,
+                &approvals.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+                still,
+                buttons(&pending.id, &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)]),
+            ));
+        }
+        match self.claim(&pending.id, "approved", &actor, now).await {
+            Ok(true) => {}
+            Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+            Err(e) => return self.store_failed(e),
+        }
+        if let Err(a) = self.record(flight.entry(Step::Approved).detail(detail)).await {
+            return a;
+        }
+        let names: Vec<String> = approvals.iter().map(|a| a.name.clone()).collect();
+        let running = text::running(&line, &format!("Asked by {}, approved by {}", requester.name, names.join(" and ")));
+        self.spawn_run(spec, pending.ready, responder, Some(approvals));
+        Answer::Update(running)
+    }
+
+    /// Runs the executor in the background: started → succeeded or failed, then the result
+    /// edits the answer.
+    fn spawn_run(
+        self: &Arc<Self>,
+        spec: CommandSpec,
+        ready: Ready,
+        responder: Arc<dyn Responder>,
+        approvals: Option<Vec<Approval>>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let reply = this.run(&spec, &ready, approvals).await;
+            if let Err(e) = responder.edit(reply).await {
+                tracing::warn!(error = %e, command = %spec.name, "could not show a result in chat");
+            }
+        });
+    }
+
+    async fn run(&self, spec: &CommandSpec, ready: &Ready, approvals: Option<Vec<Approval>>) -> Reply {
+        let flight = Flight {
+            invocation_id: ready.invocation_id.clone(),
+            actor: ready.actor.clone(),
+            command: spec.name.clone(),
+            args: args_json(&ready.args),
+            origin: origin_json(&ready.origin),
+        };
+        let mut started = flight.entry(Step::Started);
+        if let Some(a) = &approvals {
+            started = started.detail(json!({ "approved_by": a.iter().map(|a| &a.who).collect::<Vec<_>>() }));
+        }
+        if self.record(started).await.is_err() {
+            return text::refusal("runbot cannot write its audit trail right now, so it did not run this. Try again in a minute.");
+        }
+        let began = Instant::now();
+        let group = self.group_for(ready).await;
+        let ctx = executors::Ctx {
+            actor: &ready.actor,
+            spec,
+            args: &ready.args,
+            group: group.as_ref(),
+            now: (self.clock)(),
+        };
+        let result = self.executors.run(&ctx).await;
+        let ms = began.elapsed().as_millis() as u64;
+        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "failed" }).increment(1);
+        match result {
+            Ok(done) => {
+                let entry = flight
+                    .entry(Step::Succeeded)
+                    .detail(json!({ "duration_ms": ms, "summary": done.summary }));
+                if self.record(entry).await.is_err() {
+                    tracing::error!(command = %spec.name, "ran, but the outcome could not be audited");
+                }
+                done.reply
+            }
+            Err(e) => {
+                let entry = flight
+                    .entry(Step::Failed)
+                    .reason(e.to_string())
+                    .detail(json!({ "duration_ms": ms }));
+                if self.record(entry).await.is_err() {
+                    tracing::error!(command = %spec.name, "failed, and the failure could not be audited");
+                }
+                text::failed(&text::invocation_line(spec, &ready.args), &e.to_string())
+            }
+        }
+    }
+}
+
+fn decision_detail(d: &Decision) -> Json {
+    let effect = match &d.effect {
+        Effect::Allow => json!("allow"),
+        Effect::Deny => json!("deny"),
+        Effect::NeedsApproval { eligible } => json!({ "needs_approval": eligible }),
+    };
+    json!({ "effect": effect, "policies": d.policies })
+}
+
+fn buttons(id: &str, verbs: &[(Verb, Risk)]) -> Vec<ReplyButton> {
+    verbs
+        .iter()
+        .map(|(verb, risk)| ReplyButton {
+            id: format!("{PROMPT_PREFIX}:{id}:{}", verb.as_str()),
+            label: verb.label().to_string(),
+            style: match verb {
+                Verb::Confirm | Verb::Approve if *risk == Risk::Destructive => ButtonStyle::Danger,
+                Verb::Confirm | Verb::Approve => ButtonStyle::Success,
+                Verb::Cancel | Verb::Reject => ButtonStyle::Secondary,
+            },
+        })
+        .collect()
+}
+
+fn parse_prompt_id(id: &str) -> Option<(&str, Verb)> {
+    let mut parts = id.split(':');
+    if parts.next()? != PROMPT_PREFIX {
+        return None;
+    }
+    let pending = parts.next()?;
+    let verb = Verb::parse(parts.next()?)?;
+    if parts.next().is_some() || pending.is_empty() || pending.len() > 64 {
+        return None;
+    }
+    Some((pending, verb))
+}
