@@ -19,14 +19,14 @@ use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
+use crate::chat::discord::initial_response;
+use crate::chat::Reply;
 use crate::config::DiscordSettings;
 
 /// Interaction types (Discord API).
 const PING: u64 = 1;
 /// Response types.
 const PONG: u64 = 1;
-const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
-const EPHEMERAL: u64 = 1 << 6;
 
 /// Checks Discord's signature, the request's age and replays.
 pub struct InteractionGuard {
@@ -148,12 +148,10 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
     }
     // Commands and buttons reach the invocation core in a later step; until then, say so
     // plainly and only to the person who asked.
-    Json(json!({
-        "type": CHANNEL_MESSAGE_WITH_SOURCE,
-        "data": {
-            "content": "runbot received this, but it does not run commands or buttons yet.",
-            "flags": EPHEMERAL,
-        }
+    Json(initial_response(&Reply {
+        text: "runbot received this, but it does not run commands or buttons yet.".into(),
+        ephemeral: true,
+        ..Reply::default()
     }))
     .into_response()
 }
