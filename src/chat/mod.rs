@@ -4,6 +4,7 @@
 //! into the platform's message and sends it. Adapters translate and hold no business rules.
 
 pub mod discord;
+pub mod discord_commands;
 pub mod outbox;
 pub mod render;
 
