@@ -1680,3 +1680,35 @@ async fn oversized_or_invalid_interaction_answers_are_refused() {
         "nothing refused was applied"
     );
 }
+
+#[tokio::test]
+async fn interaction_webhooks_are_not_held_to_the_bots_global_pace() {
+    let f = unlimited().await;
+    let app = app(&f.public_key_hex(), now_answer(deferred_response(false))).await;
+    let settings = runbot::config::DiscordSettings {
+        bot_token: Some(TOKEN.to_string().into()),
+        application_id: Some(APPLICATION_ID.into()),
+        api_base: f.base_url(),
+        // One bot request a second: four would take three seconds.
+        global_requests_per_sec: 1,
+        ..Default::default()
+    };
+    let adapter = DiscordAdapter::new(&settings).unwrap();
+    let sent = f
+        .send_interaction(&app.url, f.slash_command("status", &[], &ana(), CH))
+        .await;
+    let started = Instant::now();
+    for n in 0..4 {
+        adapter
+            .interaction_edit_original(&sent.token, &reply(&format!("step {n}"), &[]))
+            .await
+            .unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(f.interaction(&sent.id).edits.len(), 4);
+    assert_eq!(f.interaction(&sent.id).content(), "step 3");
+}

@@ -337,15 +337,21 @@ impl DiscordAdapter {
 
     /// How long until a request to this channel may go out without breaking a limit.
     pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
+        self.global_wait()
+            .or_else(|| self.bucket_wait(method, channel))
+    }
+
+    /// How long a global 429 still pauses bot requests.
+    fn global_wait(&self) -> Option<Duration> {
         let now = Instant::now();
-        if let Some(until) = *self.global_pause.lock().unwrap() {
-            if until > now {
-                return Some(until - now);
-            }
-        }
-        let key = bucket_key(method, channel);
+        let until = (*self.global_pause.lock().unwrap())?;
+        (until > now).then(|| until - now)
+    }
+
+    fn bucket_wait(&self, method: LightMethod, bucket: &str) -> Option<Duration> {
+        let now = Instant::now();
         let buckets = self.buckets.lock().unwrap();
-        let b = buckets.get(&key)?;
+        let b = buckets.get(&bucket_key(method, bucket))?;
         match (b.remaining, b.reset_at) {
             (Some(0), Some(reset)) if reset > now => Some(reset - now),
             _ => None,
@@ -362,7 +368,11 @@ impl DiscordAdapter {
         pacing: Pacing,
         body: Option<Vec<u8>>,
     ) -> Result<serde_json::Value, DeliveryError> {
-        if let Some(wait) = self.wait_for(method, bucket) {
+        let wait = match pacing {
+            Pacing::Bot => self.wait_for(method, bucket),
+            Pacing::InteractionWebhook => self.bucket_wait(method, bucket),
+        };
+        if let Some(wait) = wait {
             return Err(DeliveryError::RateLimited { retry_after: wait });
         }
         if pacing == Pacing::Bot {
