@@ -54,6 +54,15 @@ impl Data {
     }
 }
 
+/// The commands of `commands/` (or the built-in set), and where they came from.
+pub fn load_commands(settings: &Settings) -> anyhow::Result<(crate::commands::Commands, String)> {
+    let dir = data_dir(&settings.commands, "commands");
+    Ok((
+        crate::commands::Commands::load(dir.as_deref())?,
+        describe(&dir),
+    ))
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,

@@ -35,6 +35,27 @@ enum Command {
     /// The audit trail: check its hash chain, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Discord: register the slash commands.
+    #[command(subcommand)]
+    Discord(DiscordCommand),
+}
+
+#[derive(Subcommand)]
+enum DiscordCommand {
+    /// Replace the application's slash commands with one per file in commands/ (exit 0), or
+    /// print what Discord refused (exit 1). Exit 2 when settings or command files are wrong.
+    RegisterCommands {
+        /// Register in this server (guild) only, instead of globally: handy for trying changes.
+        #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
+        guild: Option<u64>,
+    },
+}
+
+fn parse_snowflake(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|&n| n != 0)
+        .ok_or_else(|| format!("{s:?} is not a Discord id (a number of up to 20 digits)"))
 }
 
 #[derive(Subcommand)]
@@ -77,6 +98,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&settings),
         Command::Audit(command) => audit(&settings, command),
+        Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
+            register_commands(&settings, guild)
+        }
         Command::Serve => {
             runbot::telemetry::init_tracing(&settings.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +202,43 @@ fn audit(settings: &Settings, command: AuditCommand) -> ExitCode {
         store.close().await;
         code
     })
+}
+
+/// `runbot discord register-commands`. Tracing stays off: stdout says what was registered.
+fn register_commands(settings: &Settings, guild: Option<u64>) -> ExitCode {
+    use runbot::chat::discord_commands::{register_from_settings, RegisterError};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(register_from_settings(settings, guild)) {
+        Ok(done) => {
+            println!(
+                "registered {} commands {} (from {}):",
+                done.commands.len(),
+                done.scope,
+                done.source
+            );
+            for (name, options) in &done.commands {
+                println!("  /{name} {}", options.join(" "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ RegisterError::Setup(_)) => {
+            eprintln!("runbot: {e}");
+            ExitCode::from(2)
+        }
+        Err(e @ RegisterError::Discord(_)) => {
+            eprintln!("runbot: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(settings: &Settings) -> ExitCode {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::fake_discord::{FakeDiscord, FakeUser};
 use common::{Db, Options, TestApp};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
@@ -149,5 +150,40 @@ async fn without_a_public_key_the_endpoint_is_not_there() {
     let (status, text) = send(&app, None, None, "{}").await;
     assert_eq!(status, 404);
     assert!(text.contains("discord.public_key"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn interactions_signed_by_the_fake_discord_are_answered_in_time_and_in_shape() {
+    let fake = FakeDiscord::start("fake-bot-token-0123456789abcdef").await;
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite).set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex()),
+    )
+    .await;
+    let url = format!("{}/discord/interactions", app.url);
+
+    let pong = fake.send_interaction(&url, fake.ping()).await;
+    assert_eq!((pong.status, &pong.body), (200, &json!({"type": 1})));
+
+    let user = FakeUser::new(1_300_000_000_000_000_001, "Ana Ops", &["DevOps Lead"]);
+    let channel = 111_111_111_111_111_111;
+    let sent = fake
+        .send_interaction(&url, fake.slash_command("status", &[], &user, channel))
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(sent.failure.is_none(), "{:?}", sent.failure);
+    let i = fake.interaction(&sent.id);
+    assert_eq!(i.response_type, Some(4));
+    assert!(
+        i.ephemeral,
+        "only the person who asked sees the placeholder"
+    );
+    assert!(
+        i.content().contains("does not run commands"),
+        "{}",
+        i.content()
+    );
+    let other = FakeUser::new(1_300_000_000_000_000_002, "Bo", &[]);
+    assert!(fake.messages_visible_to(channel, &other.id).is_empty());
     app.stop().await;
 }

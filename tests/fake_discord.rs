@@ -1,9 +1,16 @@
 //! The fake Discord API refuses what the real one refuses: each test sends real HTTP requests.
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fake_discord::{self, FakeDiscord, CREATE_SCHEMA, EDIT_SCHEMA};
+use common::fake_discord::{
+    self, FakeDiscord, FakeUser, APPLICATION_ID, CREATE_SCHEMA, EDIT_SCHEMA, GUILD_ID,
+};
+use runbot::chat::discord::{
+    deferred_response, deferred_update, initial_response, update_message, DiscordAdapter,
+};
+use runbot::chat::{ButtonStyle, DeliveryError, Reply as ChatReply, ReplyButton};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "MTE4MDAwMDAwMDAwMDAwMDAwMQ.fake.token";
@@ -149,7 +156,7 @@ fn as_serenity_message(body: &Value) -> serenity::model::channel::Message {
 }
 
 #[test]
-fn the_schemas_are_the_ones_the_spec_names_for_the_two_operations() {
+fn the_schemas_are_the_ones_the_spec_names_for_the_operations() {
     assert_eq!(
         fake_discord::request_schema_name("/channels/{channel_id}/messages", "post").as_deref(),
         Some(CREATE_SCHEMA)
@@ -158,6 +165,14 @@ fn the_schemas_are_the_ones_the_spec_names_for_the_two_operations() {
         fake_discord::request_schema_name("/channels/{channel_id}/messages/{message_id}", "patch")
             .as_deref(),
         Some(EDIT_SCHEMA)
+    );
+    assert_eq!(
+        fake_discord::request_schema_name(
+            "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
+            "patch"
+        )
+        .as_deref(),
+        Some(fake_discord::WEBHOOK_EDIT_SCHEMA)
     );
     // The spec allows 4000 characters of content: the 2000 limit below is the fake's own.
     let spec = fake_discord::openapi();
@@ -922,4 +937,778 @@ async fn set_delay_makes_an_impatient_client_time_out() {
     assert_eq!(r.status(), 200);
     let all = f.wait_for_messages(2, Duration::from_secs(2)).await;
     assert_eq!(all[1].content(), "fast");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interactions: commands, signed deliveries, the interaction webhook.
+
+type Answerer = Arc<dyn Fn(&Value) -> (Duration, Value) + Send + Sync>;
+
+/// An application's interactions endpoint, as a test writes it: checks Discord's signature
+/// with serenity's `Verifier`, keeps what it received, answers what `answer` says after the
+/// delay it says.
+struct App {
+    url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn app(
+    public_key: &str,
+    answer: impl Fn(&Value) -> (Duration, Value) + Send + Sync + 'static,
+) -> App {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&public_key[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let verifier = Arc::new(serenity::interactions_endpoint::Verifier::try_new(key).unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let answer: Answerer = Arc::new(answer);
+    let (kept, verify) = (received.clone(), verifier.clone());
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let (kept, verify, answer) = (kept.clone(), verify.clone(), answer.clone());
+        async move {
+            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if verify
+                .verify(h("x-signature-ed25519"), h("x-signature-timestamp"), &body)
+                .is_err()
+            {
+                return (StatusCode::UNAUTHORIZED, "invalid request signature").into_response();
+            }
+            let interaction: Value = serde_json::from_slice(&body).unwrap();
+            kept.lock().unwrap().push(interaction.clone());
+            let (delay, reply) = answer(&interaction);
+            tokio::time::sleep(delay).await;
+            axum::Json(reply).into_response()
+        }
+    };
+    let router = axum::Router::new().route("/interactions", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/interactions", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    App { url, received }
+}
+
+fn now_answer(v: Value) -> impl Fn(&Value) -> (Duration, Value) + Send + Sync + 'static {
+    move |_| (Duration::ZERO, v.clone())
+}
+
+fn ana() -> FakeUser {
+    FakeUser::new(1_300_000_000_000_000_001, "Ana Ops", &["DevOps Lead"])
+}
+
+fn adapter(f: &FakeDiscord) -> DiscordAdapter {
+    let settings = runbot::config::DiscordSettings {
+        bot_token: Some(TOKEN.to_string().into()),
+        application_id: Some(APPLICATION_ID.into()),
+        api_base: f.base_url(),
+        ..Default::default()
+    };
+    DiscordAdapter::new(&settings).unwrap()
+}
+
+fn reply(text: &str, buttons: &[&str]) -> ChatReply {
+    ChatReply {
+        text: text.into(),
+        buttons: buttons
+            .iter()
+            .map(|id| ReplyButton {
+                id: id.to_string(),
+                label: format!("Do {id}"),
+                style: ButtonStyle::Primary,
+            })
+            .collect(),
+        ..ChatReply::default()
+    }
+}
+
+fn runbot_commands() -> Value {
+    let commands = runbot::commands::Commands::load(None).unwrap();
+    serde_json::to_value(runbot::chat::discord_commands::build_all(&commands)).unwrap()
+}
+
+async fn put_commands(
+    f: &FakeDiscord,
+    guild: Option<u64>,
+    body: &Value,
+    auth: Option<&str>,
+) -> Reply {
+    let url = match guild {
+        Some(g) => format!(
+            "{}/applications/{APPLICATION_ID}/guilds/{g}/commands",
+            f.api_url()
+        ),
+        None => format!("{}/applications/{APPLICATION_ID}/commands", f.api_url()),
+    };
+    send(&client(), reqwest::Method::PUT, url, auth, Some(body)).await
+}
+
+async fn webhook(
+    f: &FakeDiscord,
+    method: reqwest::Method,
+    token: &str,
+    original: bool,
+    body: Option<&Value>,
+) -> Reply {
+    let mut url = format!("{}/webhooks/{APPLICATION_ID}/{token}", f.api_url());
+    if original {
+        url.push_str("/messages/@original");
+    }
+    // No bot token: the interaction's token is the credential.
+    send(&client(), method, url, None, body).await
+}
+
+#[tokio::test]
+async fn runbots_commands_are_registered_kept_and_overwritten_like_discord() {
+    let f = unlimited().await;
+    let body = runbot_commands();
+    let first = put_commands(&f, None, &body, Some(&format!("Bot {TOKEN}")))
+        .await
+        .ok();
+    let first = first.as_array().unwrap();
+    assert_eq!(first.len(), body.as_array().unwrap().len());
+    for c in first {
+        assert_eq!(c["application_id"], APPLICATION_ID);
+        assert!(c["id"].as_str().unwrap().parse::<u64>().is_ok());
+        assert!(c["version"].as_str().unwrap().parse::<u64>().is_ok());
+        let parsed: serenity::model::application::Command = serde_json::from_value(c.clone())
+            .unwrap_or_else(|e| panic!("serenity cannot read the fake's command ({e}): {c}"));
+        assert_eq!(parsed.name, c["name"].as_str().unwrap());
+    }
+    let logs = first.iter().find(|c| c["name"] == "logs").unwrap();
+    assert_eq!(logs["options"][0]["required"], true);
+    assert!(
+        logs["options"][1].get("required").is_none(),
+        "Discord leaves out false"
+    );
+    assert_eq!(f.registered_commands(None), *first);
+    assert!(f.registered_commands(Some(GUILD_ID)).is_empty());
+
+    // Again: same ids, new versions, same count. GET answers the same list.
+    let second = put_commands(&f, None, &body, Some(&format!("Bot {TOKEN}")))
+        .await
+        .ok();
+    for (a, b) in first.iter().zip(second.as_array().unwrap()) {
+        assert_eq!(a["id"], b["id"]);
+        assert_ne!(a["version"], b["version"]);
+    }
+    let listed = send(
+        &client(),
+        reqwest::Method::GET,
+        format!("{}/applications/{APPLICATION_ID}/commands", f.api_url()),
+        Some(&format!("Bot {TOKEN}")),
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(listed, second);
+
+    // A guild's commands are its own; an empty list removes them all.
+    let g = put_commands(
+        &f,
+        Some(GUILD_ID),
+        &json!([body[0]]),
+        Some(&format!("Bot {TOKEN}")),
+    )
+    .await
+    .ok();
+    assert_eq!(g[0]["guild_id"], GUILD_ID.to_string());
+    assert_eq!(f.registered_commands(None).len(), first.len());
+    put_commands(
+        &f,
+        Some(GUILD_ID),
+        &json!([]),
+        Some(&format!("Bot {TOKEN}")),
+    )
+    .await
+    .ok();
+    assert!(f.registered_commands(Some(GUILD_ID)).is_empty());
+}
+
+#[tokio::test]
+async fn malformed_command_registrations_are_refused() {
+    let f = unlimited().await;
+    let auth = format!("Bot {TOKEN}");
+    let opt = |name: &str, kind: u64, required: bool| json!({"type": kind, "name": name, "description": "d", "required": required});
+    let cmd = |name: &str, options: Vec<Value>| json!({"type": 1, "name": name, "description": "does things", "options": options});
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "upper case",
+            json!([cmd("Restart", vec![])]),
+            "0.name",
+            "APPLICATION_COMMAND_INVALID_NAME",
+        ),
+        (
+            "a space",
+            json!([cmd("re start", vec![])]),
+            "0.name",
+            "APPLICATION_COMMAND_INVALID_NAME",
+        ),
+        (
+            "33 characters",
+            json!([cmd(&"a".repeat(33), vec![])]),
+            "0.name",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            "no description",
+            json!([{"type": 1, "name": "status", "description": ""}]),
+            "0.description",
+            "BASE_TYPE_REQUIRED",
+        ),
+        (
+            "101-character description",
+            json!([{"type": 1, "name": "status", "description": "d".repeat(101)}]),
+            "0.description",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            "26 options",
+            json!([cmd(
+                "status",
+                (0..26).map(|i| opt(&format!("o{i}"), 3, false)).collect()
+            )]),
+            "0.options",
+            "BASE_TYPE_BAD_LENGTH",
+        ),
+        (
+            "26 choices",
+            json!([cmd(
+                "logs",
+                vec![json!({
+                    "type": 3, "name": "service", "description": "d",
+                    "choices": (0..26).map(|i| json!({"name": format!("c{i}"), "value": format!("c{i}")})).collect::<Vec<_>>(),
+                })]
+            )]),
+            "0.options.0.choices",
+            "BASE_TYPE_BAD_LENGTH",
+        ),
+        (
+            "a required option after an optional one",
+            json!([cmd(
+                "logs",
+                vec![opt("tail", 4, false), opt("service", 3, true)]
+            )]),
+            "0.options.1",
+            "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+        ),
+        (
+            "two options of one name",
+            json!([cmd(
+                "logs",
+                vec![opt("service", 3, true), opt("service", 3, false)]
+            )]),
+            "0.options.1.name",
+            "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
+        ),
+        (
+            "two commands of one name",
+            json!([cmd("status", vec![]), cmd("status", vec![])]),
+            "1.name",
+            "APPLICATION_COMMANDS_DUPLICATE_NAME",
+        ),
+        (
+            "an option type that does not exist",
+            json!([cmd("status", vec![opt("x", 99, false)])]),
+            "0.options.0",
+            "UNION_TYPE_CHOICES",
+        ),
+        (
+            "autocomplete on a boolean",
+            json!([cmd(
+                "status",
+                vec![json!({"type": 5, "name": "x", "description": "d", "autocomplete": true})]
+            )]),
+            "0.options.0.autocomplete",
+            "UNION_TYPE_CHOICES",
+        ),
+        (
+            "a string choice value over 100 characters",
+            json!([cmd(
+                "logs",
+                vec![
+                    json!({"type": 3, "name": "s", "description": "d", "choices": [{"name": "n", "value": "v".repeat(101)}]})
+                ]
+            )]),
+            "0.options.0.choices.0.value",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+    ];
+    for (what, body, path, code) in cases {
+        let r = put_commands(&f, None, &body, Some(&auth)).await;
+        let codes = r.error_codes(path);
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{what}: {codes:?} {}",
+            r.body
+        );
+    }
+    let many: Vec<Value> = (0..101).map(|i| cmd(&format!("c{i}"), vec![])).collect();
+    let r = put_commands(&f, None, &json!(many), Some(&auth)).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_u64()),
+        (400, Some(30032)),
+        "{}",
+        r.body
+    );
+
+    let good = runbot_commands();
+    assert_eq!(put_commands(&f, None, &good, None).await.status, 401);
+    let other_app = send(
+        &client(),
+        reqwest::Method::PUT,
+        format!("{}/applications/1234567890123/commands", f.api_url()),
+        Some(&auth),
+        Some(&good),
+    )
+    .await;
+    assert_eq!(
+        (other_app.status, other_app.body["code"].as_u64()),
+        (403, Some(50001))
+    );
+    let r = put_commands(&f, Some(42_000_000_000_000_000), &good, Some(&auth)).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_u64()),
+        (403, Some(50001)),
+        "a guild the bot is not in"
+    );
+    assert!(
+        f.registered_commands(None).is_empty(),
+        "nothing refused was kept"
+    );
+}
+
+#[tokio::test]
+async fn interactions_are_signed_and_shaped_like_discords() {
+    let f = fake().await;
+    put_commands(&f, None, &runbot_commands(), Some(&format!("Bot {TOKEN}")))
+        .await
+        .ok();
+    let app = app(&f.public_key_hex(), |i: &Value| {
+        let reply = if i["type"] == 1 {
+            json!({"type": 1})
+        } else {
+            initial_response(&reply("ok", &[]))
+        };
+        (Duration::ZERO, reply)
+    })
+    .await;
+
+    let pong = f.send_interaction(&app.url, f.ping()).await;
+    assert_eq!((pong.status, &pong.body), (200, &json!({"type": 1})));
+    assert!(pong.failure.is_none());
+
+    let user = ana();
+    let i = f.slash_command(
+        "logs",
+        &[("service", json!("backend")), ("tail", json!(50))],
+        &user,
+        CH,
+    );
+    let sent = f.send_interaction(&app.url, i.clone()).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(sent.failure.is_none(), "{:?}", sent.failure);
+    assert!(sent.latency < Duration::from_secs(3));
+
+    let got = app.received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(got, i.body, "the application got what the fake signed");
+    assert_eq!(
+        (got["type"].as_u64(), got["version"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(got["application_id"], APPLICATION_ID);
+    assert_eq!(got["token"], sent.token.as_str());
+    assert_eq!(got["guild_id"], GUILD_ID.to_string());
+    assert_eq!(got["member"]["user"]["id"], user.id.as_str());
+    assert_eq!(got["member"]["user"]["global_name"], "Ana Ops");
+    assert_eq!(got["member"]["roles"], json!([f.role_id("DevOps Lead")]));
+    let registered = f.registered_commands(None);
+    let logs = registered.iter().find(|c| c["name"] == "logs").unwrap();
+    assert_eq!(got["data"]["id"], logs["id"]);
+    assert_eq!(
+        got["data"]["options"],
+        json!([
+            {"name": "service", "type": 3, "value": "backend"},
+            {"name": "tail", "type": 4, "value": 50},
+        ])
+    );
+    match serde_json::from_value::<serenity::model::application::Interaction>(got.clone()) {
+        Ok(serenity::model::application::Interaction::Command(c)) => {
+            assert_eq!(c.data.name, "logs");
+            assert_eq!(c.user.id.get().to_string(), user.id);
+        }
+        other => panic!("serenity reads {other:?} from {got}"),
+    }
+    let seen = f.interaction(&sent.id);
+    assert_eq!(seen.response_type, Some(4));
+    assert_eq!(seen.content(), "ok");
+    assert_eq!(f.interaction(&sent.token).id, sent.id, "by token or by id");
+
+    // The verifier is no rubber stamp: a request the fake did not sign is refused.
+    let r = client()
+        .post(&app.url)
+        .header("x-signature-ed25519", "00".repeat(64))
+        .header("x-signature-timestamp", "1700000000")
+        .body(i.body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_deferred_command_is_edited_followed_up_and_its_followups_buttons_click() {
+    let f = fake().await;
+    let app = app(&f.public_key_hex(), |i: &Value| {
+        let answer = match i["type"].as_u64() {
+            Some(2) => deferred_response(false),
+            // A click on the confirmation: it becomes the outcome, without buttons.
+            _ => update_message(&reply("Restarted backend", &[])),
+        };
+        (Duration::ZERO, answer)
+    })
+    .await;
+    let user = ana();
+    let adapter = adapter(&f);
+
+    let sent = f
+        .send_interaction(
+            &app.url,
+            f.slash_command("restart", &[("service", json!("backend"))], &user, CH),
+        )
+        .await;
+    let i = f.interaction(&sent.id);
+    assert_eq!(i.response_type, Some(5));
+    assert_ne!(i.original.as_ref().unwrap().flags() & 128, 0, "thinking…");
+
+    adapter
+        .interaction_edit_original(
+            &sent.token,
+            &reply("Restart backend?", &["rb1:confirm", "rb1:cancel"]),
+        )
+        .await
+        .unwrap();
+    let i = f.interaction(&sent.id);
+    assert_eq!(i.content(), "Restart backend?");
+    assert_eq!(i.custom_ids(), ["rb1:confirm", "rb1:cancel"]);
+    assert_eq!(
+        i.original.as_ref().unwrap().flags() & 128,
+        0,
+        "no longer thinking"
+    );
+    assert_eq!(i.edits.len(), 1);
+
+    let followup = adapter
+        .interaction_followup(&sent.token, &reply("Or confirm here", &["rb1:confirm2"]))
+        .await
+        .unwrap();
+    let i = f.interaction(&sent.id);
+    assert_eq!(i.followups.len(), 1);
+    assert_eq!(i.followups[0].id, followup);
+    assert!(
+        f.messages().iter().any(|m| m.id == followup),
+        "followups live in the channel"
+    );
+
+    let click = f.button_click(&followup, "rb1:confirm2", &user, CH);
+    assert_eq!(click.body["message"]["id"], followup.as_str());
+    let clicked = f.send_interaction(&app.url, click).await;
+    assert!(clicked.failure.is_none(), "{:?}", clicked.failure);
+    let c = f.interaction(&clicked.id);
+    assert_eq!(c.response_type, Some(7));
+    assert_eq!(c.original.as_ref().unwrap().id, followup);
+    let m = f.messages().into_iter().find(|m| m.id == followup).unwrap();
+    assert_eq!(m.content(), "Restarted backend");
+    assert!(
+        m.custom_ids().is_empty(),
+        "an empty button list cleared them"
+    );
+
+    // The prompt itself is answered through @original of the command: buttons go away.
+    adapter
+        .interaction_edit_original(&sent.token, &reply("Confirmed below", &[]))
+        .await
+        .unwrap();
+    assert!(f.interaction(&sent.id).custom_ids().is_empty());
+
+    // A click answered with type 6 changes nothing now; @original is then the clicked message.
+    let app6 = self::app(&f.public_key_hex(), now_answer(deferred_update())).await;
+    let prompt = f.interaction(&sent.id).original.unwrap().id;
+    adapter
+        .interaction_edit_original(&sent.token, &reply("Again?", &["rb1:again"]))
+        .await
+        .unwrap();
+    let c6 = f
+        .send_interaction(&app6.url, f.button_click(&prompt, "rb1:again", &user, CH))
+        .await;
+    assert_eq!(f.interaction(&c6.id).response_type, Some(6));
+    adapter
+        .interaction_edit_original(&c6.token, &reply("Done", &[]))
+        .await
+        .unwrap();
+    let m = f.messages().into_iter().find(|m| m.id == prompt).unwrap();
+    assert_eq!((m.content(), m.custom_ids().len()), ("Done", 0));
+}
+
+#[tokio::test]
+async fn ephemeral_answers_are_seen_only_by_their_user() {
+    let f = fake().await;
+    let app = app(&f.public_key_hex(), |i: &Value| {
+        let answer = if i["data"]["name"] == "status" {
+            initial_response(&ChatReply {
+                ephemeral: true,
+                ..reply("only you see this", &["rb1:x"])
+            })
+        } else {
+            deferred_response(true)
+        };
+        (Duration::ZERO, answer)
+    })
+    .await;
+    let (user, other) = (ana(), FakeUser::new(1_300_000_000_000_000_002, "Bo", &[]));
+    let sent = f
+        .send_interaction(&app.url, f.slash_command("status", &[], &user, CH))
+        .await;
+    let i = f.interaction(&sent.id);
+    assert!(i.ephemeral);
+    let m = i.original.unwrap();
+    assert!(m.is_ephemeral());
+    assert_eq!(m.visible_to.as_deref(), Some(user.id.as_str()));
+    assert!(f
+        .messages_visible_to(CH, &user.id)
+        .iter()
+        .any(|v| v.id == m.id));
+    assert!(!f
+        .messages_visible_to(CH, &other.id)
+        .iter()
+        .any(|v| v.id == m.id));
+
+    // A deferred ephemeral answer: the first followup fills it and it stays ephemeral.
+    let sent = f
+        .send_interaction(&app.url, f.slash_command("audit", &[], &user, CH))
+        .await;
+    let id = adapter(&f)
+        .interaction_followup(&sent.token, &reply("the trail", &[]))
+        .await
+        .unwrap();
+    let i = f.interaction(&sent.id);
+    assert_eq!(
+        i.original.as_ref().unwrap().id,
+        id,
+        "the followup replaced \"thinking…\""
+    );
+    assert!(i.followups.is_empty());
+    assert_eq!(i.content(), "the trail");
+    assert!(i.original.unwrap().is_ephemeral());
+}
+
+#[tokio::test]
+async fn the_interaction_webhook_takes_only_issued_answered_fresh_tokens() {
+    let f = fake().await;
+    let app = app(&f.public_key_hex(), |i: &Value| {
+        let slow = i["data"]["name"] == "deploy";
+        let delay = if slow {
+            Duration::from_millis(700)
+        } else {
+            Duration::ZERO
+        };
+        (delay, initial_response(&reply("ok", &[])))
+    })
+    .await;
+    let user = ana();
+    let body = json!({"content": "edited"});
+    let unknown_webhook = |r: &Reply, what: &str| {
+        assert_eq!(
+            (r.status, r.body["code"].as_u64()),
+            (404, Some(10015)),
+            "{what}: {}",
+            r.body
+        );
+        assert_eq!(r.body["message"], "Unknown Webhook", "{what}");
+    };
+
+    let r = webhook(&f, reqwest::Method::PATCH, "not-a-token", true, Some(&body)).await;
+    unknown_webhook(&r, "a token the fake never issued");
+
+    // Built (so issued) but never answered: an edit before the initial response.
+    let early = f.slash_command("status", &[], &user, CH);
+    let r = webhook(&f, reqwest::Method::PATCH, &early.token, true, Some(&body)).await;
+    unknown_webhook(&r, "an edit before the initial response");
+    let r = webhook(&f, reqwest::Method::POST, &early.token, false, Some(&body)).await;
+    unknown_webhook(&r, "a followup before the initial response");
+
+    let sent = f.send_interaction(&app.url, early).await;
+    let r = webhook(&f, reqwest::Method::PATCH, &sent.token, true, Some(&body)).await;
+    assert_eq!(r.ok()["content"], "edited");
+    let r = webhook(&f, reqwest::Method::GET, &sent.token, true, None).await;
+    assert_eq!(r.ok()["content"], "edited");
+    let other_app = send(
+        &client(),
+        reqwest::Method::PATCH,
+        format!(
+            "{}/webhooks/1234567890123/{}/messages/@original",
+            f.api_url(),
+            sent.token
+        ),
+        None,
+        Some(&body),
+    )
+    .await;
+    unknown_webhook(&other_app, "another application's webhook");
+
+    // Too late an answer: the interaction failed, and its token is no good.
+    f.set_interaction_deadline(Duration::from_millis(300));
+    let late = f
+        .send_interaction(&app.url, f.slash_command("deploy", &[], &user, CH))
+        .await;
+    assert_eq!(late.status, 200);
+    assert!(
+        late.failure.as_deref().unwrap().contains("did not respond"),
+        "{:?}",
+        late.failure
+    );
+    assert!(!f.interaction(&late.id).acknowledged());
+    let r = webhook(&f, reqwest::Method::PATCH, &late.token, true, Some(&body)).await;
+    unknown_webhook(&r, "an interaction answered too late");
+
+    // Expired.
+    f.set_token_lifetime(Duration::from_millis(300));
+    let fresh = f
+        .send_interaction(&app.url, f.slash_command("status", &[], &user, CH))
+        .await;
+    assert_eq!(
+        webhook(&f, reqwest::Method::PATCH, &fresh.token, true, Some(&body))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = webhook(&f, reqwest::Method::PATCH, &fresh.token, true, Some(&body)).await;
+    unknown_webhook(&r, "an expired token");
+    let r = webhook(&f, reqwest::Method::POST, &fresh.token, false, Some(&body)).await;
+    unknown_webhook(&r, "a followup with an expired token");
+
+    // The adapter sees Discord's refusal as one no retry changes.
+    let e = adapter(&f)
+        .interaction_edit_original(&fresh.token, &reply("x", &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, DeliveryError::Permanent(m) if m.contains("10015")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_or_invalid_interaction_answers_are_refused() {
+    let f = fake().await;
+    let app = app(&f.public_key_hex(), |i: &Value| {
+        let answer = match i["data"]["name"].as_str() {
+            Some("status") => json!({"type": 4, "data": {"content": "x".repeat(2001)}}),
+            Some("disk") => json!({"type": 7, "data": {"content": "not for a command"}}),
+            Some("oncall") => json!({"type": 4, "data": {"content": "x", "colour": 1}}),
+            Some("audit") => json!({"type": 4, "data": {}}),
+            _ => initial_response(&reply("fine", &[])),
+        };
+        (Duration::ZERO, answer)
+    })
+    .await;
+    let user = ana();
+    for (command, expected) in [
+        ("status", "BASE_TYPE_MAX_LENGTH"),
+        ("disk", "only for components"),
+        ("oncall", "UNKNOWN_FIELD"),
+        ("audit", "empty message"),
+    ] {
+        let sent = f
+            .send_interaction(&app.url, f.slash_command(command, &[], &user, CH))
+            .await;
+        let failure = sent.failure.unwrap_or_default();
+        assert!(failure.contains(expected), "{command}: {failure}");
+        assert!(!f.interaction(&sent.id).acknowledged(), "{command}");
+    }
+
+    let sent = f
+        .send_interaction(&app.url, f.slash_command("logs", &[], &user, CH))
+        .await;
+    assert!(sent.failure.is_none());
+    let r = webhook(
+        &f,
+        reqwest::Method::PATCH,
+        &sent.token,
+        true,
+        Some(&json!({"content": "x".repeat(2001)})),
+    )
+    .await;
+    assert!(r
+        .error_codes("content")
+        .contains(&"BASE_TYPE_MAX_LENGTH".to_string()));
+    let rows: Vec<Value> = (0..6)
+        .map(|i| row(vec![button(&format!("b{i}"))]))
+        .collect();
+    let r = webhook(
+        &f,
+        reqwest::Method::POST,
+        &sent.token,
+        false,
+        Some(&json!({"content": "x", "components": rows})),
+    )
+    .await;
+    assert!(r
+        .error_codes("components")
+        .contains(&"BASE_TYPE_BAD_LENGTH".to_string()));
+    let r = webhook(
+        &f,
+        reqwest::Method::POST,
+        &sent.token,
+        false,
+        Some(&json!({"embeds": []})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_u64()),
+        (400, Some(50006)),
+        "{}",
+        r.body
+    );
+    assert!(f.interaction(&sent.id).followups.is_empty());
+    assert_eq!(
+        f.interaction(&sent.id).content(),
+        "fine",
+        "nothing refused was applied"
+    );
+}
+
+#[tokio::test]
+async fn interaction_webhooks_are_not_held_to_the_bots_global_pace() {
+    let f = unlimited().await;
+    let app = app(&f.public_key_hex(), now_answer(deferred_response(false))).await;
+    let settings = runbot::config::DiscordSettings {
+        bot_token: Some(TOKEN.to_string().into()),
+        application_id: Some(APPLICATION_ID.into()),
+        api_base: f.base_url(),
+        // One bot request a second: four would take three seconds.
+        global_requests_per_sec: 1,
+        ..Default::default()
+    };
+    let adapter = DiscordAdapter::new(&settings).unwrap();
+    let sent = f
+        .send_interaction(&app.url, f.slash_command("status", &[], &ana(), CH))
+        .await;
+    let started = Instant::now();
+    for n in 0..4 {
+        adapter
+            .interaction_edit_original(&sent.token, &reply(&format!("step {n}"), &[]))
+            .await
+            .unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(f.interaction(&sent.id).edits.len(), 4);
+    assert_eq!(f.interaction(&sent.id).content(), "step 3");
 }

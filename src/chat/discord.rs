@@ -6,6 +6,12 @@
 //! buckets learnt from Discord's `X-RateLimit-*` headers, which are respected before a request
 //! is sent rather than after a 429. A 429 still sets the bucket (or the global pause) from
 //! `retry_after`.
+//!
+//! Interaction replies go the same way: the first answer is the HTTP response to Discord's
+//! request ([`initial_response`] and its siblings), later ones are requests to the interaction's
+//! webhook ([`DiscordAdapter::interaction_edit_original`], [`DiscordAdapter::interaction_followup`]).
+//! Those are not counted against the bot's global limit (Discord does not), but their routes
+//! still have buckets and can answer 429.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -16,13 +22,15 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ButtonStyle, ChannelId, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter,
-    CreateMessage, EditMessage, MessageId, Nonce,
+    ApplicationId, ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateButton,
+    CreateCommand, CreateEmbed, CreateEmbedFooter, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
+    EditInteractionResponse, EditMessage, GuildId, MessageId, Nonce,
 };
 use serenity::http::{LightMethod, Request, Route};
 
 use super::render::human_duration;
-use super::{Card, DeliveryError, Posted};
+use super::{Card, DeliveryError, Posted, Reply, ReplyButton};
 use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
 use crate::policy::Severity;
@@ -41,7 +49,12 @@ pub mod limits {
     pub const BUTTON_LABEL: usize = 80;
     pub const CUSTOM_ID: usize = 100;
     pub const NONCE: usize = 25;
+    pub const CONTENT: usize = 2000;
 }
+
+/// Buckets of interaction webhooks are kept while their window lasts; one per token would
+/// otherwise pile up.
+const INTERACTION_BUCKETS_KEPT: usize = 1024;
 
 /// Alerts listed on a card; the rest are counted.
 const LISTED_ALERTS: usize = 15;
@@ -70,6 +83,8 @@ pub struct DiscordAdapter {
     /// `Bot <token>`; never logged.
     authorization: String,
     api_base: String,
+    /// `discord.application_id`: needed for interaction webhooks and commands only.
+    application_id: Option<ApplicationId>,
     global: DefaultDirectRateLimiter,
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
     /// A global 429 pauses everything until then.
@@ -93,6 +108,12 @@ impl DiscordAdapter {
             client,
             authorization: format!("Bot {}", token.expose_secret()),
             api_base: settings.api_base.trim_end_matches('/').to_string(),
+            application_id: settings
+                .application_id
+                .as_deref()
+                .and_then(|id| id.parse::<u64>().ok())
+                .filter(|&id| id != 0)
+                .map(ApplicationId::new),
             global: RateLimiter::direct(quota),
             buckets: Mutex::new(HashMap::new()),
             global_pause: Mutex::new(None),
@@ -173,7 +194,13 @@ impl DiscordAdapter {
         let channel_id = parse_id(channel).map(ChannelId::new)?;
         let route = Route::ChannelMessages { channel_id };
         let answer = self
-            .send(route, LightMethod::Post, channel, to_json(&body)?)
+            .send(
+                route,
+                LightMethod::Post,
+                channel,
+                Pacing::Bot,
+                Some(to_json(&body)?),
+            )
             .await?;
         answer
             .get("id")
@@ -194,9 +221,107 @@ impl DiscordAdapter {
             channel_id: parse_id(channel).map(ChannelId::new)?,
             message_id: parse_id(message_id).map(MessageId::new)?,
         };
-        self.send(route, LightMethod::Patch, channel, to_json(&body)?)
-            .await
-            .map(|_| ())
+        self.send(
+            route,
+            LightMethod::Patch,
+            channel,
+            Pacing::Bot,
+            Some(to_json(&body)?),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn application_id(&self) -> Result<ApplicationId, DeliveryError> {
+        self.application_id.ok_or_else(|| {
+            DeliveryError::Permanent(
+                "discord.application_id is not set: copy it from Developer Portal → General Information".into(),
+            )
+        })
+    }
+
+    /// Replaces the interaction's first answer (`@original`): the deferred "thinking…"
+    /// message, the reply, or, for a button, the message the button is on.
+    pub async fn interaction_edit_original(
+        &self,
+        token: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError> {
+        let route = Route::WebhookOriginalInteractionResponse {
+            application_id: self.application_id()?,
+            token,
+        };
+        let body = edit_original_body(reply);
+        self.send(
+            route,
+            LightMethod::Patch,
+            &interaction_bucket(token),
+            Pacing::InteractionWebhook,
+            Some(to_json(&body)?),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends one more message for the interaction; answers its message id, so it can be edited
+    /// and its buttons clicked later. Discord always waits for the message on this route.
+    pub async fn interaction_followup(
+        &self,
+        token: &str,
+        reply: &Reply,
+    ) -> Result<String, DeliveryError> {
+        let route = Route::WebhookFollowupMessages {
+            application_id: self.application_id()?,
+            token,
+        };
+        let body = followup_body(reply);
+        let answer = self
+            .send(
+                route,
+                LightMethod::Post,
+                &interaction_bucket(token),
+                Pacing::InteractionWebhook,
+                Some(to_json(&body)?),
+            )
+            .await?;
+        answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))
+    }
+
+    /// Replaces every command of the application, globally or in one guild, with `commands`
+    /// (Discord's bulk overwrite). Answers the commands as Discord now has them.
+    pub async fn overwrite_commands(
+        &self,
+        guild: Option<u64>,
+        commands: &[CreateCommand],
+    ) -> Result<Vec<serde_json::Value>, DeliveryError> {
+        let application_id = self.application_id()?;
+        let route = match guild {
+            Some(g) => Route::GuildCommands {
+                application_id,
+                guild_id: GuildId::new(g.max(1)),
+            },
+            None => Route::Commands { application_id },
+        };
+        let answer = self
+            .send(
+                route,
+                LightMethod::Put,
+                &format!("commands:{application_id}"),
+                Pacing::Bot,
+                Some(to_json(&commands)?),
+            )
+            .await?;
+        match answer {
+            serde_json::Value::Array(list) => Ok(list),
+            other => Err(DeliveryError::Permanent(format!(
+                "Discord answered something other than a list of commands: {}",
+                other.to_string().chars().take(300).collect::<String>()
+            ))),
+        }
     }
 
     /// Requests this channel's bucket lets out now, as Discord last said: what is left of the
@@ -212,38 +337,58 @@ impl DiscordAdapter {
 
     /// How long until a request to this channel may go out without breaking a limit.
     pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
+        self.global_wait()
+            .or_else(|| self.bucket_wait(method, channel))
+    }
+
+    /// How long a global 429 still pauses bot requests.
+    fn global_wait(&self) -> Option<Duration> {
         let now = Instant::now();
-        if let Some(until) = *self.global_pause.lock().unwrap() {
-            if until > now {
-                return Some(until - now);
-            }
-        }
-        let key = bucket_key(method, channel);
+        let until = (*self.global_pause.lock().unwrap())?;
+        (until > now).then(|| until - now)
+    }
+
+    fn bucket_wait(&self, method: LightMethod, bucket: &str) -> Option<Duration> {
+        let now = Instant::now();
         let buckets = self.buckets.lock().unwrap();
-        let b = buckets.get(&key)?;
+        let b = buckets.get(&bucket_key(method, bucket))?;
         match (b.remaining, b.reset_at) {
             (Some(0), Some(reset)) if reset > now => Some(reset - now),
             _ => None,
         }
     }
 
+    /// One request, paced by `bucket` (the route's major parameter: a channel, an application,
+    /// an interaction token) and, for bot requests, by the global limit.
     async fn send(
         &self,
         route: Route<'_>,
         method: LightMethod,
-        channel: &str,
-        body: Vec<u8>,
+        bucket: &str,
+        pacing: Pacing,
+        body: Option<Vec<u8>>,
     ) -> Result<serde_json::Value, DeliveryError> {
-        if let Some(wait) = self.wait_for(method, channel) {
+        let wait = match pacing {
+            Pacing::Bot => self.wait_for(method, bucket),
+            Pacing::InteractionWebhook => self.bucket_wait(method, bucket),
+        };
+        if let Some(wait) = wait {
             return Err(DeliveryError::RateLimited { retry_after: wait });
         }
-        self.global.until_ready().await;
+        if pacing == Pacing::Bot {
+            self.global.until_ready().await;
+        }
         let request = Request::new(route, method)
-            .body(Some(body))
+            .body(body)
             .build(&self.client, &self.authorization, Some(&self.api_base))
             .map_err(|e| DeliveryError::Permanent(format!("building the request: {e}")))?;
         let response = request.send().await.map_err(|e| {
-            // reqwest's message names the URL, never the token.
+            // reqwest's message names the URL, never the bot token; an interaction's URL holds
+            // its token, so that one is left out.
+            let e = match pacing {
+                Pacing::InteractionWebhook => e.without_url(),
+                Pacing::Bot => e,
+            };
             DeliveryError::Transient(if e.is_timeout() {
                 "Discord did not answer in time".to_string()
             } else if e.is_connect() {
@@ -253,7 +398,7 @@ impl DiscordAdapter {
             })
         })?;
         let status = response.status().as_u16();
-        self.learn(method, channel, response.headers(), status);
+        self.learn(method, bucket, response.headers(), status);
         let text = response.text().await.unwrap_or_default();
         let json: serde_json::Value =
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
@@ -277,9 +422,10 @@ impl DiscordAdapter {
             500..=599 => Err(DeliveryError::Transient(format!(
                 "Discord answered {status}"
             ))),
+            // Discord's error body names the field at fault; long enough for a command list's.
             _ => Err(DeliveryError::Permanent(format!(
                 "Discord answered {status}: {}",
-                text.chars().take(500).collect::<String>()
+                text.chars().take(2000).collect::<String>()
             ))),
         }
     }
@@ -303,6 +449,12 @@ impl DiscordAdapter {
             return;
         }
         let mut buckets = self.buckets.lock().unwrap();
+        if buckets.len() > INTERACTION_BUCKETS_KEPT {
+            let now = Instant::now();
+            buckets.retain(|k, b| {
+                !k.channel.starts_with(INTERACTION_BUCKET) || b.reset_at.is_some_and(|r| r > now)
+            });
+        }
         let b = buckets.entry(bucket_key(method, channel)).or_default();
         if let Some(l) = limit {
             b.limit = Some(l.max(0.0) as u64);
@@ -318,11 +470,27 @@ impl DiscordAdapter {
     }
 }
 
+/// Whether a request counts against the bot's global limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    Bot,
+    /// Discord does not count interaction webhooks against the global limit.
+    InteractionWebhook,
+}
+
+const INTERACTION_BUCKET: &str = "interaction:";
+
+/// Discord buckets webhook routes by webhook and token.
+fn interaction_bucket(token: &str) -> String {
+    format!("{INTERACTION_BUCKET}{token}")
+}
+
 fn bucket_key(method: LightMethod, channel: &str) -> BucketKey {
     BucketKey {
         method: match method {
             LightMethod::Post => "post",
             LightMethod::Patch => "patch",
+            LightMethod::Put => "put",
             _ => "other",
         },
         channel: channel.to_string(),
@@ -410,6 +578,230 @@ fn digest_embed(title: &str, list: &str) -> CreateEmbed {
         .footer(CreateEmbedFooter::new(
             "runbot · storm digest: cards follow as Discord's limits allow",
         ))
+}
+
+/// Interaction response types (Discord API).
+pub mod response_type {
+    pub const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
+    pub const DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: u64 = 5;
+    pub const DEFERRED_UPDATE_MESSAGE: u64 = 6;
+    pub const UPDATE_MESSAGE: u64 = 7;
+}
+
+fn response_json(response: CreateInteractionResponse) -> serde_json::Value {
+    serde_json::to_value(response).expect("serenity's response builders serialize to JSON")
+}
+
+/// Type 4, CHANNEL_MESSAGE_WITH_SOURCE: the reply itself, as the HTTP answer to the interaction.
+pub fn initial_response(reply: &Reply) -> serde_json::Value {
+    let r = render_reply(reply);
+    let mut message = CreateInteractionResponseMessage::new()
+        .embeds(r.embeds)
+        .components(r.rows)
+        .allowed_mentions(no_pings());
+    if !r.content.is_empty() {
+        message = message.content(r.content);
+    }
+    if reply.ephemeral {
+        message = message.ephemeral(true);
+    }
+    response_json(CreateInteractionResponse::Message(message))
+}
+
+/// Type 5, DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: Discord shows "thinking…" until
+/// [`DiscordAdapter::interaction_edit_original`] (or the first followup) replaces it. Whether it
+/// is ephemeral is decided now, not by the later reply.
+pub fn deferred_response(ephemeral: bool) -> serde_json::Value {
+    let mut message = CreateInteractionResponseMessage::new();
+    if ephemeral {
+        message = message.ephemeral(true);
+    }
+    response_json(CreateInteractionResponse::Defer(message))
+}
+
+/// Type 6, DEFERRED_UPDATE_MESSAGE: for a button; nothing shows now, and `@original` is the
+/// message the button is on.
+pub fn deferred_update() -> serde_json::Value {
+    response_json(CreateInteractionResponse::Acknowledge)
+}
+
+/// Type 7, UPDATE_MESSAGE: for a button; the message it is on becomes the reply. Its buttons are
+/// replaced too, so an empty list removes them.
+pub fn update_message(reply: &Reply) -> serde_json::Value {
+    let r = render_reply(reply);
+    let message = CreateInteractionResponseMessage::new()
+        .content(r.content)
+        .embeds(r.embeds)
+        .components(r.rows)
+        .allowed_mentions(no_pings());
+    response_json(CreateInteractionResponse::UpdateMessage(message))
+}
+
+/// The body of `PATCH …/messages/@original`: every part is set, so what the reply lacks is
+/// cleared (`components: []` removes the buttons of an answered prompt).
+pub fn edit_original_body(reply: &Reply) -> EditInteractionResponse {
+    let r = render_reply(reply);
+    EditInteractionResponse::new()
+        .content(r.content)
+        .embeds(r.embeds)
+        .components(r.rows)
+        .allowed_mentions(no_pings())
+}
+
+pub fn followup_body(reply: &Reply) -> CreateInteractionResponseFollowup {
+    let r = render_reply(reply);
+    let mut body = CreateInteractionResponseFollowup::new()
+        .embeds(r.embeds)
+        .components(r.rows)
+        .allowed_mentions(no_pings());
+    if !r.content.is_empty() {
+        body = body.content(r.content);
+    }
+    if reply.ephemeral {
+        body = body.ephemeral(true);
+    }
+    body
+}
+
+/// Replies echo what people typed, so nothing in them pings anyone.
+fn no_pings() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+/// A reply within Discord's limits.
+struct RenderedReply {
+    content: String,
+    /// None or one.
+    embeds: Vec<CreateEmbed>,
+    rows: Vec<CreateActionRow>,
+}
+
+fn render_reply(reply: &Reply) -> RenderedReply {
+    RenderedReply {
+        content: reply_content(&reply.text, reply.code_block.as_deref()),
+        embeds: reply_embed(&reply.fields).into_iter().collect(),
+        rows: reply_rows(&reply.buttons),
+    }
+}
+
+/// The text, then the code block; each cut so both fit in one message's content.
+fn reply_content(text: &str, code: Option<&str>) -> String {
+    let text = text.trim_end();
+    let Some(code) = code else {
+        return fit(text, limits::CONTENT);
+    };
+    // A fence inside the block would end it early.
+    let code = code.trim_end_matches('\n').replace("```", "`\u{200b}``");
+    let fences = if text.is_empty() { 8 } else { 9 };
+    let (text_len, code_len) = (text.chars().count(), code.chars().count());
+    let text = if text_len + fences + code_len <= limits::CONTENT {
+        text.to_string()
+    } else {
+        // The block keeps at least half the message when it is that long.
+        fit(
+            text,
+            text_len.min(limits::CONTENT - fences - code_len.min(limits::CONTENT / 2)),
+        )
+    };
+    let code = fit_tail(&code, limits::CONTENT - fences - text.chars().count());
+    if text.is_empty() {
+        format!("```\n{code}\n```")
+    } else {
+        format!("{text}\n```\n{code}\n```")
+    }
+}
+
+/// Keeps the end of `s` within `max` characters, from a line start when it can, marking the cut.
+fn fit_tail(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(count - max.saturating_sub(2)).collect();
+    let tail = match tail.find('\n') {
+        Some(i) if i + 1 < tail.len() => &tail[i + 1..],
+        _ => tail.as_str(),
+    };
+    format!("…\n{tail}")
+}
+
+/// Discord refuses blank field names and values.
+fn field_text(s: &str, max: usize) -> String {
+    if s.trim().is_empty() {
+        "\u{200b}".to_string()
+    } else {
+        fit(s, max)
+    }
+}
+
+/// The fields as one embed, as many as fit in 25 fields and 6000 characters; the rest counted.
+fn reply_embed(fields: &[(String, String)]) -> Option<CreateEmbed> {
+    if fields.is_empty() {
+        return None;
+    }
+    // Room kept for the "+N more" field.
+    const MORE: usize = 40;
+    let mut embed = CreateEmbed::new();
+    let (mut used, mut shown) = (0, 0);
+    for (i, (name, value)) in fields.iter().enumerate() {
+        let (name, value) = (
+            field_text(name, limits::FIELD_NAME),
+            field_text(value, limits::FIELD_VALUE),
+        );
+        let size = name.chars().count() + value.chars().count();
+        let more_follow = i + 1 < fields.len();
+        if used + size > limits::EMBED_TOTAL - MORE || (more_follow && shown + 1 >= limits::FIELDS)
+        {
+            break;
+        }
+        used += size;
+        shown += 1;
+        embed = embed.field(name, value, false);
+    }
+    if shown < fields.len() {
+        embed = embed.field("…", format!("+{} more", fields.len() - shown), false);
+    }
+    Some(embed)
+}
+
+/// Buttons five to a row, five rows at most. A button whose id Discord would refuse (empty,
+/// too long, or repeated) is left out rather than cut: a cut id would run something else.
+fn reply_rows(buttons: &[ReplyButton]) -> Vec<CreateActionRow> {
+    let mut seen = std::collections::HashSet::new();
+    let usable: Vec<&ReplyButton> = buttons
+        .iter()
+        .filter(|b| {
+            !b.id.is_empty()
+                && b.id.chars().count() <= limits::CUSTOM_ID
+                && seen.insert(b.id.as_str())
+        })
+        .take(limits::ROWS * limits::BUTTONS_PER_ROW)
+        .collect();
+    usable
+        .chunks(limits::BUTTONS_PER_ROW)
+        .map(|chunk| {
+            CreateActionRow::Buttons(
+                chunk
+                    .iter()
+                    .map(|b| {
+                        let label = if b.label.trim().is_empty() {
+                            "…".to_string()
+                        } else {
+                            fit(&b.label, limits::BUTTON_LABEL)
+                        };
+                        CreateButton::new(b.id.clone())
+                            .label(label)
+                            .style(match b.style {
+                                super::ButtonStyle::Primary => ButtonStyle::Primary,
+                                super::ButtonStyle::Secondary => ButtonStyle::Secondary,
+                                super::ButtonStyle::Success => ButtonStyle::Success,
+                                super::ButtonStyle::Danger => ButtonStyle::Danger,
+                            })
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// The embed and the button rows for a card, within Discord's limits.
@@ -584,6 +976,137 @@ mod tests {
                 at: "2026-11-27T11:00:00Z".into(),
             }),
         }
+    }
+
+    fn big_reply() -> Reply {
+        let mut buttons: Vec<ReplyButton> = (0..40)
+            .map(|i| ReplyButton {
+                id: format!("rb1:confirm:{i}"),
+                label: "L".repeat(120),
+                style: crate::chat::ButtonStyle::Danger,
+            })
+            .collect();
+        buttons.insert(
+            0,
+            ReplyButton {
+                id: "x".repeat(101),
+                label: "too long an id".into(),
+                style: crate::chat::ButtonStyle::Primary,
+            },
+        );
+        buttons.insert(1, buttons[1].clone());
+        Reply {
+            text: "t".repeat(5000),
+            ephemeral: true,
+            buttons,
+            fields: (0..60)
+                .map(|i| (format!("name {i} {}", "n".repeat(300)), "v".repeat(2000)))
+                .chain([(String::new(), " ".into())])
+                .collect(),
+            code_block: Some(
+                (0..2000)
+                    .map(|i| format!("line {i} ```"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+        }
+    }
+
+    fn check_message(m: &serde_json::Value) {
+        let content = m["content"].as_str().unwrap_or("");
+        assert!(
+            content.chars().count() <= limits::CONTENT,
+            "{}",
+            content.len()
+        );
+        let embeds = m["embeds"].as_array().unwrap();
+        assert_eq!(embeds.len(), 1);
+        let fields = embeds[0]["fields"].as_array().unwrap();
+        assert!(fields.len() <= limits::FIELDS);
+        let mut total = 0;
+        for f in fields {
+            let (n, v) = (f["name"].as_str().unwrap(), f["value"].as_str().unwrap());
+            assert!(!n.trim().is_empty() && n.chars().count() <= limits::FIELD_NAME);
+            assert!(!v.trim().is_empty() && v.chars().count() <= limits::FIELD_VALUE);
+            total += n.chars().count() + v.chars().count();
+        }
+        assert!(total <= limits::EMBED_TOTAL, "{total}");
+        assert!(fields.last().unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .ends_with("more"));
+        let rows = m["components"].as_array().unwrap();
+        assert_eq!(rows.len(), limits::ROWS);
+        let mut ids = std::collections::HashSet::new();
+        for r in rows {
+            let buttons = r["components"].as_array().unwrap();
+            assert!(buttons.len() <= limits::BUTTONS_PER_ROW);
+            for b in buttons {
+                assert!(b["label"].as_str().unwrap().chars().count() <= limits::BUTTON_LABEL);
+                let id = b["custom_id"].as_str().unwrap();
+                assert!(id.chars().count() <= limits::CUSTOM_ID);
+                assert!(ids.insert(id.to_string()), "{id} twice");
+                assert_eq!(b["style"], 4);
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_reply_is_cut_to_discords_limits() {
+        let reply = big_reply();
+        let initial = initial_response(&reply);
+        assert_eq!(initial["type"], response_type::CHANNEL_MESSAGE_WITH_SOURCE);
+        assert_eq!(initial["data"]["flags"], 64);
+        check_message(&initial["data"]);
+        check_message(&serde_json::to_value(edit_original_body(&reply)).unwrap());
+        check_message(&serde_json::to_value(followup_body(&reply)).unwrap());
+        check_message(&update_message(&reply)["data"]);
+
+        let content = initial["data"]["content"].as_str().unwrap();
+        assert!(content.starts_with("ttt") && content.ends_with("line 1999 `\u{200b}``\n```"));
+        assert_eq!(
+            content.matches("```").count(),
+            2,
+            "only the block's own fences"
+        );
+        assert!(content.contains("…\nline "), "the cut keeps whole lines");
+    }
+
+    #[test]
+    fn each_initial_answer_has_its_type_and_an_empty_button_list_clears_buttons() {
+        let plain = Reply {
+            text: "done".into(),
+            ..Reply::default()
+        };
+        assert_eq!(
+            deferred_response(true),
+            serde_json::json!({"type": 5, "data": {"flags": 64, "attachments": []}})
+        );
+        assert_eq!(deferred_response(false)["type"], 5);
+        assert!(deferred_response(false)["data"].get("flags").is_none());
+        assert_eq!(
+            deferred_update(),
+            serde_json::json!({"type": 6, "data": null})
+        );
+        let update = update_message(&plain);
+        assert_eq!(update["type"], response_type::UPDATE_MESSAGE);
+        assert_eq!(update["data"]["components"], serde_json::json!([]));
+        assert_eq!(update["data"]["embeds"], serde_json::json!([]));
+        let edit = serde_json::to_value(edit_original_body(&plain)).unwrap();
+        assert_eq!(edit["components"], serde_json::json!([]));
+        assert_eq!(edit["content"], "done");
+        assert!(
+            edit.get("flags").is_none(),
+            "an edit cannot change ephemerality"
+        );
+        let initial = initial_response(&plain);
+        assert!(initial["data"].get("flags").is_none());
+        assert_eq!(
+            initial["data"]["allowed_mentions"]["parse"],
+            serde_json::json!([])
+        );
+        let short = reply_content("see", Some("a\nb"));
+        assert_eq!(short, "see\n```\na\nb\n```");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Chat: the card an alert group shows, the outbox that delivers it, one adapter per platform.
 //!
-//! The core renders a platform-neutral [`Card`]; an adapter ([`discord`]) turns it into the
-//! platform's message and sends it. Adapters translate and hold no business rules.
+//! The core renders a platform-neutral [`Card`] or [`Reply`]; an adapter ([`discord`]) turns it
+//! into the platform's message and sends it. Adapters translate and hold no business rules.
+//! [`discord_commands`] turns `commands/` into Discord's slash commands.
 
 pub mod discord;
+pub mod discord_commands;
 pub mod outbox;
 pub mod render;
 
@@ -75,6 +77,39 @@ pub struct CardAction {
     pub label: String,
     /// Changes something (restart, rollback…) rather than only reading.
     pub risky: bool,
+}
+
+/// What the core answers a person who ran a command or clicked a button, whatever the platform.
+/// The adapter cuts it to the platform's limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    /// Shown only to the person who asked (where the platform can do that).
+    pub ephemeral: bool,
+    /// None clears the buttons of the message this reply replaces, so an answered prompt
+    /// cannot be answered twice.
+    pub buttons: Vec<ReplyButton>,
+    /// (name, value) pairs, rendered as one block (a Discord embed) when not empty.
+    pub fields: Vec<(String, String)>,
+    /// Preformatted text (log lines, command output), shown after `text`; when it must be cut,
+    /// its end is kept, since the newest lines are last.
+    pub code_block: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyButton {
+    /// What the platform sends back when it is clicked (Discord's `custom_id`).
+    pub id: String,
+    pub label: String,
+    pub style: ButtonStyle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ButtonStyle {
+    Primary,
+    Secondary,
+    Success,
+    Danger,
 }
 
 /// A message a platform gave back for a posted card.

@@ -20,7 +20,9 @@ use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
 use crate::audit::Platform;
-use crate::chat::discord::DiscordAdapter;
+use crate::chat::discord::{
+    deferred_response, initial_response, update_message, DiscordAdapter,
+};
 use crate::chat::Reply;
 use crate::commands::RawValue;
 use crate::config::DiscordSettings;
@@ -30,8 +32,6 @@ use crate::invocation::{Actor, Answer, BoxFuture, Origin, Request, Responder};
 const PING: u64 = 1;
 /// Response types.
 const PONG: u64 = 1;
-const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
-const EPHEMERAL: u64 = 1 << 6;
 
 /// Checks Discord's signature, the request's age and replays.
 pub struct InteractionGuard {
@@ -158,21 +158,20 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
             .into_response();
     }
     let (Some(dispatcher), Some(adapter)) = (&state.dispatcher, &state.discord) else {
-        return Json(json!({
-            "type": CHANNEL_MESSAGE_WITH_SOURCE,
-            "data": {
-                "content": "runbot is not set up to run commands from Discord: set discord.bot_token and discord.application_id.",
-                "flags": EPHEMERAL,
-            }
+        return Json(initial_response(&Reply {
+            text: "runbot is not set up to run commands from Discord: set discord.bot_token and discord.application_id.".into(),
+            ephemeral: true,
+            ..Reply::default()
         }))
         .into_response();
     };
     let request = match to_request(&interaction) {
         Ok(r) => r,
         Err(why) => {
-            return Json(json!({
-                "type": CHANNEL_MESSAGE_WITH_SOURCE,
-                "data": { "content": format!("🚫 {why}"), "flags": EPHEMERAL }
+            return Json(initial_response(&Reply {
+                text: format!("🚫 {why}"),
+                ephemeral: true,
+                ..Reply::default()
             }))
             .into_response()
         }
@@ -196,8 +195,6 @@ const APPLICATION_COMMAND: u64 = 2;
 const MESSAGE_COMPONENT: u64 = 3;
 const AUTOCOMPLETE: u64 = 4;
 /// Response types.
-const DEFERRED_CHANNEL_MESSAGE: u64 = 5;
-const UPDATE_MESSAGE: u64 = 7;
 const AUTOCOMPLETE_RESULT: u64 = 8;
 
 /// Discord's interaction as the core's request: who, what, where. No Discord type passes.
@@ -301,23 +298,11 @@ fn to_request(i: &serde_json::Value) -> Result<Request, String> {
 /// The core's first answer as Discord's interaction response.
 fn answer_json(answer: &Answer, component: bool) -> serde_json::Value {
     match answer {
-        Answer::Message(reply) => json!({
-            "type": CHANNEL_MESSAGE_WITH_SOURCE,
-            "data": crate::chat::discord::reply_json(reply, true),
-        }),
-        Answer::Deferred { ephemeral } => json!({
-            "type": DEFERRED_CHANNEL_MESSAGE,
-            "data": { "flags": if *ephemeral { EPHEMERAL } else { 0 } },
-        }),
+        Answer::Message(reply) => initial_response(reply),
+        Answer::Deferred { ephemeral } => deferred_response(*ephemeral),
         // Only a button's message can be replaced; anything else gets a new message.
-        Answer::Update(reply) if component => json!({
-            "type": UPDATE_MESSAGE,
-            "data": crate::chat::discord::reply_json(reply, false),
-        }),
-        Answer::Update(reply) => json!({
-            "type": CHANNEL_MESSAGE_WITH_SOURCE,
-            "data": crate::chat::discord::reply_json(reply, true),
-        }),
+        Answer::Update(reply) if component => update_message(reply),
+        Answer::Update(reply) => initial_response(reply),
     }
 }
 

@@ -19,6 +19,26 @@
 //! - Failure modes switched at run time: [`FakeDiscord::fail_with`], [`FakeDiscord::set_delay`],
 //!   [`FakeDiscord::go_down`] / [`FakeDiscord::come_back`].
 //!
+//! Interactions, as Discord does them over HTTP:
+//!
+//! - Application commands: `PUT` (bulk overwrite) and `GET` of
+//!   `/applications/{app}/commands` and `/applications/{app}/guilds/{guild}/commands`, with the
+//!   bot token; bodies are checked against the spec's request schema and the documented rules
+//!   it lacks (names, required options first, unique names, sizes, at most 100 commands).
+//!   [`FakeDiscord::registered_commands`] reads them.
+//! - The fake sends interactions to an application's endpoint the way Discord does
+//!   ([`FakeDiscord::slash_command`], [`FakeDiscord::button_click`],
+//!   [`FakeDiscord::send_interaction`]): real payload shapes, signed with the fake's Ed25519 key
+//!   ([`FakeDiscord::public_key_hex`]) over `timestamp ‖ body`. The HTTP answer is the initial
+//!   response; it must come within 3 s and be valid, or the interaction failed, as Discord shows
+//!   "The application did not respond" / "This interaction failed".
+//! - The interaction's webhook: `PATCH`/`GET /webhooks/{app}/{token}/messages/@original` and
+//!   `POST /webhooks/{app}/{token}` (followups), no bot token needed; the token must be one the
+//!   fake issued, answered, and not older than 15 minutes, else 404 Unknown Webhook (10015).
+//!   A webhook request that arrives while the fake still reads the application's answer waits
+//!   for that answer, as Discord handles the answer it was sent first.
+//!   [`FakeDiscord::interaction`] tells what became of an interaction.
+//!
 //! Where the fake is stricter than Discord, it says so in the error: Discord silently drops
 //! unknown fields, the fake refuses them ([`FakeDiscord::set_reject_unknown_fields`] turns this
 //! off), and it supports only JSON bodies, not multipart uploads.
@@ -44,6 +64,33 @@ use tokio::task::JoinHandle;
 /// The id of the bot user the fake's messages are authored by.
 pub const BOT_USER_ID: &str = "1180000000000000001";
 pub const BOT_USERNAME: &str = "runbot";
+/// Discord gives an application's bot user the application's id.
+pub const APPLICATION_ID: &str = BOT_USER_ID;
+/// The guild the fake's interactions come from, and where guild commands may be registered.
+pub const GUILD_ID: u64 = 1_190_000_000_000_000_001;
+
+/// The request body of the bulk overwrite of commands (an inline schema in the spec).
+pub const COMMANDS_SCHEMA: &str = "put /applications/{application_id}/commands";
+/// `PATCH /webhooks/{application_id}/{token}/messages/@original`.
+pub const WEBHOOK_EDIT_SCHEMA: &str = "IncomingWebhookUpdateRequestPartial";
+/// `POST /webhooks/{application_id}/{token}` (followup messages).
+pub const WEBHOOK_CREATE_SCHEMA: &str = "IncomingWebhookRequestPartial";
+/// Initial responses of types 4 and 5.
+pub const CALLBACK_MESSAGE_SCHEMA: &str = "CreateMessageInteractionCallbackRequest";
+/// Initial responses of types 6 and 7.
+pub const CALLBACK_UPDATE_SCHEMA: &str = "UpdateMessageInteractionCallbackRequest";
+
+/// Documented limits of application commands.
+pub const MAX_COMMANDS: usize = 100;
+pub const MAX_COMMAND_SIZE: usize = 4000;
+pub const MAX_CHOICE_VALUE_CHARS: usize = 100;
+/// Discord waits this long for the first answer to an interaction.
+pub const INTERACTION_DEADLINE: Duration = Duration::from_secs(3);
+/// An interaction's token works this long.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub const FLAG_EPHEMERAL: u64 = 1 << 6;
+/// The "thinking…" state of a deferred response.
+pub const FLAG_LOADING: u64 = 1 << 7;
 
 /// The OpenAPI schema of the JSON body of `POST /channels/{channel.id}/messages`.
 pub const CREATE_SCHEMA: &str = "MessageCreateRequest";
@@ -67,6 +114,30 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 pub enum Route {
     CreateMessage,
     EditMessage,
+    /// Application commands, per application.
+    Commands,
+    /// `@original` of an interaction, per token; not counted against the global limit.
+    InteractionOriginal,
+    /// Followups of an interaction, per token; not counted against the global limit.
+    InteractionFollowup,
+}
+
+impl Route {
+    const ALL: [Route; 5] = [
+        Route::CreateMessage,
+        Route::EditMessage,
+        Route::Commands,
+        Route::InteractionOriginal,
+        Route::InteractionFollowup,
+    ];
+
+    /// Discord does not count interaction webhooks against the bot's global limit.
+    fn global(self) -> bool {
+        !matches!(
+            self,
+            Route::InteractionOriginal | Route::InteractionFollowup
+        )
+    }
 }
 
 impl Route {
@@ -76,6 +147,9 @@ impl Route {
         match self {
             Route::CreateMessage => "80c17d2f203122d936070c88c8d10f33",
             Route::EditMessage => "b6cd0d7e7a5e4f35a1d2c3f4e5a6b7c8",
+            Route::Commands => "3c5e9a1f0b7d4e2c8a6f1d3b5e7c9a0f",
+            Route::InteractionOriginal => "d41f7a2e9c3b5d6e8f0a1b2c3d4e5f60",
+            Route::InteractionFollowup => "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
         }
     }
 }
@@ -89,11 +163,23 @@ pub struct FakeMessage {
     pub body: Value,
     /// How many edits were applied.
     pub edits: usize,
+    /// For an ephemeral message: the only user who sees it.
+    pub visible_to: Option<String>,
+    /// The interaction whose response or followup this message is.
+    pub interaction_id: Option<String>,
 }
 
 impl FakeMessage {
     pub fn content(&self) -> &str {
         self.body["content"].as_str().unwrap_or("")
+    }
+
+    pub fn flags(&self) -> u64 {
+        self.body["flags"].as_u64().unwrap_or(0)
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.flags() & FLAG_EPHEMERAL != 0
     }
 
     /// Every `custom_id` of the message's components, depth first.
@@ -187,6 +273,14 @@ struct State {
     require_user_agent: bool,
     last_snowflake: u64,
     nonces: HashMap<String, (usize, Instant)>,
+    guilds: HashSet<u64>,
+    /// Registered commands as Discord answers them, by guild (None: global).
+    commands: HashMap<Option<u64>, Vec<Value>>,
+    interactions: Vec<InteractionState>,
+    interaction_deadline: Duration,
+    token_lifetime: Duration,
+    /// Role names of fake users and the ids they were given.
+    roles: HashMap<String, String>,
 }
 
 impl State {
@@ -195,10 +289,10 @@ impl State {
             channels: channels.iter().copied().collect(),
             messages: Vec::new(),
             requests: Vec::new(),
-            route_limits: HashMap::from([
-                (Route::CreateMessage, (5, Duration::from_secs(5))),
-                (Route::EditMessage, (5, Duration::from_secs(5))),
-            ]),
+            route_limits: Route::ALL
+                .iter()
+                .map(|r| (*r, (5, Duration::from_secs(5))))
+                .collect(),
             global_limit: (50, Duration::from_secs(1)),
             buckets: HashMap::new(),
             global: None,
@@ -209,6 +303,12 @@ impl State {
             require_user_agent: true,
             last_snowflake: 0,
             nonces: HashMap::new(),
+            guilds: HashSet::from([GUILD_ID]),
+            commands: HashMap::new(),
+            interactions: Vec::new(),
+            interaction_deadline: INTERACTION_DEADLINE,
+            token_lifetime: TOKEN_LIFETIME,
+            roles: HashMap::new(),
         }
     }
 
@@ -226,6 +326,8 @@ impl State {
 
 struct Shared {
     token: String,
+    /// Signs the interactions the fake sends.
+    signing_key: ed25519_dalek::SigningKey,
     state: Mutex<State>,
     open_connections: AtomicUsize,
     /// A second handle on every open connection's socket, to shut it down from outside.
@@ -298,8 +400,17 @@ impl FakeDiscord {
         let rt: tokio::runtime::Handle = handle_rx.await.expect("the fake Discord's runtime");
         // Compile the schemas now, so that the first request is not slow.
         rt.spawn_blocking(|| {
-            validator(CREATE_SCHEMA, true);
-            validator(EDIT_SCHEMA, true);
+            for schema in [
+                CREATE_SCHEMA,
+                EDIT_SCHEMA,
+                COMMANDS_SCHEMA,
+                WEBHOOK_EDIT_SCHEMA,
+                WEBHOOK_CREATE_SCHEMA,
+                CALLBACK_MESSAGE_SCHEMA,
+                CALLBACK_UPDATE_SCHEMA,
+            ] {
+                validator(schema, true);
+            }
         })
         .await
         .expect("the Discord OpenAPI schemas compile");
@@ -311,6 +422,7 @@ impl FakeDiscord {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             token: bot_token.to_string(),
+            signing_key: new_signing_key(port),
             state: Mutex::new(State::new(channels)),
             open_connections: AtomicUsize::new(0),
             sockets: Mutex::new(HashMap::new()),
@@ -352,11 +464,13 @@ impl FakeDiscord {
         self.state().channels.insert(id);
     }
 
-    /// Sets the per-route limit of both routes: `limit` requests per `per` in one channel.
+    /// Sets the per-route limit of every route: `limit` requests per `per` in one bucket (a
+    /// channel, an application, an interaction token).
     pub fn set_route_limit(&self, limit: u32, per: Duration) {
         let mut st = self.state();
-        st.route_limits.insert(Route::CreateMessage, (limit, per));
-        st.route_limits.insert(Route::EditMessage, (limit, per));
+        for r in Route::ALL {
+            st.route_limits.insert(r, (limit, per));
+        }
     }
 
     pub fn set_route_limit_for(&self, route: Route, limit: u32, per: Duration) {
@@ -621,6 +735,9 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
         Ok(c) => c.to_bytes(),
         Err(_) => Bytes::new(),
     };
+    if let Some(token) = webhook_token(parts.uri.path()) {
+        wait_for_answer(&shared, token).await;
+    }
     let (answer, delay) = {
         let mut st = shared.lock();
         let answer = process(
@@ -729,22 +846,97 @@ fn outage(status: u16) -> Answer {
     }
 }
 
-fn match_route(method: &Method, path: &str) -> Option<(Route, String, Option<String>)> {
+/// What a request is for.
+enum Target {
+    Channel {
+        route: Route,
+        channel: String,
+        message: Option<String>,
+    },
+    Commands {
+        app: String,
+        guild: Option<String>,
+        write: bool,
+    },
+    Original {
+        app: String,
+        token: String,
+        write: bool,
+    },
+    Followup {
+        app: String,
+        token: String,
+    },
+}
+
+impl Target {
+    fn route(&self) -> Route {
+        match self {
+            Target::Channel { route, .. } => *route,
+            Target::Commands { .. } => Route::Commands,
+            Target::Original { .. } => Route::InteractionOriginal,
+            Target::Followup { .. } => Route::InteractionFollowup,
+        }
+    }
+
+    /// The rate-limit bucket's major parameter.
+    fn bucket(&self) -> &str {
+        match self {
+            Target::Channel { channel, .. } => channel,
+            Target::Commands { app, .. } => app,
+            Target::Original { token, .. } | Target::Followup { token, .. } => token,
+        }
+    }
+
+    /// Interaction webhooks are authorized by their token alone.
+    fn needs_bot_token(&self) -> bool {
+        matches!(self, Target::Channel { .. } | Target::Commands { .. })
+    }
+}
+
+fn match_route(method: &Method, path: &str) -> Option<Target> {
     let rest = path.strip_prefix("/api/v10/")?;
     let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let s = |x: &&str| x.to_string();
     match (method, segments.as_slice()) {
-        (&Method::POST, ["channels", channel, "messages"]) if !channel.is_empty() => {
-            Some((Route::CreateMessage, channel.to_string(), None))
+        (&Method::POST, ["channels", channel, "messages"]) => Some(Target::Channel {
+            route: Route::CreateMessage,
+            channel: s(channel),
+            message: None,
+        }),
+        (&Method::PATCH, ["channels", channel, "messages", message]) => Some(Target::Channel {
+            route: Route::EditMessage,
+            channel: s(channel),
+            message: Some(s(message)),
+        }),
+        (&Method::PUT | &Method::GET, ["applications", app, "commands"]) => {
+            Some(Target::Commands {
+                app: s(app),
+                guild: None,
+                write: method == Method::PUT,
+            })
         }
-        (&Method::PATCH, ["channels", channel, "messages", message])
-            if !channel.is_empty() && !message.is_empty() =>
-        {
-            Some((
-                Route::EditMessage,
-                channel.to_string(),
-                Some(message.to_string()),
-            ))
+        (&Method::PUT | &Method::GET, ["applications", app, "guilds", guild, "commands"]) => {
+            Some(Target::Commands {
+                app: s(app),
+                guild: Some(s(guild)),
+                write: method == Method::PUT,
+            })
         }
+        (&Method::PATCH | &Method::GET, ["webhooks", app, token, "messages", "@original"]) => {
+            Some(Target::Original {
+                app: s(app),
+                token: s(token),
+                write: method == Method::PATCH,
+            })
+        }
+        (&Method::POST, ["webhooks", app, token]) => Some(Target::Followup {
+            app: s(app),
+            token: s(token),
+        }),
         _ => None,
     }
 }
@@ -764,7 +956,7 @@ fn process(
     if let Some(status) = st.fail_with {
         return outage(status);
     }
-    let Some((route, channel, message)) = match_route(method, path) else {
+    let Some(target) = match_route(method, path) else {
         return Answer::error(404, "404: Not Found", 0);
     };
     if st.require_user_agent
@@ -777,15 +969,30 @@ fn process(
             0,
         );
     }
-    if header(headers, "authorization") != Some(format!("Bot {token}").as_str()) {
+    if target.needs_bot_token()
+        && header(headers, "authorization") != Some(format!("Bot {token}").as_str())
+    {
         return Answer::error(401, "401: Unauthorized", 0);
     }
     let now = Instant::now();
-    let rate_headers = match take_rate_limit(st, route, &channel, now) {
+    let rate_headers = match take_rate_limit(st, target.route(), target.bucket(), now) {
         Ok(h) => h,
         Err(answer) => return answer,
     };
-    let mut answer = apply(st, route, &channel, message.as_deref(), headers, body);
+    let mut answer = match &target {
+        Target::Channel {
+            route,
+            channel,
+            message,
+        } => apply(st, *route, channel, message.as_deref(), headers, body),
+        Target::Commands { app, guild, write } => {
+            apply_commands(st, app, guild.as_deref(), *write, headers, body)
+        }
+        Target::Original { app, token, write } => {
+            apply_original(st, app, token, *write, headers, body)
+        }
+        Target::Followup { app, token } => apply_followup(st, app, token, headers, body),
+    };
     answer.headers.extend(rate_headers);
     answer
 }
@@ -857,8 +1064,9 @@ fn take_rate_limit(
     let reset_after = (bucket.start + per).saturating_duration_since(now);
     let bucket_full = bucket.count >= limit;
     let bucket_count = bucket.count;
+    let counts_global = route.global();
     let global = Window::current(&mut st.global, now, global_per);
-    if global.count >= global_limit {
+    if counts_global && global.count >= global_limit {
         let retry = (global.start + global_per).saturating_duration_since(now);
         let peek = bucket_headers(
             route,
@@ -875,7 +1083,9 @@ fn take_rate_limit(
             bucket_headers(route, limit, 0, reset_after),
         ));
     }
-    global.count += 1;
+    if counts_global {
+        global.count += 1;
+    }
     let bucket = st
         .buckets
         .get_mut(&(route, channel.to_string()))
@@ -940,34 +1150,15 @@ fn apply(
         }
     };
 
-    let content_type = header(headers, "content-type")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if content_type != "application/json" {
-        if content_type == "multipart/form-data"
-            || content_type == "application/x-www-form-urlencoded"
-        {
-            return Answer::error(
-                400,
-                "fake Discord: only application/json bodies are implemented (no uploads)",
-                0,
-            );
-        }
-        // Without a JSON content type Discord reads no fields at all.
-        return Answer::error(400, "Cannot send an empty message", 50006);
-    }
-    let request: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => return Answer::error(400, "The request body contains invalid JSON.", 50109),
+    let request = match json_body(headers, body) {
+        Ok(r) => r,
+        Err(a) => return a,
     };
 
     let schema = match route {
         Route::CreateMessage => CREATE_SCHEMA,
         Route::EditMessage => EDIT_SCHEMA,
+        other => unreachable!("{other:?} is not a channel route"),
     };
     validate_schema(
         schema,
@@ -1169,6 +1360,8 @@ fn create_message(st: &mut State, channel: &str, req: &Map<String, Value>) -> An
         channel_id: channel.to_string(),
         body: body.clone(),
         edits: 0,
+        visible_to: None,
+        interaction_id: None,
     });
     if let Some(key) = nonce_key {
         st.nonces.insert(key, (st.messages.len() - 1, now));
@@ -1232,11 +1425,12 @@ impl FormErrors {
         self.seen.is_empty()
     }
 
+    fn answer_body(&self) -> Value {
+        json!({"message": "Invalid Form Body", "code": 50035, "errors": self.tree})
+    }
+
     fn answer(self) -> Answer {
-        Answer::json(
-            400,
-            json!({"message": "Invalid Form Body", "code": 50035, "errors": self.tree}),
-        )
+        Answer::json(400, self.answer_body())
     }
 }
 
@@ -1537,6 +1731,1333 @@ fn check_component(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Interactions: application commands, interactions sent to an application, their webhooks.
+
+/// A member of the fake's guild, who types commands and clicks buttons.
+#[derive(Clone, Debug)]
+pub struct FakeUser {
+    pub id: String,
+    pub name: String,
+    /// Role names or ids. Discord sends role ids, so a name gets a stable id of its own
+    /// ([`FakeDiscord::role_id`]).
+    pub roles: Vec<String>,
+}
+
+impl FakeUser {
+    pub fn new(id: u64, name: &str, roles: &[&str]) -> FakeUser {
+        FakeUser {
+            id: id.to_string(),
+            name: name.to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}
+
+/// An interaction the fake built, ready to send: its payload as Discord sends it.
+#[derive(Clone, Debug)]
+pub struct Interaction {
+    pub id: String,
+    pub token: String,
+    pub body: Value,
+}
+
+/// What the application answered to one interaction.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    /// 0 when the application could not be reached.
+    pub status: u16,
+    /// The answer's body: JSON, else the text as a JSON string.
+    pub body: Value,
+    pub latency: Duration,
+    pub token: String,
+    pub id: String,
+    /// Why Discord would show the interaction as failed, when it would.
+    pub failure: Option<String>,
+}
+
+/// An interaction as a test reads it, in its current state.
+#[derive(Clone, Debug)]
+pub struct FakeInteraction {
+    pub id: String,
+    pub token: String,
+    /// 1 PING, 2 APPLICATION_COMMAND, 3 MESSAGE_COMPONENT.
+    pub kind: u64,
+    pub user_id: String,
+    pub channel_id: String,
+    /// What the fake sent.
+    pub payload: Value,
+    /// The type of the initial response, once a valid one arrived in time.
+    pub response_type: Option<u64>,
+    /// The initial response's body, as the application answered it.
+    pub initial: Option<Value>,
+    pub latency: Option<Duration>,
+    /// Why Discord would show the interaction as failed.
+    pub failure: Option<String>,
+    /// The message `@original` refers to, in its current state: the response's own message,
+    /// or, for a button answered with type 6 or 7, the message the button is on.
+    pub original: Option<FakeMessage>,
+    pub ephemeral: bool,
+    /// Bodies of the accepted edits of `@original`, in order (a first followup after a
+    /// deferred response edits `@original` too, as on Discord, and is listed here).
+    pub edits: Vec<Value>,
+    /// Followup messages, in their current state.
+    pub followups: Vec<FakeMessage>,
+}
+
+impl FakeInteraction {
+    pub fn content(&self) -> &str {
+        self.original.as_ref().map_or("", |m| m.content())
+    }
+
+    pub fn embeds(&self) -> Vec<Value> {
+        self.original
+            .as_ref()
+            .and_then(|m| m.body["embeds"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn components(&self) -> Vec<Value> {
+        self.original
+            .as_ref()
+            .and_then(|m| m.body["components"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn custom_ids(&self) -> Vec<String> {
+        self.original
+            .as_ref()
+            .map(FakeMessage::custom_ids)
+            .unwrap_or_default()
+    }
+
+    /// A valid initial response arrived in time.
+    pub fn acknowledged(&self) -> bool {
+        self.response_type.is_some()
+    }
+}
+
+struct InteractionState {
+    id: String,
+    token: String,
+    kind: u64,
+    user_id: String,
+    channel_id: String,
+    payload: Value,
+    /// For a button: the message it is on.
+    source_message: Option<String>,
+    /// When it was built, then when it was sent: the token lives from then.
+    issued: Instant,
+    /// Sent, and its answer not read yet.
+    in_flight: bool,
+    response_type: Option<u64>,
+    initial: Option<Value>,
+    latency: Option<Duration>,
+    failure: Option<String>,
+    /// The id of the message `@original` refers to.
+    original: Option<String>,
+    ephemeral: bool,
+    edits: Vec<Value>,
+    followups: Vec<String>,
+}
+
+impl InteractionState {
+    fn view(&self, messages: &[FakeMessage]) -> FakeInteraction {
+        let find = |id: &str| messages.iter().find(|m| m.id == id).cloned();
+        FakeInteraction {
+            id: self.id.clone(),
+            token: self.token.clone(),
+            kind: self.kind,
+            user_id: self.user_id.clone(),
+            channel_id: self.channel_id.clone(),
+            payload: self.payload.clone(),
+            response_type: self.response_type,
+            initial: self.initial.clone(),
+            latency: self.latency,
+            failure: self.failure.clone(),
+            original: self.original.as_deref().and_then(find),
+            ephemeral: self.ephemeral,
+            edits: self.edits.clone(),
+            followups: self.followups.iter().filter_map(|id| find(id)).collect(),
+        }
+    }
+}
+
+fn new_signing_key(port: u16) -> ed25519_dalek::SigningKey {
+    use sha2::Digest;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let seed = sha2::Sha256::digest(format!("{port}:{nanos}:{}", std::process::id()));
+    ed25519_dalek::SigningKey::from_bytes(&seed.into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Interaction tokens look like Discord's: URL-safe base64 around the interaction's id.
+fn new_token(id: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = hex(&sha2::Sha256::digest(format!("{id}:{nanos}")));
+    let secret2 = hex(&sha2::Sha256::digest(&secret));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("interaction:{id}:{secret}{secret2}"))
+}
+
+fn discord_user(id: &str, name: &str) -> Value {
+    json!({
+        "id": id,
+        "username": name.to_lowercase().replace(' ', "_"),
+        "global_name": name,
+        "avatar": null,
+        "avatar_decoration_data": null,
+        "discriminator": "0",
+        "public_flags": 0,
+        "clan": null,
+    })
+}
+
+/// What a member of a guild may do (Administrator aside): view, send, read history, use
+/// application commands.
+const MEMBER_PERMISSIONS: &str = "2248473465835073";
+/// What the application may do in the channel.
+const APP_PERMISSIONS: &str = "562949953601536";
+/// Discord's upload limit for a server without boosts (10 MiB).
+const ATTACHMENT_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
+
+fn role_id(st: &mut State, role: &str) -> String {
+    if parse_snowflake(role).is_some() {
+        return role.to_string();
+    }
+    if let Some(id) = st.roles.get(role) {
+        return id.clone();
+    }
+    let id = st.next_snowflake();
+    st.roles.insert(role.to_string(), id.clone());
+    id
+}
+
+/// The fields every interaction from a guild channel carries.
+fn interaction_payload(
+    st: &mut State,
+    kind: u64,
+    id: &str,
+    token: &str,
+    user: &FakeUser,
+    channel: &str,
+) -> Value {
+    let roles: Vec<String> = user.roles.iter().map(|r| role_id(st, r)).collect();
+    let guild = GUILD_ID.to_string();
+    json!({
+        "id": id,
+        "application_id": APPLICATION_ID,
+        "type": kind,
+        "token": token,
+        "version": 1,
+        "guild_id": guild,
+        "guild": {"id": guild, "locale": "en-US", "features": []},
+        "channel_id": channel,
+        "channel": {
+            "id": channel,
+            "type": 0,
+            "guild_id": guild,
+            "name": "alerts",
+            "position": 0,
+            "flags": 0,
+            "parent_id": null,
+            "topic": null,
+            "nsfw": false,
+            "last_message_id": null,
+            "rate_limit_per_user": 0,
+            "permissions": MEMBER_PERMISSIONS,
+        },
+        "member": {
+            "user": discord_user(&user.id, &user.name),
+            "roles": roles,
+            "permissions": MEMBER_PERMISSIONS,
+            "nick": null,
+            "avatar": null,
+            "banner": null,
+            "joined_at": "2025-01-15T09:30:00.000000+00:00",
+            "premium_since": null,
+            "deaf": false,
+            "mute": false,
+            "flags": 0,
+            "pending": false,
+            "communication_disabled_until": null,
+            "unusual_dm_activity_until": null,
+        },
+        "locale": "en-US",
+        "guild_locale": "en-US",
+        "app_permissions": APP_PERMISSIONS,
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": guild},
+        "context": 0,
+        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+    })
+}
+
+/// The option type Discord would send for a value: the registered option's, else guessed.
+fn option_type(registered: Option<&Value>, name: &str, value: &Value) -> u64 {
+    let known = registered
+        .and_then(|c| c["options"].as_array())
+        .and_then(|opts| opts.iter().find(|o| o["name"] == name))
+        .and_then(|o| o["type"].as_u64());
+    known.unwrap_or(match value {
+        Value::Bool(_) => 5,
+        Value::Number(n) if n.is_i64() || n.is_u64() => 4,
+        Value::Number(_) => 10,
+        _ => 3,
+    })
+}
+
+impl FakeDiscord {
+    /// The application's id, which is also its bot user's.
+    pub fn application_id(&self) -> &'static str {
+        APPLICATION_ID
+    }
+
+    /// Makes a guild known: guild commands can be registered there.
+    pub fn add_guild(&self, id: u64) {
+        self.state().guilds.insert(id);
+    }
+
+    /// The public key that checks the fake's signatures: `discord.public_key`.
+    pub fn public_key_hex(&self) -> String {
+        hex(self.inner.shared.signing_key.verifying_key().as_bytes())
+    }
+
+    /// How long the fake waits for an interaction's first answer (3 s, as Discord).
+    pub fn set_interaction_deadline(&self, deadline: Duration) {
+        self.state().interaction_deadline = deadline;
+    }
+
+    /// How long interaction tokens work (15 minutes, as Discord).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.state().token_lifetime = lifetime;
+    }
+
+    /// The commands registered globally (None) or in a guild, as Discord answers them.
+    pub fn registered_commands(&self, guild: Option<u64>) -> Vec<Value> {
+        self.state()
+            .commands
+            .get(&guild)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The id the fake gave a role name (a snowflake is its own id).
+    pub fn role_id(&self, role: &str) -> String {
+        role_id(&mut self.state(), role)
+    }
+
+    /// Every message `user` sees in a channel: ephemeral ones only if they are theirs.
+    pub fn messages_visible_to(&self, channel_id: u64, user_id: &str) -> Vec<FakeMessage> {
+        self.messages_in(channel_id)
+            .into_iter()
+            .filter(|m| m.visible_to.as_deref().map_or(true, |u| u == user_id))
+            .collect()
+    }
+
+    fn issue(&self, kind: u64, user: &FakeUser, channel: &str) -> (String, String, Value) {
+        let mut st = self.state();
+        if let Some(c) = parse_snowflake(channel) {
+            // A person typed there, so the channel exists.
+            st.channels.insert(c);
+        }
+        let id = st.next_snowflake();
+        let token = new_token(&id);
+        let payload = interaction_payload(&mut st, kind, &id, &token, user, channel);
+        (id, token, payload)
+    }
+
+    fn record(&self, interaction: &Interaction, kind: u64, user: &str, source: Option<String>) {
+        let mut st = self.state();
+        st.interactions.push(InteractionState {
+            id: interaction.id.clone(),
+            token: interaction.token.clone(),
+            kind,
+            user_id: user.to_string(),
+            channel_id: interaction.body["channel_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            payload: interaction.body.clone(),
+            source_message: source,
+            issued: Instant::now(),
+            in_flight: false,
+            response_type: None,
+            initial: None,
+            latency: None,
+            failure: None,
+            original: None,
+            ephemeral: false,
+            edits: Vec::new(),
+            followups: Vec::new(),
+        });
+    }
+
+    /// The PING Discord sends to check an Interactions Endpoint URL.
+    pub fn ping(&self) -> Interaction {
+        let (id, token) = {
+            let mut st = self.state();
+            let id = st.next_snowflake();
+            let token = new_token(&id);
+            (id, token)
+        };
+        let body = json!({
+            "id": id,
+            "application_id": APPLICATION_ID,
+            "type": 1,
+            "token": token,
+            "version": 1,
+            "user": discord_user("643945264868098049", "Discord"),
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+        });
+        let interaction = Interaction { id, token, body };
+        self.record(&interaction, 1, "643945264868098049", None);
+        interaction
+    }
+
+    /// `/name option:value…` typed by `user` in `channel`. Option types are the registered
+    /// command's (guild first, then global), else guessed from the JSON values.
+    pub fn slash_command(
+        &self,
+        name: &str,
+        options: &[(&str, Value)],
+        user: &FakeUser,
+        channel: u64,
+    ) -> Interaction {
+        let channel = channel.to_string();
+        let (id, token, mut body) = self.issue(2, user, &channel);
+        let (registered, guild) = {
+            let st = self.state();
+            let find = |g: Option<u64>| {
+                st.commands
+                    .get(&g)
+                    .and_then(|list| list.iter().find(|c| c["name"] == name && c["type"] == 1))
+                    .cloned()
+            };
+            match find(Some(GUILD_ID)) {
+                Some(c) => (Some(c), true),
+                None => (find(None), false),
+            }
+        };
+        let command_id = match &registered {
+            Some(c) => c["id"].as_str().unwrap_or_default().to_string(),
+            None => self.state().next_snowflake(),
+        };
+        let mut data = json!({"id": command_id, "name": name, "type": 1});
+        if guild {
+            data["guild_id"] = json!(GUILD_ID.to_string());
+        }
+        if !options.is_empty() {
+            data["options"] = Value::Array(
+                options
+                    .iter()
+                    .map(|(n, v)| {
+                        json!({"name": n, "type": option_type(registered.as_ref(), n, v), "value": v})
+                    })
+                    .collect(),
+            );
+        }
+        body["data"] = data;
+        let interaction = Interaction { id, token, body };
+        self.record(&interaction, 2, &user.id, None);
+        interaction
+    }
+
+    /// `user` clicks the button `custom_id` of message `message_id` in `channel`. Panics when
+    /// Discord could not send that click: no such message or button, or an ephemeral message
+    /// of someone else.
+    pub fn button_click(
+        &self,
+        message_id: &str,
+        custom_id: &str,
+        user: &FakeUser,
+        channel: u64,
+    ) -> Interaction {
+        let message = self
+            .state()
+            .messages
+            .iter()
+            .find(|m| m.id == message_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no message {message_id} to click on"));
+        assert_eq!(
+            message.channel_id,
+            channel.to_string(),
+            "message {message_id} is not in channel {channel}"
+        );
+        assert!(
+            message.custom_ids().iter().any(|c| c == custom_id),
+            "message {message_id} has no button {custom_id:?} (it has {:?})",
+            message.custom_ids()
+        );
+        if let Some(only) = &message.visible_to {
+            assert_eq!(
+                only, &user.id,
+                "message {message_id} is ephemeral: only {only} sees it"
+            );
+        }
+        let (id, token, mut body) = self.issue(3, user, &channel.to_string());
+        body["data"] = json!({"custom_id": custom_id, "component_type": 2});
+        body["message"] = message.body.clone();
+        let interaction = Interaction { id, token, body };
+        self.record(&interaction, 3, &user.id, Some(message.id));
+        interaction
+    }
+
+    /// Sends an interaction to an application's endpoint as Discord does: signed, with
+    /// Discord's headers, and the answer held to Discord's deadline and rules.
+    pub async fn send_interaction(&self, url: &str, interaction: Interaction) -> Sent {
+        use ed25519_dalek::Signer;
+        let body = interaction.body.to_string();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let signature = hex(&self
+            .inner
+            .shared
+            .signing_key
+            .sign(format!("{timestamp}{body}").as_bytes())
+            .to_bytes());
+        {
+            let mut st = self.state();
+            let i = st
+                .interactions
+                .iter_mut()
+                .find(|i| i.id == interaction.id)
+                .expect("an interaction the fake built");
+            i.issued = Instant::now();
+            i.in_flight = true;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let answer = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                "Discord-Interactions/1.0 (+https://discord.com)",
+            )
+            .header("x-signature-ed25519", &signature)
+            .header("x-signature-timestamp", &timestamp)
+            .body(body)
+            .send()
+            .await;
+        let (status, content_type, text) = match answer {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let ct = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (status, ct, r.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, String::new(), e.to_string()),
+        };
+        let latency = started.elapsed();
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let failure = {
+            let mut st = self.state();
+            let index = st
+                .interactions
+                .iter()
+                .position(|i| i.id == interaction.id)
+                .unwrap();
+            let failure = accept_initial(
+                &mut st,
+                index,
+                status,
+                &content_type,
+                json.as_ref(),
+                latency,
+            );
+            let i = &mut st.interactions[index];
+            i.in_flight = false;
+            i.latency = Some(latency);
+            i.initial = json.clone();
+            i.failure = failure.clone();
+            failure
+        };
+        Sent {
+            status,
+            body: json.unwrap_or(Value::String(text)),
+            latency,
+            token: interaction.token,
+            id: interaction.id,
+            failure,
+        }
+    }
+
+    pub fn try_interaction(&self, token_or_id: &str) -> Option<FakeInteraction> {
+        let st = self.state();
+        st.interactions
+            .iter()
+            .find(|i| i.id == token_or_id || i.token == token_or_id)
+            .map(|i| i.view(&st.messages))
+    }
+
+    /// An interaction by its token or id; panics if the fake did not build it.
+    pub fn interaction(&self, token_or_id: &str) -> FakeInteraction {
+        self.try_interaction(token_or_id)
+            .unwrap_or_else(|| panic!("the fake built no interaction {token_or_id}"))
+    }
+
+    /// Waits until the interaction satisfies `f`; panics after `timeout` with its state.
+    pub async fn wait_for_interaction(
+        &self,
+        token_or_id: &str,
+        timeout: Duration,
+        f: impl Fn(&FakeInteraction) -> bool,
+    ) -> FakeInteraction {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let i = self.interaction(token_or_id);
+            if f(&i) {
+                return i;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for interaction {token_or_id}: {i:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn type_of(v: &Value) -> u64 {
+    v.get("type").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Checks the application's answer to an interaction and applies it; answers why Discord
+/// would show the interaction as failed, if it would.
+fn accept_initial(
+    st: &mut State,
+    index: usize,
+    status: u16,
+    content_type: &str,
+    body: Option<&Value>,
+    latency: Duration,
+) -> Option<String> {
+    if status == 0 {
+        return Some("The application did not respond: it could not be reached".into());
+    }
+    if latency > st.interaction_deadline {
+        return Some(format!(
+            "The application did not respond: it answered after {latency:?}, Discord waits {:?}",
+            st.interaction_deadline
+        ));
+    }
+    if status != 200 {
+        return Some(format!(
+            "This interaction failed: the application answered {status}"
+        ));
+    }
+    if !content_type.starts_with("application/json") {
+        return Some(format!(
+            "This interaction failed: the answer's content type is {content_type:?}, not application/json"
+        ));
+    }
+    let Some(body) = body else {
+        return Some("This interaction failed: the answer is not JSON".into());
+    };
+    let kind = st.interactions[index].kind;
+    let response = type_of(body);
+    let schema = match (kind, response) {
+        (1, 1) => {
+            st.interactions[index].response_type = Some(1);
+            return None;
+        }
+        (1, _) => return Some("This interaction failed: a PING is answered {\"type\": 1}".into()),
+        (_, 4) | (_, 5) => CALLBACK_MESSAGE_SCHEMA,
+        (3, 6) | (3, 7) => CALLBACK_UPDATE_SCHEMA,
+        (_, 6) | (_, 7) => {
+            return Some(format!(
+                "This interaction failed: response type {response} is only for components"
+            ))
+        }
+        (_, 1) => return Some("This interaction failed: PONG answers only a PING".into()),
+        (_, other) => {
+            return Some(format!(
+                "fake Discord: response type {other} is not implemented (only 4, 5, 6, 7)"
+            ))
+        }
+    };
+    let mut errors = FormErrors::default();
+    validate_schema(schema, st.reject_unknown_fields, body, &[], &mut errors, 0);
+    if !errors.is_empty() {
+        // `data` is `oneOf: [null, …]`: say what is wrong inside it rather than "no choice".
+        let data_schema = match response {
+            4 | 5 => "IncomingWebhookInteractionRequest",
+            _ => "IncomingWebhookUpdateForInteractionCallbackRequestPartial",
+        };
+        if let Some(data) = body.get("data").filter(|d| d.is_object()) {
+            let mut inner = FormErrors::default();
+            let path = ["data".to_string()];
+            validate_schema(
+                data_schema,
+                st.reject_unknown_fields,
+                data,
+                &path,
+                &mut inner,
+                0,
+            );
+            if !inner.is_empty() {
+                errors = inner;
+            }
+        }
+        return Some(format!("This interaction failed: {}", errors.answer_body()));
+    }
+    let data = body
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let data_path = ["data".to_string()];
+    let flags = data.get("flags").and_then(Value::as_u64).unwrap_or(0);
+    let source = st.interactions[index].source_message.clone();
+    match response {
+        4 | 5 => {
+            let ephemeral = flags & FLAG_EPHEMERAL != 0;
+            let mut view = data.clone();
+            if response == 5 {
+                // A deferral shows "thinking…"; content comes later.
+                view = Map::new();
+                view.insert(
+                    "flags".into(),
+                    json!(FLAG_LOADING | (flags & FLAG_EPHEMERAL)),
+                );
+            } else {
+                check_limits(&view, &mut errors);
+                prefix_errors(&mut errors, &data_path);
+                if !errors.is_empty() {
+                    return Some(format!("This interaction failed: {}", errors.answer_body()));
+                }
+                if is_empty_message(&view) {
+                    return Some(
+                        "This interaction failed: Cannot send an empty message (50006)".into(),
+                    );
+                }
+            }
+            let id = create_interaction_message(st, index, &view, ephemeral, None);
+            let i = &mut st.interactions[index];
+            i.original = Some(id);
+            i.ephemeral = ephemeral;
+        }
+        _ => {
+            let source = source.expect("a component interaction has its message");
+            let Some(m) = st.messages.iter().position(|m| m.id == source) else {
+                return Some("This interaction failed: the message is gone".into());
+            };
+            if response == 7 {
+                let view = edited_view(&st.messages[m].body, &data);
+                check_limits(&view, &mut errors);
+                prefix_errors(&mut errors, &data_path);
+                if !errors.is_empty() {
+                    return Some(format!("This interaction failed: {}", errors.answer_body()));
+                }
+                if is_empty_message(&view) {
+                    return Some(
+                        "This interaction failed: Cannot send an empty message (50006)".into(),
+                    );
+                }
+                edit_message(st, m, &data);
+            }
+            let ephemeral = st.messages[m].is_ephemeral();
+            let i = &mut st.interactions[index];
+            i.original = Some(source);
+            i.ephemeral = ephemeral;
+        }
+    }
+    st.interactions[index].response_type = Some(response);
+    None
+}
+
+/// Errors found on a part of a body are reported under that part's path.
+fn prefix_errors(errors: &mut FormErrors, prefix: &[String]) {
+    if errors.is_empty() || prefix.is_empty() {
+        return;
+    }
+    let mut tree = std::mem::take(&mut errors.tree);
+    for seg in prefix.iter().rev() {
+        let mut outer = Map::new();
+        outer.insert(seg.clone(), Value::Object(tree));
+        tree = outer;
+    }
+    errors.tree = tree;
+}
+
+/// A message an interaction created: its response, or a followup.
+fn create_interaction_message(
+    st: &mut State,
+    index: usize,
+    req: &Map<String, Value>,
+    ephemeral: bool,
+    original_response: Option<&str>,
+) -> String {
+    let id = st.next_snowflake();
+    let i = &st.interactions[index];
+    let user = i.payload["member"]["user"].clone();
+    let mut metadata = json!({
+        "id": i.id,
+        "type": i.kind,
+        "user": user,
+        "authorizing_integration_owners": {"0": GUILD_ID.to_string()},
+    });
+    if let Some(source) = &i.source_message {
+        metadata["interacted_message_id"] = json!(source);
+    }
+    if let Some(o) = original_response {
+        metadata["original_response_message_id"] = json!(o);
+    }
+    let kind = match (original_response, i.kind) {
+        (Some(_), _) => 0,
+        // A reply to a slash command, or to a click.
+        (None, 2) => 20,
+        (None, _) => 19,
+    };
+    let channel = i.channel_id.clone();
+    let flags = req.get("flags").and_then(Value::as_u64).unwrap_or(0)
+        | if ephemeral { FLAG_EPHEMERAL } else { 0 };
+    let visible_to = ephemeral.then(|| i.user_id.clone());
+    let interaction_id = i.id.clone();
+    let body = json!({
+        "type": kind,
+        "channel_id": channel,
+        "content": req.get("content").and_then(Value::as_str).unwrap_or(""),
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": normalize_embeds(req.get("embeds")),
+        "timestamp": now_timestamp(),
+        "edited_timestamp": null,
+        "flags": flags,
+        "components": normalize_components(req.get("components")),
+        "id": id,
+        "author": author(),
+        "pinned": false,
+        "mention_everyone": false,
+        "tts": false,
+        "webhook_id": APPLICATION_ID,
+        "application_id": APPLICATION_ID,
+        "interaction_metadata": metadata,
+    });
+    st.messages.push(FakeMessage {
+        id: id.clone(),
+        channel_id: channel,
+        body,
+        edits: 0,
+        visible_to,
+        interaction_id: Some(interaction_id),
+    });
+    id
+}
+
+/// The interaction a webhook token belongs to, if Discord would still take requests for it.
+fn webhook_interaction(st: &State, app: &str, token: &str) -> Result<usize, Answer> {
+    let unknown = || Answer::error(404, "Unknown Webhook", 10015);
+    if app != APPLICATION_ID {
+        return Err(unknown());
+    }
+    let index = st
+        .interactions
+        .iter()
+        .position(|i| i.token == token)
+        .ok_or_else(unknown)?;
+    let i = &st.interactions[index];
+    if i.issued.elapsed() > st.token_lifetime || i.response_type.is_none() || i.kind == 1 {
+        return Err(unknown());
+    }
+    Ok(index)
+}
+
+fn apply_original(
+    st: &mut State,
+    app: &str,
+    token: &str,
+    write: bool,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Answer {
+    let index = match webhook_interaction(st, app, token) {
+        Ok(i) => i,
+        Err(a) => return a,
+    };
+    let Some(m) = st.interactions[index]
+        .original
+        .as_ref()
+        .and_then(|id| st.messages.iter().position(|m| &m.id == id))
+    else {
+        return Answer::error(404, "Unknown Message", 10008);
+    };
+    if !write {
+        return Answer::json(200, st.messages[m].body.clone());
+    }
+    let request = match json_body(headers, body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let mut errors = FormErrors::default();
+    validate_schema(
+        WEBHOOK_EDIT_SCHEMA,
+        st.reject_unknown_fields,
+        &request,
+        &[],
+        &mut errors,
+        0,
+    );
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    let req = request.as_object().expect("the schema requires an object");
+    edit_webhook_message(st, index, m, req)
+}
+
+/// Applies an edit of an interaction's message; the message stays as ephemeral as it was, and
+/// stops "thinking".
+fn edit_webhook_message(
+    st: &mut State,
+    index: usize,
+    m: usize,
+    req: &Map<String, Value>,
+) -> Answer {
+    let mut errors = FormErrors::default();
+    let mut req = req.clone();
+    let kept = st.messages[m].flags() & FLAG_EPHEMERAL;
+    let asked = req.get("flags").and_then(Value::as_u64).unwrap_or(0);
+    req.insert(
+        "flags".into(),
+        json!((asked & !(FLAG_EPHEMERAL | FLAG_LOADING)) | kept),
+    );
+    let view = edited_view(&st.messages[m].body, &req);
+    check_limits(&view, &mut errors);
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    if is_empty_message(&view) {
+        return Answer::error(400, "Cannot send an empty message", 50006);
+    }
+    let answer = edit_message(st, m, &req);
+    st.interactions[index].edits.push(Value::Object(req));
+    answer
+}
+
+fn apply_followup(
+    st: &mut State,
+    app: &str,
+    token: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Answer {
+    let index = match webhook_interaction(st, app, token) {
+        Ok(i) => i,
+        Err(a) => return a,
+    };
+    let request = match json_body(headers, body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let mut errors = FormErrors::default();
+    validate_schema(
+        WEBHOOK_CREATE_SCHEMA,
+        st.reject_unknown_fields,
+        &request,
+        &[],
+        &mut errors,
+        0,
+    );
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    let req = request.as_object().expect("the schema requires an object");
+    // After a deferral, the first followup fills the "thinking…" message, which keeps the
+    // deferral's ephemerality.
+    let loading = st.interactions[index]
+        .original
+        .as_ref()
+        .and_then(|id| st.messages.iter().position(|m| &m.id == id))
+        .filter(|&m| st.messages[m].flags() & FLAG_LOADING != 0);
+    if let Some(m) = loading {
+        return edit_webhook_message(st, index, m, req);
+    }
+    let view = req.clone();
+    check_limits(&view, &mut errors);
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    if is_empty_message(&view) {
+        return Answer::error(400, "Cannot send an empty message", 50006);
+    }
+    let ephemeral = req.get("flags").and_then(Value::as_u64).unwrap_or(0) & FLAG_EPHEMERAL != 0;
+    let original = st.interactions[index].original.clone();
+    let id = create_interaction_message(st, index, req, ephemeral, original.as_deref());
+    st.interactions[index].followups.push(id.clone());
+    let m = st.messages.iter().find(|m| m.id == id).unwrap();
+    Answer::json(200, m.body.clone())
+}
+
+// --- Application commands
+
+/// Fields of Discord's documented application command that the spec's request schemas lack.
+fn documented_command_fields(schema: &str) -> Vec<(&'static str, Value)> {
+    // Option fields that do not apply to an option's type are accepted only unset: serenity
+    // sends them all (empty), and Discord accepts that, but refuses e.g. autocomplete on a
+    // boolean.
+    let unset = json!({"anyOf": [
+        {"type": "null"},
+        {"type": "array", "maxItems": 0},
+        {"const": false},
+    ]});
+    match schema {
+        "ApplicationCommandUpdateRequest" => vec![("nsfw", json!({"type": ["boolean", "null"]}))],
+        s if s.starts_with("ApplicationCommand") && s.ends_with("Option") => [
+            "options",
+            "choices",
+            "channel_types",
+            "min_value",
+            "max_value",
+            "min_length",
+            "max_length",
+            "autocomplete",
+            "required",
+        ]
+        .into_iter()
+        .map(|f| (f, unset.clone()))
+        .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The schema of an application command option, by its `type`.
+fn option_schema(kind: u64) -> Option<&'static str> {
+    Some(match kind {
+        1 => "ApplicationCommandSubcommandOption",
+        2 => "ApplicationCommandSubcommandGroupOption",
+        3 => "ApplicationCommandStringOption",
+        4 => "ApplicationCommandIntegerOption",
+        5 => "ApplicationCommandBooleanOption",
+        6 => "ApplicationCommandUserOption",
+        7 => "ApplicationCommandChannelOption",
+        8 => "ApplicationCommandRoleOption",
+        9 => "ApplicationCommandMentionableOption",
+        10 => "ApplicationCommandNumberOption",
+        11 => "ApplicationCommandAttachmentOption",
+        _ => return None,
+    })
+}
+
+/// Discord's rule for command and option names: 1 to 32 letters, digits, `-` or `_`, in lower
+/// case where the letter has one.
+fn valid_command_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=32).contains(&n)
+        && name.chars().all(|c| {
+            (c.is_alphanumeric() || c == '-' || c == '_') && c.to_lowercase().eq(std::iter::once(c))
+        })
+}
+
+fn check_options(options: &[Value], path: &[String], errors: &mut FormErrors) -> usize {
+    let mut size = 0;
+    let mut names = HashSet::new();
+    let mut optional_seen = false;
+    for (j, o) in options.iter().enumerate() {
+        let p = with(path, &["options", &j.to_string()]);
+        let name = o["name"].as_str().unwrap_or("");
+        size += name.chars().count() + chars(o.get("description"));
+        if !valid_command_name(name) {
+            errors.add(
+                &with(&p, &["name"]),
+                "APPLICATION_COMMAND_INVALID_NAME",
+                "Command name is invalid",
+            );
+        }
+        if !names.insert(name.to_string()) {
+            errors.add(
+                &with(&p, &["name"]),
+                "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
+                "Option names must be unique",
+            );
+        }
+        let required = o["required"].as_bool() == Some(true);
+        if required && optional_seen {
+            errors.add(
+                &p,
+                "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                "Required options must be placed before non-required options",
+            );
+        }
+        if !required {
+            optional_seen = true;
+        }
+        for (k, c) in o["choices"].as_array().into_iter().flatten().enumerate() {
+            size += chars(c.get("name"));
+            if let Some(v) = c["value"].as_str() {
+                size += v.chars().count();
+                if v.chars().count() > MAX_CHOICE_VALUE_CHARS {
+                    errors.add(
+                        &with(&p, &["choices", &k.to_string(), "value"]),
+                        "BASE_TYPE_MAX_LENGTH",
+                        format!("Must be {MAX_CHOICE_VALUE_CHARS} or fewer in length."),
+                    );
+                }
+            }
+        }
+        if let Some(sub) = o["options"].as_array() {
+            size += check_options(sub, &p, errors);
+        }
+    }
+    size
+}
+
+/// The documented rules the spec does not carry, for a bulk overwrite.
+fn check_commands(list: &[Value], errors: &mut FormErrors) -> Option<Answer> {
+    let chat_input = list.iter().filter(|c| c["type"].as_u64().unwrap_or(1) == 1);
+    if chat_input.count() > MAX_COMMANDS {
+        return Some(Answer::error(
+            400,
+            &format!("Maximum number of application commands reached ({MAX_COMMANDS})"),
+            30032,
+        ));
+    }
+    let mut names = HashSet::new();
+    for (i, c) in list.iter().enumerate() {
+        let p = vec![i.to_string()];
+        let kind = c["type"].as_u64().unwrap_or(1);
+        let name = c["name"].as_str().unwrap_or("");
+        if kind == 1 {
+            if !valid_command_name(name) {
+                errors.add(
+                    &with(&p, &["name"]),
+                    "APPLICATION_COMMAND_INVALID_NAME",
+                    "Command name is invalid",
+                );
+            }
+            if c["description"].as_str().map_or(true, str::is_empty) {
+                errors.add(
+                    &with(&p, &["description"]),
+                    "BASE_TYPE_REQUIRED",
+                    "This field is required",
+                );
+            }
+        }
+        if !names.insert((kind, name.to_string())) {
+            errors.add(
+                &with(&p, &["name"]),
+                "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                "Application command names must be unique",
+            );
+        }
+        let options = c["options"].as_array().cloned().unwrap_or_default();
+        let size = name.chars().count()
+            + chars(c.get("description"))
+            + check_options(&options, &p, errors);
+        if size > MAX_COMMAND_SIZE {
+            errors.add(
+                &p,
+                "APPLICATION_COMMAND_TOO_LARGE",
+                format!("Command exceeds maximum size ({MAX_COMMAND_SIZE})"),
+            );
+        }
+    }
+    None
+}
+
+/// An option as Discord answers it: unset fields left out.
+fn normalize_option(o: &Value) -> Value {
+    let mut out = Map::new();
+    for (k, v) in o.as_object().into_iter().flatten() {
+        let unset = v.is_null()
+            || v.as_array().is_some_and(Vec::is_empty)
+            || v.as_object().is_some_and(Map::is_empty)
+            || (v == &json!(false) && (k == "required" || k == "autocomplete"));
+        if unset {
+            continue;
+        }
+        let v = if k == "options" {
+            Value::Array(v.as_array().unwrap().iter().map(normalize_option).collect())
+        } else {
+            v.clone()
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+fn command_answer(c: &Value, id: String, version: String, guild: Option<u64>) -> Value {
+    let kind = c["type"].as_u64().unwrap_or(1);
+    let mut out = json!({
+        "id": id,
+        "application_id": APPLICATION_ID,
+        "version": version,
+        "default_member_permissions": c.get("default_member_permissions")
+            .and_then(|p| p.as_u64().map(|n| n.to_string()).or_else(|| p.as_str().map(str::to_string))),
+        "type": kind,
+        "name": c["name"],
+        "description": c["description"].as_str().unwrap_or(""),
+        "nsfw": c["nsfw"].as_bool().unwrap_or(false),
+        "integration_types": c.get("integration_types").filter(|v| !v.is_null()).cloned().unwrap_or(json!([0])),
+        "contexts": c.get("contexts").cloned().unwrap_or(Value::Null),
+    });
+    if let Some(options) = c["options"].as_array().filter(|o| !o.is_empty()) {
+        out["options"] = Value::Array(options.iter().map(normalize_option).collect());
+    }
+    match guild {
+        Some(g) => out["guild_id"] = json!(g.to_string()),
+        None => out["dm_permission"] = json!(c["dm_permission"].as_bool().unwrap_or(true)),
+    }
+    for key in ["name_localizations", "description_localizations"] {
+        if let Some(v) = c
+            .get(key)
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            out[key] = v.clone();
+        }
+    }
+    out
+}
+
+fn apply_commands(
+    st: &mut State,
+    app: &str,
+    guild: Option<&str>,
+    write: bool,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Answer {
+    let missing_access = || Answer::error(403, "Missing Access", 50001);
+    if app != APPLICATION_ID {
+        return missing_access();
+    }
+    let guild = match guild {
+        None => None,
+        Some(g) => match parse_snowflake(g) {
+            Some(id) if st.guilds.contains(&id) => Some(id),
+            Some(_) => return missing_access(),
+            None => {
+                let mut errors = FormErrors::default();
+                errors.add(
+                    &["guild_id"],
+                    "NUMBER_TYPE_COERCE",
+                    format!("Value \"{g}\" is not snowflake."),
+                );
+                return errors.answer();
+            }
+        },
+    };
+    if !write {
+        return Answer::json(
+            200,
+            Value::Array(st.commands.get(&guild).cloned().unwrap_or_default()),
+        );
+    }
+    let request = match json_body(headers, body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let mut errors = FormErrors::default();
+    validate_schema(
+        COMMANDS_SCHEMA,
+        st.reject_unknown_fields,
+        &request,
+        &[],
+        &mut errors,
+        0,
+    );
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    let list = request.as_array().cloned().unwrap_or_default();
+    if let Some(refused) = check_commands(&list, &mut errors) {
+        return refused;
+    }
+    if !errors.is_empty() {
+        return errors.answer();
+    }
+    // A command keeps its id when one of its name and type was there before.
+    let old = st.commands.remove(&guild).unwrap_or_default();
+    let mut now = Vec::new();
+    for c in &list {
+        let kind = c["type"].as_u64().unwrap_or(1);
+        let id = old
+            .iter()
+            .find(|o| o["name"] == c["name"] && o["type"].as_u64() == Some(kind))
+            .and_then(|o| o["id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| st.next_snowflake());
+        let version = st.next_snowflake();
+        now.push(command_answer(c, id, version, guild));
+    }
+    st.commands.insert(guild, now.clone());
+    Answer::json(200, Value::Array(now))
+}
+
+/// The JSON body of a request, or Discord's answer to one it cannot read.
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Answer> {
+    let content_type = header(headers, "content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if content_type != "application/json" {
+        if content_type == "multipart/form-data"
+            || content_type == "application/x-www-form-urlencoded"
+        {
+            return Err(Answer::error(
+                400,
+                "fake Discord: only application/json bodies are implemented (no uploads)",
+                0,
+            ));
+        }
+        // Without a JSON content type Discord reads no fields at all.
+        return Err(Answer::error(400, "Cannot send an empty message", 50006));
+    }
+    serde_json::from_slice(body)
+        .map_err(|_| Answer::error(400, "The request body contains invalid JSON.", 50109))
+}
+
+/// The token of an interaction webhook request, if the path is one.
+fn webhook_token(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/v10/webhooks/")?;
+    rest.split('/').nth(1).filter(|t| !t.is_empty())
+}
+
+/// Waits while the interaction of `token` is being answered: Discord handles the answer it
+/// was sent before requests that follow it.
+async fn wait_for_answer(shared: &Shared, token: &str) {
+    let deadline = {
+        let st = shared.lock();
+        Instant::now() + st.interaction_deadline + Duration::from_secs(1)
+    };
+    loop {
+        let in_flight = shared
+            .lock()
+            .interactions
+            .iter()
+            .any(|i| i.token == token && i.in_flight);
+        if !in_flight || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The OpenAPI description and its JSON Schemas.
 
 /// Discord's OpenAPI description, loaded once.
@@ -1626,12 +3147,32 @@ const IGNORED_ECHOES: &[(&str, &str)] = &[
     ("RichEmbedFooter", "proxy_icon_url"),
 ];
 
+/// The root of a schema to validate with: a named schema of the description, or, for a name
+/// such as `put /applications/{application_id}/commands`, that operation's inline JSON request
+/// body schema.
+fn schema_root(name: &str) -> Value {
+    match name.split_once(' ') {
+        Some((method, path)) => openapi()
+            .pointer(&format!(
+                "/paths/{}/{method}/requestBody/content/application~1json/schema",
+                path.replace('~', "~0").replace('/', "~1")
+            ))
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!("no JSON request body for {name} in the OpenAPI description")
+            }),
+        None => json!({"$ref": format!("#/components/schemas/{name}")}),
+    }
+}
+
 fn build_validator(name: &str, strict: bool) -> jsonschema::Validator {
     let all = openapi()["components"]["schemas"]
         .as_object()
         .expect("components.schemas in the OpenAPI description");
+    let mut root = schema_root(name);
     let mut schemas = Map::new();
-    let mut todo = vec![name.to_string()];
+    let mut todo = Vec::new();
+    collect_refs(&root, &mut todo);
     while let Some(n) = todo.pop() {
         if schemas.contains_key(&n) {
             continue;
@@ -1644,21 +3185,23 @@ fn build_validator(name: &str, strict: bool) -> jsonschema::Validator {
     }
     if strict {
         for (n, s) in schemas.iter_mut() {
-            for (owner, field) in IGNORED_ECHOES {
-                if n == owner {
-                    if let Some(p) = s.get_mut("properties").and_then(Value::as_object_mut) {
-                        p.entry(*field)
-                            .or_insert(json!({"type": ["string", "null"]}));
-                    }
+            let mut allowed: Vec<(&str, Value)> = IGNORED_ECHOES
+                .iter()
+                .filter(|(owner, _)| n == owner)
+                .map(|(_, field)| (*field, json!({"type": ["string", "null"]})))
+                .collect();
+            allowed.extend(documented_command_fields(n));
+            if let Some(p) = s.get_mut("properties").and_then(Value::as_object_mut) {
+                for (field, schema) in allowed {
+                    p.entry(field).or_insert(schema);
                 }
             }
             close_objects(s);
         }
+        close_objects(&mut root);
     }
-    let document = json!({
-        "$ref": format!("#/components/schemas/{name}"),
-        "components": {"schemas": schemas},
-    });
+    let mut document = root;
+    document["components"] = json!({"schemas": schemas});
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
@@ -1868,10 +3411,15 @@ fn validate_schema(
                 // Say which part of the chosen schema is wrong, as Discord does, instead of
                 // "matches none of the alternatives".
                 let refined = if depth < 8 {
-                    let by_type = value
-                        .get("type")
-                        .and_then(Value::as_u64)
-                        .and_then(component_schema);
+                    // Items of `options` are command options; other typed objects, components.
+                    let in_options = path.len() >= 2 && path[path.len() - 2] == "options";
+                    let by_type = value.get("type").and_then(Value::as_u64).and_then(|t| {
+                        if in_options {
+                            option_schema(t)
+                        } else {
+                            component_schema(t)
+                        }
+                    });
                     let by_field = path.last().and_then(|f| field_schema(f));
                     match (value.is_object(), by_type.or(by_field)) {
                         (true, Some(schema)) => {
