@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::{self, Outbox};
-use crate::config::{DataDir, Settings};
+use crate::config::Settings;
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::policy::SeverityMap;
 use crate::runbook::Runbook;
@@ -28,14 +28,6 @@ pub struct Data {
     pub commands_source: String,
 }
 
-/// An unset folder means `./<name>` when it exists, else the copy built into the binary.
-fn data_dir(setting: &DataDir, name: &str) -> Option<PathBuf> {
-    setting
-        .dir
-        .clone()
-        .or_else(|| Path::new(name).is_dir().then(|| PathBuf::from(name)))
-}
-
 fn describe(dir: &Option<PathBuf>) -> String {
     dir.as_ref()
         .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
@@ -43,8 +35,9 @@ fn describe(dir: &Option<PathBuf>) -> String {
 
 impl Data {
     pub fn load(settings: &Settings) -> anyhow::Result<Data> {
-        let policy = data_dir(&settings.policy, "policies");
-        let commands = data_dir(&settings.commands, "commands");
+        // An unset folder means `./<name>` when it exists, else the copy built into the binary.
+        let policy = settings.policy.resolve_dir();
+        let commands = settings.commands.resolve("commands");
         Ok(Data {
             severities: SeverityMap::load(policy.as_deref())?,
             runbook: Runbook::load(commands.as_deref())?,

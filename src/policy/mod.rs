@@ -1,4 +1,8 @@
 //! Data from `policies/`: for now, how alert labels map to severities Sev1–Sev4.
+//!
+//! - [`hours`]: `policy.timezone` and `policy.business_hours`: when on-call hours cover a moment.
+
+pub mod hours;
 
 use std::collections::HashMap;
 use std::path::Path;
