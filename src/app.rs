@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 
 use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::{self, Outbox};
+use crate::commands::Commands;
 use crate::config::Settings;
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
-use crate::policy::SeverityMap;
+use crate::policy::{Policies, SeverityMap};
 use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
 use crate::store::Store;
@@ -23,6 +24,9 @@ use crate::telemetry;
 pub struct Data {
     pub severities: SeverityMap,
     pub runbook: Runbook,
+    pub commands: Commands,
+    /// Roles, on-call hours and the Cedar policies, checked against the commands.
+    pub policies: Policies,
     /// Where each came from, for `check-config` and the start-up log.
     pub policy_source: String,
     pub commands_source: String,
@@ -37,12 +41,15 @@ impl Data {
     pub fn load(settings: &Settings) -> anyhow::Result<Data> {
         // An unset folder means `./<name>` when it exists, else the copy built into the binary.
         let policy = settings.policy.resolve_dir();
-        let commands = settings.commands.resolve("commands");
+        let commands_dir = settings.commands.resolve("commands");
+        let commands = Commands::load(commands_dir.as_deref())?;
         Ok(Data {
             severities: SeverityMap::load(policy.as_deref())?,
-            runbook: Runbook::load(commands.as_deref())?,
+            runbook: Runbook::load(commands_dir.as_deref())?,
+            policies: Policies::load_from(policy.as_deref(), &settings.policy, &commands)?,
+            commands,
             policy_source: describe(&policy),
-            commands_source: describe(&commands),
+            commands_source: describe(&commands_dir),
         })
     }
 }

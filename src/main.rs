@@ -206,6 +206,23 @@ fn check_config(settings: &Settings) -> ExitCode {
     );
     println!("  webhook auth         {auth}");
     println!("  policies             {}", data.policy_source);
+    let roles: Vec<&str> = data.policies.roles().names().collect();
+    println!(
+        "  roles                {} ({})",
+        roles.len(),
+        roles.join(", ")
+    );
+    println!(
+        "  policy rules         {} in runbot.cedar, valid against the schema of {} commands",
+        data.policies.rules().len(),
+        data.commands.len()
+    );
+    let clock = data.policies.clock();
+    println!(
+        "  policy clock         {}, business hours {}",
+        clock.tz.name(),
+        clock.business
+    );
     println!(
         "  commands             {} ({} runbook entries)",
         data.commands_source,
