@@ -8,7 +8,7 @@
 //! - [`http`]: axum routes, one module per inbound party (Alertmanager, console, ops).
 //! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
 //! - [`policy`]: data from `policies/`: severity mapping, roles and on-call hours, Cedar
-//!   policies; decides allow / deny / needs approval with a reason.
+//!   policies; decides allow / deny / needs approval with a reason, and `runbot policy explain|test`.
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
 //! - [`commands`]: data from `commands/`: one file per command, its typed options and risk;
 //!   parses and validates arguments.

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use runbot::app::{shutdown_signal, Application, Data};
 use runbot::audit::{Audit, AuditFilter, ExportFormat};
 use runbot::config::Settings;
+use runbot::policy::cli::PolicyCommand;
 
 // glibc malloc was a tenth of the writer's time under load (arena locks, consolidation).
 #[global_allocator]
@@ -35,6 +36,9 @@ enum Command {
     /// The audit trail: check its hash chain, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Policies: explain one decision, check the table of expected decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +81,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&settings),
         Command::Audit(command) => audit(&settings, command),
+        Command::Policy(command) => ExitCode::from(runbot::policy::cli::run(
+            &settings,
+            command,
+            &mut std::io::stdout().lock(),
+        )),
         Command::Serve => {
             runbot::telemetry::init_tracing(&settings.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

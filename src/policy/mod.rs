@@ -6,8 +6,10 @@
 //! - [`cedar`]: the Cedar schema and policies (`runbot.cedarschema`, `runbot.cedar`), checked at load.
 //! - [`Policies::decide`]: allow, deny, or needs a second person's approval, with a reason a
 //!   person can act on.
+//! - [`cli`]: `runbot policy explain` and `runbot policy test`.
 
 pub mod cedar;
+pub mod cli;
 pub mod hours;
 pub mod roles;
 
@@ -25,6 +27,7 @@ const EMBEDDED_SEVERITIES: &str = include_str!("../../policies/severities.toml")
 pub(crate) const EMBEDDED_ROLES: &str = include_str!("../../policies/roles.toml");
 pub(crate) const EMBEDDED_SCHEMA: &str = include_str!("../../policies/runbot.cedarschema");
 pub(crate) const EMBEDDED_POLICIES: &str = include_str!("../../policies/runbot.cedar");
+pub(crate) const EMBEDDED_TESTS: &str = include_str!("../../policies/tests.toml");
 
 /// Sev1 is the most severe. Ordering follows severity: `Sev1 < Sev2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
