@@ -120,10 +120,10 @@ fn generated_schema(roles: &Roles, commands: &Commands) -> String {
     s
 }
 
-/// A Cedar error with the line it points at and its help, on one line each.
+/// A Cedar error with the line it points at in `src` and its help, on one line each.
 fn render(e: &dyn Diagnostic, src: &str) -> String {
     let mut out = e.to_string();
-    if let Some(labels) = e.labels() {
+    if let Some(labels) = e.labels().filter(|_| !src.is_empty()) {
         for l in labels {
             let offset = l.offset().min(src.len());
             let line = src[..offset].matches('\n').count() + 1;
@@ -167,10 +167,12 @@ impl Engine {
                 render(&e, &generated_src)
             )
         })?;
+        // Its errors may point into either fragment, so no line is given.
         let schema = Schema::from_schema_fragments([shipped, generated]).map_err(|e| {
             anyhow!(
-                "{SCHEMA_FILE} with the roles and commands added to it: {}",
-                render(&e, schema_src)
+                "{SCHEMA_FILE} with the roles and commands added to it: {}\n    \
+                 (it must declare `entity User in [Role]`, `entity Stack` and `type Situation`, which the generated actions use)",
+                render(&e, "")
             )
         })?;
         let groups: BTreeSet<&str> = RISKS.iter().map(|r| r.as_str()).collect();

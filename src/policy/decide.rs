@@ -106,7 +106,7 @@ struct Inner {
     source: String,
 }
 
-/// What the outcome of one Cedar evaluation says about approvals.
+/// The approval forbids among the policies `ids`.
 fn approval_rules<'a>(engine: &'a Engine, ids: &BTreeSet<String>) -> Vec<&'a Rule> {
     engine
         .rules
@@ -203,8 +203,8 @@ impl Policies {
             }
             super::hours::Hours::Weekends => {
                 format!(
-                    "on call at weekends, outside {} {}",
-                    c.business,
+                    "on call at weekends, {} {}",
+                    c.business.weekend_days(),
                     c.tz.name()
                 )
             }
@@ -340,7 +340,7 @@ impl Policies {
             "/{} allowed{}: {}; you hold {}",
             req.command.name,
             if dry_run { " as a dry run" } else { "" },
-            join(&grants, "; "),
+            grants.join("; "),
             held(roles, None)
         );
         // Name the approvals only when they were needed.
@@ -469,10 +469,6 @@ fn held(roles: &[String], hours: Option<&Roles>) -> String {
     }
     let each: Vec<String> = roles.iter().map(|r| format!("{r} ({})", text(r))).collect();
     join_and(&each)
-}
-
-fn join(items: &[&str], sep: &str) -> String {
-    items.join(sep)
 }
 
 /// `a`, `a and b`, `a, b and c`.

@@ -95,31 +95,44 @@ impl Default for BusinessHours {
     }
 }
 
+impl BusinessHours {
+    /// The days outside business days, e.g. `Sat-Sun`.
+    pub fn weekend_days(&self) -> String {
+        days_text(self.days.map(|d| !d))
+    }
+}
+
 impl fmt::Display for BusinessHours {
-    /// `Mon-Fri 09:00-18:00`, or the days one by one when they are not a run.
+    /// `Mon-Fri 09:00-18:00`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on: Vec<usize> = (0..7).filter(|&i| self.days[i]).collect();
-        // A run may wrap past Sunday (Sun-Thu): find the day that starts it.
-        let start = on
-            .iter()
-            .copied()
-            .find(|&i| !self.days[(i + 6) % 7])
-            .unwrap_or(0);
-        let run_len = (0..7).take_while(|k| self.days[(start + k) % 7]).count();
-        if run_len == on.len() && on.len() > 1 {
-            write!(f, "{}-{} ", DAYS[start], DAYS[(start + run_len - 1) % 7])?;
-        } else {
-            let names: Vec<&str> = on.iter().map(|&i| DAYS[i]).collect();
-            write!(f, "{} ", names.join(","))?;
-        }
         write!(
             f,
-            "{:02}:{:02}-{:02}:{:02}",
+            "{} {:02}:{:02}-{:02}:{:02}",
+            days_text(self.days),
             self.start / 60,
             self.start % 60,
             self.end / 60,
             self.end % 60
         )
+    }
+}
+
+/// `Mon-Fri`, `Sun-Thu`, or the days one by one when they are not one run.
+fn days_text(days: [bool; 7]) -> String {
+    let on: Vec<usize> = (0..7).filter(|&i| days[i]).collect();
+    // A run may wrap past Sunday (Sun-Thu): find the day that starts it.
+    let start = on
+        .iter()
+        .copied()
+        .find(|&i| !days[(i + 6) % 7])
+        .unwrap_or(0);
+    let run_len = (0..7).take_while(|k| days[(start + k) % 7]).count();
+    if run_len == on.len() && on.len() > 1 {
+        format!("{}-{}", DAYS[start], DAYS[(start + run_len - 1) % 7])
+    } else if on.is_empty() {
+        "no day".into()
+    } else {
+        on.iter().map(|&i| DAYS[i]).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -279,6 +292,8 @@ mod tests {
         assert!(c.moment(utc("2026-11-27T10:00:00Z")).weekend);
         assert!(c.moment(utc("2026-11-29T08:00:00Z")).business_hours);
         assert_eq!(BusinessHours::default().to_string(), "Mon-Fri 09:00-18:00");
+        assert_eq!(BusinessHours::default().weekend_days(), "Sat-Sun");
+        assert_eq!(c.business.weekend_days(), "Fri-Sat");
         assert_eq!(
             BusinessHours::parse("Mon,Wed 10:00-24:00")
                 .unwrap()
