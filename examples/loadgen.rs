@@ -246,7 +246,7 @@ impl Payloads {
         let svc = g % 25;
         let fp1 = mix64(self.seed.wrapping_add(2 * n));
         let fp2 = mix64(self.seed.wrapping_add(2 * n + 1));
-        let (sev1, sev2) = if n % 2 == 0 {
+        let (sev1, sev2) = if n.is_multiple_of(2) {
             ("critical", "warning")
         } else {
             ("warning", "critical")

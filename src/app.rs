@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +11,12 @@ use tokio::net::TcpListener;
 
 use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::{self, Outbox};
-use crate::config::{DataDir, Settings};
+use crate::commands::Commands;
+use crate::config::Settings;
+use crate::executors::{Alertmanager, Executors};
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
-use crate::policy::SeverityMap;
+use crate::invocation::{Clock, Dispatcher};
+use crate::policy::{Policies, SeverityMap};
 use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
 use crate::store::Store;
@@ -23,17 +26,12 @@ use crate::telemetry;
 pub struct Data {
     pub severities: SeverityMap,
     pub runbook: Runbook,
+    pub commands: Commands,
+    /// Roles, on-call hours and the Cedar policies, checked against the commands.
+    pub policies: Policies,
     /// Where each came from, for `check-config` and the start-up log.
     pub policy_source: String,
     pub commands_source: String,
-}
-
-/// An unset folder means `./<name>` when it exists, else the copy built into the binary.
-fn data_dir(setting: &DataDir, name: &str) -> Option<PathBuf> {
-    setting
-        .dir
-        .clone()
-        .or_else(|| Path::new(name).is_dir().then(|| PathBuf::from(name)))
 }
 
 fn describe(dir: &Option<PathBuf>) -> String {
@@ -43,23 +41,79 @@ fn describe(dir: &Option<PathBuf>) -> String {
 
 impl Data {
     pub fn load(settings: &Settings) -> anyhow::Result<Data> {
-        let policy = data_dir(&settings.policy, "policies");
-        let commands = data_dir(&settings.commands, "commands");
+        // An unset folder means `./<name>` when it exists, else the copy built into the binary.
+        let policy = settings.policy.resolve_dir();
+        let commands_dir = settings.commands.resolve("commands");
+        let commands = Commands::load(commands_dir.as_deref())?;
         Ok(Data {
             severities: SeverityMap::load(policy.as_deref())?,
-            runbook: Runbook::load(commands.as_deref())?,
+            runbook: Runbook::load(commands_dir.as_deref())?,
+            policies: Policies::load_from(policy.as_deref(), &settings.policy, &commands)?,
+            commands,
             policy_source: describe(&policy),
-            commands_source: describe(&commands),
+            commands_source: describe(&commands_dir),
         })
     }
 }
 
 /// The commands of `commands/` (or the built-in set), and where they came from.
 pub fn load_commands(settings: &Settings) -> anyhow::Result<(crate::commands::Commands, String)> {
-    let dir = data_dir(&settings.commands, "commands");
+    let dir = settings.commands.resolve("commands");
     Ok((
         crate::commands::Commands::load(dir.as_deref())?,
         describe(&dir),
+    ))
+}
+
+/// The invocation core, built from settings with its own copy of the data (tests use this).
+pub fn dispatcher(
+    settings: &Settings,
+    store: Store,
+    chat_wake: Option<Arc<tokio::sync::Notify>>,
+    clock: Clock,
+) -> anyhow::Result<Dispatcher> {
+    let data = Data::load(settings)?;
+    build_dispatcher(
+        settings,
+        Arc::new(data.commands),
+        Arc::new(data.runbook),
+        Arc::new(data.policies),
+        store,
+        chat_wake,
+        clock,
+    )
+}
+
+fn build_dispatcher(
+    settings: &Settings,
+    commands: Arc<Commands>,
+    runbook: Arc<Runbook>,
+    policies: Arc<Policies>,
+    store: Store,
+    chat_wake: Option<Arc<tokio::sync::Notify>>,
+    clock: Clock,
+) -> anyhow::Result<Dispatcher> {
+    let alertmanager = settings
+        .alertmanager
+        .url
+        .as_deref()
+        .map(Alertmanager::new)
+        .transpose()?;
+    let executors = Executors {
+        store: store.clone(),
+        audit: crate::audit::Audit::new(store.clone()),
+        policies: policies.clone(),
+        alertmanager,
+        chat_wake,
+    };
+    Ok(Dispatcher::new(
+        store,
+        commands,
+        runbook,
+        policies,
+        executors,
+        settings.interactions.clone(),
+        clock,
     ))
 }
 
@@ -134,13 +188,42 @@ impl Application {
         };
         let discord_interactions =
             crate::http::discord::InteractionGuard::from_settings(&settings.discord)?.map(Arc::new);
+        let card_wake = outbox.as_ref().map(|o| o.wake.clone());
+        let dispatcher = Arc::new(build_dispatcher(
+            &settings,
+            Arc::new(data.commands),
+            runbook.clone(),
+            Arc::new(data.policies),
+            store.clone(),
+            card_wake.clone(),
+            crate::invocation::system_clock(),
+        )?);
+        // Prompts a previous process left waiting: recorded as expired, then swept each minute
+        // in case this process stops before its own timers fire.
+        let sweeper = dispatcher.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = sweeper.expire_overdue().await {
+                    tracing::warn!(error = %e, "could not sweep expired prompts");
+                }
+            }
+        });
+        let discord = if settings.discord.enabled() {
+            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
+        } else {
+            None
+        };
         let state = AppState {
+            dispatcher: Some(dispatcher),
+            discord,
             discord_interactions,
             store,
             writer,
             severities: Arc::new(data.severities),
             runbook,
-            chat_wake: outbox.as_ref().map(|o| o.wake.clone()),
+            chat_wake: card_wake,
             webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
             metrics,
             max_body_bytes: settings.http.max_body_bytes,

@@ -24,7 +24,7 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
-    pub policy: DataDir,
+    pub policy: PolicySettings,
     #[serde(default)]
     pub commands: DataDir,
     #[serde(default)]
@@ -216,6 +216,66 @@ pub struct DataDir {
     pub dir: Option<PathBuf>,
 }
 
+impl DataDir {
+    /// The folder to read, or None for the copy built into the binary.
+    pub fn resolve(&self, name: &str) -> Option<PathBuf> {
+        resolve_data_dir(&self.dir, name)
+    }
+}
+
+/// An unset folder means `./<name>` when it exists, else None: the copy built into the binary.
+pub fn resolve_data_dir(dir: &Option<PathBuf>, name: &str) -> Option<PathBuf> {
+    dir.clone()
+        .or_else(|| Path::new(name).is_dir().then(|| PathBuf::from(name)))
+}
+
+/// `[policy]`: where `policies/` is, and the clock on-call hours are read with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Unset means `./policies` when it exists, else the copy built into the binary.
+    pub dir: Option<PathBuf>,
+    /// IANA time zone name; business hours, weekends and on-call hours are read in it.
+    pub timezone: String,
+    /// `HH:MM-HH:MM`, Monday to Friday, or with days first: `Sun-Thu 08:00-17:00`.
+    pub business_hours: String,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            timezone: "UTC".into(),
+            business_hours: "09:00-18:00".into(),
+        }
+    }
+}
+
+impl PolicySettings {
+    /// The folder to read, or None for the copy built into the binary.
+    pub fn resolve_dir(&self) -> Option<PathBuf> {
+        resolve_data_dir(&self.dir, "policies")
+    }
+
+    /// The clock, or a message naming the key at fault.
+    pub fn clock(&self) -> Result<crate::policy::hours::Clock, Vec<String>> {
+        let tz = crate::policy::hours::parse_timezone(&self.timezone)
+            .map_err(|e| format!("policy.timezone = {e}"));
+        let business =
+            crate::policy::hours::BusinessHours::parse(&self.business_hours).map_err(|e| {
+                format!(
+                    "policy.business_hours = {:?}: {e}; {}",
+                    self.business_hours,
+                    crate::policy::hours::BusinessHours::FORM
+                )
+            });
+        match (tz, business) {
+            (Ok(tz), Ok(business)) => Ok(crate::policy::hours::Clock { tz, business }),
+            (tz, business) => Err(tz.err().into_iter().chain(business.err()).collect()),
+        }
+    }
+}
+
 /// Where the database lives, decided once from `database.url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -344,11 +404,14 @@ impl Settings {
                 self.log.level
             ));
         }
+        if let Err(e) = self.policy.clock() {
+            problems.extend(e);
+        }
         for (key, dir) in [
-            ("policy.dir", &self.policy),
-            ("commands.dir", &self.commands),
+            ("policy.dir", &self.policy.dir),
+            ("commands.dir", &self.commands.dir),
         ] {
-            if let Some(path) = &dir.dir {
+            if let Some(path) = dir {
                 if !path.is_dir() {
                     problems.push(format!(
                         "{key} = {} is not a folder: fix the path, or remove the key to use the built-in data",
@@ -436,7 +499,10 @@ impl Settings {
     fn validate_interactions(&self, problems: &mut Vec<String>) {
         let i = &self.interactions;
         if i.per_user_per_minute == 0 || i.per_user_per_minute > 6000 {
-            problems.push(format!("interactions.per_user_per_minute = {} must be 1 to 6000 (default 30)", i.per_user_per_minute));
+            problems.push(format!(
+                "interactions.per_user_per_minute = {} must be 1 to 6000 (default 30)",
+                i.per_user_per_minute
+            ));
         }
         if i.per_user_burst == 0 || i.per_user_burst > 1000 {
             problems.push(format!(
@@ -445,7 +511,10 @@ impl Settings {
             ));
         }
         if !(10..=900).contains(&i.confirm_timeout_secs) {
-            problems.push(format!("interactions.confirm_timeout_secs = {} must be 10 to 900 (default 120)", i.confirm_timeout_secs));
+            problems.push(format!(
+                "interactions.confirm_timeout_secs = {} must be 10 to 900 (default 120)",
+                i.confirm_timeout_secs
+            ));
         }
         if !(10..=900).contains(&i.approval_timeout_secs) {
             problems.push(format!("interactions.approval_timeout_secs = {} must be 10 to 900 (default 900): Discord lets runbot edit its answer for 15 minutes", i.approval_timeout_secs));
@@ -604,6 +673,33 @@ mod tests {
         assert!(err.contains("alertmanager.webhook_token"), "{err}");
         assert!(!err.contains("hunter22"), "{err}");
         assert!(!err.contains("short\""), "{err}");
+    }
+
+    #[test]
+    fn policy_clock_settings_are_checked_by_key() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__POLICY__TIMEZONE", "Europe/Madrid"),
+                ("RUNBOT__POLICY__BUSINESS_HOURS", "08:30-17:30"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.policy.timezone, "Europe/Madrid");
+        assert!(s.policy.clock().is_ok());
+        assert_eq!(PolicySettings::default().timezone, "UTC");
+
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__POLICY__TIMEZONE", "Mars/Olympus"),
+                ("RUNBOT__POLICY__BUSINESS_HOURS", "9 to 5"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("policy.timezone = \"Mars/Olympus\""), "{err}");
+        assert!(err.contains("policy.business_hours = \"9 to 5\""), "{err}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`app`]: wiring. Builds the store, the writer and the HTTP server from settings; shuts down cleanly.
 //! - [`http`]: axum routes, one module per inbound party (Alertmanager, console, ops).
 //! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
-//! - [`policy`]: data from `policies/` (severity mapping for now).
+//! - [`policy`]: data from `policies/`: severity mapping, roles and on-call hours, Cedar
+//!   policies; decides allow / deny / needs approval with a reason, and `runbot policy explain|test`.
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
 //! - [`commands`]: data from `commands/`: one file per command, its typed options and risk;
 //!   parses and validates arguments.

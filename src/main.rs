@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use runbot::app::{shutdown_signal, Application, Data};
 use runbot::audit::{Audit, AuditFilter, ExportFormat};
 use runbot::config::Settings;
+use runbot::policy::cli::PolicyCommand;
 
 // glibc malloc was a tenth of the writer's time under load (arena locks, consolidation).
 #[global_allocator]
@@ -35,6 +36,9 @@ enum Command {
     /// The audit trail: check its hash chain, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Policies: explain one decision, check the table of expected decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Discord: register the slash commands.
     #[command(subcommand)]
     Discord(DiscordCommand),
@@ -101,6 +105,11 @@ fn main() -> ExitCode {
         Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
             register_commands(&settings, guild)
         }
+        Command::Policy(command) => ExitCode::from(runbot::policy::cli::run(
+            &settings,
+            command,
+            &mut std::io::stdout().lock(),
+        )),
         Command::Serve => {
             runbot::telemetry::init_tracing(&settings.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -267,6 +276,23 @@ fn check_config(settings: &Settings) -> ExitCode {
     );
     println!("  webhook auth         {auth}");
     println!("  policies             {}", data.policy_source);
+    let roles: Vec<&str> = data.policies.roles().names().collect();
+    println!(
+        "  roles                {} ({})",
+        roles.len(),
+        roles.join(", ")
+    );
+    println!(
+        "  policy rules         {} in runbot.cedar, valid against the schema of {} commands",
+        data.policies.rules().len(),
+        data.commands.len()
+    );
+    let clock = data.policies.clock();
+    println!(
+        "  policy clock         {}, business hours {}",
+        clock.tz.name(),
+        clock.business
+    );
     println!(
         "  commands             {} ({} runbook entries)",
         data.commands_source,

@@ -65,7 +65,11 @@ fn entry(n: usize) -> AuditEntry {
         Platform::Discord,
         format!("user-{}", n % 2),
         format!("User {}", n % 2),
-        if n % 2 == 0 { "restart" } else { "deploy" },
+        if n.is_multiple_of(2) {
+            "restart"
+        } else {
+            "deploy"
+        },
     )
     .args(obj(json!({"service": "backend", "n": n})))
     .origin(obj(

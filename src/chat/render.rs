@@ -131,9 +131,8 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
         note: group.severity_note.clone(),
         acknowledged: mark(&group.acknowledged_by, &group.acknowledged_at),
         // A silence that ran out says nothing any more.
-        silenced: mark(&group.silenced_by, &group.silenced_until).filter(|m| {
-            parse_stored_time(&m.at).is_some_and(|until| until > chrono::Utc::now())
-        }),
+        silenced: mark(&group.silenced_by, &group.silenced_until)
+            .filter(|m| parse_stored_time(&m.at).is_some_and(|until| until > chrono::Utc::now())),
     }
 }
 

@@ -64,7 +64,9 @@ pub enum AlertmanagerError {
     Unreachable(String, String),
     #[error("Alertmanager refused the request ({0}): {1}")]
     Refused(u16, String),
-    #[error("Alertmanager does not know silence {0} (it may have expired or been removed already)")]
+    #[error(
+        "Alertmanager does not know silence {0} (it may have expired or been removed already)"
+    )]
     UnknownSilence(String),
     #[error("this group has no labels to silence on")]
     NoLabels,
@@ -94,10 +96,7 @@ impl Alertmanager {
         } else {
             group_labels
         };
-        labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Creates a silence; answers its id.

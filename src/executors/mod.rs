@@ -147,7 +147,10 @@ impl Executors {
                 },
                 (None, None) => "expire a silence".into(),
             },
-            other => format!("run {other} with {}", crate::invocation::text::args_line(ctx.args)),
+            other => format!(
+                "run {other} with {}",
+                crate::invocation::text::args_line(ctx.args)
+            ),
         }
     }
 
@@ -182,7 +185,11 @@ impl Executors {
             .store
             .ack_group(g.id, &ctx.actor.name, &format_time(ctx.now))
             .await
-            .map_err(|e| ExecError(format!("the database did not take the acknowledgement ({e})")))?;
+            .map_err(|e| {
+                ExecError(format!(
+                    "the database did not take the acknowledgement ({e})"
+                ))
+            })?;
         let name = group_name(g);
         if acked == Acked::Now {
             self.card_changed();
@@ -305,17 +312,18 @@ impl Executors {
     }
 
     fn oncall(&self, ctx: &Ctx<'_>) -> Done {
-        let mut r = reply(
-            format!("On call now ({}):", utc_minute(ctx.now)),
-            true,
-        );
+        let mut r = reply(format!("On call now ({}):", utc_minute(ctx.now)), true);
         for role in self.policies.oncall(ctx.now) {
             let mut who: Vec<String> = Vec::new();
             who.extend(role.discord_users.iter().map(|u| format!("<@{u}>")));
             who.extend(role.discord_roles.iter().map(|r| format!("<@&{r}>")));
             who.extend(role.slack_users.iter().map(|u| format!("<@{u}>")));
             who.extend(role.console_users.iter().cloned());
-            let state = if role.on_call_now { "🟢 on call" } else { "⚪ off" };
+            let state = if role.on_call_now {
+                "🟢 on call"
+            } else {
+                "⚪ off"
+            };
             let who = if who.is_empty() {
                 "nobody assigned (policies/roles.toml)".to_string()
             } else {
@@ -359,7 +367,10 @@ impl Executors {
             .collect();
         lines.reverse();
         let mut r = reply(
-            format!("The last {} entries of the audit trail, oldest first:", lines.len()),
+            format!(
+                "The last {} entries of the audit trail, oldest first:",
+                lines.len()
+            ),
             true,
         );
         r.code_block = Some(lines.join("\n"));

@@ -20,9 +20,7 @@ use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
 use crate::audit::Platform;
-use crate::chat::discord::{
-    deferred_response, initial_response, update_message, DiscordAdapter,
-};
+use crate::chat::discord::{deferred_response, initial_response, update_message, DiscordAdapter};
 use crate::chat::Reply;
 use crate::commands::RawValue;
 use crate::config::DiscordSettings;
@@ -242,7 +240,9 @@ fn to_request(i: &serde_json::Value) -> Result<Request, String> {
             .map(str::to_string),
         group_id: None,
     };
-    let data = i.get("data").ok_or("Discord sent no data with this interaction")?;
+    let data = i
+        .get("data")
+        .ok_or("Discord sent no data with this interaction")?;
     match i.get("type").and_then(|t| t.as_u64()) {
         Some(APPLICATION_COMMAND) => {
             let command = data

@@ -251,7 +251,11 @@ impl Dispatcher {
 
     /// Handles one request: answers at once, and keeps working in the background when the
     /// request runs something, reporting through `responder`.
-    pub async fn handle(self: &Arc<Self>, request: Request, responder: Arc<dyn Responder>) -> Answer {
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request,
+        responder: Arc<dyn Responder>,
+    ) -> Answer {
         let started = Instant::now();
         let answer = match request {
             Request::Command {
@@ -287,7 +291,13 @@ impl Dispatcher {
     }
 
     /// Records a refusal and answers it to the requester only.
-    async fn refuse(&self, flight: &Flight, step: Step, reason: String, detail: Option<Json>) -> Answer {
+    async fn refuse(
+        &self,
+        flight: &Flight,
+        step: Step,
+        reason: String,
+        detail: Option<Json>,
+    ) -> Answer {
         let mut entry = flight.entry(step).reason(reason.clone());
         if let Some(d) = detail {
             entry = entry.detail(d);
@@ -300,12 +310,11 @@ impl Dispatcher {
     }
 
     fn over_limit(&self, actor: &Actor) -> Option<Duration> {
-        self.limiter
-            .check_key(&actor.key())
-            .err()
-            .map(|not_until| {
-                not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
-            })
+        self.limiter.check_key(&actor.key()).err().map(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
     }
 
     async fn command(
@@ -413,7 +422,9 @@ impl Dispatcher {
             match self.store.group_view(gid).await {
                 Ok(Some(g)) => severity = Severity::parse(&g.severity),
                 Ok(None) => {
-                    let reason = format!("There is no alert group #{gid}. The number is in each card's footer.");
+                    let reason = format!(
+                        "There is no alert group #{gid}. The number is in each card's footer."
+                    );
                     return self.refuse(&flight, Step::Invalid, reason, None).await;
                 }
                 Err(e) => return self.store_failed(e),
@@ -444,7 +455,10 @@ impl Dispatcher {
                     .await
             }
             Effect::Allow | Effect::NeedsApproval { .. } => {
-                if let Err(a) = self.record(flight.entry(Step::Requested).detail(detail)).await {
+                if let Err(a) = self
+                    .record(flight.entry(Step::Requested).detail(detail))
+                    .await
+                {
                     return a;
                 }
             }
@@ -455,7 +469,13 @@ impl Dispatcher {
         }
         if let Effect::NeedsApproval { eligible } = &decision.effect {
             return self
-                .ask_approval(&spec, ready, eligible.clone(), decision.reason.clone(), responder)
+                .ask_approval(
+                    &spec,
+                    ready,
+                    eligible.clone(),
+                    decision.reason.clone(),
+                    responder,
+                )
                 .await;
         }
         if spec.confirm || spec.risk == Risk::Destructive {
@@ -494,7 +514,10 @@ impl Dispatcher {
         if let Err(a) = self.record(entry).await {
             return a;
         }
-        Answer::Message(text::dry_run(&text::invocation_line(spec, &ready.args), &plan))
+        Answer::Message(text::dry_run(
+            &text::invocation_line(spec, &ready.args),
+            &plan,
+        ))
     }
 
     async fn group_for(&self, ready: &Ready) -> Option<GroupView> {
@@ -523,7 +546,10 @@ impl Dispatcher {
             &line,
             spec.risk == Risk::Destructive,
             timeout,
-            buttons(&pending.id, &[(Verb::Confirm, spec.risk), (Verb::Cancel, spec.risk)]),
+            buttons(
+                &pending.id,
+                &[(Verb::Confirm, spec.risk), (Verb::Cancel, spec.risk)],
+            ),
         );
         self.expire_later(pending.id.clone(), timeout, responder, line);
         Answer::Message(reply)
@@ -554,7 +580,10 @@ impl Dispatcher {
             &why,
             &eligible,
             timeout,
-            buttons(&pending.id, &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)]),
+            buttons(
+                &pending.id,
+                &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)],
+            ),
         );
         self.expire_later(pending.id.clone(), timeout, responder, line);
         Answer::Message(reply)
@@ -575,10 +604,18 @@ impl Dispatcher {
 
     /// When the prompt's time is up, marks it expired (unless someone answered), records that
     /// and says so on the prompt.
-    fn expire_later(self: &Arc<Self>, id: String, timeout: Duration, responder: Arc<dyn Responder>, line: String) {
+    fn expire_later(
+        self: &Arc<Self>,
+        id: String,
+        timeout: Duration,
+        responder: Arc<dyn Responder>,
+        line: String,
+    ) {
         let this = self.clone();
+        // The deadline counts from now, not from when the task first runs.
+        let deadline = tokio::time::Instant::now() + timeout;
         tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
+            tokio::time::sleep_until(deadline).await;
             if let Some(reply) = this.expire(&id, &line).await {
                 if let Err(e) = responder.edit(reply).await {
                     tracing::warn!(error = %e, "could not mark a prompt expired in chat");
@@ -601,9 +638,10 @@ impl Dispatcher {
             return None;
         }
         let flight = pending.flight();
-        let entry = flight
-            .entry(Step::Expired)
-            .reason(format!("nobody answered within {}", text::duration(pending.timeout())));
+        let entry = flight.entry(Step::Expired).reason(format!(
+            "nobody answered within {}",
+            text::duration(pending.timeout())
+        ));
         let _ = self.record(entry).await;
         Some(text::expired(line, pending.kind, pending.timeout()))
     }
@@ -643,8 +681,13 @@ impl Dispatcher {
         }
         let flight = Flight::new(&actor, "button", &origin);
         let reason = "This button is not one runbot knows (perhaps from an older version). Use a slash command instead.".to_string();
-        self.refuse(&flight, Step::Invalid, reason, Some(json!({ "custom_id": text::clip(&custom_id, 100) })))
-            .await
+        self.refuse(
+            &flight,
+            Step::Invalid,
+            reason,
+            Some(json!({ "custom_id": text::clip(&custom_id, 100) })),
+        )
+        .await
     }
 
     /// Confirm, Cancel, Approve or Reject on a prompt.
@@ -669,7 +712,9 @@ impl Dispatcher {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, id, "unreadable pending request");
-                return Answer::Message(text::refusal("This prompt cannot be read any more; run the command again."));
+                return Answer::Message(text::refusal(
+                    "This prompt cannot be read any more; run the command again.",
+                ));
             }
         };
         // Rows of this step carry the original request, with the clicker as actor.
@@ -684,7 +729,10 @@ impl Dispatcher {
             return Answer::Message(text::refusal(&format!(
                 "This request was already {}{}.",
                 row.state,
-                row.resolved_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default()
+                row.resolved_by
+                    .as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
             )));
         }
         let now = (self.clock)();
@@ -712,7 +760,11 @@ impl Dispatcher {
                 };
                 match self.claim(id, state, &actor, now).await {
                     Ok(true) => {}
-                    Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+                    Ok(false) => {
+                        return Answer::Message(text::refusal(
+                            "This request was answered or expired a moment ago.",
+                        ))
+                    }
                     Err(e) => return self.store_failed(e),
                 }
                 if let Err(a) = self.record(flight.entry(step)).await {
@@ -726,8 +778,18 @@ impl Dispatcher {
                 Answer::Update(running)
             }
             (PendingKind::Approval, Verb::Approve | Verb::Reject) => {
-                self.answer_approval(actor, flight, spec, pending, row.approvals, verb, line, responder, now)
-                    .await
+                self.answer_approval(
+                    actor,
+                    flight,
+                    spec,
+                    pending,
+                    row.approvals,
+                    verb,
+                    line,
+                    responder,
+                    now,
+                )
+                .await
             }
             _ => {
                 let reason = "This button does not belong to this prompt.".to_string();
@@ -736,9 +798,20 @@ impl Dispatcher {
         }
     }
 
-    async fn claim(&self, id: &str, state: &str, actor: &Actor, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    async fn claim(
+        &self,
+        id: &str,
+        state: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
         self.store
-            .claim_pending(id, state, &format!("{} ({})", actor.name, actor.key()), &crate::alerts::format_time(now))
+            .claim_pending(
+                id,
+                state,
+                &format!("{} ({})", actor.name, actor.key()),
+                &crate::alerts::format_time(now),
+            )
             .await
     }
 
@@ -761,10 +834,18 @@ impl Dispatcher {
                 "You cannot approve or reject your own request: it needs another person who holds {}.",
                 text::or_list(&pending.eligible)
             );
-            return self.refuse(&flight, Step::Denied, reason, Some(json!({ "self_approval": true }))).await;
+            return self
+                .refuse(
+                    &flight,
+                    Step::Denied,
+                    reason,
+                    Some(json!({ "self_approval": true })),
+                )
+                .await;
         }
         if pending.approvals.iter().any(|a| a.who == actor.key()) {
-            let reason = "You already approved this request; it needs someone else as well.".to_string();
+            let reason =
+                "You already approved this request; it needs someone else as well.".to_string();
             return self.refuse(&flight, Step::Denied, reason, None).await;
         }
         let roles = self.policies.roles_of(&actor.identity());
@@ -777,7 +858,11 @@ impl Dispatcher {
             let reason = format!(
                 "Only someone who holds {} can {} this request; you hold {}.",
                 text::or_list(&pending.eligible),
-                if verb == Verb::Approve { "approve" } else { "reject" },
+                if verb == Verb::Approve {
+                    "approve"
+                } else {
+                    "reject"
+                },
                 text::roles_held(&roles)
             );
             return self.refuse(&flight, Step::Denied, reason, None).await;
@@ -785,10 +870,21 @@ impl Dispatcher {
         if verb == Verb::Reject {
             match self.claim(&pending.id, "rejected", &actor, now).await {
                 Ok(true) => {}
-                Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+                Ok(false) => {
+                    return Answer::Message(text::refusal(
+                        "This request was answered or expired a moment ago.",
+                    ))
+                }
                 Err(e) => return self.store_failed(e),
             }
-            if let Err(a) = self.record(flight.entry(Step::Rejected).detail(json!({ "roles": eligible }))).await {
+            if let Err(a) = self
+                .record(
+                    flight
+                        .entry(Step::Rejected)
+                        .detail(json!({ "roles": eligible })),
+                )
+                .await
+            {
                 return a;
             }
             return Answer::Update(text::rejected(&requester.name, &line, &actor.name));
@@ -805,21 +901,40 @@ impl Dispatcher {
             // The rules changed under a waiting request (or the requester lost a role).
             let reason = format!("The request can no longer run: {}", decision.reason);
             let _ = self.claim(&pending.id, "rejected", &actor, now).await;
-            return self.refuse(&flight, Step::Denied, reason, Some(decision_detail(&decision))).await;
+            return self
+                .refuse(
+                    &flight,
+                    Step::Denied,
+                    reason,
+                    Some(decision_detail(&decision)),
+                )
+                .await;
         }
         let detail = json!({ "roles": eligible, "decision": decision_detail(&decision) });
         if let Effect::NeedsApproval { eligible: still } = &decision.effect {
             let json_approvals = serde_json::to_string(&approvals).unwrap_or_default();
             match self
                 .store
-                .add_approval(&pending.id, &seen_approvals, &json_approvals, &crate::alerts::format_time(now))
+                .add_approval(
+                    &pending.id,
+                    &seen_approvals,
+                    &json_approvals,
+                    &crate::alerts::format_time(now),
+                )
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => return Answer::Message(text::refusal("Someone answered this request a moment ago; look again.")),
+                Ok(false) => {
+                    return Answer::Message(text::refusal(
+                        "Someone answered this request a moment ago; look again.",
+                    ))
+                }
                 Err(e) => return self.store_failed(e),
             }
-            if let Err(a) = self.record(flight.entry(Step::Approved).detail(detail)).await {
+            if let Err(a) = self
+                .record(flight.entry(Step::Approved).detail(detail))
+                .await
+            {
                 return a;
             }
             return Answer::Update(text::approval_progress(
@@ -827,19 +942,36 @@ impl Dispatcher {
                 &line,
                 &approvals.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
                 still,
-                buttons(&pending.id, &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)]),
+                buttons(
+                    &pending.id,
+                    &[(Verb::Approve, spec.risk), (Verb::Reject, spec.risk)],
+                ),
             ));
         }
         match self.claim(&pending.id, "approved", &actor, now).await {
             Ok(true) => {}
-            Ok(false) => return Answer::Message(text::refusal("This request was answered or expired a moment ago.")),
+            Ok(false) => {
+                return Answer::Message(text::refusal(
+                    "This request was answered or expired a moment ago.",
+                ))
+            }
             Err(e) => return self.store_failed(e),
         }
-        if let Err(a) = self.record(flight.entry(Step::Approved).detail(detail)).await {
+        if let Err(a) = self
+            .record(flight.entry(Step::Approved).detail(detail))
+            .await
+        {
             return a;
         }
         let names: Vec<String> = approvals.iter().map(|a| a.name.clone()).collect();
-        let running = text::running(&line, &format!("Asked by {}, approved by {}", requester.name, names.join(" and ")));
+        let running = text::running(
+            &line,
+            &format!(
+                "Asked by {}, approved by {}",
+                requester.name,
+                names.join(" and ")
+            ),
+        );
         self.spawn_run(spec, pending.ready, responder, Some(approvals));
         Answer::Update(running)
     }
@@ -862,7 +994,12 @@ impl Dispatcher {
         });
     }
 
-    async fn run(&self, spec: &CommandSpec, ready: &Ready, approvals: Option<Vec<Approval>>) -> Reply {
+    async fn run(
+        &self,
+        spec: &CommandSpec,
+        ready: &Ready,
+        approvals: Option<Vec<Approval>>,
+    ) -> Reply {
         let flight = Flight {
             invocation_id: ready.invocation_id.clone(),
             actor: ready.actor.clone(),
@@ -872,7 +1009,8 @@ impl Dispatcher {
         };
         let mut started = flight.entry(Step::Started);
         if let Some(a) = &approvals {
-            started = started.detail(json!({ "approved_by": a.iter().map(|a| &a.who).collect::<Vec<_>>() }));
+            started = started
+                .detail(json!({ "approved_by": a.iter().map(|a| &a.who).collect::<Vec<_>>() }));
         }
         if self.record(started).await.is_err() {
             return text::refusal("runbot cannot write its audit trail right now, so it did not run this. Try again in a minute.");

@@ -102,7 +102,9 @@ impl Pending {
     }
 
     pub fn timeout(&self) -> Duration {
-        (self.expires_at - self.created_at).to_std().unwrap_or_default()
+        (self.expires_at - self.created_at)
+            .to_std()
+            .unwrap_or_default()
     }
 
     pub fn to_row(&self) -> PendingRow {
@@ -127,9 +129,8 @@ impl Pending {
             "approval" => PendingKind::Approval,
             other => anyhow::bail!("unknown pending kind {other:?}"),
         };
-        let time = |s: &str| {
-            parse_stored_time(s).ok_or_else(|| anyhow::anyhow!("unreadable time {s:?}"))
-        };
+        let time =
+            |s: &str| parse_stored_time(s).ok_or_else(|| anyhow::anyhow!("unreadable time {s:?}"));
         Ok(Pending {
             id: row.id.clone(),
             kind,

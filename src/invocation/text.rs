@@ -18,9 +18,9 @@ pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
     if s < 120 {
         format!("{s} s")
-    } else if s % 86_400 == 0 {
+    } else if s.is_multiple_of(86_400) {
         format!("{} d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{} h", s / 3600)
     } else {
         format!("{} min", s / 60)
@@ -147,7 +147,9 @@ pub fn approval_prompt(
     timeout: Duration,
     buttons: Vec<ReplyButton>,
 ) -> Reply {
-    let on = group.map(|g| format!(" on alert group #{g}")).unwrap_or_default();
+    let on = group
+        .map(|g| format!(" on alert group #{g}"))
+        .unwrap_or_default();
     message(
         format!(
             "🔐 **{requester}** asks to run `{line}`{on}.\n{why}\nAn approver must hold {} and be someone other than {requester}. Expires in {}.",

@@ -1,4 +1,21 @@
-//! Data from `policies/`: for now, how alert labels map to severities Sev1–Sev4.
+//! Data from `policies/` and the decisions made with it.
+//!
+//! - severities: how alert labels map to Sev1–Sev4 (`severities.toml`, in this file).
+//! - [`roles`]: who holds which runbot role, per platform, and when each role is on call (`roles.toml`).
+//! - [`hours`]: `policy.timezone` and `policy.business_hours`: when a role's hours cover a moment.
+//! - [`cedar`]: the Cedar schema and policies (`runbot.cedarschema`, `runbot.cedar`), checked at load.
+//! - [`Policies::decide`]: allow, deny, or needs a second person's approval, with a reason a
+//!   person can act on.
+//! - [`cli`]: `runbot policy explain` and `runbot policy test`.
+
+pub mod cedar;
+pub mod cli;
+pub mod hours;
+pub mod roles;
+
+mod decide;
+
+pub use decide::{Decision, Effect, Identity, OnCall, Policies, PolicyRequest};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,6 +24,10 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 const EMBEDDED_SEVERITIES: &str = include_str!("../../policies/severities.toml");
+pub(crate) const EMBEDDED_ROLES: &str = include_str!("../../policies/roles.toml");
+pub(crate) const EMBEDDED_SCHEMA: &str = include_str!("../../policies/runbot.cedarschema");
+pub(crate) const EMBEDDED_POLICIES: &str = include_str!("../../policies/runbot.cedar");
+pub(crate) const EMBEDDED_TESTS: &str = include_str!("../../policies/tests.toml");
 
 /// Sev1 is the most severe. Ordering follows severity: `Sev1 < Sev2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -26,8 +26,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use chat::{CardRecord, Notice};
 pub use ingest::Receipt;
-pub use requests::{Acked, PendingRow};
 pub use read::{AlertView, EventView, GroupFilter, GroupView};
+pub use requests::{Acked, PendingRow};
 
 use crate::config::{Backend, DatabaseSettings};
 

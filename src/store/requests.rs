@@ -14,7 +14,10 @@ pub enum Acked {
     /// Recorded now.
     Now,
     /// Someone had already acknowledged it: who and when (RFC 3339).
-    Already { by: String, at: String },
+    Already {
+        by: String,
+        at: String,
+    },
     /// The group is resolved: nothing to acknowledge.
     Resolved,
     NoSuchGroup,
@@ -61,7 +64,12 @@ fn pending_from_row(r: &AnyRow) -> Result<PendingRow, sqlx::Error> {
 impl Store {
     /// Records who acknowledged a firing group, unless someone already did, and queues its
     /// card in the same transaction.
-    pub async fn ack_group(&self, group_id: i64, by: &str, now: &str) -> Result<Acked, sqlx::Error> {
+    pub async fn ack_group(
+        &self,
+        group_id: i64,
+        by: &str,
+        now: &str,
+    ) -> Result<Acked, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // Write first: a deferred SQLite transaction that read first could not upgrade once
         // the writer thread committed.
@@ -95,8 +103,12 @@ impl Store {
             return Ok(Acked::Resolved);
         }
         Ok(Acked::Already {
-            by: row.try_get::<Option<String>, _>("acknowledged_by")?.unwrap_or_default(),
-            at: row.try_get::<Option<String>, _>("acknowledged_at")?.unwrap_or_default(),
+            by: row
+                .try_get::<Option<String>, _>("acknowledged_by")?
+                .unwrap_or_default(),
+            at: row
+                .try_get::<Option<String>, _>("acknowledged_at")?
+                .unwrap_or_default(),
         })
     }
 

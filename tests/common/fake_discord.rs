@@ -2061,7 +2061,7 @@ impl FakeDiscord {
     pub fn messages_visible_to(&self, channel_id: u64, user_id: &str) -> Vec<FakeMessage> {
         self.messages_in(channel_id)
             .into_iter()
-            .filter(|m| m.visible_to.as_deref().map_or(true, |u| u == user_id))
+            .filter(|m| m.visible_to.as_deref().is_none_or(|u| u == user_id))
             .collect()
     }
 
@@ -2847,7 +2847,7 @@ fn check_commands(list: &[Value], errors: &mut FormErrors) -> Option<Answer> {
                     "Command name is invalid",
                 );
             }
-            if c["description"].as_str().map_or(true, str::is_empty) {
+            if c["description"].as_str().is_none_or(str::is_empty) {
                 errors.add(
                     &with(&p, &["description"]),
                     "BASE_TYPE_REQUIRED",

@@ -1,0 +1,460 @@
+//! `runbot policy explain` and `runbot policy test`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use crate::commands::{Args, Commands, Value};
+use crate::config::Settings;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Decide one request and say why: the effect, the reason, the roles considered, on-call
+    /// state and the policies that decided. Exit 0 whatever the effect.
+    Explain(ExplainArgs),
+    /// Check a table of expected decisions (default: tests.toml in the policies folder).
+    /// Exit 0 when all pass, 1 on any mismatch (each named with the actual reason).
+    Test {
+        /// The table to check.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The requester's user id on the platform (Discord user id, Slack member id, console name).
+    #[arg(long, value_name = "ID")]
+    pub user: String,
+    /// discord, slack, console or cli.
+    #[arg(long, default_value = "discord", value_parser = ["discord", "slack", "console", "cli"])]
+    pub platform: String,
+    /// Runbot roles to add to those roles.toml gives the user, e.g. backend-lead,dba.
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Discord role ids the user holds (runbot cannot ask Discord from here).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub platform_roles: Vec<String>,
+    /// The command, as named in commands/ (deploy, restart, …).
+    #[arg(long, value_name = "NAME")]
+    pub command: String,
+    /// The alert group's severity: sev1 to sev4, or none.
+    #[arg(long, value_name = "SEV")]
+    pub severity: Option<String>,
+    /// When (RFC 3339, e.g. 2026-11-28T03:00:00Z). Default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    /// Ask for a dry run of a mutating command.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Roles of the people who approved so far, e.g. cto.
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub approvals: Vec<String>,
+}
+
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-11-28T03:00:00Z ({e})"))
+}
+
+/// Runs one `runbot policy …` command; returns the exit code.
+pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> u8 {
+    let commands_dir = settings.commands.resolve("commands");
+    let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
+        let policies = Policies::load(&settings.policy, &commands)?;
+        Ok((commands, policies))
+    });
+    let (commands, policies) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("runbot: {e:#}");
+            return 2;
+        }
+    };
+    let result = match command {
+        PolicyCommand::Explain(args) => explain(&policies, &commands, &args, out),
+        PolicyCommand::Test { file } => {
+            let file = file.or_else(|| settings.policy.resolve_dir().map(|d| d.join("tests.toml")));
+            test(&policies, &commands, file.as_deref(), out)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("runbot: {e:#}");
+            2
+        }
+    }
+}
+
+fn severity(s: Option<&str>) -> anyhow::Result<Option<Severity>> {
+    match s {
+        None | Some("none") => Ok(None),
+        Some(s) => Severity::parse(s)
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("severity {s:?}: use sev1, sev2, sev3, sev4 or none")),
+    }
+}
+
+fn check_roles(policies: &Policies, what: &str, roles: &[String]) -> anyhow::Result<()> {
+    for r in roles {
+        if policies.roles().get(r).is_none() {
+            anyhow::bail!(
+                "{what}: {r:?} is no role in policies/roles.toml; known: {}",
+                policies.roles().names().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One request as the CLI describes it.
+struct Ask<'a> {
+    who: Identity,
+    extra_roles: &'a [String],
+    command: &'a str,
+    severity: Option<Severity>,
+    at: DateTime<Utc>,
+    dry_run: bool,
+    approvals: &'a [String],
+}
+
+struct Asked {
+    from_file: Vec<String>,
+    roles: Vec<String>,
+    decision: Decision,
+}
+
+fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<Asked> {
+    let spec = commands.get(a.command).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no command {:?} in commands/; known: {}",
+            a.command,
+            commands
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    check_roles(policies, "roles", a.extra_roles)?;
+    check_roles(policies, "approvals", a.approvals)?;
+    let from_file = policies.roles_of(&a.who);
+    let mut roles: Vec<String> = from_file.iter().chain(a.extra_roles).cloned().collect();
+    roles.sort();
+    roles.dedup();
+    let mut args = Args::new();
+    if spec.takes_dry_run() {
+        args.insert("dry_run".into(), Value::Boolean(a.dry_run));
+    }
+    let decision = policies.decide(&PolicyRequest {
+        who: &a.who,
+        roles: &roles,
+        command: spec,
+        args: &args,
+        severity: a.severity,
+        at: a.at,
+        approver_roles: a.approvals,
+    });
+    Ok(Asked {
+        from_file,
+        roles,
+        decision,
+    })
+}
+
+fn explain(
+    policies: &Policies,
+    commands: &Commands,
+    args: &ExplainArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let at = args.at.unwrap_or_else(Utc::now);
+    let sev = severity(args.severity.as_deref())?;
+    let who = Identity {
+        platform: args.platform.clone(),
+        user_id: args.user.clone(),
+        platform_roles: args.platform_roles.clone(),
+    };
+    let asked = ask(
+        policies,
+        commands,
+        &Ask {
+            who,
+            extra_roles: &args.roles,
+            command: &args.command,
+            severity: sev,
+            at,
+            dry_run: args.dry_run,
+            approvals: &args.approvals,
+        },
+    )?;
+    let clock = policies.clock();
+    let moment = clock.moment(at);
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    writeln!(
+        out,
+        "/{} by {}:{} at {} ({}), severity {}{}{}",
+        args.command,
+        args.platform,
+        args.user,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        clock.describe(at),
+        sev.map_or("none", Severity::as_str),
+        if args.dry_run { ", dry run" } else { "" },
+        if args.approvals.is_empty() {
+            String::new()
+        } else {
+            format!(", approved so far by {}", args.approvals.join(", "))
+        }
+    )?;
+    writeln!(out, "effect:   {}", asked.decision.effect)?;
+    writeln!(out, "reason:   {}", asked.decision.reason)?;
+    let roles: Vec<String> = asked
+        .roles
+        .iter()
+        .map(|r| {
+            let from = if asked.from_file.contains(r) {
+                "roles.toml"
+            } else {
+                "--roles"
+            };
+            format!("{r} ({from})")
+        })
+        .collect();
+    writeln!(
+        out,
+        "roles:    {}",
+        if roles.is_empty() {
+            "none (not in policies/roles.toml, and no --roles)".to_string()
+        } else {
+            roles.join(", ")
+        }
+    )?;
+    let on_call: Vec<String> = policies
+        .oncall(at)
+        .into_iter()
+        .filter(|o| asked.roles.contains(&o.name))
+        .map(|o| {
+            format!(
+                "{} {}{}",
+                o.name,
+                o.hours_text,
+                if o.on_call_now { ": on call now" } else { "" }
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "on call:  {}{}",
+        yes_no(policies.on_call(&asked.roles, at)),
+        if on_call.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", on_call.join("; "))
+        }
+    )?;
+    writeln!(
+        out,
+        "time:     business hours {} ({} {}), weekend {}",
+        yes_no(moment.business_hours),
+        clock.business,
+        clock.tz.name(),
+        yes_no(moment.weekend)
+    )?;
+    if asked.decision.policies.is_empty() {
+        writeln!(out, "policies: none (nothing permits it)")?;
+    }
+    for (i, id) in asked.decision.policies.iter().enumerate() {
+        let notes = policies
+            .rules()
+            .iter()
+            .find(|r| &r.id == id)
+            .map(|r| {
+                r.annotations
+                    .iter()
+                    .map(|(k, v)| format!("@{k}({v:?})"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let label = if i == 0 { "policies:" } else { "" };
+        writeln!(out, "{label:<9} {id}  {notes}")?;
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    tests: Vec<toml::Spanned<TestRow>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Allow,
+    Deny,
+    Approval,
+}
+
+/// One expected decision. Without `user`, the roles are exactly `roles`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRow {
+    #[serde(default)]
+    roles: Vec<String>,
+    command: String,
+    severity: Option<String>,
+    at: String,
+    #[serde(default)]
+    dry_run: bool,
+    /// Roles of the people who approved so far.
+    #[serde(default)]
+    approvals: Vec<String>,
+    /// A user id looked up in roles.toml (with `platform`, default discord).
+    user: Option<String>,
+    platform: Option<String>,
+    /// With `user`: the Discord role ids they hold.
+    #[serde(default)]
+    platform_roles: Vec<String>,
+    expect: Expect,
+    /// For `expect = "approval"`: the roles that may approve, in any order.
+    eligible: Option<Vec<String>>,
+    /// Text the reason must contain.
+    reason_contains: Option<String>,
+}
+
+fn test(
+    policies: &Policies,
+    commands: &Commands,
+    file: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let (name, text) = match file {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "reading {}: {e} (write a table of expected decisions there, or pass --file)",
+                    path.display()
+                )
+            })?,
+        ),
+        None => ("built-in tests.toml".into(), super::EMBEDDED_TESTS.into()),
+    };
+    let table: TestFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let mut failed = 0;
+    for (i, row) in table.tests.iter().enumerate() {
+        let line = text[..row.span().start].matches('\n').count() + 1;
+        let row_ref = row.get_ref();
+        let label = format!(
+            "row {} (line {line}): roles [{}]{}, /{}, {}{}{}, at {}",
+            i + 1,
+            row_ref.roles.join(", "),
+            row_ref
+                .user
+                .as_ref()
+                .map_or(String::new(), |u| format!(" + user {u}")),
+            row_ref.command,
+            row_ref.severity.as_deref().unwrap_or("no severity"),
+            if row_ref.dry_run { ", dry run" } else { "" },
+            if row_ref.approvals.is_empty() {
+                String::new()
+            } else {
+                format!(", approved by [{}]", row_ref.approvals.join(", "))
+            },
+            row_ref.at
+        );
+        match check_row(policies, commands, row_ref) {
+            Ok(None) => {}
+            Ok(Some(problem)) | Err(problem) => {
+                failed += 1;
+                writeln!(out, "FAIL {label}\n     {problem}")?;
+            }
+        }
+    }
+    let total = table.tests.len();
+    if failed == 0 {
+        writeln!(out, "{total} passed, 0 failed ({name})")?;
+        Ok(0)
+    } else {
+        writeln!(out, "{} passed, {failed} failed ({name})", total - failed)?;
+        Ok(1)
+    }
+}
+
+/// None when the row holds; else what differs, with the actual reason.
+fn check_row(
+    policies: &Policies,
+    commands: &Commands,
+    row: &TestRow,
+) -> Result<Option<String>, String> {
+    let at = parse_time(&row.at).map_err(|e| format!("at: {e}"))?;
+    let sev = severity(row.severity.as_deref()).map_err(|e| e.to_string())?;
+    let who = Identity {
+        platform: row.platform.clone().unwrap_or_else(|| "discord".into()),
+        user_id: row.user.clone().unwrap_or_else(|| "policy-test".into()),
+        platform_roles: row.platform_roles.clone(),
+    };
+    let asked = ask(
+        policies,
+        commands,
+        &Ask {
+            who,
+            extra_roles: &row.roles,
+            command: &row.command,
+            severity: sev,
+            at,
+            dry_run: row.dry_run,
+            approvals: &row.approvals,
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let d = &asked.decision;
+    let got = match &d.effect {
+        Effect::Allow => Expect::Allow,
+        Effect::Deny => Expect::Deny,
+        Effect::NeedsApproval { .. } => Expect::Approval,
+    };
+    let name = |e: Expect| match e {
+        Expect::Allow => "allow",
+        Expect::Deny => "deny",
+        Expect::Approval => "approval",
+    };
+    if got != row.expect {
+        return Ok(Some(format!(
+            "expected {}, got {}: {}",
+            name(row.expect),
+            name(got),
+            d.reason
+        )));
+    }
+    if let (Some(want), Effect::NeedsApproval { eligible }) = (&row.eligible, &d.effect) {
+        let mut want = want.clone();
+        want.sort();
+        let mut have = eligible.clone();
+        have.sort();
+        if want != have {
+            return Ok(Some(format!(
+                "expected approval from [{}], got [{}]: {}",
+                want.join(", "),
+                have.join(", "),
+                d.reason
+            )));
+        }
+    }
+    if let Some(text) = &row.reason_contains {
+        if !d.reason.contains(text.as_str()) {
+            return Ok(Some(format!(
+                "expected the reason to contain {text:?}, got: {}",
+                d.reason
+            )));
+        }
+    }
+    Ok(None)
+}

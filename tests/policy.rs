@@ -1,0 +1,821 @@
+//! The shipped policies against the runbook's rules, written out here independently of the
+//! code and the policy files; reasons people read; files that must not load; and
+//! `runbot policy explain|test` run as the real binary.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use chrono::{DateTime, Utc};
+use runbot::commands::{Args, Commands, Value};
+use runbot::config::PolicySettings;
+use runbot::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+
+const ROLES: [&str; 7] = [
+    "devops-lead",
+    "backend-lead",
+    "dba",
+    "security",
+    "cto",
+    "developer",
+    "viewer",
+];
+
+/// Every command in commands/, as this table knows them. A new command must be added here,
+/// with its rule below.
+const COMMANDS: [&str; 17] = [
+    "ack",
+    "audit",
+    "backup",
+    "block-ip",
+    "db-diagnostics",
+    "deploy",
+    "disk",
+    "disk-cleanup",
+    "logs",
+    "oncall",
+    "restart",
+    "restore",
+    "rollback",
+    "scale",
+    "silence",
+    "status",
+    "unsilence",
+];
+
+/// Commands that only read (risk "read" in commands/): they take no dry run and never need approval.
+const READS: [&str; 6] = [
+    "audit",
+    "db-diagnostics",
+    "disk",
+    "logs",
+    "oncall",
+    "status",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Wednesday 10:00 UTC.
+    BusinessHours,
+    /// Wednesday 23:00 UTC.
+    WeekdayNight,
+    /// Saturday 03:00 UTC.
+    WeekendNight,
+}
+
+impl When {
+    const ALL: [When; 3] = [When::BusinessHours, When::WeekdayNight, When::WeekendNight];
+
+    fn at(self) -> DateTime<Utc> {
+        match self {
+            When::BusinessHours => utc("2026-11-25T10:00:00Z"),
+            When::WeekdayNight => utc("2026-11-25T23:00:00Z"),
+            When::WeekendNight => utc("2026-11-28T03:00:00Z"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    Allow,
+    Deny,
+    /// Sorted.
+    Approval(Vec<&'static str>),
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// The runbook's rules, written plainly: what a person holding `role` alone (None: no role)
+/// may do.
+fn expected(
+    role: Option<&str>,
+    command: &str,
+    sev: Option<Severity>,
+    when: When,
+    dry_run: bool,
+) -> Expect {
+    let r = role.unwrap_or("");
+    let business = when == When::BusinessHours;
+    let weekend = when == When::WeekendNight;
+    // roles.toml: DevOps Lead, Security and CTO 24/7; Backend Lead, developers and viewers in
+    // business hours; DBA at weekends.
+    let on_call_now = match r {
+        "devops-lead" | "security" | "cto" => true,
+        "backend-lead" | "developer" | "viewer" => business,
+        "dba" => weekend,
+        _ => false,
+    };
+    let on_call_role = matches!(
+        r,
+        "devops-lead" | "backend-lead" | "dba" | "security" | "cto"
+    );
+    let permitted = match command {
+        "logs" | "status" | "disk" => on_call_role,
+        "oncall" => role.is_some(),
+        "audit" => matches!(r, "devops-lead" | "security" | "cto"),
+        "restart" | "scale" => matches!(r, "devops-lead" | "backend-lead"),
+        "deploy" | "rollback" => r == "devops-lead" || (r == "backend-lead" && business),
+        "backup" | "db-diagnostics" | "restore" => matches!(r, "dba" | "devops-lead"),
+        "block-ip" => matches!(r, "security" | "devops-lead"),
+        "disk-cleanup" => r == "devops-lead",
+        "ack" | "silence" | "unsilence" => on_call_now,
+        other => panic!("the table has no rule for /{other}: add one"),
+    };
+    if !permitted {
+        return Expect::Deny;
+    }
+    let mutating = !READS.contains(&command);
+    if mutating && dry_run {
+        return Expect::Allow;
+    }
+    let mut eligible = BTreeSet::new();
+    if command == "restore" {
+        eligible.insert("dba");
+    }
+    // Sev1: a change needs devops-lead or cto as well; acknowledging and lifting a silence are exempt.
+    if sev == Some(Severity::Sev1) && mutating && !matches!(command, "ack" | "unsilence") {
+        eligible.insert("devops-lead");
+        eligible.insert("cto");
+    }
+    if eligible.is_empty() {
+        Expect::Allow
+    } else {
+        Expect::Approval(eligible.into_iter().collect())
+    }
+}
+
+fn shipped() -> (Policies, Commands) {
+    shipped_in("UTC")
+}
+
+fn shipped_in(timezone: &str) -> (Policies, Commands) {
+    let commands = Commands::load(None).unwrap();
+    let settings = PolicySettings {
+        timezone: timezone.into(),
+        ..PolicySettings::default()
+    };
+    let policies = Policies::load_from(None, &settings, &commands).unwrap();
+    (policies, commands)
+}
+
+fn who() -> Identity {
+    Identity {
+        platform: "discord".into(),
+        user_id: "123456789012345678".into(),
+        platform_roles: vec![],
+    }
+}
+
+struct Ask<'a> {
+    roles: &'a [&'a str],
+    command: &'a str,
+    severity: Option<Severity>,
+    at: DateTime<Utc>,
+    dry_run: bool,
+    approvals: &'a [&'a str],
+}
+
+fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
+    let spec = c.get(a.command).unwrap();
+    let mut args = Args::new();
+    if spec.takes_dry_run() {
+        args.insert("dry_run".into(), Value::Boolean(a.dry_run));
+    }
+    let roles: Vec<String> = a.roles.iter().map(|s| s.to_string()).collect();
+    let approvals: Vec<String> = a.approvals.iter().map(|s| s.to_string()).collect();
+    p.decide(&PolicyRequest {
+        who: &who(),
+        roles: &roles,
+        command: spec,
+        args: &args,
+        severity: a.severity,
+        at: a.at,
+        approver_roles: &approvals,
+    })
+}
+
+fn effect_of(d: &Decision) -> Expect {
+    match &d.effect {
+        Effect::Allow => Expect::Allow,
+        Effect::Deny => Expect::Deny,
+        Effect::NeedsApproval { eligible } => {
+            let mut e: Vec<&'static str> = eligible
+                .iter()
+                .map(|r| *ROLES.iter().find(|k| *k == r).expect("a known role"))
+                .collect();
+            e.sort();
+            Expect::Approval(e)
+        }
+    }
+}
+
+#[test]
+fn the_table_knows_every_shipped_command_and_role() {
+    let (p, c) = shipped();
+    let names: Vec<&str> = c.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, COMMANDS, "commands/ changed: update this table");
+    let reads: Vec<&str> = c
+        .iter()
+        .filter(|s| !s.takes_dry_run())
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(reads, READS);
+    let mut roles: Vec<&str> = p.roles().names().collect();
+    roles.sort();
+    let mut want = ROLES.to_vec();
+    want.sort();
+    assert_eq!(roles, want);
+}
+
+#[test]
+fn every_role_command_severity_and_time_decides_as_the_runbook_says() {
+    let (p, c) = shipped();
+    let severities = [
+        None,
+        Some(Severity::Sev1),
+        Some(Severity::Sev2),
+        Some(Severity::Sev3),
+        Some(Severity::Sev4),
+    ];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for role in ROLES.iter().map(|r| Some(*r)).chain([None]) {
+        for command in COMMANDS {
+            for sev in severities {
+                for when in When::ALL {
+                    for dry_run in [false, true] {
+                        if dry_run && READS.contains(&command) {
+                            continue;
+                        }
+                        let roles: Vec<&str> = role.into_iter().collect();
+                        let d = decide(
+                            &p,
+                            &c,
+                            &Ask {
+                                roles: &roles,
+                                command,
+                                severity: sev,
+                                at: when.at(),
+                                dry_run,
+                                approvals: &[],
+                            },
+                        );
+                        let want = expected(role, command, sev, when, dry_run);
+                        checked += 1;
+                        if effect_of(&d) != want {
+                            wrong.push(format!(
+                                "{role:?} /{command} {sev:?} {when:?} dry_run={dry_run}: expected {want:?}, got {:?}: {}",
+                                d.effect, d.reason
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 3000, "{checked}");
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} decisions differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn an_eligible_approver_turns_needs_approval_into_allow_and_others_do_not() {
+    let (p, c) = shipped();
+    for role in ROLES {
+        for command in COMMANDS {
+            for when in When::ALL {
+                let ask = |approvals: &[&str]| {
+                    decide(
+                        &p,
+                        &c,
+                        &Ask {
+                            roles: &[role],
+                            command,
+                            severity: Some(Severity::Sev1),
+                            at: when.at(),
+                            dry_run: false,
+                            approvals,
+                        },
+                    )
+                };
+                let Effect::NeedsApproval { eligible } = ask(&[]).effect else {
+                    continue;
+                };
+                // Someone who may not approve changes nothing.
+                for other in ROLES.iter().filter(|r| !eligible.iter().any(|e| e == *r)) {
+                    assert_eq!(
+                        ask(&[other]).effect,
+                        Effect::NeedsApproval {
+                            eligible: eligible.clone()
+                        },
+                        "{role} /{command} approved by {other}"
+                    );
+                }
+                // The roles of restore-on-Sev1 need one approval each; the others one in all.
+                let needs_both = command == "restore";
+                for approver in &eligible {
+                    let after = ask(&[approver.as_str()]);
+                    if needs_both {
+                        let Effect::NeedsApproval { eligible: rest } = &after.effect else {
+                            panic!("{role} /{command} with {approver}: {after:?}");
+                        };
+                        assert!(!rest.contains(approver), "{rest:?}");
+                        let last = rest[0].as_str();
+                        assert_eq!(
+                            ask(&[approver.as_str(), last]).effect,
+                            Effect::Allow,
+                            "{role} /{command} with {approver} and {last}"
+                        );
+                    } else {
+                        assert_eq!(
+                            after.effect,
+                            Effect::Allow,
+                            "{role} /{command} with {approver}: {}",
+                            after.reason
+                        );
+                        assert!(
+                            after.reason.contains(&format!("approved by {approver}")),
+                            "{}",
+                            after.reason
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn each_kind_of_refusal_says_what_is_needed_and_what_the_person_has() {
+    let (p, c) = shipped_in("Europe/Madrid");
+    let sunday_night = utc("2026-11-29T22:10:00Z");
+    let ask = |roles: &[&str], command: &str, severity, at, approvals: &[&str]| {
+        decide(
+            &p,
+            &c,
+            &Ask {
+                roles,
+                command,
+                severity,
+                at,
+                dry_run: false,
+                approvals,
+            },
+        )
+    };
+
+    // A role the command needs, at a time it does not cover.
+    let d = ask(&["developer"], "deploy", None, sunday_night, &[]);
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(
+        d.reason,
+        "/deploy needs devops-lead, or backend-lead in business hours (now 23:10 Sun Europe/Madrid); you hold developer"
+    );
+    assert_eq!(
+        d.policies,
+        [
+            "deploy-rollback-devops-lead",
+            "deploy-rollback-backend-lead-business-hours"
+        ]
+    );
+
+    // Someone on call now.
+    let d = ask(
+        &["backend-lead"],
+        "ack",
+        Some(Severity::Sev2),
+        sunday_night,
+        &[],
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(
+        d.reason,
+        "/ack needs someone on call (now 23:10 Sun Europe/Madrid); you hold backend-lead, on call in business hours"
+    );
+
+    // A role, at any time: no clock in the reason.
+    let d = ask(&["backend-lead", "dba"], "audit", None, sunday_night, &[]);
+    assert_eq!(
+        d.reason,
+        "/audit needs devops-lead, security or cto; you hold backend-lead and dba"
+    );
+
+    // No role at all.
+    let d = ask(&[], "restart", None, sunday_night, &[]);
+    assert_eq!(
+        d.reason,
+        "/restart needs devops-lead or backend-lead; you hold no runbot role (ask to be added in policies/roles.toml)"
+    );
+
+    // A second person on Sev1.
+    let d = ask(
+        &["devops-lead"],
+        "restart",
+        Some(Severity::Sev1),
+        sunday_night,
+        &[],
+    );
+    assert_eq!(
+        d.reason,
+        "/restart on a Sev1 group needs a second person's approval: devops-lead or cto"
+    );
+    assert_eq!(d.policies, ["sev1-second-approver"]);
+
+    // A dba's approval for a restore, and both on Sev1.
+    let d = ask(&["devops-lead"], "restore", None, sunday_night, &[]);
+    assert_eq!(d.reason, "/restore needs a dba's approval");
+    assert_eq!(
+        d.effect,
+        Effect::NeedsApproval {
+            eligible: vec!["dba".into()]
+        }
+    );
+    let d = ask(
+        &["devops-lead"],
+        "restore",
+        Some(Severity::Sev1),
+        sunday_night,
+        &["dba"],
+    );
+    assert_eq!(
+        d.reason,
+        "/restore on a Sev1 group needs a second person's approval: devops-lead or cto (approved so far by dba)"
+    );
+
+    // Allowed, and why.
+    let d = ask(&["devops-lead"], "deploy", None, sunday_night, &[]);
+    assert_eq!(d.effect, Effect::Allow);
+    assert_eq!(
+        d.reason,
+        "/deploy allowed: devops-lead; you hold devops-lead"
+    );
+    assert_eq!(d.policies, ["deploy-rollback-devops-lead"]);
+}
+
+/// A copy of the shipped policies in a folder, with `change` applied to one file.
+fn policies_with(file: &str, change: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "roles.toml",
+        "runbot.cedarschema",
+        "runbot.cedar",
+        "severities.toml",
+        "tests.toml",
+    ] {
+        let text = std::fs::read_to_string(Path::new("policies").join(f)).unwrap();
+        let text = if f == file { change(text) } else { text };
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    let commands = Commands::load(None).unwrap();
+    format!(
+        "{:#}",
+        Policies::load_from(Some(dir), &PolicySettings::default(), &commands).unwrap_err()
+    )
+}
+
+#[test]
+fn bad_roles_and_policy_files_are_refused_with_the_place_and_the_fix() {
+    let dir = policies_with("roles.toml", |t| {
+        t.replacen("hours = \"weekends\"", "hours = \"nights\"", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("roles.toml") && e.contains("[roles.dba]") && e.contains("nights"),
+        "{e}"
+    );
+
+    let dir = policies_with("roles.toml", |t| {
+        t.replacen("\"444444444444444444\"", "\"4444\"", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("[roles.security]") && e.contains("not a Discord id"),
+        "{e}"
+    );
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t + "\npermit (principal, action, resource) when { ;\n"
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("policies/runbot.cedar") && e.contains("at line"),
+        "{e}"
+    );
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t.replacen(
+            "action == Action::\"disk-cleanup\"",
+            "action == Action::\"disk-clean\"",
+            1,
+        )
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("\"disk-cleanup-devops-lead\"")
+            && e.contains("Action::\"disk-clean\"")
+            && e.contains("no command in commands/")
+            && e.contains("did you mean \"disk-cleanup\""),
+        "{e}"
+    );
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t.replacen("Role::\"dba\"", "Role::\"dbaa\"", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("Role::\"dbaa\"")
+            && e.contains("no role in policies/roles.toml")
+            && e.contains("did you mean \"dba\""),
+        "{e}"
+    );
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t.replacen("@grants(\"devops-lead or backend-lead\")\n", "", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(e.contains("\"restart-scale-leads\" has no @grants"), "{e}");
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t.replacen("context.severity == \"sev1\"", "context.severity == 1", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("does not match policies/runbot.cedarschema"),
+        "{e}"
+    );
+
+    let dir = policies_with("runbot.cedar", |t| {
+        t.replacen("@approval(\"dba\")", "@approval(\"dbas\")", 1)
+    });
+    let e = load_error(dir.path());
+    assert!(e.contains("@approval names \"dbas\""), "{e}");
+
+    let dir = policies_with("runbot.cedarschema", |t| {
+        t + "\naction \"reboot\" appliesTo { principal: [User], resource: [Stack], context: Situation };\n"
+    });
+    let e = load_error(dir.path());
+    assert!(e.contains("declares action \"reboot\""), "{e}");
+}
+
+#[test]
+fn a_plain_forbid_and_an_ungranted_command_say_so() {
+    let dir = policies_with("runbot.cedar", |t| {
+        t + "\n@id(\"release-freeze\")\n@reason(\"is frozen until the release on Friday\")\n\
+             forbid (principal, action == Action::\"deploy\", resource);\n"
+    });
+    let commands = Commands::load(None).unwrap();
+    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let d = decide(
+        &p,
+        &commands,
+        &Ask {
+            roles: &["devops-lead"],
+            command: "deploy",
+            severity: None,
+            at: When::BusinessHours.at(),
+            dry_run: false,
+            approvals: &[],
+        },
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.reason, "/deploy is frozen until the release on Friday");
+    assert_eq!(d.policies, ["release-freeze"]);
+
+    let cmds = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("commands").unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, cmds.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        cmds.path().join("purge.toml"),
+        "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n",
+    )
+    .unwrap();
+    let commands = Commands::load(Some(cmds.path())).unwrap();
+    let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
+    let d = decide(
+        &p,
+        &commands,
+        &Ask {
+            roles: &["devops-lead"],
+            command: "purge",
+            severity: None,
+            at: When::BusinessHours.at(),
+            dry_run: false,
+            approvals: &[],
+        },
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(
+        d.reason,
+        "/purge is granted to no one in policies/runbot.cedar; you hold devops-lead"
+    );
+}
+
+#[test]
+fn roles_come_from_roles_toml_per_platform_and_oncall_lists_them() {
+    let (p, _) = shipped();
+    let mut who = who();
+    who.platform_roles = vec!["111111111111111111".into(), "333333333333333333".into()];
+    assert_eq!(p.roles_of(&who), ["dba", "devops-lead"]);
+    who.platform = "slack".into();
+    assert!(
+        p.roles_of(&who).is_empty(),
+        "Discord roles mean nothing on Slack"
+    );
+
+    let on = p.oncall(When::WeekendNight.at());
+    let get = |n: &str| on.iter().find(|o| o.name == n).unwrap();
+    assert!(get("dba").on_call_now && get("devops-lead").on_call_now);
+    assert!(!get("backend-lead").on_call_now);
+    assert_eq!(get("backend-lead").hours, "business");
+    assert_eq!(
+        get("backend-lead").hours_text,
+        "on call in business hours, Mon-Fri 09:00-18:00 UTC"
+    );
+    assert_eq!(get("dba").hours_text, "on call at weekends, Sat-Sun UTC");
+    assert_eq!(get("devops-lead").discord_roles, ["111111111111111111"]);
+    let on = p.oncall(When::BusinessHours.at());
+    assert!(!on.iter().find(|o| o.name == "dba").unwrap().on_call_now);
+}
+
+fn runbot(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbot"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNBOT") {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(cwd);
+    c
+}
+
+#[test]
+fn policy_explain_prints_the_effect_reason_roles_and_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runbot(dir.path())
+        .args([
+            "policy",
+            "explain",
+            "--user",
+            "123456789012345678",
+            "--platform-roles",
+            "222222222222222222",
+            "--command",
+            "deploy",
+            "--severity",
+            "sev2",
+            "--at",
+            "2026-11-29T22:10:00Z",
+        ])
+        .env("RUNBOT__POLICY__TIMEZONE", "Europe/Madrid")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "effect:   deny",
+        "reason:   /deploy needs devops-lead, or backend-lead in business hours (now 23:10 Sun Europe/Madrid); you hold backend-lead",
+        "roles:    backend-lead (roles.toml)",
+        "on call:  no",
+        "deploy-rollback-backend-lead-business-hours  @grants(\"backend-lead in business hours\")",
+    ] {
+        assert!(stdout.contains(want), "{want}\n---\n{stdout}");
+    }
+
+    let out = runbot(dir.path())
+        .args([
+            "policy",
+            "explain",
+            "--user",
+            "ops",
+            "--platform",
+            "cli",
+            "--roles",
+            "devops-lead",
+            "--command",
+            "restart",
+            "--severity",
+            "sev1",
+            "--at",
+            "2026-11-28T03:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("effect:   needs approval from one of: cto, devops-lead"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("roles:    devops-lead (--roles)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("on call:  yes"), "{stdout}");
+    assert!(
+        stdout.contains("sev1-second-approver  @approval(\"devops-lead,cto\")"),
+        "{stdout}"
+    );
+
+    let out = runbot(dir.path())
+        .args(["policy", "explain", "--user", "1", "--command", "deplyo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no command \"deplyo\""));
+}
+
+#[test]
+fn policy_test_passes_the_shipped_table_and_names_a_wrong_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runbot(dir.path())
+        .args(["policy", "test"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+
+    let table = dir.path().join("wrong.toml");
+    std::fs::write(
+        &table,
+        "tests = [\n\
+         { roles = [\"devops-lead\"], command = \"deploy\", at = \"2026-11-28T03:00:00Z\", expect = \"allow\" },\n\
+         { roles = [\"backend-lead\"], command = \"deploy\", severity = \"sev2\", at = \"2026-11-28T03:00:00Z\", expect = \"allow\" },\n\
+         ]\n",
+    )
+    .unwrap();
+    let out = runbot(dir.path())
+        .args(["policy", "test", "--file"])
+        .arg(&table)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL row 2 (line 3)"), "{stdout}");
+    assert!(
+        stdout.contains("expected allow, got deny: /deploy needs devops-lead"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn check_config_loads_the_policies_and_names_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = runbot(dir.path()).arg("check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("roles                7"), "{stdout}");
+    assert!(stdout.contains("in runbot.cedar"), "{stdout}");
+
+    let policies = policies_with("roles.toml", |t| {
+        t.replacen("hours = \"24/7\"", "hours = \"always\"", 1)
+    });
+    let out = runbot(dir.path())
+        .arg("check-config")
+        .env("RUNBOT__POLICY__DIR", policies.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("roles.toml") && stderr.contains("[roles.devops-lead]"),
+        "{stderr}"
+    );
+
+    let out = runbot(dir.path())
+        .arg("check-config")
+        .env("RUNBOT__POLICY__TIMEZONE", "Europe/Madird")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("policy.timezone") && stderr.contains("Europe/Madrid"),
+        "{stderr}"
+    );
+}
