@@ -174,12 +174,11 @@ async fn interactions_signed_by_the_fake_discord_are_answered_in_time_and_in_sha
     assert!(sent.failure.is_none(), "{:?}", sent.failure);
     let i = fake.interaction(&sent.id);
     assert_eq!(i.response_type, Some(4));
+    assert!(i.ephemeral, "only the person who asked sees the answer");
+    // Without a bot token runbot cannot edit answers later, so it says what to set.
     assert!(
-        i.ephemeral,
-        "only the person who asked sees the placeholder"
-    );
-    assert!(
-        i.content().contains("does not run commands"),
+        i.content()
+            .contains("set discord.bot_token and discord.application_id"),
         "{}",
         i.content()
     );

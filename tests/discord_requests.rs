@@ -1,0 +1,243 @@
+//! People's requests from Discord, end to end: the fake Discord signs and sends interactions
+//! as Discord does, runbot answers within the deadline, decides by the Discord roles people
+//! hold (policies/roles.toml), and edits its answers and the alert card.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_discord::{FakeDiscord, FakeUser};
+use common::{webhook, Db, Options, TestApp};
+use serde_json::{json, Value};
+
+const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+const CHANNEL: u64 = 111_111_111_111_111_111;
+
+/// Roles by Discord role: the fake gives each role name a stable id.
+fn roles_toml(fake: &FakeDiscord) -> String {
+    let role = |name: &str, hours: &str, discord_role: &str| {
+        format!(
+            "[roles.{name}]\ndiscord_roles = [\"{}\"]\ndiscord_users = []\nslack_users = []\nhours = \"{hours}\"\n\n",
+            fake.role_id(discord_role)
+        )
+    };
+    [
+        role("devops-lead", "24/7", "DevOps Lead"),
+        role("backend-lead", "24/7", "Backend Lead"),
+        role("cto", "24/7", "CTO"),
+        role("dba", "24/7", "DBA"),
+        role("security", "24/7", "Security"),
+        role("developer", "24/7", "Developer"),
+        role("viewer", "business", "Viewer"),
+    ]
+    .concat()
+}
+
+async fn start(fake: &FakeDiscord) -> TestApp {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(policies.join("roles.toml"), roles_toml(fake)).unwrap();
+    TestApp::spawn_with(
+        Options::new(Db::Sqlite)
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+            .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex())
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_click_on_the_card_acknowledges_and_the_card_says_who() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = start(&fake).await;
+    let url = format!("{}/discord/interactions", app.url);
+    let r = app
+        .post_webhook(
+            webhook(
+                "APIDown",
+                "firing",
+                &[(
+                    "aaaa000000000001",
+                    "firing",
+                    json!({"severity": "critical", "instance": "api-1:8000"}),
+                )],
+            )
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let card = fake
+        .wait_for_messages(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    let ack = card
+        .custom_ids()
+        .into_iter()
+        .nth(4)
+        .expect("the APIDown card's fifth button");
+
+    let ana = FakeUser::new(1_300_000_000_000_000_001, "Ana Ops", &["Backend Lead"]);
+    let sent = fake
+        .send_interaction(&url, fake.button_click(&card.id, &ack, &ana, CHANNEL))
+        .await;
+    assert_eq!(sent.status, 200);
+    assert!(sent.failure.is_none(), "{:?}", sent.failure);
+    assert_eq!(sent.body["type"], 5, "deferred: {}", sent.body);
+    let i = fake
+        .wait_for_interaction(&sent.id, Duration::from_secs(10), |i| !i.edits.is_empty())
+        .await;
+    assert!(
+        i.content().contains("Ana Ops** acknowledged APIDown"),
+        "{}",
+        i.content()
+    );
+    // The card itself now says who is on it.
+    fake.wait_for(
+        Duration::from_secs(10),
+        "the card to show the acknowledgement",
+        |messages, _| {
+            messages
+                .iter()
+                .find(|m| m.id == card.id)
+                .map(|m| {
+                    m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("Acknowledged by **Ana Ops**")
+                })
+                .unwrap_or(false)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Someone without a runbot role clicking the same button is refused, only to them.
+    let stranger = FakeUser::new(1_300_000_000_000_000_009, "Stranger", &[]);
+    let sent = fake
+        .send_interaction(&url, fake.button_click(&card.id, &ack, &stranger, CHANNEL))
+        .await;
+    assert_eq!(sent.body["type"], 4, "{}", sent.body);
+    assert_eq!(sent.body["data"]["flags"], 64);
+    assert!(sent.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("no runbot role"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slash_command_is_confirmed_by_its_requester_and_denied_to_others() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = start(&fake).await;
+    let url = format!("{}/discord/interactions", app.url);
+    let dev = FakeUser::new(1_300_000_000_000_000_004, "Dev", &["Developer"]);
+    let sent = fake
+        .send_interaction(
+            &url,
+            fake.slash_command("restart", &[("service", json!("backend"))], &dev, CHANNEL),
+        )
+        .await;
+    assert_eq!(sent.body["type"], 4);
+    assert_eq!(
+        sent.body["data"]["flags"], 64,
+        "a refusal is for the requester only"
+    );
+    let text = sent.body["data"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("/restart needs devops-lead or backend-lead")
+            && text.contains("you hold developer"),
+        "{text}"
+    );
+
+    let lead = FakeUser::new(1_300_000_000_000_000_003, "Bruno", &["Backend Lead"]);
+    let sent = fake
+        .send_interaction(
+            &url,
+            fake.slash_command("restart", &[("service", json!("worker"))], &lead, CHANNEL),
+        )
+        .await;
+    assert_eq!(sent.body["type"], 4);
+    let prompt = fake
+        .interaction(&sent.id)
+        .original
+        .expect("the prompt is a message");
+    assert!(prompt.is_ephemeral());
+    let confirm = prompt
+        .custom_ids()
+        .into_iter()
+        .find(|c| c.ends_with(":confirm"))
+        .expect("a Confirm button");
+    let click = fake
+        .send_interaction(
+            &url,
+            fake.button_click(&prompt.id, &confirm, &lead, CHANNEL),
+        )
+        .await;
+    assert_eq!(
+        click.body["type"], 7,
+        "the prompt is replaced: {}",
+        click.body
+    );
+    let i = fake
+        .wait_for_interaction(&click.id, Duration::from_secs(10), |i| !i.edits.is_empty())
+        .await;
+    // The Docker executors arrive with the next issue; until then it says so plainly.
+    assert!(
+        i.content().contains("cannot run /restart yet"),
+        "{}",
+        i.content()
+    );
+    assert!(
+        i.components().is_empty(),
+        "no buttons left on an answered prompt"
+    );
+
+    // Unknown command names and forged buttons get a clear answer, not an error.
+    let sent = fake
+        .send_interaction(&url, fake.slash_command("restat", &[], &lead, CHANNEL))
+        .await;
+    let text = sent.body["data"]["content"].as_str().unwrap();
+    assert!(text.contains("Did you mean /restart?"), "{text}");
+
+    // Every step above is in the audit trail, in order, and the chain verifies.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+        .args(["audit", "export", "--format", "jsonl"])
+        .env("RUNBOT__DATABASE__URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "denied",
+            "requested",
+            "confirmed",
+            "started",
+            "failed",
+            "invalid"
+        ]
+    );
+    app.stop().await;
+}
