@@ -83,7 +83,9 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => {
                 args.duration = Duration::from_secs_f64(value.parse().map_err(|_| bad("seconds"))?)
             }
-            "--wait" => args.wait = Duration::from_secs_f64(value.parse().map_err(|_| bad("seconds"))?),
+            "--wait" => {
+                args.wait = Duration::from_secs_f64(value.parse().map_err(|_| bad("seconds"))?)
+            }
             _ => return Err(format!("unknown option {name}")),
         }
     }

@@ -462,6 +462,7 @@ async fn confirmation_belongs_to_the_requester_and_cancel_runs_nothing() {
                 Step::Requested,
                 Step::Denied,
                 Step::Cancelled,
+                Step::Invalid,
                 Step::Requested,
                 Step::Confirmed,
                 Step::Started,
@@ -860,7 +861,10 @@ async fn unanswered_prompts_expire() {
     let late = rig.click(backend(), &confirm, &edits).await;
     assert!(message(&late).text.contains("already expired"), "{late:?}");
     let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
-    assert_eq!(steps, [Step::Requested, Step::Invalid, Step::Expired]);
+    assert_eq!(
+        steps,
+        [Step::Requested, Step::Invalid, Step::Expired, Step::Invalid]
+    );
     assert_eq!(
         rig.count("SELECT COUNT(*) FROM pending_requests WHERE state = 'expired'")
             .await,

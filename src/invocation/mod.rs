@@ -726,20 +726,24 @@ impl Dispatcher {
         };
         let line = text::invocation_line(&spec, &pending.ready.args);
         if row.state != "pending" {
-            return Answer::Message(text::refusal(&format!(
+            let reason = format!(
                 "This request was already {}{}.",
                 row.state,
                 row.resolved_by
                     .as_deref()
                     .map(|b| format!(" by {b}"))
                     .unwrap_or_default()
-            )));
+            );
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
         }
         let now = (self.clock)();
         if now >= pending.expires_at {
             return match self.expire(id, &line).await {
                 Some(reply) => Answer::Update(reply),
-                None => Answer::Message(text::refusal("This request has expired.")),
+                None => {
+                    let reason = "This request has expired.".to_string();
+                    self.refuse(&flight, Step::Invalid, reason, None).await
+                }
             };
         }
         if let Some(wait) = self.over_limit(&actor) {
