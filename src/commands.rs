@@ -463,18 +463,7 @@ mod tests {
                 let spec = commands
                     .get(&action.command)
                     .unwrap_or_else(|| panic!("{alert}: no command {:?}", action.command));
-                let raw = action
-                    .args
-                    .iter()
-                    .map(|(k, v)| {
-                        let raw = match v {
-                            toml::Value::Integer(i) => RawValue::Integer(*i),
-                            toml::Value::Boolean(b) => RawValue::Boolean(*b),
-                            other => RawValue::Text(other.as_str().unwrap_or_default().into()),
-                        };
-                        (k.clone(), raw)
-                    })
-                    .collect();
+                let raw = action.raw_args();
                 parse_args(spec, raw).unwrap_or_else(|e| panic!("{alert}: {}: {e}", action.label));
             }
         }

@@ -31,6 +31,24 @@ pub struct RunbookAction {
     pub risky: bool,
 }
 
+impl RunbookAction {
+    /// The action's arguments as a platform would send them, for the command's validation.
+    pub fn raw_args(&self) -> Vec<(String, crate::commands::RawValue)> {
+        use crate::commands::RawValue;
+        self.args
+            .iter()
+            .map(|(k, v)| {
+                let raw = match v {
+                    toml::Value::Integer(i) => RawValue::Integer(*i),
+                    toml::Value::Boolean(b) => RawValue::Boolean(*b),
+                    other => RawValue::Text(other.as_str().unwrap_or_default().to_string()),
+                };
+                (k.clone(), raw)
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertsFile {

@@ -381,18 +381,7 @@ impl Dispatcher {
             );
             return self.refuse(&flight, Step::Invalid, reason, None).await;
         };
-        let raw = action
-            .args
-            .iter()
-            .map(|(k, v)| {
-                let raw = match v {
-                    toml::Value::Integer(i) => RawValue::Integer(*i),
-                    toml::Value::Boolean(b) => RawValue::Boolean(*b),
-                    other => RawValue::Text(other.as_str().unwrap_or_default().to_string()),
-                };
-                (k.clone(), raw)
-            })
-            .collect();
+        let raw = action.raw_args();
         self.command(actor, action.command, raw, origin, responder)
             .await
     }
@@ -764,11 +753,7 @@ impl Dispatcher {
                 };
                 match self.claim(id, state, &actor, now).await {
                     Ok(true) => {}
-                    Ok(false) => {
-                        return Answer::Message(text::refusal(
-                            "This request was answered or expired a moment ago.",
-                        ))
-                    }
+                    Ok(false) => return raced(),
                     Err(e) => return self.store_failed(e),
                 }
                 if let Err(a) = self.record(flight.entry(step)).await {
@@ -874,11 +859,7 @@ impl Dispatcher {
         if verb == Verb::Reject {
             match self.claim(&pending.id, "rejected", &actor, now).await {
                 Ok(true) => {}
-                Ok(false) => {
-                    return Answer::Message(text::refusal(
-                        "This request was answered or expired a moment ago.",
-                    ))
-                }
+                Ok(false) => return raced(),
                 Err(e) => return self.store_failed(e),
             }
             if let Err(a) = self
@@ -954,11 +935,7 @@ impl Dispatcher {
         }
         match self.claim(&pending.id, "approved", &actor, now).await {
             Ok(true) => {}
-            Ok(false) => {
-                return Answer::Message(text::refusal(
-                    "This request was answered or expired a moment ago.",
-                ))
-            }
+            Ok(false) => return raced(),
             Err(e) => return self.store_failed(e),
         }
         if let Err(a) = self
@@ -1053,6 +1030,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Someone else's click, or the expiry, got to the prompt between our read and our claim.
+fn raced() -> Answer {
+    Answer::Message(text::refusal(
+        "This request was answered or expired a moment ago.",
+    ))
 }
 
 fn decision_detail(d: &Decision) -> Json {
