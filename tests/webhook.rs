@@ -591,3 +591,59 @@ async fn without_credentials_configured_only_loopback_callers_are_accepted() {
         }
     }
 }
+
+/// An acknowledgement belongs to one episode: it survives further webhooks and the
+/// resolution, and a group firing again after it resolved is nobody's until acknowledged again.
+#[tokio::test]
+async fn an_acknowledgement_lasts_until_the_group_fires_again_after_resolving() {
+    for db in BOTH {
+        let app = TestApp::spawn(db).await;
+        let labels = json!({"severity": "critical"});
+        let firing = webhook(
+            "APIDown",
+            "firing",
+            &[("aaaa000000000001", "firing", labels.clone())],
+        );
+        let resolved = webhook(
+            "APIDown",
+            "resolved",
+            &[("aaaa000000000001", "resolved", labels)],
+        );
+        let post = |body: Value| {
+            let app = &app;
+            async move {
+                let r = app.post_webhook(body.to_string()).await;
+                assert_eq!(r.status(), 200);
+            }
+        };
+        post(firing.clone()).await;
+        let id = app.groups().await[0]["id"].as_i64().unwrap();
+        let settings = runbot::config::Settings::load_from(
+            None,
+            vec![("RUNBOT__DATABASE__URL".into(), app.database_url.clone())],
+        )
+        .unwrap();
+        let store = runbot::store::Store::connect(&settings.database)
+            .await
+            .unwrap();
+        let now = runbot::alerts::format_time(chrono::Utc::now());
+        assert_eq!(
+            store.ack_group(id, "Ana", &now).await.unwrap(),
+            runbot::store::Acked::Now
+        );
+        let acked_by = |g: Value| g["acknowledged_by"].as_str().map(str::to_string);
+        post(firing.clone()).await;
+        assert_eq!(acked_by(app.group(id).await), Some("Ana".into()), "{db:?}");
+        post(resolved).await;
+        assert_eq!(
+            acked_by(app.group(id).await),
+            Some("Ana".into()),
+            "kept with the episode"
+        );
+        post(firing).await;
+        assert_eq!(acked_by(app.group(id).await), None, "{db:?}: a new episode");
+        assert!(app.group(id).await["acknowledged_at"].is_null());
+        store.close().await;
+        app.stop().await;
+    }
+}
