@@ -263,7 +263,10 @@ impl Dispatcher {
                 command,
                 args,
                 origin,
-            } => self.command(actor, command, args, origin, responder).await,
+            } => {
+                self.command(actor, command, args, origin, None, responder)
+                    .await
+            }
             Request::Button {
                 actor,
                 custom_id,
@@ -317,12 +320,14 @@ impl Dispatcher {
         })
     }
 
+    /// `group` is the origin's group when the caller has already read it (a card's button).
     async fn command(
         self: &Arc<Self>,
         actor: Actor,
         command: String,
         raw: Vec<(String, RawValue)>,
         origin: Origin,
+        group: Option<GroupView>,
         responder: Arc<dyn Responder>,
     ) -> Answer {
         let mut flight = Flight::new(&actor, &text::clip(&command, 64), &origin);
@@ -342,7 +347,7 @@ impl Dispatcher {
             }
         };
         flight.args = args_json(&args);
-        self.validated(flight, spec.clone(), args, origin, responder)
+        self.validated(flight, spec.clone(), args, origin, group, responder)
             .await
     }
 
@@ -371,7 +376,7 @@ impl Dispatcher {
         };
         let action = group
             .as_ref()
-            .and_then(|g| g.runbook.as_deref())
+            .and_then(|g: &GroupView| g.runbook.as_deref())
             .and_then(|key| self.runbook.entry(key))
             .and_then(|(_, entry)| entry.actions.get(index).cloned());
         let Some(action) = action else {
@@ -382,7 +387,7 @@ impl Dispatcher {
             return self.refuse(&flight, Step::Invalid, reason, None).await;
         };
         let raw = action.raw_args();
-        self.command(actor, action.command, raw, origin, responder)
+        self.command(actor, action.command, raw, origin, group, responder)
             .await
     }
 
@@ -400,23 +405,31 @@ impl Dispatcher {
         spec: CommandSpec,
         args: Args,
         origin: Origin,
+        group: Option<GroupView>,
         responder: Arc<dyn Responder>,
     ) -> Answer {
         let group_id = origin.group_id.or(match args.get("group") {
             Some(Value::Integer(g)) => Some(*g),
             _ => None,
         });
+        let group = match (group, group_id) {
+            (Some(g), Some(id)) if g.id == id => Some(g),
+            (_, Some(id)) => match self.store.group_view(id).await {
+                Ok(g) => g,
+                Err(e) => return self.store_failed(e),
+            },
+            (_, None) => None,
+        };
         let mut severity = None;
         if let Some(gid) = group_id {
-            match self.store.group_view(gid).await {
-                Ok(Some(g)) => severity = Severity::parse(&g.severity),
-                Ok(None) => {
+            match &group {
+                Some(g) => severity = Severity::parse(&g.severity),
+                None => {
                     let reason = format!(
                         "There is no alert group #{gid}. The number is in each card's footer."
                     );
                     return self.refuse(&flight, Step::Invalid, reason, None).await;
                 }
-                Err(e) => return self.store_failed(e),
             }
             flight.origin.insert("group_id".into(), json!(gid));
         } else if executors::needs_group(&spec) {
@@ -454,7 +467,7 @@ impl Dispatcher {
         }
         let dry_run = matches!(ready.args.get("dry_run"), Some(Value::Boolean(true)));
         if dry_run {
-            return self.dry_run(&flight, &spec, &ready).await;
+            return self.dry_run(&flight, &spec, &ready, group).await;
         }
         if let Effect::NeedsApproval { eligible } = &decision.effect {
             return self
@@ -489,8 +502,13 @@ impl Dispatcher {
         })
     }
 
-    async fn dry_run(&self, flight: &Flight, spec: &CommandSpec, ready: &Ready) -> Answer {
-        let group = self.group_for(ready).await;
+    async fn dry_run(
+        &self,
+        flight: &Flight,
+        spec: &CommandSpec,
+        ready: &Ready,
+        group: Option<GroupView>,
+    ) -> Answer {
         let ctx = executors::Ctx {
             actor: &ready.actor,
             spec,
