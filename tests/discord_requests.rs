@@ -33,15 +33,20 @@ fn roles_toml(fake: &FakeDiscord) -> String {
     .concat()
 }
 
-async fn start(fake: &FakeDiscord) -> TestApp {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let policies = dir.join("policies");
+/// The shipped policies with [`roles_toml`].
+fn policies_dir(fake: &FakeDiscord) -> std::path::PathBuf {
+    let policies = tempfile::tempdir().unwrap().keep().join("policies");
     std::fs::create_dir(&policies).unwrap();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
         let path = entry.unwrap().path();
         std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
     }
     std::fs::write(policies.join("roles.toml"), roles_toml(fake)).unwrap();
+    policies
+}
+
+async fn start(fake: &FakeDiscord) -> TestApp {
+    let policies = policies_dir(fake);
     TestApp::spawn_with(
         Options::new(Db::Sqlite)
             .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
@@ -239,5 +244,131 @@ async fn a_slash_command_is_confirmed_by_its_requester_and_denied_to_others() {
             "invalid"
         ]
     );
+    app.stop().await;
+}
+
+/// On a Sev1 group, `/silence` asks a second person in the channel; the CTO approves from
+/// Discord and the silence lands in a real Alertmanager.
+#[tokio::test]
+async fn a_second_person_approves_from_discord() {
+    let am =
+        common::Alertmanager::start("route:\n  receiver: none\nreceivers:\n  - name: none\n").await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let policies = policies_dir(&fake);
+    let app = TestApp::spawn_with(
+        Options::new(Db::Postgres)
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+            .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex())
+            .set("RUNBOT__ALERTMANAGER__URL", &am.url)
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string()),
+    )
+    .await;
+    let url = format!("{}/discord/interactions", app.url);
+    let r = app
+        .post_webhook(
+            webhook(
+                "APIDown",
+                "firing",
+                &[(
+                    "aaaa000000000001",
+                    "firing",
+                    json!({"severity": "critical"}),
+                )],
+            )
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let card = fake
+        .wait_for_messages(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    let silence = card.custom_ids().into_iter().nth(3).expect("Silence 1h");
+
+    let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);
+    let asked = fake
+        .send_interaction(&url, fake.button_click(&card.id, &silence, &dana, CHANNEL))
+        .await;
+    assert_eq!(asked.body["type"], 4, "{}", asked.body);
+    let prompt = fake
+        .interaction(&asked.id)
+        .original
+        .expect("the approval request");
+    assert!(!prompt.is_ephemeral(), "approvers must see it");
+    assert!(
+        prompt.content().contains("Dana** asks to run `/silence"),
+        "{}",
+        prompt.content()
+    );
+    let approve = prompt
+        .custom_ids()
+        .into_iter()
+        .find(|c| c.ends_with(":approve"))
+        .unwrap();
+
+    // Dana cannot approve her own request; Carla, the CTO, can.
+    let own = fake
+        .send_interaction(
+            &url,
+            fake.button_click(&prompt.id, &approve, &dana, CHANNEL),
+        )
+        .await;
+    assert_eq!(own.body["data"]["flags"], 64);
+    assert!(own.body["data"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("your own request"));
+    let carla = FakeUser::new(1_300_000_000_000_000_002, "Carla", &["CTO"]);
+    let ok = fake
+        .send_interaction(
+            &url,
+            fake.button_click(&prompt.id, &approve, &carla, CHANNEL),
+        )
+        .await;
+    assert_eq!(ok.body["type"], 7, "{}", ok.body);
+    let done = fake
+        .wait_for_interaction(&ok.id, Duration::from_secs(10), |i| !i.edits.is_empty())
+        .await;
+    assert!(
+        done.content().contains("silenced APIDown"),
+        "{}",
+        done.content()
+    );
+    let silences: Value = reqwest::get(format!("{}/api/v2/silences", am.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let active: Vec<&Value> = silences
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"]["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{silences}");
+    assert_eq!(active[0]["createdBy"], "Dana via runbot");
+    // The card shows the silence.
+    fake.wait_for(
+        Duration::from_secs(10),
+        "the card to show the silence",
+        |messages, _| {
+            messages
+                .iter()
+                .find(|m| m.id == card.id)
+                .map(|m| {
+                    m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("Silenced by **Dana**")
+                })
+                .unwrap_or(false)
+                .then_some(())
+        },
+    )
+    .await;
     app.stop().await;
 }
