@@ -250,15 +250,16 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     })
 }
 
+/// `Logs of **backend** (tail 100, since 15m, containing `ERROR`)`.
 fn describe_query(service: &str, tail: u32, since: Option<&str>, grep: Option<&str>) -> String {
-    let mut d = format!("**{service}**, last {tail} lines");
+    let mut what = vec![format!("tail {tail}")];
     if let Some(s) = since {
-        d.push_str(&format!(" since {s} ago"));
+        what.push(format!("since {s}"));
     }
     if let Some(g) = grep {
-        d.push_str(&format!(" containing `{g}`"));
+        what.push(format!("containing `{g}`"));
     }
-    d
+    format!("Logs of **{service}** ({})", what.join(", "))
 }
 
 /// Terminal colours and other control characters would show as noise in chat.
