@@ -297,19 +297,24 @@ impl Docker {
         let inspections = futures_util::future::join_all(listed.iter().filter_map(|c| {
             let id = c.id.clone()?;
             Some(async move {
-                self.timed(client.inspect_container(&id, None))
-                    .await
-                    .map(|i| (id, i))
+                let inspected =
+                    tokio::time::timeout(self.inner.timeout, client.inspect_container(&id, None))
+                        .await;
+                (id, inspected)
             })
         }))
         .await;
         let mut containers = Vec::new();
-        for result in inspections {
-            match result {
-                Ok((id, inspected)) => containers.extend(container(id, inspected)),
+        for (id, inspected) in inspections {
+            match inspected {
+                Ok(Ok(i)) => containers.extend(container(id, i)),
                 // Removed between the list and the inspection: it is not there any more.
-                Err(DockerError::Engine { .. }) => {}
-                Err(e) => return Err(e),
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) => {}
+                Ok(Err(e)) => return Err(self.error(e)),
+                Err(_) => return Err(self.timeout()),
             }
         }
         containers
