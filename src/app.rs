@@ -104,6 +104,7 @@ fn build_dispatcher(
         audit: crate::audit::Audit::new(store.clone()),
         policies: policies.clone(),
         alertmanager,
+        docker: crate::docker::Docker::from_settings(&settings.docker)?,
         chat_wake,
     };
     Ok(Dispatcher::new(

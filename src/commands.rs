@@ -490,7 +490,7 @@ mod tests {
         assert!(refused("logs", vec![]).contains("needs service"));
         assert!(
             refused("logs", text(&[("service", "backend"), ("tail", "9999")]))
-                .contains("between 1 and 2000")
+                .contains("between 1 and 5000")
         );
         assert!(
             refused("logs", text(&[("service", "backend"), ("tail", "ten")]))

@@ -31,6 +31,32 @@ pub struct Settings {
     pub discord: DiscordSettings,
     #[serde(default)]
     pub interactions: InteractionSettings,
+    #[serde(default)]
+    pub docker: DockerSettings,
+}
+
+/// `[docker]`: the engine, and the docker-compose project whose services commands act on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSettings {
+    /// `unix:///var/run/docker.sock` (default), `tcp://HOST:PORT` or `http://HOST:PORT`.
+    pub host: String,
+    /// The compose project name (the `com.docker.compose.project` label on its containers).
+    /// No default: a wrong guess would show someone else's containers or none. Unset, Docker
+    /// commands say to set it.
+    pub project: Option<String>,
+    /// Longest wait for one answer from the engine.
+    pub timeout_secs: u64,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self {
+            host: crate::docker::DockerHost::DEFAULT.into(),
+            project: None,
+            timeout_secs: 30,
+        }
+    }
 }
 
 /// How people's requests (slash commands, buttons) are handled, whatever the platform.
@@ -422,6 +448,7 @@ impl Settings {
         }
         self.validate_discord(&mut problems);
         self.validate_interactions(&mut problems);
+        self.validate_docker(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -525,6 +552,31 @@ impl Settings {
                     "alertmanager.url = {url:?} must be Alertmanager's http(s) root, e.g. http://alertmanager:9093"
                 ));
             }
+        }
+    }
+
+    fn validate_docker(&self, problems: &mut Vec<String>) {
+        use crate::docker::{DockerHost, ProjectName};
+        let d = &self.docker;
+        if let Err(e) = DockerHost::parse(&d.host) {
+            problems.push(format!(
+                "docker.host = {:?}: {e}; {}",
+                d.host,
+                DockerHost::FORM
+            ));
+        }
+        if let Some(p) = &d.project {
+            if let Err(e) = ProjectName::parse(p) {
+                problems.push(format!(
+                    "docker.project = {p:?} is not a compose project name: {e}"
+                ));
+            }
+        }
+        if !(1..=300).contains(&d.timeout_secs) {
+            problems.push(format!(
+                "docker.timeout_secs = {} must be 1 to 300 (default 30)",
+                d.timeout_secs
+            ));
         }
     }
 
@@ -700,6 +752,44 @@ mod tests {
         .to_string();
         assert!(err.contains("policy.timezone = \"Mars/Olympus\""), "{err}");
         assert!(err.contains("policy.business_hours = \"9 to 5\""), "{err}");
+    }
+
+    #[test]
+    fn docker_settings_default_to_the_local_socket_and_are_checked_by_key() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.docker.host, "unix:///var/run/docker.sock");
+        assert_eq!(s.docker.project, None);
+        assert_eq!(s.docker.timeout_secs, 30);
+
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__DOCKER__HOST", "tcp://docker.internal:2375"),
+                ("RUNBOT__DOCKER__PROJECT", "saas_cafeterias"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.docker.project.as_deref(), Some("saas_cafeterias"));
+
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__DOCKER__HOST", "https://docker:2376"),
+                ("RUNBOT__DOCKER__PROJECT", "SaaS Cafeterias"),
+                ("RUNBOT__DOCKER__TIMEOUT_SECS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("docker.host = \"https://docker:2376\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("docker.project = \"SaaS Cafeterias\""),
+            "{err}"
+        );
+        assert!(err.contains("docker.timeout_secs = 0"), "{err}");
     }
 
     #[test]

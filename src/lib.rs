@@ -16,7 +16,10 @@
 //!   retried, edited in place), and one adapter per platform (Discord).
 //! - [`invocation`]: the core of a request: rate limit → validate → decide (policy) → audit →
 //!   confirm or collect approval → execute → reply → audit the outcome.
-//! - [`executors`]: what commands run (acknowledgements, Alertmanager silences, …).
+//! - [`executors`]: what commands run (acknowledgements, Alertmanager silences, Docker status
+//!   and logs, …).
+//! - [`docker`]: the Docker engine (bollard): a compose project's containers, found by their
+//!   labels, and their logs.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
@@ -26,6 +29,7 @@ pub mod audit;
 pub mod chat;
 pub mod commands;
 pub mod config;
+pub mod docker;
 pub mod executors;
 pub mod http;
 pub mod invocation;

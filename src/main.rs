@@ -298,5 +298,14 @@ fn check_config(settings: &Settings) -> ExitCode {
         data.commands_source,
         data.runbook.len()
     );
+    match &settings.docker.project {
+        Some(project) => println!(
+            "  docker               project {project} at {}",
+            settings.docker.host
+        ),
+        None => {
+            println!("  docker               docker.project not set: /status and /logs will say so")
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(logs["options"][0]["choices"][0]["value"], "backend");
         assert_eq!(logs["options"][1]["type"], 4);
         assert_eq!(logs["options"][1]["min_value"], 1);
-        assert_eq!(logs["options"][1]["max_value"], 2000);
+        assert_eq!(logs["options"][1]["max_value"], 5000);
         assert_eq!(logs["options"][2]["max_length"], 64);
         let block = serde_json::to_value(build(commands.get("block-ip").unwrap())).unwrap();
         assert_eq!(block["options"][0]["max_length"], IP_MAX);

@@ -2,6 +2,8 @@
 //! what it would do (dry runs) and does it.
 
 pub mod alertmanager;
+pub mod docker;
+pub mod redact;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +80,8 @@ pub struct Executors {
     pub policies: Arc<Policies>,
     /// None when `alertmanager.url` is not set.
     pub alertmanager: Option<Alertmanager>,
+    /// None when `docker.project` is not set.
+    pub docker: Option<crate::docker::Docker>,
     /// Wakes the chat outbox when a group's card changed.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
 }
@@ -172,6 +176,8 @@ impl Executors {
             "alertmanager.unsilence" => self.unsilence(ctx).await,
             "policy.oncall" => Ok(self.oncall(ctx)),
             "audit.recent" => self.audit_recent(ctx).await,
+            "docker.status" => docker::status(self.docker()?, ctx).await,
+            "docker.logs" => docker::logs(self.docker()?, ctx).await,
             other => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
                 ctx.spec.name
@@ -222,6 +228,15 @@ impl Executors {
         self.alertmanager.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know where Alertmanager is: set alertmanager.url (e.g. http://alertmanager:9093). Nothing was changed."
+                    .into(),
+            )
+        })
+    }
+
+    fn docker(&self) -> Result<&crate::docker::Docker, ExecError> {
+        self.docker.as_ref().ok_or_else(|| {
+            ExecError(
+                "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
                     .into(),
             )
         })

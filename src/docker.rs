@@ -1,0 +1,515 @@
+//! The Docker engine, through its API (bollard): the containers of one docker-compose project
+//! and their logs.
+//!
+//! Services are found by the labels docker-compose puts on every container it makes, so
+//! runbot needs no compose file. The client connects on first use and negotiates the API
+//! version with the engine: engines of many ages are in use, and an older one refuses a
+//! newer client ("client version 1.53 is too new").
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+use crate::config::DockerSettings;
+
+/// The labels docker-compose sets on the containers it creates.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
+
+/// Where the engine listens: `unix:///var/run/docker.sock`, `tcp://HOST:PORT`, `http://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    Unix(String),
+    /// `HOST:PORT`, spoken to in plain HTTP.
+    Http(String),
+}
+
+impl DockerHost {
+    pub const DEFAULT: &'static str = "unix:///var/run/docker.sock";
+    pub const FORM: &'static str =
+        "use unix:///path/to/docker.sock, tcp://HOST:PORT or http://HOST:PORT (default unix:///var/run/docker.sock)";
+
+    pub fn parse(s: &str) -> Result<DockerHost, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err("a unix socket needs an absolute path".into());
+            }
+            return Ok(DockerHost::Unix(path.to_string()));
+        }
+        if s.starts_with("https://") {
+            return Err("TLS connections are not supported".into());
+        }
+        let Some(addr) = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("http://"))
+        else {
+            return Err("unknown scheme".into());
+        };
+        let addr = addr.trim_end_matches('/');
+        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }) && !addr.contains(['/', '@', '?', '#', ' ']);
+        if !valid {
+            return Err("expected HOST:PORT after the scheme".into());
+        }
+        Ok(DockerHost::Http(addr.to_string()))
+    }
+}
+
+impl fmt::Display for DockerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerHost::Unix(path) => write!(f, "unix://{path}"),
+            DockerHost::Http(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// A docker-compose project name, as compose accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    pub const FORM: &'static str =
+        "lowercase letters, digits, - and _, starting with a letter or digit (`docker compose ls` lists the projects)";
+
+    pub fn parse(s: &str) -> Result<ProjectName, String> {
+        let ok = s.len() <= 128
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(ProjectName(s.to_string()))
+        } else {
+            Err(Self::FORM.into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What went wrong, in words for the person who asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DockerError {
+    #[error("Docker at {host} cannot be reached: {cause}; nothing was changed")]
+    Unreachable { host: String, cause: String },
+    #[error("Docker at {host} did not answer within {secs} s (docker.timeout_secs); nothing was changed")]
+    Timeout { host: String, secs: u64 },
+    #[error("Docker at {host} refused the request: {message}")]
+    Engine { host: String, message: String },
+    #[error("no service {service} in project {project}; {}", known_list(.known))]
+    NoSuchService {
+        service: String,
+        project: String,
+        known: Vec<String>,
+    },
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no containers on this engine (is docker.project right?)".into()
+    } else {
+        format!("known: {}", known.join(", "))
+    }
+}
+
+/// One container of the project, as the engine describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub service: String,
+    /// Compose's replica number (`--scale worker=3` makes 1, 2 and 3).
+    pub number: Option<u32>,
+    /// The image reference it was created from, e.g. `registry/app/backend:v1.2.3`.
+    pub image: String,
+    /// `running`, `exited`, `restarting`, `paused`, `created`, `dead`.
+    pub state: String,
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy` or `starting`; None without a health check.
+    pub health: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub restart_count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line a container wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: Option<DateTime<Utc>>,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// Which lines to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQuery {
+    /// The last this many lines.
+    pub tail: u32,
+    /// Only lines written at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// The engine, for one compose project. Cheap to clone.
+#[derive(Clone)]
+pub struct Docker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: DockerHost,
+    project: ProjectName,
+    timeout: Duration,
+    /// Set once connected and negotiated; a failed attempt is tried again on the next request.
+    client: tokio::sync::OnceCell<bollard::Docker>,
+}
+
+impl Docker {
+    /// None when `docker.project` is unset: runbot cannot tell which containers are the stack's.
+    pub fn from_settings(settings: &DockerSettings) -> anyhow::Result<Option<Docker>> {
+        let Some(project) = &settings.project else {
+            return Ok(None);
+        };
+        let host = DockerHost::parse(&settings.host)
+            .map_err(|e| anyhow::anyhow!("docker.host = {:?}: {e}", settings.host))?;
+        let project = ProjectName::parse(project)
+            .map_err(|e| anyhow::anyhow!("docker.project = {project:?}: {e}"))?;
+        Ok(Some(Docker::new(
+            host,
+            project,
+            Duration::from_secs(settings.timeout_secs),
+        )))
+    }
+
+    pub fn new(host: DockerHost, project: ProjectName, timeout: Duration) -> Docker {
+        Docker {
+            inner: Arc::new(Inner {
+                host,
+                project,
+                timeout,
+                client: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    pub fn host(&self) -> &DockerHost {
+        &self.inner.host
+    }
+
+    pub fn project(&self) -> &ProjectName {
+        &self.inner.project
+    }
+
+    /// Runs one exchange with the engine within `docker.timeout_secs`.
+    async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(self.inner.timeout, work).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(self.timeout()),
+        }
+    }
+
+    fn timeout(&self) -> DockerError {
+        DockerError::Timeout {
+            host: self.inner.host.to_string(),
+            secs: self.inner.timeout.as_secs(),
+        }
+    }
+
+    fn error(&self, e: bollard::errors::Error) -> DockerError {
+        use bollard::errors::Error as E;
+        let host = self.inner.host.to_string();
+        match e {
+            E::DockerResponseServerError { message, .. } => DockerError::Engine { host, message },
+            E::RequestTimeoutError => self.timeout(),
+            E::SocketNotFoundError(path) => DockerError::Unreachable {
+                host,
+                cause: format!("there is no socket at {path}"),
+            },
+            other => DockerError::Unreachable {
+                host,
+                cause: root_cause(&other),
+            },
+        }
+    }
+
+    /// The connected client, its API version agreed with the engine.
+    async fn client(&self) -> Result<&bollard::Docker, DockerError> {
+        self.inner
+            .client
+            .get_or_try_init(|| async {
+                let timeout = self.inner.timeout.as_secs().max(1);
+                let client = match &self.inner.host {
+                    DockerHost::Unix(path) => {
+                        bollard::Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION)
+                    }
+                    DockerHost::Http(addr) => bollard::Docker::connect_with_http(
+                        &format!("http://{addr}"),
+                        timeout,
+                        bollard::API_DEFAULT_VERSION,
+                    ),
+                }
+                .map_err(|e| self.error(e))?;
+                let client = self.timed(client.negotiate_version()).await?;
+                tracing::info!(host = %self.inner.host, api = %client.client_version(), "connected to Docker");
+                Ok(client)
+            })
+            .await
+    }
+
+    /// Every container of the project (running or not), by service then replica number.
+    pub async fn containers(&self) -> Result<Vec<Container>, DockerError> {
+        let client = self.client().await?;
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{PROJECT_LABEL}={}", self.inner.project)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self.timed(client.list_containers(Some(options))).await?;
+        let inspections = futures_util::future::join_all(listed.iter().filter_map(|c| {
+            let id = c.id.clone()?;
+            Some(async move {
+                let inspected =
+                    tokio::time::timeout(self.inner.timeout, client.inspect_container(&id, None))
+                        .await;
+                (id, inspected)
+            })
+        }))
+        .await;
+        let mut containers = Vec::new();
+        for (id, inspected) in inspections {
+            match inspected {
+                Ok(Ok(i)) => containers.extend(container(id, i)),
+                // Removed between the list and the inspection: it is not there any more.
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) => {}
+                Ok(Err(e)) => return Err(self.error(e)),
+                Err(_) => return Err(self.timeout()),
+            }
+        }
+        containers
+            .sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
+        Ok(containers)
+    }
+
+    /// The containers of one service; an error naming the known services when it has none.
+    pub async fn service(&self, service: &str) -> Result<Vec<Container>, DockerError> {
+        let all = self.containers().await?;
+        let known: BTreeSet<&str> = all.iter().map(|c| c.service.as_str()).collect();
+        if !known.contains(service) {
+            return Err(DockerError::NoSuchService {
+                service: service.to_string(),
+                project: self.inner.project.to_string(),
+                known: known.into_iter().map(str::to_string).collect(),
+            });
+        }
+        Ok(all.into_iter().filter(|c| c.service == service).collect())
+    }
+
+    /// One container's last lines, stdout and stderr told apart, oldest first.
+    pub async fn logs(&self, id: &str, query: LogQuery) -> Result<Vec<LogLine>, DockerError> {
+        let client = self.client().await?;
+        let mut options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .tail(&query.tail.to_string());
+        if let Some(since) = query.since {
+            options = options.since(since.timestamp().clamp(0, i32::MAX as i64) as i32);
+        }
+        let stream = client.logs(id, Some(options.build()));
+        let frames: Vec<Result<LogOutput, bollard::errors::Error>> =
+            match tokio::time::timeout(self.inner.timeout, stream.collect()).await {
+                Ok(f) => f,
+                Err(_) => return Err(self.timeout()),
+            };
+        let mut lines = Vec::new();
+        for frame in frames {
+            let (stream, bytes) = match frame.map_err(|e| self.error(e))? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (Stream::Stdout, message)
+                }
+                LogOutput::StdErr { message } => (Stream::Stderr, message),
+                LogOutput::StdIn { .. } => continue,
+            };
+            // A frame is usually one line; a very long line comes in several frames.
+            for raw in String::from_utf8_lossy(&bytes).split_terminator('\n') {
+                let (at, text) = split_timestamp(raw);
+                lines.push(LogLine {
+                    at,
+                    stream,
+                    text: text.trim_end_matches('\r').to_string(),
+                });
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// The innermost error's words: "Connection refused (os error 111)" rather than the client's
+/// wrapper around it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// `2026-11-28T01:30:27.764905413Z text` → (time, text).
+fn split_timestamp(raw: &str) -> (Option<DateTime<Utc>>, &str) {
+    match raw.split_once(' ') {
+        Some((ts, rest)) => match DateTime::parse_from_rfc3339(ts) {
+            Ok(t) => (Some(t.with_timezone(&Utc)), rest),
+            Err(_) => (None, raw),
+        },
+        None => match DateTime::parse_from_rfc3339(raw) {
+            Ok(t) => (Some(t.with_timezone(&Utc)), ""),
+            Err(_) => (None, raw),
+        },
+    }
+}
+
+/// Docker writes `0001-01-01T00:00:00Z` for "never".
+fn engine_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
+    (t.timestamp() > 0).then_some(t)
+}
+
+fn container(id: String, i: ContainerInspectResponse) -> Option<Container> {
+    let config = i.config.unwrap_or_default();
+    let labels: BTreeMap<String, String> = config.labels.unwrap_or_default().into_iter().collect();
+    let service = labels.get(SERVICE_LABEL)?.clone();
+    let state = i.state.unwrap_or_default();
+    let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+    let health = state
+        .health
+        .and_then(|h| h.status)
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty() && s != "none");
+    Some(Container {
+        id,
+        name: i
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        number: labels.get(NUMBER_LABEL).and_then(|n| n.parse().ok()),
+        service,
+        image: config.image.or(i.image).unwrap_or_default(),
+        exit_code: (status == "exited" || status == "dead")
+            .then_some(state.exit_code)
+            .flatten(),
+        state: if status.is_empty() {
+            "unknown".into()
+        } else {
+            status
+        },
+        health,
+        started_at: engine_time(state.started_at.as_deref()),
+        finished_at: engine_time(state.finished_at.as_deref()),
+        restart_count: i.restart_count.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_unix_sockets_or_plain_tcp() {
+        assert_eq!(
+            DockerHost::parse("unix:///var/run/docker.sock"),
+            Ok(DockerHost::Unix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(
+            DockerHost::parse("tcp://10.0.0.5:2375"),
+            Ok(DockerHost::Http("10.0.0.5:2375".into()))
+        );
+        assert_eq!(
+            DockerHost::parse("http://docker:2375/"),
+            Ok(DockerHost::Http("docker:2375".into()))
+        );
+        for bad in [
+            "unix://relative.sock",
+            "/var/run/docker.sock",
+            "https://docker:2376",
+            "tcp://docker",
+            "tcp://:2375",
+            "tcp://docker:99999",
+            "tcp://docker:2375/v1.41",
+            "ssh://me@docker",
+        ] {
+            assert!(DockerHost::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            DockerHost::parse("http://docker:2375").unwrap().to_string(),
+            "tcp://docker:2375"
+        );
+    }
+
+    #[test]
+    fn project_names_follow_compose() {
+        for good in ["saas", "saas_cafeterias", "prod-2", "0day"] {
+            assert!(ProjectName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Saas", "-x", "_x", "my project", "a.b"] {
+            assert!(ProjectName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_lines_lose_their_engine_timestamp() {
+        let (at, text) = split_timestamp("2026-11-28T01:30:27.764905413Z INFO ready");
+        assert_eq!(text, "INFO ready");
+        assert_eq!(at.unwrap().timestamp(), 1_795_829_427);
+        assert_eq!(
+            split_timestamp("no timestamp here"),
+            (None, "no timestamp here")
+        );
+        assert!(engine_time(Some("0001-01-01T00:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn an_unknown_service_names_the_known_ones() {
+        let e = DockerError::NoSuchService {
+            service: "redis".into(),
+            project: "saas".into(),
+            known: vec!["backend".into(), "worker".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no service redis in project saas; known: backend, worker"
+        );
+    }
+}
