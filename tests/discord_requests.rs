@@ -35,14 +35,7 @@ fn roles_toml(fake: &FakeDiscord) -> String {
 
 /// The shipped policies with [`roles_toml`].
 fn policies_dir(fake: &FakeDiscord) -> std::path::PathBuf {
-    let policies = tempfile::tempdir().unwrap().keep().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-    }
-    std::fs::write(policies.join("roles.toml"), roles_toml(fake)).unwrap();
-    policies
+    common::rig::shipped_policies(&tempfile::tempdir().unwrap().keep(), &roles_toml(fake))
 }
 
 async fn start(fake: &FakeDiscord) -> TestApp {

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
@@ -18,59 +18,13 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder,
 };
-use common::{fresh_database, Db};
+use common::rig::{devops, Edits, Rig};
+use common::Db;
 use futures_util::StreamExt;
-use runbot::audit::{Audit, AuditFilter, Platform, Step};
+use runbot::audit::{AuditFilter, Step};
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
-use runbot::config::Settings;
-use runbot::invocation::{Actor, Answer, BoxFuture, Dispatcher, Origin, Request, Responder};
-use runbot::store::Store;
-
-/// Every role on call around the clock; only the DevOps Lead has a person.
-const ROLES: &str = r#"
-[roles.devops-lead]
-discord_users = ["100000000000000001"]
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.cto]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.backend-lead]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.developer]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.dba]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.security]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "24/7"
-
-[roles.viewer]
-discord_users = []
-discord_roles = []
-slack_users = []
-hours = "business"
-"#;
+use runbot::invocation::Answer;
 
 /// The engine scripts/test started.
 fn docker_host() -> String {
@@ -89,15 +43,6 @@ async fn engine() -> bollard::Docker {
         .negotiate_version()
         .await
         .expect("the test engine answers")
-}
-
-fn devops() -> Actor {
-    Actor {
-        platform: Platform::Discord,
-        user_id: "100000000000000001".into(),
-        name: "Dana".into(),
-        platform_roles: vec![],
-    }
 }
 
 /// A docker-compose project of the test's own, removed with all its containers when dropped,
@@ -275,136 +220,48 @@ impl Drop for Project {
     }
 }
 
-/// Keeps what the core edits into its deferred answers.
-#[derive(Default)]
-struct Edits {
-    replies: Mutex<Vec<Reply>>,
-    changed: tokio::sync::Notify,
-}
-
-struct Capture(Arc<Edits>);
-
-impl Responder for Capture {
-    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            self.0.replies.lock().unwrap().push(reply);
-            self.0.changed.notify_waiters();
-            Ok(())
-        })
-    }
-}
-
-impl Edits {
-    async fn first(&self) -> Reply {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let notified = self.changed.notified();
-            if let Some(r) = self.replies.lock().unwrap().first() {
-                return r.clone();
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("the command did not finish within 60 s");
-            }
-        }
-    }
-}
-
 /// The dispatcher with the shipped commands and policies, a fresh SQLite database and the
 /// given Docker settings.
-struct Rig {
-    dispatcher: Arc<Dispatcher>,
-    audit: Audit,
-    _dir: tempfile::TempDir,
+async fn rig_with(docker: &[(&str, &str)]) -> Rig {
+    Rig::new(Db::Sqlite, docker, runbot::invocation::system_clock()).await
 }
 
-impl Rig {
-    async fn new(docker: &[(&str, &str)]) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let database_url = fresh_database(Db::Sqlite, dir.path()).await;
-        let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-        }
-        std::fs::write(policies.join("roles.toml"), ROLES).unwrap();
-        let mut env: Vec<(String, String)> = vec![
-            ("RUNBOT__DATABASE__URL".into(), database_url),
-            ("RUNBOT__POLICY__DIR".into(), policies.display().to_string()),
-            (
-                "RUNBOT__COMMANDS__DIR".into(),
-                concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into(),
-            ),
-        ];
-        env.extend(docker.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let settings = Settings::load_from(None, env).expect("valid settings");
-        let store = Store::connect(&settings.database).await.unwrap();
-        let dispatcher = runbot::app::dispatcher(
-            &settings,
-            store.clone(),
-            None,
-            runbot::invocation::system_clock(),
-        )
-        .unwrap();
-        Rig {
-            dispatcher: Arc::new(dispatcher),
-            audit: Audit::new(store),
-            _dir: dir,
-        }
-    }
+/// For the test engine and this project.
+async fn rig_on(project: &Project) -> Rig {
+    rig_with(&[
+        ("RUNBOT__DOCKER__HOST", &docker_host()),
+        ("RUNBOT__DOCKER__PROJECT", &project.name),
+    ])
+    .await
+}
 
-    /// For the test engine and this project.
-    async fn on(project: &Project) -> Rig {
-        Rig::new(&[
-            ("RUNBOT__DOCKER__HOST", &docker_host()),
-            ("RUNBOT__DOCKER__PROJECT", &project.name),
-        ])
+/// Runs a read command as the DevOps Lead and returns the result it edits in.
+async fn run(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> Reply {
+    let edits = Arc::new(Edits::default());
+    let answer = rig.ask(devops(), command, args, &edits).await;
+    assert_eq!(
+        answer,
+        Answer::Deferred { ephemeral: true },
+        "/{command} is a read: deferred, seen by the requester only"
+    );
+    edits.wait(1).await.remove(0)
+}
+
+/// The last audit row: its step, reason and summary.
+async fn last_audit(rig: &Rig) -> (Step, Option<String>, Option<String>) {
+    let row = rig
+        .audit
+        .recent(1, &AuditFilter::default())
         .await
-    }
-
-    /// Runs a command as the DevOps Lead and returns the result it edits in.
-    async fn run(&self, command: &str, args: &[(&str, RawValue)]) -> Reply {
-        let edits = Arc::new(Edits::default());
-        let request = Request::Command {
-            actor: devops(),
-            command: command.into(),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            origin: Origin {
-                channel_id: Some("300000000000000001".into()),
-                ..Origin::default()
-            },
-        };
-        let answer = self
-            .dispatcher
-            .handle(request, Arc::new(Capture(edits.clone())))
-            .await;
-        assert_eq!(
-            answer,
-            Answer::Deferred { ephemeral: true },
-            "/{command} is a read: deferred, seen by the requester only"
-        );
-        edits.first().await
-    }
-
-    /// The last audit row: its step, reason and summary.
-    async fn last_audit(&self) -> (Step, Option<String>, Option<String>) {
-        let row = self
-            .audit
-            .recent(1, &AuditFilter::default())
-            .await
-            .unwrap()
-            .remove(0);
-        let summary = row
-            .detail
-            .as_ref()
-            .and_then(|d| d.get("summary"))
-            .and_then(|s| s.as_str())
-            .map(str::to_string);
-        (row.step, row.reason, summary)
-    }
+        .unwrap()
+        .remove(0);
+    let summary = row
+        .detail
+        .as_ref()
+        .and_then(|d| d.get("summary"))
+        .and_then(|s| s.as_str())
+        .map(str::to_string);
+    (row.step, row.reason, summary)
 }
 
 fn text(s: &str) -> RawValue {
@@ -484,8 +341,8 @@ async fn status_shows_what_each_container_runs_and_how_it_is() {
     })
     .await;
 
-    let rig = Rig::on(&p).await;
-    let reply = rig.run("status", &[]).await;
+    let rig = rig_on(&p).await;
+    let reply = run(&rig, "status", &[]).await;
     assert!(reply.ephemeral);
     assert!(
         reply.text.contains(&format!(
@@ -550,7 +407,7 @@ async fn status_shows_what_each_container_runs_and_how_it_is() {
         "another project's container is not listed"
     );
     assert_eq!(
-        rig.last_audit().await,
+        last_audit(&rig).await,
         (
             Step::Succeeded,
             None,
@@ -558,19 +415,19 @@ async fn status_shows_what_each_container_runs_and_how_it_is() {
         )
     );
 
-    let workers = rig.run("status", &[("service", text("worker"))]).await;
+    let workers = run(&rig, "status", &[("service", text("worker"))]).await;
     let rows = table(&workers);
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(rows[1..].iter().all(|r| r[0].starts_with("worker-")));
 
     // The command's choices allow redis, but this project has none.
-    let missing = rig.run("status", &[("service", text("redis"))]).await;
+    let missing = run(&rig, "status", &[("service", text("redis"))]).await;
     let want = format!(
         "no service redis in project {}; known: backend, beat, nginx, worker",
         p.name
     );
     assert!(missing.text.contains(&want), "{}", missing.text);
-    let (step, reason, _) = rig.last_audit().await;
+    let (step, reason, _) = last_audit(&rig).await;
     assert_eq!(
         (step, reason.as_deref()),
         (Step::Failed, Some(want.as_str()))
@@ -582,9 +439,9 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
     let p = Project::new().await;
     let backend = p.run("backend", "runbot-test/backend:v1", 1, |_| {}).await;
     p.wait_log(&backend, "INFO ready").await;
-    let rig = Rig::on(&p).await;
+    let rig = rig_on(&p).await;
 
-    let all = rig.run("logs", &[("service", text("backend"))]).await;
+    let all = run(&rig, "logs", &[("service", text("backend"))]).await;
     assert_eq!(
         block_lines(&all),
         BACKEND_LOG,
@@ -604,7 +461,7 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
         "{content}"
     );
     assert_eq!(
-        rig.last_audit().await,
+        last_audit(&rig).await,
         (
             Step::Succeeded,
             None,
@@ -612,20 +469,20 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
         )
     );
 
-    let tail = rig
-        .run(
-            "logs",
-            &[("service", text("backend")), ("tail", RawValue::Integer(2))],
-        )
-        .await;
+    let tail = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("tail", RawValue::Integer(2))],
+    )
+    .await;
     assert_eq!(block_lines(&tail), BACKEND_LOG[5..]);
 
-    let errors = rig
-        .run(
-            "logs",
-            &[("service", text("backend")), ("grep", text("ERROR"))],
-        )
-        .await;
+    let errors = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("grep", text("ERROR"))],
+    )
+    .await;
     assert_eq!(block_lines(&errors), [BACKEND_LOG[5]]);
     assert!(
         errors.text.contains("1 of 7 lines match."),
@@ -634,12 +491,12 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
     );
 
     // Masked before the filter: a guessed password finds nothing.
-    let guess = rig
-        .run(
-            "logs",
-            &[("service", text("backend")), ("grep", text("hunter2"))],
-        )
-        .await;
+    let guess = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("grep", text("hunter2"))],
+    )
+    .await;
     assert_eq!(guess.code_block, None);
     assert!(
         guess.text.contains("no lines (of 7 read)"),
@@ -647,12 +504,12 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
         guess.text
     );
     // A plain substring, not a pattern.
-    let plain = rig
-        .run(
-            "logs",
-            &[("service", text("backend")), ("grep", text("a.e"))],
-        )
-        .await;
+    let plain = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("grep", text("a.e"))],
+    )
+    .await;
     assert_eq!(plain.code_block, None, "{plain:?}");
 }
 
@@ -661,7 +518,7 @@ async fn logs_since_a_duration_leave_out_older_lines() {
     let p = Project::new().await;
     let worker = p.run("worker", "runbot-test/worker:v1", 1, |_| {}).await;
     p.wait_log(&worker, "worker tick 5").await;
-    let rig = Rig::on(&p).await;
+    let rig = rig_on(&p).await;
 
     let ticks = |r: &Reply| -> Vec<u32> {
         block_lines(r)
@@ -674,7 +531,8 @@ async fn logs_since_a_duration_leave_out_older_lines() {
             .collect()
     };
     let hour = ticks(
-        &rig.run(
+        &run(
+            &rig,
             "logs",
             &[("service", text("worker")), ("since", text("1h"))],
         )
@@ -684,7 +542,8 @@ async fn logs_since_a_duration_leave_out_older_lines() {
     assert!(hour.len() >= 6, "{hour:?}");
 
     let recent = ticks(
-        &rig.run(
+        &run(
+            &rig,
             "logs",
             &[("service", text("worker")), ("since", text("2s"))],
         )
@@ -710,17 +569,17 @@ async fn long_logs_show_the_newest_lines_that_fit_one_discord_message() {
         })
         .await;
     p.wait_log(&bulk, "bulk line 2999 ").await;
-    let rig = Rig::on(&p).await;
+    let rig = rig_on(&p).await;
 
-    let reply = rig
-        .run(
-            "logs",
-            &[
-                ("service", text("backend")),
-                ("tail", RawValue::Integer(5000)),
-            ],
-        )
-        .await;
+    let reply = run(
+        &rig,
+        "logs",
+        &[
+            ("service", text("backend")),
+            ("tail", RawValue::Integer(5000)),
+        ],
+    )
+    .await;
     let lines = block_lines(&reply);
     let shown = lines.len();
     assert!(
@@ -765,7 +624,7 @@ async fn docker_unreachable_is_said_plainly_and_audited_as_a_failure() {
             "Connection refused".to_string(),
         ),
     ] {
-        let rig = Rig::new(&[
+        let rig = rig_with(&[
             ("RUNBOT__DOCKER__HOST", &host),
             ("RUNBOT__DOCKER__PROJECT", "saas"),
         ])
@@ -774,14 +633,14 @@ async fn docker_unreachable_is_said_plainly_and_audited_as_a_failure() {
             ("status", vec![]),
             ("logs", vec![("service", text("backend"))]),
         ] {
-            let reply = rig.run(command, &args).await;
+            let reply = run(&rig, command, &args).await;
             let said = format!("Docker at {host} cannot be reached: {cause}");
             assert!(
                 reply.text.contains(&said) && reply.text.contains("nothing was changed"),
                 "{}",
                 reply.text
             );
-            let (step, reason, _) = rig.last_audit().await;
+            let (step, reason, _) = last_audit(&rig).await;
             assert_eq!(step, Step::Failed);
             assert!(reason.unwrap().contains(&said));
         }
@@ -790,8 +649,8 @@ async fn docker_unreachable_is_said_plainly_and_audited_as_a_failure() {
 
 #[tokio::test]
 async fn without_a_project_or_its_containers_runbot_says_what_to_check() {
-    let rig = Rig::new(&[("RUNBOT__DOCKER__HOST", &docker_host())]).await;
-    let reply = rig.run("status", &[]).await;
+    let rig = rig_with(&[("RUNBOT__DOCKER__HOST", &docker_host())]).await;
+    let reply = run(&rig, "status", &[]).await;
     assert!(
         reply
             .text
@@ -799,11 +658,11 @@ async fn without_a_project_or_its_containers_runbot_says_what_to_check() {
         "{}",
         reply.text
     );
-    assert_eq!(rig.last_audit().await.0, Step::Failed);
+    assert_eq!(last_audit(&rig).await.0, Step::Failed);
 
     let empty = Project::new().await;
-    let rig = Rig::on(&empty).await;
-    let status = rig.run("status", &[]).await;
+    let rig = rig_on(&empty).await;
+    let status = run(&rig, "status", &[]).await;
     assert!(
         status.text.contains(&format!(
             "Project **{}** has no containers on Docker at {}",
@@ -813,7 +672,7 @@ async fn without_a_project_or_its_containers_runbot_says_what_to_check() {
         "{}",
         status.text
     );
-    let logs = rig.run("logs", &[("service", text("backend"))]).await;
+    let logs = run(&rig, "logs", &[("service", text("backend"))]).await;
     assert!(
         logs.text.contains(&format!(
             "no service backend in project {}; it has no containers on this engine (is docker.project right?)",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_discord;
+pub mod rig;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

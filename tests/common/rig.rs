@@ -1,0 +1,262 @@
+//! The invocation core with the shipped commands and policies on a fresh database: a
+//! dispatcher, people to ask as, and a responder that keeps what the core edits in.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use runbot::audit::{Audit, AuditFilter, Platform, Step};
+use runbot::chat::Reply;
+use runbot::commands::RawValue;
+use runbot::config::Settings;
+use runbot::invocation::{Actor, Answer, BoxFuture, Clock, Dispatcher, Origin, Request, Responder};
+use runbot::store::Store;
+use sqlx::Connection;
+
+use super::{fresh_database, Db};
+
+/// Everyone on call around the clock, so these tests do not depend on the hour; hours are
+/// covered by tests/policy.rs.
+pub const ROLES: &str = r#"
+[roles.devops-lead]
+discord_users = ["100000000000000001"]
+discord_roles = []
+slack_users = []
+hours = "24/7"
+
+[roles.cto]
+discord_users = ["100000000000000002"]
+discord_roles = []
+slack_users = []
+hours = "24/7"
+
+[roles.backend-lead]
+discord_users = ["100000000000000003"]
+discord_roles = ["900000000000000003"]
+slack_users = []
+hours = "24/7"
+
+[roles.developer]
+discord_users = ["100000000000000004"]
+discord_roles = []
+slack_users = []
+hours = "24/7"
+
+[roles.dba]
+discord_users = ["100000000000000005"]
+discord_roles = []
+slack_users = []
+hours = "24/7"
+
+[roles.security]
+discord_users = []
+discord_roles = []
+slack_users = []
+hours = "24/7"
+
+[roles.viewer]
+discord_users = []
+discord_roles = []
+slack_users = []
+hours = "business"
+"#;
+
+pub fn person(id: &str, name: &str) -> Actor {
+    Actor {
+        platform: Platform::Discord,
+        user_id: id.into(),
+        name: name.into(),
+        platform_roles: vec![],
+    }
+}
+
+pub fn devops() -> Actor {
+    person("100000000000000001", "Dana")
+}
+pub fn cto() -> Actor {
+    person("100000000000000002", "Carla")
+}
+pub fn backend() -> Actor {
+    person("100000000000000003", "Bruno")
+}
+pub fn developer() -> Actor {
+    person("100000000000000004", "Dev")
+}
+
+/// Keeps what the core edits into its answers.
+#[derive(Default)]
+pub struct Edits {
+    pub replies: Mutex<Vec<Reply>>,
+    pub changed: tokio::sync::Notify,
+}
+
+pub struct Capture(pub Arc<Edits>);
+
+impl Responder for Capture {
+    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.0.replies.lock().unwrap().push(reply);
+            self.0.changed.notify_waiters();
+            Ok(())
+        })
+    }
+}
+
+impl Edits {
+    pub async fn wait(&self, n: usize) -> Vec<Reply> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let notified = self.changed.notified();
+            {
+                let r = self.replies.lock().unwrap();
+                if r.len() >= n {
+                    return r.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "the core edited its answer {} times, expected {n}",
+                    self.replies.lock().unwrap().len()
+                );
+            }
+        }
+    }
+}
+
+/// A copy of the shipped `policies/` in `dir`, with `roles` as its roles.toml.
+pub fn shipped_policies(dir: &std::path::Path, roles: &str) -> std::path::PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(policies.join("roles.toml"), roles).unwrap();
+    policies
+}
+
+pub struct Rig {
+    pub dispatcher: Arc<Dispatcher>,
+    pub store: Store,
+    pub audit: Audit,
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn new(db: Db, extra: &[(&str, &str)], clock: Clock) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = fresh_database(db, dir.path()).await;
+        let policies = shipped_policies(dir.path(), ROLES);
+        let mut env: Vec<(String, String)> = vec![
+            ("RUNBOT__DATABASE__URL".into(), database_url.clone()),
+            ("RUNBOT__POLICY__DIR".into(), policies.display().to_string()),
+            (
+                "RUNBOT__COMMANDS__DIR".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::load_from(None, env).expect("valid settings");
+        let store = Store::connect(&settings.database).await.unwrap();
+        let dispatcher = runbot::app::dispatcher(&settings, store.clone(), None, clock).unwrap();
+        Rig {
+            dispatcher: Arc::new(dispatcher),
+            audit: Audit::new(store.clone()),
+            store,
+            database_url,
+            _dir: dir,
+        }
+    }
+
+    pub async fn ask(
+        &self,
+        actor: Actor,
+        command: &str,
+        args: &[(&str, RawValue)],
+        edits: &Arc<Edits>,
+    ) -> Answer {
+        let request = Request::Command {
+            actor,
+            command: command.into(),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            origin: Origin {
+                channel_id: Some("300000000000000001".into()),
+                ..Origin::default()
+            },
+        };
+        self.dispatcher
+            .handle(request, Arc::new(Capture(edits.clone())))
+            .await
+    }
+
+    pub async fn click(&self, actor: Actor, custom_id: &str, edits: &Arc<Edits>) -> Answer {
+        let request = Request::Button {
+            actor,
+            custom_id: custom_id.into(),
+            origin: Origin::default(),
+        };
+        self.dispatcher
+            .handle(request, Arc::new(Capture(edits.clone())))
+            .await
+    }
+
+    /// Every audit row, oldest first, as (step, command, actor id, reason).
+    pub async fn trail(&self) -> Vec<(Step, String, String, Option<String>)> {
+        let mut rows = self
+            .audit
+            .recent(10_000, &AuditFilter::default())
+            .await
+            .unwrap();
+        rows.reverse();
+        rows.into_iter()
+            .map(|r| (r.step, r.command, r.actor_id, r.reason))
+            .collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self.store.backend() {
+            runbot::config::Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+            runbot::config::Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+
+    /// A firing group as Alertmanager would have sent it.
+    pub async fn group(&self, alertname: &str, severity: &str) -> i64 {
+        let labels = serde_json::json!({ "alertname": alertname }).to_string();
+        let now = runbot::alerts::format_time(Utc::now());
+        let sql = format!(
+            "INSERT INTO alert_groups (receiver, group_key, status, severity, runbook, group_labels, \
+             common_labels, common_annotations, external_url, truncated_alerts, started_at, created_at, updated_at) \
+             VALUES ('runbot', '{{}}:{{alertname=\"{alertname}\"}}', 'firing', '{severity}', '{alertname}', '{labels}', \
+             '{labels}', '{{}}', 'http://am', 0, '{now}', '{now}', '{now}') RETURNING id"
+        );
+        match self.store.backend() {
+            runbot::config::Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            }
+            runbot::config::Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+}
