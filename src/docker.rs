@@ -1,5 +1,5 @@
-//! The Docker engine, through its API (bollard): the containers of one docker-compose project
-//! and their logs.
+//! The Docker engine, through its API (bollard): the containers of one docker-compose project,
+//! their logs, and the few changes runbot makes to them (restart, add and remove replicas).
 //!
 //! Services are found by the labels docker-compose puts on every container it makes, so
 //! runbot needs no compose file. The client connects on first use and negotiates the API
@@ -12,8 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, NetworkConnectRequest,
+    NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
@@ -23,6 +29,13 @@ use crate::config::DockerSettings;
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
+pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+
+/// How long Docker waits for a container to stop before killing it, when the container does
+/// not say (compose's `stop_grace_period` sets the container's own).
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a container is looked at while waiting for it to come up.
+const POLL: Duration = Duration::from_millis(250);
 
 /// Where the engine listens: `unix:///var/run/docker.sock`, `tcp://HOST:PORT`, `http://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +236,11 @@ impl Docker {
         &self.inner.project
     }
 
+    /// `docker.timeout_secs`.
+    pub fn timeout_secs(&self) -> u64 {
+        self.inner.timeout.as_secs()
+    }
+
     /// Runs one exchange with the engine within `docker.timeout_secs`.
     async fn timed<T>(
         &self,
@@ -374,6 +392,218 @@ impl Docker {
         }
         Ok(lines)
     }
+}
+
+/// Changes to containers. Requests that stop a container get its stop grace period on top of
+/// `docker.timeout_secs`: the engine answers only once the container has stopped.
+impl Docker {
+    async fn timed_for<T>(
+        &self,
+        limit: Duration,
+        work: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, DockerError> {
+        match tokio::time::timeout(limit, work).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(DockerError::Timeout {
+                host: self.inner.host.to_string(),
+                secs: limit.as_secs(),
+            }),
+        }
+    }
+
+    async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse, DockerError> {
+        let client = self.client().await?;
+        self.timed(client.inspect_container(id, None)).await
+    }
+
+    /// A client whose requests may take as long as stopping the container does.
+    async fn stopping_client(&self, id: &str) -> Result<(bollard::Docker, Duration), DockerError> {
+        let grace = stop_grace(&self.inspect_raw(id).await?);
+        let limit = self.inner.timeout + grace;
+        let client = self.client().await?.clone().with_timeout(limit);
+        Ok((client, limit))
+    }
+
+    /// One container as the engine describes it now.
+    pub async fn inspect(&self, id: &str) -> Result<Container, DockerError> {
+        let i = self.inspect_raw(id).await?;
+        container(id.to_string(), i).ok_or_else(|| DockerError::Engine {
+            host: self.inner.host.to_string(),
+            message: format!("container {id} has lost its compose labels"),
+        })
+    }
+
+    /// Stops the container (within its own stop grace period) and starts it again.
+    pub async fn restart(&self, id: &str) -> Result<(), DockerError> {
+        let (client, limit) = self.stopping_client(id).await?;
+        self.timed_for(limit, client.restart_container(id, None))
+            .await
+    }
+
+    /// Waits, at most `docker.timeout_secs`, until the container runs, started after `after`
+    /// (when given), and is healthy if it has a health check. Returns how it is at the end and
+    /// whether it got there; an unhealthy verdict or a stop ends the wait early.
+    pub async fn wait_ready(
+        &self,
+        id: &str,
+        after: Option<DateTime<Utc>>,
+    ) -> Result<(Container, bool), DockerError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        loop {
+            let c = self.inspect(id).await?;
+            let restarted = match (after, c.started_at) {
+                (None, _) => true,
+                (Some(before), Some(now)) => now > before,
+                (Some(_), None) => false,
+            };
+            if restarted {
+                let ready =
+                    c.state == "running" && matches!(c.health.as_deref(), None | Some("healthy"));
+                let failed = c.health.as_deref() == Some("unhealthy")
+                    || matches!(c.state.as_str(), "exited" | "dead");
+                if ready || failed {
+                    return Ok((c, ready));
+                }
+            }
+            if tokio::time::Instant::now() + POLL > deadline {
+                return Ok((c, false));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Creates and starts replica `number` of the template's service from the template's
+    /// configuration, named and labelled as docker-compose v2 would. Returns its id; a replica
+    /// that could not be started is removed again.
+    pub async fn create_replica(&self, template: &str, number: u32) -> Result<String, DockerError> {
+        let client = self.client().await?;
+        let i = self.inspect_raw(template).await?;
+        let template_id = i.id.clone().unwrap_or_default();
+        let config = i.config.unwrap_or_default();
+        let mut labels = config.labels.unwrap_or_default();
+        let service = labels.get(SERVICE_LABEL).cloned().unwrap_or_default();
+        labels.insert(PROJECT_LABEL.into(), self.inner.project.to_string());
+        labels.insert(NUMBER_LABEL.into(), number.to_string());
+        labels.insert(ONEOFF_LABEL.into(), "False".into());
+        let name = format!("{}-{service}-{number}", self.inner.project);
+        let template_name = i
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let host_config = i.host_config.unwrap_or_default();
+        // Endpoints without the template's own address, MAC and aliases: those are its alone.
+        let own = |a: &String| a == &template_name || template_id.starts_with(a.as_str());
+        let endpoint = |e: EndpointSettings| EndpointSettings {
+            aliases: e
+                .aliases
+                .map(|a| a.into_iter().filter(|a| !own(a)).collect()),
+            links: e.links,
+            driver_opts: e.driver_opts,
+            gw_priority: e.gw_priority,
+            ..Default::default()
+        };
+        let mut networks: Vec<(String, EndpointSettings)> = i
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        // Older engines take one network at creation: the one network_mode names; the rest
+        // are connected before the start.
+        let primary = host_config.network_mode.as_deref().and_then(|mode| {
+            let at = networks.iter().position(|(n, _)| n == mode)?;
+            Some(networks.remove(at))
+        });
+        let body = ContainerCreateBody {
+            // The engine's default hostname is the container's short id: the template's would
+            // be wrong here.
+            hostname: config
+                .hostname
+                .filter(|h| !template_id.starts_with(h.as_str())),
+            domainname: config.domainname,
+            user: config.user,
+            exposed_ports: config.exposed_ports,
+            tty: config.tty,
+            open_stdin: config.open_stdin,
+            stdin_once: config.stdin_once,
+            env: config.env,
+            cmd: config.cmd,
+            healthcheck: config.healthcheck,
+            args_escaped: config.args_escaped,
+            image: config.image.or(i.image),
+            volumes: config.volumes,
+            working_dir: config.working_dir,
+            entrypoint: config.entrypoint,
+            network_disabled: config.network_disabled,
+            labels: Some(labels),
+            stop_signal: config.stop_signal,
+            stop_timeout: config.stop_timeout,
+            shell: config.shell,
+            host_config: Some(host_config),
+            networking_config: primary.map(|(n, e)| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n, endpoint(e))])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .timed(client.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            ))
+            .await?;
+        let started = async {
+            for (network, e) in networks {
+                let request = NetworkConnectRequest {
+                    container: created.id.clone(),
+                    endpoint_config: Some(endpoint(e)),
+                };
+                self.timed(client.connect_network(&network, request))
+                    .await?;
+            }
+            self.timed(client.start_container(&created.id, None)).await
+        };
+        if let Err(e) = started.await {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Err(gone) = self
+                .timed(client.remove_container(&created.id, Some(force)))
+                .await
+            {
+                tracing::warn!(error = %gone, container = %name, "a replica that did not start is left behind");
+            }
+            return Err(e);
+        }
+        Ok(created.id)
+    }
+
+    /// Stops the container (within its stop grace period) and removes it. Its volumes stay:
+    /// data is not runbot's to delete.
+    pub async fn stop_and_remove(&self, id: &str) -> Result<(), DockerError> {
+        let (client, limit) = self.stopping_client(id).await?;
+        match self.timed_for(limit, client.stop_container(id, None)).await {
+            Ok(()) => {}
+            // Already stopped.
+            Err(DockerError::Engine { .. }) if !self.inspect(id).await?.is_running() => {}
+            Err(e) => return Err(e),
+        }
+        self.timed(client.remove_container(id, None)).await
+    }
+}
+
+impl Container {
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// The container's own stop grace period, or Docker's default.
+fn stop_grace(i: &ContainerInspectResponse) -> Duration {
+    i.config
+        .as_ref()
+        .and_then(|c| c.stop_timeout)
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STOP_GRACE)
 }
 
 /// The innermost error's words: "Connection refused (os error 111)" rather than the client's

@@ -1,5 +1,7 @@
-//! `/status` and `/logs`: what the stack's containers are doing, read from the Docker engine.
+//! `/status` and `/logs`: what the stack's containers are doing, read from the Docker engine;
+//! `/restart` and `/scale`: the changes runbot makes to them.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -313,6 +315,321 @@ fn last_lines_within(lines: &[String], room: usize) -> Option<(usize, String)> {
         return Some((1, format!("{}…", cut.replace("```", "``"))));
     }
     Some((kept, lines[lines.len() - kept..].join("\n")))
+}
+
+/// The most replicas `/scale` makes, whatever commands/scale.toml allows.
+pub const MAX_REPLICAS: i64 = 10;
+
+/// `backend-2`, as people name a replica; the container's name when compose did not number it.
+fn replica(c: &Container) -> String {
+    match c.number {
+        Some(n) => format!("{}-{n}", c.service),
+        None => c.name.clone(),
+    }
+}
+
+fn names<'a>(cs: impl IntoIterator<Item = &'a Container>) -> String {
+    cs.into_iter().map(replica).collect::<Vec<_>>().join(", ")
+}
+
+fn clock(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `running, healthy`, or just `running` without a health check.
+fn condition(c: &Container) -> String {
+    match &c.health {
+        Some(h) => format!("{}, {h}", c.state),
+        None => c.state.clone(),
+    }
+}
+
+fn service_arg<'a>(ctx: &'a Ctx<'_>) -> Result<&'a str, ExecError> {
+    ctx.text("service")
+        .ok_or_else(|| ExecError(format!("/{} needs service", ctx.spec.name)))
+}
+
+/// Dry run of `/restart`: which containers, read from the engine when it answers.
+pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
+    let Some(service) = ctx.text("service") else {
+        return "restart a service".into();
+    };
+    let project = docker.project();
+    match docker.service(service).await {
+        Ok(cs) => format!(
+            "restart {} of project {project}, one after another, each waited for until it runs (and is healthy, if it has a health check)",
+            names(&cs)
+        ),
+        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e) => format!(
+            "restart every container of service {service} in project {project} (which ones cannot be said now: {e})"
+        ),
+    }
+}
+
+/// `/restart service`: a rolling restart, so that the replicas not yet restarted keep serving.
+/// It stops at the first container that does not come back ready: restarting the rest would
+/// only take them down too.
+pub async fn restart(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let service = service_arg(ctx)?;
+    let containers = docker.service(service).await?;
+    let secs = docker.timeout_secs();
+    let mut done: Vec<(&Container, Container)> = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let outcome = match docker.restart(&c.id).await {
+            Ok(()) => docker.wait_ready(&c.id, c.started_at).await,
+            Err(e) => Err(e),
+        };
+        let problem = match outcome {
+            Ok((now, true)) => {
+                done.push((c, now));
+                continue;
+            }
+            Ok((now, false)) => format!(
+                "{} did not come back ready within {secs} s (docker.timeout_secs): it is {}",
+                replica(c),
+                condition(&now)
+            ),
+            Err(e) => format!("restarting {} failed: {e}", replica(c)),
+        };
+        let mut said = vec![problem];
+        if !done.is_empty() {
+            said.push(format!(
+                "restarted before it: {}",
+                names(done.iter().map(|(c, _)| *c))
+            ));
+        }
+        let rest = &containers[i + 1..];
+        if !rest.is_empty() {
+            said.push(format!(
+                "not restarted, so that they keep serving: {}",
+                names(rest)
+            ));
+        }
+        return Err(ExecError(format!("{}.", said.join("; "))));
+    }
+    let table = restart_table(&done);
+    let summary = format!(
+        "restarted {}: {}",
+        names(done.iter().map(|(c, _)| *c)),
+        done.iter()
+            .map(|(_, now)| condition(now))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let mut r = reply(
+        format!(
+            "🔄 **{}** restarted **{service}** of {}: {} container{}, each running again{}.",
+            ctx.actor.name,
+            docker.project(),
+            done.len(),
+            plural(done.len()),
+            if done.iter().any(|(_, now)| now.health.is_some()) {
+                " and healthy"
+            } else {
+                ""
+            }
+        ),
+        false,
+    );
+    r.code_block = Some(table);
+    Ok(Done { reply: r, summary })
+}
+
+fn restart_table(done: &[(&Container, Container)]) -> String {
+    let mut rows = vec![[
+        "REPLICA".to_string(),
+        "STARTED BEFORE".into(),
+        "STARTED NOW".into(),
+        "STATE".into(),
+        "HEALTH".into(),
+    ]];
+    for (before, now) in done {
+        rows.push([
+            replica(before),
+            clock(before.started_at),
+            clock(now.started_at),
+            now.state.clone(),
+            now.health.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What `/scale` would change: the numbers of the replicas to create (the lowest free ones),
+/// or the replicas to remove (the highest numbers first: the newest).
+fn scale_steps(containers: &[Container], want: usize) -> (Vec<u32>, Vec<&Container>) {
+    if want >= containers.len() {
+        let taken: BTreeSet<u32> = containers.iter().filter_map(|c| c.number).collect();
+        let free = (1..).filter(|n| !taken.contains(n));
+        (free.take(want - containers.len()).collect(), Vec::new())
+    } else {
+        let mut newest: Vec<&Container> = containers.iter().collect();
+        newest.sort_by_key(|c| std::cmp::Reverse(c.number));
+        newest.truncate(containers.len() - want);
+        (Vec::new(), newest)
+    }
+}
+
+/// Why a count cannot be asked for; None when it can.
+fn refuse_count(service: &str, want: i64) -> Option<String> {
+    if want < 1 {
+        // At 3 a.m. a 0 is more likely a slip than a wish to take the service down.
+        Some(format!(
+            "/scale will not take {service} to {want} replicas: that stops the service. To stop it, do so deliberately on the host. Nothing was changed."
+        ))
+    } else if want > MAX_REPLICAS {
+        Some(format!(
+            "/scale makes at most {MAX_REPLICAS} replicas; {want} were asked for. Nothing was changed."
+        ))
+    } else {
+        None
+    }
+}
+
+/// Dry run of `/scale`: the replicas it would create or remove.
+pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
+    let (Some(service), Some(want)) = (ctx.text("service"), ctx.integer("replicas")) else {
+        return "scale a service".into();
+    };
+    if let Some(no) = refuse_count(service, want) {
+        return format!("nothing: {no}");
+    }
+    let want = want as usize;
+    match docker.service(service).await {
+        Ok(cs) => {
+            let have = cs.len();
+            let (create, remove) = scale_steps(&cs, want);
+            let what = if have == want {
+                return format!(
+                    "nothing: {service} already runs {have} replica{}",
+                    plural(have)
+                );
+            } else if create.is_empty() {
+                format!("stop and remove {}", names(remove))
+            } else {
+                let new: Vec<String> = create.iter().map(|n| format!("{service}-{n}")).collect();
+                format!("create {}", new.join(", "))
+            };
+            format!("scale {service} from {have} to {want}: {what}")
+        }
+        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e) => format!(
+            "scale {service} in project {} to {want} replicas (which ones cannot be said now: {e})",
+            docker.project()
+        ),
+    }
+}
+
+/// `/scale service replicas`: more replicas are made from the lowest-numbered one's
+/// configuration, as `docker compose up --scale` would; fewer stops the newest.
+pub async fn scale(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let service = service_arg(ctx)?;
+    let want = ctx
+        .integer("replicas")
+        .ok_or_else(|| ExecError("/scale needs replicas".into()))?;
+    if let Some(no) = refuse_count(service, want) {
+        return Err(ExecError(no));
+    }
+    let want = want as usize;
+    let containers = docker.service(service).await?;
+    let have = containers.len();
+    if have == want {
+        return Ok(Done {
+            reply: reply(
+                format!(
+                    "**{service}** already runs {have} replica{}; nothing changed.",
+                    plural(have)
+                ),
+                false,
+            ),
+            summary: format!("already {have} replicas"),
+        });
+    }
+    let (create, remove) = scale_steps(&containers, want);
+    let mut changed: Vec<String> = Vec::new();
+    let partial = |changed: &[String], problem: String| {
+        let before = if changed.is_empty() {
+            "nothing was changed".to_string()
+        } else {
+            format!("done before it: {}", changed.join(", "))
+        };
+        ExecError(format!("{problem}; {before}."))
+    };
+    // A running replica is the best template: its configuration is known to work.
+    let template = containers
+        .iter()
+        .min_by_key(|c| (!c.is_running(), c.number))
+        .expect("a service has containers");
+    for n in &create {
+        let name = format!("{service}-{n}");
+        let id = match docker.create_replica(&template.id, *n).await {
+            Ok(id) => id,
+            Err(e) => return Err(partial(&changed, format!("creating {name} failed: {e}"))),
+        };
+        match docker.wait_ready(&id, None).await {
+            Ok((_, true)) => changed.push(format!("created {name}")),
+            Ok((now, false)) => {
+                changed.push(format!("created {name}"));
+                return Err(partial(
+                    &changed,
+                    format!(
+                        "{name} did not become ready within {} s (docker.timeout_secs): it is {}; it is left as it is for a look",
+                        docker.timeout_secs(),
+                        condition(&now)
+                    ),
+                ));
+            }
+            Err(e) => return Err(partial(&changed, format!("{name} was created, but {e}"))),
+        }
+    }
+    for c in &remove {
+        if let Err(e) = docker.stop_and_remove(&c.id).await {
+            return Err(partial(
+                &changed,
+                format!("removing {} failed: {e}", replica(c)),
+            ));
+        }
+        changed.push(format!("removed {}", replica(c)));
+    }
+    let after = docker.service(service).await?;
+    let icon = if want > have { "📈" } else { "📉" };
+    let did = if create.is_empty() {
+        format!("stopped and removed {}", names(remove.iter().copied()))
+    } else {
+        let new: Vec<String> = create.iter().map(|n| format!("{service}-{n}")).collect();
+        format!("created {}", new.join(", "))
+    };
+    let mut r = reply(
+        format!(
+            "{icon} **{}** scaled **{service}** of {} from {have} to {want}: {did}.",
+            ctx.actor.name,
+            docker.project()
+        ),
+        false,
+    );
+    r.code_block = Some(status_table(&after, ctx.now));
+    Ok(Done {
+        reply: r,
+        summary: format!("scaled {service} from {have} to {want}: {did}"),
+    })
 }
 
 #[cfg(test)]

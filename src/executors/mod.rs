@@ -119,7 +119,7 @@ impl Executors {
     }
 
     /// What the command would do, for a dry run. Reads nothing it would change.
-    pub fn plan(&self, ctx: &Ctx<'_>) -> String {
+    pub async fn plan(&self, ctx: &Ctx<'_>) -> String {
         match ctx.spec.executor.as_str() {
             "alerts.ack" => match ctx.group {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
@@ -151,6 +151,14 @@ impl Executors {
                 },
                 (None, None) => "expire a silence".into(),
             },
+            "docker.restart" => match &self.docker {
+                Some(d) => docker::plan_restart(d, ctx).await,
+                None => "nothing: docker.project is not set".into(),
+            },
+            "docker.scale" => match &self.docker {
+                Some(d) => docker::plan_scale(d, ctx).await,
+                None => "nothing: docker.project is not set".into(),
+            },
             other => format!(
                 "run {other} with {}",
                 crate::invocation::text::args_line(ctx.args)
@@ -178,6 +186,8 @@ impl Executors {
             "audit.recent" => self.audit_recent(ctx).await,
             "docker.status" => docker::status(self.docker()?, ctx).await,
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
+            "docker.restart" => docker::restart(self.docker()?, ctx).await,
+            "docker.scale" => docker::scale(self.docker()?, ctx).await,
             other => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
                 ctx.spec.name

@@ -516,7 +516,7 @@ impl Dispatcher {
             group: group.as_ref(),
             now: (self.clock)(),
         };
-        let plan = self.executors.plan(&ctx);
+        let plan = self.executors.plan(&ctx).await;
         let entry = flight.entry(Step::DryRun).detail(json!({ "plan": plan }));
         if let Err(a) = self.record(entry).await {
             return a;
