@@ -187,9 +187,9 @@ async fn a_slash_command_is_confirmed_by_its_requester_and_denied_to_others() {
     let i = fake
         .wait_for_interaction(&click.id, Duration::from_secs(10), |i| !i.edits.is_empty())
         .await;
-    // The Docker executors arrive with the next issue; until then it says so plainly.
+    // No Docker project is set here: it says what to set.
     assert!(
-        i.content().contains("cannot run /restart yet"),
+        i.content().contains("set docker.project"),
         "{}",
         i.content()
     );

@@ -1,4 +1,4 @@
-//! `/status` and `/logs` against a real Docker engine (the one scripts/test starts, with the
+//! `/status`, `/logs`, `/restart` and `/scale` against a real Docker engine (the one scripts/test starts, with the
 //! images of scripts/test-images). Each test makes its own docker-compose project: containers
 //! with compose's labels, created through the engine's API, then runs the commands through
 //! the real dispatcher and checks the answers against what the engine runs.
@@ -18,6 +18,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder,
 };
+use chrono::{DateTime, Utc};
 use common::rig::{devops, Edits, Rig};
 use common::Db;
 use futures_util::StreamExt;
@@ -644,6 +645,26 @@ async fn docker_unreachable_is_said_plainly_and_audited_as_a_failure() {
             assert_eq!(step, Step::Failed);
             assert!(reason.unwrap().contains(&said));
         }
+        // The changes say the same, after their confirmation.
+        for (command, args) in [
+            ("restart", vec![("service", text("backend"))]),
+            (
+                "scale",
+                vec![
+                    ("service", text("backend")),
+                    ("replicas", RawValue::Integer(2)),
+                ],
+            ),
+        ] {
+            let reply = confirmed(&rig, command, &args).await;
+            let said = format!("Docker at {host} cannot be reached: {cause}");
+            assert!(
+                reply.text.contains(&said) && reply.text.contains("nothing was changed"),
+                "{}",
+                reply.text
+            );
+            assert_eq!(last_audit(&rig).await.0, Step::Failed);
+        }
     }
 }
 
@@ -681,4 +702,364 @@ async fn without_a_project_or_its_containers_runbot_says_what_to_check() {
         "{}",
         logs.text
     );
+}
+
+/// The answer as a message (a prompt, a dry run or a refusal).
+fn message(answer: &Answer) -> &Reply {
+    match answer {
+        Answer::Message(r) | Answer::Update(r) => r,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Asks for a command that needs confirming as the DevOps Lead, presses Confirm and returns
+/// the result the core edits in.
+async fn confirmed(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> Reply {
+    let edits = Arc::new(Edits::default());
+    let prompt = rig.ask(devops(), command, args, &edits).await;
+    let prompt = message(&prompt);
+    assert!(
+        prompt.text.contains("Confirm within"),
+        "/{command} asks to confirm first: {prompt:?}"
+    );
+    let confirm = prompt
+        .buttons
+        .iter()
+        .find(|b| b.label == "Confirm")
+        .unwrap_or_else(|| panic!("no Confirm button in {prompt:?}"))
+        .id
+        .clone();
+    let clicked = rig.click(devops(), &confirm, &edits).await;
+    assert!(
+        matches!(clicked, Answer::Update(_)),
+        "the prompt is replaced: {clicked:?}"
+    );
+    edits.wait(1).await.remove(0)
+}
+
+/// The plan of a dry run, as the DevOps Lead.
+async fn dry_run(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> String {
+    let mut args = args.to_vec();
+    args.push(("dry_run", RawValue::Boolean(true)));
+    let edits = Arc::new(Edits::default());
+    let answer = rig.ask(devops(), command, &args, &edits).await;
+    let text = message(&answer).text.clone();
+    assert!(text.contains("Dry run"), "{text}");
+    text
+}
+
+/// What the engine runs for one service of the project, by replica number.
+async fn replicas(p: &Project, service: &str) -> Vec<ContainerInspectResponse> {
+    let filters = HashMap::from([(
+        "label",
+        vec![
+            format!("com.docker.compose.project={}", p.name),
+            format!("com.docker.compose.service={service}"),
+        ],
+    )]);
+    let listed = p
+        .docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for c in listed {
+        out.push(
+            p.docker
+                .inspect_container(&c.id.unwrap(), None)
+                .await
+                .unwrap(),
+        );
+    }
+    out.sort_by_key(number);
+    out
+}
+
+fn label<'a>(i: &'a ContainerInspectResponse, key: &str) -> &'a str {
+    i.config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+fn number(i: &ContainerInspectResponse) -> u32 {
+    label(i, "com.docker.compose.container-number")
+        .parse()
+        .unwrap_or(0)
+}
+
+fn started_at(i: &ContainerInspectResponse) -> DateTime<Utc> {
+    let s = i
+        .state
+        .as_ref()
+        .and_then(|s| s.started_at.as_deref())
+        .unwrap();
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn running(i: &ContainerInspectResponse) -> bool {
+    i.state.as_ref().and_then(|s| s.running) == Some(true)
+}
+
+fn health(i: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
+    i.state.as_ref()?.health.as_ref()?.status
+}
+
+/// A backend container that stops at once: busybox httpd as PID 1 ignores SIGTERM, and
+/// waiting Docker's default 10 s for each stop would only make the tests slow.
+fn quick_stop(c: &mut ContainerCreateBody) {
+    c.stop_timeout = Some(1);
+}
+
+#[tokio::test]
+async fn restart_gives_every_replica_a_new_start_and_waits_until_it_is_healthy() {
+    let p = Project::new().await;
+    let one = p
+        .run("backend", "runbot-test/backend:v1", 1, quick_stop)
+        .await;
+    let two = p
+        .run("backend", "runbot-test/backend:v1", 2, quick_stop)
+        .await;
+    p.wait_health(&one, HealthStatusEnum::HEALTHY).await;
+    p.wait_health(&two, HealthStatusEnum::HEALTHY).await;
+    let rig = rig_on(&p).await;
+    let before: Vec<DateTime<Utc>> = replicas(&p, "backend")
+        .await
+        .iter()
+        .map(started_at)
+        .collect();
+
+    let plan = dry_run(&rig, "restart", &[("service", text("backend"))]).await;
+    assert!(
+        plan.contains(&format!(
+            "restart backend-1, backend-2 of project {}",
+            p.name
+        )),
+        "{plan}"
+    );
+    let unchanged: Vec<DateTime<Utc>> = replicas(&p, "backend")
+        .await
+        .iter()
+        .map(started_at)
+        .collect();
+    assert_eq!(unchanged, before, "a dry run restarts nothing");
+
+    let reply = confirmed(&rig, "restart", &[("service", text("backend"))]).await;
+    assert!(
+        reply.text.contains(&format!(
+            "restarted **backend** of {}: 2 containers, each running again and healthy",
+            p.name
+        )),
+        "{}",
+        reply.text
+    );
+    let rows = table(&reply);
+    assert_eq!(
+        rows[0].join(" "),
+        "REPLICA STARTED BEFORE STARTED NOW STATE HEALTH"
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for (r, name) in rows[1..].iter().zip(["backend-1", "backend-2"]) {
+        assert_eq!(
+            (r[0].as_str(), r[3].as_str(), r[4].as_str()),
+            (name, "running", "healthy")
+        );
+    }
+    let after = replicas(&p, "backend").await;
+    assert_eq!(after.len(), 2);
+    for (i, b) in after.iter().zip(&before) {
+        assert!(started_at(i) > *b, "{:?} started again", i.name);
+        assert!(running(i), "{:?}", i.state);
+        assert_eq!(health(i), Some(HealthStatusEnum::HEALTHY), "{:?}", i.name);
+    }
+    assert_eq!(
+        last_audit(&rig).await,
+        (
+            Step::Succeeded,
+            None,
+            Some("restarted backend-1, backend-2: running, healthy".into())
+        )
+    );
+
+    // The command's choices allow worker, but this project has none.
+    let missing = confirmed(&rig, "restart", &[("service", text("worker"))]).await;
+    let want = format!("no service worker in project {}; known: backend", p.name);
+    assert!(missing.text.contains(&want), "{}", missing.text);
+    assert_eq!(last_audit(&rig).await.0, Step::Failed);
+}
+
+#[tokio::test]
+async fn restart_stops_at_a_replica_that_comes_back_unhealthy() {
+    let p = Project::new().await;
+    // v3 answers 404 on /health: it turns unhealthy after every start.
+    let one = p
+        .run("backend", "runbot-test/backend:v3", 1, quick_stop)
+        .await;
+    let two = p
+        .run("backend", "runbot-test/backend:v3", 2, quick_stop)
+        .await;
+    p.wait_health(&one, HealthStatusEnum::UNHEALTHY).await;
+    let before = started_at(&p.docker.inspect_container(&two, None).await.unwrap());
+    let rig = rig_on(&p).await;
+
+    let reply = confirmed(&rig, "restart", &[("service", text("backend"))]).await;
+    assert!(
+        reply
+            .text
+            .contains("backend-1 did not come back ready within 30 s")
+            && reply.text.contains("it is running, unhealthy")
+            && reply
+                .text
+                .contains("not restarted, so that they keep serving: backend-2"),
+        "{}",
+        reply.text
+    );
+    let second = p.docker.inspect_container(&two, None).await.unwrap();
+    assert_eq!(started_at(&second), before, "backend-2 was left alone");
+    assert_eq!(last_audit(&rig).await.0, Step::Failed);
+}
+
+#[tokio::test]
+async fn scale_makes_replicas_like_compose_and_removes_the_newest_first() {
+    let p = Project::new().await;
+    let first = p
+        .run("backend", "runbot-test/backend:v2", 1, |c| {
+            quick_stop(c);
+            c.env = Some(vec!["APP_MODE=prod".into()]);
+            c.host_config.as_mut().unwrap().restart_policy = Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            });
+        })
+        .await;
+    p.wait_health(&first, HealthStatusEnum::HEALTHY).await;
+    let rig = rig_on(&p).await;
+    let scale_to = |n: i64| {
+        vec![
+            ("service", text("backend")),
+            ("replicas", RawValue::Integer(n)),
+        ]
+    };
+
+    let plan = dry_run(&rig, "scale", &scale_to(3)).await;
+    assert!(
+        plan.contains("scale backend from 1 to 3: create backend-2, backend-3"),
+        "{plan}"
+    );
+    assert_eq!(
+        replicas(&p, "backend").await.len(),
+        1,
+        "a dry run creates nothing"
+    );
+
+    let up = confirmed(&rig, "scale", &scale_to(3)).await;
+    assert!(
+        up.text.contains(&format!(
+            "scaled **backend** of {} from 1 to 3: created backend-2, backend-3",
+            p.name
+        )),
+        "{}",
+        up.text
+    );
+    let three = replicas(&p, "backend").await;
+    assert_eq!(three.len(), 3);
+    assert_eq!(
+        three[0].id.as_deref(),
+        Some(first.as_str()),
+        "number 1 is kept"
+    );
+    for (i, n) in three.iter().zip(1u32..) {
+        assert_eq!(
+            i.name.as_deref(),
+            Some(format!("/{}-backend-{n}", p.name).as_str())
+        );
+        assert_eq!(label(i, "com.docker.compose.project"), p.name);
+        assert_eq!(label(i, "com.docker.compose.service"), "backend");
+        assert_eq!(number(i), n);
+        assert_eq!(label(i, "com.docker.compose.oneoff"), "False");
+        let config = i.config.as_ref().unwrap();
+        assert_eq!(config.image.as_deref(), Some("runbot-test/backend:v2"));
+        assert_eq!(i.image, three[0].image, "the same image");
+        assert!(
+            config
+                .env
+                .as_ref()
+                .unwrap()
+                .contains(&"APP_MODE=prod".to_string()),
+            "{:?}",
+            config.env
+        );
+        assert!(config.healthcheck.is_some());
+        let host = i.host_config.as_ref().unwrap();
+        assert_eq!(
+            host.restart_policy.as_ref().and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert!(running(i), "{:?}", i.state);
+    }
+    // It waited until the new ones were healthy.
+    assert!(three[1..]
+        .iter()
+        .all(|i| health(i) == Some(HealthStatusEnum::HEALTHY)));
+    assert_eq!(table(&up).len(), 4, "the service's replicas now");
+    assert_eq!(
+        last_audit(&rig).await,
+        (
+            Step::Succeeded,
+            None,
+            Some("scaled backend from 1 to 3: created backend-2, backend-3".into())
+        )
+    );
+
+    let same = confirmed(&rig, "scale", &scale_to(3)).await;
+    assert!(
+        same.text
+            .contains("**backend** already runs 3 replicas; nothing changed."),
+        "{}",
+        same.text
+    );
+    let ids = |v: &[ContainerInspectResponse]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&replicas(&p, "backend").await), ids(&three));
+
+    let plan = dry_run(&rig, "scale", &scale_to(1)).await;
+    assert!(
+        plan.contains("scale backend from 3 to 1: stop and remove backend-3, backend-2"),
+        "{plan}"
+    );
+    assert_eq!(
+        replicas(&p, "backend").await.len(),
+        3,
+        "a dry run removes nothing"
+    );
+
+    let down = confirmed(&rig, "scale", &scale_to(1)).await;
+    assert!(
+        down.text
+            .contains("from 3 to 1: stopped and removed backend-3, backend-2"),
+        "{}",
+        down.text
+    );
+    let one = replicas(&p, "backend").await;
+    assert_eq!(
+        ids(&one),
+        [Some(first.clone())],
+        "number 1 stays, 2 and 3 are gone"
+    );
+    assert!(running(&one[0]));
+
+    // Zero is refused before anything runs.
+    let edits = Arc::new(Edits::default());
+    let zero = rig.ask(devops(), "scale", &scale_to(0), &edits).await;
+    let said = &message(&zero).text;
+    assert!(said.contains("replicas"), "{said}");
+    assert_eq!(last_audit(&rig).await.0, Step::Invalid);
+    assert_eq!(ids(&replicas(&p, "backend").await), [Some(first)]);
 }

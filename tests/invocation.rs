@@ -154,7 +154,7 @@ async fn confirmation_belongs_to_the_requester_and_cancel_runs_nothing() {
     for db in BOTH {
         let rig = Rig::new(db, &[], system()).await;
         let edits = Arc::new(Edits::default());
-        // /restart needs confirming; its executor arrives with the Docker work.
+        // /restart needs confirming.
         let prompt = rig
             .ask(
                 backend(),
@@ -196,7 +196,7 @@ async fn confirmation_belongs_to_the_requester_and_cancel_runs_nothing() {
             "{again:?}"
         );
 
-        // Confirmed this time: it runs (and says plainly that this version cannot restart).
+        // Confirmed this time: it runs (and, with no Docker project set, says what to set).
         let prompt = rig
             .ask(backend(), "restart", &[("service", text("worker"))], &edits)
             .await;
@@ -208,7 +208,7 @@ async fn confirmation_belongs_to_the_requester_and_cancel_runs_nothing() {
         assert!(r.text.contains("Confirmed by Bruno"), "{}", r.text);
         let result = edits.wait(1).await;
         assert!(
-            result[0].text.contains("cannot run /restart yet"),
+            result[0].text.contains("set docker.project"),
             "{:?}",
             result[0]
         );
