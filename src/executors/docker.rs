@@ -636,6 +636,44 @@ pub async fn scale(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 mod tests {
     use super::*;
 
+    fn replica_numbered(n: Option<u32>) -> Container {
+        Container {
+            id: format!("id{n:?}"),
+            name: format!("p-backend-{n:?}"),
+            service: "backend".into(),
+            number: n,
+            image: "backend:v1".into(),
+            state: "running".into(),
+            exit_code: None,
+            health: None,
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+        }
+    }
+
+    #[test]
+    fn scaling_fills_free_numbers_and_removes_the_highest_first() {
+        let cs: Vec<Container> = [1, 3, 4].map(|n| replica_numbered(Some(n))).into();
+        let (create, remove) = scale_steps(&cs, 5);
+        assert_eq!((create, remove.len()), (vec![2, 5], 0));
+        let (create, remove) = scale_steps(&cs, 1);
+        assert!(create.is_empty());
+        assert_eq!(names(remove), "backend-4, backend-3");
+        let (create, remove) = scale_steps(&cs, 3);
+        assert!(create.is_empty() && remove.is_empty());
+    }
+
+    #[test]
+    fn zero_and_too_many_replicas_are_refused() {
+        assert!(refuse_count("backend", 0)
+            .unwrap()
+            .contains("stops the service"));
+        assert!(refuse_count("backend", 11).unwrap().contains("at most 10"));
+        assert_eq!(refuse_count("backend", 1), None);
+        assert_eq!(refuse_count("backend", 10), None);
+    }
+
     #[test]
     fn images_show_their_tag() {
         assert_eq!(short_image("runbot-test/backend:v1"), "backend:v1");
