@@ -516,13 +516,14 @@ pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
     match docker.service(service).await {
         Ok(cs) => {
             let have = cs.len();
-            let (create, remove) = scale_steps(&cs, want);
-            let what = if have == want {
+            if have == want {
                 return format!(
                     "nothing: {service} already runs {have} replica{}",
                     plural(have)
                 );
-            } else if create.is_empty() {
+            }
+            let (create, remove) = scale_steps(&cs, want);
+            let what = if create.is_empty() {
                 format!("stop and remove {}", names(remove))
             } else {
                 let new: Vec<String> = create.iter().map(|n| format!("{service}-{n}")).collect();
