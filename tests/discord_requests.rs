@@ -33,6 +33,27 @@ fn roles_toml(fake: &FakeDiscord) -> String {
     .concat()
 }
 
+/// Waits until the card's text says `text`.
+async fn card_says(fake: &FakeDiscord, card_id: &str, text: &str) {
+    fake.wait_for(
+        Duration::from_secs(10),
+        &format!("the card to say {text:?}"),
+        |messages, _| {
+            messages
+                .iter()
+                .find(|m| m.id == card_id)
+                .is_some_and(|m| {
+                    m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(text)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The shipped policies with [`roles_toml`].
 fn policies_dir(fake: &FakeDiscord) -> std::path::PathBuf {
     common::rig::shipped_policies(&tempfile::tempdir().unwrap().keep(), &roles_toml(fake))
@@ -98,24 +119,7 @@ async fn a_click_on_the_card_acknowledges_and_the_card_says_who() {
         i.content()
     );
     // The card itself now says who is on it.
-    fake.wait_for(
-        Duration::from_secs(10),
-        "the card to show the acknowledgement",
-        |messages, _| {
-            messages
-                .iter()
-                .find(|m| m.id == card.id)
-                .map(|m| {
-                    m.body["embeds"][0]["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("Acknowledged by **Ana Ops**")
-                })
-                .unwrap_or(false)
-                .then_some(())
-        },
-    )
-    .await;
+    card_says(&fake, &card.id, "Acknowledged by **Ana Ops**").await;
 
     // Someone without a runbot role clicking the same button is refused, only to them.
     let stranger = FakeUser::new(1_300_000_000_000_000_009, "Stranger", &[]);
@@ -345,23 +349,6 @@ async fn a_second_person_approves_from_discord() {
     assert_eq!(active.len(), 1, "{silences}");
     assert_eq!(active[0]["createdBy"], "Dana via runbot");
     // The card shows the silence.
-    fake.wait_for(
-        Duration::from_secs(10),
-        "the card to show the silence",
-        |messages, _| {
-            messages
-                .iter()
-                .find(|m| m.id == card.id)
-                .map(|m| {
-                    m.body["embeds"][0]["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("Silenced by **Dana**")
-                })
-                .unwrap_or(false)
-                .then_some(())
-        },
-    )
-    .await;
+    card_says(&fake, &card.id, "Silenced by **Dana**").await;
     app.stop().await;
 }

@@ -117,7 +117,12 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
             c.restart_count.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    table(&rows)
+}
+
+/// Rows as left-aligned columns two spaces apart, for a code block.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     rows.iter()
@@ -456,21 +461,7 @@ fn restart_table(done: &[(&Container, Container)]) -> String {
             now.health.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    table(&rows)
 }
 
 /// What `/scale` would change: the numbers of the replicas to create (the lowest free ones),
