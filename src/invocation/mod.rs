@@ -245,10 +245,6 @@ impl Dispatcher {
         }
     }
 
-    pub fn commands(&self) -> &Commands {
-        &self.commands
-    }
-
     /// Handles one request: answers at once, and keeps working in the background when the
     /// request runs something, reporting through `responder`.
     pub async fn handle(
