@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake_discord::{FakeDiscord, FakeUser};
+use common::fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use common::{webhook, Db, Options, TestApp};
 use serde_json::{json, Value};
 
@@ -31,6 +31,21 @@ fn roles_toml(fake: &FakeDiscord) -> String {
         role("viewer", "business", "Viewer"),
     ]
     .concat()
+}
+
+/// A firing Sev1 APIDown group, and the card it gets.
+async fn sev1_card(app: &TestApp, fake: &FakeDiscord) -> FakeMessage {
+    let alert = json!({"severity": "critical", "instance": "api-1:8000"});
+    let body = webhook(
+        "APIDown",
+        "firing",
+        &[("aaaa000000000001", "firing", alert)],
+    );
+    let r = app.post_webhook(body.to_string()).await;
+    assert_eq!(r.status(), 200);
+    fake.wait_for_messages(1, Duration::from_secs(10))
+        .await
+        .remove(0)
 }
 
 /// Waits until the card's text says `text`.
@@ -78,25 +93,7 @@ async fn a_click_on_the_card_acknowledges_and_the_card_says_who() {
     let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
     let app = start(&fake).await;
     let url = format!("{}/discord/interactions", app.url);
-    let r = app
-        .post_webhook(
-            webhook(
-                "APIDown",
-                "firing",
-                &[(
-                    "aaaa000000000001",
-                    "firing",
-                    json!({"severity": "critical", "instance": "api-1:8000"}),
-                )],
-            )
-            .to_string(),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let card = fake
-        .wait_for_messages(1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    let card = sev1_card(&app, &fake).await;
     let ack = card
         .custom_ids()
         .into_iter()
@@ -264,25 +261,7 @@ async fn a_second_person_approves_from_discord() {
     )
     .await;
     let url = format!("{}/discord/interactions", app.url);
-    let r = app
-        .post_webhook(
-            webhook(
-                "APIDown",
-                "firing",
-                &[(
-                    "aaaa000000000001",
-                    "firing",
-                    json!({"severity": "critical"}),
-                )],
-            )
-            .to_string(),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let card = fake
-        .wait_for_messages(1, Duration::from_secs(10))
-        .await
-        .remove(0);
+    let card = sev1_card(&app, &fake).await;
     let silence = card.custom_ids().into_iter().nth(3).expect("Silence 1h");
 
     let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);

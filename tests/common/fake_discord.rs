@@ -1150,27 +1150,15 @@ fn apply(
         }
     };
 
-    let request = match json_body(headers, body) {
-        Ok(r) => r,
-        Err(a) => return a,
-    };
-
     let schema = match route {
         Route::CreateMessage => CREATE_SCHEMA,
         Route::EditMessage => EDIT_SCHEMA,
         other => unreachable!("{other:?} is not a channel route"),
     };
-    validate_schema(
-        schema,
-        st.reject_unknown_fields,
-        &request,
-        &[],
-        &mut errors,
-        0,
-    );
-    if !errors.is_empty() {
-        return errors.answer();
-    }
+    let request = match schema_body(st, headers, body, schema) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
     let req = request.as_object().expect("the schema requires an object");
 
     // The message as it will be once this request is applied.
@@ -2608,22 +2596,10 @@ fn apply_original(
     if !write {
         return Answer::json(200, st.messages[m].body.clone());
     }
-    let request = match json_body(headers, body) {
+    let request = match schema_body(st, headers, body, WEBHOOK_EDIT_SCHEMA) {
         Ok(r) => r,
         Err(a) => return a,
     };
-    let mut errors = FormErrors::default();
-    validate_schema(
-        WEBHOOK_EDIT_SCHEMA,
-        st.reject_unknown_fields,
-        &request,
-        &[],
-        &mut errors,
-        0,
-    );
-    if !errors.is_empty() {
-        return errors.answer();
-    }
     let req = request.as_object().expect("the schema requires an object");
     edit_webhook_message(st, index, m, req)
 }
@@ -2668,22 +2644,10 @@ fn apply_followup(
         Ok(i) => i,
         Err(a) => return a,
     };
-    let request = match json_body(headers, body) {
+    let request = match schema_body(st, headers, body, WEBHOOK_CREATE_SCHEMA) {
         Ok(r) => r,
         Err(a) => return a,
     };
-    let mut errors = FormErrors::default();
-    validate_schema(
-        WEBHOOK_CREATE_SCHEMA,
-        st.reject_unknown_fields,
-        &request,
-        &[],
-        &mut errors,
-        0,
-    );
-    if !errors.is_empty() {
-        return errors.answer();
-    }
     let req = request.as_object().expect("the schema requires an object");
     // After a deferral, the first followup fills the "thinking…" message, which keeps the
     // deferral's ephemerality.
@@ -2696,6 +2660,7 @@ fn apply_followup(
         return edit_webhook_message(st, index, m, req);
     }
     let view = req.clone();
+    let mut errors = FormErrors::default();
     check_limits(&view, &mut errors);
     if !errors.is_empty() {
         return errors.answer();
@@ -2965,22 +2930,11 @@ fn apply_commands(
             Value::Array(st.commands.get(&guild).cloned().unwrap_or_default()),
         );
     }
-    let request = match json_body(headers, body) {
+    let request = match schema_body(st, headers, body, COMMANDS_SCHEMA) {
         Ok(r) => r,
         Err(a) => return a,
     };
     let mut errors = FormErrors::default();
-    validate_schema(
-        COMMANDS_SCHEMA,
-        st.reject_unknown_fields,
-        &request,
-        &[],
-        &mut errors,
-        0,
-    );
-    if !errors.is_empty() {
-        return errors.answer();
-    }
     let list = request.as_array().cloned().unwrap_or_default();
     if let Some(refused) = check_commands(&list, &mut errors) {
         return refused;
@@ -3003,6 +2957,31 @@ fn apply_commands(
     }
     st.commands.insert(guild, now.clone());
     Answer::json(200, Value::Array(now))
+}
+
+/// The JSON body of a request, valid against the spec's `schema`, or Discord's answer to a
+/// body it refuses.
+fn schema_body(
+    st: &State,
+    headers: &HeaderMap,
+    body: &Bytes,
+    schema: &str,
+) -> Result<Value, Answer> {
+    let request = json_body(headers, body)?;
+    let mut errors = FormErrors::default();
+    validate_schema(
+        schema,
+        st.reject_unknown_fields,
+        &request,
+        &[],
+        &mut errors,
+        0,
+    );
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(errors.answer())
+    }
 }
 
 /// The JSON body of a request, or Discord's answer to one it cannot read.
