@@ -16,11 +16,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("audit.toml", include_str!("../commands/audit.toml")),
     ("backup.toml", include_str!("../commands/backup.toml")),
     ("block-ip.toml", include_str!("../commands/block-ip.toml")),
-    (
-        "db-diagnostics.toml",
-        include_str!("../commands/db-diagnostics.toml"),
-    ),
+    ("backups.toml", include_str!("../commands/backups.toml")),
+    ("db.toml", include_str!("../commands/db.toml")),
     ("deploy.toml", include_str!("../commands/deploy.toml")),
+    ("deploys.toml", include_str!("../commands/deploys.toml")),
     ("disk.toml", include_str!("../commands/disk.toml")),
     (
         "disk-cleanup.toml",
@@ -33,6 +32,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("rollback.toml", include_str!("../commands/rollback.toml")),
     ("scale.toml", include_str!("../commands/scale.toml")),
     ("silence.toml", include_str!("../commands/silence.toml")),
+    ("stats.toml", include_str!("../commands/stats.toml")),
     ("status.toml", include_str!("../commands/status.toml")),
     ("unsilence.toml", include_str!("../commands/unsilence.toml")),
 ];

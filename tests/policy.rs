@@ -23,13 +23,15 @@ const ROLES: [&str; 7] = [
 
 /// Every command in commands/, as this table knows them. A new command must be added here,
 /// with its rule below.
-const COMMANDS: [&str; 17] = [
+const COMMANDS: [&str; 20] = [
     "ack",
     "audit",
     "backup",
+    "backups",
     "block-ip",
-    "db-diagnostics",
+    "db",
     "deploy",
+    "deploys",
     "disk",
     "disk-cleanup",
     "logs",
@@ -39,17 +41,21 @@ const COMMANDS: [&str; 17] = [
     "rollback",
     "scale",
     "silence",
+    "stats",
     "status",
     "unsilence",
 ];
 
 /// Commands that only read (risk "read" in commands/): they take no dry run and never need approval.
-const READS: [&str; 6] = [
+const READS: [&str; 9] = [
     "audit",
-    "db-diagnostics",
+    "backups",
+    "db",
+    "deploys",
     "disk",
     "logs",
     "oncall",
+    "stats",
     "status",
 ];
 
@@ -112,12 +118,12 @@ fn expected(
         "devops-lead" | "backend-lead" | "dba" | "security" | "cto"
     );
     let permitted = match command {
-        "logs" | "status" | "disk" => on_call_role,
+        "logs" | "status" | "stats" | "disk" | "deploys" => on_call_role,
         "oncall" => role.is_some(),
         "audit" => matches!(r, "devops-lead" | "security" | "cto"),
         "restart" | "scale" => matches!(r, "devops-lead" | "backend-lead"),
         "deploy" | "rollback" => r == "devops-lead" || (r == "backend-lead" && business),
-        "backup" | "db-diagnostics" | "restore" => matches!(r, "dba" | "devops-lead"),
+        "backup" | "backups" | "db" | "restore" => matches!(r, "dba" | "devops-lead"),
         "block-ip" => matches!(r, "security" | "devops-lead"),
         "disk-cleanup" => r == "devops-lead",
         "ack" | "silence" | "unsilence" => on_call_now,
