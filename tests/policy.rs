@@ -48,15 +48,7 @@ const COMMANDS: [&str; 20] = [
 
 /// Commands that only read (risk "read" in commands/): they take no dry run and never need approval.
 const READS: [&str; 9] = [
-    "audit",
-    "backups",
-    "db",
-    "deploys",
-    "disk",
-    "logs",
-    "oncall",
-    "stats",
-    "status",
+    "audit", "backups", "db", "deploys", "disk", "logs", "oncall", "stats", "status",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

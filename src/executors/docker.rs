@@ -2,10 +2,10 @@
 //! `/restart` and `/scale`: the changes runbot makes to them.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::format::{plural, short_duration, table};
 use super::redact::redact;
 use super::{reply, Ctx, Done, ExecError};
 use crate::commands::parse_duration;
@@ -70,14 +70,6 @@ pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     Ok(Done { reply: r, summary })
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 /// A fixed-width table: it stays readable in a code block on a phone.
 fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
     let replicas = |service: &str| containers.iter().filter(|c| c.service == service).count();
@@ -118,36 +110,6 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
         ]);
     }
     table(&rows)
-}
-
-/// Rows as left-aligned columns two spaces apart, for a code block.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// `45s`, `12m`, `3h 5m`, `4d 3h`.
-fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 /// `registry.example.com/team/backend:v1.2.3` → `backend:v1.2.3`: the tag is what matters.
@@ -627,6 +589,7 @@ pub async fn scale(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn replica_numbered(n: Option<u32>) -> Container {
         Container {

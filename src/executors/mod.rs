@@ -3,6 +3,7 @@
 
 pub mod alertmanager;
 pub mod docker;
+pub mod format;
 pub mod redact;
 
 use std::sync::Arc;
