@@ -392,6 +392,20 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Validates what a platform sent against the command's options: unknown options, missing
 /// required ones, types, choices, patterns, ranges, lengths. Defaults are filled in.
 pub fn parse_args(spec: &CommandSpec, raw: Vec<(String, RawValue)>) -> Result<Args, ArgError> {
+    parse(spec, raw, true)
+}
+
+/// Like [`parse_args`], but a missing required option is no error: for `runbot policy explain`
+/// and `policy test`, where a decision can be asked about without every argument.
+pub fn parse_some_args(spec: &CommandSpec, raw: Vec<(String, RawValue)>) -> Result<Args, ArgError> {
+    parse(spec, raw, false)
+}
+
+fn parse(
+    spec: &CommandSpec,
+    raw: Vec<(String, RawValue)>,
+    require: bool,
+) -> Result<Args, ArgError> {
     let mut args = Args::new();
     for (name, value) in raw {
         if name == "dry_run" && spec.takes_dry_run() {
@@ -424,7 +438,7 @@ pub fn parse_args(spec: &CommandSpec, raw: Vec<(String, RawValue)>) -> Result<Ar
             Some(toml::Value::Boolean(b)) => {
                 args.insert(o.name.clone(), Value::Boolean(*b));
             }
-            _ if o.required => {
+            _ if o.required && require => {
                 return Err(ArgError(format!(
                     "/{} needs {}: {}",
                     spec.name, o.name, o.description

@@ -1,7 +1,7 @@
 //! Cedar: the schema (the shipped `runbot.cedarschema` plus the roles and commands it is
 //! generated from), the policies of `runbot.cedar` checked against it, and evaluation.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail};
@@ -13,7 +13,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 use super::roles::Roles;
-use crate::commands::{Commands, Risk};
+use crate::commands::{Args, Commands, OptionKind, Risk, Value};
 
 pub const SCHEMA_FILE: &str = "policies/runbot.cedarschema";
 pub const POLICY_FILE: &str = "policies/runbot.cedar";
@@ -57,6 +57,9 @@ pub struct Situation<'a> {
     pub dry_run: bool,
     pub approver_roles: &'a [String],
     pub platform: &'a str,
+    /// The validated arguments, defaults included; `dry_run` among them is left out of
+    /// `context.args` (it is `context.dry_run`).
+    pub args: &'a Args,
 }
 
 /// What Cedar answered.
@@ -96,8 +99,43 @@ pub fn uid(ty: &str, id: &str) -> EntityUid {
     EntityUid::from_type_name_and_id(type_name(ty), EntityId::new(id))
 }
 
+/// The Cedar type of an option's validated value: what [`Value`] holds for that kind.
+fn cedar_type(kind: OptionKind) -> &'static str {
+    match kind {
+        OptionKind::Integer => "Long",
+        OptionKind::Boolean => "Bool",
+        OptionKind::String | OptionKind::Ip | OptionKind::Tag | OptionKind::Duration => "String",
+    }
+}
+
+/// Every option name across `commands/` and its Cedar type. `context.args` is one record for
+/// all commands, so a name must mean the same type everywhere.
+fn arg_types(commands: &Commands) -> anyhow::Result<BTreeMap<&str, &'static str>> {
+    // Name → (type, the first command that declares it), for the error.
+    let mut seen: BTreeMap<&str, (&'static str, &str)> = BTreeMap::new();
+    for c in commands.iter() {
+        for o in &c.options {
+            let ty = cedar_type(o.kind);
+            match seen.get(o.name.as_str()) {
+                Some((first_ty, first)) if *first_ty != ty => bail!(
+                    "commands/{first}.toml and commands/{}.toml both have an option {:?}, as {first_ty} and {ty} in Cedar: \
+                     context.args.{} can have only one type; rename one of them or give both the same type",
+                    c.name,
+                    o.name,
+                    o.name
+                ),
+                Some(_) => {}
+                None => {
+                    seen.insert(&o.name, (ty, &c.name));
+                }
+            }
+        }
+    }
+    Ok(seen.into_iter().map(|(n, (ty, _))| (n, ty)).collect())
+}
+
 /// The part of the schema that comes from `roles.toml` and `commands/`.
-fn generated_schema(roles: &Roles, commands: &Commands) -> String {
+fn generated_schema(roles: &Roles, commands: &Commands) -> anyhow::Result<String> {
     let quoted = |names: Vec<&str>| {
         names
             .iter()
@@ -110,6 +148,13 @@ fn generated_schema(roles: &Roles, commands: &Commands) -> String {
         quoted(roles.names().collect()),
         quoted(RISKS.iter().map(|r| r.as_str()).collect())
     );
+    // Every option is optional: a request holds only its own command's arguments. Names are
+    // quoted because options may contain `-`.
+    let args: Vec<String> = arg_types(commands)?
+        .into_iter()
+        .map(|(name, ty)| format!("{name:?}?: {ty}"))
+        .collect();
+    s.push_str(&format!("type Args = {{ {} }};\n", args.join(", ")));
     for c in commands.iter() {
         s.push_str(&format!(
             "action {:?} in [{:?}] appliesTo {{ principal: [User], resource: [Stack], context: Situation }};\n",
@@ -117,7 +162,7 @@ fn generated_schema(roles: &Roles, commands: &Commands) -> String {
             c.risk.as_str()
         ));
     }
-    s
+    Ok(s)
 }
 
 /// A Cedar error with the line it points at in `src` and its help, on one line each.
@@ -160,7 +205,7 @@ impl Engine {
     ) -> anyhow::Result<Engine> {
         let (shipped, _) = SchemaFragment::from_cedarschema_str(schema_src)
             .map_err(|e| anyhow!("{SCHEMA_FILE}: {}", render(&e, schema_src)))?;
-        let generated_src = generated_schema(roles, commands);
+        let generated_src = generated_schema(roles, commands)?;
         let (generated, _) = SchemaFragment::from_cedarschema_str(&generated_src).map_err(|e| {
             anyhow!(
                 "the schema generated from roles.toml and commands/: {}",
@@ -185,6 +230,38 @@ impl Engine {
         let actions = schema
             .action_entities()
             .map_err(|e| anyhow!("the schema's actions: {e}"))?;
+
+        // A policies folder copied before a context field was added (e.g. `args`) would refuse
+        // every request when deciding; say so now, with the fix.
+        if let Some(c) = commands.iter().next() {
+            let none = Args::new();
+            let sample = Situation {
+                severity: "none",
+                on_call: false,
+                business_hours: false,
+                weekend: false,
+                hour: 0,
+                dry_run: false,
+                approver_roles: &[],
+                platform: "cli",
+                args: &none,
+            };
+            let context = context(&sample).map_err(|e| anyhow!(e))?;
+            Request::new(
+                uid("User", "load-check"),
+                uid("Action", &c.name),
+                uid("Stack", "default"),
+                context,
+                Some(&schema),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "{SCHEMA_FILE}: `type Situation` does not match the context runbot sends ({e}); \
+                     it needs severity, on_call, business_hours, weekend, hour, dry_run, approver_roles, \
+                     platform and args: Args, as in the shipped file"
+                )
+            })?;
+        }
 
         let parsed = PolicySet::from_str(policy_src)
             .map_err(|e| anyhow!("{POLICY_FILE}: {}", render(&e, policy_src)))?;
@@ -340,45 +417,7 @@ impl Engine {
                 Some(&self.schema),
             )
             .map_err(|e| format!("the requester's entity: {e}"))?;
-        let role_set = s
-            .approver_roles
-            .iter()
-            .map(|r| RestrictedExpression::new_entity_uid(uid("Role", r)));
-        let context = Context::from_pairs([
-            (
-                "severity".to_string(),
-                RestrictedExpression::new_string(s.severity.to_string()),
-            ),
-            (
-                "on_call".to_string(),
-                RestrictedExpression::new_bool(s.on_call),
-            ),
-            (
-                "business_hours".to_string(),
-                RestrictedExpression::new_bool(s.business_hours),
-            ),
-            (
-                "weekend".to_string(),
-                RestrictedExpression::new_bool(s.weekend),
-            ),
-            (
-                "hour".to_string(),
-                RestrictedExpression::new_long(i64::from(s.hour)),
-            ),
-            (
-                "dry_run".to_string(),
-                RestrictedExpression::new_bool(s.dry_run),
-            ),
-            (
-                "approver_roles".to_string(),
-                RestrictedExpression::new_set(role_set),
-            ),
-            (
-                "platform".to_string(),
-                RestrictedExpression::new_string(s.platform.to_string()),
-            ),
-        ])
-        .map_err(|e| format!("the request's context: {e}"))?;
+        let context = context(s)?;
         let request = Request::new(
             user,
             uid("Action", command),
@@ -415,6 +454,64 @@ impl Engine {
     pub fn has_action(&self, command: &str) -> bool {
         self.actions.get(&uid("Action", command)).is_some()
     }
+}
+
+/// The request's context, as `type Situation` in the schema declares it.
+fn context(s: &Situation<'_>) -> Result<Context, String> {
+    let role_set = s
+        .approver_roles
+        .iter()
+        .map(|r| RestrictedExpression::new_entity_uid(uid("Role", r)));
+    let args = s
+        .args
+        .iter()
+        .filter(|(name, _)| *name != "dry_run")
+        .map(|(name, v)| {
+            let v = match v {
+                Value::Text(t) => RestrictedExpression::new_string(t.clone()),
+                Value::Integer(i) => RestrictedExpression::new_long(*i),
+                Value::Boolean(b) => RestrictedExpression::new_bool(*b),
+            };
+            (name.clone(), v)
+        });
+    let args = RestrictedExpression::new_record(args)
+        .map_err(|e| format!("the request's arguments: {e}"))?;
+    Context::from_pairs([
+        (
+            "severity".to_string(),
+            RestrictedExpression::new_string(s.severity.to_string()),
+        ),
+        (
+            "on_call".to_string(),
+            RestrictedExpression::new_bool(s.on_call),
+        ),
+        (
+            "business_hours".to_string(),
+            RestrictedExpression::new_bool(s.business_hours),
+        ),
+        (
+            "weekend".to_string(),
+            RestrictedExpression::new_bool(s.weekend),
+        ),
+        (
+            "hour".to_string(),
+            RestrictedExpression::new_long(i64::from(s.hour)),
+        ),
+        (
+            "dry_run".to_string(),
+            RestrictedExpression::new_bool(s.dry_run),
+        ),
+        (
+            "approver_roles".to_string(),
+            RestrictedExpression::new_set(role_set),
+        ),
+        (
+            "platform".to_string(),
+            RestrictedExpression::new_string(s.platform.to_string()),
+        ),
+        ("args".to_string(), args),
+    ])
+    .map_err(|e| format!("the request's context: {e}"))
 }
 
 /// Refuses a policy that names a role or action that does not exist, with the name at fault

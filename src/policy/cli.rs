@@ -1,5 +1,6 @@
 //! `runbot policy explain` and `runbot policy test`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
-use crate::commands::{Args, Commands, Value};
+use crate::commands::{parse_some_args, Args, Commands, RawValue, Value};
 use crate::config::Settings;
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,6 +54,22 @@ pub struct ExplainArgs {
     /// Roles of the people who approved so far, e.g. cto.
     #[arg(long, value_name = "ROLES", value_delimiter = ',')]
     pub approvals: Vec<String>,
+    /// One of the command's options, e.g. backup=backup_20261127_031500.sql.gz; repeat for
+    /// more. Checked as the command's file says; defaults fill the rest, as in chat. Policies
+    /// read them as context.args. Required options may be left out.
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
+    pub args: Vec<(String, String)>,
+}
+
+fn parse_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: write NAME=VALUE, e.g. backup=backup_20261127_031500.sql.gz"
+        )),
+    }
 }
 
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -121,11 +138,15 @@ struct Ask<'a> {
     at: DateTime<Utc>,
     dry_run: bool,
     approvals: &'a [String],
+    /// The command's options as given, before validation.
+    args: Vec<(String, RawValue)>,
 }
 
 struct Asked {
     from_file: Vec<String>,
     roles: Vec<String>,
+    /// The validated arguments the decision saw.
+    args: Args,
     decision: Decision,
 }
 
@@ -147,10 +168,17 @@ fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<
     let mut roles: Vec<String> = from_file.iter().chain(a.extra_roles).cloned().collect();
     roles.sort();
     roles.dedup();
-    let mut args = Args::new();
-    if spec.takes_dry_run() {
-        args.insert("dry_run".into(), Value::Boolean(a.dry_run));
+    let mut raw = a.args.clone();
+    if raw.iter().any(|(name, _)| name == "dry_run") {
+        anyhow::bail!(
+            "dry_run is not an option here: use --dry-run (dry_run = true in tests.toml)"
+        );
     }
+    if spec.takes_dry_run() {
+        raw.push(("dry_run".into(), RawValue::Boolean(a.dry_run)));
+    }
+    // The chat platforms' validation, so each value has the type the schema gives it.
+    let args = parse_some_args(spec, raw).map_err(|e| anyhow::anyhow!("/{}: {e}", spec.name))?;
     let decision = policies.decide(&PolicyRequest {
         who: &a.who,
         roles: &roles,
@@ -163,6 +191,7 @@ fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<
     Ok(Asked {
         from_file,
         roles,
+        args,
         decision,
     })
 }
@@ -191,6 +220,11 @@ fn explain(
             at,
             dry_run: args.dry_run,
             approvals: &args.approvals,
+            args: args
+                .args
+                .iter()
+                .map(|(k, v)| (k.clone(), RawValue::Text(v.clone())))
+                .collect(),
         },
     )?;
     let clock = policies.clock();
@@ -266,6 +300,16 @@ fn explain(
         clock.tz.name(),
         yes_no(moment.weekend)
     )?;
+    let given = shown_args(&asked.args);
+    writeln!(
+        out,
+        "args:     {}",
+        if given.is_empty() {
+            "none".to_string()
+        } else {
+            given
+        }
+    )?;
     if asked.decision.policies.is_empty() {
         writeln!(out, "policies: none (nothing permits it)")?;
     }
@@ -286,6 +330,19 @@ fn explain(
         writeln!(out, "{label:<9} {id}  {notes}")?;
     }
     Ok(0)
+}
+
+/// `context.args` as a person reads it: `backup="backup_…", tag="v1"`.
+fn shown_args(args: &Args) -> String {
+    args.iter()
+        .filter(|(name, _)| *name != "dry_run")
+        .map(|(name, v)| match v {
+            Value::Text(t) => format!("{name}={t:?}"),
+            Value::Integer(i) => format!("{name}={i}"),
+            Value::Boolean(b) => format!("{name}={b}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +373,9 @@ struct TestRow {
     /// Roles of the people who approved so far.
     #[serde(default)]
     approvals: Vec<String>,
+    /// The command's options, checked as in chat: `args = { backup = "backup_….sql.gz" }`.
+    #[serde(default)]
+    args: BTreeMap<String, toml::Value>,
     /// A user id looked up in roles.toml (with `platform`, default discord).
     user: Option<String>,
     platform: Option<String>,
@@ -353,7 +413,7 @@ fn test(
         let line = text[..row.span().start].matches('\n').count() + 1;
         let row_ref = row.get_ref();
         let label = format!(
-            "row {} (line {line}): roles [{}]{}, /{}, {}{}{}, at {}",
+            "row {} (line {line}): roles [{}]{}, /{}{}, {}{}{}, at {}",
             i + 1,
             row_ref.roles.join(", "),
             row_ref
@@ -362,6 +422,24 @@ fn test(
                 .map_or(String::new(), |u| format!(" + user {u}")),
             row_ref.command,
             row_ref.severity.as_deref().unwrap_or("no severity"),
+            if row_ref.args.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " {}",
+                    row_ref
+                        .args
+                        .iter()
+                        .map(|(k, v)| match v {
+                            toml::Value::String(t) => format!("{k}={t:?}"),
+                            toml::Value::Integer(i) => format!("{k}={i}"),
+                            toml::Value::Boolean(b) => format!("{k}={b}"),
+                            other => format!("{k}={other:?}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            },
             if row_ref.dry_run { ", dry run" } else { "" },
             if row_ref.approvals.is_empty() {
                 String::new()
@@ -401,6 +479,20 @@ fn check_row(
         user_id: row.user.clone().unwrap_or_else(|| "policy-test".into()),
         platform_roles: row.platform_roles.clone(),
     };
+    let mut args = Vec::new();
+    for (name, value) in &row.args {
+        let raw = match value {
+            toml::Value::String(s) => RawValue::Text(s.clone()),
+            toml::Value::Integer(i) => RawValue::Integer(*i),
+            toml::Value::Boolean(b) => RawValue::Boolean(*b),
+            other => {
+                return Err(format!(
+                    "args.{name}: {other:?} is not a string, integer or boolean"
+                ))
+            }
+        };
+        args.push((name.clone(), raw));
+    }
     let asked = ask(
         policies,
         commands,
@@ -412,6 +504,7 @@ fn check_row(
             at,
             dry_run: row.dry_run,
             approvals: &row.approvals,
+            args,
         },
     )
     .map_err(|e| format!("{e:#}"))?;

@@ -265,6 +265,7 @@ impl Policies {
                 dry_run,
                 approver_roles,
                 platform: &req.who.platform,
+                args: req.args,
             };
             engine.evaluate(&principal, &roles, name, &situation, with_approvals)
         };
