@@ -412,6 +412,16 @@ fn test(
     for (i, row) in table.tests.iter().enumerate() {
         let line = text[..row.span().start].matches('\n').count() + 1;
         let row_ref = row.get_ref();
+        let args: Vec<String> = row_ref
+            .args
+            .iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(t) => format!(" {k}={t:?}"),
+                toml::Value::Integer(i) => format!(" {k}={i}"),
+                toml::Value::Boolean(b) => format!(" {k}={b}"),
+                other => format!(" {k}={other:?}"),
+            })
+            .collect();
         let label = format!(
             "row {} (line {line}): roles [{}]{}, /{}{}, {}{}{}, at {}",
             i + 1,
@@ -421,25 +431,8 @@ fn test(
                 .as_ref()
                 .map_or(String::new(), |u| format!(" + user {u}")),
             row_ref.command,
+            args.concat(),
             row_ref.severity.as_deref().unwrap_or("no severity"),
-            if row_ref.args.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " {}",
-                    row_ref
-                        .args
-                        .iter()
-                        .map(|(k, v)| match v {
-                            toml::Value::String(t) => format!("{k}={t:?}"),
-                            toml::Value::Integer(i) => format!("{k}={i}"),
-                            toml::Value::Boolean(b) => format!("{k}={b}"),
-                            other => format!("{k}={other:?}"),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
-            },
             if row_ref.dry_run { ", dry run" } else { "" },
             if row_ref.approvals.is_empty() {
                 String::new()
