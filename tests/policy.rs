@@ -86,13 +86,14 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 /// The runbook's rules, written plainly: what a person holding `role` alone (None: no role)
-/// may do.
+/// may do. `backup`: the request names a backup to restore (`/rollback backup:…`).
 fn expected(
     role: Option<&str>,
     command: &str,
     sev: Option<Severity>,
     when: When,
     dry_run: bool,
+    backup: bool,
 ) -> Expect {
     let r = role.unwrap_or("");
     let business = when == When::BusinessHours;
@@ -129,7 +130,8 @@ fn expected(
         return Expect::Allow;
     }
     let mut eligible = BTreeSet::new();
-    if command == "restore" {
+    // Restoring the database, alone or as part of a rollback, needs a dba.
+    if command == "restore" || (command == "rollback" && backup) {
         eligible.insert("dba");
     }
     // Sev1: a change needs devops-lead or cto as well; acknowledging and lifting a silence are exempt.
@@ -173,11 +175,28 @@ struct Ask<'a> {
     at: DateTime<Utc>,
     dry_run: bool,
     approvals: &'a [&'a str],
+    /// Validated arguments, as the dispatcher passes them.
+    args: &'a [(&'a str, Value)],
+}
+
+const BACKUP: &str = "backup_20261127_031500.sql.gz";
+
+/// `/rollback`'s arguments with and without a backup; other commands' none.
+fn arg_sets(command: &str) -> Vec<Vec<(&'static str, Value)>> {
+    if command == "rollback" {
+        vec![vec![], vec![("backup", Value::Text(BACKUP.into()))]]
+    } else {
+        vec![vec![]]
+    }
 }
 
 fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
     let spec = c.get(a.command).unwrap();
-    let mut args = Args::new();
+    let mut args: Args = a
+        .args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     if spec.takes_dry_run() {
         args.insert("dry_run".into(), Value::Boolean(a.dry_run));
     }
@@ -247,26 +266,30 @@ fn every_role_command_severity_and_time_decides_as_the_runbook_says() {
                         if dry_run && READS.contains(&command) {
                             continue;
                         }
-                        let roles: Vec<&str> = role.into_iter().collect();
-                        let d = decide(
-                            &p,
-                            &c,
-                            &Ask {
-                                roles: &roles,
-                                command,
-                                severity: sev,
-                                at: when.at(),
-                                dry_run,
-                                approvals: &[],
-                            },
-                        );
-                        let want = expected(role, command, sev, when, dry_run);
-                        checked += 1;
-                        if effect_of(&d) != want {
-                            wrong.push(format!(
-                                "{role:?} /{command} {sev:?} {when:?} dry_run={dry_run}: expected {want:?}, got {:?}: {}",
-                                d.effect, d.reason
-                            ));
+                        for args in arg_sets(command) {
+                            let backup = args.iter().any(|(k, _)| *k == "backup");
+                            let roles: Vec<&str> = role.into_iter().collect();
+                            let d = decide(
+                                &p,
+                                &c,
+                                &Ask {
+                                    roles: &roles,
+                                    command,
+                                    severity: sev,
+                                    at: when.at(),
+                                    dry_run,
+                                    approvals: &[],
+                                    args: &args,
+                                },
+                            );
+                            let want = expected(role, command, sev, when, dry_run, backup);
+                            checked += 1;
+                            if effect_of(&d) != want {
+                                wrong.push(format!(
+                                    "{role:?} /{command} backup={backup} {sev:?} {when:?} dry_run={dry_run}: expected {want:?}, got {:?}: {}",
+                                    d.effect, d.reason
+                                ));
+                            }
                         }
                     }
                 }
@@ -287,7 +310,11 @@ fn an_eligible_approver_turns_needs_approval_into_allow_and_others_do_not() {
     let (p, c) = shipped();
     for role in ROLES {
         for command in COMMANDS {
-            for when in When::ALL {
+            for (when, args) in When::ALL
+                .into_iter()
+                .flat_map(|w| arg_sets(command).into_iter().map(move |a| (w, a)))
+            {
+                let backup = args.iter().any(|(k, _)| *k == "backup");
                 let ask = |approvals: &[&str]| {
                     decide(
                         &p,
@@ -299,6 +326,7 @@ fn an_eligible_approver_turns_needs_approval_into_allow_and_others_do_not() {
                             at: when.at(),
                             dry_run: false,
                             approvals,
+                            args: &args,
                         },
                     )
                 };
@@ -315,8 +343,9 @@ fn an_eligible_approver_turns_needs_approval_into_allow_and_others_do_not() {
                         "{role} /{command} approved by {other}"
                     );
                 }
-                // The roles of restore-on-Sev1 need one approval each; the others one in all.
-                let needs_both = command == "restore";
+                // The roles of restore-on-Sev1 (and of rollback with a backup) need one
+                // approval each; the others one in all.
+                let needs_both = command == "restore" || (command == "rollback" && backup);
                 for approver in &eligible {
                     let after = ask(&[approver.as_str()]);
                     if needs_both {
@@ -364,6 +393,7 @@ fn each_kind_of_refusal_says_what_is_needed_and_what_the_person_has() {
                 at,
                 dry_run: false,
                 approvals,
+                args: &[],
             },
         )
     };
@@ -454,6 +484,57 @@ fn each_kind_of_refusal_says_what_is_needed_and_what_the_person_has() {
         "/deploy allowed: devops-lead; you hold devops-lead"
     );
     assert_eq!(d.policies, ["deploy-rollback-devops-lead"]);
+}
+
+#[test]
+fn a_rollback_with_a_backup_needs_a_dba_and_says_so() {
+    let (p, c) = shipped();
+    let backup = [("backup", Value::Text(BACKUP.into()))];
+    let ask = |severity, args: &[(&str, Value)], approvals: &[&str]| {
+        decide(
+            &p,
+            &c,
+            &Ask {
+                roles: &["devops-lead"],
+                command: "rollback",
+                severity,
+                at: When::WeekendNight.at(),
+                dry_run: false,
+                approvals,
+                args,
+            },
+        )
+    };
+    let d = ask(None, &backup, &[]);
+    assert_eq!(
+        d.reason,
+        "/rollback with a backup to restore needs a dba's approval"
+    );
+    assert_eq!(d.policies, ["rollback-restore-dba-approval"]);
+    assert_eq!(
+        d.effect,
+        Effect::NeedsApproval {
+            eligible: vec!["dba".into()]
+        }
+    );
+    let d = ask(None, &backup, &["dba"]);
+    assert_eq!(d.effect, Effect::Allow);
+    assert!(d.reason.ends_with("approved by dba"), "{}", d.reason);
+
+    // A tag alone is the plain rollback.
+    let d = ask(None, &[("tag", Value::Text("v1".into()))], &[]);
+    assert_eq!(d.effect, Effect::Allow, "{}", d.reason);
+
+    // On a Sev1 both forbids stand, each named.
+    let d = ask(Some(Severity::Sev1), &backup, &[]);
+    assert_eq!(
+        d.reason,
+        "/rollback with a backup to restore needs a dba's approval, and on a Sev1 group needs a second person's approval: devops-lead or cto"
+    );
+    assert_eq!(
+        d.policies,
+        ["rollback-restore-dba-approval", "sev1-second-approver"]
+    );
 }
 
 /// A copy of the shipped policies in a folder, with `change` applied to one file.
@@ -563,6 +644,19 @@ fn bad_roles_and_policy_files_are_refused_with_the_place_and_the_fix() {
     });
     let e = load_error(dir.path());
     assert!(e.contains("declares action \"reboot\""), "{e}");
+
+    // A policies folder copied before context.args existed.
+    let dir = policies_with("runbot.cedarschema", |t| {
+        let start = t.find("  // The command's validated arguments").unwrap();
+        let end = t.find("  args: Args,\n").unwrap() + "  args: Args,\n".len();
+        format!("{}{}", &t[..start], &t[end..])
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("`type Situation` does not match the context runbot sends")
+            && e.contains("args: Args"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -583,22 +677,17 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
             at: When::BusinessHours.at(),
             dry_run: false,
             approvals: &[],
+            args: &[],
         },
     );
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.reason, "/deploy is frozen until the release on Friday");
     assert_eq!(d.policies, ["release-freeze"]);
 
-    let cmds = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir("commands").unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, cmds.path().join(path.file_name().unwrap())).unwrap();
-    }
-    std::fs::write(
-        cmds.path().join("purge.toml"),
+    let cmds = commands_with(
+        "purge.toml",
         "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n",
-    )
-    .unwrap();
+    );
     let commands = Commands::load(Some(cmds.path())).unwrap();
     let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
     let d = decide(
@@ -611,6 +700,7 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
             at: When::BusinessHours.at(),
             dry_run: false,
             approvals: &[],
+            args: &[],
         },
     );
     assert_eq!(d.effect, Effect::Deny);
@@ -618,6 +708,133 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
         d.reason,
         "/purge is granted to no one in policies/runbot.cedar; you hold devops-lead"
     );
+}
+
+#[test]
+fn a_policy_can_read_any_argument_with_its_type() {
+    let dir = policies_with("runbot.cedar", |t| {
+        t + "\n@id(\"nginx-by-hand\")\n@reason(\"of nginx is done by the nginx reload, not by hand\")\n\
+             forbid (principal, action == Action::\"restart\", resource)\n\
+             when { context.args has service && context.args.service == \"nginx\" };\n\
+             @id(\"scale-wide-cto\")\n@approval(\"cto\")\n@reason(\"to more than 5 replicas needs the cto's approval\")\n\
+             forbid (principal, action == Action::\"scale\", resource)\n\
+             when { context.args has replicas && context.args.replicas > 5 }\n\
+             unless { context.approver_roles.contains(Role::\"cto\") };\n"
+    });
+    let commands = Commands::load(None).unwrap();
+    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let ask = |command, args: &[(&str, Value)]| {
+        decide(
+            &p,
+            &commands,
+            &Ask {
+                roles: &["devops-lead"],
+                command,
+                severity: None,
+                at: When::BusinessHours.at(),
+                dry_run: false,
+                approvals: &[],
+                args,
+            },
+        )
+    };
+    let text = |s: &str| Value::Text(s.into());
+
+    let d = ask("restart", &[("service", text("nginx"))]);
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(
+        d.reason,
+        "/restart of nginx is done by the nginx reload, not by hand"
+    );
+    assert_eq!(d.policies, ["nginx-by-hand"]);
+    assert_eq!(
+        ask("restart", &[("service", text("worker"))]).effect,
+        Effect::Allow
+    );
+
+    // Integers are Longs: compared as numbers.
+    let d = ask(
+        "scale",
+        &[("service", text("worker")), ("replicas", Value::Integer(8))],
+    );
+    assert_eq!(
+        d.effect,
+        Effect::NeedsApproval {
+            eligible: vec!["cto".into()]
+        },
+        "{}",
+        d.reason
+    );
+    let d = ask(
+        "scale",
+        &[("service", text("worker")), ("replicas", Value::Integer(3))],
+    );
+    assert_eq!(d.effect, Effect::Allow, "{}", d.reason);
+
+    // A policy that reads an argument with the wrong type does not load.
+    let dir = policies_with("runbot.cedar", |t| {
+        t + "\n@id(\"odd\")\n@reason(\"x\")\n\
+             forbid (principal, action == Action::\"scale\", resource)\n\
+             when { context.args has replicas && context.args.replicas == \"8\" };\n"
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("does not match policies/runbot.cedarschema"),
+        "{e}"
+    );
+}
+
+/// The shipped commands in a folder, with one more file.
+fn commands_with(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("commands").unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join(file), text).unwrap();
+    dir
+}
+
+#[test]
+fn two_commands_may_share_an_option_name_only_with_the_same_type() {
+    let purge = "name = \"purge\"\ndescription = \"Purge a service's cache\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n\n\
+                 [[options]]\nname = \"service\"\ndescription = \"Which\"\ntype = \"integer\"\n";
+    let cmds = commands_with("purge.toml", purge);
+    let commands = Commands::load(Some(cmds.path())).unwrap();
+    let e = format!(
+        "{:#}",
+        Policies::load_from(None, &PolicySettings::default(), &commands).unwrap_err()
+    );
+    assert!(
+        e.contains("commands/logs.toml and commands/purge.toml both have an option \"service\", as String and Long"),
+        "{e}"
+    );
+
+    // The same type is fine; so is a name with a dash, read with [\"…\"].
+    let purge = purge.replace("type = \"integer\"", "type = \"string\"")
+        + "\n[[options]]\nname = \"max-age\"\ndescription = \"Older than\"\ntype = \"duration\"\n";
+    let cmds = commands_with("purge.toml", &purge);
+    let commands = Commands::load(Some(cmds.path())).unwrap();
+    let dir = policies_with("runbot.cedar", |t| {
+        t + "\n@id(\"purge-old\")\n@grants(\"anyone, for old entries\")\n\
+             permit (principal, action == Action::\"purge\", resource)\n\
+             when { context.args has \"max-age\" && context.args[\"max-age\"] == \"7d\" };\n"
+    });
+    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let d = decide(
+        &p,
+        &commands,
+        &Ask {
+            roles: &["viewer"],
+            command: "purge",
+            severity: None,
+            at: When::BusinessHours.at(),
+            dry_run: false,
+            approvals: &[],
+            args: &[("max-age", Value::Text("7d".into()))],
+        },
+    );
+    assert_eq!(d.effect, Effect::Allow, "{}", d.reason);
 }
 
 #[test]
@@ -739,6 +956,94 @@ fn policy_explain_prints_the_effect_reason_roles_and_policies() {
 }
 
 #[test]
+fn policy_explain_takes_arguments_checked_as_in_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let explain = |extra: &[&str]| {
+        let out = runbot(dir.path())
+            .args([
+                "policy",
+                "explain",
+                "--user",
+                "ops",
+                "--platform",
+                "cli",
+                "--roles",
+                "devops-lead",
+                "--command",
+                "rollback",
+                "--at",
+                "2026-11-28T03:00:00Z",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let (code, stdout, stderr) =
+        explain(&["--arg", "tag=v1", "--arg", &format!("backup={BACKUP}")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for want in [
+        "effect:   needs approval from one of: dba",
+        "reason:   /rollback with a backup to restore needs a dba's approval",
+        &format!("args:     backup=\"{BACKUP}\", tag=\"v1\""),
+        "rollback-restore-dba-approval  @approval(\"dba\")",
+    ] {
+        assert!(stdout.contains(want), "{want}\n---\n{stdout}");
+    }
+
+    let (code, stdout, _) = explain(&["--arg", "tag=v1"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("effect:   allow"), "{stdout}");
+    assert!(stdout.contains("args:     tag=\"v1\""), "{stdout}");
+    let (_, stdout, _) = explain(&[]);
+    assert!(stdout.contains("args:     none"), "{stdout}");
+
+    // The command's own checks: its pattern, its options, NAME=VALUE.
+    let (code, _, stderr) = explain(&["--arg", "backup=../etc/passwd"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("/rollback: backup: \"../etc/passwd\" is not in the expected form"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = explain(&["--arg", "service=nginx"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("/rollback has no option \"service\""),
+        "{stderr}"
+    );
+    let (code, _, stderr) = explain(&["--arg", "backup"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("write NAME=VALUE"), "{stderr}");
+
+    // Values take the option's type: an integer is a number, and defaults are filled in.
+    let out = runbot(dir.path())
+        .args([
+            "policy",
+            "explain",
+            "--user",
+            "ops",
+            "--roles",
+            "dba",
+            "--command",
+            "logs",
+            "--arg",
+            "service=postgres",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("args:     service=\"postgres\", tail=100"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn policy_test_passes_the_shipped_table_and_names_a_wrong_row() {
     let dir = tempfile::tempdir().unwrap();
     let out = runbot(dir.path())
@@ -775,6 +1080,41 @@ fn policy_test_passes_the_shipped_table_and_names_a_wrong_row() {
         "{stdout}"
     );
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+
+    // Rows' args are checked as in chat, and named when a row fails.
+    std::fs::write(
+        &table,
+        format!(
+            "tests = [\n\
+             {{ roles = [\"devops-lead\"], command = \"rollback\", at = \"2026-11-28T03:00:00Z\", args = {{ backup = \"{BACKUP}\" }}, expect = \"allow\" }},\n\
+             {{ roles = [\"devops-lead\"], command = \"rollback\", at = \"2026-11-28T03:00:00Z\", args = {{ backup = \"latest\" }}, expect = \"allow\" }},\n\
+             {{ roles = [\"devops-lead\"], command = \"rollback\", at = \"2026-11-28T03:00:00Z\", args = {{ tag = \"v2\" }}, expect = \"allow\" }},\n\
+             ]\n"
+        ),
+    )
+    .unwrap();
+    let out = runbot(dir.path())
+        .args(["policy", "test", "--file"])
+        .arg(&table)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "FAIL row 1 (line 2): roles [devops-lead], /rollback backup=\"{BACKUP}\", no severity"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected allow, got approval: /rollback with a backup to restore needs a dba's approval"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/rollback: backup: \"latest\" is not in the expected form"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 2 failed"), "{stdout}");
 }
 
 #[test]
