@@ -535,6 +535,20 @@ mod tests {
     }
 
     #[test]
+    fn some_args_are_checked_and_defaulted_but_none_is_required() {
+        let c = Commands::load(None).unwrap();
+        let logs = c.get("logs").unwrap();
+        let args = parse_some_args(logs, vec![]).unwrap();
+        assert_eq!(args["tail"], Value::Integer(100));
+        assert!(!args.contains_key("service"));
+        assert!(parse_some_args(logs, text(&[("tail", "ten")]))
+            .unwrap_err()
+            .0
+            .contains("whole number"));
+        assert!(parse_args(logs, vec![]).is_err(), "chat still insists");
+    }
+
+    #[test]
     fn a_bad_command_file_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::rig::{backend, cto, developer, devops, person, Edits, Rig};
+use common::rig::{backend, cto, developer, devops, person, Capture, Edits, Rig};
 use common::{Alertmanager, Db, BOTH};
 use runbot::audit::Step;
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
-use runbot::invocation::{Actor, Answer, Clock};
+use runbot::invocation::{Actor, Answer, Clock, Origin, Request};
 use serde_json::Value;
 
 /// Who asks, the command, its options, the audit step and what the answer says.
@@ -636,4 +636,102 @@ async fn skip(by: Duration) {
     tokio::time::pause();
     tokio::time::advance(by).await;
     tokio::time::resume();
+}
+
+/// The dispatcher decides with the request's arguments: `/rollback` with a backup restores the
+/// database too, so it asks for a dba (and, re-deciding after each approval, still does);
+/// without one it is the plain confirmation.
+#[tokio::test]
+async fn a_rollback_with_a_backup_waits_for_a_dba_and_without_one_asks_to_confirm() {
+    const BACKUP: &str = "backup_20261127_031500.sql.gz";
+    for db in BOTH {
+        let rig = Rig::new(db, &[], system()).await;
+        let edits = Arc::new(Edits::default());
+        let asked = rig
+            .ask(
+                devops(),
+                "rollback",
+                &[("tag", text("v1")), ("backup", text(BACKUP))],
+                &edits,
+            )
+            .await;
+        let prompt = message(&asked).clone();
+        assert!(!prompt.ephemeral, "approvers must see it");
+        assert!(
+            prompt
+                .text
+                .contains("/rollback with a backup to restore needs a dba's approval")
+                && prompt.text.contains("An approver must hold dba and"),
+            "{}",
+            prompt.text
+        );
+        let approve = button(&prompt, "Approve");
+        let unfit = rig.click(cto(), &approve, &edits).await;
+        assert!(
+            message(&unfit)
+                .text
+                .contains("Only someone who holds dba can approve this request; you hold cto"),
+            "{unfit:?}"
+        );
+
+        let asked = rig
+            .ask(devops(), "rollback", &[("tag", text("v1"))], &edits)
+            .await;
+        let prompt = message(&asked).clone();
+        assert!(prompt.ephemeral);
+        assert!(
+            prompt.text.contains("/rollback") && prompt.text.contains("Confirm within"),
+            "{}",
+            prompt.text
+        );
+        button(&prompt, "Confirm");
+
+        // On a Sev1 a cto's approval lifts only the Sev1 rule: the re-decision still sees the
+        // backup and waits for a dba.
+        let group = rig.group("APIDown", "sev1").await;
+        let request = Request::Command {
+            actor: devops(),
+            command: "rollback".into(),
+            args: vec![("tag".into(), text("v1")), ("backup".into(), text(BACKUP))],
+            origin: Origin {
+                channel_id: Some("300000000000000001".into()),
+                group_id: Some(group),
+                ..Origin::default()
+            },
+        };
+        let asked = rig
+            .dispatcher
+            .handle(request, Arc::new(Capture(edits.clone())))
+            .await;
+        let prompt = message(&asked).clone();
+        assert!(
+            prompt
+                .text
+                .contains("needs a dba's approval, and on a Sev1 group"),
+            "{}",
+            prompt.text
+        );
+        let approved = rig.click(cto(), &button(&prompt, "Approve"), &edits).await;
+        let Answer::Update(r) = &approved else {
+            panic!("{approved:?}")
+        };
+        assert!(
+            r.text
+                .contains("Approved by Carla; it still needs someone who holds dba."),
+            "{}",
+            r.text
+        );
+        let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Requested,
+                Step::Denied,
+                Step::Requested,
+                Step::Requested,
+                Step::Approved
+            ],
+            "nothing started, on {db:?}"
+        );
+    }
 }

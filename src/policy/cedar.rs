@@ -576,3 +576,27 @@ fn covered(p: &cedar_policy::Policy, commands: &Commands, actions: &Entities) ->
         .map(|c| c.name.clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_typed_from_the_option_kinds_of_every_command() {
+        let commands = Commands::load(None).unwrap();
+        let types = arg_types(&commands).unwrap();
+        assert_eq!(types["backup"], "String");
+        assert_eq!(types["tag"], "String");
+        assert_eq!(types["ip"], "String");
+        assert_eq!(types["duration"], "String");
+        assert_eq!(types["replicas"], "Long");
+        assert_eq!(types["tail"], "Long");
+        assert!(!types.contains_key("dry_run"), "dry_run is context.dry_run");
+        let roles = Roles::parse(crate::policy::EMBEDDED_ROLES).unwrap();
+        let schema = generated_schema(&roles, &commands).unwrap();
+        assert!(
+            schema.contains("type Args = { \"backup\"?: String, "),
+            "{schema}"
+        );
+    }
+}
