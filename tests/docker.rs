@@ -1,4 +1,4 @@
-//! `/status`, `/logs`, `/restart` and `/scale` against a real Docker engine (the one scripts/test starts, with the
+//! `/status`, `/stats`, `/logs`, `/restart` and `/scale` against a real Docker engine (the one scripts/test starts, with the
 //! images of scripts/test-images). Each test makes its own docker-compose project: containers
 //! with compose's labels, created through the engine's API, then runs the commands through
 //! the real dispatcher and checks the answers against what the engine runs.
@@ -605,6 +605,93 @@ async fn long_logs_show_the_newest_lines_that_fit_one_discord_message() {
         content.starts_with(&reply.text) && content.contains(&format!("```\n{}\n", lines[0])),
         "nothing was cut by the adapter: {content}"
     );
+}
+
+#[tokio::test]
+async fn stats_show_cpu_memory_against_the_limit_and_pids_of_each_container() {
+    let p = Project::new().await;
+    // A busy loop limited to 64 MiB. This engine (cgroup v1) reports CPU, memory and PIDs.
+    p.run("backend", "runbot-test/worker:v1", 1, |c| {
+        c.cmd = Some(vec!["sh".into(), "-c".into(), "while :; do :; done".into()]);
+        c.host_config.as_mut().unwrap().memory = Some(64 << 20);
+    })
+    .await;
+    p.run("worker", "runbot-test/worker:v1", 1, |_| {}).await;
+    p.run("worker", "runbot-test/worker:v1", 2, |_| {}).await;
+    let beat = p
+        .run("beat", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec!["sh".into(), "-c".into(), "exit 0".into()]);
+        })
+        .await;
+    p.wait_until(&beat, "exited", |i| {
+        i.state.as_ref().and_then(|s| s.running) == Some(false)
+    })
+    .await;
+    let rig = rig_on(&p).await;
+
+    let all = run(&rig, "stats", &[]).await;
+    let rows = table(&all);
+    assert_eq!(
+        rows[0],
+        ["SERVICE", "STATE", "CPU", "%", "MEM", "USAGE", "LIMIT", "MEM", "%", "PIDS"]
+    );
+    let percent = |s: &str| -> f64 {
+        s.strip_suffix('%')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a percentage: {s}"))
+    };
+    let backend = row(&rows, "backend");
+    assert_eq!(backend[1], "running");
+    assert!(percent(&backend[2]) > 10.0, "a busy loop: {backend:?}");
+    assert_eq!(
+        backend[4], "64MiB",
+        "the container's own limit: {backend:?}"
+    );
+    assert!(percent(&backend[5]) < 100.0, "{backend:?}");
+    assert_eq!(backend[6], "1", "one process: {backend:?}");
+    for name in ["worker-1", "worker-2"] {
+        let w = row(&rows, name);
+        assert_eq!(w[1], "running");
+        assert_ne!(w[4], "64MiB", "no limit: the host's memory: {w:?}");
+        assert!(w[6].parse::<u64>().unwrap() >= 1, "{w:?}");
+        assert!(percent(&w[2]) < 50.0, "an idle worker: {w:?}");
+    }
+    assert_eq!(
+        row(&rows, "beat"),
+        ["beat", "exited", "(0)", "-", "-", "-", "-", "-"],
+        "stopped: no numbers"
+    );
+    assert!(
+        all.text
+            .contains(&format!("📊 **{}**: 4 containers, 3 running; CPU ", p.name)),
+        "{}",
+        all.text
+    );
+    assert!(!all.text.contains("no cgroup figures"), "{}", all.text);
+    let (step, _, summary) = last_audit(&rig).await;
+    assert_eq!(step, Step::Succeeded);
+    assert!(
+        summary
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("4 containers, 3 running; CPU "),
+        "{summary:?}"
+    );
+
+    let workers = run(&rig, "stats", &[("service", text("worker"))]).await;
+    let names: Vec<String> = table(&workers)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(names, ["worker-1", "worker-2"]);
+
+    let unknown = run(&rig, "stats", &[("service", text("redis"))]).await;
+    assert!(
+        unknown.text.contains(&format!(
+            "no service redis in project {}; known: backend, beat, worker",
+            p.name
+        )),
+        "{}",
+        unknown.text
+    );
+    assert_eq!(unknown.code_block, None);
 }
 
 #[tokio::test]

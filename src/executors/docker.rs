@@ -1,15 +1,15 @@
-//! `/status` and `/logs`: what the stack's containers are doing, read from the Docker engine;
-//! `/restart` and `/scale`: the changes runbot makes to them.
+//! `/status`, `/stats` and `/logs`: what the stack's containers are doing, read from the Docker
+//! engine; `/restart` and `/scale`: the changes runbot makes to them.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::format::{plural, short_duration, table};
+use super::format::{bytes, percent, plural, short_duration, table};
 use super::redact::redact;
 use super::{reply, Ctx, Done, ExecError};
 use crate::commands::parse_duration;
-use crate::docker::{Container, Docker, LogLine, LogQuery};
+use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;
@@ -70,9 +70,149 @@ pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     Ok(Done { reply: r, summary })
 }
 
+/// `backend`, or `backend-2` when the service runs several replicas.
+fn display_name(c: &Container, containers: &[Container]) -> String {
+    let replicas = containers.iter().filter(|x| x.service == c.service).count();
+    match c.number {
+        Some(n) if replicas > 1 => format!("{}-{n}", c.service),
+        _ => c.service.clone(),
+    }
+}
+
+/// `/stats [service]`: CPU, memory and PIDs of each container, as `docker stats --no-stream`.
+pub async fn stats(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let containers = match ctx.text("service") {
+        Some(service) => docker.service(service).await?,
+        None => docker.containers().await?,
+    };
+    let project = docker.project();
+    if containers.is_empty() {
+        return Ok(Done {
+            reply: reply(
+                format!(
+                    "Project **{project}** has no containers on Docker at {} (is docker.project right?).",
+                    docker.host()
+                ),
+                true,
+            ),
+            summary: "no containers".into(),
+        });
+    }
+    // All at once: the engine takes about 2 s per sample, so one after another would not fit
+    // in docker.timeout_secs for a stack of any size.
+    let samples = futures_util::future::join_all(containers.iter().map(|c| async move {
+        if c.is_running() {
+            Some(docker.usage(&c.id).await)
+        } else {
+            None
+        }
+    }))
+    .await;
+    let (body, notes, totals) = stats_table(&containers, &samples);
+    let running = containers.iter().filter(|c| c.is_running()).count();
+    let mut summary = format!(
+        "{} container{}, {running} running",
+        containers.len(),
+        plural(containers.len())
+    );
+    if let Some(cpu) = totals.cpu_percent {
+        summary.push_str(&format!("; CPU {} in all", percent(cpu)));
+    }
+    if let Some(memory) = totals.memory {
+        summary.push_str(&format!(", memory {} in all", bytes(memory)));
+    }
+    let mut text = format!("📊 **{project}**: {summary}.");
+    for note in &notes {
+        text.push('\n');
+        text.push_str(note);
+    }
+    let mut r = reply(text, true);
+    r.code_block = Some(body);
+    Ok(Done { reply: r, summary })
+}
+
+/// The table, notes on figures it lacks (each said once), and the sums of what it has.
+fn stats_table(
+    containers: &[Container],
+    samples: &[Option<Result<Option<Usage>, DockerError>>],
+) -> (String, Vec<String>, Usage) {
+    let dash = || "-".to_string();
+    let mut rows = vec![[
+        "SERVICE".to_string(),
+        "STATE".into(),
+        "CPU %".into(),
+        "MEM USAGE".into(),
+        "LIMIT".into(),
+        "MEM %".into(),
+        "PIDS".into(),
+    ]];
+    let mut no_cgroup = Vec::new();
+    let mut gone = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut totals = Usage::default();
+    for (c, sample) in containers.iter().zip(samples) {
+        let name = display_name(c, containers);
+        let state = match c.exit_code {
+            Some(code) => format!("{} ({code})", c.state),
+            None => c.state.clone(),
+        };
+        let usage = match sample {
+            // Not running: nothing to measure, and the state says why.
+            None => None,
+            Some(Ok(Some(u))) => {
+                if u.is_empty() {
+                    no_cgroup.push(name.clone());
+                }
+                Some(*u)
+            }
+            Some(Ok(None)) => {
+                gone.push(name.clone());
+                None
+            }
+            Some(Err(e)) => {
+                failed.push((name.clone(), e.to_string()));
+                None
+            }
+        };
+        let u = usage.unwrap_or_default();
+        if let Some(cpu) = u.cpu_percent {
+            *totals.cpu_percent.get_or_insert(0.0) += cpu;
+        }
+        if let Some(m) = u.memory {
+            *totals.memory.get_or_insert(0) += m;
+        }
+        rows.push([
+            name,
+            state,
+            u.cpu_percent.map(percent).unwrap_or_else(dash),
+            u.memory.map(bytes).unwrap_or_else(dash),
+            u.memory_limit.map(bytes).unwrap_or_else(dash),
+            u.memory_percent().map(percent).unwrap_or_else(dash),
+            u.pids.map(|p| p.to_string()).unwrap_or_else(dash),
+        ]);
+    }
+    let mut notes = Vec::new();
+    if !no_cgroup.is_empty() {
+        notes.push(format!(
+            "`-`: the engine reports no cgroup figures for {} (rootless Docker without cgroup delegation, or the cgroup controllers are not enabled on the host).",
+            no_cgroup.join(", ")
+        ));
+    }
+    if !gone.is_empty() {
+        notes.push(format!(
+            "{} went away while being measured.",
+            gone.join(", ")
+        ));
+    }
+    if let Some((_, first)) = failed.first() {
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        notes.push(format!("No figures for {}: {first}.", names.join(", ")));
+    }
+    (table(&rows), notes, totals)
+}
+
 /// A fixed-width table: it stays readable in a code block on a phone.
 fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
-    let replicas = |service: &str| containers.iter().filter(|c| c.service == service).count();
     let mut rows = vec![[
         "SERVICE".to_string(),
         "STATE".into(),
@@ -82,10 +222,7 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
         "RESTARTS".into(),
     ]];
     for c in containers {
-        let name = match c.number {
-            Some(n) if replicas(&c.service) > 1 => format!("{}-{n}", c.service),
-            _ => c.service.clone(),
-        };
+        let name = display_name(c, containers);
         let state = match c.exit_code {
             Some(code) => format!("{} ({code})", c.state),
             None => c.state.clone(),
@@ -627,6 +764,51 @@ mod tests {
         assert!(refuse_count("backend", 11).unwrap().contains("at most 10"));
         assert_eq!(refuse_count("backend", 1), None);
         assert_eq!(refuse_count("backend", 10), None);
+    }
+
+    #[test]
+    fn stats_show_dashes_not_zeros_and_say_why_once() {
+        let mut cs: Vec<Container> = [1, 2, 3].map(|n| replica_numbered(Some(n))).into();
+        cs[2].state = "exited".into();
+        cs[2].exit_code = Some(137);
+        let full = Usage {
+            cpu_percent: Some(12.5),
+            memory: Some(540 << 10),
+            memory_limit: Some(64 << 20),
+            pids: Some(3),
+        };
+        let samples = vec![Some(Ok(Some(full))), Some(Ok(Some(Usage::default()))), None];
+        let (body, notes, totals) = stats_table(&cs, &samples);
+        let rows: Vec<Vec<&str>> = body
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[1],
+            [
+                "backend-1",
+                "running",
+                "12.50%",
+                "540KiB",
+                "64MiB",
+                "0.82%",
+                "3"
+            ]
+        );
+        assert_eq!(rows[2], ["backend-2", "running", "-", "-", "-", "-", "-"]);
+        assert_eq!(
+            rows[3],
+            ["backend-3", "exited", "(137)", "-", "-", "-", "-", "-"]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("no cgroup figures for backend-2"),
+            "{notes:?}"
+        );
+        assert_eq!(
+            (totals.cpu_percent, totals.memory),
+            (Some(12.5), Some(540 << 10))
+        );
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Executors {
             "policy.oncall" => Ok(self.oncall(ctx)),
             "audit.recent" => self.audit_recent(ctx).await,
             "docker.status" => docker::status(self.docker()?, ctx).await,
+            "docker.stats" => docker::stats(self.docker()?, ctx).await,
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
             "docker.restart" => docker::restart(self.docker()?, ctx).await,
             "docker.scale" => docker::scale(self.docker()?, ctx).await,
