@@ -594,11 +594,13 @@ async fn long_logs_show_the_newest_lines_that_fit_one_discord_message() {
     );
     assert!(
         reply.text.contains(&format!(
-            "Logs of **backend** (tail 5000): 3000 lines; the last {shown} fit here."
+            "Logs of **backend** (tail 5000): last {shown} of 3000 lines shown; all 3000 attached."
         )),
         "{}",
         reply.text
     );
+    let file = reply.attachment.as_ref().expect("the rest is attached");
+    assert_eq!(String::from_utf8_lossy(&file.content).lines().count(), 3000);
     let content = discord_content(&reply);
     assert!(content.chars().count() <= 2000, "{}", content.len());
     assert!(
@@ -692,6 +694,103 @@ async fn stats_show_cpu_memory_against_the_limit_and_pids_of_each_container() {
         unknown.text
     );
     assert_eq!(unknown.code_block, None);
+}
+
+/// The lines of an attached file.
+fn attached_lines(reply: &Reply) -> Vec<String> {
+    let file = reply
+        .attachment
+        .as_ref()
+        .unwrap_or_else(|| panic!("no attachment in {reply:?}"));
+    String::from_utf8(file.content.clone())
+        .expect("UTF-8 text")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_that_do_not_fit_attach_every_matched_line_with_secrets_masked() {
+    let p = Project::new().await;
+    let noisy = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"i=0; while [ $i -lt 1000 ]; do echo "req $i user=ana password=hunter2$i"; echo "tick $i"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&noisy, "tick 999").await;
+    let rig = rig_on(&p).await;
+
+    let reply = run(
+        &rig,
+        "logs",
+        &[
+            ("service", text("backend")),
+            ("tail", RawValue::Integer(5000)),
+            ("grep", text("user=ana")),
+        ],
+    )
+    .await;
+    let shown = block_lines(&reply);
+    let n = shown.len();
+    assert!(n > 20 && n < 100, "about 2,000 characters of lines: {n}");
+    assert_eq!(
+        shown.last(),
+        Some(&"req 999 user=ana password=***"),
+        "the newest line, masked"
+    );
+    let file = reply.attachment.as_ref().unwrap();
+    let name = file
+        .filename
+        .strip_prefix("logs-backend-")
+        .and_then(|n| n.strip_suffix(".txt"))
+        .unwrap_or_else(|| panic!("{}", file.filename));
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(name, "%Y%m%d-%H%M%S").is_ok(),
+        "{}",
+        file.filename
+    );
+    let all = attached_lines(&reply);
+    let want: Vec<String> = (0..1000)
+        .map(|i| format!("req {i} user=ana password=***"))
+        .collect();
+    assert_eq!(all, want, "every matched line, masked, oldest first");
+    assert!(
+        !String::from_utf8_lossy(&file.content).contains("hunter2"),
+        "no secret in the file"
+    );
+    assert_eq!(
+        all[all.len() - n..],
+        shown[..],
+        "the message shows the file's end"
+    );
+    assert!(
+        reply.text.contains(&format!(
+            "Logs of **backend** (tail 5000, containing `user=ana`): 1000 of 2000 lines match; last {n} shown, all 1000 attached."
+        )) && reply.text.contains("Secrets masked in 1000 lines."),
+        "{}",
+        reply.text
+    );
+    assert!(discord_content(&reply).chars().count() <= 2000);
+    assert_eq!(
+        last_audit(&rig).await.2,
+        Some(format!(
+            "showed {n} of 1000 lines of backend, attached all 1000, secrets masked"
+        ))
+    );
+
+    // What fits needs no file.
+    let few = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("tail", RawValue::Integer(4))],
+    )
+    .await;
+    assert_eq!(block_lines(&few).len(), 4);
+    assert_eq!(few.attachment, None);
 }
 
 #[tokio::test]

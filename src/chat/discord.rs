@@ -50,6 +50,9 @@ pub mod limits {
     pub const CUSTOM_ID: usize = 100;
     pub const NONCE: usize = 25;
     pub const CONTENT: usize = 2000;
+    /// Per file, for bots in a guild without boosts; more is refused with 413 (code 40005).
+    pub const ATTACHMENT_BYTES: usize = crate::chat::ATTACHMENT_MAX_BYTES;
+    pub const ATTACHMENTS: usize = 10;
 }
 
 /// Buckets of interaction webhooks are kept while their window lasts; one per token would
@@ -1009,6 +1012,7 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),
+            attachment: None,
         }
     }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::format::{bytes, percent, plural, short_duration, table};
 use super::redact::redact;
 use super::{reply, Ctx, Done, ExecError};
+use crate::chat::{Attachment, ATTACHMENT_MAX_BYTES};
 use crate::commands::parse_duration;
 use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 
@@ -319,19 +320,27 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 
     let what = describe_query(service, tail, ctx.text("since"), grep);
     let matched = lines.len();
-    let header = |shown: usize| {
+    let header = |shown: usize, attached: Attached| {
         let mut t = format!("📜 {what}: ");
-        t.push_str(&match (grep.is_some(), matched) {
-            (_, 0) => format!("no lines (of {read} read)."),
-            (true, m) => format!("{m} of {read} lines match"),
-            (false, m) => format!("{m} line{}", plural(m)),
-        });
-        if matched > 0 {
-            if shown < matched {
-                t.push_str(&format!("; the last {shown} fit here."));
-            } else {
-                t.push('.');
-            }
+        if matched == 0 {
+            t.push_str(&format!("no lines (of {read} read)."));
+        } else {
+            let attached = match attached {
+                Attached::Nothing => None,
+                Attached::All => Some(format!("all {matched} attached")),
+                Attached::Newest(k) => Some(format!(
+                    "the newest {k} attached (uploads are limited to {} MiB)",
+                    ATTACHMENT_MAX_BYTES >> 20
+                )),
+            };
+            t.push_str(&match (grep.is_some(), attached) {
+                (true, None) => format!("{matched} of {read} lines match."),
+                (false, None) => format!("{matched} line{}.", plural(matched)),
+                (true, Some(a)) => {
+                    format!("{matched} of {read} lines match; last {shown} shown, {a}.")
+                }
+                (false, Some(a)) => format!("last {shown} of {matched} lines shown; {a}."),
+            });
         }
         if redacted > 0 {
             t.push_str(&format!(
@@ -341,19 +350,81 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         }
         t
     };
-    // The longest the header can be, so that what is kept fits whatever number it shows.
-    let room = MESSAGE_MAX.saturating_sub(header(0).chars().count() + FENCES);
+    // The longest the header can be, so that what is kept fits whatever it says: the same
+    // numbers of digits as any it will show.
+    let longest = header(matched, Attached::Newest(matched)).chars().count();
+    let room = MESSAGE_MAX.saturating_sub(longest + FENCES);
     let block = last_lines_within(&lines, room);
     let shown = block.as_ref().map_or(0, |(n, _)| *n);
-    let mut r = reply(header(shown), true);
+    // A single line longer than the room is shown cut: it is not all there either.
+    let cut = lines.last().is_some_and(|l| rendered_len(l) > room);
+    let (attachment, attached) = if shown < matched || cut {
+        let (kept, content) = newest_within(&lines, ATTACHMENT_MAX_BYTES);
+        let attachment = Attachment {
+            filename: format!("logs-{service}-{}.txt", ctx.now.format("%Y%m%d-%H%M%S")),
+            content,
+        };
+        let attached = if kept == matched {
+            Attached::All
+        } else {
+            Attached::Newest(kept)
+        };
+        (Some(attachment), attached)
+    } else {
+        (None, Attached::Nothing)
+    };
+    let mut summary = format!("showed {shown} of {matched} lines of {service}");
+    match attached {
+        Attached::Nothing => {}
+        Attached::All => summary.push_str(&format!(", attached all {matched}")),
+        Attached::Newest(k) => summary.push_str(&format!(", attached the newest {k}")),
+    }
+    if redacted > 0 {
+        summary.push_str(", secrets masked");
+    }
+    let mut r = reply(header(shown, attached), true);
     r.code_block = block.map(|(_, b)| b);
-    Ok(Done {
-        reply: r,
-        summary: format!(
-            "showed {shown} of {matched} lines of {service}{}",
-            if redacted > 0 { ", secrets masked" } else { "" }
-        ),
-    })
+    r.attachment = attachment;
+    Ok(Done { reply: r, summary })
+}
+
+/// What of the matched lines goes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attached {
+    Nothing,
+    All,
+    /// Only the newest this many: all would be over the upload limit.
+    Newest(usize),
+}
+
+/// The newest lines whose text, a newline after each, takes at most `max` bytes: (how many,
+/// the text). A last line longer than that alone keeps its first `max` bytes.
+fn newest_within(lines: &[String], max: usize) -> (usize, Vec<u8>) {
+    let mut used = 0;
+    let mut kept = 0;
+    for l in lines.iter().rev() {
+        if used + l.len() + 1 > max {
+            break;
+        }
+        used += l.len() + 1;
+        kept += 1;
+    }
+    if kept == 0 {
+        let Some(last) = lines.last() else {
+            return (0, Vec::new());
+        };
+        let mut end = max.saturating_sub(1).min(last.len());
+        while !last.is_char_boundary(end) {
+            end -= 1;
+        }
+        return (1, format!("{}\n", &last[..end]).into_bytes());
+    }
+    let mut text = String::with_capacity(used);
+    for l in &lines[lines.len() - kept..] {
+        text.push_str(l);
+        text.push('\n');
+    }
+    (kept, text.into_bytes())
 }
 
 /// `Logs of **backend** (tail 100, since 15m, containing `ERROR`)`.
@@ -809,6 +880,24 @@ mod tests {
             (totals.cpu_percent, totals.memory),
             (Some(12.5), Some(540 << 10))
         );
+    }
+
+    #[test]
+    fn the_file_keeps_the_newest_lines_within_the_upload_limit() {
+        let lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+        let (n, all) = newest_within(&lines, 1000);
+        assert_eq!(n, 10);
+        assert_eq!(String::from_utf8(all).unwrap(), lines.join("\n") + "\n");
+        // "line 8\nline 9\n" is 14 bytes.
+        let (n, newest) = newest_within(&lines, 20);
+        assert_eq!((n, newest), (2, b"line 8\nline 9\n".to_vec()));
+        // One line over the limit alone: its start, cut at a character boundary.
+        let (n, cut) = newest_within(&["ééé".to_string()], 5);
+        assert_eq!(
+            (n, String::from_utf8(cut).unwrap()),
+            (1, "éé\n".to_string())
+        );
+        assert_eq!(newest_within(&[], 5), (0, Vec::new()));
     }
 
     #[test]

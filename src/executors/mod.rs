@@ -94,6 +94,7 @@ fn reply(text: String, ephemeral: bool) -> Reply {
         buttons: Vec::new(),
         fields: Vec::new(),
         code_block: None,
+        attachment: None,
     }
 }
 
