@@ -794,6 +794,102 @@ async fn logs_that_do_not_fit_attach_every_matched_line_with_secrets_masked() {
 }
 
 #[tokio::test]
+async fn logs_asked_from_discord_arrive_with_every_line_attached() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+    const CHANNEL: u64 = 111_111_111_111_111_111;
+    let p = Project::new().await;
+    let noisy = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"i=0; while [ $i -lt 600 ]; do echo "GET /menu/$i 200 token=abc$i"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&noisy, "GET /menu/599 ").await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::shipped_policies(dir.path(), common::rig::ROLES);
+    let app = common::TestApp::spawn_with(
+        common::Options::new(Db::Sqlite)
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+            .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex())
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string())
+            .set("RUNBOT__DOCKER__HOST", &docker_host())
+            .set("RUNBOT__DOCKER__PROJECT", &p.name),
+    )
+    .await;
+    // The DevOps Lead of common::rig::ROLES, by Discord user id.
+    let dana = FakeUser::new(100_000_000_000_000_001, "Dana", &[]);
+
+    let sent = fake
+        .send_interaction(
+            &format!("{}/discord/interactions", app.url),
+            fake.slash_command(
+                "logs",
+                &[
+                    ("service", serde_json::json!("backend")),
+                    ("tail", serde_json::json!(5000)),
+                ],
+                &dana,
+                CHANNEL,
+            ),
+        )
+        .await;
+    assert!(sent.failure.is_none(), "{:?}", sent.failure);
+    assert_eq!(sent.body["type"], 5, "deferred: {}", sent.body);
+    let i = fake
+        .wait_for_interaction(&sent.id, Duration::from_secs(30), |i| !i.edits.is_empty())
+        .await;
+    assert!(i.ephemeral, "logs are for the requester only");
+    let content = i.content();
+    assert!(
+        content.contains("Logs of **backend** (tail 5000): last ")
+            && content
+                .contains(" of 600 lines shown; all 600 attached. Secrets masked in 600 lines."),
+        "{content}"
+    );
+    assert!(
+        content.ends_with("GET /menu/599 200 token=***\n```"),
+        "{content}"
+    );
+    let original = i.original.expect("the edited answer");
+    assert_eq!(original.files.len(), 1, "{:?}", original.body);
+    let file = &original.files[0];
+    assert!(
+        file.filename.starts_with("logs-backend-") && file.filename.ends_with(".txt"),
+        "{}",
+        file.filename
+    );
+    let text = String::from_utf8(file.content.clone()).unwrap();
+    let want: String = (0..600)
+        .map(|i| format!("GET /menu/{i} 200 token=***\n"))
+        .collect();
+    assert_eq!(text, want, "every line, secrets masked");
+    assert_eq!(
+        original.body["attachments"][0]["filename"],
+        file.filename.as_str()
+    );
+    let edit = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "PATCH" && r.path.ends_with("/messages/@original"))
+        .expect("the edit of @original");
+    assert!(
+        edit.header("content-type")
+            .is_some_and(|c| c.starts_with("multipart/form-data")),
+        "{edit:?}"
+    );
+    assert_eq!(edit.status, 200);
+}
+
+#[tokio::test]
 async fn docker_unreachable_is_said_plainly_and_audited_as_a_failure() {
     // A port nothing listens on any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
