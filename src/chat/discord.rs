@@ -11,7 +11,9 @@
 //! request ([`initial_response`] and its siblings), later ones are requests to the interaction's
 //! webhook ([`DiscordAdapter::interaction_edit_original`], [`DiscordAdapter::interaction_followup`]).
 //! Those are not counted against the bot's global limit (Discord does not), but their routes
-//! still have buckets and can answer 429.
+//! still have buckets and can answer 429. A reply's file goes up with the edit of `@original`,
+//! where command results arrive: `multipart/form-data` with the message as `payload_json` and
+//! the file as `files[0]` (Discord's "Uploading Files"); the other answers carry no files.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

@@ -95,7 +95,9 @@ pub struct Reply {
     /// its end is kept, since the newest lines are last.
     pub code_block: Option<String>,
     /// A file to go with the message: the whole of what `code_block` could show only the end
-    /// of. The adapter uploads it where the platform can; `text` says it is there.
+    /// of; `text` says it is there. Discord uploads it with the edit that delivers a command's
+    /// result (the only answer that carries one).
+    /// At most [`ATTACHMENT_MAX_BYTES`].
     pub attachment: Option<Attachment>,
 }
 
