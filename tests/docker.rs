@@ -794,6 +794,64 @@ async fn logs_that_do_not_fit_attach_every_matched_line_with_secrets_masked() {
 }
 
 #[tokio::test]
+async fn logs_over_the_upload_limit_attach_the_newest_lines_that_fit() {
+    let p = Project::new().await;
+    // 5,000 lines of 2,313 bytes ("big NNNN " and 2,304 x): 11.6 MB, over the 10 MiB a file
+    // may take.
+    let big = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"s=x; u=x; n=0; while [ $n -lt 11 ]; do s=$s$s; n=$((n+1)); done; n=0; while [ $n -lt 8 ]; do u=$u$u; n=$((n+1)); done; i=1000; while [ $i -lt 6000 ]; do echo "big $i $s$u"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&big, "big 5999 ").await;
+    let rig = rig_on(&p).await;
+
+    let reply = run(
+        &rig,
+        "logs",
+        &[
+            ("service", text("backend")),
+            ("tail", RawValue::Integer(5000)),
+        ],
+    )
+    .await;
+    let file = reply.attachment.as_ref().expect("a file");
+    assert!(
+        file.content.len() <= runbot::chat::ATTACHMENT_MAX_BYTES,
+        "{}",
+        file.content.len()
+    );
+    let lines = attached_lines(&reply);
+    let kept = lines.len();
+    // 10 MiB / 2,314 bytes a line with its newline.
+    assert_eq!(kept, 10 * 1024 * 1024 / 2314, "the newest that fit");
+    assert!(
+        lines[0].starts_with(&format!("big {} x", 6000 - kept)),
+        "{}",
+        &lines[0][..20]
+    );
+    assert!(lines[kept - 1].starts_with("big 5999 x"));
+    assert!(
+        reply.text.contains(&format!(
+            "; the newest {kept} attached (uploads are limited to 10 MiB)."
+        )) && reply.text.contains(" of 5000 lines shown"),
+        "{}",
+        reply.text
+    );
+    assert!(discord_content(&reply).chars().count() <= 2000);
+    assert_eq!(
+        last_audit(&rig).await.2,
+        Some(format!(
+            "showed 1 of 5000 lines of backend, attached the newest {kept}"
+        ))
+    );
+}
+
+#[tokio::test]
 async fn logs_asked_from_discord_arrive_with_every_line_attached() {
     use common::fake_discord::{FakeDiscord, FakeUser};
     const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
