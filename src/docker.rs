@@ -1,6 +1,9 @@
 //! The Docker engine, through its API (bollard): the containers of one docker-compose project,
 //! their logs, and the few changes runbot makes to them (restart, add and remove replicas).
 //!
+//! Resource use (`/stats`) is read as `docker stats --no-stream` reads it, and computed the way
+//! the docker CLI computes it, so the numbers match what people see on the host.
+//!
 //! Services are found by the labels docker-compose puts on every container it makes, so
 //! runbot needs no compose file. The client connects on first use and negotiates the API
 //! version with the engine: engines of many ages are in use, and an older one refuses a
@@ -13,12 +16,12 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, NetworkConnectRequest,
-    NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, EndpointSettings,
+    NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder,
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -184,6 +187,87 @@ pub struct LogQuery {
     pub tail: u32,
     /// Only lines written at or after this time.
     pub since: Option<DateTime<Utc>>,
+}
+
+/// One sample of a container's resource use, as `docker stats --no-stream` shows it. None where
+/// the engine gave no figure: it reads them from the container's cgroup, which some set-ups do
+/// not let it see (rootless Docker without cgroup delegation, a controller not enabled).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// 100 is one CPU's worth; a container busy on two CPUs shows 200.
+    pub cpu_percent: Option<f64>,
+    /// Bytes in use, without the page cache the kernel can reclaim (as the CLI shows it).
+    pub memory: Option<u64>,
+    /// The container's memory limit, or the host's memory when it has none.
+    pub memory_limit: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Usage {
+    /// From the engine's one-shot sample (`stream=false`: `precpu_stats` is the sample before).
+    pub fn from_stats(s: &ContainerStatsResponse) -> Usage {
+        let memory = s.memory_stats.as_ref();
+        Usage {
+            cpu_percent: cpu_percent(s),
+            memory: memory.and_then(memory_without_cache),
+            memory_limit: memory.and_then(|m| m.limit).filter(|&l| l > 0),
+            pids: s.pids_stats.as_ref().and_then(|p| p.current),
+        }
+    }
+
+    pub fn memory_percent(&self) -> Option<f64> {
+        Some(self.memory? as f64 / self.memory_limit? as f64 * 100.0)
+    }
+
+    /// Whether the engine gave none of the figures a running container has.
+    pub fn is_empty(&self) -> bool {
+        self.cpu_percent.is_none() && self.memory.is_none() && self.pids.is_none()
+    }
+}
+
+/// The docker CLI's `calculateCPUPercentUnix`: the container's share of the host's CPU time
+/// between the two samples, times the CPUs online. None without two samples to compare.
+fn cpu_percent(s: &ContainerStatsResponse) -> Option<f64> {
+    let now = s.cpu_stats.as_ref()?;
+    let before = s.precpu_stats.as_ref()?;
+    let total = now.cpu_usage.as_ref()?.total_usage?;
+    let system = now.system_cpu_usage.filter(|&t| t > 0)?;
+    // An engine that had no earlier sample sends zeros here.
+    let before_system = before.system_cpu_usage.filter(|&t| t > 0)?;
+    let before_total = before
+        .cpu_usage
+        .as_ref()
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
+    let cpus = now
+        .online_cpus
+        .filter(|&n| n > 0)
+        .map(f64::from)
+        .or_else(|| {
+            let n = now.cpu_usage.as_ref()?.percpu_usage.as_ref()?.len();
+            (n > 0).then_some(n as f64)
+        })?;
+    let cpu_delta = total as f64 - before_total as f64;
+    let system_delta = system as f64 - before_system as f64;
+    Some(if cpu_delta > 0.0 && system_delta > 0.0 {
+        cpu_delta / system_delta * cpus * 100.0
+    } else {
+        0.0
+    })
+}
+
+/// The docker CLI's `calculateMemUsageUnixNoCache`: usage less the inactive page cache,
+/// `total_inactive_file` on cgroup v1, `inactive_file` on cgroup v2.
+fn memory_without_cache(m: &bollard::models::ContainerMemoryStats) -> Option<u64> {
+    let usage = m.usage?;
+    let stats = m.stats.as_ref();
+    let v1 = stats.and_then(|s| s.get("total_inactive_file")).copied();
+    let v2 = stats.and_then(|s| s.get("inactive_file")).copied();
+    Some(match (v1, v2) {
+        (Some(cache), _) if cache < usage => usage - cache,
+        (_, Some(cache)) if cache < usage => usage - cache,
+        _ => usage,
+    })
 }
 
 /// The engine, for one compose project. Cheap to clone.
@@ -391,6 +475,30 @@ impl Docker {
             }
         }
         Ok(lines)
+    }
+}
+
+impl Docker {
+    /// One sample of the container's resource use, within `docker.timeout_secs`. The engine
+    /// answers after two of its sampling cycles (about 2 s), so that CPU can be compared.
+    /// None when the container is gone.
+    pub async fn usage(&self, id: &str) -> Result<Option<Usage>, DockerError> {
+        let client = self.client().await?;
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(false)
+            .build();
+        let mut stream = client.stats(id, Some(options));
+        match tokio::time::timeout(self.inner.timeout, stream.next()).await {
+            Err(_) => Err(self.timeout()),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(s))) => Ok(Some(Usage::from_stats(&s))),
+            Ok(Some(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            }))) => Ok(None),
+            Ok(Some(Err(e))) => Err(self.error(e)),
+        }
     }
 }
 
@@ -728,6 +836,105 @@ mod tests {
             (None, "no timestamp here")
         );
         assert!(engine_time(Some("0001-01-01T00:00:00Z")).is_none());
+    }
+
+    fn sample(json: serde_json::Value) -> Usage {
+        Usage::from_stats(&serde_json::from_value(json).expect("the engine's shape"))
+    }
+
+    #[test]
+    fn usage_is_computed_as_the_docker_cli_does_on_cgroup_v1() {
+        // Captured from Docker 20.10 (cgroup v1): a busy loop in a container limited to 64 MiB.
+        let u = sample(serde_json::json!({
+            "read": "2026-11-28T02:34:12.355353522Z",
+            "preread": "2026-11-28T02:34:11.351363407Z",
+            "pids_stats": {"current": 1},
+            "cpu_stats": {
+                "cpu_usage": {"total_usage": 5_058_754_148u64, "percpu_usage": [7_652_857, 5_051_101_291u64],
+                              "usage_in_kernelmode": 10_000_000, "usage_in_usermode": 5_040_000_000u64},
+                "system_cpu_usage": 48_799_040_000_000u64, "online_cpus": 2,
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
+            },
+            "precpu_stats": {
+                "cpu_usage": {"total_usage": 4_054_852_439u64, "percpu_usage": [7_652_857, 4_047_199_582u64]},
+                "system_cpu_usage": 48_797_040_000_000u64, "online_cpus": 2
+            },
+            "memory_stats": {
+                "usage": 552_960, "max_usage": 4_075_520, "limit": 67_108_864,
+                "stats": {"total_inactive_file": 8192, "inactive_file": 4096, "cache": 8192}
+            },
+            "name": "/rb-stats-probe",
+            "id": "c949e3338f3a"
+        }));
+        // (5058754148 - 4054852439) / (48799040000000 - 48797040000000) × 2 × 100
+        let cpu = u.cpu_percent.unwrap();
+        assert!((cpu - 100.390_170_9).abs() < 1e-6, "{cpu}");
+        // v1: total_inactive_file, not inactive_file.
+        assert_eq!(u.memory, Some(552_960 - 8192));
+        assert_eq!(u.memory_limit, Some(64 << 20));
+        let pct = u.memory_percent().unwrap();
+        assert!((pct - 544_768.0 / 67_108_864.0 * 100.0).abs() < 1e-9);
+        assert_eq!(u.pids, Some(1));
+    }
+
+    #[test]
+    fn usage_on_cgroup_v2_leaves_out_inactive_file_and_counts_cpus_from_percpu() {
+        let u = sample(serde_json::json!({
+            "pids_stats": {"current": 7, "limit": 4096},
+            "cpu_stats": {
+                "cpu_usage": {"total_usage": 300_000_000u64, "percpu_usage": [1, 2, 3, 4]},
+                "system_cpu_usage": 20_000_000_000u64
+            },
+            "precpu_stats": {
+                "cpu_usage": {"total_usage": 100_000_000u64},
+                "system_cpu_usage": 16_000_000_000u64
+            },
+            "memory_stats": {"usage": 10_485_760, "limit": 2_147_483_648u64,
+                             "stats": {"inactive_file": 2_097_152, "anon": 8_000_000}}
+        }));
+        // 200 ms of 4 s of all CPUs, on 4 CPUs (no online_cpus: the per-CPU list counts).
+        assert!((u.cpu_percent.unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(u.memory, Some(8_388_608));
+        assert_eq!(u.pids, Some(7));
+    }
+
+    #[test]
+    fn an_idle_container_uses_no_cpu_and_a_cache_larger_than_usage_is_not_subtracted() {
+        let u = sample(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 500}, "system_cpu_usage": 9000, "online_cpus": 1},
+            "precpu_stats": {"cpu_usage": {"total_usage": 500}, "system_cpu_usage": 8000, "online_cpus": 1},
+            "memory_stats": {"usage": 1000, "limit": 4000, "stats": {"total_inactive_file": 5000}},
+            "pids_stats": {"current": 0}
+        }));
+        assert_eq!(u.cpu_percent, Some(0.0));
+        assert_eq!(u.memory, Some(1000));
+        assert_eq!(u.memory_percent(), Some(25.0));
+    }
+
+    #[test]
+    fn without_cgroup_data_there_are_no_figures_rather_than_zeros() {
+        // What an engine that cannot read the cgroup answers (e.g. rootless without
+        // delegation): empty memory and pid stats, CPU counters without the system's.
+        let u = sample(serde_json::json!({
+            "read": "2026-11-28T02:34:12Z",
+            "pids_stats": {},
+            "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+            "precpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+            "memory_stats": {}
+        }));
+        assert_eq!(u, Usage::default());
+        assert!(u.is_empty());
+        assert_eq!(u.memory_percent(), None);
+        // A first sample with no earlier one to compare: no CPU figure, the rest stands.
+        let first = sample(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 500}, "system_cpu_usage": 9000, "online_cpus": 1},
+            "precpu_stats": {"cpu_usage": {}, "throttling_data": {}},
+            "memory_stats": {"usage": 1000, "limit": 4000},
+            "pids_stats": {"current": 2}
+        }));
+        assert_eq!(first.cpu_percent, None);
+        assert_eq!(first.memory, Some(1000));
+        assert!(!first.is_empty());
     }
 
     #[test]

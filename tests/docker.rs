@@ -1,4 +1,4 @@
-//! `/status`, `/logs`, `/restart` and `/scale` against a real Docker engine (the one scripts/test starts, with the
+//! `/status`, `/stats`, `/logs`, `/restart` and `/scale` against a real Docker engine (the one scripts/test starts, with the
 //! images of scripts/test-images). Each test makes its own docker-compose project: containers
 //! with compose's labels, created through the engine's API, then runs the commands through
 //! the real dispatcher and checks the answers against what the engine runs.
@@ -594,17 +594,357 @@ async fn long_logs_show_the_newest_lines_that_fit_one_discord_message() {
     );
     assert!(
         reply.text.contains(&format!(
-            "Logs of **backend** (tail 5000): 3000 lines; the last {shown} fit here."
+            "Logs of **backend** (tail 5000): last {shown} of 3000 lines shown; all 3000 attached."
         )),
         "{}",
         reply.text
     );
+    let file = reply.attachment.as_ref().expect("the rest is attached");
+    assert_eq!(String::from_utf8_lossy(&file.content).lines().count(), 3000);
     let content = discord_content(&reply);
     assert!(content.chars().count() <= 2000, "{}", content.len());
     assert!(
         content.starts_with(&reply.text) && content.contains(&format!("```\n{}\n", lines[0])),
         "nothing was cut by the adapter: {content}"
     );
+}
+
+#[tokio::test]
+async fn stats_show_cpu_memory_against_the_limit_and_pids_of_each_container() {
+    let p = Project::new().await;
+    // A busy loop limited to 64 MiB. This engine (cgroup v1) reports CPU, memory and PIDs.
+    p.run("backend", "runbot-test/worker:v1", 1, |c| {
+        c.cmd = Some(vec!["sh".into(), "-c".into(), "while :; do :; done".into()]);
+        c.host_config.as_mut().unwrap().memory = Some(64 << 20);
+    })
+    .await;
+    p.run("worker", "runbot-test/worker:v1", 1, |_| {}).await;
+    p.run("worker", "runbot-test/worker:v1", 2, |_| {}).await;
+    let beat = p
+        .run("beat", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec!["sh".into(), "-c".into(), "exit 0".into()]);
+        })
+        .await;
+    p.wait_until(&beat, "exited", |i| {
+        i.state.as_ref().and_then(|s| s.running) == Some(false)
+    })
+    .await;
+    let rig = rig_on(&p).await;
+
+    let all = run(&rig, "stats", &[]).await;
+    let rows = table(&all);
+    assert_eq!(
+        rows[0],
+        ["SERVICE", "STATE", "CPU", "%", "MEM", "USAGE", "LIMIT", "MEM", "%", "PIDS"]
+    );
+    let percent = |s: &str| -> f64 {
+        s.strip_suffix('%')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a percentage: {s}"))
+    };
+    let backend = row(&rows, "backend");
+    assert_eq!(backend[1], "running");
+    assert!(percent(&backend[2]) > 10.0, "a busy loop: {backend:?}");
+    assert_eq!(
+        backend[4], "64MiB",
+        "the container's own limit: {backend:?}"
+    );
+    assert!(percent(&backend[5]) < 100.0, "{backend:?}");
+    assert_eq!(backend[6], "1", "one process: {backend:?}");
+    for name in ["worker-1", "worker-2"] {
+        let w = row(&rows, name);
+        assert_eq!(w[1], "running");
+        assert_ne!(w[4], "64MiB", "no limit: the host's memory: {w:?}");
+        assert!(w[6].parse::<u64>().unwrap() >= 1, "{w:?}");
+        assert!(percent(&w[2]) < 50.0, "an idle worker: {w:?}");
+    }
+    assert_eq!(
+        row(&rows, "beat"),
+        ["beat", "exited", "(0)", "-", "-", "-", "-", "-"],
+        "stopped: no numbers"
+    );
+    assert!(
+        all.text
+            .contains(&format!("📊 **{}**: 4 containers, 3 running; CPU ", p.name)),
+        "{}",
+        all.text
+    );
+    assert!(!all.text.contains("no cgroup figures"), "{}", all.text);
+    let (step, _, summary) = last_audit(&rig).await;
+    assert_eq!(step, Step::Succeeded);
+    assert!(
+        summary
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("4 containers, 3 running; CPU "),
+        "{summary:?}"
+    );
+
+    let workers = run(&rig, "stats", &[("service", text("worker"))]).await;
+    let names: Vec<String> = table(&workers)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(names, ["worker-1", "worker-2"]);
+
+    let unknown = run(&rig, "stats", &[("service", text("redis"))]).await;
+    assert!(
+        unknown.text.contains(&format!(
+            "no service redis in project {}; known: backend, beat, worker",
+            p.name
+        )),
+        "{}",
+        unknown.text
+    );
+    assert_eq!(unknown.code_block, None);
+}
+
+/// The lines of an attached file.
+fn attached_lines(reply: &Reply) -> Vec<String> {
+    let file = reply
+        .attachment
+        .as_ref()
+        .unwrap_or_else(|| panic!("no attachment in {reply:?}"));
+    String::from_utf8(file.content.clone())
+        .expect("UTF-8 text")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_that_do_not_fit_attach_every_matched_line_with_secrets_masked() {
+    let p = Project::new().await;
+    let noisy = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"i=0; while [ $i -lt 1000 ]; do echo "req $i user=ana password=hunter2$i"; echo "tick $i"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&noisy, "tick 999").await;
+    let rig = rig_on(&p).await;
+
+    let reply = run(
+        &rig,
+        "logs",
+        &[
+            ("service", text("backend")),
+            ("tail", RawValue::Integer(5000)),
+            ("grep", text("user=ana")),
+        ],
+    )
+    .await;
+    let shown = block_lines(&reply);
+    let n = shown.len();
+    assert!(n > 20 && n < 100, "about 2,000 characters of lines: {n}");
+    assert_eq!(
+        shown.last(),
+        Some(&"req 999 user=ana password=***"),
+        "the newest line, masked"
+    );
+    let file = reply.attachment.as_ref().unwrap();
+    let name = file
+        .filename
+        .strip_prefix("logs-backend-")
+        .and_then(|n| n.strip_suffix(".txt"))
+        .unwrap_or_else(|| panic!("{}", file.filename));
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(name, "%Y%m%d-%H%M%S").is_ok(),
+        "{}",
+        file.filename
+    );
+    let all = attached_lines(&reply);
+    let want: Vec<String> = (0..1000)
+        .map(|i| format!("req {i} user=ana password=***"))
+        .collect();
+    assert_eq!(all, want, "every matched line, masked, oldest first");
+    assert!(
+        !String::from_utf8_lossy(&file.content).contains("hunter2"),
+        "no secret in the file"
+    );
+    assert_eq!(
+        all[all.len() - n..],
+        shown[..],
+        "the message shows the file's end"
+    );
+    assert!(
+        reply.text.contains(&format!(
+            "Logs of **backend** (tail 5000, containing `user=ana`): 1000 of 2000 lines match; last {n} shown, all 1000 attached."
+        )) && reply.text.contains("Secrets masked in 1000 lines."),
+        "{}",
+        reply.text
+    );
+    assert!(discord_content(&reply).chars().count() <= 2000);
+    assert_eq!(
+        last_audit(&rig).await.2,
+        Some(format!(
+            "showed {n} of 1000 lines of backend, attached all 1000, secrets masked"
+        ))
+    );
+
+    // What fits needs no file.
+    let few = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("tail", RawValue::Integer(4))],
+    )
+    .await;
+    assert_eq!(block_lines(&few).len(), 4);
+    assert_eq!(few.attachment, None);
+}
+
+#[tokio::test]
+async fn logs_over_the_upload_limit_attach_the_newest_lines_that_fit() {
+    let p = Project::new().await;
+    // 5,000 lines of 2,313 bytes ("big NNNN " and 2,304 x): 11.6 MB, over the 10 MiB a file
+    // may take.
+    let big = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"s=x; u=x; n=0; while [ $n -lt 11 ]; do s=$s$s; n=$((n+1)); done; n=0; while [ $n -lt 8 ]; do u=$u$u; n=$((n+1)); done; i=1000; while [ $i -lt 6000 ]; do echo "big $i $s$u"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&big, "big 5999 ").await;
+    let rig = rig_on(&p).await;
+
+    let reply = run(
+        &rig,
+        "logs",
+        &[
+            ("service", text("backend")),
+            ("tail", RawValue::Integer(5000)),
+        ],
+    )
+    .await;
+    let file = reply.attachment.as_ref().expect("a file");
+    assert!(
+        file.content.len() <= runbot::chat::ATTACHMENT_MAX_BYTES,
+        "{}",
+        file.content.len()
+    );
+    let lines = attached_lines(&reply);
+    let kept = lines.len();
+    // 10 MiB / 2,314 bytes a line with its newline.
+    assert_eq!(kept, 10 * 1024 * 1024 / 2314, "the newest that fit");
+    assert!(
+        lines[0].starts_with(&format!("big {} x", 6000 - kept)),
+        "{}",
+        &lines[0][..20]
+    );
+    assert!(lines[kept - 1].starts_with("big 5999 x"));
+    assert!(
+        reply.text.contains(&format!(
+            "; the newest {kept} attached (uploads are limited to 10 MiB)."
+        )) && reply.text.contains(" of 5000 lines shown"),
+        "{}",
+        reply.text
+    );
+    assert!(discord_content(&reply).chars().count() <= 2000);
+    assert_eq!(
+        last_audit(&rig).await.2,
+        Some(format!(
+            "showed 1 of 5000 lines of backend, attached the newest {kept}"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn logs_asked_from_discord_arrive_with_every_line_attached() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+    const CHANNEL: u64 = 111_111_111_111_111_111;
+    let p = Project::new().await;
+    let noisy = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                r#"i=0; while [ $i -lt 600 ]; do echo "GET /menu/$i 200 token=abc$i"; i=$((i+1)); done; exec sleep 3600"#.into(),
+            ]);
+        })
+        .await;
+    p.wait_log(&noisy, "GET /menu/599 ").await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::shipped_policies(dir.path(), common::rig::ROLES);
+    let app = common::TestApp::spawn_with(
+        common::Options::new(Db::Sqlite)
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+            .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex())
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string())
+            .set("RUNBOT__DOCKER__HOST", &docker_host())
+            .set("RUNBOT__DOCKER__PROJECT", &p.name),
+    )
+    .await;
+    // The DevOps Lead of common::rig::ROLES, by Discord user id.
+    let dana = FakeUser::new(100_000_000_000_000_001, "Dana", &[]);
+
+    let sent = fake
+        .send_interaction(
+            &format!("{}/discord/interactions", app.url),
+            fake.slash_command(
+                "logs",
+                &[
+                    ("service", serde_json::json!("backend")),
+                    ("tail", serde_json::json!(5000)),
+                ],
+                &dana,
+                CHANNEL,
+            ),
+        )
+        .await;
+    assert!(sent.failure.is_none(), "{:?}", sent.failure);
+    assert_eq!(sent.body["type"], 5, "deferred: {}", sent.body);
+    let i = fake
+        .wait_for_interaction(&sent.id, Duration::from_secs(30), |i| !i.edits.is_empty())
+        .await;
+    assert!(i.ephemeral, "logs are for the requester only");
+    let content = i.content();
+    assert!(
+        content.contains("Logs of **backend** (tail 5000): last ")
+            && content
+                .contains(" of 600 lines shown; all 600 attached. Secrets masked in 600 lines."),
+        "{content}"
+    );
+    assert!(
+        content.ends_with("GET /menu/599 200 token=***\n```"),
+        "{content}"
+    );
+    let original = i.original.expect("the edited answer");
+    assert_eq!(original.files.len(), 1, "{:?}", original.body);
+    let file = &original.files[0];
+    assert!(
+        file.filename.starts_with("logs-backend-") && file.filename.ends_with(".txt"),
+        "{}",
+        file.filename
+    );
+    let text = String::from_utf8(file.content.clone()).unwrap();
+    let want: String = (0..600)
+        .map(|i| format!("GET /menu/{i} 200 token=***\n"))
+        .collect();
+    assert_eq!(text, want, "every line, secrets masked");
+    assert_eq!(
+        original.body["attachments"][0]["filename"],
+        file.filename.as_str()
+    );
+    let edit = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "PATCH" && r.path.ends_with("/messages/@original"))
+        .expect("the edit of @original");
+    assert!(
+        edit.header("content-type")
+            .is_some_and(|c| c.starts_with("multipart/form-data")),
+        "{edit:?}"
+    );
+    assert_eq!(edit.status, 200);
 }
 
 #[tokio::test]

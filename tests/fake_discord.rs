@@ -1712,3 +1712,319 @@ async fn interaction_webhooks_are_not_held_to_the_bots_global_pace() {
     assert_eq!(f.interaction(&sent.id).edits.len(), 4);
     assert_eq!(f.interaction(&sent.id).content(), "step 3");
 }
+
+/// A `multipart/form-data` body of `parts` (name, filename, bytes), as a client sends one:
+/// the Content-Type with its boundary, and the body.
+fn form(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "runbot-test-boundary-7d2c";
+    let mut body = Vec::new();
+    for (name, filename, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match filename {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend_from_slice(format!("Content-Disposition: {disposition}\r\n").as_bytes());
+        if filename.is_some() {
+            body.extend_from_slice(b"Content-Type: text/plain\r\n");
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// `PATCH …/messages/@original` with a multipart body.
+async fn upload(f: &FakeDiscord, token: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Reply {
+    let (content_type, body) = form(parts);
+    let r = client()
+        .patch(format!(
+            "{}/webhooks/{APPLICATION_ID}/{token}/messages/@original",
+            f.api_url()
+        ))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("the fake answers");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// A deferred slash command, ready for its `@original` to be edited, and the app that answered
+/// it (keep it while the test runs).
+async fn deferred(f: &FakeDiscord) -> (App, common::fake_discord::Sent) {
+    let app = app(&f.public_key_hex(), |_: &Value| {
+        (Duration::ZERO, deferred_response(true))
+    })
+    .await;
+    let sent = f
+        .send_interaction(
+            &app.url,
+            f.slash_command("logs", &[("service", json!("backend"))], &ana(), CH),
+        )
+        .await;
+    assert_eq!(f.interaction(&sent.id).response_type, Some(5));
+    (app, sent)
+}
+
+#[tokio::test]
+async fn an_upload_to_original_is_taken_as_discord_documents_and_its_file_kept() {
+    let f = unlimited().await;
+    let (_app, sent) = deferred(&f).await;
+    let payload = json!({
+        "content": "all 3 lines attached",
+        "attachments": [{"id": "0", "filename": "logs-backend.txt"}],
+    })
+    .to_string();
+    let answer = upload(
+        &f,
+        &sent.token,
+        &[
+            ("payload_json", None, payload.as_bytes()),
+            ("files[0]", Some("logs-backend.txt"), b"one\ntwo\nthree\n"),
+        ],
+    )
+    .await
+    .ok();
+    let a = &answer["attachments"][0];
+    assert_eq!(a["filename"], "logs-backend.txt");
+    assert_eq!(a["size"], 14);
+    assert_eq!(a["content_type"], "text/plain");
+    assert!(a["id"].as_str().unwrap().parse::<u64>().is_ok(), "{a}");
+    assert!(a["url"].as_str().unwrap().ends_with("/logs-backend.txt"));
+    let i = f.interaction(&sent.id);
+    assert_eq!(i.content(), "all 3 lines attached");
+    let original = i.original.unwrap();
+    assert_eq!(original.files.len(), 1);
+    assert_eq!(original.files[0].content, b"one\ntwo\nthree\n");
+    assert_eq!(original.files[0].id, a["id"].as_str().unwrap());
+
+    // A JSON edit without `attachments` keeps the file; naming it by id keeps it too.
+    webhook(
+        &f,
+        reqwest::Method::PATCH,
+        &sent.token,
+        true,
+        Some(&json!({"content": "still attached"})),
+    )
+    .await
+    .ok();
+    let kept = webhook(
+        &f,
+        reqwest::Method::PATCH,
+        &sent.token,
+        true,
+        Some(&json!({"attachments": [{"id": a["id"]}]})),
+    )
+    .await
+    .ok();
+    assert_eq!(kept["attachments"][0]["id"], a["id"]);
+    // `attachments: []` removes it.
+    let cleared = webhook(
+        &f,
+        reqwest::Method::PATCH,
+        &sent.token,
+        true,
+        Some(&json!({"content": "no file", "attachments": []})),
+    )
+    .await
+    .ok();
+    assert_eq!(cleared["attachments"], json!([]));
+    assert!(f.interaction(&sent.id).original.unwrap().files.is_empty());
+}
+
+#[tokio::test]
+async fn uploads_to_original_are_refused_as_discord_refuses_them() {
+    let f = unlimited().await;
+    let (_app, sent) = deferred(&f).await;
+    let token = sent.token.as_str();
+    let one =
+        json!({"content": "x", "attachments": [{"id": "0", "filename": "a.txt"}]}).to_string();
+    let file: &[u8] = b"line\n";
+
+    // payload_json that is not JSON.
+    let r = upload(
+        &f,
+        token,
+        &[
+            ("payload_json", None, b"{not json"),
+            ("files[0]", Some("a.txt"), file),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_u64()),
+        (400, Some(50109)),
+        "{}",
+        r.body
+    );
+
+    // No payload_json at all.
+    let r = upload(&f, token, &[("files[0]", Some("a.txt"), file)]).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("payload_json"),
+        "{}",
+        r.body
+    );
+
+    // payload_json is held to the same schema as a JSON body.
+    let r = upload(
+        &f,
+        token,
+        &[(
+            "payload_json",
+            None,
+            json!({"content": "x".repeat(2001)}).to_string().as_bytes(),
+        )],
+    )
+    .await;
+    assert_eq!(r.error_codes("content"), ["BASE_TYPE_MAX_LENGTH"]);
+
+    // An attachment id with no files[n] part (and no such attachment on the message).
+    let two = json!({"attachments": [{"id": "0", "filename": "a.txt"}, {"id": "1", "filename": "b.txt"}]})
+        .to_string();
+    let r = upload(
+        &f,
+        token,
+        &[
+            ("payload_json", None, two.as_bytes()),
+            ("files[0]", Some("a.txt"), file),
+        ],
+    )
+    .await;
+    assert_eq!(r.error_codes("attachments.1.id"), ["ATTACHMENT_NOT_FOUND"]);
+
+    // A file that `attachments` does not name: Discord would drop it silently.
+    let r = upload(
+        &f,
+        token,
+        &[
+            ("payload_json", None, one.as_bytes()),
+            ("files[0]", Some("a.txt"), file),
+            ("files[1]", Some("b.txt"), file),
+        ],
+    )
+    .await;
+    assert_eq!(r.error_codes("attachments"), ["ATTACHMENT_NOT_LISTED"]);
+
+    // More than 10 files.
+    let names: Vec<(String, String)> = (0..11)
+        .map(|i| (format!("files[{i}]"), format!("f{i}.txt")))
+        .collect();
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![("payload_json", None, one.as_bytes())];
+    parts.extend(
+        names
+            .iter()
+            .map(|(n, f)| (n.as_str(), Some(f.as_str()), file)),
+    );
+    let r = upload(&f, token, &parts).await;
+    assert_eq!(r.error_codes("files"), ["BASE_TYPE_MAX_LENGTH"]);
+
+    // A file over 10 MiB: 413, before anything else is read.
+    let big = vec![b'x'; fake_discord::MAX_FILE_BYTES + 1];
+    let r = upload(
+        &f,
+        token,
+        &[
+            ("payload_json", None, one.as_bytes()),
+            ("files[0]", Some("a.txt"), &big),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"message": "Request entity too large", "code": 40005})
+    );
+
+    // A body that is not multipart as its Content-Type says.
+    let r = client()
+        .patch(format!(
+            "{}/webhooks/{APPLICATION_ID}/{token}/messages/@original",
+            f.api_url()
+        ))
+        .header("content-type", "multipart/form-data; boundary=nope")
+        .body("just text")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // None of it changed the message; exactly 10 MiB is taken.
+    assert!(f.interaction(&sent.id).edits.is_empty());
+    let limit = vec![b'y'; fake_discord::MAX_FILE_BYTES];
+    let ok = upload(
+        &f,
+        token,
+        &[
+            ("payload_json", None, one.as_bytes()),
+            ("files[0]", Some("a.txt"), &limit),
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(ok["attachments"][0]["size"], fake_discord::MAX_FILE_BYTES);
+}
+
+#[tokio::test]
+async fn the_adapter_uploads_a_replys_file_with_its_edit_of_original() {
+    let f = unlimited().await;
+    let (_app, sent) = deferred(&f).await;
+    let adapter = adapter(&f);
+    let content: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let mut r = reply("last 3 of 5000 lines shown; all 5000 attached.", &[]);
+    r.code_block = Some("line 4997\nline 4998\nline 4999".into());
+    r.attachment = Some(runbot::chat::Attachment {
+        filename: "logs-backend-20261128-023700.txt".into(),
+        content: content.clone(),
+    });
+    adapter
+        .interaction_edit_original(&sent.token, &r)
+        .await
+        .unwrap();
+    let i = f.interaction(&sent.id);
+    assert!(
+        i.content().starts_with("last 3 of 5000 lines shown"),
+        "{}",
+        i.content()
+    );
+    assert!(i.content().ends_with("line 4999\n```"), "{}", i.content());
+    let original = i.original.unwrap();
+    assert_eq!(original.files.len(), 1);
+    assert_eq!(
+        original.files[0].filename,
+        "logs-backend-20261128-023700.txt"
+    );
+    assert_eq!(original.files[0].content, content);
+    assert_eq!(
+        original.files[0].content_type.as_deref(),
+        Some("text/plain")
+    );
+    let request = f.requests().into_iter().last().unwrap();
+    assert!(
+        request
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/form-data; boundary="),
+        "{request:?}"
+    );
+    // Without a file the edit stays JSON.
+    adapter
+        .interaction_edit_original(&sent.token, &reply("done", &[]))
+        .await
+        .unwrap();
+    let request = f.requests().into_iter().last().unwrap();
+    assert_eq!(request.header("content-type"), Some("application/json"));
+}

@@ -11,7 +11,9 @@
 //! request ([`initial_response`] and its siblings), later ones are requests to the interaction's
 //! webhook ([`DiscordAdapter::interaction_edit_original`], [`DiscordAdapter::interaction_followup`]).
 //! Those are not counted against the bot's global limit (Discord does not), but their routes
-//! still have buckets and can answer 429.
+//! still have buckets and can answer 429. A reply's file goes up with the edit of `@original`,
+//! where command results arrive: `multipart/form-data` with the message as `payload_json` and
+//! the file as `files[0]` (Discord's "Uploading Files"); the other answers carry no files.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -22,15 +24,15 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ApplicationId, ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions, CreateButton,
-    CreateCommand, CreateEmbed, CreateEmbedFooter, CreateInteractionResponse,
-    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, CreateMessage,
-    EditInteractionResponse, EditMessage, GuildId, MessageId, Nonce,
+    ApplicationId, ButtonStyle, ChannelId, CreateActionRow, CreateAllowedMentions,
+    CreateAttachment, CreateButton, CreateCommand, CreateEmbed, CreateEmbedFooter,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateInteractionResponseMessage,
+    CreateMessage, EditInteractionResponse, EditMessage, GuildId, MessageId, Nonce,
 };
-use serenity::http::{LightMethod, Request, Route};
+use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 
 use super::render::human_duration;
-use super::{Card, DeliveryError, Posted, Reply, ReplyButton};
+use super::{Attachment, Card, DeliveryError, Posted, Reply, ReplyButton};
 use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
 use crate::policy::Severity;
@@ -50,6 +52,9 @@ pub mod limits {
     pub const CUSTOM_ID: usize = 100;
     pub const NONCE: usize = 25;
     pub const CONTENT: usize = 2000;
+    /// Per file, for bots in a guild without boosts; more is refused with 413 (code 40005).
+    pub const ATTACHMENT_BYTES: usize = crate::chat::ATTACHMENT_MAX_BYTES;
+    pub const ATTACHMENTS: usize = 10;
 }
 
 /// Buckets of interaction webhooks are kept while their window lasts; one per token would
@@ -199,7 +204,7 @@ impl DiscordAdapter {
                 LightMethod::Post,
                 channel,
                 Pacing::Bot,
-                Some(to_json(&body)?),
+                Some(Body::Json(to_json(&body)?)),
             )
             .await?;
         answer
@@ -226,7 +231,7 @@ impl DiscordAdapter {
             LightMethod::Patch,
             channel,
             Pacing::Bot,
-            Some(to_json(&body)?),
+            Some(Body::Json(to_json(&body)?)),
         )
         .await
         .map(|_| ())
@@ -251,13 +256,20 @@ impl DiscordAdapter {
             application_id: self.application_id()?,
             token,
         };
-        let body = edit_original_body(reply);
+        let body = match &reply.attachment {
+            None => Body::Json(to_json(&edit_original_body(reply))?),
+            Some(file) => Body::Upload {
+                payload_json: String::from_utf8(to_json(&edit_original_upload(reply))?)
+                    .map_err(|e| DeliveryError::Permanent(format!("encoding: {e}")))?,
+                file: file.clone(),
+            },
+        };
         self.send(
             route,
             LightMethod::Patch,
             &interaction_bucket(token),
             Pacing::InteractionWebhook,
-            Some(to_json(&body)?),
+            Some(body),
         )
         .await
         .map(|_| ())
@@ -281,7 +293,7 @@ impl DiscordAdapter {
                 LightMethod::Post,
                 &interaction_bucket(token),
                 Pacing::InteractionWebhook,
-                Some(to_json(&body)?),
+                Some(Body::Json(to_json(&body)?)),
             )
             .await?;
         answer
@@ -312,7 +324,7 @@ impl DiscordAdapter {
                 LightMethod::Put,
                 &format!("commands:{application_id}"),
                 Pacing::Bot,
-                Some(to_json(&commands)?),
+                Some(Body::Json(to_json(&commands)?)),
             )
             .await?;
         match answer {
@@ -366,7 +378,7 @@ impl DiscordAdapter {
         method: LightMethod,
         bucket: &str,
         pacing: Pacing,
-        body: Option<Vec<u8>>,
+        body: Option<Body>,
     ) -> Result<serde_json::Value, DeliveryError> {
         let wait = match pacing {
             Pacing::Bot => self.wait_for(method, bucket),
@@ -378,8 +390,22 @@ impl DiscordAdapter {
         if pacing == Pacing::Bot {
             self.global.until_ready().await;
         }
-        let request = Request::new(route, method)
-            .body(body)
+        let request = match body {
+            Some(Body::Json(bytes)) => Request::new(route, method).body(Some(bytes)),
+            Some(Body::Upload { payload_json, file }) => {
+                Request::new(route, method).multipart(Some(Multipart {
+                    // serenity names the part `files[{id}]`; the id is 0, as in payload_json.
+                    upload: MultipartUpload::Attachments(vec![CreateAttachment::bytes(
+                        file.content,
+                        file.filename,
+                    )]),
+                    fields: Vec::new(),
+                    payload_json: Some(payload_json),
+                }))
+            }
+            None => Request::new(route, method),
+        };
+        let request = request
             .build(&self.client, &self.authorization, Some(&self.api_base))
             .map_err(|e| DeliveryError::Permanent(format!("building the request: {e}")))?;
         let response = request.send().await.map_err(|e| {
@@ -468,6 +494,17 @@ impl DiscordAdapter {
             b.reset_at = Some(Instant::now() + Duration::from_secs_f64(after.max(0.0)));
         }
     }
+}
+
+/// What a request carries.
+enum Body {
+    Json(Vec<u8>),
+    /// `multipart/form-data`: the message as `payload_json` and one file as `files[0]`, as
+    /// Discord takes uploads.
+    Upload {
+        payload_json: String,
+        file: Attachment,
+    },
 }
 
 /// Whether a request counts against the bot's global limit.
@@ -646,6 +683,21 @@ pub fn edit_original_body(reply: &Reply) -> EditInteractionResponse {
         .embeds(r.embeds)
         .components(r.rows)
         .allowed_mentions(no_pings())
+}
+
+/// The `payload_json` of an edit of `@original` that uploads the reply's file: the same
+/// message, and `attachments` naming the file by the index of its `files[n]` part. Listing only
+/// the new file also drops any the message had, as the rest of the message is replaced too.
+pub fn edit_original_upload(reply: &Reply) -> serde_json::Value {
+    let mut body = serde_json::to_value(edit_original_body(reply))
+        .expect("serenity's edit builder serializes to JSON");
+    if let (Some(file), Some(map)) = (&reply.attachment, body.as_object_mut()) {
+        map.insert(
+            "attachments".into(),
+            serde_json::json!([{ "id": "0", "filename": file.filename }]),
+        );
+    }
+    body
 }
 
 pub fn followup_body(reply: &Reply) -> CreateInteractionResponseFollowup {
@@ -1009,6 +1061,7 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),
+            attachment: None,
         }
     }
 

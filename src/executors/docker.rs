@@ -1,15 +1,16 @@
-//! `/status` and `/logs`: what the stack's containers are doing, read from the Docker engine;
-//! `/restart` and `/scale`: the changes runbot makes to them.
+//! `/status`, `/stats` and `/logs`: what the stack's containers are doing, read from the Docker
+//! engine; `/restart` and `/scale`: the changes runbot makes to them.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::format::{plural, short_duration, table};
+use super::format::{bytes, percent, plural, short_duration, table};
 use super::redact::redact;
 use super::{reply, Ctx, Done, ExecError};
+use crate::chat::{Attachment, ATTACHMENT_MAX_BYTES};
 use crate::commands::parse_duration;
-use crate::docker::{Container, Docker, LogLine, LogQuery};
+use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;
@@ -70,9 +71,149 @@ pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     Ok(Done { reply: r, summary })
 }
 
+/// `backend`, or `backend-2` when the service runs several replicas.
+fn display_name(c: &Container, containers: &[Container]) -> String {
+    let replicas = containers.iter().filter(|x| x.service == c.service).count();
+    match c.number {
+        Some(n) if replicas > 1 => format!("{}-{n}", c.service),
+        _ => c.service.clone(),
+    }
+}
+
+/// `/stats [service]`: CPU, memory and PIDs of each container, as `docker stats --no-stream`.
+pub async fn stats(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let containers = match ctx.text("service") {
+        Some(service) => docker.service(service).await?,
+        None => docker.containers().await?,
+    };
+    let project = docker.project();
+    if containers.is_empty() {
+        return Ok(Done {
+            reply: reply(
+                format!(
+                    "Project **{project}** has no containers on Docker at {} (is docker.project right?).",
+                    docker.host()
+                ),
+                true,
+            ),
+            summary: "no containers".into(),
+        });
+    }
+    // All at once: the engine takes about 2 s per sample, so one after another would not fit
+    // in docker.timeout_secs for a stack of any size.
+    let samples = futures_util::future::join_all(containers.iter().map(|c| async move {
+        if c.is_running() {
+            Some(docker.usage(&c.id).await)
+        } else {
+            None
+        }
+    }))
+    .await;
+    let (body, notes, totals) = stats_table(&containers, &samples);
+    let running = containers.iter().filter(|c| c.is_running()).count();
+    let mut summary = format!(
+        "{} container{}, {running} running",
+        containers.len(),
+        plural(containers.len())
+    );
+    if let Some(cpu) = totals.cpu_percent {
+        summary.push_str(&format!("; CPU {} in all", percent(cpu)));
+    }
+    if let Some(memory) = totals.memory {
+        summary.push_str(&format!(", memory {} in all", bytes(memory)));
+    }
+    let mut text = format!("📊 **{project}**: {summary}.");
+    for note in &notes {
+        text.push('\n');
+        text.push_str(note);
+    }
+    let mut r = reply(text, true);
+    r.code_block = Some(body);
+    Ok(Done { reply: r, summary })
+}
+
+/// The table, notes on figures it lacks (each said once), and the sums of what it has.
+fn stats_table(
+    containers: &[Container],
+    samples: &[Option<Result<Option<Usage>, DockerError>>],
+) -> (String, Vec<String>, Usage) {
+    let dash = || "-".to_string();
+    let mut rows = vec![[
+        "SERVICE".to_string(),
+        "STATE".into(),
+        "CPU %".into(),
+        "MEM USAGE".into(),
+        "LIMIT".into(),
+        "MEM %".into(),
+        "PIDS".into(),
+    ]];
+    let mut no_cgroup = Vec::new();
+    let mut gone = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut totals = Usage::default();
+    for (c, sample) in containers.iter().zip(samples) {
+        let name = display_name(c, containers);
+        let state = match c.exit_code {
+            Some(code) => format!("{} ({code})", c.state),
+            None => c.state.clone(),
+        };
+        let usage = match sample {
+            // Not running: nothing to measure, and the state says why.
+            None => None,
+            Some(Ok(Some(u))) => {
+                if u.is_empty() {
+                    no_cgroup.push(name.clone());
+                }
+                Some(*u)
+            }
+            Some(Ok(None)) => {
+                gone.push(name.clone());
+                None
+            }
+            Some(Err(e)) => {
+                failed.push((name.clone(), e.to_string()));
+                None
+            }
+        };
+        let u = usage.unwrap_or_default();
+        if let Some(cpu) = u.cpu_percent {
+            *totals.cpu_percent.get_or_insert(0.0) += cpu;
+        }
+        if let Some(m) = u.memory {
+            *totals.memory.get_or_insert(0) += m;
+        }
+        rows.push([
+            name,
+            state,
+            u.cpu_percent.map(percent).unwrap_or_else(dash),
+            u.memory.map(bytes).unwrap_or_else(dash),
+            u.memory_limit.map(bytes).unwrap_or_else(dash),
+            u.memory_percent().map(percent).unwrap_or_else(dash),
+            u.pids.map(|p| p.to_string()).unwrap_or_else(dash),
+        ]);
+    }
+    let mut notes = Vec::new();
+    if !no_cgroup.is_empty() {
+        notes.push(format!(
+            "`-`: the engine reports no cgroup figures for {} (rootless Docker without cgroup delegation, or the cgroup controllers are not enabled on the host).",
+            no_cgroup.join(", ")
+        ));
+    }
+    if !gone.is_empty() {
+        notes.push(format!(
+            "{} went away while being measured.",
+            gone.join(", ")
+        ));
+    }
+    if let Some((_, first)) = failed.first() {
+        let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+        notes.push(format!("No figures for {}: {first}.", names.join(", ")));
+    }
+    (table(&rows), notes, totals)
+}
+
 /// A fixed-width table: it stays readable in a code block on a phone.
 fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
-    let replicas = |service: &str| containers.iter().filter(|c| c.service == service).count();
     let mut rows = vec![[
         "SERVICE".to_string(),
         "STATE".into(),
@@ -82,10 +223,7 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
         "RESTARTS".into(),
     ]];
     for c in containers {
-        let name = match c.number {
-            Some(n) if replicas(&c.service) > 1 => format!("{}-{n}", c.service),
-            _ => c.service.clone(),
-        };
+        let name = display_name(c, containers);
         let state = match c.exit_code {
             Some(code) => format!("{} ({code})", c.state),
             None => c.state.clone(),
@@ -182,19 +320,27 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 
     let what = describe_query(service, tail, ctx.text("since"), grep);
     let matched = lines.len();
-    let header = |shown: usize| {
+    let header = |shown: usize, attached: Attached| {
         let mut t = format!("📜 {what}: ");
-        t.push_str(&match (grep.is_some(), matched) {
-            (_, 0) => format!("no lines (of {read} read)."),
-            (true, m) => format!("{m} of {read} lines match"),
-            (false, m) => format!("{m} line{}", plural(m)),
-        });
-        if matched > 0 {
-            if shown < matched {
-                t.push_str(&format!("; the last {shown} fit here."));
-            } else {
-                t.push('.');
-            }
+        if matched == 0 {
+            t.push_str(&format!("no lines (of {read} read)."));
+        } else {
+            let attached = match attached {
+                Attached::Nothing => None,
+                Attached::All => Some(format!("all {matched} attached")),
+                Attached::Newest(k) => Some(format!(
+                    "the newest {k} attached (uploads are limited to {} MiB)",
+                    ATTACHMENT_MAX_BYTES >> 20
+                )),
+            };
+            t.push_str(&match (grep.is_some(), attached) {
+                (true, None) => format!("{matched} of {read} lines match."),
+                (false, None) => format!("{matched} line{}.", plural(matched)),
+                (true, Some(a)) => {
+                    format!("{matched} of {read} lines match; last {shown} shown, {a}.")
+                }
+                (false, Some(a)) => format!("last {shown} of {matched} lines shown; {a}."),
+            });
         }
         if redacted > 0 {
             t.push_str(&format!(
@@ -204,19 +350,81 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         }
         t
     };
-    // The longest the header can be, so that what is kept fits whatever number it shows.
-    let room = MESSAGE_MAX.saturating_sub(header(0).chars().count() + FENCES);
+    // The longest the header can be, so that what is kept fits whatever it says: the same
+    // numbers of digits as any it will show.
+    let longest = header(matched, Attached::Newest(matched)).chars().count();
+    let room = MESSAGE_MAX.saturating_sub(longest + FENCES);
     let block = last_lines_within(&lines, room);
     let shown = block.as_ref().map_or(0, |(n, _)| *n);
-    let mut r = reply(header(shown), true);
+    // A single line longer than the room is shown cut: it is not all there either.
+    let cut = lines.last().is_some_and(|l| rendered_len(l) > room);
+    let (attachment, attached) = if shown < matched || cut {
+        let (kept, content) = newest_within(&lines, ATTACHMENT_MAX_BYTES);
+        let attachment = Attachment {
+            filename: format!("logs-{service}-{}.txt", ctx.now.format("%Y%m%d-%H%M%S")),
+            content,
+        };
+        let attached = if kept == matched {
+            Attached::All
+        } else {
+            Attached::Newest(kept)
+        };
+        (Some(attachment), attached)
+    } else {
+        (None, Attached::Nothing)
+    };
+    let mut summary = format!("showed {shown} of {matched} lines of {service}");
+    match attached {
+        Attached::Nothing => {}
+        Attached::All => summary.push_str(&format!(", attached all {matched}")),
+        Attached::Newest(k) => summary.push_str(&format!(", attached the newest {k}")),
+    }
+    if redacted > 0 {
+        summary.push_str(", secrets masked");
+    }
+    let mut r = reply(header(shown, attached), true);
     r.code_block = block.map(|(_, b)| b);
-    Ok(Done {
-        reply: r,
-        summary: format!(
-            "showed {shown} of {matched} lines of {service}{}",
-            if redacted > 0 { ", secrets masked" } else { "" }
-        ),
-    })
+    r.attachment = attachment;
+    Ok(Done { reply: r, summary })
+}
+
+/// What of the matched lines goes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attached {
+    Nothing,
+    All,
+    /// Only the newest this many: all would be over the upload limit.
+    Newest(usize),
+}
+
+/// The newest lines whose text, a newline after each, takes at most `max` bytes: (how many,
+/// the text). A last line longer than that alone keeps its first `max` bytes.
+fn newest_within(lines: &[String], max: usize) -> (usize, Vec<u8>) {
+    let mut used = 0;
+    let mut kept = 0;
+    for l in lines.iter().rev() {
+        if used + l.len() + 1 > max {
+            break;
+        }
+        used += l.len() + 1;
+        kept += 1;
+    }
+    if kept == 0 {
+        let Some(last) = lines.last() else {
+            return (0, Vec::new());
+        };
+        let mut end = max.saturating_sub(1).min(last.len());
+        while !last.is_char_boundary(end) {
+            end -= 1;
+        }
+        return (1, format!("{}\n", &last[..end]).into_bytes());
+    }
+    let mut text = String::with_capacity(used);
+    for l in &lines[lines.len() - kept..] {
+        text.push_str(l);
+        text.push('\n');
+    }
+    (kept, text.into_bytes())
 }
 
 /// `Logs of **backend** (tail 100, since 15m, containing `ERROR`)`.
@@ -627,6 +835,69 @@ mod tests {
         assert!(refuse_count("backend", 11).unwrap().contains("at most 10"));
         assert_eq!(refuse_count("backend", 1), None);
         assert_eq!(refuse_count("backend", 10), None);
+    }
+
+    #[test]
+    fn stats_show_dashes_not_zeros_and_say_why_once() {
+        let mut cs: Vec<Container> = [1, 2, 3].map(|n| replica_numbered(Some(n))).into();
+        cs[2].state = "exited".into();
+        cs[2].exit_code = Some(137);
+        let full = Usage {
+            cpu_percent: Some(12.5),
+            memory: Some(540 << 10),
+            memory_limit: Some(64 << 20),
+            pids: Some(3),
+        };
+        let samples = vec![Some(Ok(Some(full))), Some(Ok(Some(Usage::default()))), None];
+        let (body, notes, totals) = stats_table(&cs, &samples);
+        let rows: Vec<Vec<&str>> = body
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[1],
+            [
+                "backend-1",
+                "running",
+                "12.50%",
+                "540KiB",
+                "64MiB",
+                "0.82%",
+                "3"
+            ]
+        );
+        assert_eq!(rows[2], ["backend-2", "running", "-", "-", "-", "-", "-"]);
+        assert_eq!(
+            rows[3],
+            ["backend-3", "exited", "(137)", "-", "-", "-", "-", "-"]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("no cgroup figures for backend-2"),
+            "{notes:?}"
+        );
+        assert_eq!(
+            (totals.cpu_percent, totals.memory),
+            (Some(12.5), Some(540 << 10))
+        );
+    }
+
+    #[test]
+    fn the_file_keeps_the_newest_lines_within_the_upload_limit() {
+        let lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+        let (n, all) = newest_within(&lines, 1000);
+        assert_eq!(n, 10);
+        assert_eq!(String::from_utf8(all).unwrap(), lines.join("\n") + "\n");
+        // "line 8\nline 9\n" is 14 bytes.
+        let (n, newest) = newest_within(&lines, 20);
+        assert_eq!((n, newest), (2, b"line 8\nline 9\n".to_vec()));
+        // One line over the limit alone: its start, cut at a character boundary.
+        let (n, cut) = newest_within(&["ééé".to_string()], 5);
+        assert_eq!(
+            (n, String::from_utf8(cut).unwrap()),
+            (1, "éé\n".to_string())
+        );
+        assert_eq!(newest_within(&[], 5), (0, Vec::new()));
     }
 
     #[test]

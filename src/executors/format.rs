@@ -29,6 +29,35 @@ pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
         .join("\n")
 }
 
+/// `540KiB`, `64MiB`, `1.944GiB`: binary units with four significant digits, as `docker stats`
+/// prints them (go-units' `BytesSize`), so the numbers read the same as on the host.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let digits = if value < 1.0 {
+        1
+    } else {
+        value.log10().floor() as usize + 1
+    };
+    let text = format!("{value:.*}", 4usize.saturating_sub(digits));
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
+/// `12.34%`, as `docker stats` prints percentages.
+pub fn percent(p: f64) -> String {
+    format!("{p:.2}%")
+}
+
 /// `45s`, `12m`, `3h 5m`, `4d 3h`.
 pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -37,5 +66,21 @@ pub fn short_duration(d: Duration) -> String {
         60..=3599 => format!("{}m", s / 60),
         3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_docker_stats_prints_them() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(552_960), "540KiB");
+        assert_eq!(bytes(64 << 20), "64MiB");
+        assert_eq!(bytes(2_087_354_860), "1.944GiB");
+        assert_eq!(bytes(4000), "3.906KiB");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(percent(100.390_17), "100.39%");
     }
 }

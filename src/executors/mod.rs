@@ -94,6 +94,7 @@ fn reply(text: String, ephemeral: bool) -> Reply {
         buttons: Vec::new(),
         fields: Vec::new(),
         code_block: None,
+        attachment: None,
     }
 }
 
@@ -186,6 +187,7 @@ impl Executors {
             "policy.oncall" => Ok(self.oncall(ctx)),
             "audit.recent" => self.audit_recent(ctx).await,
             "docker.status" => docker::status(self.docker()?, ctx).await,
+            "docker.stats" => docker::stats(self.docker()?, ctx).await,
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
             "docker.restart" => docker::restart(self.docker()?, ctx).await,
             "docker.scale" => docker::scale(self.docker()?, ctx).await,

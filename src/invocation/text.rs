@@ -84,6 +84,7 @@ fn message(text: String, ephemeral: bool, buttons: Vec<ReplyButton>) -> Reply {
         buttons,
         fields: Vec::new(),
         code_block: None,
+        attachment: None,
     }
 }
 

@@ -39,9 +39,17 @@
 //!   for that answer, as Discord handles the answer it was sent first.
 //!   [`FakeDiscord::interaction`] tells what became of an interaction.
 //!
+//! Uploads: `PATCH …/messages/@original` also takes `multipart/form-data` as Discord documents
+//! it (Uploading Files): the message as JSON in a `payload_json` part, files in `files[n]`
+//! parts, each named in `attachments` by its `n`. It refuses an invalid `payload_json` (50109),
+//! an `attachments` id that is neither a `files[n]` part nor an attachment of the message, more
+//! than 10 files, and a file over 10 MiB (413, 40005 "Request entity too large"); the message's
+//! files are kept ([`FakeMessage::files`]). Other routes take JSON only.
+//!
 //! Where the fake is stricter than Discord, it says so in the error: Discord silently drops
 //! unknown fields, the fake refuses them ([`FakeDiscord::set_reject_unknown_fields`] turns this
-//! off), and it supports only JSON bodies, not multipart uploads.
+//! off); a multipart body must carry `payload_json` (Discord would also read plain form fields),
+//! and a `files[n]` part that `attachments` does not name is refused (Discord drops it).
 //!
 //! The fake runs on its own thread and Tokio runtime, so it keeps serving while a test blocks,
 //! and across restarts of the process under test. Its state lives as long as the last clone of
@@ -104,6 +112,11 @@ pub const MAX_ACTION_ROWS: usize = 5;
 pub const MAX_COMPONENTS_V2: usize = 40;
 /// `IS_COMPONENTS_V2` message flag.
 pub const FLAG_COMPONENTS_V2: u64 = 1 << 15;
+/// Discord's default upload limit per file for bots in a guild without boosts; a bigger file
+/// is answered 413, code 40005.
+pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+/// Files one message takes.
+pub const MAX_FILES: usize = 10;
 /// How long `enforce_nonce` remembers a nonce ("the past few minutes" in Discord's docs).
 pub const NONCE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -167,6 +180,19 @@ pub struct FakeMessage {
     pub visible_to: Option<String>,
     /// The interaction whose response or followup this message is.
     pub interaction_id: Option<String>,
+    /// The files attached to it, in the order of its `attachments`.
+    pub files: Vec<FakeFile>,
+}
+
+/// A file uploaded with a message.
+#[derive(Clone, Debug)]
+pub struct FakeFile {
+    /// The attachment's snowflake, as Discord gives it.
+    pub id: String,
+    pub filename: String,
+    /// The part's `Content-Type`, if it had one.
+    pub content_type: Option<String>,
+    pub content: Vec<u8>,
 }
 
 impl FakeMessage {
@@ -1350,6 +1376,7 @@ fn create_message(st: &mut State, channel: &str, req: &Map<String, Value>) -> An
         edits: 0,
         visible_to: None,
         interaction_id: None,
+        files: Vec::new(),
     });
     if let Some(key) = nonce_key {
         st.nonces.insert(key, (st.messages.len() - 1, now));
@@ -2552,6 +2579,7 @@ fn create_interaction_message(
         edits: 0,
         visible_to,
         interaction_id: Some(interaction_id),
+        files: Vec::new(),
     });
     id
 }
@@ -2596,12 +2624,302 @@ fn apply_original(
     if !write {
         return Answer::json(200, st.messages[m].body.clone());
     }
-    let request = match schema_body(st, headers, body, WEBHOOK_EDIT_SCHEMA) {
-        Ok(r) => r,
-        Err(a) => return a,
+    let (request, uploads) = if is_multipart(headers) {
+        match upload_body(st, headers, body, WEBHOOK_EDIT_SCHEMA) {
+            Ok(r) => r,
+            Err(a) => return a,
+        }
+    } else {
+        match schema_body(st, headers, body, WEBHOOK_EDIT_SCHEMA) {
+            Ok(r) => (r, Vec::new()),
+            Err(a) => return a,
+        }
     };
     let req = request.as_object().expect("the schema requires an object");
-    edit_webhook_message(st, index, m, req)
+    edit_webhook_message(st, index, m, req, uploads)
+}
+
+/// A `files[n]` part of a multipart request.
+struct Upload {
+    index: usize,
+    filename: String,
+    content_type: Option<String>,
+    content: Vec<u8>,
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    header(headers, "content-type").is_some_and(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("multipart/form-data")
+    })
+}
+
+/// A `multipart/form-data` body as Discord reads one with files: the message as JSON in the
+/// `payload_json` part (checked against `schema`), and files in `files[n]` parts.
+fn upload_body(
+    st: &State,
+    headers: &HeaderMap,
+    body: &Bytes,
+    schema: &str,
+) -> Result<(Value, Vec<Upload>), Answer> {
+    let content_type = header(headers, "content-type").unwrap_or("");
+    let parts = parse_multipart(content_type, body).map_err(|why| {
+        Answer::error(
+            400,
+            &format!("fake Discord: malformed multipart body: {why}"),
+            0,
+        )
+    })?;
+    let mut payload = None;
+    let mut uploads: Vec<Upload> = Vec::new();
+    for part in parts {
+        if part.name == "payload_json" {
+            payload = Some(part.data);
+            continue;
+        }
+        let index = part
+            .name
+            .strip_prefix("files[")
+            .and_then(|n| n.strip_suffix(']'))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<usize>().ok());
+        let Some(index) = index else {
+            return Err(Answer::error(
+                400,
+                &format!(
+                    "fake Discord: unexpected multipart part \"{}\" (only payload_json and files[n] are implemented)",
+                    part.name
+                ),
+                0,
+            ));
+        };
+        // Discord refuses an upload over the limit before it reads the rest.
+        if part.data.len() > MAX_FILE_BYTES {
+            return Err(Answer::error(413, "Request entity too large", 40005));
+        }
+        let Some(filename) = part.filename.filter(|f| !f.is_empty()) else {
+            return Err(Answer::error(
+                400,
+                &format!("fake Discord: files[{index}] has no filename"),
+                0,
+            ));
+        };
+        if uploads.iter().any(|u| u.index == index) {
+            return Err(Answer::error(
+                400,
+                &format!("fake Discord: files[{index}] is sent twice"),
+                0,
+            ));
+        }
+        uploads.push(Upload {
+            index,
+            filename,
+            content_type: part.content_type,
+            content: part.data,
+        });
+    }
+    if uploads.len() > MAX_FILES {
+        let mut errors = FormErrors::default();
+        errors.add(
+            &["files"],
+            "BASE_TYPE_MAX_LENGTH",
+            format!("Must be {MAX_FILES} or fewer in length."),
+        );
+        return Err(errors.answer());
+    }
+    let Some(payload) = payload else {
+        return Err(Answer::error(
+            400,
+            "fake Discord: a multipart body needs a payload_json part (Discord would also read plain form fields; that is not implemented)",
+            0,
+        ));
+    };
+    let request: Value = serde_json::from_slice(&payload)
+        .map_err(|_| Answer::error(400, "The request body contains invalid JSON.", 50109))?;
+    let mut errors = FormErrors::default();
+    validate_schema(
+        schema,
+        st.reject_unknown_fields,
+        &request,
+        &[],
+        &mut errors,
+        0,
+    );
+    if !errors.is_empty() {
+        return Err(errors.answer());
+    }
+    Ok((request, uploads))
+}
+
+/// One part of a `multipart/form-data` body.
+struct FormPart {
+    name: String,
+    filename: Option<String>,
+    content_type: Option<String>,
+    data: Vec<u8>,
+}
+
+/// RFC 7578: parts between `--boundary` lines, each with its headers, a blank line and its
+/// bytes; the last boundary ends with `--`.
+fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, String> {
+    let boundary = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|b| !b.is_empty())
+        .ok_or("no boundary in the Content-Type")?;
+    let delimiter = format!("--{boundary}").into_bytes();
+    let find = |from: usize, needle: &[u8]| {
+        body.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(0, &delimiter).ok_or("the boundary never appears")? + delimiter.len();
+    let next_delimiter = [b"\r\n".as_slice(), &delimiter].concat();
+    let mut parts = Vec::new();
+    loop {
+        match body.get(at..at + 2) {
+            Some(b"--") => return Ok(parts),
+            Some(b"\r\n") => at += 2,
+            _ => return Err("a boundary is not followed by CRLF or --".into()),
+        }
+        let end = find(at, &next_delimiter).ok_or("a part is not closed by a boundary")?;
+        let part = &body[at..end];
+        let split = part
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("a part has no blank line after its headers")?;
+        let head = String::from_utf8_lossy(&part[..split]);
+        let data = part[split + 4..].to_vec();
+        let (mut name, mut filename, mut part_type) = (None, None, None);
+        for line in head.split("\r\n") {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            if key.trim().eq_ignore_ascii_case("content-type") {
+                part_type = Some(value.trim().to_string());
+            } else if key.trim().eq_ignore_ascii_case("content-disposition") {
+                for param in value.split(';').skip(1) {
+                    if let Some((k, v)) = param.trim().split_once('=') {
+                        let v = v.trim().trim_matches('"').to_string();
+                        match k.trim() {
+                            "name" => name = Some(v),
+                            "filename" => filename = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        parts.push(FormPart {
+            name: name.ok_or("a part has no name in its Content-Disposition")?,
+            filename,
+            content_type: part_type,
+            data,
+        });
+        at = end + next_delimiter.len();
+    }
+}
+
+/// The message's attachments after an edit: those `attachments` keeps (existing ones by id,
+/// new ones by the `n` of their `files[n]` part), or, without `attachments`, the old ones and
+/// every new file.
+fn edited_attachments(
+    st: &mut State,
+    m: usize,
+    req: &Map<String, Value>,
+    uploads: Vec<Upload>,
+) -> Result<Vec<FakeFile>, Answer> {
+    let existing = st.messages[m].files.clone();
+    let listed = match req.get("attachments") {
+        None => None,
+        Some(Value::Null) => Some(Vec::new()),
+        Some(v) => Some(v.as_array().cloned().unwrap_or_default()),
+    };
+    let Some(listed) = listed else {
+        let mut files = existing;
+        for u in uploads {
+            files.push(FakeFile {
+                id: st.next_snowflake(),
+                filename: u.filename,
+                content_type: u.content_type,
+                content: u.content,
+            });
+        }
+        return Ok(files);
+    };
+    let mut errors = FormErrors::default();
+    let mut files = Vec::new();
+    let mut used = HashSet::new();
+    for (i, a) in listed.iter().enumerate() {
+        let id = a.get("id").and_then(Value::as_str).unwrap_or("");
+        let upload = id
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| uploads.iter().position(|u| u.index == n));
+        if let Some(u) = upload {
+            used.insert(u);
+            let u = &uploads[u];
+            files.push(FakeFile {
+                id: st.next_snowflake(),
+                filename: a
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&u.filename)
+                    .to_string(),
+                content_type: u.content_type.clone(),
+                content: u.content.clone(),
+            });
+        } else if let Some(old) = existing.iter().find(|f| f.id == id) {
+            files.push(old.clone());
+        } else {
+            errors.add(
+                &["attachments".to_string(), i.to_string(), "id".to_string()],
+                "ATTACHMENT_NOT_FOUND",
+                format!("Unknown attachment {id}: no files[{id}] part and no such attachment on the message."),
+            );
+        }
+    }
+    if let Some(u) = uploads.iter().enumerate().find(|(i, _)| !used.contains(i)) {
+        errors.add(
+            &["attachments"],
+            "ATTACHMENT_NOT_LISTED",
+            format!(
+                "fake Discord: files[{}] is not listed in attachments, so Discord would drop it",
+                u.1.index
+            ),
+        );
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors.answer())
+    }
+}
+
+/// An attachment object as Discord answers it.
+fn attachment_json(channel: &str, f: &FakeFile) -> Value {
+    let url = format!(
+        "https://cdn.discordapp.com/attachments/{channel}/{}/{}",
+        f.id, f.filename
+    );
+    let mut a = json!({
+        "id": f.id,
+        "filename": f.filename,
+        "size": f.content.len(),
+        "url": url,
+        "proxy_url": url.replace("cdn.discordapp.com", "media.discordapp.net"),
+    });
+    if let Some(t) = &f.content_type {
+        a["content_type"] = json!(t);
+    }
+    a
 }
 
 /// Applies an edit of an interaction's message; the message stays as ephemeral as it was, and
@@ -2611,16 +2929,24 @@ fn edit_webhook_message(
     index: usize,
     m: usize,
     req: &Map<String, Value>,
+    uploads: Vec<Upload>,
 ) -> Answer {
     let mut errors = FormErrors::default();
     let mut req = req.clone();
+    let files = match edited_attachments(st, m, &req, uploads) {
+        Ok(f) => f,
+        Err(a) => return a,
+    };
+    let channel = st.messages[m].channel_id.clone();
+    let attachments = Value::Array(files.iter().map(|f| attachment_json(&channel, f)).collect());
     let kept = st.messages[m].flags() & FLAG_EPHEMERAL;
     let asked = req.get("flags").and_then(Value::as_u64).unwrap_or(0);
     req.insert(
         "flags".into(),
         json!((asked & !(FLAG_EPHEMERAL | FLAG_LOADING)) | kept),
     );
-    let view = edited_view(&st.messages[m].body, &req);
+    let mut view = edited_view(&st.messages[m].body, &req);
+    view.insert("attachments".into(), attachments.clone());
     check_limits(&view, &mut errors);
     if !errors.is_empty() {
         return errors.answer();
@@ -2628,6 +2954,8 @@ fn edit_webhook_message(
     if is_empty_message(&view) {
         return Answer::error(400, "Cannot send an empty message", 50006);
     }
+    st.messages[m].body["attachments"] = attachments;
+    st.messages[m].files = files;
     let answer = edit_message(st, m, &req);
     st.interactions[index].edits.push(Value::Object(req));
     answer
@@ -2657,7 +2985,7 @@ fn apply_followup(
         .and_then(|id| st.messages.iter().position(|m| &m.id == id))
         .filter(|&m| st.messages[m].flags() & FLAG_LOADING != 0);
     if let Some(m) = loading {
-        return edit_webhook_message(st, index, m, req);
+        return edit_webhook_message(st, index, m, req, Vec::new());
     }
     let view = req.clone();
     let mut errors = FormErrors::default();
