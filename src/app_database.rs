@@ -583,7 +583,8 @@ impl AppDatabase {
             name: name.into(),
             path,
             bytes,
-            created,
+            // As the name says it, to the second, so it equals what list() reads back.
+            created: backup_time(name).unwrap_or(created),
         })
     }
 
