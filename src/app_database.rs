@@ -168,6 +168,13 @@ fn decode(s: &str) -> Result<String, String> {
         .map_err(|_| "its percent-encoding is not UTF-8".to_string())
 }
 
+/// Never shows the password.
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Conn").field(&self.target()).finish()
+    }
+}
+
 impl Conn {
     /// Errors never repeat the URL: it may hold a password.
     fn parse(raw: &str) -> Result<Conn, String> {
