@@ -460,7 +460,16 @@ impl AppDatabase {
                 dir: self.dir_text(),
             });
         }
-        let partial = dir.join(format!(".{}.partial", name.trim_end_matches(".sql.gz")));
+        let mut partial = Partial {
+            path: dir.join(format!(".{}.partial", name.trim_end_matches(".sql.gz"))),
+            keep: false,
+        };
+        // Created here rather than on the gzip thread, so the guard above always sees it.
+        let file = std::fs::File::create(&partial.path).map_err(|e| AppDbError::Io {
+            what: format!("creating a file in the backup folder {}", self.dir_text()),
+            reason: e.to_string(),
+            after: "Nothing was changed.",
+        })?;
 
         let mut cmd = Command::new(&inner.pg_dump);
         cmd.args([
@@ -485,8 +494,7 @@ impl AppDatabase {
 
         // gzip on a blocking thread; the async side only moves chunks from the pipe.
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-        let target = partial.clone();
-        let writer = tokio::task::spawn_blocking(move || write_gzip(&target, rx));
+        let writer = tokio::task::spawn_blocking(move || write_gzip(file, rx));
         let pump = async move {
             let Some(mut out) = stdout else {
                 return;
@@ -509,15 +517,11 @@ impl AppDatabase {
             status
         })
         .await;
-        let remove_partial = || {
-            let _ = std::fs::remove_file(&partial);
-        };
         let status = match ran {
             Err(_) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 let _ = writer.await;
-                remove_partial();
                 return Err(AppDbError::TimedOut {
                     what: "pg_dump",
                     secs: inner.timeout.as_secs(),
@@ -526,7 +530,6 @@ impl AppDatabase {
             }
             Ok(Err(e)) => {
                 let _ = writer.await;
-                remove_partial();
                 return Err(AppDbError::Io {
                     what: "waiting for pg_dump".into(),
                     reason: e.to_string(),
@@ -538,7 +541,6 @@ impl AppDatabase {
         let written = writer.await;
         let stderr = stderr.await.unwrap_or_default();
         if !status.success() {
-            remove_partial();
             return Err(AppDbError::DumpFailed {
                 status: status_text(status),
                 took: took(started),
@@ -548,7 +550,6 @@ impl AppDatabase {
         let bytes = match written {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
-                remove_partial();
                 return Err(AppDbError::Io {
                     what: format!("writing the backup into {}", self.dir_text()),
                     reason: e.to_string(),
@@ -556,7 +557,6 @@ impl AppDatabase {
                 });
             }
             Err(e) => {
-                remove_partial();
                 return Err(AppDbError::Io {
                     what: "the gzip writer".into(),
                     reason: e.to_string(),
@@ -567,23 +567,22 @@ impl AppDatabase {
         // Checked again just before the rename: rename would silently replace a file that
         // appeared meanwhile (another runbot, a person copying one in).
         if path.exists() {
-            remove_partial();
             return Err(AppDbError::Exists {
                 name: name.into(),
                 dir: self.dir_text(),
             });
         }
-        let renamed = std::fs::rename(&partial, &path).and_then(|()| {
-            // The rename itself is durable only once the folder is synced.
-            std::fs::File::open(&dir).and_then(|d| d.sync_all())
-        });
-        if let Err(e) = renamed {
-            remove_partial();
+        if let Err(e) = std::fs::rename(&partial.path, &path) {
             return Err(AppDbError::Io {
                 what: format!("naming the backup {name}"),
                 reason: e.to_string(),
                 after: "No backup was written; the database was only read.",
             });
+        }
+        partial.keep = true;
+        // The rename is durable only once the folder is synced; the file is whole either way.
+        if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, backup = %name, "backup folder not synced");
         }
         tracing::info!(backup = %name, bytes, took = ?started.elapsed(), "database backed up");
         Ok(BackupFile {
@@ -695,15 +694,16 @@ impl AppDatabase {
             key: "psql",
             reason: e.to_string(),
         })?;
-        let mut stdin = child.stdin.take();
         let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
+        let stdin = child.stdin.take();
+        let mut psql = Psql { child, stdin };
 
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
         let source = backup.path.clone();
         let reader = tokio::task::spawn_blocking(move || read_gzip(&source, tx));
         let deadline = tokio::time::Instant::now() + inner.timeout;
         let feed = async {
-            let Some(input) = stdin.as_mut() else {
+            let Some(input) = psql.stdin.as_mut() else {
                 return Ok(());
             };
             while let Some(chunk) = rx.recv().await {
@@ -726,9 +726,9 @@ impl AppDatabase {
         match fed {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
-                // Kill before closing stdin: end of input would make psql commit.
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                // Killed before its input closes (see Psql): end of input would commit.
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
                 return Err(AppDbError::Io {
                     what: format!("reading backup {name}"),
                     reason,
@@ -736,8 +736,8 @@ impl AppDatabase {
                 });
             }
             Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
                 return Err(AppDbError::TimedOut {
                     what: "the restore",
                     secs: inner.timeout.as_secs(),
@@ -746,8 +746,8 @@ impl AppDatabase {
             }
         }
         // End of input: psql commits the single transaction, or rolls it back on an error.
-        drop(stdin);
-        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        drop(psql.stdin.take());
+        let status = match tokio::time::timeout_at(deadline, psql.child.wait()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(AppDbError::Io {
                 what: "waiting for psql".into(),
@@ -756,12 +756,15 @@ impl AppDatabase {
                     "Whether the restore committed is unknown: check the data before acting again.",
             }),
             Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
                 return Err(AppDbError::TimedOut {
                     what: "the restore",
                     secs: inner.timeout.as_secs(),
-                    after: kept,
+                    after: format!(
+                        "All of the backup had been sent, so PostgreSQL may have been committing it: check the data before acting again. The safety backup {} was kept.",
+                        safety.name
+                    ),
                 });
             }
         };
@@ -833,8 +836,38 @@ impl AppDatabase {
     }
 }
 
-fn write_gzip(path: &Path, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u64> {
-    let file = std::fs::File::create(path)?;
+/// A backup being written: removed when dropped unless it was renamed into place, so neither
+/// a failure nor runbot stopping mid-backup leaves one behind.
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// psql and the pipe it reads the backup from. Dropped before the input is complete (an
+/// error, a timeout, runbot stopping), it kills psql first: closing its input would make it
+/// commit what it had read so far.
+struct Psql {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl Drop for Psql {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+fn write_gzip(file: std::fs::File, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u64> {
     let mut gz = flate2::write::GzEncoder::new(
         std::io::BufWriter::with_capacity(CHUNK, file),
         flate2::Compression::default(),
@@ -934,11 +967,10 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             let rows = sqlx::query(
                 "SELECT pid, coalesce(usename, '-') AS usename, \
                         extract(epoch FROM clock_timestamp() - query_start)::float8 AS secs, \
-                        coalesce(state, '?') AS state, \
                         coalesce(wait_event_type || ':' || wait_event, '-') AS wait, \
                         coalesce(query, '') AS query \
                  FROM pg_stat_activity \
-                 WHERE backend_type = 'client backend' AND state <> 'idle' \
+                 WHERE backend_type = 'client backend' AND state = 'active' \
                    AND pid <> pg_backend_pid() \
                    AND query_start < clock_timestamp() - interval '1 second' \
                  ORDER BY query_start LIMIT 20",
@@ -952,7 +984,6 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                         r.get::<i32, _>("pid").to_string(),
                         r.get("usename"),
                         seconds(r.get("secs")),
-                        r.get("state"),
                         r.get("wait"),
                         clip_query(r.get("query"), 60),
                     ]
@@ -964,7 +995,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                     rows.len(),
                     if rows.len() == 1 { "y" } else { "ies" }
                 ),
-                header: header(&["PID", "USER", "FOR", "STATE", "WAIT", "QUERY"]),
+                header: header(&["PID", "USER", "FOR", "WAIT", "QUERY"]),
                 rows,
             }
         }

@@ -423,7 +423,7 @@ async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
         block.contains(&sleeper_pid.to_string()) && block.contains("pg_sleep(4)"),
         "{slow:?}"
     );
-    assert!(block.contains("active"), "{block}");
+    assert!(block.contains("Timeout:PgSleep"), "the wait event: {block}");
     assert!(slow.text.contains("1 query running"), "{}", slow.text);
 
     // locks: one connection holds big exclusively, another waits to read it.
@@ -701,4 +701,108 @@ async fn a_backup_that_takes_too_long_is_stopped_and_leaves_no_partial_file() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("app_database.pg_dump"), "{err}");
+}
+
+fn gzip_file(path: &Path, sql: &[u8]) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, sql).unwrap();
+    gz.finish().unwrap();
+}
+
+#[tokio::test]
+async fn a_restore_stopped_part_way_commits_nothing() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    // Deletes, then stalls with far more input behind it than a pipe holds, so the timeout
+    // stops psql while runbot is still feeding it.
+    let mut sql = b"DELETE FROM orders;\nSELECT pg_sleep(20);\n".to_vec();
+    sql.extend(b"-- padding padding padding padding padding padding padding\n".repeat(40_000));
+    sql.extend(b"DELETE FROM customers;\n");
+    gzip_file(&backups.join("backup_20200101_000003.sql.gz"), &sql);
+    let db = direct(&app.url(), &backups, "pg_dump", 4);
+
+    let started = std::time::Instant::now();
+    let err = db
+        .restore("backup_20200101_000003.sql.gz", Utc::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppDbError::TimedOut { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("psql was stopped before it committed"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(app.count("customers").await, 50);
+    // The safety backup was taken and kept.
+    assert_eq!(db.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn dry_runs_say_what_backup_and_restore_would_do_and_change_nothing() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    gzip_file(
+        &backups.join("backup_20200101_000004.sql.gz"),
+        b"DELETE FROM orders;\n",
+    );
+    let rig = rig_for(&app.url(), &backups).await;
+    let edits = Arc::new(Edits::default());
+
+    let backup = rig
+        .ask(
+            dba(),
+            "backup",
+            &[("dry_run", RawValue::Boolean(true))],
+            &edits,
+        )
+        .await;
+    let r = message(&backup);
+    assert!(
+        r.text.contains("Dry run")
+            && r.text.contains(&format!("back up database {}@", app.role))
+            && r.text.contains("backup_")
+            && r.text.contains("pg_dump"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(&app.password), "{}", r.text);
+
+    // A dry run needs no approval, even for /restore.
+    let restore = rig
+        .ask(
+            dba(),
+            "restore",
+            &[
+                ("backup", text("backup_20200101_000004.sql.gz")),
+                ("dry_run", RawValue::Boolean(true)),
+            ],
+            &edits,
+        )
+        .await;
+    let r = message(&restore);
+    assert!(
+        r.text.contains("restore database")
+            && r.text.contains("backup_20200101_000004.sql.gz")
+            && r.text.contains("after a safety backup"),
+        "{}",
+        r.text
+    );
+    assert_eq!(files(&backups), ["backup_20200101_000004.sql.gz"]);
+    assert_eq!(app.count("orders").await, 200);
+    let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        steps,
+        [Step::Requested, Step::DryRun, Step::Requested, Step::DryRun]
+    );
 }
