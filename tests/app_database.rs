@@ -88,7 +88,11 @@ struct AppDb {
 
 impl AppDb {
     async fn new() -> AppDb {
-        let admin = common::pg_admin_url();
+        Self::on(common::pg_admin_url()).await
+    }
+
+    /// On the server `admin` (a superuser's URL) reaches.
+    async fn on(admin: String) -> AppDb {
         let parsed = url::Url::parse(&admin).expect("RUNBOT_TEST_PG_URL is a URL");
         let addr = format!(
             "{}:{}",
@@ -578,42 +582,165 @@ async fn a_failing_restore_changes_nothing_and_a_damaged_or_missing_backup_is_re
     audit_never_holds(&rig, &app.password).await;
 }
 
-/// Whether the test server checks passwords on TCP (scripts/test's server trusts local
-/// connections; a production server does not).
-async fn server_checks_passwords(admin: &str) -> bool {
-    let mut c = PgConnection::connect(admin).await.unwrap();
-    let trusting: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_hba_file_rules WHERE type = 'host' AND auth_method = 'trust'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    trusting == 0
+/// A PostgreSQL server of the test's own that checks passwords (scram-sha-256 over TCP): the
+/// shared test server trusts every local login, so a wrong password would pass there.
+/// Stopped when dropped.
+struct PasswordPg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// Run the server's programs as the postgres user: PostgreSQL refuses to run as root.
+    as_postgres: bool,
+}
+
+const SUPERUSER_PASSWORD: &str = "SuperPw4411";
+
+impl PasswordPg {
+    /// None when no PostgreSQL server programs are installed.
+    fn start() -> Option<PasswordPg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").is_file())?;
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        if as_postgres {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PasswordPg {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth-local=trust".as_ref(),
+                "--auth-host=scram-sha-256".as_ref(),
+                "--pwfile".as_ref(),
+                pwfile.as_os_str(),
+                "--no-sync".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            pg.dir.path().display()
+        );
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                pg.dir.path().join("log").as_os_str(),
+                "-w".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        Some(pg)
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let path = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn admin_url(&self) -> String {
+        format!(
+            "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordPg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
 }
 
 #[tokio::test]
-async fn bad_credentials_make_backup_fail_clearly_leaving_no_file_and_no_password() {
-    let app = AppDb::new().await;
+async fn a_wrong_password_makes_backup_fail_clearly_leaving_no_file_and_no_password() {
+    let Some(server) = PasswordPg::start() else {
+        panic!(
+            "no PostgreSQL server programs under /usr/lib/postgresql: scripts/test installs them"
+        );
+    };
+    let app = AppDb::on(server.admin_url()).await;
     app.seed().await;
     let wrong = "WrongPw7731xyz";
-    let url = if server_checks_passwords(&app.admin).await {
-        format!("postgres://{}:{wrong}@{}/{}", app.role, app.addr, app.name)
-    } else {
-        // A server that trusts every local login accepts any password; a role it does not
-        // know is the credential it still refuses.
-        eprintln!("the test server trusts local logins: testing an unknown role instead of a wrong password");
-        format!(
-            "postgres://no_such_{}:{wrong}@{}/{}",
-            app.role, app.addr, app.name
-        )
-    };
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
-    let rig = rig_for(&url, &backups).await;
 
+    // The right password works: it reaches pg_dump (as PGPASSWORD) and sqlx.
+    let right = direct(&app.url(), &backups, "pg_dump", 60);
+    let made = right.backup(Utc::now()).await.unwrap();
+    assert!(gunzip(&made.path).contains("COPY public.orders"));
+    std::fs::remove_file(&made.path).unwrap();
+
+    let url = format!("postgres://{}:{wrong}@{}/{}", app.role, app.addr, app.name);
+    let rig = rig_for(&url, &backups).await;
     let failed = run(&rig, dba(), "backup", &[]).await;
     assert!(
-        failed.text.contains("pg_dump failed") && failed.text.contains("no backup was written"),
+        failed.text.contains("pg_dump failed")
+            && failed.text.contains("password authentication failed")
+            && failed.text.contains("no backup was written"),
         "{}",
         failed.text
     );
@@ -625,12 +752,15 @@ async fn bad_credentials_make_backup_fail_clearly_leaving_no_file_and_no_passwor
     // /db with the same credentials fails just as plainly.
     let db = run(&rig, dba(), "db", &[("check", text("sizes"))]).await;
     assert!(
-        db.text.contains("cannot reach the application database"),
+        db.text.contains("cannot reach the application database")
+            && db.text.contains("password authentication failed"),
         "{}",
         db.text
     );
     assert!(!db.text.contains(wrong), "{}", db.text);
     assert_eq!(app.count("orders").await, 200);
+    drop(app);
+    drop(server);
 }
 
 #[tokio::test]
