@@ -940,17 +940,17 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             let mut total = 0i64;
             let rows: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| {
-                    let n: i64 = r.get("n");
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    let n: i64 = r.try_get("n")?;
                     total += n;
-                    vec![
-                        r.get::<String, _>("state"),
-                        r.get("usename"),
-                        r.get("datname"),
+                    Ok(vec![
+                        r.try_get::<String, _>("state")?,
+                        r.try_get::<String, _>("usename")?,
+                        r.try_get::<String, _>("datname")?,
                         n.to_string(),
-                    ]
+                    ])
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             let pct = max
                 .parse::<f64>()
                 .ok()
@@ -979,16 +979,16 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             .await?;
             let rows: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| {
-                    vec![
-                        r.get::<i32, _>("pid").to_string(),
-                        r.get("usename"),
-                        seconds(r.get("secs")),
-                        r.get("wait"),
-                        clip_query(r.get("query"), 60),
-                    ]
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    Ok(vec![
+                        r.try_get::<i32, _>("pid")?.to_string(),
+                        r.try_get::<String, _>("usename")?,
+                        seconds(r.try_get("secs")?),
+                        r.try_get::<String, _>("wait")?,
+                        clip_query(&r.try_get::<String, _>("query")?, 60),
+                    ])
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             Table {
                 summary: format!(
                     "{} quer{} running for over 1 s.",
@@ -1020,29 +1020,29 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             .await?;
             let rows: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| {
-                    let est: f64 = r.get("est");
-                    vec![
-                        clip_query(r.get("name"), 40),
-                        r.get("total"),
-                        r.get("heap"),
-                        r.get("indexes"),
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    let est: f64 = r.try_get("est")?;
+                    Ok(vec![
+                        clip_query(&r.try_get::<String, _>("name")?, 40),
+                        r.try_get::<String, _>("total")?,
+                        r.try_get::<String, _>("heap")?,
+                        r.try_get::<String, _>("indexes")?,
                         // -1: never vacuumed or analyzed, so PostgreSQL has no estimate yet.
                         if est < 0.0 {
                             "?".into()
                         } else {
                             format!("{est:.0}")
                         },
-                    ]
+                    ])
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             Table {
                 summary: format!(
                     "The database is {total}; its {} largest table{}:",
                     rows.len(),
                     crate::executors::format::plural(rows.len())
                 ),
-                header: header(&["TABLE", "TOTAL", "TABLE", "INDEXES", "~ROWS"]),
+                header: header(&["TABLE", "TOTAL", "DATA", "INDEXES", "~ROWS"]),
                 rows,
             }
         }
@@ -1050,7 +1050,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             let rows = sqlx::query(
                 "SELECT w.pid, coalesce(w.usename, '-') AS usename, \
                         l.mode || ' on ' || coalesce(l.relation::regclass::text, l.locktype) AS wants, \
-                        extract(epoch FROM clock_timestamp() - coalesce(w.state_change, w.query_start))::float8 AS secs, \
+                        coalesce(extract(epoch FROM clock_timestamp() - w.query_start)::float8, 0) AS secs, \
                         array_to_string(pg_blocking_pids(w.pid), ',') AS blockers, \
                         coalesce((SELECT string_agg(b.pid || ': ' || coalesce(b.query, ''), ' | ') \
                                   FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(w.pid))), '') AS blocker_query, \
@@ -1062,18 +1062,18 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             .await?;
             let rows: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| {
-                    vec![
-                        r.get::<i32, _>("pid").to_string(),
-                        r.get("usename"),
-                        r.get("wants"),
-                        seconds(r.get("secs")),
-                        r.get("blockers"),
-                        clip_query(r.get("blocker_query"), 40),
-                        clip_query(r.get("query"), 40),
-                    ]
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    Ok(vec![
+                        r.try_get::<i32, _>("pid")?.to_string(),
+                        r.try_get::<String, _>("usename")?,
+                        r.try_get::<String, _>("wants")?,
+                        seconds(r.try_get("secs")?),
+                        r.try_get::<String, _>("blockers")?,
+                        clip_query(&r.try_get::<String, _>("blocker_query")?, 40),
+                        clip_query(&r.try_get::<String, _>("query")?, 40),
+                    ])
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             Table {
                 summary: format!(
                     "{} lock{} waiting.",
