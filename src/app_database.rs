@@ -685,6 +685,10 @@ impl AppDatabase {
         let mut cmd = Command::new(&inner.psql);
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
         inner.conn.apply(&mut cmd);
+        // A name of its own, so a psql that must be stopped can have its server session
+        // ended too (see end_session).
+        let session = format!("runbot-restore-{}", uuid::Uuid::new_v4().simple());
+        cmd.env("PGAPPNAME", &session);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -729,6 +733,7 @@ impl AppDatabase {
                 // Killed before its input closes (see Psql): end of input would commit.
                 let _ = psql.child.start_kill();
                 let _ = psql.child.wait().await;
+                self.end_session(&session).await;
                 return Err(AppDbError::Io {
                     what: format!("reading backup {name}"),
                     reason,
@@ -738,6 +743,7 @@ impl AppDatabase {
             Err(_) => {
                 let _ = psql.child.start_kill();
                 let _ = psql.child.wait().await;
+                self.end_session(&session).await;
                 return Err(AppDbError::TimedOut {
                     what: "the restore",
                     secs: inner.timeout.as_secs(),
@@ -758,6 +764,7 @@ impl AppDatabase {
             Err(_) => {
                 let _ = psql.child.start_kill();
                 let _ = psql.child.wait().await;
+                self.end_session(&session).await;
                 return Err(AppDbError::TimedOut {
                     what: "the restore",
                     secs: inner.timeout.as_secs(),
@@ -784,6 +791,32 @@ impl AppDatabase {
             safety_backup: safety.name,
             took: started.elapsed(),
         })
+    }
+
+    /// Ends the server session of a psql that was killed. PostgreSQL notices a vanished
+    /// client only when it next talks to it, so a session busy with a long statement would
+    /// hold its locks and its uncommitted work until that statement ends; ended now, it rolls
+    /// back at once. Best effort: it never commits either way.
+    async fn end_session(&self, application_name: &str) {
+        let conn = &self.inner.conn;
+        let ended = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut db = PgConnection::connect_with(&conn.options()).await?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(application_name)
+            .execute(&mut db)
+            .await?;
+            db.close().await
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %conn.scrub(&e.to_string()), "could not end a stopped restore's session")
+            }
+            Err(_) => tracing::warn!("could not end a stopped restore's session: no answer"),
+        }
     }
 
     /// A backup named for `now`, or for the next free second: backups are named by the

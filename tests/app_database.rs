@@ -871,6 +871,13 @@ async fn a_restore_stopped_part_way_commits_nothing() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(app.count("orders").await, 200);
     assert_eq!(app.count("customers").await, 50);
+    // The stopped restore's server session is gone too, so its row locks are: a write to
+    // the rows it had deleted goes through at once instead of waiting for its pg_sleep.
+    let mut c = app.connect().await;
+    sqlx::raw_sql("SET lock_timeout = '2s'; UPDATE orders SET total = total WHERE id = 1;")
+        .execute(&mut c)
+        .await
+        .expect("no lock left behind");
     // The safety backup was taken and kept.
     assert_eq!(db.list().await.unwrap().len(), 2);
 }
