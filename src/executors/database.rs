@@ -116,10 +116,14 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
     let total: u64 = all.iter().map(|b| b.bytes).sum();
     let mut rows = vec![["BACKUP".to_string(), "SIZE".into(), "AGE".into()]];
     for b in all.iter().take(LIST_MAX) {
-        let age = (ctx.now - b.created)
-            .to_std()
-            .map(short_duration)
-            .unwrap_or_else(|_| "future?".into());
+        // A safety backup taken in a second already named is named for the next one, so it
+        // may be up to a few seconds "ahead": that is age 0, not an error.
+        let age = short_duration(
+            (ctx.now - b.created)
+                .max(chrono::Duration::zero())
+                .to_std()
+                .unwrap_or_default(),
+        );
         rows.push([b.name.clone(), size(b.bytes), age]);
     }
     let more = all.len().saturating_sub(LIST_MAX);
