@@ -105,6 +105,7 @@ fn build_dispatcher(
         policies: policies.clone(),
         alertmanager,
         docker: crate::docker::Docker::from_settings(&settings.docker)?,
+        app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,
         chat_wake,
     };
     Ok(Dispatcher::new(

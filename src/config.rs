@@ -33,6 +33,56 @@ pub struct Settings {
     pub interactions: InteractionSettings,
     #[serde(default)]
     pub docker: DockerSettings,
+    #[serde(default)]
+    pub app_database: AppDatabaseSettings,
+}
+
+/// `[app_database]`: the stack's application database, which `/backup`, `/restore` and `/db`
+/// act on. Not runbot's own store (`[database]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppDatabaseSettings {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`. No default: unset, the database
+    /// commands say to set it.
+    pub url: Option<SecretString>,
+    /// Where backups are written and read, `backup_YYYYmmdd_HHMMSS.sql.gz`.
+    pub backup_dir: PathBuf,
+    /// The `pg_dump` program (a name on PATH or a path); its major version must be at least
+    /// the server's.
+    pub pg_dump: String,
+    /// The `psql` program that restores run.
+    pub psql: String,
+    /// Longest a backup or a restore may run before it is stopped.
+    pub timeout_secs: u64,
+}
+
+impl Default for AppDatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            backup_dir: PathBuf::from("backups"),
+            pg_dump: "pg_dump".into(),
+            psql: "psql".into(),
+            timeout_secs: 900,
+        }
+    }
+}
+
+/// Shows the URL with its password masked, so settings can be logged whole.
+impl std::fmt::Debug for AppDatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self
+            .url
+            .as_ref()
+            .map(|u| crate::app_database::masked_url(u.expose_secret()));
+        f.debug_struct("AppDatabaseSettings")
+            .field("url", &url)
+            .field("backup_dir", &self.backup_dir)
+            .field("pg_dump", &self.pg_dump)
+            .field("psql", &self.psql)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 /// `[docker]`: the engine, and the docker-compose project whose services commands act on.
@@ -449,6 +499,7 @@ impl Settings {
         self.validate_discord(&mut problems);
         self.validate_interactions(&mut problems);
         self.validate_docker(&mut problems);
+        self.validate_app_database(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -576,6 +627,35 @@ impl Settings {
             problems.push(format!(
                 "docker.timeout_secs = {} must be 1 to 300 (default 30)",
                 d.timeout_secs
+            ));
+        }
+    }
+
+    fn validate_app_database(&self, problems: &mut Vec<String>) {
+        let a = &self.app_database;
+        if let Some(url) = &a.url {
+            // Never echo the URL: it holds a password.
+            if let Err(e) = crate::app_database::check_url(url.expose_secret()) {
+                problems.push(format!("app_database.url is not usable: {e}"));
+            }
+        }
+        for (key, program) in [
+            ("app_database.pg_dump", &a.pg_dump),
+            ("app_database.psql", &a.psql),
+        ] {
+            if program.trim().is_empty() {
+                problems.push(format!(
+                    "{key} must name a program (a name on PATH or a path)"
+                ));
+            }
+        }
+        if a.backup_dir.as_os_str().is_empty() {
+            problems.push("app_database.backup_dir must be a folder (default backups)".into());
+        }
+        if !(10..=86_400).contains(&a.timeout_secs) {
+            problems.push(format!(
+                "app_database.timeout_secs = {} must be 10 to 86400 (default 900)",
+                a.timeout_secs
             ));
         }
     }
@@ -790,6 +870,43 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("docker.timeout_secs = 0"), "{err}");
+    }
+
+    #[test]
+    fn app_database_settings_are_checked_and_never_show_the_password() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert!(s.app_database.url.is_none());
+        assert_eq!(s.app_database.backup_dir, PathBuf::from("backups"));
+        assert_eq!(s.app_database.pg_dump, "pg_dump");
+        assert_eq!(s.app_database.psql, "psql");
+        assert_eq!(s.app_database.timeout_secs, 900);
+
+        let ok = Settings::load_from(
+            None,
+            env(&[(
+                "RUNBOT__APP_DATABASE__URL",
+                "postgres://prod_user:hunter22@postgres:5432/saas_cafeterias_prod",
+            )]),
+        )
+        .unwrap();
+        let shown = format!("{:?}", ok.app_database);
+        assert!(
+            shown.contains("prod_user:***@postgres") && !shown.contains("hunter22"),
+            "{shown}"
+        );
+
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__APP_DATABASE__URL", "mysql://root:hunter22@db/app"),
+                ("RUNBOT__APP_DATABASE__TIMEOUT_SECS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("app_database.url is not usable"), "{err}");
+        assert!(err.contains("app_database.timeout_secs = 0"), "{err}");
+        assert!(!err.contains("hunter22"), "{err}");
     }
 
     #[test]

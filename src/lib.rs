@@ -20,11 +20,14 @@
 //!   and logs, …).
 //! - [`docker`]: the Docker engine (bollard): a compose project's containers, found by their
 //!   labels, and their logs.
+//! - [`app_database`]: the stack's application database: pg_dump backups into gzip files,
+//!   restores through psql in one transaction, read-only diagnostic queries.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
 pub mod alerts;
 pub mod app;
+pub mod app_database;
 pub mod audit;
 pub mod chat;
 pub mod commands;

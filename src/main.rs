@@ -307,5 +307,16 @@ fn check_config(settings: &Settings) -> ExitCode {
             println!("  docker               docker.project not set: /status and /logs will say so")
         }
     }
+    match runbot::app_database::AppDatabase::from_settings(&settings.app_database) {
+        Ok(Some(db)) => println!(
+            "  app database         {}, backups in {}",
+            db.target(),
+            db.backup_dir().display()
+        ),
+        Ok(None) => println!(
+            "  app database         app_database.url not set: /backup, /restore and /db will say so"
+        ),
+        Err(e) => println!("  app database         {e}"),
+    }
     ExitCode::SUCCESS
 }

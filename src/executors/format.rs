@@ -10,14 +10,22 @@ pub fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Rows as left-aligned columns two spaces apart, for a code block.
-pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+/// Rows as left-aligned columns two spaces apart, for a code block. Rows are arrays when
+/// the columns are fixed, vectors when a query decides them; all have the first row's width.
+pub fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let n = rows.first().map_or(0, |r| r.as_ref().len());
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.as_ref().get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     rows.iter()
         .map(|r| {
-            r.iter()
+            r.as_ref()
+                .iter()
                 .zip(&widths)
                 .map(|(cell, w)| format!("{cell:<w$}"))
                 .collect::<Vec<_>>()

@@ -2,6 +2,7 @@
 //! what it would do (dry runs) and does it.
 
 pub mod alertmanager;
+pub mod database;
 pub mod docker;
 pub mod format;
 pub mod redact;
@@ -83,6 +84,8 @@ pub struct Executors {
     pub alertmanager: Option<Alertmanager>,
     /// None when `docker.project` is not set.
     pub docker: Option<crate::docker::Docker>,
+    /// The stack's application database; None when `app_database.url` is not set.
+    pub app_db: Option<crate::app_database::AppDatabase>,
     /// Wakes the chat outbox when a group's card changed.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
 }
@@ -161,6 +164,14 @@ impl Executors {
                 Some(d) => docker::plan_scale(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
             },
+            "database.backup" => match &self.app_db {
+                Some(db) => database::plan_backup(db, ctx),
+                None => "nothing: app_database.url is not set".into(),
+            },
+            "database.restore" => match &self.app_db {
+                Some(db) => database::plan_restore(db, ctx).await,
+                None => "nothing: app_database.url is not set".into(),
+            },
             other => format!(
                 "run {other} with {}",
                 crate::invocation::text::args_line(ctx.args)
@@ -191,6 +202,10 @@ impl Executors {
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
             "docker.restart" => docker::restart(self.docker()?, ctx).await,
             "docker.scale" => docker::scale(self.docker()?, ctx).await,
+            "database.backup" => database::backup(self.app_db()?, ctx).await,
+            "database.backups" => database::backups(self.app_db()?, ctx).await,
+            "database.restore" => database::restore(self.app_db()?, ctx).await,
+            "database.diagnostics" => database::diagnostics(self.app_db()?, ctx).await,
             other => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
                 ctx.spec.name
@@ -250,6 +265,15 @@ impl Executors {
         self.docker.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
+                    .into(),
+            )
+        })
+    }
+
+    fn app_db(&self) -> Result<&crate::app_database::AppDatabase, ExecError> {
+        self.app_db.as_ref().ok_or_else(|| {
+            ExecError(
+                "runbot does not know the application database: set app_database.url (RUNBOT__APP_DATABASE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE. Nothing was changed."
                     .into(),
             )
         })

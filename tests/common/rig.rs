@@ -145,9 +145,14 @@ pub struct Rig {
 
 impl Rig {
     pub async fn new(db: Db, extra: &[(&str, &str)], clock: Clock) -> Rig {
+        Self::with_roles(db, extra, clock, ROLES).await
+    }
+
+    /// Like [`Rig::new`] with `roles` as roles.toml, for tests that need more people.
+    pub async fn with_roles(db: Db, extra: &[(&str, &str)], clock: Clock, roles: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let database_url = fresh_database(db, dir.path()).await;
-        let policies = shipped_policies(dir.path(), ROLES);
+        let policies = shipped_policies(dir.path(), roles);
         let mut env: Vec<(String, String)> = vec![
             ("RUNBOT__DATABASE__URL".into(), database_url.clone()),
             ("RUNBOT__POLICY__DIR".into(), policies.display().to_string()),

@@ -1,0 +1,1179 @@
+//! The stack's application database (`[app_database]`; not runbot's own store): backups with
+//! `pg_dump` into gzip files, restores through `psql`, and the runbook's read-only diagnostic
+//! queries.
+//!
+//! `pg_dump` and `psql` run as processes with argument vectors, never through a shell. The
+//! connection reaches them as `PG*` environment variables, so the password is never on a
+//! command line where `ps` would show it.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use regex::Regex;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Row};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::config::AppDatabaseSettings;
+use crate::executors::format::short_duration;
+use crate::executors::redact::{redact, MASK};
+
+/// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
+static BACKUP_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^backup_([0-9]{8}_[0-9]{6})\.sql\.gz$").expect("the backup name pattern compiles")
+});
+
+/// How many of the last lines of pg_dump's or psql's stderr an error shows.
+const STDERR_LINES: usize = 12;
+/// Pipe chunks between the process and the gzip thread.
+const CHUNK: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A backup file in the backup folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// Compressed size on disk.
+    pub bytes: u64,
+    /// When it was taken (UTC), read from its name.
+    pub created: DateTime<Utc>,
+}
+
+/// A finished restore.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub name: String,
+    /// The backup of the state just before the restore: restoring it undoes the restore.
+    pub safety_backup: String,
+    pub took: Duration,
+}
+
+/// The runbook's diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Connections,
+    Slow,
+    Sizes,
+    Locks,
+}
+
+impl Check {
+    pub const ALL: [Check; 4] = [Check::Connections, Check::Slow, Check::Sizes, Check::Locks];
+
+    pub fn parse(s: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Connections => "connections",
+            Check::Slow => "slow",
+            Check::Sizes => "sizes",
+            Check::Locks => "locks",
+        }
+    }
+}
+
+/// A diagnostic's answer: one line that sums it up, then the rows under `header`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub summary: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Why an operation on the application database failed, in words for the person who asked.
+/// No variant carries the password: process output and driver errors are scrubbed first.
+#[derive(Debug, thiserror::Error)]
+pub enum AppDbError {
+    #[error("{0:?} is not a backup name: backups are named like backup_20261127_031500.sql.gz (/backups lists them). Nothing was changed.")]
+    BadName(String),
+    #[error("there is no backup {name} in {dir} (/backups lists them). Nothing was changed.")]
+    NotFound { name: String, dir: String },
+    #[error("a backup named {name} already exists in {dir}, and runbot never overwrites one: try again in a second. Nothing was changed.")]
+    Exists { name: String, dir: String },
+    #[error("runbot could not start {program} ({reason}): install the PostgreSQL client, or set app_database.{key} to its path. Nothing was changed.")]
+    Spawn {
+        program: String,
+        key: &'static str,
+        reason: String,
+    },
+    #[error("pg_dump failed ({status}) after {took}, so no backup was written (its partial file was removed); the database was only read. pg_dump said: {stderr}")]
+    DumpFailed {
+        status: String,
+        took: String,
+        stderr: String,
+    },
+    #[error(
+        "{what} took longer than app_database.timeout_secs = {secs} s and was stopped. {after}"
+    )]
+    TimedOut {
+        what: &'static str,
+        secs: u64,
+        after: String,
+    },
+    #[error("backup {name} is damaged ({reason}), so it cannot be restored: choose another from /backups. Nothing was changed.")]
+    Damaged { name: String, reason: String },
+    #[error("the safety backup of the current database failed, so the restore did not start. Nothing was changed. Why: {0}")]
+    SafetyBackup(Box<AppDbError>),
+    #[error("the restore of {name} failed ({status}) after {took}; psql stopped inside one transaction, so PostgreSQL rolled all of it back and the database is as it was. The safety backup {safety} was kept. psql said: {stderr}")]
+    RestoreFailed {
+        name: String,
+        status: String,
+        took: String,
+        safety: String,
+        stderr: String,
+    },
+    #[error("{what} failed: {reason}. {after}")]
+    Io {
+        what: String,
+        reason: String,
+        after: &'static str,
+    },
+    #[error(
+        "runbot cannot reach the application database {target}: {reason}. Nothing was changed."
+    )]
+    Connect { target: String, reason: String },
+    #[error("the {check} query failed: {reason}. Nothing was changed.")]
+    Query { check: &'static str, reason: String },
+}
+
+/// The connection, from `app_database.url`, in the parts libpq's variables take.
+#[derive(Clone)]
+struct Conn {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password: Option<SecretString>,
+    database: String,
+}
+
+/// The shape a URL must have, for error messages.
+const URL_FORM: &str =
+    "use postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://prod_user:PASSWORD@postgres:5432/saas_cafeterias_prod";
+
+fn decode(s: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "its percent-encoding is not UTF-8".to_string())
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Conn").field(&self.target()).finish()
+    }
+}
+
+impl Conn {
+    /// Errors never repeat the URL: it may hold a password.
+    fn parse(raw: &str) -> Result<Conn, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("it is not a URL ({e}); {URL_FORM}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "its scheme is {:?}, not postgres or postgresql; {URL_FORM}",
+                url.scheme()
+            ));
+        }
+        let mut host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .map(|h| h.trim_matches(['[', ']']).to_string());
+        let mut port = url.port();
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                // libpq's way to name a unix socket folder: postgres:///db?host=/run/postgresql
+                "host" => host = Some(v.into_owned()),
+                "port" => {
+                    port = Some(
+                        v.parse()
+                            .map_err(|_| format!("its port parameter {v:?} is not a port"))?,
+                    )
+                }
+                other => {
+                    return Err(format!(
+                        "runbot understands only the host and port parameters, not {other:?}"
+                    ))
+                }
+            }
+        }
+        let user = match url.username() {
+            "" => None,
+            u => Some(decode(u)?),
+        };
+        let password = url
+            .password()
+            .map(decode)
+            .transpose()?
+            .map(SecretString::from);
+        let database = decode(url.path().trim_start_matches('/'))?;
+        if database.is_empty() || database.contains('/') {
+            return Err(format!("it must name one database; {URL_FORM}"));
+        }
+        Ok(Conn {
+            host,
+            port,
+            user,
+            password,
+            database,
+        })
+    }
+
+    /// `prod_user@postgres:5432/saas_cafeterias_prod`: how replies name it, with no password.
+    fn target(&self) -> String {
+        let user = self
+            .user
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let host = self.host.as_deref().unwrap_or("localhost");
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{user}{host}{port}/{}", self.database)
+    }
+
+    /// What pg_dump and psql get instead of a connection string on their command line.
+    fn apply(&self, cmd: &mut Command) {
+        // Ours win over whatever runbot's own environment says.
+        for k in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSERVICE",
+        ] {
+            cmd.env_remove(k);
+        }
+        if let Some(h) = &self.host {
+            cmd.env("PGHOST", h);
+        }
+        if let Some(p) = self.port {
+            cmd.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &self.user {
+            cmd.env("PGUSER", u);
+        }
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p.expose_secret());
+        }
+        cmd.env("PGDATABASE", &self.database)
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string())
+            .env("PGAPPNAME", "runbot");
+    }
+
+    fn options(&self) -> PgConnectOptions {
+        let mut o = PgConnectOptions::new_without_pgpass()
+            .database(&self.database)
+            .application_name("runbot");
+        match self.host.as_deref() {
+            Some(h) if h.starts_with('/') => o = o.socket(h),
+            Some(h) => o = o.host(h),
+            None => {}
+        }
+        if let Some(p) = self.port {
+            o = o.port(p);
+        }
+        if let Some(u) = &self.user {
+            o = o.username(u);
+        }
+        if let Some(p) = &self.password {
+            o = o.password(p.expose_secret());
+        }
+        o
+    }
+
+    /// `text` with secrets masked: the known patterns, and this password wherever it appears.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = redact(text).into_owned();
+        if let Some(p) = &self.password {
+            let p = p.expose_secret();
+            // A one- or two-letter password would mask ordinary letters; libpq never echoes
+            // a password, so this is only a second guard.
+            if p.len() >= 3 {
+                out = out.replace(p, MASK);
+            }
+        }
+        out
+    }
+}
+
+/// Checks `app_database.url` for the settings' validation; the error never holds the URL.
+pub fn check_url(url: &str) -> Result<(), String> {
+    Conn::parse(url).map(|_| ())
+}
+
+/// `postgres://prod_user:***@postgres:5432/db`: a URL fit for logs.
+pub fn masked_url(url: &str) -> String {
+    redact(url).into_owned()
+}
+
+/// The name of a backup taken at `now`.
+pub fn backup_name(now: DateTime<Utc>) -> String {
+    format!("backup_{}.sql.gz", now.format("%Y%m%d_%H%M%S"))
+}
+
+/// When a backup named `name` was taken; None for names that are not backups.
+pub fn backup_time(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = BACKUP_NAME.captures(name)?.get(1)?.as_str();
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S")
+        .ok()
+        .map(|t| Utc.from_utc_datetime(&t))
+}
+
+fn status_text(s: ExitStatus) -> String {
+    match s.code() {
+        Some(c) => format!("exit status {c}"),
+        None => "killed by a signal".into(),
+    }
+}
+
+fn took(started: Instant) -> String {
+    let d = started.elapsed();
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        short_duration(d)
+    }
+}
+
+/// The last lines a process wrote to stderr, each clipped, for error messages.
+async fn stderr_tail(stderr: Option<tokio::process::ChildStderr>) -> String {
+    let Some(stderr) = stderr else {
+        return String::new();
+    };
+    let mut lines: VecDeque<String> = VecDeque::new();
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                if lines.len() == STDERR_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line.chars().take(300).collect());
+            }
+        }
+    }
+    if lines.is_empty() {
+        "(nothing)".into()
+    } else {
+        lines.into_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// The application database's operations. Cheap to clone.
+#[derive(Clone)]
+pub struct AppDatabase {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    backup_dir: PathBuf,
+    pg_dump: String,
+    psql: String,
+    timeout: Duration,
+    /// One backup or restore at a time: a backup taken during a restore would hold half of it.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AppDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppDatabase")
+            .field("target", &self.inner.conn.target())
+            .field("backup_dir", &self.inner.backup_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppDatabase {
+    /// None when `app_database.url` is not set.
+    pub fn from_settings(s: &AppDatabaseSettings) -> anyhow::Result<Option<AppDatabase>> {
+        let Some(url) = &s.url else {
+            return Ok(None);
+        };
+        let conn = Conn::parse(url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("app_database.url: {e}"))?;
+        Ok(Some(AppDatabase {
+            inner: Arc::new(Inner {
+                conn,
+                backup_dir: s.backup_dir.clone(),
+                pg_dump: s.pg_dump.clone(),
+                psql: s.psql.clone(),
+                timeout: Duration::from_secs(s.timeout_secs),
+                busy: tokio::sync::Mutex::new(()),
+            }),
+        }))
+    }
+
+    /// `prod_user@postgres:5432/saas_cafeterias_prod`, with no password.
+    pub fn target(&self) -> String {
+        self.inner.conn.target()
+    }
+
+    pub fn backup_dir(&self) -> &Path {
+        &self.inner.backup_dir
+    }
+
+    fn dir_text(&self) -> String {
+        self.inner.backup_dir.display().to_string()
+    }
+
+    /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `now`).
+    #[tracing::instrument(skip(self), fields(target = %self.target()))]
+    pub async fn backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
+        let _busy = self.inner.busy.lock().await;
+        self.dump_to(&backup_name(now), now).await
+    }
+
+    async fn dump_to(&self, name: &str, created: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let dir = inner.backup_dir.clone();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| AppDbError::Io {
+                what: format!("creating the backup folder {}", dir.display()),
+                reason: e.to_string(),
+                after: "Nothing was changed.",
+            })?;
+        let path = dir.join(name);
+        if tokio::fs::try_exists(&path).await.unwrap_or(true) {
+            return Err(AppDbError::Exists {
+                name: name.into(),
+                dir: self.dir_text(),
+            });
+        }
+        let mut partial = Partial {
+            path: dir.join(format!(".{}.partial", name.trim_end_matches(".sql.gz"))),
+            keep: false,
+        };
+        // Created here rather than on the gzip thread, so the guard above always sees it.
+        let file = std::fs::File::create(&partial.path).map_err(|e| AppDbError::Io {
+            what: format!("creating a file in the backup folder {}", self.dir_text()),
+            reason: e.to_string(),
+            after: "Nothing was changed.",
+        })?;
+
+        let mut cmd = Command::new(&inner.pg_dump);
+        cmd.args([
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-privileges",
+            "--format=plain",
+        ]);
+        inner.conn.apply(&mut cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| AppDbError::Spawn {
+            program: inner.pg_dump.clone(),
+            key: "pg_dump",
+            reason: e.to_string(),
+        })?;
+        let stdout = child.stdout.take();
+        let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
+
+        // gzip on a blocking thread; the async side only moves chunks from the pipe.
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+        let writer = tokio::task::spawn_blocking(move || write_gzip(file, rx));
+        let pump = async move {
+            let Some(mut out) = stdout else {
+                return;
+            };
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match out.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    // The writer stopped (a full disk): dropping the pipe stops pg_dump too.
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        let ran = tokio::time::timeout(inner.timeout, async {
+            let ((), status) = tokio::join!(pump, child.wait());
+            status
+        })
+        .await;
+        let status = match ran {
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let _ = writer.await;
+                return Err(AppDbError::TimedOut {
+                    what: "pg_dump",
+                    secs: inner.timeout.as_secs(),
+                    after: "No backup was written (its partial file was removed); the database was only read.".into(),
+                });
+            }
+            Ok(Err(e)) => {
+                let _ = writer.await;
+                return Err(AppDbError::Io {
+                    what: "waiting for pg_dump".into(),
+                    reason: e.to_string(),
+                    after: "No backup was written.",
+                });
+            }
+            Ok(Ok(s)) => s,
+        };
+        let written = writer.await;
+        let stderr = stderr.await.unwrap_or_default();
+        if !status.success() {
+            return Err(AppDbError::DumpFailed {
+                status: status_text(status),
+                took: took(started),
+                stderr: inner.conn.scrub(&stderr),
+            });
+        }
+        let bytes = match written {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Err(AppDbError::Io {
+                    what: format!("writing the backup into {}", self.dir_text()),
+                    reason: e.to_string(),
+                    after: "No backup was written (its partial file was removed); the database was only read.",
+                });
+            }
+            Err(e) => {
+                return Err(AppDbError::Io {
+                    what: "the gzip writer".into(),
+                    reason: e.to_string(),
+                    after: "No backup was written; the database was only read.",
+                });
+            }
+        };
+        // Checked again just before the rename: rename would silently replace a file that
+        // appeared meanwhile (another runbot, a person copying one in).
+        if path.exists() {
+            return Err(AppDbError::Exists {
+                name: name.into(),
+                dir: self.dir_text(),
+            });
+        }
+        if let Err(e) = std::fs::rename(&partial.path, &path) {
+            return Err(AppDbError::Io {
+                what: format!("naming the backup {name}"),
+                reason: e.to_string(),
+                after: "No backup was written; the database was only read.",
+            });
+        }
+        partial.keep = true;
+        // The rename is durable only once the folder is synced; the file is whole either way.
+        if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, backup = %name, "backup folder not synced");
+        }
+        tracing::info!(backup = %name, bytes, took = ?started.elapsed(), "database backed up");
+        Ok(BackupFile {
+            name: name.into(),
+            path,
+            bytes,
+            // As the name says it, to the second, so it equals what list() reads back.
+            created: backup_time(name).unwrap_or(created),
+        })
+    }
+
+    /// The backups in the backup folder, newest first. A folder that does not exist yet has none.
+    pub async fn list(&self) -> Result<Vec<BackupFile>, AppDbError> {
+        let dir = self.inner.backup_dir.clone();
+        let dir_text = self.dir_text();
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(AppDbError::Io {
+                        what: format!("reading the backup folder {dir_text}"),
+                        reason: e.to_string(),
+                        after: "Nothing was changed.",
+                    })
+                }
+            };
+            let mut found = Vec::new();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let (Some(created), Ok(meta)) = (backup_time(&name), entry.metadata()) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    found.push(BackupFile {
+                        path: entry.path(),
+                        name,
+                        bytes: meta.len(),
+                        created,
+                    });
+                }
+            }
+            found.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+            Ok(found)
+        })
+        .await
+        .map_err(|e| AppDbError::Io {
+            what: "listing backups".into(),
+            reason: e.to_string(),
+            after: "Nothing was changed.",
+        })?
+    }
+
+    /// The backup called `name`, if it is one and it exists.
+    pub async fn find(&self, name: &str) -> Result<BackupFile, AppDbError> {
+        let created = backup_time(name).ok_or_else(|| AppDbError::BadName(name.into()))?;
+        // The pattern admits no '/' and no "..", so the path stays inside the folder.
+        let path = self.inner.backup_dir.join(name);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(BackupFile {
+                name: name.into(),
+                path,
+                bytes: m.len(),
+                created,
+            }),
+            _ => Err(AppDbError::NotFound {
+                name: name.into(),
+                dir: self.dir_text(),
+            }),
+        }
+    }
+
+    /// Replaces the database's contents with backup `name`, after a safety backup of the
+    /// current state, in one transaction: a restore that fails changes nothing.
+    #[tracing::instrument(skip(self), fields(target = %self.target()))]
+    pub async fn restore(&self, name: &str, now: DateTime<Utc>) -> Result<Restored, AppDbError> {
+        let backup = self.find(name).await?;
+        let _busy = self.inner.busy.lock().await;
+        let started = Instant::now();
+        // A damaged file is found before anything else happens, not halfway into psql.
+        let check = backup.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(&check)?);
+            std::io::copy(&mut gz, &mut std::io::sink())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|reason| AppDbError::Damaged {
+            name: name.into(),
+            reason,
+        })?;
+
+        let safety = self
+            .safety_backup(now)
+            .await
+            .map_err(|e| AppDbError::SafetyBackup(Box::new(e)))?;
+
+        let inner = &self.inner;
+        let mut cmd = Command::new(&inner.psql);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
+        inner.conn.apply(&mut cmd);
+        // A name of its own, so a psql that must be stopped can have its server session
+        // ended too (see end_session).
+        let session = format!("runbot-restore-{}", uuid::Uuid::new_v4().simple());
+        cmd.env("PGAPPNAME", &session);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| AppDbError::Spawn {
+            program: inner.psql.clone(),
+            key: "psql",
+            reason: e.to_string(),
+        })?;
+        let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
+        let stdin = child.stdin.take();
+        let mut psql = Psql { child, stdin };
+
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+        let source = backup.path.clone();
+        let reader = tokio::task::spawn_blocking(move || read_gzip(&source, tx));
+        let deadline = tokio::time::Instant::now() + inner.timeout;
+        let feed = async {
+            let Some(input) = psql.stdin.as_mut() else {
+                return Ok(());
+            };
+            while let Some(chunk) = rx.recv().await {
+                // psql stopped reading: it hit an error and is rolling back; its exit says why.
+                if input.write_all(&chunk).await.is_err() {
+                    return Ok(());
+                }
+            }
+            match reader.await {
+                Ok(Ok(())) => input.flush().await.or(Ok(())),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let fed = tokio::time::timeout_at(deadline, feed).await;
+        let kept = format!(
+            "psql was stopped before it committed, so the database is as it was. The safety backup {} was kept.",
+            safety.name
+        );
+        match fed {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                // Killed before its input closes (see Psql): end of input would commit.
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
+                self.end_session(&session).await;
+                return Err(AppDbError::Io {
+                    what: format!("reading backup {name}"),
+                    reason,
+                    after: "psql was stopped before it committed, so the database is as it was.",
+                });
+            }
+            Err(_) => {
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
+                self.end_session(&session).await;
+                return Err(AppDbError::TimedOut {
+                    what: "the restore",
+                    secs: inner.timeout.as_secs(),
+                    after: kept,
+                });
+            }
+        }
+        // End of input: psql commits the single transaction, or rolls it back on an error.
+        drop(psql.stdin.take());
+        let status = match tokio::time::timeout_at(deadline, psql.child.wait()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(AppDbError::Io {
+                what: "waiting for psql".into(),
+                reason: e.to_string(),
+                after:
+                    "Whether the restore committed is unknown: check the data before acting again.",
+            }),
+            Err(_) => {
+                let _ = psql.child.start_kill();
+                let _ = psql.child.wait().await;
+                self.end_session(&session).await;
+                return Err(AppDbError::TimedOut {
+                    what: "the restore",
+                    secs: inner.timeout.as_secs(),
+                    after: format!(
+                        "All of the backup had been sent, so PostgreSQL may have been committing it: check the data before acting again. The safety backup {} was kept.",
+                        safety.name
+                    ),
+                });
+            }
+        };
+        let stderr = stderr.await.unwrap_or_default();
+        if !status.success() {
+            return Err(AppDbError::RestoreFailed {
+                name: name.into(),
+                status: status_text(status),
+                took: took(started),
+                safety: safety.name,
+                stderr: inner.conn.scrub(&stderr),
+            });
+        }
+        tracing::info!(backup = %name, safety = %safety.name, took = ?started.elapsed(), "database restored");
+        Ok(Restored {
+            name: name.into(),
+            safety_backup: safety.name,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Ends the server session of a psql that was killed. PostgreSQL notices a vanished
+    /// client only when it next talks to it, so a session busy with a long statement would
+    /// hold its locks and its uncommitted work until that statement ends; ended now, it rolls
+    /// back at once. Best effort: it never commits either way.
+    async fn end_session(&self, application_name: &str) {
+        let conn = &self.inner.conn;
+        let ended = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut db = PgConnection::connect_with(&conn.options()).await?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(application_name)
+            .execute(&mut db)
+            .await?;
+            db.close().await
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %conn.scrub(&e.to_string()), "could not end a stopped restore's session")
+            }
+            Err(_) => tracing::warn!("could not end a stopped restore's session: no answer"),
+        }
+    }
+
+    /// A backup named for `now`, or for the next free second: backups are named by the
+    /// second, and the one that makes a restore undoable must not fail on a name.
+    async fn safety_backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
+        let mut last = None;
+        for s in 0..60 {
+            let at = now + chrono::Duration::seconds(s);
+            match self.dump_to(&backup_name(at), at).await {
+                Err(e @ AppDbError::Exists { .. }) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| AppDbError::Exists {
+            name: backup_name(now),
+            dir: self.dir_text(),
+        }))
+    }
+
+    /// One of the runbook's diagnostics, read in a READ ONLY transaction with a 5 s statement
+    /// timeout, so it cannot change data or pile onto a struggling server.
+    pub async fn diagnostics(&self, check: Check) -> Result<Table, AppDbError> {
+        let conn = &self.inner.conn;
+        let connect =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&conn.options()))
+                .await;
+        let mut db = match connect {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(AppDbError::Connect {
+                    target: conn.target(),
+                    reason: conn.scrub(&e.to_string()),
+                })
+            }
+            Err(_) => {
+                return Err(AppDbError::Connect {
+                    target: conn.target(),
+                    reason: format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+                })
+            }
+        };
+        let result = run_check(&mut db, check)
+            .await
+            .map_err(|e| AppDbError::Query {
+                check: check.name(),
+                reason: conn.scrub(&e.to_string()),
+            });
+        let _ = db.close().await;
+        result
+    }
+}
+
+/// A backup being written: removed when dropped unless it was renamed into place, so neither
+/// a failure nor runbot stopping mid-backup leaves one behind.
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// psql and the pipe it reads the backup from. Dropped before the input is complete (an
+/// error, a timeout, runbot stopping), it kills psql first: closing its input would make it
+/// commit what it had read so far.
+struct Psql {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl Drop for Psql {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+fn write_gzip(file: std::fs::File, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<u64> {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::io::BufWriter::with_capacity(CHUNK, file),
+        flate2::Compression::default(),
+    );
+    while let Some(chunk) = rx.blocking_recv() {
+        gz.write_all(&chunk)?;
+    }
+    let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+fn read_gzip(path: &Path, tx: mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
+    let mut gz = flate2::read::GzDecoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = gz.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+            // The feeder stopped (psql failed or the restore timed out); it says why.
+            return Ok(());
+        }
+    }
+}
+
+/// Clips a query for a table cell: one line, at most `max` characters.
+fn clip_query(q: &str, max: usize) -> String {
+    let one_line = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut s: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        short_duration(Duration::from_secs_f64(s.max(0.0)))
+    }
+}
+
+async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL statement_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    let header = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let table = match check {
+        Check::Connections => {
+            let max: String = sqlx::query_scalar("SELECT current_setting('max_connections')")
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows = sqlx::query(
+                "SELECT coalesce(state, '?') AS state, coalesce(usename, '-') AS usename, \
+                        coalesce(datname, '-') AS datname, count(*) AS n \
+                 FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 GROUP BY 1, 2, 3 ORDER BY n DESC, 1, 2, 3",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut total = 0i64;
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    let n: i64 = r.try_get("n")?;
+                    total += n;
+                    Ok(vec![
+                        r.try_get::<String, _>("state")?,
+                        r.try_get::<String, _>("usename")?,
+                        r.try_get::<String, _>("datname")?,
+                        n.to_string(),
+                    ])
+                })
+                .collect::<Result<_, _>>()?;
+            let pct = max
+                .parse::<f64>()
+                .ok()
+                .filter(|m| *m > 0.0)
+                .map(|m| format!(" ({:.0}%)", total as f64 * 100.0 / m))
+                .unwrap_or_default();
+            Table {
+                summary: format!("{total} of max_connections = {max} connections in use{pct}."),
+                header: header(&["STATE", "USER", "DATABASE", "COUNT"]),
+                rows,
+            }
+        }
+        Check::Slow => {
+            let rows = sqlx::query(
+                "SELECT pid, coalesce(usename, '-') AS usename, \
+                        extract(epoch FROM clock_timestamp() - query_start)::float8 AS secs, \
+                        coalesce(wait_event_type || ':' || wait_event, '-') AS wait, \
+                        coalesce(query, '') AS query \
+                 FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND state = 'active' \
+                   AND pid <> pg_backend_pid() \
+                   AND query_start < clock_timestamp() - interval '1 second' \
+                 ORDER BY query_start LIMIT 20",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    Ok(vec![
+                        r.try_get::<i32, _>("pid")?.to_string(),
+                        r.try_get::<String, _>("usename")?,
+                        seconds(r.try_get("secs")?),
+                        r.try_get::<String, _>("wait")?,
+                        clip_query(&r.try_get::<String, _>("query")?, 60),
+                    ])
+                })
+                .collect::<Result<_, _>>()?;
+            Table {
+                summary: format!(
+                    "{} quer{} running for over 1 s.",
+                    rows.len(),
+                    if rows.len() == 1 { "y" } else { "ies" }
+                ),
+                header: header(&["PID", "USER", "FOR", "WAIT", "QUERY"]),
+                rows,
+            }
+        }
+        Check::Sizes => {
+            let total: String =
+                sqlx::query_scalar("SELECT pg_size_pretty(pg_database_size(current_database()))")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let rows = sqlx::query(
+                "SELECT n.nspname || '.' || c.relname AS name, \
+                        pg_size_pretty(pg_total_relation_size(c.oid)) AS total, \
+                        pg_size_pretty(pg_relation_size(c.oid)) AS heap, \
+                        pg_size_pretty(pg_indexes_size(c.oid)) AS indexes, \
+                        c.reltuples::float8 AS est \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm') \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg_toast%' \
+                 ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT 15",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    let est: f64 = r.try_get("est")?;
+                    Ok(vec![
+                        clip_query(&r.try_get::<String, _>("name")?, 40),
+                        r.try_get::<String, _>("total")?,
+                        r.try_get::<String, _>("heap")?,
+                        r.try_get::<String, _>("indexes")?,
+                        // -1: never vacuumed or analyzed, so PostgreSQL has no estimate yet.
+                        if est < 0.0 {
+                            "?".into()
+                        } else {
+                            format!("{est:.0}")
+                        },
+                    ])
+                })
+                .collect::<Result<_, _>>()?;
+            Table {
+                summary: format!(
+                    "The database is {total}; its {} largest table{}:",
+                    rows.len(),
+                    crate::executors::format::plural(rows.len())
+                ),
+                header: header(&["TABLE", "TOTAL", "DATA", "INDEXES", "~ROWS"]),
+                rows,
+            }
+        }
+        Check::Locks => {
+            let rows = sqlx::query(
+                "SELECT w.pid, coalesce(w.usename, '-') AS usename, \
+                        l.mode || ' on ' || coalesce(l.relation::regclass::text, l.locktype) AS wants, \
+                        coalesce(extract(epoch FROM clock_timestamp() - w.query_start)::float8, 0) AS secs, \
+                        array_to_string(pg_blocking_pids(w.pid), ',') AS blockers, \
+                        coalesce((SELECT string_agg(b.pid || ': ' || coalesce(b.query, ''), ' | ') \
+                                  FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(w.pid))), '') AS blocker_query, \
+                        coalesce(w.query, '') AS query \
+                 FROM pg_locks l JOIN pg_stat_activity w ON w.pid = l.pid \
+                 WHERE NOT l.granted ORDER BY secs DESC LIMIT 20",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| -> Result<Vec<String>, sqlx::Error> {
+                    Ok(vec![
+                        r.try_get::<i32, _>("pid")?.to_string(),
+                        r.try_get::<String, _>("usename")?,
+                        r.try_get::<String, _>("wants")?,
+                        seconds(r.try_get("secs")?),
+                        r.try_get::<String, _>("blockers")?,
+                        clip_query(&r.try_get::<String, _>("blocker_query")?, 40),
+                        clip_query(&r.try_get::<String, _>("query")?, 40),
+                    ])
+                })
+                .collect::<Result<_, _>>()?;
+            Table {
+                summary: format!(
+                    "{} lock{} waiting.",
+                    rows.len(),
+                    crate::executors::format::plural(rows.len())
+                ),
+                header: header(&[
+                    "PID",
+                    "USER",
+                    "WANTS",
+                    "WAITING",
+                    "BLOCKED BY",
+                    "BLOCKER'S QUERY",
+                    "QUERY",
+                ]),
+                rows,
+            }
+        }
+    };
+    tx.rollback().await?;
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_and_their_errors_never_hold_the_password() {
+        let c =
+            Conn::parse("postgres://prod_user:p%40ss@postgres:5432/saas_cafeterias_prod").unwrap();
+        assert_eq!(c.user.as_deref(), Some("prod_user"));
+        assert_eq!(c.password.as_ref().unwrap().expose_secret(), "p@ss");
+        assert_eq!(c.target(), "prod_user@postgres:5432/saas_cafeterias_prod");
+        let s = Conn::parse("postgresql:///app?host=/run/postgresql").unwrap();
+        assert_eq!(s.host.as_deref(), Some("/run/postgresql"));
+        for bad in [
+            "mysql://u:hunter22@db/app",
+            "postgres://u:hunter22@db/",
+            "postgres://u:hunter22@db/app?sslmode=require",
+            "not a url hunter22",
+        ] {
+            let e = Conn::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter22"), "{e}");
+        }
+    }
+
+    #[test]
+    fn backup_names_are_strict_and_carry_their_time() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 27, 3, 15, 0).unwrap();
+        assert_eq!(backup_name(t), "backup_20261127_031500.sql.gz");
+        assert_eq!(backup_time("backup_20261127_031500.sql.gz"), Some(t));
+        for bad in [
+            "../backup_20261127_031500.sql.gz",
+            "backup_20261127_031500.sql.gz/..",
+            "backup_20261127_031500.sql",
+            ".backup_20261127_031500.partial",
+            "backup_20261399_031500.sql.gz",
+        ] {
+            assert_eq!(backup_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scrub_masks_the_password_wherever_it_appears() {
+        let c = Conn::parse("postgres://app:s3cretpw@db/app").unwrap();
+        let out = c.scrub("FATAL: password s3cretpw rejected for postgres://app:s3cretpw@db/app");
+        assert!(!out.contains("s3cretpw"), "{out}");
+    }
+}

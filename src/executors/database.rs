@@ -1,0 +1,235 @@
+//! `/backup`, `/backups`, `/restore` and `/db CHECK`: the stack's application database,
+//! through [`crate::app_database`].
+
+use std::time::{Duration, Instant};
+
+use super::format::{plural, short_duration, table};
+use super::{reply, Ctx, Done, ExecError};
+use crate::app_database::{backup_name, AppDatabase, AppDbError, Check};
+
+/// Discord's limit for one message's content, which the reply's text and code block share.
+const MESSAGE_MAX: usize = 2000;
+/// "\n```\n" before the block and "\n```" after it.
+const FENCES: usize = 9;
+/// The most backups `/backups` lists; older ones are counted.
+const LIST_MAX: usize = 30;
+
+impl From<AppDbError> for ExecError {
+    fn from(e: AppDbError) -> Self {
+        ExecError(e.to_string())
+    }
+}
+
+/// `12.3 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn took(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        short_duration(d)
+    }
+}
+
+fn backup_arg<'a>(ctx: &'a Ctx<'_>) -> Result<&'a str, ExecError> {
+    ctx.text("backup").ok_or_else(|| {
+        ExecError(
+            "/restore needs backup: the file's name, as /backups lists it. Nothing was changed."
+                .into(),
+        )
+    })
+}
+
+/// What `/backup` would do.
+pub fn plan_backup(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
+    format!(
+        "back up database {} to {} (pg_dump, gzip)",
+        db.target(),
+        db.backup_dir().join(backup_name(ctx.now)).display()
+    )
+}
+
+/// What `/restore` would do; reads the folder, changes nothing.
+pub async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
+    let Ok(name) = backup_arg(ctx) else {
+        return "restore the database from a backup".into();
+    };
+    match db.find(name).await {
+        Ok(b) => format!(
+            "restore database {} from {} ({}, taken {} UTC) after a safety backup to {}; psql runs it in one transaction",
+            db.target(),
+            b.path.display(),
+            size(b.bytes),
+            b.created.format("%Y-%m-%d %H:%M:%S"),
+            db.backup_dir().join(backup_name(ctx.now)).display()
+        ),
+        Err(e) => format!("nothing: {e}"),
+    }
+}
+
+/// `/backup`.
+pub async fn backup(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let started = Instant::now();
+    let b = db.backup(ctx.now).await?;
+    let took = took(started.elapsed());
+    Ok(Done {
+        reply: reply(
+            format!(
+                "💾 **{}** backed up database {} to `{}` ({}) in {took}.",
+                ctx.actor.name,
+                db.target(),
+                b.path.display(),
+                size(b.bytes)
+            ),
+            false,
+        ),
+        summary: format!("backup {} ({} bytes, {took})", b.name, b.bytes),
+    })
+}
+
+/// `/backups`: newest first.
+pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let all = db.list().await?;
+    let dir = db.backup_dir().display().to_string();
+    if all.is_empty() {
+        return Ok(Done {
+            reply: reply(
+                format!("There are no backups in {dir} yet: /backup makes one."),
+                true,
+            ),
+            summary: "no backups".into(),
+        });
+    }
+    let total: u64 = all.iter().map(|b| b.bytes).sum();
+    let mut rows = vec![["BACKUP".to_string(), "SIZE".into(), "AGE".into()]];
+    for b in all.iter().take(LIST_MAX) {
+        // A safety backup taken in a second already named is named for the next one, so it
+        // may be up to a few seconds "ahead": that is age 0, not an error.
+        let age = short_duration(
+            (ctx.now - b.created)
+                .max(chrono::Duration::zero())
+                .to_std()
+                .unwrap_or_default(),
+        );
+        rows.push([b.name.clone(), size(b.bytes), age]);
+    }
+    let more = all.len().saturating_sub(LIST_MAX);
+    let mut block = table(&rows);
+    if more > 0 {
+        block.push_str(&format!("\n… and {more} older"));
+    }
+    let summary = format!(
+        "{} backup{} in {dir}, {} in all",
+        all.len(),
+        plural(all.len()),
+        size(total)
+    );
+    let mut r = reply(format!("🗄️ {summary}, newest first:"), true);
+    r.code_block = Some(block);
+    Ok(Done { reply: r, summary })
+}
+
+/// `/restore backup`.
+pub async fn restore(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let name = backup_arg(ctx)?;
+    let r = db.restore(name, ctx.now).await?;
+    Ok(Done {
+        reply: reply(
+            format!(
+                "♻️ **{}** restored database {} from `{}` in {}. The state just before was saved as `{}`: to undo, /restore backup:{}.",
+                ctx.actor.name,
+                db.target(),
+                r.name,
+                took(r.took),
+                r.safety_backup,
+                r.safety_backup
+            ),
+            false,
+        ),
+        summary: format!("restored {} (safety backup {})", r.name, r.safety_backup),
+    })
+}
+
+/// `/db check`.
+pub async fn diagnostics(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let check = ctx
+        .text("check")
+        .and_then(Check::parse)
+        .ok_or_else(|| ExecError("/db needs check: connections, slow, sizes or locks.".into()))?;
+    let t = db.diagnostics(check).await?;
+    if t.rows.is_empty() {
+        let none = match check {
+            Check::Connections => "no client connections",
+            Check::Slow => "no query has been running for over 1 s",
+            Check::Sizes => "no tables",
+            Check::Locks => "no lock is waiting",
+        };
+        return Ok(Done {
+            reply: reply(format!("✅ {}: nothing found — {none}.", db.target()), true),
+            summary: format!("{}: nothing found", check.name()),
+        });
+    }
+    let text = format!("🔎 {}: {}", db.target(), t.summary);
+    let room = MESSAGE_MAX.saturating_sub(text.chars().count() + FENCES);
+    let mut r = reply(text, true);
+    r.code_block = Some(fit(&t.header, &t.rows, room));
+    Ok(Done {
+        reply: r,
+        summary: format!("{}: {}", check.name(), t.summary),
+    })
+}
+
+/// The table with as many rows as fit in `room` characters, and a line counting the rest.
+fn fit(header: &[String], rows: &[Vec<String>], room: usize) -> String {
+    let mut n = rows.len();
+    loop {
+        let mut all = vec![header.to_vec()];
+        all.extend(rows[..n].iter().cloned());
+        let mut block = table(&all);
+        if n < rows.len() {
+            block.push_str(&format!("\n… {} more not shown", rows.len() - n));
+        }
+        if block.chars().count() <= room || n == 0 {
+            // Even the header alone may be too wide: cut it rather than fail to send.
+            return block.chars().take(room).collect();
+        }
+        n -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn a_long_table_is_cut_to_fit_and_says_how_much_is_left() {
+        let header = vec!["PID".to_string(), "QUERY".to_string()];
+        let rows: Vec<Vec<String>> = (0..200)
+            .map(|i| vec![i.to_string(), "SELECT pg_sleep(10)".repeat(3)])
+            .collect();
+        let block = fit(&header, &rows, 1900);
+        assert!(block.chars().count() <= 1900);
+        assert!(block.starts_with("PID"), "{block}");
+        assert!(block.contains("more not shown"), "{block}");
+    }
+}

@@ -1,0 +1,945 @@
+//! `/backup`, `/backups`, `/restore` and `/db` against a real PostgreSQL (the one scripts/test
+//! starts): each test makes its own application database and role with a password, asks the
+//! commands through the real dispatcher, and checks what PostgreSQL then holds.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::rig::{developer, person, Edits, Rig, ROLES};
+use common::Db;
+use runbot::app_database::{AppDatabase, AppDbError};
+use runbot::audit::Step;
+use runbot::chat::Reply;
+use runbot::commands::RawValue;
+use runbot::config::AppDatabaseSettings;
+use runbot::invocation::{Actor, Answer, Clock};
+use sqlx::{Connection, PgConnection};
+
+/// A second dba, so a restore can be approved by someone other than who asked.
+fn roles() -> String {
+    ROLES.replace(
+        "[roles.dba]\ndiscord_users = [\"100000000000000005\"]",
+        "[roles.dba]\ndiscord_users = [\"100000000000000005\", \"100000000000000006\"]",
+    )
+}
+
+fn dba() -> Actor {
+    person("100000000000000005", "Dora")
+}
+fn other_dba() -> Actor {
+    person("100000000000000006", "Diego")
+}
+
+fn system() -> Clock {
+    runbot::invocation::system_clock()
+}
+
+fn text(s: &str) -> RawValue {
+    RawValue::Text(s.into())
+}
+
+fn message(answer: &Answer) -> &Reply {
+    match answer {
+        Answer::Message(r) | Answer::Update(r) => r,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+fn button(reply: &Reply, label: &str) -> String {
+    reply
+        .buttons
+        .iter()
+        .find(|b| b.label == label)
+        .unwrap_or_else(|| panic!("no {label} button in {reply:?}"))
+        .id
+        .clone()
+}
+
+fn unique() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An application database of the test's own, with a login role that owns it; both dropped
+/// when this is, also when the test panics.
+struct AppDb {
+    name: String,
+    role: String,
+    password: String,
+    admin: String,
+    /// host:port of the test server.
+    addr: String,
+}
+
+impl AppDb {
+    async fn new() -> AppDb {
+        Self::on(common::pg_admin_url()).await
+    }
+
+    /// On the server `admin` (a superuser's URL) reaches.
+    async fn on(admin: String) -> AppDb {
+        let parsed = url::Url::parse(&admin).expect("RUNBOT_TEST_PG_URL is a URL");
+        let addr = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("127.0.0.1"),
+            parsed.port().unwrap_or(5432)
+        );
+        let id = unique();
+        let db = AppDb {
+            name: format!("rb_app_{id}"),
+            role: format!("rb_app_user_{id}"),
+            // Distinctive, so any leak is found by a plain search.
+            password: format!("Pw9zQx{id}"),
+            admin,
+            addr,
+        };
+        let mut c = PgConnection::connect(&db.admin).await.unwrap();
+        sqlx::query(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}'",
+            db.role, db.password
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {} OWNER {}", db.name, db.role))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        db
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}/{}",
+            self.role, self.password, self.addr, self.name
+        )
+    }
+
+    async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url()).await.unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        let mut c = self.connect().await;
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let mut c = self.connect().await;
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    }
+
+    async fn table_exists(&self, table: &str) -> bool {
+        let mut c = self.connect().await;
+        sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+            .bind(table)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// The café's tables: 50 customers, 200 orders, 10 menu items.
+    async fn seed(&self) {
+        self.exec(
+            "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE orders (id serial PRIMARY KEY,
+                                  customer_id int NOT NULL REFERENCES customers(id),
+                                  total numeric(10,2) NOT NULL);
+             CREATE INDEX orders_customer ON orders (customer_id);
+             CREATE TABLE menu (id serial PRIMARY KEY, item text NOT NULL, price numeric(6,2));
+             INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;
+             INSERT INTO orders (customer_id, total)
+                 SELECT 1 + g % 50, g * 1.25 FROM generate_series(1, 200) g;
+             INSERT INTO menu (item, price) SELECT 'item ' || g, g FROM generate_series(1, 10) g;",
+        )
+        .await;
+    }
+}
+
+impl Drop for AppDb {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and psql is there (the commands use it).
+        let _ = std::process::Command::new("psql")
+            .arg(&self.admin)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .args(["-c"])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.role))
+            .output();
+    }
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+fn gunzip(path: &Path) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut out)
+        .expect("a valid gzip file of SQL text");
+    out
+}
+
+async fn rig_for(url: &str, backups: &Path) -> Rig {
+    Rig::with_roles(
+        Db::Sqlite,
+        &[
+            ("RUNBOT__APP_DATABASE__URL", url),
+            (
+                "RUNBOT__APP_DATABASE__BACKUP_DIR",
+                &backups.display().to_string(),
+            ),
+        ],
+        system(),
+        &roles(),
+    )
+    .await
+}
+
+/// Asks, expects the work to be deferred, and returns the edit that reports the result.
+async fn run(rig: &Rig, who: Actor, command: &str, args: &[(&str, RawValue)]) -> Reply {
+    let edits = Arc::new(Edits::default());
+    let answer = rig.ask(who, command, args, &edits).await;
+    assert!(
+        matches!(answer, Answer::Deferred { .. }),
+        "/{command}: {answer:?}"
+    );
+    edits.wait(1).await.remove(0)
+}
+
+/// `/restore backup` by the dba, approved by the other dba; returns the result's edit.
+async fn approved_restore(rig: &Rig, name: &str) -> Reply {
+    let edits = Arc::new(Edits::default());
+    let asked = rig
+        .ask(dba(), "restore", &[("backup", text(name))], &edits)
+        .await;
+    let prompt = message(&asked).clone();
+    assert!(prompt.text.contains("dba"), "{}", prompt.text);
+    let approve = button(&prompt, "Approve");
+    let approved = rig.click(other_dba(), &approve, &edits).await;
+    assert!(
+        message(&approved).text.contains("approved by Diego"),
+        "{approved:?}"
+    );
+    edits.wait(1).await.remove(0)
+}
+
+/// No audit row, anywhere in it, holds `secret`.
+async fn audit_never_holds(rig: &Rig, secret: &str) {
+    let rows = rig.count("SELECT count(*) FROM audit_log").await;
+    assert!(rows > 0);
+    let leaks = rig
+        .count(&format!(
+            "SELECT count(*) FROM audit_log WHERE (args || origin || coalesce(reason, '') || coalesce(detail, '')) LIKE '%{secret}%'"
+        ))
+        .await;
+    assert_eq!(leaks, 0, "the audit trail holds the password");
+}
+
+#[tokio::test]
+async fn backup_then_restore_with_another_dbas_approval_brings_back_the_data() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let rig = rig_for(&app.url(), &backups).await;
+
+    // /backup: one file with the runbook's name, valid gzip, holding the tables and rows.
+    let done = run(&rig, dba(), "backup", &[]).await;
+    assert!(done.text.contains("backed up database"), "{}", done.text);
+    let made = files(&backups);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let name = made[0].clone();
+    assert!(
+        runbot::app_database::backup_time(&name).is_some(),
+        "{name} is named backup_YYYYmmdd_HHMMSS.sql.gz"
+    );
+    assert!(done.text.contains(&name), "{}", done.text);
+    let sql = gunzip(&backups.join(&name));
+    assert!(sql.contains("CREATE TABLE public.customers"), "{sql}");
+    assert!(sql.contains("COPY public.orders"), "{sql}");
+    assert!(sql.contains("customer 50"), "the rows are in it");
+    assert!(
+        sql.contains("DROP TABLE IF EXISTS public.menu"),
+        "--clean --if-exists"
+    );
+    assert!(!sql.contains("OWNER TO"), "--no-owner");
+
+    // Someone changes the data: rows deleted and added, a table dropped.
+    app.exec(
+        "DELETE FROM orders WHERE id <= 120;
+         INSERT INTO customers (name) SELECT 'late ' || g FROM generate_series(1, 7) g;
+         DROP TABLE menu;",
+    )
+    .await;
+    assert_eq!(app.count("orders").await, 80);
+    assert_eq!(app.count("customers").await, 57);
+
+    // /restore needs another dba: the requester cannot approve it, nor can a developer.
+    let edits = Arc::new(Edits::default());
+    let asked = rig
+        .ask(dba(), "restore", &[("backup", text(&name))], &edits)
+        .await;
+    let prompt = message(&asked).clone();
+    assert!(
+        prompt.text.contains("needs a dba's approval"),
+        "{}",
+        prompt.text
+    );
+    let approve = button(&prompt, "Approve");
+    let own = rig.click(dba(), &approve, &edits).await;
+    assert!(
+        message(&own)
+            .text
+            .contains("cannot approve or reject your own request"),
+        "{own:?}"
+    );
+    let unfit = rig.click(developer(), &approve, &edits).await;
+    assert!(
+        message(&unfit).text.contains("you hold developer"),
+        "{unfit:?}"
+    );
+    assert_eq!(app.count("orders").await, 80, "nothing restored yet");
+
+    let approved = rig.click(other_dba(), &approve, &edits).await;
+    assert!(
+        message(&approved).text.contains("approved by Diego"),
+        "{approved:?}"
+    );
+    let result = edits.wait(1).await.remove(0);
+    assert!(result.text.contains("restored database"), "{}", result.text);
+
+    // PostgreSQL holds what it held at backup time.
+    assert_eq!(app.count("customers").await, 50);
+    assert_eq!(app.count("orders").await, 200);
+    assert!(app.table_exists("menu").await);
+    assert_eq!(app.count("menu").await, 10);
+
+    // The safety backup holds the state just before the restore, and the reply names it.
+    let now = files(&backups);
+    assert_eq!(now.len(), 2, "{now:?}");
+    let safety = now.iter().find(|n| **n != name).unwrap().clone();
+    assert!(
+        result.text.contains(&format!("saved as `{safety}`")),
+        "{}",
+        result.text
+    );
+    let before = gunzip(&backups.join(&safety));
+    assert!(before.contains("late 7"), "the rows added after the backup");
+    assert!(
+        !before.contains("CREATE TABLE public.menu"),
+        "menu was dropped then"
+    );
+
+    // /backups lists both, newest (the safety backup) first.
+    let listed = run(&rig, dba(), "backups", &[]).await;
+    let block = listed.code_block.clone().unwrap_or_default();
+    let (first, second) = (block.find(&safety), block.find(&name));
+    assert!(
+        first.is_some() && second.is_some() && first < second,
+        "{block}"
+    );
+    assert!(listed.text.contains("2 backups"), "{}", listed.text);
+
+    let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
+    assert!(steps.contains(&Step::Approved), "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| **s == Step::Succeeded).count(),
+        3,
+        "{steps:?}"
+    );
+    for r in [&done, &result, &listed] {
+        assert!(!r.text.contains(&app.password), "{}", r.text);
+    }
+    audit_never_holds(&rig, &app.password).await;
+    assert!(rig.audit.verify().await.is_ok());
+}
+
+#[tokio::test]
+async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
+    let app = AppDb::new().await;
+    app.exec(
+        "CREATE TABLE big (id serial PRIMARY KEY, payload text);
+         INSERT INTO big (payload) SELECT repeat('x', 200) FROM generate_series(1, 20000);
+         ANALYZE big;
+         CREATE TABLE small (id int);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_for(&app.url(), &dir.path().join("backups")).await;
+    let db = |check: &str| [("check", text(check))];
+
+    // sizes: the big table first, with its estimated rows.
+    let sizes = run(&rig, dba(), "db", &db("sizes")).await;
+    let block = sizes.code_block.clone().unwrap_or_default();
+    let big = block.find("public.big").expect("big is listed");
+    let small = block.find("public.small").expect("small is listed");
+    assert!(big < small, "{block}");
+    assert!(block.contains("20000"), "{block}");
+
+    // slow: a query sleeping on another connection for longer than 1 s.
+    let mut sleeper = app.connect().await;
+    let sleeper_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut sleeper)
+        .await
+        .unwrap();
+    let sleeping = tokio::spawn(async move {
+        sqlx::query("SELECT pg_sleep(4)")
+            .execute(&mut sleeper)
+            .await
+            .unwrap();
+        sleeper
+    });
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let slow = run(&rig, dba(), "db", &db("slow")).await;
+    let block = slow.code_block.clone().unwrap_or_default();
+    assert!(
+        block.contains(&sleeper_pid.to_string()) && block.contains("pg_sleep(4)"),
+        "{slow:?}"
+    );
+    assert!(block.contains("Timeout:PgSleep"), "the wait event: {block}");
+    assert!(slow.text.contains("1 query running"), "{}", slow.text);
+
+    // locks: one connection holds big exclusively, another waits to read it.
+    let mut holder = app.connect().await;
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE;")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut waiter = app.connect().await;
+    let waiter_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut waiter)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM big")
+            .fetch_one(&mut waiter)
+            .await
+            .unwrap();
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let locks = run(&rig, dba(), "db", &db("locks")).await;
+    let block = locks.code_block.clone().unwrap_or_default();
+    let line = block
+        .lines()
+        .find(|l| l.starts_with(&waiter_pid.to_string()))
+        .unwrap_or_else(|| panic!("the waiting pid {waiter_pid} is listed: {block}"));
+    assert!(
+        line.contains("AccessShareLock on big") && line.contains(&holder_pid.to_string()),
+        "{line}"
+    );
+    assert!(
+        line.contains("LOCK TABLE big"),
+        "the blocker's query: {line}"
+    );
+
+    // connections: the role's connections by state, against max_connections.
+    let conns = run(&rig, dba(), "db", &db("connections")).await;
+    assert!(conns.text.contains("of max_connections"), "{}", conns.text);
+    let block = conns.code_block.clone().unwrap_or_default();
+    assert!(
+        block
+            .lines()
+            .any(|l| l.starts_with("idle in transaction") && l.contains(&app.role)),
+        "{block}"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(waiting.await.unwrap(), 20000);
+    drop(sleeping.await.unwrap());
+
+    // With nothing slow or waiting, the checks say so.
+    let slow = run(&rig, dba(), "db", &db("locks")).await;
+    assert!(slow.text.contains("nothing found"), "{}", slow.text);
+    // The checks are read-only: they changed nothing.
+    assert_eq!(app.count("big").await, 20000);
+    drop(holder);
+}
+
+#[tokio::test]
+async fn a_failing_restore_changes_nothing_and_a_damaged_or_missing_backup_is_refused() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let rig = rig_for(&app.url(), &backups).await;
+
+    // A name that matches but is not there: refused before any safety backup.
+    let missing = approved_restore(&rig, "backup_20200101_000000.sql.gz").await;
+    assert!(
+        missing
+            .text
+            .contains("there is no backup backup_20200101_000000.sql.gz")
+            && missing.text.contains("Nothing was changed."),
+        "{}",
+        missing.text
+    );
+    assert!(files(&backups).is_empty());
+
+    // A path instead of a name never reaches the executor.
+    let edits = Arc::new(Edits::default());
+    let asked = rig
+        .ask(
+            dba(),
+            "restore",
+            &[("backup", text("../backup_20200101_000000.sql.gz"))],
+            &edits,
+        )
+        .await;
+    assert!(
+        message(&asked).text.contains("backup"),
+        "{:?}",
+        message(&asked)
+    );
+    assert_eq!(rig.trail().await.last().unwrap().0, Step::Invalid);
+
+    // A damaged file (cut short): refused before anything changes.
+    let good = {
+        let mut raw = Vec::new();
+        let mut gz = flate2::write::GzEncoder::new(&mut raw, flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"DELETE FROM orders;\n".repeat(5000).as_slice())
+            .unwrap();
+        gz.finish().unwrap();
+        raw
+    };
+    std::fs::write(
+        backups.join("backup_20200101_000001.sql.gz"),
+        &good[..good.len() / 2],
+    )
+    .unwrap();
+    let damaged = approved_restore(&rig, "backup_20200101_000001.sql.gz").await;
+    assert!(
+        damaged.text.contains("is damaged") && damaged.text.contains("Nothing was changed."),
+        "{}",
+        damaged.text
+    );
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(files(&backups).len(), 1, "no safety backup was needed");
+
+    // A backup whose SQL fails part-way: the deletes before the error are rolled back.
+    let failing = {
+        let mut raw = Vec::new();
+        let mut gz = flate2::write::GzEncoder::new(&mut raw, flate2::Compression::default());
+        std::io::Write::write_all(
+            &mut gz,
+            b"DELETE FROM orders;\nDELETE FROM customers;\nSELECT 1/0;\n",
+        )
+        .unwrap();
+        gz.finish().unwrap();
+        raw
+    };
+    std::fs::write(backups.join("backup_20200101_000002.sql.gz"), failing).unwrap();
+    let failed = approved_restore(&rig, "backup_20200101_000002.sql.gz").await;
+    assert!(
+        failed.text.contains("rolled all of it back") && failed.text.contains("division by zero"),
+        "{}",
+        failed.text
+    );
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(app.count("customers").await, 50);
+    assert_eq!(
+        files(&backups).len(),
+        3,
+        "the safety backup was taken first"
+    );
+    assert!(files(&backups).iter().all(|f| !f.ends_with(".partial")));
+    audit_never_holds(&rig, &app.password).await;
+}
+
+/// A PostgreSQL server of the test's own that checks passwords (scram-sha-256 over TCP): the
+/// shared test server trusts every local login, so a wrong password would pass there.
+/// Stopped when dropped.
+struct PasswordPg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// Run the server's programs as the postgres user: PostgreSQL refuses to run as root.
+    as_postgres: bool,
+}
+
+const SUPERUSER_PASSWORD: &str = "SuperPw4411";
+
+impl PasswordPg {
+    /// None when no PostgreSQL server programs are installed.
+    fn start() -> Option<PasswordPg> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").is_file())?;
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        if as_postgres {
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PasswordPg {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth-local=trust".as_ref(),
+                "--auth-host=scram-sha-256".as_ref(),
+                "--pwfile".as_ref(),
+                pwfile.as_os_str(),
+                "--no-sync".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            pg.dir.path().display()
+        );
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                pg.dir.path().join("log").as_os_str(),
+                "-w".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        Some(pg)
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let path = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn admin_url(&self) -> String {
+        format!(
+            "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordPg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_makes_backup_fail_clearly_leaving_no_file_and_no_password() {
+    let Some(server) = PasswordPg::start() else {
+        panic!(
+            "no PostgreSQL server programs under /usr/lib/postgresql: scripts/test installs them"
+        );
+    };
+    let app = AppDb::on(server.admin_url()).await;
+    app.seed().await;
+    let wrong = "WrongPw7731xyz";
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+
+    // The right password works: it reaches pg_dump (as PGPASSWORD) and sqlx.
+    let right = direct(&app.url(), &backups, "pg_dump", 60);
+    let made = right.backup(Utc::now()).await.unwrap();
+    assert!(gunzip(&made.path).contains("COPY public.orders"));
+    std::fs::remove_file(&made.path).unwrap();
+
+    let url = format!("postgres://{}:{wrong}@{}/{}", app.role, app.addr, app.name);
+    let rig = rig_for(&url, &backups).await;
+    let failed = run(&rig, dba(), "backup", &[]).await;
+    assert!(
+        failed.text.contains("pg_dump failed")
+            && failed.text.contains("password authentication failed")
+            && failed.text.contains("no backup was written"),
+        "{}",
+        failed.text
+    );
+    assert!(!failed.text.contains(wrong), "{}", failed.text);
+    assert!(files(&backups).is_empty(), "{:?}", files(&backups));
+    assert_eq!(rig.trail().await.last().unwrap().0, Step::Failed);
+    audit_never_holds(&rig, wrong).await;
+
+    // /db with the same credentials fails just as plainly.
+    let db = run(&rig, dba(), "db", &[("check", text("sizes"))]).await;
+    assert!(
+        db.text.contains("cannot reach the application database")
+            && db.text.contains("password authentication failed"),
+        "{}",
+        db.text
+    );
+    assert!(!db.text.contains(wrong), "{}", db.text);
+    assert_eq!(app.count("orders").await, 200);
+    drop(app);
+    drop(server);
+}
+
+#[tokio::test]
+async fn without_app_database_url_the_commands_say_what_to_set() {
+    let rig = Rig::with_roles(Db::Sqlite, &[], system(), &roles()).await;
+    for (command, args) in [
+        ("backup", vec![]),
+        ("backups", vec![]),
+        ("db", vec![("check", text("locks"))]),
+    ] {
+        let r = run(&rig, dba(), command, &args).await;
+        assert!(
+            r.text.contains("set app_database.url")
+                && r.text.contains("RUNBOT__APP_DATABASE__URL")
+                && r.text.contains("Nothing was changed."),
+            "/{command}: {}",
+            r.text
+        );
+    }
+    let restore = approved_restore(&rig, "backup_20200101_000000.sql.gz").await;
+    assert!(
+        restore.text.contains("set app_database.url"),
+        "{}",
+        restore.text
+    );
+}
+
+fn direct(url: &str, dir: &Path, pg_dump: &str, timeout_secs: u64) -> AppDatabase {
+    let settings = AppDatabaseSettings {
+        url: Some(url.to_string().into()),
+        backup_dir: PathBuf::from(dir),
+        pg_dump: pg_dump.into(),
+        timeout_secs,
+        ..AppDatabaseSettings::default()
+    };
+    AppDatabase::from_settings(&settings).unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_backup_that_takes_too_long_is_stopped_and_leaves_no_partial_file() {
+    let app = AppDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A pg_dump that writes a little and then hangs.
+    let slow = dir.path().join("slow_pg_dump");
+    std::fs::write(&slow, "#!/bin/sh\necho 'SELECT 1;'\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let backups = dir.path().join("backups");
+    let db = direct(&app.url(), &backups, &slow.display().to_string(), 1);
+    let started = std::time::Instant::now();
+    let err = db.backup(Utc::now()).await.unwrap_err();
+    assert!(matches!(err, AppDbError::TimedOut { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(files(&backups).is_empty(), "{:?}", files(&backups));
+
+    // A second backup in the same second is refused, not overwritten.
+    let real = direct(&app.url(), &backups, "pg_dump", 60);
+    let now = Utc::now();
+    let first = real.backup(now).await.unwrap();
+    let again = real.backup(now).await.unwrap_err();
+    assert!(matches!(again, AppDbError::Exists { .. }), "{again}");
+    assert_eq!(real.list().await.unwrap(), vec![first]);
+
+    // A program that is not there says what to set.
+    let none = direct(&app.url(), &backups, "/nonexistent/pg_dump", 60);
+    let err = none
+        .backup(now + chrono::Duration::hours(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("app_database.pg_dump"), "{err}");
+}
+
+fn gzip_file(path: &Path, sql: &[u8]) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::Write::write_all(&mut gz, sql).unwrap();
+    gz.finish().unwrap();
+}
+
+#[tokio::test]
+async fn a_restore_stopped_part_way_commits_nothing() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    // Deletes, then stalls with far more input behind it than a pipe holds, so the timeout
+    // stops psql while runbot is still feeding it.
+    let mut sql = b"DELETE FROM orders;\nSELECT pg_sleep(20);\n".to_vec();
+    sql.extend(b"-- padding padding padding padding padding padding padding\n".repeat(40_000));
+    sql.extend(b"DELETE FROM customers;\n");
+    gzip_file(&backups.join("backup_20200101_000003.sql.gz"), &sql);
+    let db = direct(&app.url(), &backups, "pg_dump", 4);
+
+    let started = std::time::Instant::now();
+    let err = db
+        .restore("backup_20200101_000003.sql.gz", Utc::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppDbError::TimedOut { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("psql was stopped before it committed"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(app.count("customers").await, 50);
+    // The stopped restore's server session is gone too, so its row locks are: a write to
+    // the rows it had deleted goes through at once instead of waiting for its pg_sleep.
+    let mut c = app.connect().await;
+    sqlx::raw_sql("SET lock_timeout = '2s'; UPDATE orders SET total = total WHERE id = 1;")
+        .execute(&mut c)
+        .await
+        .expect("no lock left behind");
+    // The safety backup was taken and kept.
+    assert_eq!(db.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn dry_runs_say_what_backup_and_restore_would_do_and_change_nothing() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    gzip_file(
+        &backups.join("backup_20200101_000004.sql.gz"),
+        b"DELETE FROM orders;\n",
+    );
+    let rig = rig_for(&app.url(), &backups).await;
+    let edits = Arc::new(Edits::default());
+
+    let backup = rig
+        .ask(
+            dba(),
+            "backup",
+            &[("dry_run", RawValue::Boolean(true))],
+            &edits,
+        )
+        .await;
+    let r = message(&backup);
+    assert!(
+        r.text.contains("Dry run")
+            && r.text.contains(&format!("back up database {}@", app.role))
+            && r.text.contains("backup_")
+            && r.text.contains("pg_dump"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(&app.password), "{}", r.text);
+
+    // A dry run needs no approval, even for /restore.
+    let restore = rig
+        .ask(
+            dba(),
+            "restore",
+            &[
+                ("backup", text("backup_20200101_000004.sql.gz")),
+                ("dry_run", RawValue::Boolean(true)),
+            ],
+            &edits,
+        )
+        .await;
+    let r = message(&restore);
+    assert!(
+        r.text.contains("restore database")
+            && r.text.contains("backup_20200101_000004.sql.gz")
+            && r.text.contains("after a safety backup"),
+        "{}",
+        r.text
+    );
+    assert_eq!(files(&backups), ["backup_20200101_000004.sql.gz"]);
+    assert_eq!(app.count("orders").await, 200);
+    let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        steps,
+        [Step::Requested, Step::DryRun, Step::Requested, Step::DryRun]
+    );
+}
