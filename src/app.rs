@@ -107,6 +107,11 @@ fn build_dispatcher(
         docker: crate::docker::Docker::from_settings(&settings.docker)?,
         app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,
         chat_wake,
+        deploy: settings.deploy.clone(),
+        owner: uuid::Uuid::new_v4().simple().to_string(),
+        http: reqwest::Client::builder()
+            .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
+            .build()?,
     };
     Ok(Dispatcher::new(
         store,
@@ -212,11 +217,31 @@ impl Application {
                 }
             }
         });
+        // Deploys a killed runbot left running: marked interrupted at start, and then whenever
+        // a heartbeat goes stale (another replica may die too).
+        let executors = dispatcher.executors().clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::executors::deploy::recover(&executors).await {
+                    tracing::warn!(error = %e, "could not look for interrupted deploys");
+                }
+            }
+        });
         let discord = if settings.discord.enabled() {
             Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
         } else {
             None
         };
+        if let (Some(d), Some(channel)) = (&discord, &settings.discord.alert_channel_id) {
+            tokio::spawn(crate::chat::announce::deliver(
+                store.clone(),
+                d.clone(),
+                channel.clone(),
+            ));
+        }
         let state = AppState {
             dispatcher: Some(dispatcher),
             discord,

@@ -35,6 +35,8 @@ pub struct Settings {
     pub docker: DockerSettings,
     #[serde(default)]
     pub app_database: AppDatabaseSettings,
+    #[serde(default)]
+    pub deploy: DeploySettings,
 }
 
 /// `[app_database]`: the stack's application database, which `/backup`, `/restore` and `/db`
@@ -106,6 +108,88 @@ impl Default for DockerSettings {
             project: None,
             timeout_secs: 30,
         }
+    }
+}
+
+/// `[deploy]`: the runbook's deploy pipeline (`/deploy`, `/rollback`, `/deploys`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// The services that run the team's own image and get the new tag, in this order. Their
+    /// image's repository stays; only the tag changes. Empty: `/deploy` says to set it.
+    pub services: Vec<String>,
+    /// Back up the application database (`[app_database]`) before migrating. On by default: a
+    /// deploy without a backup is refused, unless this is turned off.
+    pub backup: bool,
+    /// The one-off migration run in a container of the new image (none when unset).
+    pub migrate: Option<MigrateSettings>,
+    /// HTTP checks after the containers are recreated: each must answer 2xx within its timeout.
+    pub health: Vec<HttpCheck>,
+    /// HTTP checks after the health checks (the runbook's smoke tests).
+    pub smoke: Vec<HttpCheck>,
+    /// How long a recreated container may take to run (and be healthy, if it has a health check).
+    pub ready_timeout_secs: u64,
+    /// A running deploy renews its lock this often; one silent for `lock_stale_secs` was
+    /// interrupted (runbot was killed) and its lock is released.
+    pub heartbeat_secs: u64,
+    pub lock_stale_secs: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            services: Vec::new(),
+            backup: true,
+            migrate: None,
+            health: Vec::new(),
+            smoke: Vec::new(),
+            ready_timeout_secs: 120,
+            heartbeat_secs: 5,
+            lock_stale_secs: 60,
+        }
+    }
+}
+
+/// `[deploy.migrate]`: e.g. `service = "backend"`, `command = ["alembic", "upgrade", "head"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateSettings {
+    /// Whose configuration (env, mounts, networks) the one-off container copies.
+    pub service: String,
+    /// The command, as arguments (never through a shell).
+    pub command: Vec<String>,
+    #[serde(default = "default_migrate_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_migrate_timeout() -> u64 {
+    600
+}
+
+/// One HTTP check: `[[deploy.health]]` or `[[deploy.smoke]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// What the step shows, e.g. "backend /health" (default: the URL).
+    pub name: Option<String>,
+    /// A GET to this URL, from where runbot runs.
+    pub url: String,
+    /// The status expected (default: any 2xx).
+    pub status: Option<u16>,
+    /// Text the body must contain.
+    pub contains: Option<String>,
+    /// Keep trying until this long has passed.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_check_timeout() -> u64 {
+    30
+}
+
+impl HttpCheck {
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
     }
 }
 
@@ -500,6 +584,7 @@ impl Settings {
         self.validate_interactions(&mut problems);
         self.validate_docker(&mut problems);
         self.validate_app_database(&mut problems);
+        self.validate_deploy(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -656,6 +741,59 @@ impl Settings {
             problems.push(format!(
                 "app_database.timeout_secs = {} must be 10 to 86400 (default 900)",
                 a.timeout_secs
+            ));
+        }
+    }
+
+    fn validate_deploy(&self, problems: &mut Vec<String>) {
+        let d = &self.deploy;
+        for s in &d.services {
+            if s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                problems.push(format!(
+                    "deploy.services: {s:?} is not a compose service name"
+                ));
+            }
+        }
+        if let Some(m) = &d.migrate {
+            if m.command.is_empty() {
+                problems.push("deploy.migrate.command is empty: give the migration as arguments, e.g. [\"alembic\", \"upgrade\", \"head\"], or remove [deploy.migrate]".into());
+            }
+            if !(1..=7200).contains(&m.timeout_secs) {
+                problems.push(format!(
+                    "deploy.migrate.timeout_secs = {} must be 1 to 7200",
+                    m.timeout_secs
+                ));
+            }
+        }
+        for (key, checks) in [("deploy.health", &d.health), ("deploy.smoke", &d.smoke)] {
+            for c in checks {
+                match reqwest::Url::parse(&c.url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => problems.push(format!("{key}: url {:?} is not an http(s) URL", c.url)),
+                }
+                if !(1..=3600).contains(&c.timeout_secs) {
+                    problems.push(format!(
+                        "{key} {:?}: timeout_secs = {} must be 1 to 3600",
+                        c.label(),
+                        c.timeout_secs
+                    ));
+                }
+            }
+        }
+        if !(1..=3600).contains(&d.ready_timeout_secs) {
+            problems.push(format!(
+                "deploy.ready_timeout_secs = {} must be 1 to 3600 (default 120)",
+                d.ready_timeout_secs
+            ));
+        }
+        if d.heartbeat_secs == 0 || d.lock_stale_secs < 2 * d.heartbeat_secs {
+            problems.push(format!(
+                "deploy.lock_stale_secs = {} must be at least twice deploy.heartbeat_secs = {} (and that at least 1), or a live deploy would look interrupted",
+                d.lock_stale_secs, d.heartbeat_secs
             ));
         }
     }

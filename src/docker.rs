@@ -28,6 +28,9 @@ use futures_util::StreamExt;
 
 use crate::config::DockerSettings;
 
+mod deploy;
+pub use deploy::{tag_of, with_tag, ImageCheck, Oneoff, DEPLOY_LABEL};
+
 /// The labels docker-compose sets on the containers it creates.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -556,7 +559,36 @@ impl Docker {
         id: &str,
         after: Option<DateTime<Utc>>,
     ) -> Result<(Container, bool), DockerError> {
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        self.wait_ready_within(id, after, self.inner.timeout).await
+    }
+
+    /// [`Docker::wait_ready`] with its own time limit (a deploy's `ready_timeout_secs`).
+    pub async fn wait_ready_within(
+        &self,
+        id: &str,
+        after: Option<DateTime<Utc>>,
+        limit: Duration,
+    ) -> Result<(Container, bool), DockerError> {
+        self.wait_until(id, after, limit, true).await
+    }
+
+    /// Waits until the container runs, whatever its health check says yet.
+    pub async fn wait_running(
+        &self,
+        id: &str,
+        limit: Duration,
+    ) -> Result<(Container, bool), DockerError> {
+        self.wait_until(id, None, limit, false).await
+    }
+
+    async fn wait_until(
+        &self,
+        id: &str,
+        after: Option<DateTime<Utc>>,
+        limit: Duration,
+        healthy: bool,
+    ) -> Result<(Container, bool), DockerError> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let c = self.inspect(id).await?;
             let restarted = match (after, c.started_at) {
@@ -565,9 +597,9 @@ impl Docker {
                 (Some(_), None) => false,
             };
             if restarted {
-                let ready =
-                    c.state == "running" && matches!(c.health.as_deref(), None | Some("healthy"));
-                let failed = c.health.as_deref() == Some("unhealthy")
+                let ready = c.state == "running"
+                    && (!healthy || matches!(c.health.as_deref(), None | Some("healthy")));
+                let failed = (healthy && c.health.as_deref() == Some("unhealthy"))
                     || matches!(c.state.as_str(), "exited" | "dead");
                 if ready || failed {
                     return Ok((c, ready));
@@ -584,16 +616,76 @@ impl Docker {
     /// configuration, named and labelled as docker-compose v2 would. Returns its id; a replica
     /// that could not be started is removed again.
     pub async fn create_replica(&self, template: &str, number: u32) -> Result<String, DockerError> {
-        let client = self.client().await?;
         let i = self.inspect_raw(template).await?;
-        let template_id = i.id.clone().unwrap_or_default();
-        let config = i.config.unwrap_or_default();
-        let mut labels = config.labels.unwrap_or_default();
+        let mut copy = Copy::of(i);
+        let labels = copy.body.labels.get_or_insert_with(HashMap::new);
         let service = labels.get(SERVICE_LABEL).cloned().unwrap_or_default();
         labels.insert(PROJECT_LABEL.into(), self.inner.project.to_string());
         labels.insert(NUMBER_LABEL.into(), number.to_string());
         labels.insert(ONEOFF_LABEL.into(), "False".into());
         let name = format!("{}-{service}-{number}", self.inner.project);
+        self.create_and_start(&name, copy).await
+    }
+
+    /// Creates the container, connects its other networks and starts it; one that could not
+    /// be started is removed again.
+    async fn create_and_start(&self, name: &str, copy: Copy) -> Result<String, DockerError> {
+        let client = self.client().await?;
+        let created = self
+            .timed(client.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                copy.body,
+            ))
+            .await?;
+        let started = async {
+            for (network, endpoint_config) in copy.more_networks {
+                let request = NetworkConnectRequest {
+                    container: created.id.clone(),
+                    endpoint_config: Some(endpoint_config),
+                };
+                self.timed(client.connect_network(&network, request))
+                    .await?;
+            }
+            self.timed(client.start_container(&created.id, None)).await
+        };
+        if let Err(e) = started.await {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Err(gone) = self
+                .timed(client.remove_container(&created.id, Some(force)))
+                .await
+            {
+                tracing::warn!(error = %gone, container = %name, "a container that did not start is left behind");
+            }
+            return Err(e);
+        }
+        Ok(created.id)
+    }
+
+    /// Stops the container (within its stop grace period) and removes it. Its volumes stay:
+    /// data is not runbot's to delete.
+    pub async fn stop_and_remove(&self, id: &str) -> Result<(), DockerError> {
+        let (client, limit) = self.stopping_client(id).await?;
+        match self.timed_for(limit, client.stop_container(id, None)).await {
+            Ok(()) => {}
+            // Already stopped.
+            Err(DockerError::Engine { .. }) if !self.inspect(id).await?.is_running() => {}
+            Err(e) => return Err(e),
+        }
+        self.timed(client.remove_container(id, None)).await
+    }
+}
+
+/// A container's configuration, ready to create another like it.
+struct Copy {
+    body: ContainerCreateBody,
+    /// Networks beyond the first: older engines take one at creation.
+    more_networks: Vec<(String, EndpointSettings)>,
+}
+
+impl Copy {
+    fn of(i: ContainerInspectResponse) -> Copy {
+        let template_id = i.id.clone().unwrap_or_default();
+        let config = i.config.unwrap_or_default();
         let template_name = i
             .name
             .unwrap_or_default()
@@ -617,8 +709,6 @@ impl Docker {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        // Older engines take one network at creation: the one network_mode names; the rest
-        // are connected before the start.
         let primary = host_config.network_mode.as_deref().and_then(|mode| {
             let at = networks.iter().position(|(n, _)| n == mode)?;
             Some(networks.remove(at))
@@ -644,7 +734,7 @@ impl Docker {
             working_dir: config.working_dir,
             entrypoint: config.entrypoint,
             network_disabled: config.network_disabled,
-            labels: Some(labels),
+            labels: config.labels,
             stop_signal: config.stop_signal,
             stop_timeout: config.stop_timeout,
             shell: config.shell,
@@ -654,47 +744,13 @@ impl Docker {
             }),
             ..Default::default()
         };
-        let created = self
-            .timed(client.create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            ))
-            .await?;
-        let started = async {
-            for (network, e) in networks {
-                let request = NetworkConnectRequest {
-                    container: created.id.clone(),
-                    endpoint_config: Some(endpoint(e)),
-                };
-                self.timed(client.connect_network(&network, request))
-                    .await?;
-            }
-            self.timed(client.start_container(&created.id, None)).await
-        };
-        if let Err(e) = started.await {
-            let force = RemoveContainerOptionsBuilder::default().force(true).build();
-            if let Err(gone) = self
-                .timed(client.remove_container(&created.id, Some(force)))
-                .await
-            {
-                tracing::warn!(error = %gone, container = %name, "a replica that did not start is left behind");
-            }
-            return Err(e);
+        Copy {
+            body,
+            more_networks: networks
+                .into_iter()
+                .map(|(n, e)| (n, endpoint(e)))
+                .collect(),
         }
-        Ok(created.id)
-    }
-
-    /// Stops the container (within its stop grace period) and removes it. Its volumes stay:
-    /// data is not runbot's to delete.
-    pub async fn stop_and_remove(&self, id: &str) -> Result<(), DockerError> {
-        let (client, limit) = self.stopping_client(id).await?;
-        match self.timed_for(limit, client.stop_container(id, None)).await {
-            Ok(()) => {}
-            // Already stopped.
-            Err(DockerError::Engine { .. }) if !self.inspect(id).await?.is_running() => {}
-            Err(e) => return Err(e),
-        }
-        self.timed(client.remove_container(id, None)).await
     }
 }
 
@@ -748,6 +804,11 @@ fn container(id: String, i: ContainerInspectResponse) -> Option<Container> {
     let config = i.config.unwrap_or_default();
     let labels: BTreeMap<String, String> = config.labels.unwrap_or_default().into_iter().collect();
     let service = labels.get(SERVICE_LABEL)?.clone();
+    // One-off containers (`compose run`, a deploy's migration) are not the service's replicas;
+    // `docker compose ps` leaves them out too.
+    if labels.get(ONEOFF_LABEL).is_some_and(|v| v == "True") {
+        return None;
+    }
     let state = i.state.unwrap_or_default();
     let status = state.status.map(|s| s.to_string()).unwrap_or_default();
     let health = state

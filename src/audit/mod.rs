@@ -73,10 +73,12 @@ pub enum Step {
     Succeeded,
     Failed,
     DryRun,
+    /// runbot stopped while the command ran; written by the runbot that found it.
+    Interrupted,
 }
 
 impl Step {
-    pub const ALL: [Step; 13] = [
+    pub const ALL: [Step; 14] = [
         Step::Requested,
         Step::Denied,
         Step::Invalid,
@@ -90,6 +92,7 @@ impl Step {
         Step::Succeeded,
         Step::Failed,
         Step::DryRun,
+        Step::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +110,7 @@ impl Step {
             Step::Succeeded => "succeeded",
             Step::Failed => "failed",
             Step::DryRun => "dry_run",
+            Step::Interrupted => "interrupted",
         }
     }
 }

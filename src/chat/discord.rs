@@ -154,6 +154,20 @@ impl DiscordAdapter {
         .await
     }
 
+    /// Posts a plain message (an announcement such as "the deploy was interrupted"), with no
+    /// mentions allowed: the text may quote what people typed.
+    pub async fn post_text(
+        &self,
+        channel: &str,
+        text: &str,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let body = CreateMessage::new()
+            .content(crate::invocation::text::clip(text, 1999))
+            .allowed_mentions(serenity::builder::CreateAllowedMentions::new());
+        self.create(channel, body, nonce).await
+    }
+
     /// Posts a channel's storm digest (see [`crate::chat::Digest`]).
     pub async fn post_digest(
         &self,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::format::{plural, short_duration, table};
+use super::format::{bytes, plural, short_duration, table};
 use super::{reply, Ctx, Done, ExecError};
 use crate::app_database::{backup_name, AppDatabase, AppDbError, Check};
 
@@ -17,22 +17,6 @@ const LIST_MAX: usize = 30;
 impl From<AppDbError> for ExecError {
     fn from(e: AppDbError) -> Self {
         ExecError(e.to_string())
-    }
-}
-
-/// `12.3 MiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -72,7 +56,7 @@ pub async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
             "restore database {} from {} ({}, taken {} UTC) after a safety backup to {}; psql runs it in one transaction",
             db.target(),
             b.path.display(),
-            size(b.bytes),
+            bytes(b.bytes),
             b.created.format("%Y-%m-%d %H:%M:%S"),
             db.backup_dir().join(backup_name(ctx.now)).display()
         ),
@@ -92,7 +76,7 @@ pub async fn backup(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> 
                 ctx.actor.name,
                 db.target(),
                 b.path.display(),
-                size(b.bytes)
+                bytes(b.bytes)
             ),
             false,
         ),
@@ -124,7 +108,7 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
                 .to_std()
                 .unwrap_or_default(),
         );
-        rows.push([b.name.clone(), size(b.bytes), age]);
+        rows.push([b.name.clone(), bytes(b.bytes), age]);
     }
     let more = all.len().saturating_sub(LIST_MAX);
     let mut block = table(&rows);
@@ -135,7 +119,7 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
         "{} backup{} in {dir}, {} in all",
         all.len(),
         plural(all.len()),
-        size(total)
+        bytes(total)
     );
     let mut r = reply(format!("🗄️ {summary}, newest first:"), true);
     r.code_block = Some(block);
@@ -213,13 +197,6 @@ fn fit(header: &[String], rows: &[Vec<String>], room: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(size(512), "512 B");
-        assert_eq!(size(1536), "1.5 KiB");
-        assert_eq!(size(5 * 1024 * 1024 * 1024), "5.0 GiB");
-    }
 
     #[test]
     fn a_long_table_is_cut_to_fit_and_says_how_much_is_left() {

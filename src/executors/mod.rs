@@ -3,6 +3,7 @@
 
 pub mod alertmanager;
 pub mod database;
+pub mod deploy;
 pub mod docker;
 pub mod format;
 pub mod redact;
@@ -37,6 +38,12 @@ pub struct Ctx<'a> {
     pub args: &'a Args,
     pub group: Option<&'a GroupView>,
     pub now: DateTime<Utc>,
+    /// Shared by every audit row of this request.
+    pub invocation_id: &'a str,
+    /// Where it was asked (a channel id), for messages to the channel.
+    pub channel_id: Option<&'a str>,
+    /// Edits the request's answer while a long command runs (None in dry runs).
+    pub progress: Option<Arc<dyn crate::invocation::Responder>>,
 }
 
 impl Ctx<'_> {
@@ -75,6 +82,23 @@ pub struct Done {
 #[error("{0}")]
 pub struct ExecError(pub String);
 
+/// A failed command: the reason (for the audit trail), and what to show when a plain
+/// "failed: reason" would say too little (a deploy's steps).
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub reply: Option<Reply>,
+}
+
+impl From<ExecError> for Failure {
+    fn from(e: ExecError) -> Failure {
+        Failure {
+            reason: e.0,
+            reply: None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Executors {
     pub store: Store,
@@ -88,6 +112,11 @@ pub struct Executors {
     pub app_db: Option<crate::app_database::AppDatabase>,
     /// Wakes the chat outbox when a group's card changed.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
+    pub deploy: crate::config::DeploySettings,
+    /// This process, as the owner of the deploys it runs (random per start).
+    pub owner: String,
+    /// For the deploy's HTTP health checks and smoke tests.
+    pub http: reqwest::Client,
 }
 
 fn reply(text: String, ephemeral: bool) -> Reply {
@@ -172,6 +201,7 @@ impl Executors {
                 Some(db) => database::plan_restore(db, ctx).await,
                 None => "nothing: app_database.url is not set".into(),
             },
+            "deploy.run" | "deploy.rollback" => deploy::plan(self, ctx).await,
             other => format!(
                 "run {other} with {}",
                 crate::invocation::text::args_line(ctx.args)
@@ -190,8 +220,17 @@ impl Executors {
         )
     }
 
-    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, Failure> {
         match ctx.spec.executor.as_str() {
+            "deploy.run" => deploy::deploy(self, ctx).await,
+            "deploy.rollback" => deploy::rollback(self, ctx).await,
+            _ => self.run_simple(ctx).await.map_err(Failure::from),
+        }
+    }
+
+    async fn run_simple(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        match ctx.spec.executor.as_str() {
+            "deploy.history" => deploy::history(self, ctx).await,
             "alerts.ack" => self.ack(ctx).await,
             "alertmanager.silence" => self.silence(ctx).await,
             "alertmanager.unsilence" => self.unsilence(ctx).await,

@@ -511,6 +511,9 @@ impl Dispatcher {
             args: &ready.args,
             group: group.as_ref(),
             now: (self.clock)(),
+            invocation_id: &ready.invocation_id,
+            channel_id: ready.origin.channel_id.as_deref(),
+            progress: None,
         };
         let plan = self.executors.plan(&ctx).await;
         let entry = flight.entry(Step::DryRun).detail(json!({ "plan": plan }));
@@ -647,6 +650,11 @@ impl Dispatcher {
         ));
         let _ = self.record(entry).await;
         Some(text::expired(line, pending.kind, pending.timeout()))
+    }
+
+    /// What runs commands (the deploy recovery sweep uses it).
+    pub fn executors(&self) -> &Executors {
+        &self.executors
     }
 
     /// Requests left waiting by a process that stopped: marked expired and recorded, so the
@@ -982,7 +990,7 @@ impl Dispatcher {
     ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let reply = this.run(&spec, &ready, approvals).await;
+            let reply = this.run(&spec, &ready, approvals, responder.clone()).await;
             if let Err(e) = responder.edit(reply).await {
                 tracing::warn!(error = %e, command = %spec.name, "could not show a result in chat");
             }
@@ -994,6 +1002,7 @@ impl Dispatcher {
         spec: &CommandSpec,
         ready: &Ready,
         approvals: Option<Vec<Approval>>,
+        responder: Arc<dyn Responder>,
     ) -> Reply {
         let flight = Flight {
             invocation_id: ready.invocation_id.clone(),
@@ -1018,6 +1027,9 @@ impl Dispatcher {
             args: &ready.args,
             group: group.as_ref(),
             now: (self.clock)(),
+            invocation_id: &ready.invocation_id,
+            channel_id: ready.origin.channel_id.as_deref(),
+            progress: Some(responder),
         };
         let result = self.executors.run(&ctx).await;
         let ms = began.elapsed().as_millis() as u64;
@@ -1035,12 +1047,14 @@ impl Dispatcher {
             Err(e) => {
                 let entry = flight
                     .entry(Step::Failed)
-                    .reason(e.to_string())
+                    .reason(e.reason.clone())
                     .detail(json!({ "duration_ms": ms }));
                 if self.record(entry).await.is_err() {
                     tracing::error!(command = %spec.name, "failed, and the failure could not be audited");
                 }
-                text::failed(&text::invocation_line(spec, &ready.args), &e.to_string())
+                e.reply.unwrap_or_else(|| {
+                    text::failed(&text::invocation_line(spec, &ready.args), &e.reason)
+                })
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 mod chat;
+mod deploys;
 mod ingest;
 mod read;
 mod requests;
@@ -25,6 +26,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use chat::{CardRecord, Notice};
+pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;
 pub use read::{AlertView, EventView, GroupFilter, GroupView};
 pub use requests::{Acked, PendingRow};

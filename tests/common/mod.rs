@@ -2,6 +2,7 @@
 //! Alertmanager. Each test gets its own database.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fake_discord;
 pub mod rig;
 

@@ -145,12 +145,23 @@ pub struct Rig {
 
 impl Rig {
     pub async fn new(db: Db, extra: &[(&str, &str)], clock: Clock) -> Rig {
-        Self::with_roles(db, extra, clock, ROLES).await
+        Self::build(db, "", extra, clock, ROLES).await
     }
 
     /// Like [`Rig::new`] with `roles` as roles.toml, for tests that need more people.
     pub async fn with_roles(db: Db, extra: &[(&str, &str)], clock: Clock, roles: &str) -> Rig {
+        Self::build(db, "", extra, clock, roles).await
+    }
+
+    /// With a settings file as well, for what environment variables cannot say (lists).
+    pub async fn with_config(db: Db, toml: &str, extra: &[(&str, &str)], clock: Clock) -> Rig {
+        Self::build(db, toml, extra, clock, ROLES).await
+    }
+
+    async fn build(db: Db, toml: &str, extra: &[(&str, &str)], clock: Clock, roles: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(&file, toml).unwrap();
         let database_url = fresh_database(db, dir.path()).await;
         let policies = shipped_policies(dir.path(), roles);
         let mut env: Vec<(String, String)> = vec![
@@ -162,7 +173,7 @@ impl Rig {
             ),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let settings = Settings::load_from(None, env).expect("valid settings");
+        let settings = Settings::load_from(Some(&file), env).expect("valid settings");
         let store = Store::connect(&settings.database).await.unwrap();
         let dispatcher = runbot::app::dispatcher(&settings, store.clone(), None, clock).unwrap();
         Rig {
