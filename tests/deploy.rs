@@ -513,7 +513,7 @@ async fn a_deploy_backs_up_first_and_a_rollback_restores_a_backup_once_a_dba_app
         "{backup}"
     );
     assert!(
-        last.text.contains(&format!("✅ **backup**")) && last.text.contains(&backup),
+        last.text.contains("✅ **backup**") && last.text.contains(&backup),
         "{}",
         last.text
     );
