@@ -366,6 +366,27 @@ async fn a_tag_outside_the_pattern_or_not_on_the_engine_changes_nothing() {
     );
     assert_eq!(inspect(&p2, "backend", 1).await.id, before);
     assert_eq!(container_count(&p2).await, 3, "the one-off is removed");
+
+    // deploy.services naming a service the stack does not have: the known ones are listed.
+    let rig3 = Rig::with_config(
+        Db::Sqlite,
+        &settings(&p2, port2, "true").replace(
+            "services = [\"backend\", \"worker\"]",
+            "services = [\"backend\", \"api\"]",
+        ),
+        &[],
+        runbot::invocation::system_clock(),
+    )
+    .await;
+    let edits = confirmed(&rig3, "deploy", &[("tag", text("v2"))]).await;
+    let last = &edits.last().unwrap().text;
+    assert!(
+        last.contains("deploy.services names \"api\"")
+            && last.contains("known: backend, worker")
+            && last.contains("Nothing was changed"),
+        "{last}"
+    );
+    assert_eq!(inspect(&p2, "backend", 1).await.id, before);
 }
 
 #[tokio::test]
@@ -570,4 +591,170 @@ async fn a_deploy_backs_up_first_and_a_rollback_restores_a_backup_once_a_dba_app
     assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");
     // The restore kept a safety backup of the state it replaced.
     assert_eq!(std::fs::read_dir(backups.path()).unwrap().count(), 2);
+}
+
+const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+const CHANNEL: u64 = 111_111_111_111_111_111;
+
+/// `runbot serve` as a process of its own in `dir` (its runbot.toml and SQLite file there),
+/// killed with SIGKILL when dropped.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Serve {
+    async fn start(dir: &std::path::Path, fake: &common::fake_discord::FakeDiscord) -> Serve {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+            .current_dir(dir)
+            .arg("serve")
+            .env_remove("RUNBOT_CONFIG")
+            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{url}/healthz")).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "runbot did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sqlite_rows(db: &std::path::Path, sql: &str) -> Vec<(String, String)> {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_says_what_runs() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    use serde_json::json;
+    let p = Project::new().await;
+    let port = free_port();
+    stack(&p, port, "v1").await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::policies_dir(&fake);
+    std::fs::write(
+        dir.path().join("runbot.toml"),
+        settings(&p, port, "echo migrating; sleep 60")
+            + &format!("\n[policy]\ndir = \"{}\"\n", policies.display()),
+    )
+    .unwrap();
+    let db = dir.path().join("runbot.db");
+
+    let runbot = Serve::start(dir.path(), &fake).await;
+    let interactions = format!("{}/discord/interactions", runbot.url);
+    let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);
+    let sent = fake
+        .send_interaction(
+            &interactions,
+            fake.slash_command("deploy", &[("tag", json!("v2"))], &dana, CHANNEL),
+        )
+        .await;
+    let prompt = fake
+        .interaction(&sent.id)
+        .original
+        .expect("a Confirm prompt");
+    let confirm = prompt
+        .custom_ids()
+        .into_iter()
+        .find(|c| c.ends_with(":confirm"))
+        .expect("a Confirm button");
+    let click = fake
+        .send_interaction(
+            &interactions,
+            fake.button_click(&prompt.id, &confirm, &dana, CHANNEL),
+        )
+        .await;
+    assert_eq!(click.body["type"], 7, "{}", click.body);
+    fake.wait_for_interaction(&click.id, Duration::from_secs(30), |i| {
+        i.content().contains("⏳ **migrate**")
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while container_count(&p).await < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the migration's one-off never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A crash in the middle of the migration.
+    drop(runbot);
+    let running = sqlite_rows(&db, "SELECT tag, state FROM deploys").await;
+    assert_eq!(running, [("v2".to_string(), "running".to_string())]);
+
+    // The next runbot finds it once its heartbeat is stale (3 s here), says so in the
+    // channel with what runs now, and frees the lock.
+    let runbot = Serve::start(dir.path(), &fake).await;
+    let said = fake
+        .wait_for(
+            Duration::from_secs(30),
+            "the interrupted deploy announced",
+            |messages, _| {
+                messages
+                    .iter()
+                    .find(|m| m.content().contains("was interrupted"))
+                    .map(|m| m.content().to_string())
+            },
+        )
+        .await;
+    assert!(
+        said.contains("The deploy of **v2** by **Dana**")
+            && said.contains("during **migrate**")
+            && said.contains("The deploy lock is released")
+            && said.contains("Running now: backend v1 ×1 (running), worker v1 ×2 (running)"),
+        "{said}"
+    );
+    let state = sqlite_rows(&db, "SELECT tag, state FROM deploys").await;
+    assert_eq!(state, [("v2".to_string(), "interrupted".to_string())]);
+    // Its audit trail ends with `interrupted`, and the chain still verifies.
+    let steps = sqlite_rows(
+        &db,
+        "SELECT step, command FROM audit_log WHERE command = 'deploy' ORDER BY id",
+    )
+    .await;
+    let steps: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["requested", "confirmed", "started", "interrupted"],
+        "{steps:?}"
+    );
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+        .current_dir(dir.path())
+        .args(["audit", "verify"])
+        .env_remove("RUNBOT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // The migration's container is gone and nothing changed: v1 still runs.
+    assert_eq!(container_count(&p).await, 3);
+    assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");
+    drop(runbot);
 }

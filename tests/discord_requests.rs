@@ -7,31 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::fake_discord::{FakeDiscord, FakeMessage, FakeUser};
+use common::rig::policies_dir;
 use common::{webhook, Db, Options, TestApp};
 use serde_json::{json, Value};
 
 const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
 const CHANNEL: u64 = 111_111_111_111_111_111;
-
-/// Roles by Discord role: the fake gives each role name a stable id.
-fn roles_toml(fake: &FakeDiscord) -> String {
-    let role = |name: &str, hours: &str, discord_role: &str| {
-        format!(
-            "[roles.{name}]\ndiscord_roles = [\"{}\"]\ndiscord_users = []\nslack_users = []\nhours = \"{hours}\"\n\n",
-            fake.role_id(discord_role)
-        )
-    };
-    [
-        role("devops-lead", "24/7", "DevOps Lead"),
-        role("backend-lead", "24/7", "Backend Lead"),
-        role("cto", "24/7", "CTO"),
-        role("dba", "24/7", "DBA"),
-        role("security", "24/7", "Security"),
-        role("developer", "24/7", "Developer"),
-        role("viewer", "business", "Viewer"),
-    ]
-    .concat()
-}
 
 /// A firing Sev1 APIDown group, and the card it gets.
 async fn sev1_card(app: &TestApp, fake: &FakeDiscord) -> FakeMessage {
@@ -67,11 +48,6 @@ async fn card_says(fake: &FakeDiscord, card_id: &str, text: &str) {
         },
     )
     .await;
-}
-
-/// The shipped policies with [`roles_toml`].
-fn policies_dir(fake: &FakeDiscord) -> std::path::PathBuf {
-    common::rig::shipped_policies(&tempfile::tempdir().unwrap().keep(), &roles_toml(fake))
 }
 
 async fn start(fake: &FakeDiscord) -> TestApp {

@@ -154,9 +154,25 @@ impl<'a> Run<'a> {
         });
     }
 
-    /// Shows the board now (each step change), besides the heartbeat's periodic refresh.
+    /// Shows the board now (each step change), besides the heartbeat's periodic refresh, and
+    /// saves the steps, so a runbot that finds this deploy interrupted knows where it stopped.
     async fn show(&self) {
-        let r = self.board.lock().expect("board lock").render();
+        let (r, steps) = {
+            let b = self.board.lock().expect("board lock");
+            (b.render(), b.json())
+        };
+        match self
+            .ex
+            .store
+            .deploy_progress(self.id, &self.ex.owner, &steps, &format_time(Utc::now()))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => self.lost.store(true, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(error = %e, deploy = self.id, "could not save the deploy's steps")
+            }
+        }
         if let Some(p) = &self.ctx.progress {
             if let Err(e) = p.edit(r).await {
                 tracing::debug!(error = %e, "could not show deploy progress");

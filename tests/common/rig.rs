@@ -13,6 +13,7 @@ use runbot::invocation::{Actor, Answer, BoxFuture, Clock, Dispatcher, Origin, Re
 use runbot::store::Store;
 use sqlx::Connection;
 
+use super::fake_discord::FakeDiscord;
 use super::{fresh_database, Db};
 
 /// Everyone on call around the clock, so these tests do not depend on the hour; hours are
@@ -275,4 +276,29 @@ impl Rig {
             }
         }
     }
+}
+
+/// Roles by Discord role: the fake gives each role name a stable id.
+pub fn roles_toml(fake: &FakeDiscord) -> String {
+    let role = |name: &str, hours: &str, discord_role: &str| {
+        format!(
+            "[roles.{name}]\ndiscord_roles = [\"{}\"]\ndiscord_users = []\nslack_users = []\nhours = \"{hours}\"\n\n",
+            fake.role_id(discord_role)
+        )
+    };
+    [
+        role("devops-lead", "24/7", "DevOps Lead"),
+        role("backend-lead", "24/7", "Backend Lead"),
+        role("cto", "24/7", "CTO"),
+        role("dba", "24/7", "DBA"),
+        role("security", "24/7", "Security"),
+        role("developer", "24/7", "Developer"),
+        role("viewer", "business", "Viewer"),
+    ]
+    .concat()
+}
+
+/// The shipped policies with [`roles_toml`].
+pub fn policies_dir(fake: &FakeDiscord) -> std::path::PathBuf {
+    shipped_policies(&tempfile::tempdir().unwrap().keep(), &roles_toml(fake))
 }
