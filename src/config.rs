@@ -129,6 +129,8 @@ pub struct DeploySettings {
     pub smoke: Vec<HttpCheck>,
     /// How long a recreated container may take to run (and be healthy, if it has a health check).
     pub ready_timeout_secs: u64,
+    /// How long pulling an image that is not on the engine may take.
+    pub pull_timeout_secs: u64,
     /// A running deploy renews its lock this often; one silent for `lock_stale_secs` was
     /// interrupted (runbot was killed) and its lock is released.
     pub heartbeat_secs: u64,
@@ -144,6 +146,7 @@ impl Default for DeploySettings {
             health: Vec::new(),
             smoke: Vec::new(),
             ready_timeout_secs: 120,
+            pull_timeout_secs: 600,
             heartbeat_secs: 5,
             lock_stale_secs: 60,
         }
@@ -783,6 +786,12 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if !(1..=7200).contains(&d.pull_timeout_secs) {
+            problems.push(format!(
+                "deploy.pull_timeout_secs = {} must be 1 to 7200 (default 600)",
+                d.pull_timeout_secs
+            ));
         }
         if !(1..=3600).contains(&d.ready_timeout_secs) {
             problems.push(format!(

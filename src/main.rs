@@ -318,5 +318,23 @@ fn check_config(settings: &Settings) -> ExitCode {
         ),
         Err(e) => println!("  app database         {e}"),
     }
+    let d = &settings.deploy;
+    if d.services.is_empty() {
+        println!(
+            "  deploy               deploy.services not set: /deploy and /rollback will say so"
+        );
+    } else {
+        println!(
+            "  deploy               {}; backup {}; migrate {}; {} health and {} smoke checks",
+            d.services.join(", "),
+            if d.backup { "first" } else { "off" },
+            d.migrate
+                .as_ref()
+                .map(|m| format!("`{}` in {}", m.command.join(" "), m.service))
+                .unwrap_or_else(|| "none".into()),
+            d.health.len(),
+            d.smoke.len()
+        );
+    }
     ExitCode::SUCCESS
 }

@@ -64,8 +64,12 @@ pub struct Oneoff {
 }
 
 impl Docker {
-    /// Whether the engine has `reference`, pulling it when it has not.
-    pub async fn ensure_image(&self, reference: &str) -> Result<ImageCheck, DockerError> {
+    /// Whether the engine has `reference`, pulling it (within `pull_limit`) when it has not.
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        pull_limit: Duration,
+    ) -> Result<ImageCheck, DockerError> {
         let client = self.client().await?;
         match client.inspect_image(reference).await {
             Ok(_) => return Ok(ImageCheck::Present),
@@ -100,12 +104,12 @@ impl Docker {
             }
             Ok(())
         };
-        match tokio::time::timeout(self.inner.timeout, pulled).await {
+        match tokio::time::timeout(pull_limit, pulled).await {
             Ok(Ok(())) => Ok(ImageCheck::Pulled),
             Ok(Err(why)) => Ok(ImageCheck::Missing(why)),
             Err(_) => Ok(ImageCheck::Missing(format!(
-                "the pull did not finish within {} s",
-                self.inner.timeout.as_secs()
+                "the pull did not finish within {} s (deploy.pull_timeout_secs)",
+                pull_limit.as_secs()
             ))),
         }
     }

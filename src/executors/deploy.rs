@@ -505,7 +505,8 @@ async fn steps(
         .step("image", "looking for the image", async {
             let mut found = Vec::new();
             for (_, image) in &images {
-                match docker.ensure_image(image).await {
+                let limit = Duration::from_secs(ex.deploy.pull_timeout_secs);
+                match docker.ensure_image(image, limit).await {
                     Ok(ImageCheck::Present) => found.push(format!("{image} present")),
                     Ok(ImageCheck::Pulled) => found.push(format!("{image} pulled")),
                     Ok(ImageCheck::Missing(why)) => {
