@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::rig::{developer, person, Edits, Rig, ROLES};
+use common::rig::{button, developer, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::app_database::{AppDatabase, AppDbError};
 use runbot::audit::Step;
@@ -39,27 +39,6 @@ fn other_dba() -> Actor {
 
 fn system() -> Clock {
     runbot::invocation::system_clock()
-}
-
-fn text(s: &str) -> RawValue {
-    RawValue::Text(s.into())
-}
-
-fn message(answer: &Answer) -> &Reply {
-    match answer {
-        Answer::Message(r) | Answer::Update(r) => r,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-fn button(reply: &Reply, label: &str) -> String {
-    reply
-        .buttons
-        .iter()
-        .find(|b| b.label == label)
-        .unwrap_or_else(|| panic!("no {label} button in {reply:?}"))
-        .id
-        .clone()
 }
 
 fn unique() -> String {

@@ -10,16 +10,12 @@ use std::time::Duration;
 
 use bollard::models::ContainerInspectResponse;
 use common::docker::{docker_host, Project};
-use common::rig::{devops, Edits, Rig};
+use common::rig::{devops, message, text, Edits, Rig};
 use common::{free_port, Db};
 use runbot::audit::Step;
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
 use runbot::invocation::Answer;
-
-fn text(s: &str) -> RawValue {
-    RawValue::Text(s.into())
-}
 
 /// A stack: one backend on `port` (host network) and two workers, all on `tag`.
 async fn stack(p: &Project, port: u16, tag: &str) {
@@ -88,13 +84,6 @@ async fn rig_for(p: &Project, port: u16, migrate: &str) -> Rig {
     .await
 }
 
-fn message(a: &Answer) -> &Reply {
-    match a {
-        Answer::Message(r) => r,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
 /// Asks, confirms, and returns every edit up to the final one (the one with the outcome).
 async fn confirmed(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> Vec<Reply> {
     let edits = Arc::new(Edits::default());
@@ -153,22 +142,8 @@ async fn health_page(port: u16) -> String {
         .unwrap()
 }
 
-/// Every container of the project, one-offs included.
 async fn container_count(p: &Project) -> usize {
-    let filters = std::collections::HashMap::from([(
-        "label",
-        vec![format!("com.docker.compose.project={}", p.name)],
-    )]);
-    p.docker
-        .list_containers(Some(
-            bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap()
-        .len()
+    p.containers().await.len()
 }
 
 #[tokio::test]

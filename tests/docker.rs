@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +12,9 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, RestartPolicy,
     RestartPolicyNameEnum,
 };
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use chrono::{DateTime, Utc};
-use common::docker::{docker_host, Project};
-use common::rig::{devops, Edits, Rig};
+use common::docker::{docker_host, labelled, Project};
+use common::rig::{devops, message, text, Edits, Rig};
 use common::Db;
 use runbot::audit::{AuditFilter, Step};
 use runbot::chat::Reply;
@@ -65,10 +63,6 @@ async fn last_audit(rig: &Rig) -> (Step, Option<String>, Option<String>) {
         .and_then(|s| s.as_str())
         .map(str::to_string);
     (row.step, row.reason, summary)
-}
-
-fn text(s: &str) -> RawValue {
-    RawValue::Text(s.into())
 }
 
 /// The block's rows, each as its words.
@@ -846,14 +840,6 @@ async fn without_a_project_or_its_containers_runbot_says_what_to_check() {
     );
 }
 
-/// The answer as a message (a prompt, a dry run or a refusal).
-fn message(answer: &Answer) -> &Reply {
-    match answer {
-        Answer::Message(r) | Answer::Update(r) => r,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
 /// Asks for a command that needs confirming as the DevOps Lead, presses Confirm and returns
 /// the result the core edits in.
 async fn confirmed(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> Reply {
@@ -892,23 +878,15 @@ async fn dry_run(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> String 
 
 /// What the engine runs for one service of the project, by replica number.
 async fn replicas(p: &Project, service: &str) -> Vec<ContainerInspectResponse> {
-    let filters = HashMap::from([(
-        "label",
-        vec![
+    let listed = labelled(
+        &p.docker,
+        &[
             format!("com.docker.compose.project={}", p.name),
             format!("com.docker.compose.service={service}"),
         ],
-    )]);
-    let listed = p
-        .docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap();
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     for c in listed {
         out.push(

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::rig::{backend, cto, developer, devops, person, Capture, Edits, Rig};
+use common::rig::{
+    backend, button, cto, developer, devops, message, person, text, Capture, Edits, Rig,
+};
 use common::{Alertmanager, Db, BOTH};
 use runbot::audit::Step;
-use runbot::chat::Reply;
 use runbot::commands::RawValue;
 use runbot::invocation::{Actor, Answer, Clock, Origin, Request};
 use serde_json::Value;
@@ -25,27 +26,6 @@ type Case = (
     Step,
     &'static str,
 );
-
-fn text(s: &str) -> RawValue {
-    RawValue::Text(s.into())
-}
-
-fn message(answer: &Answer) -> &Reply {
-    match answer {
-        Answer::Message(r) | Answer::Update(r) => r,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-fn button(reply: &Reply, label: &str) -> String {
-    reply
-        .buttons
-        .iter()
-        .find(|b| b.label == label)
-        .unwrap_or_else(|| panic!("no {label} button in {reply:?}"))
-        .id
-        .clone()
-}
 
 fn system() -> Clock {
     runbot::invocation::system_clock()

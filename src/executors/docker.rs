@@ -23,25 +23,36 @@ impl From<crate::docker::DockerError> for ExecError {
     }
 }
 
-/// `/status [service]`: one row per container.
-pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+/// The containers a read asks about (the `service` option's, or all), or the answer that the
+/// project has none.
+async fn asked(docker: &Docker, ctx: &Ctx<'_>) -> Result<Result<Vec<Container>, Done>, ExecError> {
     let containers = match ctx.text("service") {
         Some(service) => docker.service(service).await?,
         None => docker.containers().await?,
     };
-    let project = docker.project();
-    if containers.is_empty() {
-        return Ok(Done {
-            reply: reply(
-                format!(
-                    "Project **{project}** has no containers on Docker at {} (is docker.project right?).",
-                    docker.host()
-                ),
-                true,
-            ),
-            summary: "no containers".into(),
-        });
+    if !containers.is_empty() {
+        return Ok(Ok(containers));
     }
+    Ok(Err(Done {
+        reply: reply(
+            format!(
+                "Project **{}** has no containers on Docker at {} (is docker.project right?).",
+                docker.project(),
+                docker.host()
+            ),
+            true,
+        ),
+        summary: "no containers".into(),
+    }))
+}
+
+/// `/status [service]`: one row per container.
+pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let containers = match asked(docker, ctx).await? {
+        Ok(c) => c,
+        Err(none) => return Ok(none),
+    };
+    let project = docker.project();
     let running = containers.iter().filter(|c| c.state == "running").count();
     let unhealthy = containers
         .iter()
@@ -82,23 +93,11 @@ fn display_name(c: &Container, containers: &[Container]) -> String {
 
 /// `/stats [service]`: CPU, memory and PIDs of each container, as `docker stats --no-stream`.
 pub async fn stats(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-    let containers = match ctx.text("service") {
-        Some(service) => docker.service(service).await?,
-        None => docker.containers().await?,
+    let containers = match asked(docker, ctx).await? {
+        Ok(c) => c,
+        Err(none) => return Ok(none),
     };
     let project = docker.project();
-    if containers.is_empty() {
-        return Ok(Done {
-            reply: reply(
-                format!(
-                    "Project **{project}** has no containers on Docker at {} (is docker.project right?).",
-                    docker.host()
-                ),
-                true,
-            ),
-            summary: "no containers".into(),
-        });
-    }
     // All at once: the engine takes about 2 s per sample, so one after another would not fit
     // in docker.timeout_secs for a stack of any size.
     let samples = futures_util::future::join_all(containers.iter().map(|c| async move {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum, HostConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -157,6 +157,34 @@ impl Project {
     }
 }
 
+/// Every container (running or not) that has all these `key=value` labels.
+pub async fn labelled(
+    docker: &bollard::Docker,
+    labels: &[String],
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
+    let filters = HashMap::from([("label", labels.to_vec())]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+}
+
+impl Project {
+    /// Every container of the project, one-offs included.
+    pub async fn containers(&self) -> Vec<ContainerSummary> {
+        labelled(
+            &self.docker,
+            &[format!("com.docker.compose.project={}", self.name)],
+        )
+        .await
+        .unwrap()
+    }
+}
+
 impl Drop for Project {
     fn drop(&mut self) {
         let name = self.name.clone();
@@ -169,17 +197,7 @@ impl Drop for Project {
                 .unwrap()
                 .block_on(async move {
                     let docker = engine().await;
-                    let filters = HashMap::from([(
-                        "label",
-                        vec![format!("com.docker.compose.project={name}")],
-                    )]);
-                    let listed = docker
-                        .list_containers(Some(
-                            ListContainersOptionsBuilder::default()
-                                .all(true)
-                                .filters(&filters)
-                                .build(),
-                        ))
+                    let listed = labelled(&docker, &[format!("com.docker.compose.project={name}")])
                         .await
                         .unwrap_or_default();
                     for c in listed {

@@ -84,6 +84,29 @@ pub fn developer() -> Actor {
     person("100000000000000004", "Dev")
 }
 
+pub fn text(s: &str) -> RawValue {
+    RawValue::Text(s.into())
+}
+
+/// The answer as a message (a prompt, a dry run or a refusal).
+pub fn message(answer: &Answer) -> &Reply {
+    match answer {
+        Answer::Message(r) | Answer::Update(r) => r,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The custom id of the reply's button labelled `label`.
+pub fn button(reply: &Reply, label: &str) -> String {
+    reply
+        .buttons
+        .iter()
+        .find(|b| b.label == label)
+        .unwrap_or_else(|| panic!("no {label} button in {reply:?}"))
+        .id
+        .clone()
+}
+
 /// Keeps what the core edits into its answers.
 #[derive(Default)]
 pub struct Edits {
