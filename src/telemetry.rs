@@ -23,6 +23,9 @@ pub const REQUESTS_REFUSED: &str = "runbot_requests_refused_total";
 pub const REQUEST_FIRST_ANSWER: &str = "runbot_request_first_answer_seconds";
 /// Commands run, by command and result (ok, failed).
 pub const COMMANDS_RUN: &str = "runbot_commands_run_total";
+/// Deploys and rollbacks finished, by kind and result (succeeded, rolled_back, failed,
+/// interrupted).
+pub const DEPLOYS: &str = "runbot_deploys_total";
 /// Cards posted or edited, by platform and what was done.
 pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 /// Card deliveries given up on (an answer no retry changes), by platform.

@@ -852,6 +852,7 @@ async fn conclude(
             format!("🚨 {what} of **{tag}** by **{}** failed at {step} and the automatic rollback failed too ({e}): check /status.", ctx.actor.name),
         ),
     };
+    metrics::counter!(crate::telemetry::DEPLOYS, "kind" => what, "result" => state).increment(1);
     run.board.lock().expect("board lock").outcome = Some(line);
     let id = run.id;
     let reply = run.finish(state, failed_step, error.as_deref()).await;
@@ -1188,6 +1189,7 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
         {
             tracing::warn!(error = %e, "could not queue the interrupted-deploy message");
         }
+        metrics::counter!(crate::telemetry::DEPLOYS, "kind" => d.kind.clone(), "result" => "interrupted").increment(1);
         tracing::warn!(deploy = d.id, tag = %d.tag, step = %step, "found an interrupted deploy; lock released");
     }
     Ok(interrupted.len())
