@@ -733,3 +733,80 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
     assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");
     drop(runbot);
 }
+
+/// The lock as two replicas see it, on both databases: one deploy at a time, a second told who
+/// holds it, and a stale one taken over.
+#[tokio::test]
+async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
+    use runbot::store::{Lock, NewDeploy, Store};
+    for db in common::BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let url = common::fresh_database(db, dir.path()).await;
+        let settings = runbot::config::Settings::load_from(
+            None,
+            vec![("RUNBOT__DATABASE__URL".into(), url.clone())],
+        )
+        .unwrap();
+        let a = Store::connect(&settings.database).await.unwrap();
+        let b = Store::connect(&settings.database).await.unwrap();
+        let new = |owner: &'static str, tag: &'static str, now: &'static str| NewDeploy {
+            project: "saas",
+            kind: "deploy",
+            tag,
+            from_tag: Some("v1"),
+            actor: owner,
+            invocation_id: owner,
+            platform: "discord",
+            channel_id: None,
+            now,
+            owner,
+        };
+        let t0 = "2026-11-28T03:00:00.000000000Z";
+        let Lock::Taken(first) = a.begin_deploy(&new("ana", "v2", t0)).await.unwrap() else {
+            panic!("{db:?}: the first deploy takes the lock")
+        };
+        match b.begin_deploy(&new("bea", "v3", t0)).await.unwrap() {
+            Lock::HeldBy(holder) => {
+                assert_eq!((holder.id, holder.actor.as_str()), (first, "ana"), "{db:?}")
+            }
+            Lock::Taken(_) => panic!("{db:?}: two deploys at once"),
+        }
+        // Another project has its own lock.
+        let other = NewDeploy {
+            project: "other",
+            ..new("bea", "v3", t0)
+        };
+        assert!(matches!(
+            b.begin_deploy(&other).await.unwrap(),
+            Lock::Taken(_)
+        ));
+        // A's heartbeat is fresh: nothing is interrupted.
+        let t1 = "2026-11-28T03:00:05.000000000Z";
+        assert!(a.deploy_progress(first, "ana", "[]", t1).await.unwrap());
+        let stale = b
+            .interrupt_stale_deploys("2026-11-28T03:00:04.000000000Z", t1)
+            .await
+            .unwrap();
+        assert!(stale.is_empty(), "{db:?}: {stale:?}");
+        // A goes silent: B marks it interrupted, A learns it lost the lock, B may deploy.
+        let t2 = "2026-11-28T03:02:00.000000000Z";
+        let stale = b
+            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2)
+            .await
+            .unwrap();
+        assert_eq!(stale.len(), 1, "{db:?}");
+        assert_eq!(stale[0].state, "interrupted");
+        assert!(!a.deploy_progress(first, "ana", "[]", t2).await.unwrap());
+        assert!(!a
+            .finish_deploy(first, "ana", "succeeded", None, None, "[]", t2)
+            .await
+            .unwrap());
+        assert!(matches!(
+            b.begin_deploy(&new("bea", "v3", t2)).await.unwrap(),
+            Lock::Taken(_)
+        ));
+        let history = b.recent_deploys("saas", 10).await.unwrap();
+        let states: Vec<&str> = history.iter().map(|d| d.state.as_str()).collect();
+        assert_eq!(states, ["running", "interrupted"], "{db:?}");
+    }
+}
