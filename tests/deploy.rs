@@ -23,7 +23,13 @@ async fn stack(p: &Project, port: u16, tag: &str) {
         c.env = Some(vec![format!("PORT={port}"), "APP_SECRET=kept".into()]);
         // busybox as PID 1 ignores SIGTERM: without this every stop waits Docker's 10 s.
         c.stop_timeout = Some(1);
-        c.host_config.as_mut().unwrap().network_mode = Some("host".into());
+        let h = c.host_config.as_mut().unwrap();
+        h.network_mode = Some("host".into());
+        // A bind mount and a named volume, which a deploy must keep.
+        h.binds = Some(vec![
+            "/tmp:/srv/uploads:ro".into(),
+            format!("{}-media:/srv/media", p.name),
+        ]);
         c.labels
             .as_mut()
             .unwrap()
@@ -187,9 +193,14 @@ async fn deploy_v2_then_v3_rolls_back_by_itself_then_rollback_to_v1() {
     assert_eq!(labels["team.owner"], "payments");
     assert_eq!(labels["com.docker.compose.service"], "backend");
     assert_eq!(labels["com.docker.compose.container-number"], "1");
+    let host_config = after.host_config.unwrap();
+    assert_eq!(host_config.network_mode.as_deref(), Some("host"));
     assert_eq!(
-        after.host_config.unwrap().network_mode.as_deref(),
-        Some("host")
+        host_config.binds.unwrap(),
+        [
+            "/tmp:/srv/uploads:ro".to_string(),
+            format!("{}-media:/srv/media", p.name)
+        ]
     );
     assert_eq!(health_page(port).await.trim(), "ok backend v2");
     for n in 1..=2 {

@@ -214,6 +214,24 @@ impl Drop for Project {
                                 .await;
                         }
                     }
+                    // Named volumes a test gave its containers are named after the project.
+                    let options = bollard::query_parameters::ListVolumesOptions {
+                        filters: Some(HashMap::from([("name".to_string(), vec![name.clone()])])),
+                    };
+                    let volumes = docker
+                        .list_volumes(Some(options))
+                        .await
+                        .ok()
+                        .and_then(|v| v.volumes)
+                        .unwrap_or_default();
+                    for v in volumes.into_iter().filter(|v| v.name.starts_with(&name)) {
+                        let _ = docker
+                            .remove_volume(
+                                &v.name,
+                                None::<bollard::query_parameters::RemoveVolumeOptions>,
+                            )
+                            .await;
+                    }
                 })
         })
         .join();
