@@ -46,7 +46,9 @@ usage: interactions --seed HEX (--print public-key | --url URL --sink ADDR [opti
   --command NAME    send only this command (by a devops-lead) instead of the mix
   --option K=V      an option of --command (repeatable)
   --expect TEXT     an edit must contain TEXT, or it counts as an error
-  --first N         number of the first interaction (ids, tokens, users; default 0)";
+  --first N         number of the first interaction (ids, tokens, users; default 0)
+  --latencies FILE  write each interaction's times to FILE: number, sent (ms after the
+                    start), first answer (ms), edit (ms, or - when none came)";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -75,6 +77,7 @@ struct Args {
     options: Vec<(String, String)>,
     expect: Option<String>,
     first: u64,
+    latencies: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -91,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         options: Vec::new(),
         expect: None,
         first: 0,
+        latencies: None,
     };
     for (name, value) in flags::pairs()? {
         let bad = |what: &str| format!("invalid {what} for {name}: {value:?}");
@@ -113,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--expect" => args.expect = Some(value),
             "--first" => args.first = value.parse().map_err(|_| bad("number"))?,
+            "--latencies" => args.latencies = Some(value),
             _ => return Err(format!("unknown option {name}")),
         }
     }
@@ -342,6 +347,23 @@ async fn run(args: Args) -> ExitCode {
         .map(|(e, sent)| e.at.duration_since(*sent))
         .collect();
     edits.sort();
+    if let Some(path) = &args.latencies {
+        let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+        let lines: String = results
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                let edit = edited
+                    .get(&r.0)
+                    .map_or("-".into(), |e| ms(e.at.duration_since(r.1)));
+                let sent = ms(r.1.duration_since(start.into_std()));
+                format!("{} {sent} {} {edit}\n", args.first + n as u64, ms(r.2))
+            })
+            .collect();
+        if let Err(e) = std::fs::write(path, lines) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
     let unexpected = mine.iter().filter(|(e, _)| !e.expected).count();
     let multipart = mine.iter().filter(|(e, _)| e.multipart).count();
     // Results per second: the good edits over the time from the first send to the last edit.
