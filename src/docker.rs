@@ -389,6 +389,29 @@ impl Docker {
 
     /// Every container of the project (running or not), by service then replica number.
     pub async fn containers(&self) -> Result<Vec<Container>, DockerError> {
+        Ok(self.listed(None).await?.1)
+    }
+
+    /// The containers of one service; an error naming the known services when it has none.
+    /// Only that service's containers are inspected: the list names every container's service.
+    pub async fn service(&self, service: &str) -> Result<Vec<Container>, DockerError> {
+        let (known, containers) = self.listed(Some(service)).await?;
+        if containers.is_empty() {
+            return Err(DockerError::NoSuchService {
+                service: service.to_string(),
+                project: self.inner.project.to_string(),
+                known: known.into_iter().collect(),
+            });
+        }
+        Ok(containers)
+    }
+
+    /// The services the project's list names (one-off containers left out, as [`container`]
+    /// does), and the inspected containers of `only` (of all when None), sorted.
+    async fn listed(
+        &self,
+        only: Option<&str>,
+    ) -> Result<(BTreeSet<String>, Vec<Container>), DockerError> {
         let client = self.client().await?;
         let filters = HashMap::from([(
             "label",
@@ -399,14 +422,26 @@ impl Docker {
             .filters(&filters)
             .build();
         let listed = self.timed(client.list_containers(Some(options))).await?;
-        let inspections = futures_util::future::join_all(listed.iter().filter_map(|c| {
-            let id = c.id.clone()?;
-            Some(async move {
-                let inspected =
-                    tokio::time::timeout(self.inner.timeout, client.inspect_container(&id, None))
-                        .await;
-                (id, inspected)
-            })
+        let mut known = BTreeSet::new();
+        let mut ids = Vec::new();
+        for c in &listed {
+            let labels = c.labels.as_ref();
+            let label = |name: &str| labels.and_then(|l| l.get(name)).map(String::as_str);
+            let (Some(id), Some(service)) = (c.id.as_ref(), label(SERVICE_LABEL)) else {
+                continue;
+            };
+            if label(ONEOFF_LABEL) == Some("True") {
+                continue;
+            }
+            known.insert(service.to_string());
+            if only.is_none_or(|s| s == service) {
+                ids.push(id.clone());
+            }
+        }
+        let inspections = futures_util::future::join_all(ids.into_iter().map(|id| async move {
+            let inspected =
+                tokio::time::timeout(self.inner.timeout, client.inspect_container(&id, None)).await;
+            (id, inspected)
         }))
         .await;
         let mut containers = Vec::new();
@@ -422,23 +457,13 @@ impl Docker {
                 Err(_) => return Err(self.timeout()),
             }
         }
+        // What the inspection says decides, as for the whole project.
+        if let Some(service) = only {
+            containers.retain(|c| c.service == service);
+        }
         containers
             .sort_by(|a, b| (&a.service, a.number, &a.name).cmp(&(&b.service, b.number, &b.name)));
-        Ok(containers)
-    }
-
-    /// The containers of one service; an error naming the known services when it has none.
-    pub async fn service(&self, service: &str) -> Result<Vec<Container>, DockerError> {
-        let all = self.containers().await?;
-        let known: BTreeSet<&str> = all.iter().map(|c| c.service.as_str()).collect();
-        if !known.contains(service) {
-            return Err(DockerError::NoSuchService {
-                service: service.to_string(),
-                project: self.inner.project.to_string(),
-                known: known.into_iter().map(str::to_string).collect(),
-            });
-        }
-        Ok(all.into_iter().filter(|c| c.service == service).collect())
+        Ok((known, containers))
     }
 
     /// One container's last lines, stdout and stderr told apart, oldest first.
