@@ -6,6 +6,7 @@
 
 pub mod audit;
 mod chat;
+mod blocks;
 mod deploys;
 mod ingest;
 mod read;
@@ -26,6 +27,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use chat::{CardRecord, Notice};
+pub use blocks::{Added, BlockRow, NewBlock};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;
 pub use read::{AlertView, EventView, GroupFilter, GroupView};
