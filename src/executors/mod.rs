@@ -161,6 +161,19 @@ impl Executors {
         }
     }
 
+    /// Checks of valid arguments that need no policy and no outside call, run before anything
+    /// is asked or confirmed: an address that must never be blocked. The executor checks
+    /// again when it runs.
+    pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
+        if spec.executor == "nginx.block_ip" {
+            if let Some(Value::Text(a)) = args.get("address") {
+                let net = crate::nginx::parse_range(a)?;
+                self.guard.refuse_dangerous(&net, &[])?;
+            }
+        }
+        Ok(())
+    }
+
     /// What the command would do, for a dry run. Reads nothing it would change.
     pub async fn plan(&self, ctx: &Ctx<'_>) -> String {
         match ctx.spec.executor.as_str() {

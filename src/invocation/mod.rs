@@ -380,6 +380,12 @@ impl Dispatcher {
             }
         };
         flight.args = args_json(&args);
+        // Refusals that need no policy (an address that must never be blocked) come before
+        // any prompt: nobody should confirm what will be refused anyway.
+        if let Err(why) = self.executors.precheck(spec, &args) {
+            let reason = format!("/{}: {why}. Nothing was changed.", spec.name);
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        }
         self.validated(flight, spec.clone(), args, origin, group, responder)
             .await
     }
