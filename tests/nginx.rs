@@ -441,3 +441,142 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     let again = read(&rig, "security", &[("report", text("top-ips"))]).await;
     assert!(again.code_block.unwrap().contains("blocked"), "now noted as blocked");
 }
+
+const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+const CHANNEL: u64 = 111_111_111_111_111_111;
+
+/// `runbot serve` as a process of its own in `dir` (its runbot.toml and SQLite file there),
+/// killed with SIGKILL when dropped.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Serve {
+    async fn start(dir: &std::path::Path, fake: &common::fake_discord::FakeDiscord) -> Serve {
+        let port = common::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+            .current_dir(dir)
+            .arg("serve")
+            .env_remove("RUNBOT_CONFIG")
+            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{url}/healthz")).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "runbot did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Serve { child, url }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    use serde_json::json;
+    let nginx = TestNginx::start().await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::policies_dir(&fake);
+    std::fs::write(
+        dir.path().join("runbot.toml"),
+        nginx.settings() + &format!("\n[policy]\ndir = \"{}\"\n", policies.display()),
+    )
+    .unwrap();
+
+    let runbot = Serve::start(dir.path(), &fake).await;
+    let interactions = format!("{}/discord/interactions", runbot.url);
+    let sam = FakeUser::new(1_300_000_000_000_000_009, "Sam", &["Security"]);
+    let sent = fake
+        .send_interaction(
+            &interactions,
+            fake.slash_command(
+                "block-ip",
+                &[
+                    ("address", json!("203.0.113.77")),
+                    ("ttl", json!("4s")),
+                    ("reason", json!("scanner")),
+                ],
+                &sam,
+                CHANNEL,
+            ),
+        )
+        .await;
+    let prompt = fake
+        .interaction(&sent.id)
+        .original
+        .expect("a Confirm prompt");
+    let confirm = prompt
+        .custom_ids()
+        .into_iter()
+        .find(|c| c.ends_with(":confirm"))
+        .expect("a Confirm button");
+    fake.send_interaction(
+        &interactions,
+        fake.button_click(&prompt.id, &confirm, &sam, CHANNEL),
+    )
+    .await;
+    nginx.wait_status("203.0.113.77", 403).await;
+    let blocked_at = std::time::Instant::now();
+
+    // runbot dies before the block is due, and stays down past it.
+    drop(runbot);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(blocked_at.elapsed() > Duration::from_secs(4));
+    assert_eq!(
+        nginx.status("203.0.113.77").await,
+        403,
+        "nobody lifted it while runbot was down"
+    );
+
+    // The next runbot lifts it at start and says so where it was blocked.
+    let runbot = Serve::start(dir.path(), &fake).await;
+    nginx.wait_status("203.0.113.77", 200).await;
+    assert!(nginx.denied().is_empty());
+    let said = fake
+        .wait_for(
+            Duration::from_secs(30),
+            "the expiry announced",
+            |messages, _| {
+                messages
+                    .iter()
+                    .find(|m| m.content().contains("expired"))
+                    .map(|m| (m.channel_id.clone(), m.content().to_string()))
+            },
+        )
+        .await;
+    assert_eq!(said.0, CHANNEL.to_string());
+    assert!(
+        said.1.contains("The block of **203.0.113.77** by **Sam** (scanner) expired"),
+        "{}",
+        said.1
+    );
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+        .current_dir(dir.path())
+        .args(["audit", "verify"])
+        .env_remove("RUNBOT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    drop(runbot);
+}
