@@ -36,7 +36,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("silence.toml", include_str!("../commands/silence.toml")),
     ("stats.toml", include_str!("../commands/stats.toml")),
     ("status.toml", include_str!("../commands/status.toml")),
-    ("unblock-ip.toml", include_str!("../commands/unblock-ip.toml")),
+    (
+        "unblock-ip.toml",
+        include_str!("../commands/unblock-ip.toml"),
+    ),
     ("unsilence.toml", include_str!("../commands/unsilence.toml")),
 ];
 
@@ -531,13 +534,27 @@ mod tests {
         );
         assert!(refused("block-ip", text(&[("address", "123.456.789.0")]))
             .contains("not a valid IPv4 address: each of its four numbers must be 0 to 255, and 456 is not"));
-        assert!(refused("block-ip", text(&[("address", "1.2.3.4; include /etc/passwd")]))
-            .contains("may not contain ';'"));
+        assert!(refused(
+            "block-ip",
+            text(&[("address", "1.2.3.4; include /etc/passwd")])
+        )
+        .contains("may not contain ';'"));
         let block = c.get("block-ip").unwrap();
-        let args = parse_args(block, text(&[("address", "2001:DB8::1/128"), ("ttl", "2h")])).unwrap();
-        assert_eq!(args["address"], Value::Text("2001:db8::1".into()), "canonical form");
-        assert!(refused("block-ip", text(&[("address", "10.0.0.1"), ("ttl", "forever")]))
-            .contains("not a duration"));
+        let args = parse_args(
+            block,
+            text(&[("address", "2001:DB8::1/128"), ("ttl", "2h")]),
+        )
+        .unwrap();
+        assert_eq!(
+            args["address"],
+            Value::Text("2001:db8::1".into()),
+            "canonical form"
+        );
+        assert!(refused(
+            "block-ip",
+            text(&[("address", "10.0.0.1"), ("ttl", "forever")])
+        )
+        .contains("not a duration"));
         assert!(refused("deploy", text(&[("tag", "v1.2.3$(id)")])).contains("may not contain"));
         assert!(refused("deploy", text(&[("tag", "-latest")])).contains("not an image tag"));
         assert!(refused("silence", text(&[("duration", "forever")])).contains("not a duration"));

@@ -824,7 +824,10 @@ impl Settings {
     fn validate_nginx(&self, problems: &mut Vec<String>) {
         let n = &self.nginx;
         if let Some(f) = &n.deny_file {
-            if f.file_name().is_none() || f.parent().is_none_or(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+            if f.file_name().is_none()
+                || f.parent()
+                    .is_none_or(|p| !p.as_os_str().is_empty() && !p.is_dir())
+            {
                 problems.push(format!(
                     "nginx.deny_file = {}: its folder must exist (runbot writes the file beside a temporary copy and renames it)",
                     f.display()
@@ -840,10 +843,14 @@ impl Settings {
         }
         if n.mode == NginxMode::Container {
             if self.docker.project.is_none() {
-                problems.push("nginx.mode = \"container\" needs docker.project (the stack nginx runs in)".into());
+                problems.push(
+                    "nginx.mode = \"container\" needs docker.project (the stack nginx runs in)"
+                        .into(),
+                );
             }
             if n.service.trim().is_empty() {
-                problems.push("nginx.service must name nginx's compose service (default nginx)".into());
+                problems
+                    .push("nginx.service must name nginx's compose service (default nginx)".into());
             }
         }
         if !(1..=32).contains(&n.max_prefix_v4) {

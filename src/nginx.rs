@@ -56,8 +56,15 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
 /// Why `s` is not an address, as precisely as can be said.
 fn why_not_an_address(s: &str) -> String {
     let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
-        if let Some(p) = parts.iter().find(|p| p.parse::<u32>().map_or(true, |n| n > 255)) {
+    if parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.parse::<u32>().map_or(true, |n| n > 255))
+        {
             return format!(
                 "{s:?} is not a valid IPv4 address: each of its four numbers must be 0 to 255, and {p} is not"
             );
@@ -391,7 +398,10 @@ impl Nginx {
                     .docker
                     .as_ref()
                     .ok_or("nginx.mode is container but docker.project is not set")?;
-                let containers = docker.service(&self.service).await.map_err(|e| e.to_string())?;
+                let containers = docker
+                    .service(&self.service)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let c = containers
                     .iter()
                     .find(|c| c.is_running())
@@ -447,7 +457,12 @@ async fn run_host(argv: &[String], timeout: Duration) -> Result<String, String> 
         .kill_on_drop(true)
         .output();
     let out = match tokio::time::timeout(timeout, child).await {
-        Err(_) => return Err(format!("{program} did not finish within {} s", timeout.as_secs())),
+        Err(_) => {
+            return Err(format!(
+                "{program} did not finish within {} s",
+                timeout.as_secs()
+            ))
+        }
         Ok(Err(e)) => return Err(format!("cannot run {program}: {e}")),
         Ok(Ok(o)) => o,
     };
@@ -477,16 +492,40 @@ mod tests {
 
     #[test]
     fn addresses_and_ranges_parse_strictly() {
-        assert_eq!(canonical(&parse_range("203.0.113.7").unwrap()), "203.0.113.7");
-        assert_eq!(canonical(&parse_range("203.0.113.7/32").unwrap()), "203.0.113.7");
+        assert_eq!(
+            canonical(&parse_range("203.0.113.7").unwrap()),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            canonical(&parse_range("203.0.113.7/32").unwrap()),
+            "203.0.113.7"
+        );
         assert_eq!(canonical(&parse_range("10.0.0.0/8").unwrap()), "10.0.0.0/8");
-        assert_eq!(canonical(&parse_range("2001:DB8::1").unwrap()), "2001:db8::1");
-        assert_eq!(canonical(&parse_range("2001:db8::/32").unwrap()), "2001:db8::/32");
+        assert_eq!(
+            canonical(&parse_range("2001:DB8::1").unwrap()),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            canonical(&parse_range("2001:db8::/32").unwrap()),
+            "2001:db8::/32"
+        );
         let e = parse_range("123.456.789.0").unwrap_err();
         assert!(e.contains("0 to 255, and 456 is not"), "{e}");
         for bad in [
-            "1.2.3", "1.2.3.4.5", "010.1.1.1", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4/33", "1.2.3.4/", "1.2.3.4/08",
-            "1.2.3.4/+8", "2001:db8::/129", "fe80::1%eth0", "example.com", "1.2.3.4/8/8", "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "010.1.1.1",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/08",
+            "1.2.3.4/+8",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            "example.com",
+            "1.2.3.4/8/8",
+            "",
         ] {
             assert!(parse_range(bad).is_err(), "{bad:?} was accepted");
         }
@@ -517,10 +556,14 @@ mod tests {
             ("172.18.0.5", "stack's own"),
             ("64.0.0.0/2", "loopback"),
         ] {
-            let e = g.refuse_dangerous(&parse_range(s).unwrap(), &stack).unwrap_err();
+            let e = g
+                .refuse_dangerous(&parse_range(s).unwrap(), &stack)
+                .unwrap_err();
             assert!(e.contains(why), "{s}: {e}");
         }
-        assert!(g.refuse_dangerous(&parse_range("203.0.113.7").unwrap(), &stack).is_ok());
+        assert!(g
+            .refuse_dangerous(&parse_range("203.0.113.7").unwrap(), &stack)
+            .is_ok());
         assert!(g.is_wide(&parse_range("10.0.0.0/8").unwrap()));
         assert!(!g.is_wide(&parse_range("10.1.0.0/16").unwrap()));
         assert!(g.is_wide(&parse_range("2001:db8::/32").unwrap()));
@@ -537,11 +580,16 @@ mod tests {
             expires_at: None,
         };
         let text = render(&[
-            e("203.0.113.7", Some("credential stuffing\ninclude /etc/passwd;")),
+            e(
+                "203.0.113.7",
+                Some("credential stuffing\ninclude /etc/passwd;"),
+            ),
             e("1.2.3.4; include /etc/passwd", None),
         ]);
         assert_eq!(
-            text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
             ["deny 203.0.113.7;"]
         );
         assert!(text.contains("# by Dana at 2026-11-28T03:00:00Z, until no expiry: credential stuffing include /etc/passwd;"));

@@ -86,7 +86,10 @@ async fn a_client_gets_403_once_blocked_and_200_again_once_unblocked() {
     let said = run(
         &rig,
         "block-ip",
-        &[("address", text(attacker)), ("reason", text("credential stuffing"))],
+        &[
+            ("address", text(attacker)),
+            ("reason", text("credential stuffing")),
+        ],
     )
     .await
     .unwrap();
@@ -99,12 +102,15 @@ async fn a_client_gets_403_once_blocked_and_200_again_once_unblocked() {
     assert_eq!(nginx.status("203.0.113.8").await, 200, "only that address");
     let file = nginx.deny_file();
     assert!(
-        file.contains("# by Dana at ") && file.contains("until no expiry: credential stuffing\ndeny 203.0.113.7;\n"),
+        file.contains("# by Dana at ")
+            && file.contains("until no expiry: credential stuffing\ndeny 203.0.113.7;\n"),
         "{file}"
     );
 
     // Twice: nothing changes, and it says who blocked it.
-    let again = run(&rig, "block-ip", &[("address", text(attacker))]).await.unwrap();
+    let again = run(&rig, "block-ip", &[("address", text(attacker))])
+        .await
+        .unwrap();
     assert!(again.contains("already blocked, by **Dana**"), "{again}");
     assert_eq!(nginx.denied(), [attacker]);
     assert_eq!(rig.count("SELECT COUNT(*) FROM ip_blocks").await, 1);
@@ -112,12 +118,20 @@ async fn a_client_gets_403_once_blocked_and_200_again_once_unblocked() {
     let listed = read(&rig, "blocked", &[]).await;
     let table = listed.code_block.unwrap();
     assert!(
-        table.contains("203.0.113.7") && table.contains("Dana") && table.contains("no expiry") && table.contains("credential stuffing"),
+        table.contains("203.0.113.7")
+            && table.contains("Dana")
+            && table.contains("no expiry")
+            && table.contains("credential stuffing"),
         "{table}"
     );
 
-    let said = run(&rig, "unblock-ip", &[("address", text(attacker))]).await.unwrap();
-    assert!(said.contains("unblocked **203.0.113.7** (blocked by Dana: credential stuffing)"), "{said}");
+    let said = run(&rig, "unblock-ip", &[("address", text(attacker))])
+        .await
+        .unwrap();
+    assert!(
+        said.contains("unblocked **203.0.113.7** (blocked by Dana: credential stuffing)"),
+        "{said}"
+    );
     nginx.wait_status(attacker, 200).await;
     assert!(nginx.denied().is_empty());
     assert!(nginx.config_ok());
@@ -137,10 +151,16 @@ async fn a_client_gets_403_once_blocked_and_200_again_once_unblocked() {
 async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires_by_itself() {
     let nginx = TestNginx::start().await;
     let rig = rig(Db::Postgres, &nginx, "").await;
-    run(&rig, "block-ip", &[("address", text("2001:DB8:0:0::7"))]).await.unwrap();
-    run(&rig, "block-ip", &[("address", text("203.0.113.0/24")), ("ttl", text("2s"))])
+    run(&rig, "block-ip", &[("address", text("2001:DB8:0:0::7"))])
         .await
         .unwrap();
+    run(
+        &rig,
+        "block-ip",
+        &[("address", text("203.0.113.0/24")), ("ttl", text("2s"))],
+    )
+    .await
+    .unwrap();
     assert_eq!(nginx.denied(), ["2001:db8::7", "203.0.113.0/24"]);
     nginx.wait_status("203.0.113.99", 403).await;
     nginx.wait_status("2001:db8::7", 403).await;
@@ -149,14 +169,29 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
 
     // Not yet due: the sweep leaves it.
     let executors = rig.dispatcher.executors();
-    assert_eq!(runbot::executors::nginx::expire_due(executors).await.unwrap(), 0);
+    assert_eq!(
+        runbot::executors::nginx::expire_due(executors)
+            .await
+            .unwrap(),
+        0
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(runbot::executors::nginx::expire_due(executors).await.unwrap(), 1);
+    assert_eq!(
+        runbot::executors::nginx::expire_due(executors)
+            .await
+            .unwrap(),
+        1
+    );
     nginx.wait_status("203.0.113.99", 200).await;
-    assert_eq!(nginx.status("2001:db8::7").await, 403, "the other block stays");
+    assert_eq!(
+        nginx.status("2001:db8::7").await,
+        403,
+        "the other block stays"
+    );
     assert_eq!(nginx.denied(), ["2001:db8::7"]);
     assert_eq!(
-        rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'expired'").await,
+        rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'expired'")
+            .await,
         1
     );
     // Audited with runbot as the actor, and told to the channel it was blocked from.
@@ -173,7 +208,12 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
         1
     );
     // Once only.
-    assert_eq!(runbot::executors::nginx::expire_due(executors).await.unwrap(), 0);
+    assert_eq!(
+        runbot::executors::nginx::expire_due(executors)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -182,7 +222,12 @@ async fn concurrent_blocks_and_unblocks_leave_a_valid_file_with_every_entry() {
         let nginx = TestNginx::start().await;
         // One person sends 48 requests (and clicks) at once here.
         let rig = Arc::new(
-            rig(db, &nginx, "[interactions]\nper_user_per_minute = 1000\nper_user_burst = 1000\n").await,
+            rig(
+                db,
+                &nginx,
+                "[interactions]\nper_user_per_minute = 1000\nper_user_burst = 1000\n",
+            )
+            .await,
         );
         let addresses: Vec<String> = (1..=12).map(|i| format!("203.0.113.{i}")).collect();
         let blocks = addresses.iter().map(|a| {
@@ -225,7 +270,8 @@ async fn concurrent_blocks_and_unblocks_leave_a_valid_file_with_every_entry() {
         }
         nginx.wait_status("203.0.113.1", 200).await;
         assert_eq!(
-            rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'").await,
+            rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'")
+                .await,
             6
         );
     }
@@ -234,24 +280,64 @@ async fn concurrent_blocks_and_unblocks_leave_a_valid_file_with_every_entry() {
 #[tokio::test]
 async fn invalid_and_dangerous_addresses_are_refused_with_a_reason_and_change_nothing() {
     let nginx = TestNginx::start().await;
-    let rig = rig(Db::Sqlite, &nginx, "[interactions]\nper_user_per_minute = 1000\nper_user_burst = 1000\n").await;
-    run(&rig, "block-ip", &[("address", text("192.0.2.1"))]).await.unwrap();
+    let rig = rig(
+        Db::Sqlite,
+        &nginx,
+        "[interactions]\nper_user_per_minute = 1000\nper_user_burst = 1000\n",
+    )
+    .await;
+    run(&rig, "block-ip", &[("address", text("192.0.2.1"))])
+        .await
+        .unwrap();
     let before = nginx.deny_file();
 
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("address", "123.456.789.0")], "each of its four numbers must be 0 to 255, and 456 is not"),
+        (
+            &[("address", "123.456.789.0")],
+            "each of its four numbers must be 0 to 255, and 456 is not",
+        ),
         (&[("address", "1.2.3")], "is not an IPv4 or IPv6 address"),
-        (&[("address", "example.com")], "is not an IPv4 or IPv6 address"),
-        (&[("address", "203.0.113.7/33")], "prefix length after / must be a number from 0 to 32"),
+        (
+            &[("address", "example.com")],
+            "is not an IPv4 or IPv6 address",
+        ),
+        (
+            &[("address", "203.0.113.7/33")],
+            "prefix length after / must be a number from 0 to 32",
+        ),
         (&[("address", "10.1.2.3/8")], "the range is 10.0.0.0/8"),
-        (&[("address", "::ffff:203.0.113.7")], "give it as 203.0.113.7"),
-        (&[("address", "1.2.3.4; include /etc/passwd")], "may not contain ';'"),
-        (&[("address", "1.2.3.4\ninclude /etc/passwd")], "may not contain '\\n'"),
+        (
+            &[("address", "::ffff:203.0.113.7")],
+            "give it as 203.0.113.7",
+        ),
+        (
+            &[("address", "1.2.3.4; include /etc/passwd")],
+            "may not contain ';'",
+        ),
+        (
+            &[("address", "1.2.3.4\ninclude /etc/passwd")],
+            "may not contain '\\n'",
+        ),
         (&[("address", "$(reboot)")], "may not contain '$'"),
-        (&[("address", "203.0.113.7"), ("reason", "x;\ninclude /etc/passwd")], "may not contain ';'"),
-        (&[("address", "203.0.113.7"), ("ttl", "forever")], "not a duration"),
-        (&[("address", "203.0.113.7"), ("ttl", "31d")], "not a duration"),
-        (&[("address", "0.0.0.0/0")], "every IPv4 address: it would lock everyone out"),
+        (
+            &[
+                ("address", "203.0.113.7"),
+                ("reason", "x;\ninclude /etc/passwd"),
+            ],
+            "may not contain ';'",
+        ),
+        (
+            &[("address", "203.0.113.7"), ("ttl", "forever")],
+            "not a duration",
+        ),
+        (
+            &[("address", "203.0.113.7"), ("ttl", "31d")],
+            "not a duration",
+        ),
+        (
+            &[("address", "0.0.0.0/0")],
+            "every IPv4 address: it would lock everyone out",
+        ),
         (&[("address", "::/0")], "every IPv6 address"),
         (&[("address", "127.0.0.1")], "loopback"),
         (&[("address", "::1")], "loopback"),
@@ -280,7 +366,12 @@ async fn invalid_and_dangerous_addresses_are_refused_with_a_reason_and_change_no
     // A wide range waits for a second person: nothing runs meanwhile.
     let edits = Arc::new(Edits::default());
     let asked = rig
-        .ask(devops(), "block-ip", &[("address", text("10.0.0.0/8"))], &edits)
+        .ask(
+            devops(),
+            "block-ip",
+            &[("address", text("10.0.0.0/8"))],
+            &edits,
+        )
         .await;
     let prompt = message(&asked);
     assert!(prompt.text.contains("approv"), "{}", prompt.text);
@@ -319,7 +410,12 @@ async fn a_wide_range_is_blocked_once_security_approves() {
     let sam = person("100000000000000009", "Sam");
     let edits = Arc::new(Edits::default());
     let asked = rig
-        .ask(devops(), "block-ip", &[("address", text("10.0.0.0/8")), ("reason", text("botnet"))], &edits)
+        .ask(
+            devops(),
+            "block-ip",
+            &[("address", text("10.0.0.0/8")), ("reason", text("botnet"))],
+            &edits,
+        )
         .await;
     let approve = message(&asked)
         .buttons
@@ -339,34 +435,58 @@ async fn a_wide_range_is_blocked_once_security_approves() {
 async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
     let nginx = TestNginx::start().await;
     let rig = rig(Db::Sqlite, &nginx, "").await;
-    run(&rig, "block-ip", &[("address", text("203.0.113.7"))]).await.unwrap();
+    run(&rig, "block-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
     nginx.wait_status("203.0.113.7", 403).await;
     let before = nginx.deny_file();
 
     // Someone left a broken edit elsewhere in nginx's configuration.
-    std::fs::write(nginx.dir.join("extra.conf"), "this_is_not_a_directive on;\n").unwrap();
-    let failed = run(&rig, "block-ip", &[("address", text("203.0.113.8"))]).await.unwrap();
+    std::fs::write(
+        nginx.dir.join("extra.conf"),
+        "this_is_not_a_directive on;\n",
+    )
+    .unwrap();
+    let failed = run(&rig, "block-ip", &[("address", text("203.0.113.8"))])
+        .await
+        .unwrap();
     assert!(
         failed.contains("203.0.113.8 was not blocked: nginx refused the new deny list, so the previous one was put back and nothing was reloaded")
             && failed.contains("[emerg] unknown directive \"this_is_not_a_directive\""),
         "{failed}"
     );
-    assert_eq!(nginx.deny_file(), before, "the previous file is back, byte for byte");
+    assert_eq!(
+        nginx.deny_file(),
+        before,
+        "the previous file is back, byte for byte"
+    );
     assert_eq!(rig.count("SELECT COUNT(*) FROM ip_blocks").await, 1);
     assert_eq!(nginx.status("203.0.113.8").await, 200);
-    assert_eq!(nginx.status("203.0.113.7").await, 403, "nginx kept running as before");
+    assert_eq!(
+        nginx.status("203.0.113.7").await,
+        403,
+        "nginx kept running as before"
+    );
 
     // An unblock nginx refuses leaves the block in place, in the file and the database.
-    let failed = run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))]).await.unwrap();
-    assert!(failed.contains("203.0.113.7 is still blocked: nginx refused"), "{failed}");
+    let failed = run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    assert!(
+        failed.contains("203.0.113.7 is still blocked: nginx refused"),
+        "{failed}"
+    );
     assert_eq!(nginx.deny_file(), before);
     assert_eq!(
-        rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'").await,
+        rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'")
+            .await,
         1
     );
 
     std::fs::write(nginx.dir.join("extra.conf"), "").unwrap();
-    run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))]).await.unwrap();
+    run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
     nginx.wait_status("203.0.113.7", 200).await;
     let failures = rig
         .trail()
@@ -409,7 +529,12 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     )
     .await;
 
-    let r = read(&rig, "security", &[("report", text("top-ips")), ("window", text("1h"))]).await;
+    let r = read(
+        &rig,
+        "security",
+        &[("report", text("top-ips")), ("window", text("1h"))],
+    )
+    .await;
     assert!(
         r.text.contains("14 in all, 3 addresses") && r.text.contains("1 unreadable line"),
         "{}",
@@ -417,8 +542,14 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     );
     let table = r.code_block.clone().unwrap();
     let rows: Vec<&str> = table.lines().skip(1).collect();
-    assert!(rows[0].starts_with("203.0.113.66") && rows[0].contains(" 9"), "{table}");
-    assert!(rows[1].starts_with("198.51.100.7") && rows[1].contains("never blocked"), "{table}");
+    assert!(
+        rows[0].starts_with("203.0.113.66") && rows[0].contains(" 9"),
+        "{table}"
+    );
+    assert!(
+        rows[1].starts_with("198.51.100.7") && rows[1].contains("never blocked"),
+        "{table}"
+    );
     assert!(!table.contains("192.0.2.200"));
     let labels: Vec<&str> = r.buttons.iter().map(|b| b.label.as_str()).collect();
     assert_eq!(labels, ["Block 203.0.113.66", "Block 2001:db8::66"]);
@@ -428,7 +559,9 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     let clicked = rig.click(devops(), &r.buttons[0].id, &edits).await;
     let said = confirm(&rig, devops(), clicked, &edits).await.unwrap();
     assert!(
-        said.contains("blocked **203.0.113.66** with no expiry — 9 failed logins in 1h per security.log"),
+        said.contains(
+            "blocked **203.0.113.66** with no expiry — 9 failed logins in 1h per security.log"
+        ),
         "{said}"
     );
     nginx.wait_status("203.0.113.66", 403).await;
@@ -437,9 +570,15 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     let denied = rig
         .click(common::rig::developer(), &r.buttons[1].id, &edits)
         .await;
-    assert!(message(&denied).text.contains("/block-ip needs"), "{denied:?}");
+    assert!(
+        message(&denied).text.contains("/block-ip needs"),
+        "{denied:?}"
+    );
     let again = read(&rig, "security", &[("report", text("top-ips"))]).await;
-    assert!(again.code_block.unwrap().contains("blocked"), "now noted as blocked");
+    assert!(
+        again.code_block.unwrap().contains("blocked"),
+        "now noted as blocked"
+    );
 }
 
 const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
@@ -487,7 +626,8 @@ impl Drop for Serve {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told() {
+async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told()
+{
     use common::fake_discord::{FakeDiscord, FakeUser};
     use serde_json::json;
     let nginx = TestNginx::start().await;
@@ -563,7 +703,8 @@ async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_th
         .await;
     assert_eq!(said.0, CHANNEL.to_string());
     assert!(
-        said.1.contains("The block of **203.0.113.77** by **Sam** (scanner) expired"),
+        said.1
+            .contains("The block of **203.0.113.77** by **Sam** (scanner) expired"),
         "{}",
         said.1
     );

@@ -311,15 +311,8 @@ fn every_role_command_severity_and_time_decides_as_the_runbook_says() {
                                     args: &args,
                                 },
                             );
-                            let want = expected(
-                                role,
-                                command,
-                                sev,
-                                when,
-                                dry_run,
-                                backup,
-                                is_wide(&args),
-                            );
+                            let want =
+                                expected(role, command, sev, when, dry_run, backup, is_wide(&args));
                             checked += 1;
                             if effect_of(&d) != want {
                                 wrong.push(format!(

@@ -59,9 +59,7 @@ fn option(o: &OptionSpec) -> CreateCommandOption {
         | OptionKind::Ip
         | OptionKind::Cidr
         | OptionKind::Tag
-        | OptionKind::Duration => {
-            CommandOptionType::String
-        }
+        | OptionKind::Duration => CommandOptionType::String,
     };
     let mut opt = CreateCommandOption::new(kind, &o.name, &o.description).required(o.required);
     match o.kind {

@@ -50,9 +50,14 @@ async fn stack_networks(ex: &Executors) -> Result<Vec<IpNet>, ExecError> {
             "runbot could not read the stack's own networks from Docker, which it checks so the stack never blocks itself: {e}"
         ))
     })?;
-    Ok(found.iter().filter_map(|n| n.parse::<IpNet>().ok().or_else(|| {
-        n.parse::<std::net::IpAddr>().ok().map(IpNet::from)
-    })).collect())
+    Ok(found
+        .iter()
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .ok()
+                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        })
+        .collect())
 }
 
 fn entries(rows: &[BlockRow]) -> Vec<Entry> {
@@ -124,7 +129,11 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             expires_at: expires.map(format_time).as_deref(),
         })
         .await
-        .map_err(|e| ExecError(format!("the database did not take the block ({e}); nothing was changed")))?;
+        .map_err(|e| {
+            ExecError(format!(
+                "the database did not take the block ({e}); nothing was changed"
+            ))
+        })?;
     let id = match added {
         Added::Added(id) => id,
         Added::Already(b) => {
@@ -182,7 +191,10 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         reply: reply(text, false),
         summary: format!(
             "blocked {shown} {}",
-            expires.map_or("with no expiry".into(), |t| format!("until {}", format_time(t)))
+            expires.map_or("with no expiry".into(), |t| format!(
+                "until {}",
+                format_time(t)
+            ))
         ),
     })
 }
@@ -193,7 +205,11 @@ pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let net = address(ctx)?;
     let shown = canonical(&net);
     let lock = nginx.lock().await.map_err(|e| ExecError(e.to_string()))?;
-    let store_err = |e: sqlx::Error| ExecError(format!("the blocks cannot be read from the database ({e}); nothing was changed"));
+    let store_err = |e: sqlx::Error| {
+        ExecError(format!(
+            "the blocks cannot be read from the database ({e}); nothing was changed"
+        ))
+    };
     let Some(b) = ex.store.active_block(&shown).await.map_err(store_err)? else {
         let near: Vec<String> = ex
             .store
@@ -259,7 +275,10 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     if rows.is_empty() {
         return Ok(Done {
             reply: reply(
-                format!("No address is blocked ({} denies nothing).", nginx.path().display()),
+                format!(
+                    "No address is blocked ({} denies nothing).",
+                    nginx.path().display()
+                ),
                 true,
             ),
             summary: "no blocks".into(),
@@ -284,7 +303,11 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             .and_then(parse_stored_time)
             .map(|t| {
                 let d = (t - ctx.now).to_std().unwrap_or_default();
-                format!("{} ({} left)", when(&format_time(t)), super::format::short_duration(d))
+                format!(
+                    "{} ({} left)",
+                    when(&format_time(t)),
+                    super::format::short_duration(d)
+                )
             })
             .unwrap_or_else(|| "no expiry".into());
         t.push([
@@ -323,7 +346,10 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
     let file = nginx.path().display();
     if ctx.spec.executor == "nginx.unblock_ip" {
         return match ex.store.active_block(&shown).await {
-            Ok(Some(b)) => format!("remove `deny {shown};` (blocked by {}) from {file}, run nginx -t, reload nginx", b.actor),
+            Ok(Some(b)) => format!(
+                "remove `deny {shown};` (blocked by {}) from {file}, run nginx -t, reload nginx",
+                b.actor
+            ),
             Ok(None) => format!("nothing: {shown} is not blocked by runbot"),
             Err(e) => format!("nothing: the database cannot be read ({e})"),
         };
@@ -367,7 +393,11 @@ pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
     let mut lifted = 0;
     for b in due {
         let lock = nginx.lock().await?;
-        if !ex.store.end_block(b.id, "expired", "runbot", &format_time(Utc::now())).await? {
+        if !ex
+            .store
+            .end_block(b.id, "expired", "runbot", &format_time(Utc::now()))
+            .await?
+        {
             continue;
         }
         let result = apply(ex, nginx, &lock).await;
@@ -393,7 +423,11 @@ pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
             "blocked_in": b.invocation_id,
             "expires_at": b.expires_at,
         });
-        if let Err(e) = ex.audit.append(entry(crate::audit::Step::Started).detail(detail.clone())).await {
+        if let Err(e) = ex
+            .audit
+            .append(entry(crate::audit::Step::Started).detail(detail.clone()))
+            .await
+        {
             tracing::error!(error = %e, block = b.id, "could not audit a block's expiry");
         }
         match result {
@@ -414,7 +448,12 @@ pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
                 );
                 if let Err(e) = ex
                     .store
-                    .announce(&b.platform, b.channel_id.as_deref(), &text, &format_time(Utc::now()))
+                    .announce(
+                        &b.platform,
+                        b.channel_id.as_deref(),
+                        &text,
+                        &format_time(Utc::now()),
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "could not queue the expiry message");

@@ -157,7 +157,10 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         notes.push(format!("{} unreadable line(s) skipped", scanned.bad));
     }
     if scanned.undated > 0 {
-        notes.push(format!("{} line(s) without a time skipped", scanned.undated));
+        notes.push(format!(
+            "{} line(s) without a time skipped",
+            scanned.undated
+        ));
     }
     let notes = if notes.is_empty() {
         String::new()
@@ -187,7 +190,9 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
                         "block-ip",
                         &[("address", ip), ("reason", &reason)],
                     )
-                    .or_else(|| crate::invocation::command_button_id("block-ip", &[("address", ip)]));
+                    .or_else(|| {
+                        crate::invocation::command_button_id("block-ip", &[("address", ip)])
+                    });
                     if let Some(id) = id {
                         buttons.push(ReplyButton {
                             id,
@@ -240,8 +245,16 @@ mod tests {
             ));
         }
         for i in 0..5000 {
-            let ip = if i % 3 == 0 { "203.0.113.7" } else { "198.51.100.20" };
-            let event = if i % 2 == 0 { "login_failure" } else { "login_success" };
+            let ip = if i % 3 == 0 {
+                "203.0.113.7"
+            } else {
+                "198.51.100.20"
+            };
+            let event = if i % 2 == 0 {
+                "login_failure"
+            } else {
+                "login_success"
+            };
             text.push_str(&format!(
                 "{{\"timestamp\":\"2026-11-28T03:{:02}:{:02}Z\",\"event\":\"{event}\",\"ip_address\":\"{ip}\"}}\n",
                 i / 100 % 60,
@@ -255,7 +268,10 @@ mod tests {
         assert_eq!(s.failures, 2500);
         assert_eq!(
             s.top,
-            [("198.51.100.20".to_string(), 1666), ("203.0.113.7".to_string(), 834)]
+            [
+                ("198.51.100.20".to_string(), 1666),
+                ("203.0.113.7".to_string(), 834)
+            ]
         );
         assert_eq!((s.bad, s.undated), (2, 1));
     }

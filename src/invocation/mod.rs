@@ -1075,11 +1075,7 @@ impl Dispatcher {
         }
         let began = Instant::now();
         let group = self.group_for(ready).await;
-        let approved_by: Vec<String> = approvals
-            .iter()
-            .flatten()
-            .map(|a| a.name.clone())
-            .collect();
+        let approved_by: Vec<String> = approvals.iter().flatten().map(|a| a.name.clone()).collect();
         let ctx = executors::Ctx {
             actor: &ready.actor,
             spec,

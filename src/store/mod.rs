@@ -5,8 +5,8 @@
 //! type differs between the two. Writes of alerts go through [`writer`], which batches them.
 
 pub mod audit;
-mod chat;
 mod blocks;
+mod chat;
 mod deploys;
 mod ingest;
 mod read;
@@ -26,8 +26,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
-pub use chat::{CardRecord, Notice};
 pub use blocks::{Added, BlockRow, NewBlock};
+pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;
 pub use read::{AlertView, EventView, GroupFilter, GroupView};

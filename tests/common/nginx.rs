@@ -90,7 +90,10 @@ http {{
             String::from_utf8_lossy(&out.stderr)
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(std::time::Instant::now() < deadline, "nginx did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -186,7 +189,9 @@ http {{
 
 impl Drop for TestNginx {
     fn drop(&mut self) {
-        let _ = Command::new(&self.bin).args(self.args(&["-s", "stop"])).output();
+        let _ = Command::new(&self.bin)
+            .args(self.args(&["-s", "stop"]))
+            .output();
         // Wait for the master to go, so the folder is not removed under it.
         let pid = std::fs::read_to_string(self.dir.join("nginx.pid")).unwrap_or_default();
         let pid = pid.trim();
