@@ -721,3 +721,68 @@ async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_th
     );
     drop(runbot);
 }
+
+/// nginx in a container of the stack (runbot-test/nginx:v1: the host's nginx-light in an
+/// image of its own, see scripts/test-images), its config and deny file on a bind mount shared
+/// with runbot; `nginx -t` and `nginx -s reload` run in it through the engine's exec API.
+#[tokio::test]
+async fn in_container_mode_nginx_is_tested_and_reloaded_inside_its_container_through_docker_exec() {
+    use common::docker::{docker_host, Project};
+    let nginx = TestNginx::files(Some("/run/nginx.pid"));
+    let p = Project::new().await;
+    let dir = nginx.dir.display().to_string();
+    let mut cmd = vec!["/usr/sbin/nginx".to_string()];
+    cmd.extend(nginx.args(&["-g", "daemon off;"]));
+    p.run("nginx", "runbot-test/nginx:v1", 1, |c| {
+        c.cmd = Some(cmd);
+        let host = c.host_config.as_mut().unwrap();
+        // The host's network, so the test reaches it on 127.0.0.1 (the engine has no bridge).
+        host.network_mode = Some("host".into());
+        host.binds = Some(vec![format!("{dir}:{dir}")]);
+        c.stop_timeout = Some(1);
+    })
+    .await;
+    nginx.wait_listening().await;
+    let settings = format!(
+        "[docker]\nhost = {:?}\nproject = {:?}\ntimeout_secs = 20\n\n{}\nservice = \"nginx\"\n",
+        docker_host(),
+        p.name,
+        nginx.settings_for("container", "/usr/sbin/nginx"),
+    );
+    let rig = Rig::with_config(
+        Db::Sqlite,
+        &settings,
+        &[],
+        runbot::invocation::system_clock(),
+    )
+    .await;
+    assert_eq!(nginx.status("203.0.113.7").await, 200);
+    let said = run(&rig, "block-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    assert!(said.contains("nginx checked and reloaded"), "{said}");
+    nginx.wait_status("203.0.113.7", 403).await;
+
+    // nginx -t fails inside the container: its own words come back and the file is restored.
+    let before = nginx.deny_file();
+    std::fs::write(
+        nginx.dir.join("extra.conf"),
+        "this_is_not_a_directive on;\n",
+    )
+    .unwrap();
+    let failed = run(&rig, "block-ip", &[("address", text("203.0.113.8"))])
+        .await
+        .unwrap();
+    assert!(
+        failed.contains("nginx refused the new deny list")
+            && failed.contains("unknown directive \"this_is_not_a_directive\""),
+        "{failed}"
+    );
+    assert_eq!(nginx.deny_file(), before);
+    std::fs::write(nginx.dir.join("extra.conf"), "").unwrap();
+
+    run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    nginx.wait_status("203.0.113.7", 200).await;
+}

@@ -15,6 +15,8 @@ pub struct TestNginx {
     pub conf: PathBuf,
     pub deny: PathBuf,
     pub port: u16,
+    /// Started here (not in a container), so stopped here on drop.
+    on_host: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -25,7 +27,24 @@ fn bin() -> String {
 }
 
 impl TestNginx {
+    /// An nginx on this host, running until dropped.
     pub async fn start() -> TestNginx {
+        let mut n = Self::files(None);
+        let out = Command::new(&n.bin).args(n.args(&[])).output().unwrap();
+        assert!(
+            out.status.success(),
+            "nginx did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n.on_host = true;
+        n.wait_listening().await;
+        n
+    }
+
+    /// The folder, config and deny file, for an nginx started elsewhere (a container).
+    /// `pid`: where that nginx keeps its pid, when not in the folder: a container's pid means
+    /// nothing on the host, and scripts/test stops every nginx.pid it finds in the folder.
+    pub fn files(pid: Option<&str>) -> TestNginx {
         let root = std::env::var("RUNBOT_TEST_NGINX_DIR").expect(
             "RUNBOT_TEST_NGINX_DIR is not set: run the tests with scripts/test, which owns the nginx folder",
         );
@@ -46,10 +65,11 @@ impl TestNginx {
         let port = super::free_port();
         let d = dir.display();
         let conf = dir.join("nginx.conf");
+        let pid = pid.map_or_else(|| format!("{d}/nginx.pid"), str::to_string);
         std::fs::write(
             &conf,
             format!(
-                r#"pid {d}/nginx.pid;
+                r#"pid {pid};
 error_log {d}/error.log;
 worker_processes 1;
 events {{ worker_connections 64; }}
@@ -75,29 +95,26 @@ http {{
             ),
         )
         .unwrap();
-        let n = TestNginx {
+        TestNginx {
             bin: bin(),
             conf,
             deny,
             port,
             dir,
+            on_host: false,
             _tmp: tmp,
-        };
-        let out = Command::new(&n.bin).args(n.args(&[])).output().unwrap();
-        assert!(
-            out.status.success(),
-            "nginx did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        }
+    }
+
+    pub async fn wait_listening(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
             assert!(std::time::Instant::now() < deadline, "nginx did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        n
     }
 
     /// `-e … -p … -c …` then `extra`: this instance's files, whatever nginx's built-in paths.
@@ -116,8 +133,13 @@ http {{
 
     /// The `[nginx]` settings that point runbot at this instance (host mode).
     pub fn settings(&self) -> String {
+        self.settings_for("host", &self.bin)
+    }
+
+    /// `mode` "host" or "container"; `bin` is nginx's path where the commands run.
+    pub fn settings_for(&self, mode: &str, bin: &str) -> String {
         let argv = |extra: &[&str]| {
-            let mut v = vec![self.bin.clone()];
+            let mut v = vec![bin.to_string()];
             v.extend(self.args(extra));
             format!(
                 "[{}]",
@@ -128,7 +150,7 @@ http {{
             )
         };
         format!(
-            "[nginx]\ndeny_file = {:?}\nmode = \"host\"\ntest = {}\nreload = {}\nallow_list = [\"198.51.100.0/24\"]\ntimeout_secs = 20\nexpiry_check_secs = 1\n",
+            "[nginx]\ndeny_file = {:?}\nmode = \"{mode}\"\ntest = {}\nreload = {}\nallow_list = [\"198.51.100.0/24\"]\ntimeout_secs = 20\nexpiry_check_secs = 1\n",
             self.deny.display().to_string(),
             argv(&["-t"]),
             argv(&["-s", "reload"]),
@@ -189,6 +211,9 @@ http {{
 
 impl Drop for TestNginx {
     fn drop(&mut self) {
+        if !self.on_host {
+            return;
+        }
         let _ = Command::new(&self.bin)
             .args(self.args(&["-s", "stop"]))
             .output();
