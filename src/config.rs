@@ -1162,6 +1162,34 @@ mod tests {
     }
 
     #[test]
+    fn nginx_settings_are_checked_by_key() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.nginx.deny_file, None);
+        assert_eq!(s.nginx.test, ["nginx", "-t"]);
+        assert_eq!((s.nginx.max_prefix_v4, s.nginx.max_prefix_v6), (16, 48));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[nginx]\nmode = \"container\"\ntest = []\nallow_list = [\"123.456.789.0\", \"10.0.0.1/8\"]\nmax_prefix_v6 = 0\n\n[security]\ntop = 40\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "nginx.test must be a program",
+            "nginx.mode = \"container\" needs docker.project",
+            "nginx.allow_list: \"123.456.789.0\" is not a valid IPv4 address",
+            "nginx.allow_list: \"10.0.0.1/8\" has bits set after the /8 prefix",
+            "nginx.max_prefix_v6 = 0 must be 1 to 128",
+            "security.top = 40 must be 1 to 25",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
     fn app_database_settings_are_checked_and_never_show_the_password() {
         let s = Settings::load_from(None, vec![]).unwrap();
         assert!(s.app_database.url.is_none());
