@@ -786,3 +786,78 @@ async fn in_container_mode_nginx_is_tested_and_reloaded_inside_its_container_thr
         .unwrap();
     nginx.wait_status("203.0.113.7", 200).await;
 }
+
+/// The stack's own networks come from Docker: blocking them would make nginx refuse the
+/// stack's own traffic. Refused when it would run, and nothing changes.
+#[tokio::test]
+async fn the_stack_own_networks_and_containers_are_never_blocked() {
+    use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+    use common::docker::{docker_host, Project};
+    let nginx = TestNginx::start().await;
+    let p = Project::new().await;
+    let subnet = format!("172.31.{}.0/24", 20 + std::process::id() % 200);
+    let network = format!("{}_default", p.name);
+    p.docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = p
+        .run("worker", "runbot-test/worker:v1", 1, |c| {
+            c.host_config.as_mut().unwrap().network_mode = Some(network.clone());
+            c.stop_timeout = Some(1);
+        })
+        .await;
+    let ip = p
+        .docker
+        .inspect_container(&id, None)
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
+        .expect("an address on the stack's network");
+    let settings = format!(
+        "[docker]\nhost = {:?}\nproject = {:?}\n\n{}",
+        docker_host(),
+        p.name,
+        nginx.settings()
+    );
+    let rig = Rig::with_config(
+        Db::Sqlite,
+        &settings,
+        &[],
+        runbot::invocation::system_clock(),
+    )
+    .await;
+    let before = nginx.deny_file();
+    for address in [ip.as_str(), subnet.as_str()] {
+        let failed = run(&rig, "block-ip", &[("address", text(address))])
+            .await
+            .unwrap();
+        assert!(
+            failed.contains(&format!(
+                "overlaps {subnet}, a network of the stack's own containers"
+            )) && failed.contains("Nothing was changed"),
+            "{address}: {failed}"
+        );
+    }
+    assert_eq!(nginx.deny_file(), before);
+    // Anything else still goes through.
+    run(&rig, "block-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    nginx.wait_status("203.0.113.7", 403).await;
+    drop(p);
+    let engine = common::docker::engine().await;
+    let _ = engine.remove_network(&network).await;
+}
