@@ -214,6 +214,17 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
             .unwrap(),
         0
     );
+
+    // A deny file that lost its lines (edited by hand, or runbot stopped between saving a
+    // block and writing the file) is put back from the database at start.
+    std::fs::write(&nginx.deny, "").unwrap();
+    assert!(runbot::executors::nginx::sync_file(executors)
+        .await
+        .unwrap());
+    assert_eq!(nginx.denied(), ["2001:db8::7"]);
+    assert!(!runbot::executors::nginx::sync_file(executors)
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
@@ -376,6 +387,26 @@ async fn invalid_and_dangerous_addresses_are_refused_with_a_reason_and_change_no
     let prompt = message(&asked);
     assert!(prompt.text.contains("approv"), "{}", prompt.text);
     assert!(prompt.buttons.iter().all(|b| b.label != "Confirm"));
+
+    // A dry run says what it would do, and does nothing.
+    let edits = Arc::new(Edits::default());
+    let dry = rig
+        .ask(
+            devops(),
+            "block-ip",
+            &[
+                ("address", text("203.0.113.9")),
+                ("ttl", text("1h")),
+                ("dry_run", RawValue::Boolean(true)),
+            ],
+            &edits,
+        )
+        .await;
+    let plan = &message(&dry).text;
+    assert!(
+        plan.contains("add `deny 203.0.113.9;` to") && plan.contains("for 1 h, run nginx -t"),
+        "{plan}"
+    );
 
     assert_eq!(nginx.deny_file(), before, "the file did not change");
     assert_eq!(rig.count("SELECT COUNT(*) FROM ip_blocks").await, 1);

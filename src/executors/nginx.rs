@@ -377,6 +377,22 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
     )
 }
 
+/// Makes the deny file match the store, once at start: a runbot stopped between saving a
+/// block and installing the file, or a file edited by hand, is put right. True when the file
+/// was rewritten.
+pub async fn sync_file(ex: &Executors) -> anyhow::Result<bool> {
+    let Some(nginx) = &ex.nginx else {
+        return Ok(false);
+    };
+    let lock = nginx.lock().await?;
+    let content = render(&entries(&ex.store.active_blocks().await?));
+    if nginx.current().await == content {
+        return Ok(false);
+    }
+    nginx.install(&lock, &content).await?;
+    Ok(true)
+}
+
 /// Lifts the timed blocks that are due: claims each (so one replica acts), removes it from
 /// nginx, audits it with runbot as the actor, and tells the channel the block was made from.
 /// A block nginx will not lift stays active and is tried again at the next sweep.
