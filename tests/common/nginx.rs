@@ -62,6 +62,13 @@ impl TestNginx {
         std::fs::write(&deny, "").unwrap();
         // Included too: a test breaks it to make `nginx -t` fail.
         std::fs::write(dir.join("extra.conf"), "").unwrap();
+        // Just enough for `nginx -s stop` to find the master, whatever state the real config
+        // is left in (nginx parses -c before it signals).
+        std::fs::write(
+            dir.join("signal.conf"),
+            format!("pid {}/nginx.pid;\nevents {{}}\n", dir.display()),
+        )
+        .unwrap();
         let port = super::free_port();
         let d = dir.display();
         let conf = dir.join("nginx.conf");
@@ -169,12 +176,51 @@ http {{
             .as_u16()
     }
 
-    /// Waits (reloads take a moment) until a request from `client` gets `want`.
+    /// This instance's master process, as the host sees it (also when it runs in a
+    /// container): nginx names its config in the master's title.
+    fn master(&self) -> Option<String> {
+        let conf = self.conf.display().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let cmd = std::fs::read_to_string(e.path().join("cmdline")).ok()?;
+            (cmd.starts_with("nginx: master process") && cmd.contains(&conf)).then_some(pid)
+        })
+    }
+
+    /// How many worker processes the master has (an old one lingers after a reload).
+    fn workers(&self, master: &str) -> usize {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                // "pid (comm) state ppid …": the parent is the fourth field, after the ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    == Some(master)
+            })
+            .count()
+    }
+
+    /// Waits (reloads take a moment) until a request from `client` gets `want`, then until
+    /// the workers of the previous configuration are gone: until then a new connection may
+    /// still reach one of them and get the old answer.
     pub async fn wait_status(&self, client: &str, want: u16) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.status(client).await;
             if got == want {
+                if let Some(master) = self.master() {
+                    while self.workers(&master) > 1 {
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "the old nginx workers did not leave"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
                 return;
             }
             assert!(
@@ -214,8 +260,10 @@ impl Drop for TestNginx {
         if !self.on_host {
             return;
         }
+        let signal = self.dir.join("signal.conf").display().to_string();
         let _ = Command::new(&self.bin)
-            .args(self.args(&["-s", "stop"]))
+            .args(self.args(&[]).into_iter().take(4))
+            .args(["-c", &signal, "-s", "stop"])
             .output();
         // Wait for the master to go, so the folder is not removed under it.
         let pid = std::fs::read_to_string(self.dir.join("nginx.pid")).unwrap_or_default();
