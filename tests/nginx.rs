@@ -470,6 +470,13 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
         .await
         .unwrap();
     nginx.wait_status("203.0.113.7", 403).await;
+    run(
+        &rig,
+        "block-ip",
+        &[("address", text("203.0.113.20")), ("ttl", text("1s"))],
+    )
+    .await
+    .unwrap();
     let before = nginx.deny_file();
 
     // Someone left a broken edit elsewhere in nginx's configuration.
@@ -491,7 +498,7 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
         before,
         "the previous file is back, byte for byte"
     );
-    assert_eq!(rig.count("SELECT COUNT(*) FROM ip_blocks").await, 1);
+    assert_eq!(rig.count("SELECT COUNT(*) FROM ip_blocks").await, 2);
     assert_eq!(nginx.status("203.0.113.8").await, 200);
     assert_eq!(
         nginx.status("203.0.113.7").await,
@@ -511,7 +518,39 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
     assert_eq!(
         rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'")
             .await,
-        1
+        2
+    );
+
+    // An expiry nginx refuses: the block stays, the failure is audited once, and it is not
+    // tried again at every sweep (only once its claim is stale).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let executors = rig.dispatcher.executors();
+    for _ in 0..2 {
+        assert_eq!(
+            runbot::executors::nginx::expire_due(executors)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(nginx.deny_file(), before);
+    let expiry_failures: Vec<String> = rig
+        .trail()
+        .await
+        .into_iter()
+        .filter(|(s, c, who, _)| *s == Step::Failed && c == "unblock-ip" && who == "runbot")
+        .filter_map(|(.., why)| why)
+        .collect();
+    assert_eq!(expiry_failures.len(), 1, "{expiry_failures:?}");
+    assert!(
+        expiry_failures[0].contains("the block of 203.0.113.20 is due but nginx did not take the list without it: nginx refused"),
+        "{}",
+        expiry_failures[0]
+    );
+    assert_eq!(
+        rig.count("SELECT COUNT(*) FROM ip_blocks WHERE state = 'active'")
+            .await,
+        2
     );
 
     std::fs::write(nginx.dir.join("extra.conf"), "").unwrap();
@@ -525,7 +564,7 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
         .iter()
         .filter(|(s, ..)| *s == Step::Failed)
         .count();
-    assert_eq!(failures, 2, "each refused change is audited as failed");
+    assert_eq!(failures, 3, "each refused change is audited as failed");
 }
 
 #[tokio::test]
