@@ -99,12 +99,16 @@ fn build_dispatcher(
         .as_deref()
         .map(Alertmanager::new)
         .transpose()?;
+    let docker = crate::docker::Docker::from_settings(&settings.docker)?;
     let executors = Executors {
         store: store.clone(),
         audit: crate::audit::Audit::new(store.clone()),
         policies: policies.clone(),
         alertmanager,
-        docker: crate::docker::Docker::from_settings(&settings.docker)?,
+        nginx: crate::nginx::Nginx::from_settings(&settings.nginx, docker.clone()),
+        guard: crate::nginx::Guard::from_settings(&settings.nginx)?,
+        security: settings.security.clone(),
+        docker,
         app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,
         chat_wake,
         deploy: settings.deploy.clone(),
@@ -230,6 +234,26 @@ impl Application {
                 }
             }
         });
+        // Timed blocks: those due while no runbot ran are lifted at start, then every
+        // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.
+        if dispatcher.executors().nginx.is_some() {
+            let blocks = dispatcher.executors().clone();
+            let every = Duration::from_secs(settings.nginx.expiry_check_secs);
+            tokio::spawn(async move {
+                match crate::executors::nginx::sync_file(&blocks).await {
+                    Ok(true) => tracing::warn!("the nginx deny file did not match the blocks in the database; rewritten and reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "the nginx deny file does not match the blocks in the database, and nginx did not take the right one"),
+                }
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = crate::executors::nginx::expire_due(&blocks).await {
+                        tracing::warn!(error = %e, "could not lift expired IP blocks");
+                    }
+                }
+            });
+        }
         let discord = if settings.discord.enabled() {
             Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
         } else {

@@ -16,6 +16,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("audit.toml", include_str!("../commands/audit.toml")),
     ("backup.toml", include_str!("../commands/backup.toml")),
     ("block-ip.toml", include_str!("../commands/block-ip.toml")),
+    ("blocked.toml", include_str!("../commands/blocked.toml")),
     ("backups.toml", include_str!("../commands/backups.toml")),
     ("db.toml", include_str!("../commands/db.toml")),
     ("deploy.toml", include_str!("../commands/deploy.toml")),
@@ -31,9 +32,14 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("restore.toml", include_str!("../commands/restore.toml")),
     ("rollback.toml", include_str!("../commands/rollback.toml")),
     ("scale.toml", include_str!("../commands/scale.toml")),
+    ("security.toml", include_str!("../commands/security.toml")),
     ("silence.toml", include_str!("../commands/silence.toml")),
     ("stats.toml", include_str!("../commands/stats.toml")),
     ("status.toml", include_str!("../commands/status.toml")),
+    (
+        "unblock-ip.toml",
+        include_str!("../commands/unblock-ip.toml"),
+    ),
     ("unsilence.toml", include_str!("../commands/unsilence.toml")),
 ];
 
@@ -75,6 +81,8 @@ pub enum OptionKind {
     Boolean,
     /// An IPv4 or IPv6 address.
     Ip,
+    /// An IPv4 or IPv6 address or a CIDR range (`198.51.100.0/24`), kept in canonical form.
+    Cidr,
     /// An image tag: letters, digits, `_`, `.`, `-`, at most 128, not starting with `.` or `-`.
     Tag,
     /// `30s`, `15m`, `2h`, `7d`.
@@ -332,6 +340,11 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                         "{name}: {t:?} is not a valid IPv4 or IPv6 address"
                     )));
                 }
+                OptionKind::Cidr => {
+                    let net = crate::nginx::parse_range(t)
+                        .map_err(|e| ArgError(format!("{name}: {e}")))?;
+                    return Ok(Value::Text(crate::nginx::canonical(&net)));
+                }
                 OptionKind::Tag => {
                     let ok = t.len() <= 128
                         && !t.starts_with(['.', '-'])
@@ -519,9 +532,29 @@ mod tests {
             refused("logs", text(&[("service", "backend"), ("color", "red")]))
                 .contains("no option \"color\"")
         );
-        assert!(refused("block-ip", text(&[("ip", "123.456.789.0")]))
-            .contains("not a valid IPv4 or IPv6 address"));
-        assert!(parse_args(c.get("block-ip").unwrap(), text(&[("ip", "2001:db8::1")])).is_ok());
+        assert!(refused("block-ip", text(&[("address", "123.456.789.0")]))
+            .contains("not a valid IPv4 address: each of its four numbers must be 0 to 255, and 456 is not"));
+        assert!(refused(
+            "block-ip",
+            text(&[("address", "1.2.3.4; include /etc/passwd")])
+        )
+        .contains("may not contain ';'"));
+        let block = c.get("block-ip").unwrap();
+        let args = parse_args(
+            block,
+            text(&[("address", "2001:DB8::1/128"), ("ttl", "2h")]),
+        )
+        .unwrap();
+        assert_eq!(
+            args["address"],
+            Value::Text("2001:db8::1".into()),
+            "canonical form"
+        );
+        assert!(refused(
+            "block-ip",
+            text(&[("address", "10.0.0.1"), ("ttl", "forever")])
+        )
+        .contains("not a duration"));
         assert!(refused("deploy", text(&[("tag", "v1.2.3$(id)")])).contains("may not contain"));
         assert!(refused("deploy", text(&[("tag", "-latest")])).contains("not an image tag"));
         assert!(refused("silence", text(&[("duration", "forever")])).contains("not a duration"));
@@ -529,7 +562,7 @@ mod tests {
             .contains("not in the expected form"));
         assert!(refused(
             "block-ip",
-            text(&[("ip", "10.0.0.1"), ("reason", &"x".repeat(201))])
+            text(&[("address", "10.0.0.1"), ("reason", &"x".repeat(201))])
         )
         .contains("longer than 200"));
     }

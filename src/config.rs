@@ -37,6 +37,78 @@ pub struct Settings {
     pub app_database: AppDatabaseSettings,
     #[serde(default)]
     pub deploy: DeploySettings,
+    #[serde(default)]
+    pub nginx: NginxSettings,
+    #[serde(default)]
+    pub security: SecuritySettings,
+}
+
+/// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NginxMode {
+    Host,
+    Container,
+}
+
+/// `[nginx]`: the deny list `/block-ip` keeps, and how nginx checks and reloads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NginxSettings {
+    /// The file runbot owns and rewrites whole (nginx's config `include`s it inside `http` or
+    /// `server`). Unset: the block commands say to set it.
+    pub deny_file: Option<PathBuf>,
+    pub mode: NginxMode,
+    /// Argument vectors, never a shell. In container mode they run inside the container.
+    pub test: Vec<String>,
+    pub reload: Vec<String>,
+    /// Container mode: the compose service (of `docker.project`) that runs nginx.
+    pub service: String,
+    /// Ranges wider than these prefix lengths need a second person's approval.
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+    /// Addresses and ranges never blocked (the team's office, VPN, monitoring).
+    pub allow_list: Vec<String>,
+    /// Longest wait for `test` or `reload`.
+    pub timeout_secs: u64,
+    /// How often timed blocks are checked for expiry.
+    pub expiry_check_secs: u64,
+}
+
+impl Default for NginxSettings {
+    fn default() -> Self {
+        Self {
+            deny_file: None,
+            mode: NginxMode::Host,
+            test: vec!["nginx".into(), "-t".into()],
+            reload: vec!["nginx".into(), "-s".into(), "reload".into()],
+            service: "nginx".into(),
+            max_prefix_v4: 16,
+            max_prefix_v6: 48,
+            allow_list: Vec::new(),
+            timeout_secs: 30,
+            expiry_check_secs: 15,
+        }
+    }
+}
+
+/// `[security]`: the stack's security log, which `/security top-ips` reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// JSON lines with `event`, `ip_address` and a `timestamp`. Unset: /security says to set it.
+    pub log_path: Option<PathBuf>,
+    /// How many addresses `/security top-ips` lists.
+    pub top: usize,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            log_path: None,
+            top: 10,
+        }
+    }
 }
 
 /// `[app_database]`: the stack's application database, which `/backup`, `/restore` and `/db`
@@ -588,6 +660,7 @@ impl Settings {
         self.validate_docker(&mut problems);
         self.validate_app_database(&mut problems);
         self.validate_deploy(&mut problems);
+        self.validate_nginx(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -744,6 +817,75 @@ impl Settings {
             problems.push(format!(
                 "app_database.timeout_secs = {} must be 10 to 86400 (default 900)",
                 a.timeout_secs
+            ));
+        }
+    }
+
+    fn validate_nginx(&self, problems: &mut Vec<String>) {
+        let n = &self.nginx;
+        if let Some(f) = &n.deny_file {
+            if f.file_name().is_none()
+                || f.parent()
+                    .is_none_or(|p| !p.as_os_str().is_empty() && !p.is_dir())
+            {
+                problems.push(format!(
+                    "nginx.deny_file = {}: its folder must exist (runbot writes the file beside a temporary copy and renames it)",
+                    f.display()
+                ));
+            }
+        }
+        for (key, argv) in [("nginx.test", &n.test), ("nginx.reload", &n.reload)] {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                problems.push(format!(
+                    "{key} must be a program and its arguments, e.g. [\"nginx\", \"-t\"]"
+                ));
+            }
+        }
+        if n.mode == NginxMode::Container {
+            if self.docker.project.is_none() {
+                problems.push(
+                    "nginx.mode = \"container\" needs docker.project (the stack nginx runs in)"
+                        .into(),
+                );
+            }
+            if n.service.trim().is_empty() {
+                problems
+                    .push("nginx.service must name nginx's compose service (default nginx)".into());
+            }
+        }
+        if !(1..=32).contains(&n.max_prefix_v4) {
+            problems.push(format!(
+                "nginx.max_prefix_v4 = {} must be 1 to 32 (default 16)",
+                n.max_prefix_v4
+            ));
+        }
+        if !(1..=128).contains(&n.max_prefix_v6) {
+            problems.push(format!(
+                "nginx.max_prefix_v6 = {} must be 1 to 128 (default 48)",
+                n.max_prefix_v6
+            ));
+        }
+        for a in &n.allow_list {
+            if let Err(e) = crate::nginx::parse_range(a) {
+                problems.push(format!("nginx.allow_list: {e}"));
+            }
+        }
+        if !(1..=600).contains(&n.timeout_secs) {
+            problems.push(format!(
+                "nginx.timeout_secs = {} must be 1 to 600 (default 30)",
+                n.timeout_secs
+            ));
+        }
+        if !(1..=3600).contains(&n.expiry_check_secs) {
+            problems.push(format!(
+                "nginx.expiry_check_secs = {} must be 1 to 3600 (default 15)",
+                n.expiry_check_secs
+            ));
+        }
+        if !(1..=25).contains(&self.security.top) {
+            problems.push(format!(
+                "security.top = {} must be 1 to 25 (default 10; one button each)",
+                self.security.top
             ));
         }
     }
@@ -1017,6 +1159,34 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("docker.timeout_secs = 0"), "{err}");
+    }
+
+    #[test]
+    fn nginx_settings_are_checked_by_key() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.nginx.deny_file, None);
+        assert_eq!(s.nginx.test, ["nginx", "-t"]);
+        assert_eq!((s.nginx.max_prefix_v4, s.nginx.max_prefix_v6), (16, 48));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[nginx]\nmode = \"container\"\ntest = []\nallow_list = [\"123.456.789.0\", \"10.0.0.1/8\"]\nmax_prefix_v6 = 0\n\n[security]\ntop = 40\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&file), vec![])
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "nginx.test must be a program",
+            "nginx.mode = \"container\" needs docker.project",
+            "nginx.allow_list: \"123.456.789.0\" is not a valid IPv4 address",
+            "nginx.allow_list: \"10.0.0.1/8\" has bits set after the /8 prefix",
+            "nginx.max_prefix_v6 = 0 must be 1 to 128",
+            "security.top = 40 must be 1 to 25",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
     }
 
     #[test]

@@ -686,6 +686,69 @@ impl Docker {
         Ok(created.id)
     }
 
+    /// Runs `cmd` (an argument vector, no shell) in a running container and waits for it:
+    /// its exit code and what it wrote, stdout and stderr together. Within docker.timeout_secs.
+    pub async fn exec(&self, id: &str, cmd: &[String]) -> Result<(i64, String), DockerError> {
+        use bollard::exec::StartExecResults;
+        let client = self.client().await?;
+        let config = bollard::models::ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self.timed(client.create_exec(id, config)).await?;
+        let work = async {
+            let mut text = String::new();
+            if let StartExecResults::Attached { mut output, .. } =
+                client.start_exec(&created.id, None).await?
+            {
+                while let Some(chunk) = output.next().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+                }
+            }
+            let inspected = client.inspect_exec(&created.id).await?;
+            Ok((inspected.exit_code.unwrap_or(-1), text))
+        };
+        self.timed(work).await
+    }
+
+    /// The subnets of the networks the project's containers are on, and each container's own
+    /// addresses: addresses that must never be blocked, or the stack would lock itself out.
+    pub async fn stack_networks(&self) -> Result<Vec<String>, DockerError> {
+        let client = self.client().await?;
+        let mut found = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for c in self.containers().await? {
+            let i = self.timed(client.inspect_container(&c.id, None)).await?;
+            for (name, e) in i
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+            {
+                names.insert(name);
+                for a in [e.ip_address, e.global_ipv6_address].into_iter().flatten() {
+                    if !a.is_empty() {
+                        found.insert(a);
+                    }
+                }
+            }
+        }
+        for name in names {
+            // host and none have no subnet of their own.
+            if name == "host" || name == "none" {
+                continue;
+            }
+            let n = self.timed(client.inspect_network(&name, None)).await?;
+            for cfg in n.ipam.and_then(|i| i.config).unwrap_or_default() {
+                if let Some(subnet) = cfg.subnet.filter(|s| !s.is_empty()) {
+                    found.insert(subnet);
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Stops the container (within its stop grace period) and removes it. Its volumes stay:
     /// data is not runbot's to delete.
     pub async fn stop_and_remove(&self, id: &str) -> Result<(), DockerError> {

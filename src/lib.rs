@@ -20,6 +20,8 @@
 //!   and logs, …).
 //! - [`docker`]: the Docker engine (bollard): a compose project's containers, found by their
 //!   labels, and their logs.
+//! - [`nginx`]: the deny list `/block-ip` keeps: strict address parsing, what may never be
+//!   blocked, the include file written atomically, `nginx -t` and reload, rollback on refusal.
 //! - [`app_database`]: the stack's application database: pg_dump backups into gzip files,
 //!   restores through psql in one transaction, read-only diagnostic queries.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
@@ -36,6 +38,7 @@ pub mod docker;
 pub mod executors;
 pub mod http;
 pub mod invocation;
+pub mod nginx;
 pub mod policy;
 pub mod runbook;
 pub mod store;

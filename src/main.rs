@@ -336,5 +336,28 @@ fn check_config(settings: &Settings) -> ExitCode {
             d.smoke.len()
         );
     }
+    let n = &settings.nginx;
+    match &n.deny_file {
+        None => println!(
+            "  nginx                nginx.deny_file not set: /block-ip, /unblock-ip and /blocked will say so"
+        ),
+        Some(f) => println!(
+            "  nginx                deny list {} ({}); test `{}`, reload `{}`; approval beyond /{} and /{}; {} allow-listed",
+            f.display(),
+            match n.mode {
+                runbot::config::NginxMode::Host => "on this host".to_string(),
+                runbot::config::NginxMode::Container => format!("in service {}", n.service),
+            },
+            n.test.join(" "),
+            n.reload.join(" "),
+            n.max_prefix_v4,
+            n.max_prefix_v6,
+            n.allow_list.len()
+        ),
+    }
+    match &settings.security.log_path {
+        None => println!("  security log         security.log_path not set: /security will say so"),
+        Some(p) => println!("  security log         {}", p.display()),
+    }
     ExitCode::SUCCESS
 }

@@ -68,9 +68,9 @@ async fn refusals_are_audited_once_and_change_nothing() {
             (
                 devops(),
                 "block-ip",
-                vec![("ip", text("123.456.789.0"))],
+                vec![("address", text("123.456.789.0"))],
                 Step::Invalid,
-                "not a valid IPv4 or IPv6 address",
+                "\"123.456.789.0\" is not a valid IPv4 address: each of its four numbers must be 0 to 255, and 456 is not",
             ),
             (
                 devops(),

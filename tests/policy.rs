@@ -23,12 +23,13 @@ const ROLES: [&str; 7] = [
 
 /// Every command in commands/, as this table knows them. A new command must be added here,
 /// with its rule below.
-const COMMANDS: [&str; 20] = [
+const COMMANDS: [&str; 23] = [
     "ack",
     "audit",
     "backup",
     "backups",
     "block-ip",
+    "blocked",
     "db",
     "deploy",
     "deploys",
@@ -40,15 +41,18 @@ const COMMANDS: [&str; 20] = [
     "restore",
     "rollback",
     "scale",
+    "security",
     "silence",
     "stats",
     "status",
+    "unblock-ip",
     "unsilence",
 ];
 
 /// Commands that only read (risk "read" in commands/): they take no dry run and never need approval.
-const READS: [&str; 9] = [
-    "audit", "backups", "db", "deploys", "disk", "logs", "oncall", "stats", "status",
+const READS: [&str; 11] = [
+    "audit", "backups", "blocked", "db", "deploys", "disk", "logs", "oncall", "security", "stats",
+    "status",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +90,8 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 /// The runbook's rules, written plainly: what a person holding `role` alone (None: no role)
-/// may do. `backup`: the request names a backup to restore (`/rollback backup:…`).
+/// may do. `backup`: the request names a backup to restore (`/rollback backup:…`); `wide`: it
+/// blocks a range wider than nginx.max_prefix_v4 (/16 by default).
 fn expected(
     role: Option<&str>,
     command: &str,
@@ -94,6 +99,7 @@ fn expected(
     when: When,
     dry_run: bool,
     backup: bool,
+    wide: bool,
 ) -> Expect {
     let r = role.unwrap_or("");
     let business = when == When::BusinessHours;
@@ -111,13 +117,14 @@ fn expected(
         "devops-lead" | "backend-lead" | "dba" | "security" | "cto"
     );
     let permitted = match command {
-        "logs" | "status" | "stats" | "disk" | "deploys" => on_call_role,
+        "logs" | "status" | "stats" | "disk" | "deploys" | "blocked" => on_call_role,
         "oncall" => role.is_some(),
         "audit" => matches!(r, "devops-lead" | "security" | "cto"),
         "restart" | "scale" => matches!(r, "devops-lead" | "backend-lead"),
         "deploy" | "rollback" => r == "devops-lead" || (r == "backend-lead" && business),
         "backup" | "backups" | "db" | "restore" => matches!(r, "dba" | "devops-lead"),
-        "block-ip" => matches!(r, "security" | "devops-lead"),
+        "block-ip" | "unblock-ip" => matches!(r, "security" | "devops-lead"),
+        "security" => matches!(r, "security" | "devops-lead" | "cto"),
         "disk-cleanup" => r == "devops-lead",
         "ack" | "silence" | "unsilence" => on_call_now,
         other => panic!("the table has no rule for /{other}: add one"),
@@ -133,6 +140,11 @@ fn expected(
     // Restoring the database, alone or as part of a rollback, needs a dba.
     if command == "restore" || (command == "rollback" && backup) {
         eligible.insert("dba");
+    }
+    // A wide range shuts out many people at once: a second person from security or devops-lead.
+    if command == "block-ip" && wide {
+        eligible.insert("security");
+        eligible.insert("devops-lead");
     }
     // Sev1: a change needs devops-lead or cto as well; acknowledging and lifting a silence are exempt.
     if sev == Some(Severity::Sev1) && mutating && !matches!(command, "ack" | "unsilence") {
@@ -180,14 +192,25 @@ struct Ask<'a> {
 }
 
 const BACKUP: &str = "backup_20261127_031500.sql.gz";
+/// Wider than the default nginx.max_prefix_v4 (16).
+const WIDE: &str = "10.0.0.0/8";
 
-/// `/rollback`'s arguments with and without a backup; other commands' none.
+/// `/rollback`'s arguments with and without a backup, `/block-ip`'s with a narrow and a wide
+/// range; other commands' none.
 fn arg_sets(command: &str) -> Vec<Vec<(&'static str, Value)>> {
-    if command == "rollback" {
-        vec![vec![], vec![("backup", Value::Text(BACKUP.into()))]]
-    } else {
-        vec![vec![]]
+    match command {
+        "rollback" => vec![vec![], vec![("backup", Value::Text(BACKUP.into()))]],
+        "block-ip" => vec![
+            vec![("address", Value::Text("203.0.113.0/24".into()))],
+            vec![("address", Value::Text(WIDE.into()))],
+        ],
+        _ => vec![vec![]],
     }
+}
+
+fn is_wide(args: &[(&str, Value)]) -> bool {
+    args.iter()
+        .any(|(k, v)| *k == "address" && *v == Value::Text(WIDE.into()))
 }
 
 fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
@@ -210,6 +233,12 @@ fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
         severity: a.severity,
         at: a.at,
         approver_roles: &approvals,
+        // As the dispatcher computes it, with the default nginx settings.
+        wide_range: runbot::nginx::wide_range(
+            &runbot::nginx::Guard::from_settings(&Default::default()).unwrap(),
+            spec,
+            &args,
+        ),
     })
 }
 
@@ -282,7 +311,8 @@ fn every_role_command_severity_and_time_decides_as_the_runbook_says() {
                                     args: &args,
                                 },
                             );
-                            let want = expected(role, command, sev, when, dry_run, backup);
+                            let want =
+                                expected(role, command, sev, when, dry_run, backup, is_wide(&args));
                             checked += 1;
                             if effect_of(&d) != want {
                                 wrong.push(format!(
@@ -345,10 +375,15 @@ fn an_eligible_approver_turns_needs_approval_into_allow_and_others_do_not() {
                 }
                 // The roles of restore-on-Sev1 (and of rollback with a backup) need one
                 // approval each; the others one in all.
+                // A wide block on a Sev1 needs security-or-devops-lead and devops-lead-or-cto:
+                // devops-lead alone covers both, security or cto one each.
                 let needs_both = command == "restore" || (command == "rollback" && backup);
+                let may_need_two = is_wide(&args);
                 for approver in &eligible {
                     let after = ask(&[approver.as_str()]);
-                    if needs_both {
+                    let two = needs_both
+                        || (may_need_two && matches!(after.effect, Effect::NeedsApproval { .. }));
+                    if two {
                         let Effect::NeedsApproval { eligible: rest } = &after.effect else {
                             panic!("{role} /{command} with {approver}: {after:?}");
                         };

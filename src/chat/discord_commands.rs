@@ -55,9 +55,11 @@ fn option(o: &OptionSpec) -> CreateCommandOption {
     let kind = match o.kind {
         OptionKind::Integer => CommandOptionType::Integer,
         OptionKind::Boolean => CommandOptionType::Boolean,
-        OptionKind::String | OptionKind::Ip | OptionKind::Tag | OptionKind::Duration => {
-            CommandOptionType::String
-        }
+        OptionKind::String
+        | OptionKind::Ip
+        | OptionKind::Cidr
+        | OptionKind::Tag
+        | OptionKind::Duration => CommandOptionType::String,
     };
     let mut opt = CreateCommandOption::new(kind, &o.name, &o.description).required(o.required);
     match o.kind {
@@ -82,10 +84,16 @@ fn option(o: &OptionSpec) -> CreateCommandOption {
             }
         }
         OptionKind::Boolean => {}
-        OptionKind::String | OptionKind::Ip | OptionKind::Tag | OptionKind::Duration => {
+        OptionKind::String
+        | OptionKind::Ip
+        | OptionKind::Cidr
+        | OptionKind::Tag
+        | OptionKind::Duration => {
             if o.choices.is_empty() {
                 let default = match o.kind {
                     OptionKind::Ip => IP_MAX,
+                    // An IPv6 address and /128.
+                    OptionKind::Cidr => IP_MAX + 4,
                     OptionKind::Tag => TAG_MAX,
                     OptionKind::Duration => DURATION_MAX,
                     _ => TEXT_DEFAULT_MAX,
@@ -226,8 +234,8 @@ mod tests {
         assert_eq!(logs["options"][1]["max_value"], 5000);
         assert_eq!(logs["options"][2]["max_length"], 64);
         let block = serde_json::to_value(build(commands.get("block-ip").unwrap())).unwrap();
-        assert_eq!(block["options"][0]["max_length"], IP_MAX);
-        assert_eq!(block["options"][2]["name"], DRY_RUN);
-        assert_eq!(block["options"][2]["type"], 5);
+        assert_eq!(block["options"][0]["max_length"], IP_MAX + 4);
+        assert_eq!(block["options"][3]["name"], DRY_RUN);
+        assert_eq!(block["options"][3]["type"], 5);
     }
 }

@@ -6,7 +6,9 @@ pub mod database;
 pub mod deploy;
 pub mod docker;
 pub mod format;
+pub mod nginx;
 pub mod redact;
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,8 @@ pub struct Ctx<'a> {
     pub channel_id: Option<&'a str>,
     /// Edits the request's answer while a long command runs (None in dry runs).
     pub progress: Option<Arc<dyn crate::invocation::Responder>>,
+    /// The people who approved the request (empty when it needed no approval).
+    pub approved_by: &'a [String],
 }
 
 impl Ctx<'_> {
@@ -117,6 +121,11 @@ pub struct Executors {
     pub owner: String,
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
+    /// None when `nginx.deny_file` is not set.
+    pub nginx: Option<crate::nginx::Nginx>,
+    /// What may never be blocked, and how wide a block may be without approval.
+    pub guard: crate::nginx::Guard,
+    pub security: crate::config::SecuritySettings,
 }
 
 fn reply(text: String, ephemeral: bool) -> Reply {
@@ -150,6 +159,19 @@ impl Executors {
         if let Some(w) = &self.chat_wake {
             w.notify_one();
         }
+    }
+
+    /// Checks of valid arguments that need no policy and no outside call, run before anything
+    /// is asked or confirmed: an address that must never be blocked. The executor checks
+    /// again when it runs.
+    pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
+        if spec.executor == "nginx.block_ip" {
+            if let Some(Value::Text(a)) = args.get("address") {
+                let net = crate::nginx::parse_range(a)?;
+                self.guard.refuse_dangerous(&net, &[])?;
+            }
+        }
+        Ok(())
     }
 
     /// What the command would do, for a dry run. Reads nothing it would change.
@@ -202,6 +224,7 @@ impl Executors {
                 None => "nothing: app_database.url is not set".into(),
             },
             "deploy.run" | "deploy.rollback" => deploy::plan(self, ctx).await,
+            "nginx.block_ip" | "nginx.unblock_ip" => nginx::plan(self, ctx).await,
             other => format!(
                 "run {other} with {}",
                 crate::invocation::text::args_line(ctx.args)
@@ -231,6 +254,10 @@ impl Executors {
     async fn run_simple(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         match ctx.spec.executor.as_str() {
             "deploy.history" => deploy::history(self, ctx).await,
+            "nginx.block_ip" => nginx::block(self, ctx).await,
+            "nginx.unblock_ip" => nginx::unblock(self, ctx).await,
+            "nginx.blocked" => nginx::blocked(self, ctx).await,
+            "security.top_ips" => security::top_ips(self, ctx).await,
             "alerts.ack" => self.ack(ctx).await,
             "alertmanager.silence" => self.silence(ctx).await,
             "alertmanager.unsilence" => self.unsilence(ctx).await,

@@ -120,6 +120,43 @@ type Limiter = RateLimiter<
 /// Button ids the core gives prompts: `rb1p:{pending id}:{verb}`.
 const PROMPT_PREFIX: &str = "rb1p";
 
+/// Button ids that ask for a command with arguments (e.g. `/security`'s "Block 1.2.3.4"):
+/// `rb1c:{command}:{name}={value}&…`. A click is a request like the slash command: validated,
+/// decided, confirmed and audited the same way, so a forged id gains nothing.
+const COMMAND_PREFIX: &str = "rb1c";
+
+/// What a command button's values may not hold as such: the separators, and `%` itself.
+const BUTTON_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b'&').add(b'=').add(b'%');
+
+/// The id of a button that asks for `/command` with `args`; None when it would not fit
+/// Discord's 100 characters.
+pub fn command_button_id(command: &str, args: &[(&str, &str)]) -> Option<String> {
+    let args: Vec<String> = args
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, BUTTON_VALUE)
+            )
+        })
+        .collect();
+    let id = format!("{COMMAND_PREFIX}:{command}:{}", args.join("&"));
+    (id.len() <= 100).then_some(id)
+}
+
+fn parse_command_button(id: &str) -> Option<(String, Vec<(String, RawValue)>)> {
+    let rest = id.strip_prefix(COMMAND_PREFIX)?.strip_prefix(':')?;
+    let (command, args) = rest.split_once(':')?;
+    let mut raw = Vec::new();
+    for pair in args.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?;
+        raw.push((k.to_string(), RawValue::Text(v.into_owned())));
+    }
+    Some((command.to_string(), raw))
+}
+
 pub struct Dispatcher {
     store: Store,
     audit: Audit,
@@ -343,6 +380,12 @@ impl Dispatcher {
             }
         };
         flight.args = args_json(&args);
+        // Refusals that need no policy (an address that must never be blocked) come before
+        // any prompt: nobody should confirm what will be refused anyway.
+        if let Err(why) = self.executors.precheck(spec, &args) {
+            let reason = format!("/{}: {why}. Nothing was changed.", spec.name);
+            return self.refuse(&flight, Step::Invalid, reason, None).await;
+        }
         self.validated(flight, spec.clone(), args, origin, group, responder)
             .await
     }
@@ -495,6 +538,7 @@ impl Dispatcher {
             severity: ready.severity,
             at: (self.clock)(),
             approver_roles,
+            wide_range: crate::nginx::wide_range(&self.executors.guard, spec, &ready.args),
         })
     }
 
@@ -514,6 +558,7 @@ impl Dispatcher {
             invocation_id: &ready.invocation_id,
             channel_id: ready.origin.channel_id.as_deref(),
             progress: None,
+            approved_by: &[],
         };
         let plan = self.executors.plan(&ctx).await;
         let entry = flight.entry(Step::DryRun).detail(json!({ "plan": plan }));
@@ -689,6 +734,15 @@ impl Dispatcher {
         }
         if let Some((id, verb)) = parse_prompt_id(&custom_id) {
             return self.answer_prompt(actor, id, verb, origin, responder).await;
+        }
+        if let Some((command, raw)) = parse_command_button(&custom_id) {
+            let flight = Flight::new(&actor, "button", &origin);
+            if let Some(wait) = self.over_limit(&actor) {
+                return self.rate_limited(&flight, wait).await;
+            }
+            return self
+                .command(actor, command, raw, origin, None, responder)
+                .await;
         }
         let flight = Flight::new(&actor, "button", &origin);
         let reason = "This button is not one runbot knows (perhaps from an older version). Use a slash command instead.".to_string();
@@ -1021,6 +1075,7 @@ impl Dispatcher {
         }
         let began = Instant::now();
         let group = self.group_for(ready).await;
+        let approved_by: Vec<String> = approvals.iter().flatten().map(|a| a.name.clone()).collect();
         let ctx = executors::Ctx {
             actor: &ready.actor,
             spec,
@@ -1030,6 +1085,7 @@ impl Dispatcher {
             invocation_id: &ready.invocation_id,
             channel_id: ready.origin.channel_id.as_deref(),
             progress: Some(responder),
+            approved_by: &approved_by,
         };
         let result = self.executors.run(&ctx).await;
         let ms = began.elapsed().as_millis() as u64;

@@ -57,6 +57,8 @@ pub struct Situation<'a> {
     pub dry_run: bool,
     pub approver_roles: &'a [String],
     pub platform: &'a str,
+    /// A cidr argument is wider than the nginx settings allow without approval.
+    pub wide_range: bool,
     /// The validated arguments, defaults included; `dry_run` among them is left out of
     /// `context.args` (it is `context.dry_run`).
     pub args: &'a Args,
@@ -104,7 +106,11 @@ fn cedar_type(kind: OptionKind) -> &'static str {
     match kind {
         OptionKind::Integer => "Long",
         OptionKind::Boolean => "Bool",
-        OptionKind::String | OptionKind::Ip | OptionKind::Tag | OptionKind::Duration => "String",
+        OptionKind::String
+        | OptionKind::Ip
+        | OptionKind::Cidr
+        | OptionKind::Tag
+        | OptionKind::Duration => "String",
     }
 }
 
@@ -244,6 +250,7 @@ impl Engine {
                 dry_run: false,
                 approver_roles: &[],
                 platform: "cli",
+                wide_range: false,
                 args: &none,
             };
             let context = context(&sample).map_err(|e| anyhow!(e))?;
@@ -258,7 +265,7 @@ impl Engine {
                 anyhow!(
                     "{SCHEMA_FILE}: `type Situation` does not match the context runbot sends ({e}); \
                      it needs severity, on_call, business_hours, weekend, hour, dry_run, approver_roles, \
-                     platform and args: Args, as in the shipped file"
+                     platform, wide_range and args: Args, as in the shipped file"
                 )
             })?;
         }
@@ -509,6 +516,10 @@ fn context(s: &Situation<'_>) -> Result<Context, String> {
             "platform".to_string(),
             RestrictedExpression::new_string(s.platform.to_string()),
         ),
+        (
+            "wide_range".to_string(),
+            RestrictedExpression::new_bool(s.wide_range),
+        ),
         ("args".to_string(), args),
     ])
     .map_err(|e| format!("the request's context: {e}"))
@@ -587,7 +598,7 @@ mod tests {
         let types = arg_types(&commands).unwrap();
         assert_eq!(types["backup"], "String");
         assert_eq!(types["tag"], "String");
-        assert_eq!(types["ip"], "String");
+        assert_eq!(types["address"], "String");
         assert_eq!(types["duration"], "String");
         assert_eq!(types["replicas"], "Long");
         assert_eq!(types["tail"], "Long");
@@ -595,7 +606,7 @@ mod tests {
         let roles = Roles::parse(crate::policy::EMBEDDED_ROLES).unwrap();
         let schema = generated_schema(&roles, &commands).unwrap();
         assert!(
-            schema.contains("type Args = { \"backup\"?: String, "),
+            schema.contains("type Args = { \"address\"?: String, \"backup\"?: String, "),
             "{schema}"
         );
     }

@@ -83,9 +83,10 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
     let commands_dir = settings.commands.resolve("commands");
     let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
         let policies = Policies::load(&settings.policy, &commands)?;
-        Ok((commands, policies))
+        let guard = crate::nginx::Guard::from_settings(&settings.nginx)?;
+        Ok((commands, policies, guard))
     });
-    let (commands, policies) = match loaded {
+    let (commands, policies, guard) = match loaded {
         Ok(l) => l,
         Err(e) => {
             eprintln!("runbot: {e:#}");
@@ -93,10 +94,10 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
         }
     };
     let result = match command {
-        PolicyCommand::Explain(args) => explain(&policies, &commands, &args, out),
+        PolicyCommand::Explain(args) => explain(&policies, &commands, &guard, &args, out),
         PolicyCommand::Test { file } => {
             let file = file.or_else(|| settings.policy.resolve_dir().map(|d| d.join("tests.toml")));
-            test(&policies, &commands, file.as_deref(), out)
+            test(&policies, &commands, &guard, file.as_deref(), out)
         }
     };
     match result {
@@ -150,7 +151,12 @@ struct Asked {
     decision: Decision,
 }
 
-fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<Asked> {
+fn ask(
+    policies: &Policies,
+    commands: &Commands,
+    guard: &crate::nginx::Guard,
+    a: &Ask<'_>,
+) -> anyhow::Result<Asked> {
     let spec = commands.get(a.command).ok_or_else(|| {
         anyhow::anyhow!(
             "no command {:?} in commands/; known: {}",
@@ -187,6 +193,7 @@ fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<
         severity: a.severity,
         at: a.at,
         approver_roles: a.approvals,
+        wide_range: crate::nginx::wide_range(guard, spec, &args),
     });
     Ok(Asked {
         from_file,
@@ -199,6 +206,7 @@ fn ask(policies: &Policies, commands: &Commands, a: &Ask<'_>) -> anyhow::Result<
 fn explain(
     policies: &Policies,
     commands: &Commands,
+    guard: &crate::nginx::Guard,
     args: &ExplainArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -212,6 +220,7 @@ fn explain(
     let asked = ask(
         policies,
         commands,
+        guard,
         &Ask {
             who,
             extra_roles: &args.roles,
@@ -392,6 +401,7 @@ struct TestRow {
 fn test(
     policies: &Policies,
     commands: &Commands,
+    guard: &crate::nginx::Guard,
     file: Option<&Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -441,7 +451,7 @@ fn test(
             },
             row_ref.at
         );
-        match check_row(policies, commands, row_ref) {
+        match check_row(policies, commands, guard, row_ref) {
             Ok(None) => {}
             Ok(Some(problem)) | Err(problem) => {
                 failed += 1;
@@ -463,6 +473,7 @@ fn test(
 fn check_row(
     policies: &Policies,
     commands: &Commands,
+    guard: &crate::nginx::Guard,
     row: &TestRow,
 ) -> Result<Option<String>, String> {
     let at = parse_time(&row.at).map_err(|e| format!("at: {e}"))?;
@@ -489,6 +500,7 @@ fn check_row(
     let asked = ask(
         policies,
         commands,
+        guard,
         &Ask {
             who,
             extra_roles: &row.roles,

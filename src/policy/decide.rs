@@ -40,6 +40,9 @@ pub struct PolicyRequest<'a> {
     /// Roles held by the people who approved so far. The caller keeps the requester out of
     /// them: an approval must come from someone else.
     pub approver_roles: &'a [String],
+    /// A cidr argument is a range wider than `nginx.max_prefix_v4`/`max_prefix_v6`
+    /// (`context.wide_range`); the caller knows the settings.
+    pub wide_range: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +268,7 @@ impl Policies {
                 dry_run,
                 approver_roles,
                 platform: &req.who.platform,
+                wide_range: req.wide_range,
                 args: req.args,
             };
             engine.evaluate(&principal, &roles, name, &situation, with_approvals)

@@ -5,6 +5,7 @@
 //! type differs between the two. Writes of alerts go through [`writer`], which batches them.
 
 pub mod audit;
+mod blocks;
 mod chat;
 mod deploys;
 mod ingest;
@@ -25,6 +26,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
+pub use blocks::{Added, BlockRow, NewBlock};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;

@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod fake_discord;
+pub mod nginx;
 pub mod rig;
 
 use std::net::SocketAddr;

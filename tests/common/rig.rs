@@ -182,6 +182,11 @@ impl Rig {
         Self::build(db, toml, extra, clock, ROLES).await
     }
 
+    /// A settings file and roles.toml both.
+    pub async fn with_config_and_roles(db: Db, toml: &str, clock: Clock, roles: &str) -> Rig {
+        Self::build(db, toml, &[], clock, roles).await
+    }
+
     async fn build(db: Db, toml: &str, extra: &[(&str, &str)], clock: Clock, roles: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("runbot.toml");

@@ -1,0 +1,494 @@
+//! `/block-ip`, `/unblock-ip`, `/blocked`, and the expiry of timed blocks.
+//!
+//! Each change is made in the store and then to nginx, under the deny file's lock: the file is
+//! written from every active block, tested and reloaded, and a change nginx refuses is taken
+//! back from the store too, so the two never disagree. Blocking an address that is already
+//! blocked changes nothing and says by whom and until when (to change its time, unblock and
+//! block again): a second click on the same Block button is harmless.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+
+use super::format::{plural, table};
+use super::{reply, utc_minute, Ctx, Done, ExecError, Executors};
+use crate::alerts::{format_time, parse_stored_time};
+use crate::commands::parse_duration;
+use crate::nginx::{canonical, overlaps, parse_range, render, Entry, Nginx};
+use crate::store::{Added, BlockRow, NewBlock};
+
+/// A claim on an expiring block older than this is taken over: its runbot stopped.
+const CLAIM_STALE: Duration = Duration::from_secs(120);
+
+impl Executors {
+    fn nginx(&self) -> Result<&Nginx, ExecError> {
+        self.nginx.as_ref().ok_or_else(|| {
+            ExecError(
+                "runbot does not manage an nginx deny list here: set nginx.deny_file (RUNBOT__NGINX__DENY_FILE) to the file nginx includes, e.g. /etc/nginx/runbot-deny.conf. Nothing was changed."
+                    .into(),
+            )
+        })
+    }
+}
+
+fn address(ctx: &Ctx<'_>) -> Result<IpNet, ExecError> {
+    let text = ctx
+        .text("address")
+        .ok_or_else(|| ExecError(format!("/{} needs address", ctx.spec.name)))?;
+    parse_range(text).map_err(ExecError)
+}
+
+/// The stack's own networks, from Docker when `docker.project` is set. When Docker cannot be
+/// asked, nothing is blocked: the check is what keeps the stack from locking itself out.
+async fn stack_networks(ex: &Executors) -> Result<Vec<IpNet>, ExecError> {
+    let Some(docker) = &ex.docker else {
+        return Ok(Vec::new());
+    };
+    let found = docker.stack_networks().await.map_err(|e| {
+        ExecError(format!(
+            "runbot could not read the stack's own networks from Docker, which it checks so the stack never blocks itself: {e}"
+        ))
+    })?;
+    Ok(found
+        .iter()
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .ok()
+                .or_else(|| n.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        })
+        .collect())
+}
+
+fn entries(rows: &[BlockRow]) -> Vec<Entry> {
+    rows.iter()
+        .map(|b| Entry {
+            network: b.network.clone(),
+            by: b.actor.clone(),
+            reason: b.reason.clone(),
+            created_at: b.created_at.clone(),
+            expires_at: b.expires_at.clone(),
+        })
+        .collect()
+}
+
+/// Writes the deny file from the store's active blocks and has nginx take it.
+async fn apply(ex: &Executors, nginx: &Nginx, lock: &crate::nginx::Lock) -> Result<usize, String> {
+    let rows = ex
+        .store
+        .active_blocks()
+        .await
+        .map_err(|e| format!("the blocks cannot be read from the database ({e})"))?;
+    nginx
+        .install(lock, &render(&entries(&rows)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows.len())
+}
+
+fn until_text(expires_at: Option<&str>) -> String {
+    match expires_at.and_then(parse_stored_time) {
+        Some(t) => format!("until {}", utc_minute(t)),
+        None => "with no expiry".into(),
+    }
+}
+
+/// `/block-ip address [ttl] [reason]`.
+pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let nginx = ex.nginx()?;
+    let net = address(ctx)?;
+    let shown = canonical(&net);
+    let stack = stack_networks(ex).await?;
+    ex.guard
+        .refuse_dangerous(&net, &stack)
+        .map_err(|e| ExecError(format!("{e}. Nothing was changed.")))?;
+    // Beside the policy's approval rule: were that rule edited away, a wide range still waits
+    // for a second person.
+    if ex.guard.is_wide(&net) && ctx.approved_by.is_empty() {
+        return Err(ExecError(format!(
+            "{shown} is wider than /{} (nginx.max_prefix_v{}), so it needs a second person's approval first. Nothing was changed.",
+            ex.guard.widest_allowed(&net),
+            if net.addr().is_ipv4() { 4 } else { 6 }
+        )));
+    }
+    let ttl = ctx.text("ttl").and_then(parse_duration);
+    let expires: Option<DateTime<Utc>> =
+        ttl.map(|d| ctx.now + chrono::Duration::from_std(d).unwrap_or_default());
+    let reason = ctx.text("reason");
+    let lock = nginx.lock().await.map_err(|e| ExecError(e.to_string()))?;
+    let added = ex
+        .store
+        .add_block(&NewBlock {
+            network: &shown,
+            reason,
+            actor: &ctx.actor.name,
+            invocation_id: ctx.invocation_id,
+            platform: ctx.actor.platform.as_str(),
+            channel_id: ctx.channel_id,
+            now: &format_time(ctx.now),
+            expires_at: expires.map(format_time).as_deref(),
+        })
+        .await
+        .map_err(|e| {
+            ExecError(format!(
+                "the database did not take the block ({e}); nothing was changed"
+            ))
+        })?;
+    let id = match added {
+        Added::Added(id) => id,
+        Added::Already(b) => {
+            let since = parse_stored_time(&b.created_at)
+                .map(utc_minute)
+                .unwrap_or(b.created_at.clone());
+            return Ok(Done {
+                reply: reply(
+                    format!(
+                        "{shown} is already blocked, by **{}** since {since}, {}. Nothing changed (to change its time, /unblock-ip then /block-ip).",
+                        b.actor,
+                        until_text(b.expires_at.as_deref())
+                    ),
+                    false,
+                ),
+                summary: format!("{shown} was already blocked (block #{})", b.id),
+            });
+        }
+    };
+    let total = match apply(ex, nginx, &lock).await {
+        Ok(n) => n,
+        Err(why) => {
+            if let Err(e) = ex.store.delete_block(id).await {
+                tracing::error!(error = %e, block = id, "nginx refused a block that could not be taken back from the store");
+            }
+            return Err(ExecError(format!("{shown} was not blocked: {why}")));
+        }
+    };
+    drop(lock);
+    let covered = ex
+        .store
+        .active_blocks()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.id != id)
+        .filter_map(|b| parse_range(&b.network).ok())
+        .filter(|other| other.contains(&net))
+        .map(|n| canonical(&n))
+        .collect::<Vec<_>>();
+    let mut text = format!(
+        "⛔ **{}** blocked **{shown}** {}{}. nginx checked and reloaded the deny list ({total} entr{}).",
+        ctx.actor.name,
+        match ttl {
+            Some(d) => format!("for {}, {}", crate::invocation::text::duration(d), until_text(expires.map(format_time).as_deref())),
+            None => until_text(None),
+        },
+        reason.map(|r| format!(" — {r}")).unwrap_or_default(),
+        if total == 1 { "y" } else { "ies" }
+    );
+    if !covered.is_empty() {
+        text.push_str(&format!(" (It was already inside {}.)", covered.join(", ")));
+    }
+    Ok(Done {
+        reply: reply(text, false),
+        summary: format!(
+            "blocked {shown} {}",
+            expires.map_or("with no expiry".into(), |t| format!(
+                "until {}",
+                format_time(t)
+            ))
+        ),
+    })
+}
+
+/// `/unblock-ip address`.
+pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let nginx = ex.nginx()?;
+    let net = address(ctx)?;
+    let shown = canonical(&net);
+    let lock = nginx.lock().await.map_err(|e| ExecError(e.to_string()))?;
+    let store_err = |e: sqlx::Error| {
+        ExecError(format!(
+            "the blocks cannot be read from the database ({e}); nothing was changed"
+        ))
+    };
+    let Some(b) = ex.store.active_block(&shown).await.map_err(store_err)? else {
+        let near: Vec<String> = ex
+            .store
+            .active_blocks()
+            .await
+            .map_err(store_err)?
+            .iter()
+            .filter_map(|b| parse_range(&b.network).ok())
+            .filter(|other| overlaps(other, &net))
+            .map(|n| canonical(&n))
+            .collect();
+        let hint = if near.is_empty() {
+            "/blocked lists what is".to_string()
+        } else {
+            format!("it is covered by {}: unblock that", near.join(", "))
+        };
+        return Err(ExecError(format!(
+            "{shown} is not blocked by runbot; {hint}. Nothing was changed."
+        )));
+    };
+    let ended = ex
+        .store
+        .end_block(b.id, "removed", &ctx.actor.name, &format_time(ctx.now))
+        .await
+        .map_err(store_err)?;
+    if !ended {
+        return Err(ExecError(format!(
+            "{shown} was unblocked a moment ago (it expired, or someone else lifted it). Nothing was changed."
+        )));
+    }
+    let total = match apply(ex, nginx, &lock).await {
+        Ok(n) => n,
+        Err(why) => {
+            if let Err(e) = ex.store.reopen_block(b.id).await {
+                tracing::error!(error = %e, block = b.id, "nginx refused an unblock that could not be taken back in the store");
+            }
+            return Err(ExecError(format!("{shown} is still blocked: {why}")));
+        }
+    };
+    Ok(Done {
+        reply: reply(
+            format!(
+                "✅ **{}** unblocked **{shown}** (blocked by {}{}). nginx reloaded; {total} entr{} left.",
+                ctx.actor.name,
+                b.actor,
+                b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+                if total == 1 { "y" } else { "ies" }
+            ),
+            false,
+        ),
+        summary: format!("unblocked {shown} (block #{})", b.id),
+    })
+}
+
+/// `/blocked`.
+pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let nginx = ex.nginx()?;
+    let rows = ex
+        .store
+        .active_blocks()
+        .await
+        .map_err(|e| ExecError(format!("the blocks cannot be read from the database ({e})")))?;
+    if rows.is_empty() {
+        return Ok(Done {
+            reply: reply(
+                format!(
+                    "No address is blocked ({} denies nothing).",
+                    nginx.path().display()
+                ),
+                true,
+            ),
+            summary: "no blocks".into(),
+        });
+    }
+    let mut t = vec![[
+        "ADDRESS".to_string(),
+        "BY".into(),
+        "SINCE (UTC)".into(),
+        "UNTIL (UTC)".into(),
+        "WHY".into(),
+    ]];
+    for b in &rows {
+        let when = |s: &str| {
+            parse_stored_time(s)
+                .map(|t| t.format("%m-%d %H:%M").to_string())
+                .unwrap_or(s.to_string())
+        };
+        let left = b
+            .expires_at
+            .as_deref()
+            .and_then(parse_stored_time)
+            .map(|t| {
+                let d = (t - ctx.now).to_std().unwrap_or_default();
+                format!(
+                    "{} ({} left)",
+                    when(&format_time(t)),
+                    super::format::short_duration(d)
+                )
+            })
+            .unwrap_or_else(|| "no expiry".into());
+        t.push([
+            b.network.clone(),
+            b.actor.clone(),
+            when(&b.created_at),
+            left,
+            crate::invocation::text::clip(b.reason.as_deref().unwrap_or("—"), 60),
+        ]);
+    }
+    let mut r = reply(
+        format!(
+            "{} address{} blocked in nginx:",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "es" }
+        ),
+        true,
+    );
+    r.code_block = Some(table(&t));
+    Ok(Done {
+        reply: r,
+        summary: format!("listed {} block{}", rows.len(), plural(rows.len())),
+    })
+}
+
+/// What a block or unblock would do, for a dry run.
+pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
+    let Ok(nginx) = ex.nginx() else {
+        return "nothing: nginx.deny_file is not set".into();
+    };
+    let net = match address(ctx) {
+        Ok(n) => n,
+        Err(e) => return format!("nothing: {e}"),
+    };
+    let shown = canonical(&net);
+    let file = nginx.path().display();
+    if ctx.spec.executor == "nginx.unblock_ip" {
+        return match ex.store.active_block(&shown).await {
+            Ok(Some(b)) => format!(
+                "remove `deny {shown};` (blocked by {}) from {file}, run nginx -t, reload nginx",
+                b.actor
+            ),
+            Ok(None) => format!("nothing: {shown} is not blocked by runbot"),
+            Err(e) => format!("nothing: the database cannot be read ({e})"),
+        };
+    }
+    match stack_networks(ex).await {
+        Ok(stack) => {
+            if let Err(e) = ex.guard.refuse_dangerous(&net, &stack) {
+                return format!("nothing: refused, {e}");
+            }
+        }
+        Err(e) => return format!("nothing: {e}"),
+    }
+    let ttl = ctx.text("ttl").and_then(parse_duration);
+    format!(
+        "add `deny {shown};` to {file} {}, run nginx -t (the previous file comes back if it fails), then reload nginx (no restart){}",
+        match ttl {
+            Some(d) => format!("for {}", crate::invocation::text::duration(d)),
+            None => "with no expiry".into(),
+        },
+        if ex.guard.is_wide(&net) {
+            format!("; wider than /{}, so a second person approves first", ex.guard.widest_allowed(&net))
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Makes the deny file match the store, once at start: a runbot stopped between saving a
+/// block and installing the file, or a file edited by hand, is put right. True when the file
+/// was rewritten.
+pub async fn sync_file(ex: &Executors) -> anyhow::Result<bool> {
+    let Some(nginx) = &ex.nginx else {
+        return Ok(false);
+    };
+    let lock = nginx.lock().await?;
+    let content = render(&entries(&ex.store.active_blocks().await?));
+    if nginx.current().await == content {
+        return Ok(false);
+    }
+    nginx.install(&lock, &content).await?;
+    Ok(true)
+}
+
+/// Lifts the timed blocks that are due: claims each (so one replica acts), removes it from
+/// nginx, audits it with runbot as the actor, and tells the channel the block was made from.
+/// A block nginx will not lift stays active and is tried again at the next sweep.
+pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
+    let Some(nginx) = &ex.nginx else {
+        return Ok(0);
+    };
+    let now = Utc::now();
+    let stale = now - chrono::Duration::from_std(CLAIM_STALE).unwrap_or_default();
+    let due = ex
+        .store
+        .claim_due_blocks(&ex.owner, &format_time(now), &format_time(stale))
+        .await?;
+    let mut lifted = 0;
+    for b in due {
+        let lock = nginx.lock().await?;
+        if !ex
+            .store
+            .end_block(b.id, "expired", "runbot", &format_time(Utc::now()))
+            .await?
+        {
+            continue;
+        }
+        let result = apply(ex, nginx, &lock).await;
+        drop(lock);
+        let invocation_id = uuid::Uuid::new_v4().simple().to_string();
+        let entry = |step| {
+            crate::audit::AuditEntry::new(
+                invocation_id.clone(),
+                step,
+                crate::audit::Platform::Cli,
+                "runbot",
+                "runbot",
+                "unblock-ip".to_string(),
+            )
+            .args(serde_json::Map::from_iter([(
+                "address".to_string(),
+                serde_json::json!(b.network),
+            )]))
+        };
+        let detail = serde_json::json!({
+            "expired_block": b.id,
+            "blocked_by": b.actor,
+            "blocked_in": b.invocation_id,
+            "expires_at": b.expires_at,
+        });
+        if let Err(e) = ex
+            .audit
+            .append(entry(crate::audit::Step::Started).detail(detail.clone()))
+            .await
+        {
+            tracing::error!(error = %e, block = b.id, "could not audit a block's expiry");
+        }
+        match result {
+            Ok(total) => {
+                let done = entry(crate::audit::Step::Succeeded).detail(serde_json::json!({
+                    "summary": format!("block of {} expired; lifted", b.network),
+                    "expired_block": b.id,
+                }));
+                if let Err(e) = ex.audit.append(done).await {
+                    tracing::error!(error = %e, block = b.id, "could not audit a block's expiry");
+                }
+                let text = format!(
+                    "⌛ The block of **{}** by **{}**{} expired: nginx no longer denies it ({total} entr{} left).",
+                    b.network,
+                    b.actor,
+                    b.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                    if total == 1 { "y" } else { "ies" }
+                );
+                if let Err(e) = ex
+                    .store
+                    .announce(
+                        &b.platform,
+                        b.channel_id.as_deref(),
+                        &text,
+                        &format_time(Utc::now()),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not queue the expiry message");
+                }
+                tracing::info!(block = b.id, network = %b.network, "timed block expired and lifted");
+                lifted += 1;
+            }
+            Err(why) => {
+                let failed = entry(crate::audit::Step::Failed).reason(format!(
+                    "the block of {} is due but nginx did not take the list without it: {why}",
+                    b.network
+                ));
+                if let Err(e) = ex.audit.append(failed).await {
+                    tracing::error!(error = %e, block = b.id, "could not audit a failed expiry");
+                }
+                ex.store.reopen_block(b.id).await?;
+                tracing::warn!(block = b.id, network = %b.network, error = %why, "could not lift an expired block; trying again later");
+            }
+        }
+    }
+    Ok(lifted)
+}

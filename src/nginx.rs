@@ -1,0 +1,604 @@
+//! nginx's deny list: addresses parsed strictly, refused when blocking them would lock the team
+//! or the stack out, and written to the include file runbot owns, which nginx checks (`nginx -t`)
+//! before it reloads (`nginx -s reload`: no restart, no downtime).
+//!
+//! The database holds the blocks; the file is regenerated whole from it under a lock (a mutex
+//! in the process and an advisory `flock` on `<deny_file>.lock`, so replicas on one host take
+//! turns too). A file nginx refuses is replaced by the previous one and nothing is reloaded.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::config::{NginxMode, NginxSettings};
+use crate::docker::Docker;
+
+/// An address or a range, as `/block-ip address:` accepts it: `203.0.113.7`, `2001:db8::1`,
+/// `198.51.100.0/24`. No spaces, no zone ids, no host bits after the prefix.
+pub fn parse_range(s: &str) -> Result<IpNet, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| why_not_an_address(addr))?;
+    if let IpAddr::V6(v6) = ip {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(format!(
+                "{s:?} is an IPv4 address written as IPv6; give it as {v4}"
+            ));
+        }
+    }
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match prefix {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max && !p.starts_with('+') && (p == "0" || !p.starts_with('0')) => n,
+            _ => {
+                return Err(format!(
+                    "{s:?}: the prefix length after / must be a number from 0 to {max}"
+                ))
+            }
+        },
+    };
+    let net = IpNet::new(ip, len).map_err(|e| format!("{s:?}: {e}"))?;
+    if net.network() != ip {
+        return Err(format!(
+            "{s:?} has bits set after the /{len} prefix: the range is {}. Give that if you mean the whole range, or the single address {ip}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Why `s` is not an address, as precisely as can be said.
+fn why_not_an_address(s: &str) -> String {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.parse::<u32>().map_or(true, |n| n > 255))
+        {
+            return format!(
+                "{s:?} is not a valid IPv4 address: each of its four numbers must be 0 to 255, and {p} is not"
+            );
+        }
+        return format!(
+            "{s:?} is not a valid IPv4 address: write each number without leading zeros"
+        );
+    }
+    format!(
+        "{s:?} is not an IPv4 or IPv6 address (e.g. 203.0.113.7, 2001:db8::1, or a range such as 198.51.100.0/24)"
+    )
+}
+
+/// The form stored and written to nginx: the address alone for a single host, else the range.
+pub fn canonical(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// What may not be blocked, and from which width a block needs a second person.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub allow_list: Vec<IpNet>,
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+}
+
+impl Guard {
+    pub fn from_settings(s: &NginxSettings) -> anyhow::Result<Guard> {
+        let allow_list = s
+            .allow_list
+            .iter()
+            .map(|a| parse_range(a).map_err(|e| anyhow::anyhow!("nginx.allow_list: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Guard {
+            allow_list,
+            max_prefix_v4: s.max_prefix_v4,
+            max_prefix_v6: s.max_prefix_v6,
+        })
+    }
+
+    /// Wider than the setting: more addresses than a block may take without approval.
+    pub fn is_wide(&self, net: &IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => n.prefix_len() < self.max_prefix_v4,
+            IpNet::V6(n) => n.prefix_len() < self.max_prefix_v6,
+        }
+    }
+
+    pub fn widest_allowed(&self, net: &IpNet) -> u8 {
+        match net {
+            IpNet::V4(_) => self.max_prefix_v4,
+            IpNet::V6(_) => self.max_prefix_v6,
+        }
+    }
+
+    /// Refuses what would lock people or the stack out, whoever asks and whoever approves:
+    /// every address, loopback, unspecified, multicast, link-local and broadcast addresses,
+    /// the allow-list and the stack's own networks (`stack`).
+    pub fn refuse_dangerous(&self, net: &IpNet, stack: &[IpNet]) -> Result<(), String> {
+        let shown = canonical(net);
+        if net.prefix_len() == 0 {
+            return Err(format!(
+                "{shown} is every {} address: it would lock everyone out",
+                if net.addr().is_ipv4() { "IPv4" } else { "IPv6" }
+            ));
+        }
+        let special: [(IpNet, &str); 9] = [
+            ("127.0.0.0/8", "loopback (the host itself)"),
+            ("::1/128", "loopback (the host itself)"),
+            ("0.0.0.0/8", "the unspecified/this-network range"),
+            ("::/128", "the unspecified address"),
+            ("224.0.0.0/4", "multicast"),
+            ("ff00::/8", "multicast"),
+            ("169.254.0.0/16", "link-local"),
+            ("fe80::/10", "link-local"),
+            ("255.255.255.255/32", "the broadcast address"),
+        ]
+        .map(|(n, w)| (n.parse().expect("a valid built-in range"), w));
+        for (range, what) in &special {
+            if overlaps(net, range) {
+                return Err(format!(
+                    "{shown} is or contains {what} ({}): blocking it would cut off the host or its own traffic",
+                    canonical(range)
+                ));
+            }
+        }
+        if let Some(a) = self.allow_list.iter().find(|a| overlaps(net, a)) {
+            return Err(format!(
+                "{shown} overlaps {} on nginx.allow_list (addresses the team must always reach the stack from)",
+                canonical(a)
+            ));
+        }
+        if let Some(s) = stack.iter().find(|s| overlaps(net, s)) {
+            return Err(format!(
+                "{shown} overlaps {}, a network of the stack's own containers: nginx would refuse the stack's own traffic",
+                canonical(s)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a command's cidr argument (e.g. /block-ip address) is wider than `guard` allows
+/// without approval: `context.wide_range` for the policies.
+pub fn wide_range(
+    guard: &Guard,
+    spec: &crate::commands::CommandSpec,
+    args: &crate::commands::Args,
+) -> bool {
+    spec.options
+        .iter()
+        .filter(|o| o.kind == crate::commands::OptionKind::Cidr)
+        .filter_map(|o| match args.get(&o.name) {
+            Some(crate::commands::Value::Text(t)) => parse_range(t).ok(),
+            _ => None,
+        })
+        .any(|net| guard.is_wide(&net))
+}
+
+/// Whether one range holds the other (CIDR ranges never overlap partly).
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// One line of the deny file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub network: String,
+    pub by: String,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+/// Comments hold chat text: nothing in them may end the comment or the line.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The deny file: a header, then one `deny` line per block with a comment naming who, why and
+/// until when. Entries are re-parsed here, so only a valid range ever reaches nginx.
+pub fn render(entries: &[Entry]) -> String {
+    let mut s = String::from(
+        "# Written by runbot: every change here is overwritten. Use /block-ip, /unblock-ip and /blocked.\n",
+    );
+    for e in entries {
+        let Ok(net) = parse_range(&e.network) else {
+            tracing::error!(network = %e.network, "a stored block is not a valid range; left out of the deny file");
+            continue;
+        };
+        let until = e.expires_at.as_deref().unwrap_or("no expiry");
+        let why = e.reason.as_deref().unwrap_or("no reason given");
+        s.push_str(&format!(
+            "# by {} at {}, until {until}: {}\ndeny {};\n",
+            comment_text(&e.by),
+            e.created_at,
+            comment_text(why),
+            canonical(&net)
+        ));
+    }
+    s
+}
+
+/// Why nginx did not take a new deny file.
+#[derive(Debug, thiserror::Error)]
+pub enum NginxError {
+    #[error("nginx refused the new deny list, so the previous one was put back and nothing was reloaded. nginx said: {0}")]
+    Invalid(String),
+    #[error("nginx did not reload ({0}); the previous deny list was put back")]
+    Reload(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How runbot reaches nginx: the deny file, and its test and reload commands.
+#[derive(Clone)]
+pub struct Nginx {
+    pub deny_file: PathBuf,
+    mode: NginxMode,
+    test: Vec<String>,
+    reload: Vec<String>,
+    service: String,
+    docker: Option<Docker>,
+    timeout: Duration,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Held while the file is rewritten: the process's mutex and the host-wide `flock`.
+pub struct Lock {
+    _in_process: tokio::sync::OwnedMutexGuard<()>,
+    // Closing the file releases the flock.
+    _file: std::fs::File,
+}
+
+impl Nginx {
+    /// None when `nginx.deny_file` is unset.
+    pub fn from_settings(s: &NginxSettings, docker: Option<Docker>) -> Option<Nginx> {
+        Some(Nginx {
+            deny_file: s.deny_file.clone()?,
+            mode: s.mode,
+            test: s.test.clone(),
+            reload: s.reload.clone(),
+            service: s.service.clone(),
+            docker,
+            timeout: Duration::from_secs(s.timeout_secs),
+            lock: Default::default(),
+        })
+    }
+
+    fn side_file(&self, suffix: &str) -> PathBuf {
+        let mut name = self
+            .deny_file
+            .file_name()
+            .unwrap_or_default()
+            .to_os_string();
+        name.push(suffix);
+        self.deny_file.with_file_name(name)
+    }
+
+    /// One writer at a time, in this process and across processes on this host.
+    pub async fn lock(&self) -> Result<Lock, NginxError> {
+        let guard = self.lock.clone().lock_owned().await;
+        let path = self.side_file(".lock");
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| NginxError::Other(e.to_string()))?
+        .map_err(|e| {
+            NginxError::Other(format!(
+                "cannot lock {}: {e}",
+                self.side_file(".lock").display()
+            ))
+        })?;
+        Ok(Lock {
+            _in_process: guard,
+            _file: file,
+        })
+    }
+
+    /// The file as it is now (empty when missing).
+    pub async fn current(&self) -> String {
+        tokio::fs::read_to_string(&self.deny_file)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Writes `content` atomically, has nginx test it and reloads; on any failure the previous
+    /// file is back. Call with the [`Lock`] held.
+    pub async fn install(&self, _lock: &Lock, content: &str) -> Result<(), NginxError> {
+        let previous = match tokio::fs::read(&self.deny_file).await {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(NginxError::Other(format!(
+                    "cannot read {}: {e}; nothing was changed",
+                    self.deny_file.display()
+                )))
+            }
+        };
+        self.write(content.as_bytes()).await.map_err(|e| {
+            NginxError::Other(format!(
+                "cannot write {}: {e}; nothing was changed",
+                self.deny_file.display()
+            ))
+        })?;
+        let failure = match self.run(&self.test).await {
+            Err(out) => Some(NginxError::Invalid(out)),
+            Ok(_) => match self.run(&self.reload).await {
+                Err(out) => Some(NginxError::Reload(out)),
+                Ok(_) => None,
+            },
+        };
+        let Some(failure) = failure else {
+            return Ok(());
+        };
+        let restored = match &previous {
+            Some(b) => self.write(b).await,
+            None => tokio::fs::remove_file(&self.deny_file).await,
+        };
+        if let Err(e) = restored {
+            tracing::error!(error = %e, file = %self.deny_file.display(), "could not put the previous deny list back");
+            return Err(NginxError::Other(format!(
+                "{failure}. Putting the previous file back failed too ({e}): check {} by hand",
+                self.deny_file.display()
+            )));
+        }
+        Err(failure)
+    }
+
+    /// Temp file beside the target, fsync, rename, fsync the folder: nginx never reads half a
+    /// file, and a crash leaves the old or the new one.
+    async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let target = self.deny_file.clone();
+        let tmp = self.side_file(".runbot-tmp");
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &target)?;
+            if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Runs one of the commands where nginx runs; Err holds what it said.
+    async fn run(&self, argv: &[String]) -> Result<String, String> {
+        match self.mode {
+            NginxMode::Host => run_host(argv, self.timeout).await,
+            NginxMode::Container => {
+                let docker = self
+                    .docker
+                    .as_ref()
+                    .ok_or("nginx.mode is container but docker.project is not set")?;
+                let containers = docker
+                    .service(&self.service)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let c = containers
+                    .iter()
+                    .find(|c| c.is_running())
+                    .ok_or_else(|| format!("no running container of service {}", self.service))?;
+                let (code, out) = docker.exec(&c.id, argv).await.map_err(|e| e.to_string())?;
+                if code == 0 {
+                    Ok(out)
+                } else {
+                    Err(clean(&out, code))
+                }
+            }
+        }
+    }
+
+    /// The deny file's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.deny_file
+    }
+}
+
+/// nginx's own words, without its timestamps, clipped for a chat message.
+fn clean(out: &str, code: i64) -> String {
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| {
+            // "2026/11/28 03:13:45 [emerg] 14641#14641: unexpected …" → "[emerg] unexpected …"
+            match (l.find(" ["), l.find("]: "), l.find("#")) {
+                (Some(a), _, Some(h)) if a < h => {
+                    let level_end = l[a..].find(']').map(|e| a + e + 1).unwrap_or(a);
+                    let rest = l[h..].find(": ").map(|c| &l[h + c + 2..]).unwrap_or("");
+                    format!("{} {rest}", l[a + 1..level_end].trim())
+                }
+                _ => l.trim().to_string(),
+            }
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = if lines.is_empty() {
+        format!("it exited with code {code} and said nothing")
+    } else {
+        lines.join(" / ")
+    };
+    crate::invocation::text::clip(&text, 600)
+}
+
+async fn run_host(argv: &[String], timeout: Duration) -> Result<String, String> {
+    let (program, args) = argv.split_first().ok_or("an empty command")?;
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(timeout, child).await {
+        Err(_) => {
+            return Err(format!(
+                "{program} did not finish within {} s",
+                timeout.as_secs()
+            ))
+        }
+        Ok(Err(e)) => return Err(format!("cannot run {program}: {e}")),
+        Ok(Ok(o)) => o,
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(clean(&text, out.status.code().map_or(-1, i64::from)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        Guard {
+            allow_list: vec!["198.51.100.0/24".parse().unwrap()],
+            max_prefix_v4: 16,
+            max_prefix_v6: 48,
+        }
+    }
+
+    #[test]
+    fn addresses_and_ranges_parse_strictly() {
+        assert_eq!(
+            canonical(&parse_range("203.0.113.7").unwrap()),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            canonical(&parse_range("203.0.113.7/32").unwrap()),
+            "203.0.113.7"
+        );
+        assert_eq!(canonical(&parse_range("10.0.0.0/8").unwrap()), "10.0.0.0/8");
+        assert_eq!(
+            canonical(&parse_range("2001:DB8::1").unwrap()),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            canonical(&parse_range("2001:db8::/32").unwrap()),
+            "2001:db8::/32"
+        );
+        let e = parse_range("123.456.789.0").unwrap_err();
+        assert!(e.contains("0 to 255, and 456 is not"), "{e}");
+        for bad in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "010.1.1.1",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/08",
+            "1.2.3.4/+8",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            "example.com",
+            "1.2.3.4/8/8",
+            "",
+        ] {
+            assert!(parse_range(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = parse_range("10.1.2.3/8").unwrap_err();
+        assert!(e.contains("the range is 10.0.0.0/8"), "{e}");
+        let e = parse_range("::ffff:1.2.3.4").unwrap_err();
+        assert!(e.contains("give it as 1.2.3.4"), "{e}");
+    }
+
+    #[test]
+    fn dangerous_ranges_are_refused_whoever_asks() {
+        let g = guard();
+        let stack = ["172.18.0.0/16".parse().unwrap()];
+        for (s, why) in [
+            ("0.0.0.0/0", "every IPv4"),
+            ("::/0", "every IPv6"),
+            ("127.0.0.1", "loopback"),
+            ("127.0.0.0/8", "loopback"),
+            ("::1", "loopback"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("169.254.1.1", "link-local"),
+            ("fe80::1", "link-local"),
+            ("255.255.255.255", "broadcast"),
+            ("198.51.100.9", "allow_list"),
+            ("198.0.0.0/8", "allow_list"),
+            ("172.18.0.5", "stack's own"),
+            ("64.0.0.0/2", "loopback"),
+        ] {
+            let e = g
+                .refuse_dangerous(&parse_range(s).unwrap(), &stack)
+                .unwrap_err();
+            assert!(e.contains(why), "{s}: {e}");
+        }
+        assert!(g
+            .refuse_dangerous(&parse_range("203.0.113.7").unwrap(), &stack)
+            .is_ok());
+        assert!(g.is_wide(&parse_range("10.0.0.0/8").unwrap()));
+        assert!(!g.is_wide(&parse_range("10.1.0.0/16").unwrap()));
+        assert!(g.is_wide(&parse_range("2001:db8::/32").unwrap()));
+        assert!(!g.is_wide(&parse_range("2001:db8::/64").unwrap()));
+    }
+
+    #[test]
+    fn the_file_names_who_why_and_until_when_and_nothing_else_gets_in() {
+        let e = |n: &str, r: Option<&str>| Entry {
+            network: n.into(),
+            by: "Dana".into(),
+            reason: r.map(str::to_string),
+            created_at: "2026-11-28T03:00:00Z".into(),
+            expires_at: None,
+        };
+        let text = render(&[
+            e(
+                "203.0.113.7",
+                Some("credential stuffing\ninclude /etc/passwd;"),
+            ),
+            e("1.2.3.4; include /etc/passwd", None),
+        ]);
+        assert_eq!(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            ["deny 203.0.113.7;"]
+        );
+        assert!(text.contains("# by Dana at 2026-11-28T03:00:00Z, until no expiry: credential stuffing include /etc/passwd;"));
+    }
+
+    #[test]
+    fn nginx_words_lose_their_timestamps() {
+        let out = "nginx: [emerg] unexpected \"}\" in /etc/nginx/runbot-deny.conf:3\n2026/11/28 03:13:45 [emerg] 14641#14641: unexpected end of file in /x:26\nnginx: configuration file /x test failed\n";
+        let c = clean(out, 1);
+        assert!(c.contains("[emerg] unexpected end of file in /x:26"), "{c}");
+    }
+}
