@@ -11,7 +11,7 @@ use std::time::Duration;
 use bollard::models::ContainerInspectResponse;
 use common::docker::{docker_host, Project};
 use common::rig::{devops, message, text, Edits, Rig};
-use common::{free_port, Db};
+use common::{free_port, Db, Serve, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
@@ -579,50 +579,6 @@ async fn a_deploy_backs_up_first_and_a_rollback_restores_a_backup_once_a_dba_app
     assert_eq!(std::fs::read_dir(backups.path()).unwrap().count(), 2);
 }
 
-const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
-const CHANNEL: u64 = 111_111_111_111_111_111;
-
-/// `runbot serve` as a process of its own in `dir` (its runbot.toml and SQLite file there),
-/// killed with SIGKILL when dropped.
-struct Serve {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Serve {
-    async fn start(dir: &std::path::Path, fake: &common::fake_discord::FakeDiscord) -> Serve {
-        let port = free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
-            .current_dir(dir)
-            .arg("serve")
-            .env_remove("RUNBOT_CONFIG")
-            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
-            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
-            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
-            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
-            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{url}/healthz")).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "runbot did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn sqlite_rows(db: &std::path::Path, sql: &str) -> Vec<(String, String)> {
     use sqlx::Connection;
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
@@ -650,7 +606,7 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
     let db = dir.path().join("runbot.db");
 
     let runbot = Serve::start(dir.path(), &fake).await;
-    let interactions = format!("{}/discord/interactions", runbot.url);
+    let interactions = runbot.interactions_url();
     let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);
     let sent = fake
         .send_interaction(
@@ -658,21 +614,7 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
             fake.slash_command("deploy", &[("tag", json!("v2"))], &dana, CHANNEL),
         )
         .await;
-    let prompt = fake
-        .interaction(&sent.id)
-        .original
-        .expect("a Confirm prompt");
-    let confirm = prompt
-        .custom_ids()
-        .into_iter()
-        .find(|c| c.ends_with(":confirm"))
-        .expect("a Confirm button");
-    let click = fake
-        .send_interaction(
-            &interactions,
-            fake.button_click(&prompt.id, &confirm, &dana, CHANNEL),
-        )
-        .await;
+    let click = fake.confirm(&interactions, &sent, &dana, CHANNEL).await;
     assert_eq!(click.body["type"], 7, "{}", click.body);
     fake.wait_for_interaction(&click.id, Duration::from_secs(30), |i| {
         i.content().contains("⏳ **migrate**")

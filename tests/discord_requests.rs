@@ -145,17 +145,7 @@ async fn a_slash_command_is_confirmed_by_its_requester_and_denied_to_others() {
         .original
         .expect("the prompt is a message");
     assert!(prompt.is_ephemeral());
-    let confirm = prompt
-        .custom_ids()
-        .into_iter()
-        .find(|c| c.ends_with(":confirm"))
-        .expect("a Confirm button");
-    let click = fake
-        .send_interaction(
-            &url,
-            fake.button_click(&prompt.id, &confirm, &lead, CHANNEL),
-        )
-        .await;
+    let click = fake.confirm(&url, &sent, &lead, CHANNEL).await;
     assert_eq!(
         click.body["type"], 7,
         "the prompt is replaced: {}",

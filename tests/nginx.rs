@@ -8,16 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::nginx::TestNginx;
-use common::rig::{devops, person, Edits, Rig, ROLES};
-use common::{Db, BOTH};
+use common::rig::{devops, message, person, text, Edits, Rig, ROLES};
+use common::{Db, Serve, BOTH, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
 use runbot::invocation::{Actor, Answer};
-
-fn text(s: &str) -> RawValue {
-    RawValue::Text(s.into())
-}
 
 async fn rig(db: Db, nginx: &TestNginx, extra_toml: &str) -> Rig {
     Rig::with_config(
@@ -27,13 +23,6 @@ async fn rig(db: Db, nginx: &TestNginx, extra_toml: &str) -> Rig {
         runbot::invocation::system_clock(),
     )
     .await
-}
-
-fn message(a: &Answer) -> &Reply {
-    match a {
-        Answer::Message(r) | Answer::Update(r) => r,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 /// Asks as `who`, confirms, and returns the outcome's text; Err with the refusal when runbot
@@ -651,50 +640,6 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     );
 }
 
-const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
-const CHANNEL: u64 = 111_111_111_111_111_111;
-
-/// `runbot serve` as a process of its own in `dir` (its runbot.toml and SQLite file there),
-/// killed with SIGKILL when dropped.
-struct Serve {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Serve {
-    async fn start(dir: &std::path::Path, fake: &common::fake_discord::FakeDiscord) -> Serve {
-        let port = common::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
-            .current_dir(dir)
-            .arg("serve")
-            .env_remove("RUNBOT_CONFIG")
-            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
-            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
-            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
-            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
-            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{url}/healthz")).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "runbot did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Serve { child, url }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told()
 {
@@ -711,7 +656,7 @@ async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_th
     .unwrap();
 
     let runbot = Serve::start(dir.path(), &fake).await;
-    let interactions = format!("{}/discord/interactions", runbot.url);
+    let interactions = runbot.interactions_url();
     let sam = FakeUser::new(1_300_000_000_000_000_009, "Sam", &["Security"]);
     let sent = fake
         .send_interaction(
@@ -728,20 +673,7 @@ async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_th
             ),
         )
         .await;
-    let prompt = fake
-        .interaction(&sent.id)
-        .original
-        .expect("a Confirm prompt");
-    let confirm = prompt
-        .custom_ids()
-        .into_iter()
-        .find(|c| c.ends_with(":confirm"))
-        .expect("a Confirm button");
-    fake.send_interaction(
-        &interactions,
-        fake.button_click(&prompt.id, &confirm, &sam, CHANNEL),
-    )
-    .await;
+    fake.confirm(&interactions, &sent, &sam, CHANNEL).await;
     nginx.wait_status("203.0.113.77", 403).await;
     let blocked_at = std::time::Instant::now();
 

@@ -2230,6 +2230,22 @@ impl FakeDiscord {
         interaction
     }
 
+    /// Presses Confirm on the prompt that answered `sent` (a slash command), as `user` in
+    /// `channel`; returns the click.
+    pub async fn confirm(&self, url: &str, sent: &Sent, user: &FakeUser, channel: u64) -> Sent {
+        let prompt = self
+            .interaction(&sent.id)
+            .original
+            .unwrap_or_else(|| panic!("no prompt answered the command: {}", sent.body));
+        let confirm = prompt
+            .custom_ids()
+            .into_iter()
+            .find(|c| c.ends_with(":confirm"))
+            .unwrap_or_else(|| panic!("no Confirm button on {}", prompt.content()));
+        self.send_interaction(url, self.button_click(&prompt.id, &confirm, user, channel))
+            .await
+    }
+
     /// Sends an interaction to an application's endpoint as Discord does: signed, with
     /// Discord's headers, and the answer held to Discord's deadline and rules.
     pub async fn send_interaction(&self, url: &str, interaction: Interaction) -> Sent {

@@ -469,3 +469,52 @@ impl Proxy {
         self.stop = Some(tx);
     }
 }
+
+/// Discord settings for `runbot serve` against a fake Discord (see [`Serve`]).
+pub const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
+pub const CHANNEL: u64 = 111_111_111_111_111_111;
+
+/// `runbot serve` as a process of its own in `dir` (its runbot.toml and SQLite file there),
+/// talking to `fake` as its Discord; killed with SIGKILL, like a crash, when dropped.
+pub struct Serve {
+    child: Child,
+    pub url: String,
+}
+
+impl Serve {
+    pub async fn start(dir: &Path, fake: &fake_discord::FakeDiscord) -> Serve {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_runbot"))
+            .current_dir(dir)
+            .arg("serve")
+            .env_remove("RUNBOT_CONFIG")
+            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{url}/healthz")).await.is_err() {
+            assert!(Instant::now() < deadline, "runbot did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Serve { child, url }
+    }
+
+    pub fn interactions_url(&self) -> String {
+        format!("{}/discord/interactions", self.url)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
