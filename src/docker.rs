@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use crate::config::DockerSettings;
 
 mod deploy;
-pub use deploy::{tag_of, with_tag, ImageCheck, Oneoff, DEPLOY_LABEL};
+pub use deploy::{is_set_aside, tag_of, with_tag, ImageCheck, Oneoff, DEPLOY_LABEL};
 
 /// The labels docker-compose sets on the containers it creates.
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";

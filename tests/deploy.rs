@@ -224,6 +224,12 @@ async fn deploy_v2_then_v3_rolls_back_by_itself_then_rollback_to_v1() {
         last.text
     );
     assert!(last.text.contains("✅ **rollback**"), "{}", last.text);
+    assert!(
+        last.text
+            .contains("The database keeps v3's migrations: a rollback does not undo them"),
+        "{}",
+        last.text
+    );
     assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v2");
     assert_eq!(health_page(port).await.trim(), "ok backend v2");
     for n in 1..=2 {
@@ -291,6 +297,19 @@ async fn deploy_v2_then_v3_rolls_back_by_itself_then_rollback_to_v1() {
         .count("SELECT COUNT(*) FROM announcements WHERE channel_id = '300000000000000001'")
         .await;
     assert_eq!(announced, 6);
+
+    // Pressing /rollback again does not go "back" to v2, which the last one left: no deploy
+    // brought v1, so runbot asks for a tag and changes nothing.
+    let edits = confirmed(&rig, "rollback", &[]).await;
+    let last = edits.last().unwrap();
+    assert!(
+        last.text
+            .contains("no record of what ran before v1 (no successful /deploy of it)")
+            && last.text.contains("Nothing was changed"),
+        "{}",
+        last.text
+    );
+    assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");
 }
 
 #[tokio::test]
@@ -740,14 +759,20 @@ async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
         let t1 = "2026-11-28T03:00:05.000000000Z";
         assert!(a.deploy_progress(first, "ana", "[]", t1).await.unwrap());
         let stale = b
-            .interrupt_stale_deploys("2026-11-28T03:00:04.000000000Z", t1)
+            .interrupt_stale_deploys("2026-11-28T03:00:04.000000000Z", t1, "bea")
             .await
             .unwrap();
         assert!(stale.is_empty(), "{db:?}: {stale:?}");
-        // A goes silent: B marks it interrupted, A learns it lost the lock, B may deploy.
+        // A goes silent: A itself never takes its own deploy for dead (its store was away);
+        // B marks it interrupted, A learns it lost the lock, B may deploy.
         let t2 = "2026-11-28T03:02:00.000000000Z";
+        let own = a
+            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2, "ana")
+            .await
+            .unwrap();
+        assert!(own.is_empty(), "{db:?}: {own:?}");
         let stale = b
-            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2)
+            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2, "bea")
             .await
             .unwrap();
         assert_eq!(stale.len(), 1, "{db:?}");

@@ -45,6 +45,13 @@ pub fn tag_of(image: &str) -> String {
     }
 }
 
+/// An old container a recreate set aside (`{its short id}_{name}`) and did not get to remove:
+/// not one of the service's replicas any more.
+pub fn is_set_aside(c: &Container) -> bool {
+    c.name.as_bytes().get(12) == Some(&b'_')
+        && c.name.get(..12).is_some_and(|p| c.id.starts_with(p))
+}
+
 /// Whether an image can be run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageCheck {
@@ -159,8 +166,18 @@ impl Docker {
         let short: String = old.id.chars().take(12).collect();
         let aside = format!("{short}_{}", old.name);
         let rename = |to: String| RenameContainerOptions { name: to };
-        self.timed(client.rename_container(&old.id, rename(aside)))
-            .await?;
+        if let Err(e) = self
+            .timed(client.rename_container(&old.id, rename(aside)))
+            .await
+        {
+            // Still under its own name: start it again rather than leave the replica down.
+            if old.is_running() {
+                if let Err(again) = self.timed(client.start_container(&old.id, None)).await {
+                    tracing::error!(error = %again, container = %old.name, "could not start the old container again");
+                }
+            }
+            return Err(e);
+        }
         match self.create_and_start(&old.name, copy).await {
             Ok(new_id) => {
                 let remove = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -218,7 +235,21 @@ impl Docker {
         if let Some(h) = b.host_config.as_mut() {
             h.restart_policy = Some(RestartPolicy::default());
             h.auto_remove = Some(false);
+            // Like compose's `run`: no published ports (the service holds them), and no
+            // service aliases (its DNS name must not reach the migration).
+            h.port_bindings = None;
+            h.publish_all_ports = Some(false);
         }
+        let no_aliases = |e: &mut bollard::models::EndpointSettings| e.aliases = None;
+        if let Some(n) = b.networking_config.as_mut() {
+            n.endpoints_config
+                .iter_mut()
+                .flatten()
+                .for_each(|(_, e)| no_aliases(e));
+        }
+        copy.more_networks
+            .iter_mut()
+            .for_each(|(_, e)| no_aliases(e));
         let name = format!(
             "{}-{service}-run-{}",
             self.inner.project,
@@ -226,37 +257,48 @@ impl Docker {
         );
         let id = self.create_and_start(&name, copy).await?;
         let client = self.client().await?.clone();
-        let deadline = tokio::time::Instant::now() + limit;
-        let exit_code = loop {
-            let i = self.inspect_raw(&id).await?;
-            let state = i.state.unwrap_or_default();
-            if !state.running.unwrap_or(false) {
-                break state.exit_code;
+        let watched = async {
+            let deadline = tokio::time::Instant::now() + limit;
+            let exit_code = loop {
+                let i = self.inspect_raw(&id).await?;
+                let state = i.state.unwrap_or_default();
+                if !state.running.unwrap_or(false) {
+                    break state.exit_code;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(POLL).await;
+            };
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .tail("50")
+                .build();
+            let mut output = Vec::new();
+            let mut logs = client.logs(&id, Some(options));
+            while let Some(Ok(chunk)) = logs.next().await {
+                output.extend(
+                    String::from_utf8_lossy(&chunk.into_bytes())
+                        .lines()
+                        .map(str::to_string),
+                );
             }
-            if tokio::time::Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(POLL).await;
-        };
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail("50")
-            .build();
-        let mut output = Vec::new();
-        let mut logs = client.logs(&id, Some(options));
-        while let Some(Ok(chunk)) = logs.next().await {
-            output.extend(
-                String::from_utf8_lossy(&chunk.into_bytes())
-                    .lines()
-                    .map(str::to_string),
-            );
+            Ok::<_, DockerError>(Oneoff { exit_code, output })
         }
+        .await;
+        // Removed whatever happened: a failed deploy must not leave a migration running.
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
         if let Err(e) = self.timed(client.remove_container(&id, Some(remove))).await {
-            tracing::warn!(error = %e, container = %name, "a finished one-off container is left behind");
+            tracing::error!(error = %e, container = %name, "a one-off container could not be removed; it may still run");
+            if let Err(why) = watched {
+                return Err(DockerError::Engine {
+                    host: self.inner.host.to_string(),
+                    message: format!("{why}; and the one-off container {name} could not be removed ({e}): it may still be running, stop it by hand"),
+                });
+            }
         }
-        Ok(Oneoff { exit_code, output })
+        watched
     }
 
     /// Removes what a deploy left behind: its one-off containers, and old containers it had set

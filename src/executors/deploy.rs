@@ -19,7 +19,7 @@ use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::chat::Reply;
 use crate::config::HttpCheck;
-use crate::docker::{tag_of, with_tag, Container, Docker, ImageCheck};
+use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
 use crate::store::{DeployRow, Lock, NewDeploy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,13 @@ struct Run<'a> {
     beat: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for Run<'_> {
+    /// Also when the pipeline panics: a heartbeat left running would hold the lock forever.
+    fn drop(&mut self) {
+        self.beat.abort();
+    }
+}
+
 /// How a step ended badly: what to say, and whether the stack changed.
 struct StepError(String);
 
@@ -195,7 +202,10 @@ impl<'a> Run<'a> {
         running: &str,
         work: impl std::future::Future<Output = Result<(T, String), StepError>>,
     ) -> Result<T, StepError> {
-        self.check_lock()?;
+        // Going back to what ran before is always allowed: it is what a lost lock calls for.
+        if name != "rollback" {
+            self.check_lock()?;
+        }
         self.set(name, State::Running, running);
         self.show().await;
         let r = work.await;
@@ -278,7 +288,11 @@ async fn service_containers(
         .map_err(|e| failure(ExecError::from(e).0))?;
     let mut out = Vec::new();
     for s in &ex.deploy.services {
-        let cs: Vec<Container> = all.iter().filter(|c| &c.service == s).cloned().collect();
+        let cs: Vec<Container> = all
+            .iter()
+            .filter(|c| &c.service == s && !is_set_aside(c))
+            .cloned()
+            .collect();
         if cs.is_empty() {
             let known: std::collections::BTreeSet<&str> =
                 all.iter().map(|c| c.service.as_str()).collect();
@@ -341,18 +355,23 @@ async fn previous_version(ex: &Executors) -> Result<String, Failure> {
         .recent_deploys(docker.project().as_str(), 200)
         .await
         .map_err(|e| failure(format!("the deploy history cannot be read ({e})")))?;
-    // Newest first: a successful deploy's own tag, or the single tag it replaced.
+    // The version the running one was deployed over: only deploys count, so a second
+    // /rollback does not go "back" to the version the first one left.
     history
         .iter()
-        .filter(|d| d.state == "succeeded")
-        .flat_map(|d| [Some(d.tag.clone()), d.from_tag.clone()])
-        .flatten()
-        .find(|t| *t != running && !t.contains(' '))
+        .find(|d| d.kind == "deploy" && d.state == "succeeded" && d.tag == running)
+        .and_then(|d| d.from_tag.clone())
+        .filter(|t| is_single_tag(t) && *t != running)
         .ok_or_else(|| {
             failure(format!(
-                "runbot has no earlier successful deploy than the running {running} on record; name the version: /rollback tag:v1.2.3. Nothing was changed."
+                "runbot has no record of what ran before {running} (no successful /deploy of it); name the version: /rollback tag:v1.2.3. Nothing was changed."
             ))
         })
+}
+
+/// A tag as `running_versions` gives it for one version, not "v1+v2" or "backend v1, …".
+fn is_single_tag(t: &str) -> bool {
+    !t.is_empty() && !t.contains([' ', '+', ','])
 }
 
 async fn pipeline(
@@ -484,6 +503,8 @@ enum Outcome {
         step: &'static str,
         why: String,
         back: Result<String, String>,
+        /// What the database keeps: the containers went back, the database did not.
+        db_note: Option<String>,
     },
 }
 
@@ -529,6 +550,7 @@ async fn steps(
         };
     }
     let mut backup_name = None;
+    let mut db_note = None;
     if kind == Kind::Deploy {
         if ex.deploy.backup {
             match run
@@ -597,6 +619,12 @@ async fn steps(
                         }
                     })
                     .await;
+                if migrated.is_ok() {
+                    db_note = Some(match &backup_name {
+                        Some(b) => format!("The database keeps {tag}'s migrations: a rollback does not undo them. The backup taken before them is {b} (/restore backup:{b})."),
+                        None => format!("The database keeps {tag}'s migrations: a rollback does not undo them, and no backup was taken (deploy.backup = false)."),
+                    });
+                }
                 if let Err(StepError(why)) = migrated {
                     let note = Some(match &backup_name {
                         Some(b) => format!("The containers were not changed. The migration may have changed the database partly: the backup taken before it is {b} (/restore backup:{b})."),
@@ -613,18 +641,24 @@ async fn steps(
         }
     }
     if let Some(name) = restore {
-        if let Err(StepError(why)) = run
+        match run
             .step("restore", &format!("restoring {name}"), async {
                 let safety = restore_backup(ex, name).await.map_err(StepError)?;
-                Ok(((), format!("{name} restored; the state before is {safety}")))
+                Ok((
+                    safety.clone(),
+                    format!("{name} restored; the state before is {safety}"),
+                ))
             })
             .await
         {
-            return Outcome::Failed {
-                step: "restore",
-                why,
-                note: Some("The containers were not changed.".into()),
-            };
+            Ok(safety) => db_note = Some(format!("The database stays restored from {name}; the state before that is {safety} (/restore backup:{safety}).")),
+            Err(StepError(why)) => {
+                return Outcome::Failed {
+                    step: "restore",
+                    why,
+                    note: Some("The containers were not changed.".into()),
+                }
+            }
         }
     }
     // recreate, one replica at a time, service by service.
@@ -673,7 +707,7 @@ async fn steps(
         })
         .await;
     if let Err(StepError(why)) = recreated {
-        return rolled_back(run, "recreate", why, &before).await;
+        return rolled_back(run, "recreate", why, &before, db_note).await;
     }
     let healthy = run
         .step("health", "waiting for health checks", async {
@@ -682,7 +716,7 @@ async fn steps(
         })
         .await;
     if let Err(StepError(why)) = healthy {
-        return rolled_back(run, "health", why, &before).await;
+        return rolled_back(run, "health", why, &before, db_note).await;
     }
     if ex.deploy.smoke.is_empty() {
         run.skip("smoke", "no deploy.smoke checks");
@@ -698,7 +732,7 @@ async fn steps(
             })
             .await;
         if let Err(StepError(why)) = smoked {
-            return rolled_back(run, "smoke", why, &before).await;
+            return rolled_back(run, "smoke", why, &before, db_note).await;
         }
     }
     Outcome::Succeeded
@@ -750,7 +784,13 @@ fn describe(c: &Container) -> String {
 }
 
 /// Puts every replaced container back on the image it ran, and checks it.
-async fn rolled_back(run: &Run<'_>, step: &'static str, why: String, before: &[Before]) -> Outcome {
+async fn rolled_back(
+    run: &Run<'_>,
+    step: &'static str,
+    why: String,
+    before: &[Before],
+    db_note: Option<String>,
+) -> Outcome {
     run.add_step("rollback");
     let back = run
         .step("rollback", "going back to the previous images", async {
@@ -805,7 +845,13 @@ async fn rolled_back(run: &Run<'_>, step: &'static str, why: String, before: &[B
         step,
         why,
         back: back.map_err(|StepError(e)| e),
+        db_note,
     }
+}
+
+/// " " and the note, or nothing.
+fn after(note: &Option<String>) -> String {
+    note.as_ref().map(|n| format!(" {n}")).unwrap_or_default()
 }
 
 async fn conclude(
@@ -837,19 +883,19 @@ async fn conclude(
             ),
             format!("❌ {what} of **{tag}** by **{}** failed at {step}: {why}. Still running: {from}.", ctx.actor.name),
         ),
-        Outcome::RolledBack { step, why, back: Ok(versions) } => (
+        Outcome::RolledBack { step, why, back: Ok(versions), db_note } => (
             "rolled_back",
             Some(*step),
             Some(why.clone()),
-            format!("❌ The {what} failed at **{step}**: {why}\n↩️ Rolled back automatically: {versions} is running again and healthy."),
-            format!("↩️ {what} of **{tag}** by **{}** failed at {step} ({why}) and was rolled back to {versions}.", ctx.actor.name),
+            format!("❌ The {what} failed at **{step}**: {why}\n↩️ Rolled back automatically: {versions} is running again and healthy.{}", after(db_note)),
+            format!("↩️ {what} of **{tag}** by **{}** failed at {step} ({why}) and was rolled back to {versions}.{}", ctx.actor.name, after(db_note)),
         ),
-        Outcome::RolledBack { step, why, back: Err(e) } => (
+        Outcome::RolledBack { step, why, back: Err(e), db_note } => (
             "failed",
             Some(*step),
             Some(format!("{why}; the rollback failed too: {e}")),
-            format!("❌ The {what} failed at **{step}**: {why}\n🚨 The automatic rollback failed too: {e}\nCheck /status now; the stack may run a mix of versions."),
-            format!("🚨 {what} of **{tag}** by **{}** failed at {step} and the automatic rollback failed too ({e}): check /status.", ctx.actor.name),
+            format!("❌ The {what} failed at **{step}**: {why}\n🚨 The automatic rollback failed too: {e}\nCheck /status now; the stack may run a mix of versions.{}", after(db_note)),
+            format!("🚨 {what} of **{tag}** by **{}** failed at {step} and the automatic rollback failed too ({e}): check /status.{}", ctx.actor.name, after(db_note)),
         ),
     };
     metrics::counter!(crate::telemetry::DEPLOYS, "kind" => what, "result" => state).increment(1);
@@ -970,13 +1016,15 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
         match attempt.await {
             Ok(()) => return Ok(()),
             Err(why) if Instant::now() + Duration::from_millis(500) >= deadline => {
-                return Err(format!(
+                // The URL may carry credentials or a key; this text reaches the channel.
+                let said = format!(
                     "{}: GET {} {why} ({tries} tr{} in {} s)",
                     c.label(),
                     c.url,
                     if tries == 1 { "y" } else { "ies" },
                     c.timeout_secs
-                ))
+                );
+                return Err(super::redact::redact(&said).into_owned());
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -1134,7 +1182,7 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
     let stale_before = now - chrono::Duration::seconds(ex.deploy.lock_stale_secs as i64);
     let interrupted = ex
         .store
-        .interrupt_stale_deploys(&format_time(stale_before), &format_time(now))
+        .interrupt_stale_deploys(&format_time(stale_before), &format_time(now), &ex.owner)
         .await?;
     for d in &interrupted {
         let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)

@@ -181,16 +181,21 @@ impl Store {
     }
 
     /// Marks running deploys whose heartbeat is older than `stale_before` interrupted, and
-    /// returns them: their process stopped without finishing.
+    /// returns them: their process stopped without finishing. Deploys of `alive` (the caller's
+    /// own process) are left alone: a stale heartbeat there means the store was unreachable,
+    /// not that the deploy died.
     pub async fn interrupt_stale_deploys(
         &self,
         stale_before: &str,
         now: &str,
+        alive: &str,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
         let stale: Vec<DeployRow> = sqlx::query(&format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE state = 'running' AND heartbeat_at < $1"
+            "SELECT {DEPLOY_COLUMNS} FROM deploys \
+             WHERE state = 'running' AND heartbeat_at < $1 AND owner <> $2"
         ))
         .bind(stale_before)
+        .bind(alive)
         .fetch_all(&self.pool)
         .await?
         .iter()
