@@ -540,6 +540,14 @@ impl AppDatabase {
         };
         let written = writer.await;
         let stderr = stderr.await.unwrap_or_default();
+        // A write that failed (a full disk) closes the pipe and pg_dump dies of it: say the cause.
+        if let Ok(Err(e)) = &written {
+            return Err(AppDbError::Io {
+                what: format!("writing the backup into {}", self.dir_text()),
+                reason: e.to_string(),
+                after: "No backup was written (its partial file was removed); the database was only read.",
+            });
+        }
         if !status.success() {
             return Err(AppDbError::DumpFailed {
                 status: status_text(status),
@@ -930,7 +938,9 @@ fn read_gzip(path: &Path, tx: mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
 
 /// Clips a query for a table cell: one line, at most `max` characters.
 fn clip_query(q: &str, max: usize) -> String {
+    // Other sessions' statements can hold passwords (ALTER ROLE … PASSWORD '…') or tokens.
     let one_line = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::executors::redact::redact(&one_line).into_owned();
     if one_line.chars().count() <= max {
         one_line
     } else {

@@ -30,6 +30,8 @@ static PATTERNS: LazyLock<Vec<(Regex, String)>> = LazyLock::new(|| {
             r#"(?i)(?P<k>[a-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)[a-z0-9_.-]*"?\s*[=:]\s*"?)[^\s"',;&]+"#,
             keep("k"),
         ),
+        // SQL: CREATE/ALTER ROLE … PASSWORD 'secret' (queries /db shows from pg_stat_activity).
+        (r"(?i)(?P<k>\bpassword\s+)'(?:[^']|'')*'", keep("k")),
         // JSON Web Tokens, wherever they appear.
         (
             r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+",
@@ -82,6 +84,10 @@ mod tests {
                 "cache settings: host=redis password=*** ttl=300",
             ),
             ("DB_PASSWORD: hunter2", "DB_PASSWORD: ***"),
+            (
+                "ALTER ROLE app PASSWORD 'it''s hunter2'",
+                "ALTER ROLE app PASSWORD ***",
+            ),
             (
                 r#"{"level":"info","api_key": "abc123","user":"ana"}"#,
                 r#"{"level":"info","api_key": "***","user":"ana"}"#,
