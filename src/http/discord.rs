@@ -21,7 +21,7 @@ use serenity::interactions_endpoint::Verifier;
 use super::AppState;
 use crate::audit::Platform;
 use crate::chat::discord::{deferred_response, initial_response, update_message, DiscordAdapter};
-use crate::chat::Reply;
+use crate::chat::{DeliveryError, Reply};
 use crate::commands::RawValue;
 use crate::config::DiscordSettings;
 use crate::invocation::{Actor, Answer, BoxFuture, Origin, Request, Responder};
@@ -315,10 +315,30 @@ struct DiscordResponder {
 impl Responder for DiscordResponder {
     fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            self.adapter
-                .interaction_edit_original(&self.token, &reply)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
+            // A result must not be lost to a rate limit (a deploy edits its message often) or
+            // to a refused upload: wait out the limit a few times, then send the text alone.
+            let mut reply = reply;
+            for _ in 0..4 {
+                match self
+                    .adapter
+                    .interaction_edit_original(&self.token, &reply)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(DeliveryError::RateLimited { retry_after }) => {
+                        tokio::time::sleep(retry_after.min(Duration::from_secs(10))).await;
+                    }
+                    Err(DeliveryError::Permanent(e)) if reply.attachment.is_some() => {
+                        tracing::warn!(error = %e, "Discord refused the attachment; sending the text alone");
+                        reply.attachment = None;
+                        reply
+                            .text
+                            .push_str("\n(the attached file was refused by Discord)");
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("{e:?}")),
+                }
+            }
+            Err(anyhow::anyhow!("Discord kept rate-limiting the edit"))
         })
     }
 }
