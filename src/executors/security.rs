@@ -113,6 +113,11 @@ pub fn scan(path: &Path, since: DateTime<Utc>) -> std::io::Result<Scan> {
         };
         let (head, whole) = match first_nl {
             Some(i) => (buf[..i].to_vec(), &buf[i + 1..]),
+            // No newline and more file before it: all of it is part of one long line.
+            None if pos > 0 => {
+                carry = buf;
+                continue;
+            }
             None => (Vec::new(), &buf[..]),
         };
         for line in whole.rsplit(|b| *b == b'\n') {
