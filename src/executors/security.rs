@@ -280,4 +280,29 @@ mod tests {
         );
         assert_eq!((s.bad, s.undated), (2, 1));
     }
+
+    #[test]
+    fn a_line_longer_than_a_read_step_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.log");
+        let failure = |ip: &str, extra: &str| {
+            format!(
+                "{{\"timestamp\":\"2026-11-28T03:30:00Z\",\"event\":\"login_failure\",\"ip_address\":\"{ip}\",\"ua\":\"{extra}\"}}\n"
+            )
+        };
+        // 200 KiB of user agent: three read steps inside one line.
+        let text = failure("203.0.113.7", "")
+            + &failure("203.0.113.8", &"x".repeat(200 * 1024))
+            + &failure("203.0.113.7", "");
+        std::fs::write(&path, text).unwrap();
+        let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
+        assert_eq!((s.failures, s.bad, s.undated), (3, 0, 0), "{s:?}");
+        assert_eq!(
+            s.top,
+            [
+                ("203.0.113.7".to_string(), 2),
+                ("203.0.113.8".to_string(), 1)
+            ]
+        );
+    }
 }
