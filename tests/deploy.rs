@@ -689,17 +689,7 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
         ["requested", "confirmed", "started", "interrupted"],
         "{steps:?}"
     );
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
-        .current_dir(dir.path())
-        .args(["audit", "verify"])
-        .env_remove("RUNBOT_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    common::assert_audit_verifies(dir.path());
     // The migration's container is gone and nothing changed: v1 still runs.
     assert_eq!(container_count(&p).await, 3);
     assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");

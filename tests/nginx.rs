@@ -710,17 +710,7 @@ async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_th
         "{}",
         said.1
     );
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
-        .current_dir(dir.path())
-        .args(["audit", "verify"])
-        .env_remove("RUNBOT_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+    common::assert_audit_verifies(dir.path());
     drop(runbot);
 }
 

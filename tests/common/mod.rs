@@ -518,3 +518,18 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// `runbot audit verify` in `dir` (its runbot.toml and database) passes: the chain is whole.
+pub fn assert_audit_verifies(dir: &Path) {
+    let verify = Command::new(env!("CARGO_BIN_EXE_runbot"))
+        .current_dir(dir)
+        .args(["audit", "verify"])
+        .env_remove("RUNBOT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
