@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::rig::{button, developer, message, person, text, Edits, Rig, ROLES};
+use common::rig::{button, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::app_database::{AppDatabase, AppDbError};
 use runbot::audit::Step;
@@ -296,18 +296,8 @@ async fn backup_then_restore_with_another_dbas_approval_brings_back_the_data() {
         prompt.text
     );
     let approve = button(&prompt, "Approve");
-    let own = rig.click(dba(), &approve, &edits).await;
-    assert!(
-        message(&own)
-            .text
-            .contains("cannot approve or reject your own request"),
-        "{own:?}"
-    );
-    let unfit = rig.click(developer(), &approve, &edits).await;
-    assert!(
-        message(&unfit).text.contains("you hold developer"),
-        "{unfit:?}"
-    );
+    rig.approval_refused_to_self_and_developer(dba(), &approve, &edits)
+        .await;
     assert_eq!(app.count("orders").await, 80, "nothing restored yet");
 
     let approved = rig.click(other_dba(), &approve, &edits).await;

@@ -247,18 +247,8 @@ async fn sev1_silence_needs_a_second_approver_then_alertmanager_silences_it() {
         );
         let approve = button(&prompt, "Approve");
 
-        let own = rig.click(devops(), &approve, &edits).await;
-        assert!(
-            message(&own)
-                .text
-                .contains("cannot approve or reject your own request"),
-            "{own:?}"
-        );
-        let unfit = rig.click(developer(), &approve, &edits).await;
-        assert!(
-            message(&unfit).text.contains("you hold developer"),
-            "{unfit:?}"
-        );
+        rig.approval_refused_to_self_and_developer(devops(), &approve, &edits)
+            .await;
         assert_eq!(silences(&am).await, 0, "nothing made before approval");
 
         let approved = rig.click(cto(), &approve, &edits).await;

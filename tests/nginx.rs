@@ -469,11 +469,7 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
     let before = nginx.deny_file();
 
     // Someone left a broken edit elsewhere in nginx's configuration.
-    std::fs::write(
-        nginx.dir.join("extra.conf"),
-        "this_is_not_a_directive on;\n",
-    )
-    .unwrap();
+    nginx.break_config(true);
     let failed = run(&rig, "block-ip", &[("address", text("203.0.113.8"))])
         .await
         .unwrap();
@@ -542,7 +538,7 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
         2
     );
 
-    std::fs::write(nginx.dir.join("extra.conf"), "").unwrap();
+    nginx.break_config(false);
     run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))])
         .await
         .unwrap();
@@ -757,11 +753,7 @@ async fn in_container_mode_nginx_is_tested_and_reloaded_inside_its_container_thr
 
     // nginx -t fails inside the container: its own words come back and the file is restored.
     let before = nginx.deny_file();
-    std::fs::write(
-        nginx.dir.join("extra.conf"),
-        "this_is_not_a_directive on;\n",
-    )
-    .unwrap();
+    nginx.break_config(true);
     let failed = run(&rig, "block-ip", &[("address", text("203.0.113.8"))])
         .await
         .unwrap();
@@ -771,7 +763,7 @@ async fn in_container_mode_nginx_is_tested_and_reloaded_inside_its_container_thr
         "{failed}"
     );
     assert_eq!(nginx.deny_file(), before);
-    std::fs::write(nginx.dir.join("extra.conf"), "").unwrap();
+    nginx.break_config(false);
 
     run(&rig, "unblock-ip", &[("address", text("203.0.113.7"))])
         .await

@@ -241,6 +241,17 @@ http {{
             .success()
     }
 
+    /// Someone's broken edit elsewhere in nginx's configuration (`nginx -t` then fails), or,
+    /// with `false`, that edit undone.
+    pub fn break_config(&self, broken: bool) {
+        let text = if broken {
+            "this_is_not_a_directive on;\n"
+        } else {
+            ""
+        };
+        std::fs::write(self.dir.join("extra.conf"), text).unwrap();
+    }
+
     pub fn deny_file(&self) -> String {
         std::fs::read_to_string(&self.deny).unwrap_or_default()
     }

@@ -249,6 +249,27 @@ impl Rig {
             .await
     }
 
+    /// Presses Approve as the requester and as a developer: both are refused.
+    pub async fn approval_refused_to_self_and_developer(
+        &self,
+        requester: Actor,
+        approve: &str,
+        edits: &Arc<Edits>,
+    ) {
+        let own = self.click(requester, approve, edits).await;
+        assert!(
+            message(&own)
+                .text
+                .contains("cannot approve or reject your own request"),
+            "{own:?}"
+        );
+        let unfit = self.click(developer(), approve, edits).await;
+        assert!(
+            message(&unfit).text.contains("you hold developer"),
+            "{unfit:?}"
+        );
+    }
+
     /// Every audit row, oldest first, as (step, command, actor id, reason).
     pub async fn trail(&self) -> Vec<(Step, String, String, Option<String>)> {
         let mut rows = self
