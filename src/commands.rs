@@ -123,10 +123,19 @@ pub struct CommandSpec {
     pub options: Vec<OptionSpec>,
 }
 
+/// Executors that act on one alert group.
+const GROUP_EXECUTORS: &[&str] = &["alerts.ack", "alertmanager.silence"];
+
 impl CommandSpec {
     /// Mutating commands take `dry_run`, which shows what would happen and changes nothing.
     pub fn takes_dry_run(&self) -> bool {
         self.risk != Risk::Read
+    }
+
+    /// Whether it acts on one alert group, and cannot run without one (from its card or a
+    /// `group` option).
+    pub fn acts_on_group(&self) -> bool {
+        GROUP_EXECUTORS.contains(&self.executor.as_str())
     }
 }
 

@@ -705,3 +705,115 @@ async fn a_rollback_with_a_backup_waits_for_a_dba_and_without_one_asks_to_confir
         );
     }
 }
+
+/// The `incident` the `requested` row of the newest request recorded.
+async fn recorded_incident(rig: &Rig) -> Value {
+    let rows = rig
+        .audit_records()
+        .await
+        .into_iter()
+        .filter(|r| r.step == Step::Requested)
+        .collect::<Vec<_>>();
+    let last = rows.last().expect("a requested row");
+    last.detail.as_ref().expect("a detail")["incident"].clone()
+}
+
+/// A typed command carries no card, yet it acts in the open incident: during a Sev1 on backend a
+/// typed `/restart service:backend` needs the same second person as the card's Restart button,
+/// and the answer and the audit row name the group that set the severity. The same holds for
+/// the other changes, decided under the most severe open group of the stack; a button on a
+/// milder card cannot lower the severity; a read is not held up.
+#[tokio::test]
+async fn a_typed_command_during_a_sev1_needs_the_second_person_a_button_needs() {
+    for db in BOTH {
+        let rig = Rig::new(db, &[], system()).await;
+        let edits = Arc::new(Edits::default());
+        let restart = [("service", text("backend"))];
+
+        // Nothing open: the requester's own Confirm is enough.
+        let quiet = rig.ask(devops(), "restart", &restart, &edits).await;
+        button(message(&quiet), "Confirm");
+
+        let sev1 = rig
+            .group_with(
+                serde_json::json!({ "alertname": "APIDown", "service": "backend" }),
+                "sev1",
+            )
+            .await;
+        let typed = rig.ask(devops(), "restart", &restart, &edits).await;
+        let reply = message(&typed);
+        assert!(
+            reply
+                .text
+                .contains("on a Sev1 group needs a second person's approval: devops-lead or cto"),
+            "{reply:?}"
+        );
+        assert!(
+            reply.text.contains(&format!(
+                "Decided as Sev1: alert group #{sev1} (APIDown) is the most severe open alert group on backend."
+            )),
+            "{reply:?}"
+        );
+        let approve = button(reply, "Approve");
+        assert_eq!(
+            recorded_incident(&rig).await,
+            serde_json::json!({ "group_id": sev1, "severity": "sev1", "title": "APIDown", "basis": "service", "service": "backend" })
+        );
+        rig.approval_refused_to_self_and_developer(devops(), &approve, &edits)
+            .await;
+
+        // Changes with no service of their own: the most severe open group of the stack.
+        for (command, args) in [
+            ("deploy", vec![("tag", text("v2"))]),
+            ("rollback", vec![("tag", text("v1"))]),
+            ("backup", vec![]),
+            (
+                "scale",
+                vec![
+                    ("service", text("worker")),
+                    ("replicas", RawValue::Integer(2)),
+                ],
+            ),
+        ] {
+            let answer = rig.ask(devops(), command, &args, &edits).await;
+            let reply = message(&answer);
+            assert!(
+                reply.text.contains("needs a second person's approval"),
+                "/{command}: {reply:?}"
+            );
+            assert!(
+                reply.text.contains(&format!(
+                    "alert group #{sev1} (APIDown) is the most severe open alert group of the stack"
+                )),
+                "/{command}: {reply:?}"
+            );
+            assert_eq!(
+                recorded_incident(&rig).await["basis"],
+                "stack",
+                "/{command}"
+            );
+        }
+
+        // A button on a Sev3 card (HighMemoryUsage: Restart backend is its third action) acts on
+        // backend too, where the Sev1 is open: the card cannot lower the severity.
+        let sev3 = rig
+            .group_with(
+                serde_json::json!({ "alertname": "HighMemoryUsage", "service": "worker" }),
+                "sev3",
+            )
+            .await;
+        let pressed = rig
+            .click(devops(), &runbot::chat::render::action_id(sev3, 2), &edits)
+            .await;
+        let reply = message(&pressed);
+        assert!(
+            reply.text.contains("needs a second person's approval"),
+            "{reply:?}"
+        );
+        assert_eq!(recorded_incident(&rig).await["group_id"], sev1);
+
+        // A read is never held up, and says nothing about severities.
+        let logs = rig.ask(devops(), "logs", &restart, &edits).await;
+        assert!(matches!(logs, Answer::Deferred { .. }), "{logs:?}");
+    }
+}

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use runbot::commands::{Args, Commands, Value};
 use runbot::config::PolicySettings;
 use runbot::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use sqlx::Connection;
 
 const ROLES: [&str; 7] = [
     "devops-lead",
@@ -1191,4 +1192,107 @@ fn check_config_loads_the_policies_and_names_a_broken_file() {
         stderr.contains("policy.timezone") && stderr.contains("Europe/Madrid"),
         "{stderr}"
     );
+}
+
+/// `policy explain` applies chat's rule for typed commands: given the open groups (or reading
+/// them from the database with --live), it says which group set the severity.
+#[tokio::test]
+async fn policy_explain_decides_a_typed_command_under_the_open_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let explain = |extra: &[&str]| {
+        let out = runbot(dir.path())
+            .args([
+                "policy",
+                "explain",
+                "--user",
+                "ops",
+                "--platform",
+                "cli",
+                "--roles",
+                "devops-lead",
+                "--command",
+                "restart",
+                "--arg",
+                "service=backend",
+                "--at",
+                "2026-11-28T03:00:00Z",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = explain(&[
+        "--open-group",
+        "12:sev1:alertname=APIDown,service=backend",
+        "--open-group",
+        "sev3:service=worker",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for want in [
+        "severity sev1",
+        "incident: Decided as Sev1: alert group #12 (APIDown) is the most severe open alert group on backend.",
+        "effect:   needs approval from one of: cto, devops-lead",
+    ] {
+        assert!(stdout.contains(want), "{want}\n---\n{stdout}");
+    }
+    let (code, _, stderr) = explain(&["--open-group", "sev9"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("is not sev1, sev2, sev3 or sev4"),
+        "{stderr}"
+    );
+
+    // --live reads what `runbot serve` stored: nothing open, then a Sev1 on backend.
+    let db = dir.path().join("runbot.db");
+    let url = format!("sqlite://{}", db.display());
+    let (code, _, stderr) = explain(&["--live"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "no database yet is an error, not an empty one"
+    );
+    assert!(stderr.contains("no database at"), "{stderr}");
+    let settings = runbot::config::Settings::load_from(
+        None,
+        vec![("RUNBOT__DATABASE__URL".to_string(), url.clone())],
+    )
+    .unwrap();
+    let store = runbot::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    let (code, stdout, _) = explain(&["--live"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("incident: none: no open alert group in the database"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("effect:   allow"), "{stdout}");
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let labels = r#"{"alertname":"APIDown","service":"backend"}"#;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO alert_groups (receiver, group_key, status, severity, runbook, group_labels, \
+         common_labels, common_annotations, external_url, truncated_alerts, started_at, \
+         created_at, updated_at) VALUES ('bot', 'k', 'firing', 'sev1', 'APIDown', $1, $1, '{}', \
+         'http://am', 0, '2026-11-28T02:50:00Z', '2026-11-28T02:50:00Z', '2026-11-28T02:50:00Z') \
+         RETURNING id",
+    )
+    .bind(labels)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    let (code, stdout, _) = explain(&["--live"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains(&format!(
+            "incident: Decided as Sev1: alert group #{id} (APIDown)"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("effect:   needs approval"), "{stdout}");
+    store.close().await;
 }

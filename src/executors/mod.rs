@@ -25,12 +25,9 @@ use crate::store::{Acked, GroupView, Store};
 
 pub use alertmanager::Alertmanager;
 
-/// Executors that act on one alert group.
-const GROUP_EXECUTORS: &[&str] = &["alerts.ack", "alertmanager.silence"];
-
 /// Whether a command cannot run without an alert group (from its card or a `group` option).
 pub fn needs_group(spec: &CommandSpec) -> bool {
-    GROUP_EXECUTORS.contains(&spec.executor.as_str())
+    spec.acts_on_group()
 }
 
 /// What an executor gets.

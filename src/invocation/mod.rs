@@ -25,6 +25,7 @@ use crate::chat::{ButtonStyle, Reply, ReplyButton};
 use crate::commands::{parse_args, Args, CommandSpec, Commands, RawValue, Risk, Value};
 use crate::config::InteractionSettings;
 use crate::executors::{self, Executors};
+use crate::policy::incident::{incident_for, Basis, Incident, OpenGroup, Target, TARGET_LABELS};
 use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Store};
@@ -254,6 +255,27 @@ pub(crate) struct Ready {
     /// The alert group it acts on, if any.
     pub group_id: Option<i64>,
     pub severity: Option<Severity>,
+    /// The group that set `severity`; absent in requests stored by older versions.
+    #[serde(default)]
+    pub incident: Option<Incident>,
+}
+
+impl Ready {
+    /// Which group set the severity, when it is not simply the one the request came from.
+    fn incident_note(&self) -> Option<String> {
+        self.incident
+            .as_ref()
+            .filter(|i| i.basis != Basis::Origin)
+            .map(Incident::sentence)
+    }
+}
+
+/// `text`, and the note on its own line.
+fn with_note(text: &str, note: Option<String>) -> String {
+    match note {
+        Some(n) => format!("{text}\n{n}"),
+        None => text.to_string(),
+    }
 }
 
 impl Dispatcher {
@@ -459,10 +481,9 @@ impl Dispatcher {
             },
             (_, None) => None,
         };
-        let mut severity = None;
         if let Some(gid) = group_id {
             match &group {
-                Some(g) => severity = Severity::parse(&g.severity),
+                Some(_) => {}
                 None => {
                     let reason = format!(
                         "There is no alert group #{gid}. The number is in each card's footer."
@@ -478,6 +499,11 @@ impl Dispatcher {
             );
             return self.refuse(&flight, Step::Invalid, reason, None).await;
         }
+        // Decided under the incident it acts in, however it was asked (typed or a button).
+        let incident = match self.incident(&spec, group.as_ref(), &args).await {
+            Ok(i) => i,
+            Err(e) => return self.store_failed(e),
+        };
         let ready = Ready {
             invocation_id: flight.invocation_id.clone(),
             actor: flight.actor.clone(),
@@ -485,15 +511,20 @@ impl Dispatcher {
             args,
             origin,
             group_id,
-            severity,
+            severity: incident.as_ref().map(|i| i.severity),
+            incident,
         };
         let decision = self.decide(&ready, &spec, &[]);
-        let detail = decision_detail(&decision);
+        let mut detail = decision_detail(&decision);
+        if let Some(i) = &ready.incident {
+            detail["incident"] = i.detail();
+        }
         match &decision.effect {
             Effect::Deny => {
+                let reason = with_note(&decision.reason, ready.incident_note());
                 return self
-                    .refuse(&flight, Step::Denied, decision.reason.clone(), Some(detail))
-                    .await
+                    .refuse(&flight, Step::Denied, reason, Some(detail))
+                    .await;
             }
             Effect::Allow | Effect::NeedsApproval { .. } => {
                 if let Err(a) = self
@@ -525,6 +556,66 @@ impl Dispatcher {
         let ephemeral = spec.risk == Risk::Read;
         self.spawn_run(spec, ready, responder, None);
         Answer::Deferred { ephemeral }
+    }
+
+    /// The incident a request acts in (see [`crate::policy::incident`]): `origin` is the group
+    /// it came from, if any. A store that cannot be read refuses the request: the decision
+    /// depends on it.
+    async fn incident(
+        &self,
+        spec: &CommandSpec,
+        origin: Option<&GroupView>,
+        args: &Args,
+    ) -> Result<Option<Incident>, sqlx::Error> {
+        let target = Target::of(spec, args);
+        let open: Vec<OpenGroup> = if target == Target::Group {
+            Vec::new()
+        } else {
+            self.open_groups().await?
+        };
+        let origin = origin.and_then(|g| {
+            let mut targets = std::collections::BTreeSet::new();
+            let firing = g.alerts.iter().filter(|a| a.status == "firing");
+            for labels in [&g.group_labels, &g.common_labels]
+                .into_iter()
+                .chain(firing.map(|a| &a.labels))
+            {
+                for k in TARGET_LABELS {
+                    if let Some(v) = labels.get(k) {
+                        targets.insert(v.clone());
+                    }
+                }
+            }
+            Some(OpenGroup {
+                id: g.id,
+                severity: Severity::parse(&g.severity)?,
+                title: g
+                    .group_labels
+                    .get("alertname")
+                    .or_else(|| g.common_labels.get("alertname"))
+                    .cloned()
+                    .unwrap_or_else(|| format!("group #{}", g.id)),
+                targets,
+            })
+        });
+        Ok(incident_for(origin.as_ref(), target, &open))
+    }
+
+    async fn open_groups(&self) -> Result<Vec<OpenGroup>, sqlx::Error> {
+        Ok(self
+            .store
+            .open_group_targets(&TARGET_LABELS)
+            .await?
+            .into_iter()
+            .filter_map(|g| {
+                Some(OpenGroup {
+                    id: g.id,
+                    severity: Severity::parse(&g.severity)?,
+                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
+                    targets: g.targets,
+                })
+            })
+            .collect())
     }
 
     fn decide(&self, ready: &Ready, spec: &CommandSpec, approver_roles: &[String]) -> Decision {
@@ -565,10 +656,9 @@ impl Dispatcher {
         if let Err(a) = self.record(entry).await {
             return a;
         }
-        Answer::Message(text::dry_run(
-            &text::invocation_line(spec, &ready.args),
-            &plan,
-        ))
+        let mut reply = text::dry_run(&text::invocation_line(spec, &ready.args), &plan);
+        reply.text = with_note(&reply.text, ready.incident_note());
+        Answer::Message(reply)
     }
 
     async fn group_for(&self, ready: &Ready) -> Option<GroupView> {
@@ -593,7 +683,7 @@ impl Dispatcher {
             Err(e) => return self.store_failed(e),
         };
         let line = text::invocation_line(spec, &ready.args);
-        let reply = text::confirm_prompt(
+        let mut reply = text::confirm_prompt(
             &line,
             spec.risk == Risk::Destructive,
             timeout,
@@ -602,6 +692,7 @@ impl Dispatcher {
                 &[(Verb::Confirm, spec.risk), (Verb::Cancel, spec.risk)],
             ),
         );
+        reply.text = with_note(&reply.text, ready.incident_note());
         self.expire_later(pending.id.clone(), timeout, responder, line);
         Answer::Message(reply)
     }
@@ -624,6 +715,7 @@ impl Dispatcher {
             Err(e) => return self.store_failed(e),
         };
         let line = text::invocation_line(spec, &ready.args);
+        let why = with_note(&why, ready.incident_note());
         let reply = text::approval_prompt(
             &requester,
             &line,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::incident::{incident_for, Incident, OpenGroup, Target, TARGET_LABELS};
 use super::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
 use crate::commands::{parse_some_args, Args, Commands, RawValue, Value};
 use crate::config::Settings;
@@ -15,7 +16,7 @@ use crate::config::Settings;
 pub enum PolicyCommand {
     /// Decide one request and say why: the effect, the reason, the roles considered, on-call
     /// state and the policies that decided. Exit 0 whatever the effect.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Check a table of expected decisions (default: tests.toml in the policies folder).
     /// Exit 0 when all pass, 1 on any mismatch (each named with the actual reason).
     Test {
@@ -42,9 +43,21 @@ pub struct ExplainArgs {
     /// The command, as named in commands/ (deploy, restart, …).
     #[arg(long, value_name = "NAME")]
     pub command: String,
-    /// The alert group's severity: sev1 to sev4, or none.
+    /// The alert group's severity: sev1 to sev4, or none. Without --open-group or --live, the
+    /// decision sees only this severity.
     #[arg(long, value_name = "SEV")]
     pub severity: Option<String>,
+    /// An open alert group, as `[ID:]SEV[:LABEL=VALUE,…]` (e.g. `12:sev1:service=backend`);
+    /// repeat for more. The request is then decided as chat decides it: under the most severe
+    /// open group that concerns its service, else the most severe open group of the stack.
+    #[arg(long = "open-group", value_name = "SPEC", value_parser = parse_open_group)]
+    pub open_groups: Vec<OpenGroup>,
+    /// The group the request comes from (a card's button, or group:N): one of the open groups.
+    #[arg(long, value_name = "ID")]
+    pub from_group: Option<i64>,
+    /// Read the open groups from the database (database.url), as `runbot serve` would now.
+    #[arg(long, conflicts_with = "open_groups")]
+    pub live: bool,
     /// When (RFC 3339, e.g. 2026-11-28T03:00:00Z). Default: now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
@@ -72,6 +85,85 @@ fn parse_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `[ID:]SEV[:LABEL=VALUE,…]`; groups without an id are numbered by the caller.
+fn parse_open_group(s: &str) -> Result<OpenGroup, String> {
+    let usage = "write [ID:]SEV[:LABEL=VALUE,…], e.g. 12:sev1:service=backend";
+    let mut parts = s.splitn(3, ':');
+    let mut first = parts.next().unwrap_or_default();
+    let mut id = 0;
+    if let Ok(n) = first.parse::<i64>() {
+        if n <= 0 {
+            return Err(format!("{s:?}: a group id is a positive number; {usage}"));
+        }
+        id = n;
+        first = parts.next().unwrap_or_default();
+    }
+    let severity = Severity::parse(first)
+        .ok_or_else(|| format!("{s:?}: {first:?} is not sev1, sev2, sev3 or sev4; {usage}"))?;
+    let mut labels = BTreeMap::new();
+    if let Some(rest) = parts.next() {
+        for pair in rest.split(',').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => {
+                    labels.insert(k.to_string(), v.to_string());
+                }
+                _ => return Err(format!("{s:?}: {pair:?} is not LABEL=VALUE; {usage}")),
+            }
+        }
+    }
+    Ok(open_group(id, severity, &labels))
+}
+
+fn open_group(id: i64, severity: Severity, labels: &BTreeMap<String, String>) -> OpenGroup {
+    OpenGroup {
+        id,
+        severity,
+        title: labels
+            .get("alertname")
+            .cloned()
+            .unwrap_or_else(|| format!("group #{id}")),
+        targets: TARGET_LABELS
+            .iter()
+            .filter_map(|k| labels.get(*k).cloned())
+            .collect(),
+    }
+}
+
+/// Gives groups without an id the next free ones, in order.
+fn number_groups(groups: &mut [OpenGroup]) {
+    let mut next = groups.iter().map(|g| g.id).max().unwrap_or(0);
+    for g in groups.iter_mut().filter(|g| g.id == 0) {
+        next += 1;
+        g.id = next;
+        if g.title == "group #0" {
+            g.title = format!("group #{next}");
+        }
+    }
+}
+
+/// The open groups `runbot serve` sees now, from `database.url`.
+fn live_groups(settings: &Settings) -> anyhow::Result<Vec<OpenGroup>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = crate::audit::open_store(&settings.database).await?;
+        let rows = store.open_group_targets(&TARGET_LABELS).await;
+        store.close().await;
+        Ok(rows?
+            .into_iter()
+            .filter_map(|g| {
+                Some(OpenGroup {
+                    id: g.id,
+                    severity: Severity::parse(&g.severity)?,
+                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
+                    targets: g.targets,
+                })
+            })
+            .collect())
+    })
+}
+
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -94,7 +186,18 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
         }
     };
     let result = match command {
-        PolicyCommand::Explain(args) => explain(&policies, &commands, &guard, &args, out),
+        PolicyCommand::Explain(mut args) => {
+            if args.live {
+                match live_groups(settings) {
+                    Ok(groups) => args.open_groups = groups,
+                    Err(e) => {
+                        eprintln!("runbot: --live: {e:#}");
+                        return 2;
+                    }
+                }
+            }
+            explain(&policies, &commands, &guard, &args, out)
+        }
         PolicyCommand::Test { file } => {
             let file = file.or_else(|| settings.policy.resolve_dir().map(|d| d.join("tests.toml")));
             test(&policies, &commands, &guard, file.as_deref(), out)
@@ -141,6 +244,10 @@ struct Ask<'a> {
     approvals: &'a [String],
     /// The command's options as given, before validation.
     args: Vec<(String, RawValue)>,
+    /// Open groups, when the incident rule applies (then `severity` is not used).
+    open: Option<&'a [OpenGroup]>,
+    /// The group the request comes from, among `open`.
+    from_group: Option<i64>,
 }
 
 struct Asked {
@@ -148,6 +255,9 @@ struct Asked {
     roles: Vec<String>,
     /// The validated arguments the decision saw.
     args: Args,
+    /// The group that set the severity, when the incident rule applied.
+    incident: Option<Incident>,
+    severity: Option<Severity>,
     decision: Decision,
 }
 
@@ -185,12 +295,32 @@ fn ask(
     }
     // The chat platforms' validation, so each value has the type the schema gives it.
     let args = parse_some_args(spec, raw).map_err(|e| anyhow::anyhow!("/{}: {e}", spec.name))?;
+    // The rule chat applies (crate::policy::incident), when open groups are given.
+    let (incident, severity) = match a.open {
+        Some(open) => {
+            if a.severity.is_some() {
+                anyhow::bail!("give the severity of the group a request comes from with --open-group and --from-group (from_group in tests.toml), not with --severity");
+            }
+            let origin = match a.from_group {
+                Some(id) => Some(open.iter().find(|g| g.id == id).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the group the request comes from, #{id}, is not among the open groups"
+                    )
+                })?),
+                None => None,
+            };
+            let incident = incident_for(origin, Target::of(spec, &args), open);
+            let severity = incident.as_ref().map(|i| i.severity);
+            (incident, severity)
+        }
+        None => (None, a.severity),
+    };
     let decision = policies.decide(&PolicyRequest {
         who: &a.who,
         roles: &roles,
         command: spec,
         args: &args,
-        severity: a.severity,
+        severity,
         at: a.at,
         approver_roles: a.approvals,
         wide_range: crate::nginx::wide_range(guard, spec, &args),
@@ -199,6 +329,8 @@ fn ask(
         from_file,
         roles,
         args,
+        incident,
+        severity,
         decision,
     })
 }
@@ -212,6 +344,9 @@ fn explain(
 ) -> anyhow::Result<u8> {
     let at = args.at.unwrap_or_else(Utc::now);
     let sev = severity(args.severity.as_deref())?;
+    let mut open_groups = args.open_groups.clone();
+    number_groups(&mut open_groups);
+    let incident_rule = args.live || !open_groups.is_empty() || args.from_group.is_some();
     let who = Identity {
         platform: args.platform.clone(),
         user_id: args.user.clone(),
@@ -234,6 +369,8 @@ fn explain(
                 .iter()
                 .map(|(k, v)| (k.clone(), RawValue::Text(v.clone())))
                 .collect(),
+            open: incident_rule.then_some(&open_groups[..]),
+            from_group: args.from_group,
         },
     )?;
     let clock = policies.clock();
@@ -247,7 +384,7 @@ fn explain(
         args.user,
         at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         clock.describe(at),
-        sev.map_or("none", Severity::as_str),
+        asked.severity.map_or("none", Severity::as_str),
         if args.dry_run { ", dry run" } else { "" },
         if args.approvals.is_empty() {
             String::new()
@@ -255,6 +392,23 @@ fn explain(
             format!(", approved so far by {}", args.approvals.join(", "))
         }
     )?;
+    if incident_rule {
+        writeln!(
+            out,
+            "incident: {}",
+            match &asked.incident {
+                Some(i) => i.sentence(),
+                None => format!(
+                    "none: no open alert group{}, so no severity",
+                    if args.live {
+                        " in the database"
+                    } else {
+                        " given"
+                    }
+                ),
+            }
+        )?;
+    }
     writeln!(out, "effect:   {}", asked.decision.effect)?;
     writeln!(out, "reason:   {}", asked.decision.reason)?;
     let roles: Vec<String> = asked
@@ -396,6 +550,23 @@ struct TestRow {
     eligible: Option<Vec<String>>,
     /// Text the reason must contain.
     reason_contains: Option<String>,
+    /// Open alert groups when the request is made: it is then decided as in chat, under the
+    /// incident it acts in (see crate::policy::incident), and `severity` must be left out.
+    #[serde(default)]
+    open_groups: Vec<TestGroup>,
+    /// The group the request comes from (a card's button), one of `open_groups`.
+    from_group: Option<i64>,
+    /// The id of the group expected to set the severity (0: none).
+    severity_from: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestGroup {
+    id: i64,
+    severity: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 fn test(
@@ -442,7 +613,20 @@ fn test(
                 .map_or(String::new(), |u| format!(" + user {u}")),
             row_ref.command,
             args.concat(),
-            row_ref.severity.as_deref().unwrap_or("no severity"),
+            if row_ref.open_groups.is_empty() {
+                row_ref
+                    .severity
+                    .as_deref()
+                    .unwrap_or("no severity")
+                    .to_string()
+            } else {
+                let groups: Vec<String> = row_ref
+                    .open_groups
+                    .iter()
+                    .map(|g| format!("#{} {}", g.id, g.severity))
+                    .collect();
+                format!("during [{}]", groups.join(", "))
+            },
             if row_ref.dry_run { ", dry run" } else { "" },
             if row_ref.approvals.is_empty() {
                 String::new()
@@ -497,6 +681,18 @@ fn check_row(
         };
         args.push((name.clone(), raw));
     }
+    let mut open = Vec::new();
+    for g in &row.open_groups {
+        let severity = Severity::parse(&g.severity).ok_or_else(|| {
+            format!(
+                "open_groups: group {} has severity {:?}; use sev1, sev2, sev3 or sev4",
+                g.id, g.severity
+            )
+        })?;
+        open.push(open_group(g.id, severity, &g.labels));
+    }
+    let incident_rule =
+        !row.open_groups.is_empty() || row.from_group.is_some() || row.severity_from.is_some();
     let asked = ask(
         policies,
         commands,
@@ -510,9 +706,23 @@ fn check_row(
             dry_run: row.dry_run,
             approvals: &row.approvals,
             args,
+            open: incident_rule.then_some(&open[..]),
+            from_group: row.from_group,
         },
     )
     .map_err(|e| format!("{e:#}"))?;
+    if let Some(want) = row.severity_from {
+        let got = asked.incident.as_ref().map_or(0, |i| i.group_id);
+        if got != want {
+            return Ok(Some(format!(
+                "expected the severity to come from group {want}, got {}",
+                asked
+                    .incident
+                    .as_ref()
+                    .map_or("no group".to_string(), Incident::sentence)
+            )));
+        }
+    }
     let d = &asked.decision;
     let got = match &d.effect {
         Effect::Allow => Expect::Allow,

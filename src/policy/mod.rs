@@ -11,6 +11,7 @@
 pub mod cedar;
 pub mod cli;
 pub mod hours;
+pub mod incident;
 pub mod roles;
 
 mod decide;

@@ -195,3 +195,80 @@ impl Store {
         Ok(())
     }
 }
+
+/// An open group's severity and what it is about, for the policy's incident rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupTargets {
+    pub id: i64,
+    pub severity: String,
+    /// The alertname of the group (or of all its alerts), when it has one.
+    pub alertname: Option<String>,
+    /// Values of the asked labels on the group and on its firing alerts.
+    pub targets: std::collections::BTreeSet<String>,
+}
+
+impl Store {
+    /// Every open group with the values its labels `keys` take. Alerts are read only for groups
+    /// whose common labels lack one of the keys (their alerts may differ), so the usual case is
+    /// one small query.
+    pub async fn open_group_targets(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<GroupTargets>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, severity, group_labels, common_labels FROM alert_groups \
+             WHERE status = 'firing' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut groups = Vec::with_capacity(rows.len());
+        let mut mixed: HashMap<i64, usize> = HashMap::new();
+        for row in &rows {
+            let group_labels = labels(row, "group_labels")?;
+            let common = labels(row, "common_labels")?;
+            let mut targets = std::collections::BTreeSet::new();
+            for k in keys {
+                for l in [&group_labels, &common] {
+                    if let Some(v) = l.get(*k) {
+                        targets.insert(v.clone());
+                    }
+                }
+            }
+            let id: i64 = row.try_get("id")?;
+            if keys.iter().any(|k| !common.contains_key(*k)) {
+                mixed.insert(id, groups.len());
+            }
+            groups.push(GroupTargets {
+                id,
+                severity: row.try_get("severity")?,
+                alertname: group_labels
+                    .get("alertname")
+                    .or_else(|| common.get("alertname"))
+                    .cloned(),
+                targets,
+            });
+        }
+        let ids: Vec<i64> = mixed.keys().copied().collect();
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT group_id, labels FROM alerts WHERE status = 'firing' AND group_id IN ({})",
+                placeholders(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let gid: i64 = row.try_get("group_id")?;
+                let alert = labels(&row, "labels")?;
+                let g = &mut groups[mixed[&gid]];
+                for k in keys {
+                    if let Some(v) = alert.get(*k) {
+                        g.targets.insert(v.clone());
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+}

@@ -270,6 +270,17 @@ impl Rig {
         );
     }
 
+    /// Every audit row, oldest first, whole.
+    pub async fn audit_records(&self) -> Vec<runbot::audit::AuditRecord> {
+        let mut rows = self
+            .audit
+            .recent(10_000, &AuditFilter::default())
+            .await
+            .unwrap();
+        rows.reverse();
+        rows
+    }
+
     /// Every audit row, oldest first, as (step, command, actor id, reason).
     pub async fn trail(&self) -> Vec<(Step, String, String, Option<String>)> {
         let mut rows = self
@@ -302,12 +313,30 @@ impl Rig {
 
     /// A firing group as Alertmanager would have sent it.
     pub async fn group(&self, alertname: &str, severity: &str) -> i64 {
-        let labels = serde_json::json!({ "alertname": alertname }).to_string();
+        self.group_with(serde_json::json!({ "alertname": alertname }), severity)
+            .await
+    }
+
+    /// A firing group with these group (and common) labels; `alertname` names its runbook entry.
+    pub async fn group_with(&self, labels: serde_json::Value, severity: &str) -> i64 {
+        let alertname = labels["alertname"]
+            .as_str()
+            .unwrap_or("Unknown")
+            .to_string();
+        // Alertmanager's key lists the group labels: one key per distinct set.
+        let key: Vec<String> = labels
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap()))
+            .collect();
+        let key = format!("{{}}:{{{}}}", key.join(","));
+        let labels = labels.to_string();
         let now = runbot::alerts::format_time(Utc::now());
         let sql = format!(
             "INSERT INTO alert_groups (receiver, group_key, status, severity, runbook, group_labels, \
              common_labels, common_annotations, external_url, truncated_alerts, started_at, created_at, updated_at) \
-             VALUES ('runbot', '{{}}:{{alertname=\"{alertname}\"}}', 'firing', '{severity}', '{alertname}', '{labels}', \
+             VALUES ('runbot', '{key}', 'firing', '{severity}', '{alertname}', '{labels}', \
              '{labels}', '{{}}', 'http://am', 0, '{now}', '{now}', '{now}') RETURNING id"
         );
         match self.store.backend() {
