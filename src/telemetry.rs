@@ -35,6 +35,52 @@ pub const CHAT_BACKLOG: &str = "runbot_chat_backlog";
 /// From a change being stored to its card being delivered, by platform.
 pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
 
+/// A label for an HTTP method: the ones runbot's routes serve, else `other`. The method is
+/// the caller's to choose (`FOO123` is a valid token), so it never becomes a label as sent:
+/// each new value would be a new series held forever.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "other",
+    }
+}
+
+/// A label for an HTTP status: the codes runbot answers or that a platform documents, else
+/// the class (`4xx`); a status a remote server makes up must not widen the series.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        421 => "421",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
 /// Installs the global subscriber. JSON unless stdout is a terminal (or as configured);
 /// `RUST_LOG` overrides `log.level`. A second call (tests) is a no-op.
 pub fn init_tracing(log: &LogSettings) {
@@ -98,4 +144,24 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in 0..=u16::MAX {
+            seen.insert(status_label(s));
+        }
+        assert!(seen.len() < 30, "{seen:?}");
+        assert_eq!(status_label(429), "429");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(1000), "other");
+        let odd = axum::http::Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(method_label(&odd), "other");
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
+    }
 }

@@ -442,7 +442,7 @@ impl DiscordAdapter {
         let text = response.text().await.unwrap_or_default();
         let json: serde_json::Value =
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        metrics::counter!(crate::telemetry::CHAT_REQUESTS, "platform" => "discord", "status" => status.to_string()).increment(1);
+        metrics::counter!(crate::telemetry::CHAT_REQUESTS, "platform" => "discord", "status" => crate::telemetry::status_label(status)).increment(1);
         match status {
             200..=299 => Ok(json),
             429 => {

@@ -111,13 +111,13 @@ async fn track_latency(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = crate::telemetry::method_label(req.method());
     let response = next.run(req).await;
     metrics::histogram!(
         crate::telemetry::HTTP_REQUEST_DURATION,
         "method" => method,
         "route" => route,
-        "status" => response.status().as_u16().to_string()
+        "status" => crate::telemetry::status_label(response.status().as_u16())
     )
     .record(started.elapsed().as_secs_f64());
     response
