@@ -134,6 +134,7 @@ pub struct Application {
     writer_done: WriterDone,
     /// The chat outbox worker, when a platform is configured.
     outbox: Option<Outbox>,
+    limits: crate::http::server::Limits,
 }
 
 impl Application {
@@ -278,12 +279,19 @@ impl Application {
             webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
             metrics,
             max_body_bytes: settings.http.max_body_bytes,
+            host_guard: Arc::new(crate::http::guard::HostGuard::new(
+                &settings.http,
+                listener.local_addr()?.port(),
+            )),
+            console_token: settings.console.token.clone(),
+            body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
         };
         Ok(Application {
             listener,
             state,
             writer_done,
             outbox,
+            limits: crate::http::server::Limits::from_settings(&settings.http),
         })
     }
 
@@ -313,18 +321,13 @@ impl Application {
             state,
             writer_done,
             outbox,
+            limits,
         } = self;
         // Anything it has not sent stays in the outbox for the next start.
         let outbox = outbox.map(|o| tokio::spawn(o.run()));
         let store = state.store.clone();
         let router = http::router(state);
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+        http::server::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped accepting requests; finishing queued writes");
         if tokio::time::timeout(Duration::from_secs(30), writer_done)
             .await

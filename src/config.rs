@@ -41,6 +41,8 @@ pub struct Settings {
     pub nginx: NginxSettings,
     #[serde(default)]
     pub security: SecuritySettings,
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 /// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
@@ -301,6 +303,19 @@ pub struct HttpSettings {
     pub listen: String,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// The `Host` values runbot answers to (`host` or `host:port`). Unset: with a loopback
+    /// `listen`, 127.0.0.1, localhost and [::1] with the port (a page on another site that
+    /// resolves its name to 127.0.0.1 cannot reach runbot); with any other `listen`, every host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// How long a client may take to send a request's headers (and how long an idle
+    /// keep-alive connection stays open); then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's body once its headers arrived; then 408.
+    pub body_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue until one closes.
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight may take before their connections are closed.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -308,8 +323,79 @@ impl Default for HttpSettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
+            allowed_hosts: None,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 1024,
+            shutdown_timeout_secs: 20,
         }
     }
+}
+
+impl HttpSettings {
+    /// Whether `listen` is a loopback address: nobody else can connect.
+    pub fn loopback_only(&self) -> bool {
+        self.listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().to_canonical().is_loopback())
+    }
+}
+
+/// One entry of `http.allowed_hosts`, or a `Host` header: a name or address (lowercase, IPv6 in
+/// brackets) and an optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    /// `name`, `name:port`, `1.2.3.4:80`, `[::1]:8080`; None for anything else.
+    pub fn parse(s: &str) -> Option<HostPattern> {
+        let s = s.trim();
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (addr, after) = rest.split_once(']')?;
+            addr.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse().ok()?),
+            };
+            (format!("[{addr}]"), port)
+        } else {
+            let (host, port) = match s.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p.parse().ok()?)),
+                None => (s, None),
+            };
+            let name_ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !name_ok {
+                return None;
+            }
+            (host.to_string(), port)
+        };
+        Some(HostPattern {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request's `Host` matches: the same host, and the same port when one is given
+    /// here (a Host without a port means the scheme's default, 80).
+    pub fn matches(&self, host: &HostPattern) -> bool {
+        self.host == host.host && self.port.is_none_or(|p| p == host.port.unwrap_or(80))
+    }
+}
+
+/// The web console until it has accounts of its own.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// A bearer token (or the password of basic auth, any user name) that opens the console
+    /// and `/api/*` to callers other than this machine. Unset: only local callers are served.
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -598,6 +684,7 @@ impl Settings {
                 self.http.max_body_bytes
             ));
         }
+        self.validate_http(&mut problems);
         if self.database.backend().is_none() {
             // Never echo the URL: it may hold a password.
             problems.push(
@@ -665,6 +752,60 @@ impl Settings {
             Ok(())
         } else {
             Err(ConfigError(problems))
+        }
+    }
+
+    fn validate_http(&self, problems: &mut Vec<String>) {
+        let h = &self.http;
+        for (key, value, range, default) in [
+            (
+                "http.header_timeout_secs",
+                h.header_timeout_secs,
+                1..=300,
+                10,
+            ),
+            ("http.body_timeout_secs", h.body_timeout_secs, 1..=3600, 30),
+            (
+                "http.shutdown_timeout_secs",
+                h.shutdown_timeout_secs,
+                1..=600,
+                20,
+            ),
+        ] {
+            if !range.contains(&value) {
+                problems.push(format!(
+                    "{key} = {value} must be {} to {} (default {default})",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&h.max_connections) {
+            problems.push(format!(
+                "http.max_connections = {} must be 1 to 100000 (default 1024)",
+                h.max_connections
+            ));
+        }
+        for host in h.allowed_hosts.iter().flatten() {
+            if HostPattern::parse(host).is_none() {
+                problems.push(format!(
+                    "http.allowed_hosts: {host:?} is not a host name or address, with an optional port (e.g. runbot.example.com or 10.0.0.5:8080)"
+                ));
+            }
+        }
+        // A listener others can reach would take alerts from anyone: "the caller is local" is
+        // no credential once a proxy on this host forwards to runbot.
+        if !h.loopback_only() && !self.webhook_auth_configured() {
+            problems.push(format!(
+                "http.listen = {} can be reached from other machines, but no webhook credentials are set, so anyone could post alerts: set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth, or listen on 127.0.0.1",
+                h.listen
+            ));
+        }
+        if let Some(token) = &self.console.token {
+            let t = token.expose_secret();
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push("console.token must be at least 16 characters with no spaces: generate one with `openssl rand -hex 32`".into());
+            }
         }
     }
 

@@ -270,6 +270,27 @@ fn check_config(settings: &Settings) -> ExitCode {
     println!("settings ok");
     println!("  http.listen          {}", settings.http.listen);
     println!("  http.max_body_bytes  {}", settings.http.max_body_bytes);
+    let h = &settings.http;
+    println!(
+        "  http limits          headers {} s, body {} s, {} connections, shutdown {} s",
+        h.header_timeout_secs, h.body_timeout_secs, h.max_connections, h.shutdown_timeout_secs
+    );
+    println!(
+        "  http hosts           {}",
+        match &h.allowed_hosts {
+            Some(list) => list.join(", "),
+            None if h.loopback_only() => "127.0.0.1, localhost, [::1] (with the port)".into(),
+            None => "any".into(),
+        }
+    );
+    println!(
+        "  console              {}",
+        if settings.console.token.is_some() {
+            "this machine, and others with console.token"
+        } else {
+            "this machine only (console.token unset)"
+        }
+    );
     println!(
         "  database             {:?}",
         settings.database.backend().expect("validated")

@@ -572,22 +572,48 @@ async fn without_credentials_configured_only_loopback_callers_are_accepted() {
     )
     .unwrap();
     let remote = runbot::app::Application::build(settings).await.unwrap();
-    for (peer, status) in [
-        ("10.20.30.40:5555", 403),
-        ("[2001:db8::1]:5555", 403),
-        ("[::ffff:127.0.0.1]:5555", 200),
-    ] {
+    let own = format!("127.0.0.1:{}", remote.port());
+    // "Local" is not a credential when a proxy on this host forwards to runbot (every caller
+    // is then 127.0.0.1) or when a web page rebinds its own name to 127.0.0.1 (its name is the
+    // Host): those are refused too.
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, u16);
+    let cases: [Case; 7] = [
+        ("10.20.30.40:5555", &own, None, 403),
+        ("[2001:db8::1]:5555", &own, None, 403),
+        ("[::ffff:127.0.0.1]:5555", &own, None, 200),
+        (
+            "127.0.0.1:5555",
+            &own,
+            Some(("x-forwarded-for", "203.0.113.9")),
+            403,
+        ),
+        (
+            "127.0.0.1:5555",
+            &own,
+            Some(("forwarded", "for=203.0.113.9")),
+            403,
+        ),
+        ("127.0.0.1:5555", "evil.example:8080", None, 421),
+        ("127.0.0.1:5555", "localhost:1", None, 421),
+    ];
+    for (peer, host, extra, status) in cases {
         let mut req = axum::http::Request::post("/webhooks/alertmanager")
             .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
+            .header("host", host);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let mut req = req.body(axum::body::Body::from(body.to_string())).unwrap();
         req.extensions_mut()
             .insert(ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
         let r = remote.router().oneshot(req).await.unwrap();
-        assert_eq!(r.status().as_u16(), status, "{peer}");
-        if status == 403 {
-            let bytes = axum::body::to_bytes(r.into_body(), 10_000).await.unwrap();
-            assert!(String::from_utf8_lossy(&bytes).contains("alertmanager.webhook_token"));
+        assert_eq!(r.status().as_u16(), status, "{peer} {host} {extra:?}");
+        let bytes = axum::body::to_bytes(r.into_body(), 10_000).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        match status {
+            403 => assert!(text.contains("alertmanager.webhook_token"), "{text}"),
+            421 => assert!(text.contains("http.allowed_hosts"), "{text}"),
+            _ => {}
         }
     }
 }

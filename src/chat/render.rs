@@ -252,6 +252,8 @@ mod tests {
             silence_id: None,
             silenced_by: None,
             silenced_until: None,
+            alerts_total: 1,
+            alerts_firing: i64::from(status != "resolved"),
             alerts: vec![AlertView {
                 fingerprint: "aaaa000000000001".into(),
                 status: if status == "resolved" {

@@ -3,10 +3,8 @@
 //! Answers 200 only once every alert is stored; 503 when the store cannot take them, so
 //! Alertmanager retries; 4xx only for requests that can never succeed.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -107,10 +105,11 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             return response;
         }
     } else {
+        // Local as guard::check_host judges it: not forwarded by a proxy, not a rebound name.
         let local = request
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(peer)| peer.ip().to_canonical().is_loopback());
+            .get::<super::guard::Caller>()
+            .is_some_and(|c| c.local);
         if !local {
             return refuse(
                 "forbidden",

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::AppState;
 use crate::alerts::parse_stored_time;
-use crate::store::{GroupFilter, GroupView};
+use crate::store::{GroupCursor, GroupFilter, GroupView};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,13 +24,64 @@ pub fn router() -> Router<AppState> {
         .route("/api/alert-groups/{id}", get(api_group))
 }
 
+/// Groups in one page, by default and at most: a page is built in memory, so its size is ours
+/// to bound, not the caller's.
+const PAGE_DEFAULT: i64 = 100;
+const PAGE_MAX: i64 = 500;
+/// Alerts listed per group in a page of groups (the group's page shows more).
+const ALERTS_PER_GROUP: i64 = 100;
+/// Alerts and timeline entries on one group's page.
+const GROUP_ALERTS_MAX: i64 = 1000;
+const GROUP_EVENTS_MAX: i64 = 1000;
+/// A page of groups stops growing past this many bytes; the rest is on the next page.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Groups read from the store at a time while a page is filled.
+const READ_STEP: i64 = 50;
+
 #[derive(Deserialize)]
 struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
+    /// Where the page starts: the `cursor` of the previous page's `Link: rel="next"`.
+    cursor: Option<String>,
+}
+
+/// A cursor as the API shows it: `updated_at` and id, base64url so it is one opaque word.
+fn encode_cursor(c: &GroupCursor) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", c.updated_at, c.id))
+}
+
+fn decode_cursor(s: &str) -> Option<GroupCursor> {
+    use base64::Engine;
+    if s.len() > 200 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (at, id) = raw.rsplit_once('|')?;
+    parse_stored_time(at)?;
+    Some(GroupCursor {
+        updated_at: at.to_string(),
+        id: id.parse().ok()?,
+    })
 }
 
 impl ListQuery {
+    fn cursor(&self) -> Result<Option<GroupCursor>, ApiError> {
+        match &self.cursor {
+            None => Ok(None),
+            Some(c) => decode_cursor(c).map(Some).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "cursor is not one runbot gave: use the one in the previous page's Link header",
+                )
+            }),
+        }
+    }
+
     fn parse(&self, default: GroupFilter) -> Result<(GroupFilter, i64), ApiError> {
         let filter = match self.status.as_deref() {
             None => default,
@@ -44,11 +95,11 @@ impl ListQuery {
                 ))
             }
         };
-        let limit = self.limit.unwrap_or(500);
-        if !(1..=10_000).contains(&limit) {
+        let limit = self.limit.unwrap_or(PAGE_DEFAULT);
+        if !(1..=PAGE_MAX).contains(&limit) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "limit must be between 1 and 10000",
+                format!("limit must be between 1 and {PAGE_MAX}; for more, follow the Link header's next page"),
             ));
         }
         Ok((filter, limit))
@@ -63,18 +114,76 @@ fn store_error(e: sqlx::Error) -> ApiError {
     )
 }
 
-/// `GET /api/alert-groups`: groups with their alerts, most recently changed first.
+/// `GET /api/alert-groups`: groups with their alerts, most recently changed first, one page at
+/// a time: at most `limit` groups and, past the first, no more than [`PAGE_BYTES`] of JSON.
+/// `Link: <…&cursor=…>; rel="next"` (and `X-Next-Cursor`) name the next page when there is one.
 async fn api_groups(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<GroupView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (filter, limit) = q.parse(GroupFilter::All)?;
-    let groups = state
-        .store
-        .list_groups(filter, limit)
-        .await
-        .map_err(store_error)?;
-    Ok(Json(groups))
+    let mut after = q.cursor()?;
+    let mut body = Vec::with_capacity(4096);
+    body.push(b'[');
+    let mut count = 0;
+    let next = 'fill: loop {
+        let want = (limit - count).min(READ_STEP);
+        let step = state
+            .store
+            .list_groups(filter, want, after.as_ref(), ALERTS_PER_GROUP)
+            .await
+            .map_err(store_error)?;
+        let ended = (step.len() as i64) < want;
+        for g in &step {
+            let mark = body.len();
+            if count > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, g).expect("views serialize");
+            if count > 0 && body.len() > PAGE_BYTES {
+                body.truncate(mark);
+                break 'fill after;
+            }
+            count += 1;
+            after = Some(GroupCursor {
+                updated_at: g.updated_at.clone(),
+                id: g.id,
+            });
+        }
+        if ended {
+            break None;
+        }
+        if count >= limit {
+            break after;
+        }
+    };
+    body.push(b']');
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Some(next) = next {
+        let status = match filter {
+            GroupFilter::Open => "open",
+            GroupFilter::Resolved => "resolved",
+            GroupFilter::All => "all",
+        };
+        let cursor = encode_cursor(&next);
+        let link = format!(
+            "</api/alert-groups?status={status}&limit={limit}&cursor={cursor}>; rel=\"next\""
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::LINK,
+            link.parse().expect("the link is ASCII"),
+        );
+        headers.insert(
+            "x-next-cursor",
+            cursor.parse().expect("the cursor is ASCII"),
+        );
+    }
+    Ok(response)
 }
 
 /// `GET /api/alert-groups/{id}`: one group, its alerts and its timeline.
@@ -82,10 +191,16 @@ async fn api_group(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.store.group(id).await.map_err(store_error)? {
-        Some((group, timeline)) => {
+    match state
+        .store
+        .group(id, GROUP_ALERTS_MAX, GROUP_EVENTS_MAX)
+        .await
+        .map_err(store_error)?
+    {
+        Some((group, timeline, total)) => {
             let mut value = serde_json::to_value(group).expect("views serialize");
             value["timeline"] = serde_json::to_value(timeline).expect("views serialize");
+            value["timeline_total"] = total.into();
             Ok(Json(value))
         }
         None => Err(ApiError::new(
@@ -154,11 +269,28 @@ async fn index(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ApiError> {
     let (filter, limit) = q.parse(GroupFilter::Open)?;
-    let groups = state
+    // One more than shown tells whether there is a next page; the counts come without alerts.
+    let mut groups = state
         .store
-        .list_groups(filter, limit)
+        .list_groups(filter, limit + 1, q.cursor()?.as_ref(), 0)
         .await
         .map_err(store_error)?;
+    let next = if groups.len() as i64 > limit {
+        groups.truncate(limit as usize);
+        groups.last().map(|g| {
+            encode_cursor(&GroupCursor {
+                updated_at: g.updated_at.clone(),
+                id: g.id,
+            })
+        })
+    } else {
+        None
+    };
+    let status = match filter {
+        GroupFilter::Open => "open",
+        GroupFilter::Resolved => "resolved",
+        GroupFilter::All => "all",
+    };
     let heading = match filter {
         GroupFilter::Open => "Open alert groups",
         GroupFilter::Resolved => "Resolved alert groups",
@@ -177,7 +309,6 @@ async fn index(
                     thead { tr { th { "Severity" } th { "Status" } th { "Group" } th { "Alerts" } th { "Age" } th { "Runbook checks" } } }
                     tbody {
                         @for g in &groups {
-                            @let firing = g.alerts.iter().filter(|a| a.status == "firing").count();
                             tr data-group-id=(g.id) {
                                 td { (severity_badge(&g.severity)) }
                                 td class=(g.status) { (g.status) }
@@ -186,7 +317,7 @@ async fn index(
                                     @if let Some(summary) = g.common_annotations.get("summary") { div class="muted" { (summary) } }
                                 }
                                 td {
-                                    (firing) " firing / " (g.alerts.len())
+                                    (g.alerts_firing) " firing / " (g.alerts_total)
                                     @if g.truncated_alerts > 0 { " (+" (g.truncated_alerts) " not sent)" }
                                 }
                                 td title=(g.started_at) { (age(&g.started_at)) }
@@ -194,6 +325,9 @@ async fn index(
                             }
                         }
                     }
+                }
+                @if let Some(cursor) = &next {
+                    p { a id="next" href={ "/?status=" (status) "&limit=" (limit) "&cursor=" (cursor) } { "Next page" } }
                 }
             }
         },
@@ -211,7 +345,12 @@ async fn group_page(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let Some((g, timeline)) = state.store.group(id).await.map_err(store_error)? else {
+    let Some((g, timeline, events_total)) = state
+        .store
+        .group(id, GROUP_ALERTS_MAX, GROUP_EVENTS_MAX)
+        .await
+        .map_err(store_error)?
+    else {
         return Ok((
             StatusCode::NOT_FOUND,
             page("Not found", html! { p { "No alert group " (id) "." } }),
@@ -254,8 +393,10 @@ async fn group_page(
                     }
                 }
             }
+            @if g.alerts_total > g.alerts.len() as i64 { p class="muted" { (g.alerts_total - g.alerts.len() as i64) " more alerts are not shown here." } }
             @if g.truncated_alerts > 0 { p class="muted" { (g.truncated_alerts) " more alerts were not sent by Alertmanager (max_alerts)." } }
             h2 { "Timeline" }
+            @if events_total > timeline.len() as i64 { p class="muted" { "The last " (timeline.len()) " of " (events_total) " entries." } }
             table id="timeline" {
                 thead { tr { th { "At" } th { "Event" } th { "Alert" } } }
                 tbody {

@@ -4,7 +4,9 @@ pub mod alertmanager;
 pub mod console;
 pub mod discord;
 pub mod error;
+pub mod guard;
 pub mod ops;
+pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +46,12 @@ pub struct AppState {
     pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
     /// Answers Discord interactions later (edits); None without a bot token.
     pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
+    /// The `Host` values runbot answers to, and which callers are local.
+    pub host_guard: Arc<guard::HostGuard>,
+    /// Opens the console to callers that are not local; None: local callers only.
+    pub console_token: Option<secrecy::SecretString>,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,10 +59,21 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(alertmanager::router())
         .merge(discord::router())
-        .merge(console::router())
+        .merge(console::router().route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::console_gate,
+        )))
         .merge(ops::router())
         // A route layer, so the matched route is known when latency is recorded.
         .route_layer(middleware::from_fn(track_latency))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::body_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_host,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

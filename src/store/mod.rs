@@ -30,7 +30,7 @@ pub use blocks::{Added, BlockRow, NewBlock};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;
-pub use read::{AlertView, EventView, GroupFilter, GroupTargets, GroupView};
+pub use read::{AlertView, EventView, GroupCursor, GroupFilter, GroupTargets, GroupView};
 pub use requests::{Acked, PendingRow};
 
 use crate::config::{Backend, DatabaseSettings};

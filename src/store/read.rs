@@ -42,7 +42,18 @@ pub struct GroupView {
     pub silence_id: Option<String>,
     pub silenced_by: Option<String>,
     pub silenced_until: Option<String>,
+    /// Its alerts, firing first; lists may hold only the first of them (see `alerts_total`).
     pub alerts: Vec<AlertView>,
+    /// How many alerts the group has, and how many of them fire, whether or not all are listed.
+    pub alerts_total: i64,
+    pub alerts_firing: i64,
+}
+
+/// Where a page of groups starts: after the group with this `updated_at` and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCursor {
+    pub updated_at: String,
+    pub id: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +106,8 @@ fn group_from_row(row: &AnyRow) -> Result<GroupView, sqlx::Error> {
         silenced_by: row.try_get("silenced_by")?,
         silenced_until: row.try_get("silenced_until")?,
         alerts: Vec::new(),
+        alerts_total: 0,
+        alerts_firing: 0,
     })
 }
 
@@ -104,22 +117,38 @@ const GROUP_SELECT: &str = "SELECT id, receiver, group_key, status, severity, se
     silence_id, silenced_by, silenced_until FROM alert_groups";
 
 impl Store {
-    /// Groups, most recently changed first, each with its alerts (firing first).
+    /// Up to `limit` groups, most recently changed first, starting after `after`, each with at
+    /// most `alerts_each` of its alerts (firing first).
     pub async fn list_groups(
         &self,
         filter: GroupFilter,
         limit: i64,
+        after: Option<&GroupCursor>,
+        alerts_each: i64,
     ) -> Result<Vec<GroupView>, sqlx::Error> {
-        let condition = match filter {
-            GroupFilter::Open => "WHERE status = 'firing'",
-            GroupFilter::Resolved => "WHERE status = 'resolved'",
-            GroupFilter::All => "",
+        let mut conditions = Vec::new();
+        match filter {
+            GroupFilter::Open => conditions.push("status = 'firing'"),
+            GroupFilter::Resolved => conditions.push("status = 'resolved'"),
+            GroupFilter::All => {}
+        }
+        if after.is_some() {
+            conditions.push("(updated_at < $2 OR (updated_at = $2 AND id < $3))");
+        }
+        let condition = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
         };
         let sql = format!("{GROUP_SELECT} {condition} ORDER BY updated_at DESC, id DESC LIMIT $1");
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        let mut q = sqlx::query(&sql).bind(limit);
+        if let Some(c) = after {
+            q = q.bind(&c.updated_at).bind(c.id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let mut groups: Vec<GroupView> =
             rows.iter().map(group_from_row).collect::<Result<_, _>>()?;
-        self.attach_alerts(&mut groups).await?;
+        self.attach_alerts(&mut groups, alerts_each).await?;
         Ok(groups)
     }
 
@@ -134,20 +163,41 @@ impl Store {
             return Ok(None);
         };
         let mut groups = vec![group_from_row(&row)?];
-        self.attach_alerts(&mut groups).await?;
+        self.attach_alerts(&mut groups, i64::MAX).await?;
         Ok(groups.pop())
     }
 
-    /// One group with its alerts and its timeline, oldest event first.
-    pub async fn group(&self, id: i64) -> Result<Option<(GroupView, Vec<EventView>)>, sqlx::Error> {
-        let Some(group) = self.group_view(id).await? else {
+    /// One group with at most `alerts_max` of its alerts and the last `events_max` entries of
+    /// its timeline (oldest first), and how many entries the timeline has.
+    pub async fn group(
+        &self,
+        id: i64,
+        alerts_max: i64,
+        events_max: i64,
+    ) -> Result<Option<(GroupView, Vec<EventView>, i64)>, sqlx::Error> {
+        let sql = format!("{GROUP_SELECT} WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
             return Ok(None);
         };
+        let mut groups = vec![group_from_row(&row)?];
+        self.attach_alerts(&mut groups, alerts_max).await?;
+        let group = groups.pop().expect("one group");
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM alert_events WHERE group_id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
         let events = sqlx::query(
-            "SELECT id, kind, fingerprint, at, recorded_at FROM alert_events \
-             WHERE group_id = $1 ORDER BY id",
+            "SELECT id, kind, fingerprint, at, recorded_at FROM (SELECT id, kind, fingerprint, \
+             at, recorded_at FROM alert_events WHERE group_id = $1 ORDER BY id DESC LIMIT $2) \
+             AS last ORDER BY id",
         )
         .bind(id)
+        .bind(events_max)
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -161,23 +211,47 @@ impl Store {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(Some((group, events)))
+        Ok(Some((group, events, total)))
     }
 
-    async fn attach_alerts(&self, groups: &mut [GroupView]) -> Result<(), sqlx::Error> {
+    /// Each group's alert counts, and at most `each` of its alerts (firing first): a group
+    /// with thousands of alerts must not make every page that lists it that large.
+    async fn attach_alerts(&self, groups: &mut [GroupView], each: i64) -> Result<(), sqlx::Error> {
         let index: HashMap<i64, usize> =
             groups.iter().enumerate().map(|(i, g)| (g.id, i)).collect();
         for chunk in groups.iter().map(|g| g.id).collect::<Vec<_>>().chunks(1000) {
+            let ids = placeholders(self.backend, chunk.len(), 1);
             let sql = format!(
-                "SELECT group_id, fingerprint, status, severity, labels, annotations, starts_at, \
-                 ends_at, generator_url FROM alerts WHERE group_id IN ({}) \
-                 ORDER BY status, starts_at, fingerprint",
-                placeholders(self.backend, chunk.len(), 1)
+                "SELECT group_id, COUNT(*) AS total, \
+                 SUM(CASE WHEN status = 'firing' THEN 1 ELSE 0 END) AS firing \
+                 FROM alerts WHERE group_id IN ({ids}) GROUP BY group_id"
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
             }
+            for row in q.fetch_all(&self.pool).await? {
+                let gid: i64 = row.try_get("group_id")?;
+                let g = &mut groups[index[&gid]];
+                g.alerts_total = row.try_get("total")?;
+                g.alerts_firing = row.try_get("firing")?;
+            }
+            let limit = match self.backend {
+                crate::config::Backend::Sqlite => "?".to_string(),
+                crate::config::Backend::Postgres => format!("${}", chunk.len() + 1),
+            };
+            let sql = format!(
+                "SELECT group_id, fingerprint, status, severity, labels, annotations, starts_at, \
+                 ends_at, generator_url FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY group_id \
+                 ORDER BY status, starts_at, fingerprint) AS n FROM alerts \
+                 WHERE group_id IN ({ids})) AS a WHERE n <= {limit} \
+                 ORDER BY status, starts_at, fingerprint"
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q = q.bind(each);
             for row in q.fetch_all(&self.pool).await? {
                 let gid: i64 = row.try_get("group_id")?;
                 groups[index[&gid]].alerts.push(AlertView {

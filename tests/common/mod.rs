@@ -196,10 +196,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Every group, following the API's pages.
     pub async fn groups(&self) -> Vec<Value> {
-        let r = self.get("/api/alert-groups?status=all&limit=10000").await;
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+        let mut all = Vec::new();
+        let mut path = "/api/alert-groups?status=all&limit=500".to_string();
+        loop {
+            let r = self.get(&path).await;
+            assert_eq!(r.status(), 200);
+            let next = r
+                .headers()
+                .get("x-next-cursor")
+                .map(|c| c.to_str().unwrap().to_string());
+            let page: Vec<Value> = r.json().await.unwrap();
+            all.extend(page);
+            match next {
+                Some(c) => path = format!("/api/alert-groups?status=all&limit=500&cursor={c}"),
+                None => return all,
+            }
+        }
     }
 
     pub async fn group(&self, id: i64) -> Value {

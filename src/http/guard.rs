@@ -1,0 +1,263 @@
+//! What every request passes before a route sees it: the `Host` check, who counts as a local
+//! caller, the body's deadline, and the console's gate.
+//!
+//! "The caller is on this machine" is only worth something when it is true of the person behind
+//! the request. It is not when a proxy on the same host forwards to runbot (every caller then
+//! comes from 127.0.0.1), nor when a web page in a local browser resolves its own name to
+//! 127.0.0.1 (DNS rebinding: the browser sends that page's name as `Host`). So a caller is
+//! local only when it connects from loopback, names runbot by a loopback name in `Host`, and
+//! carries no header a proxy adds.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::{HostPattern, HttpSettings};
+
+/// Who sent a request, as far as runbot can tell; every request carries one.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub peer: Option<SocketAddr>,
+    /// On this machine, and neither forwarded nor rebound (see the module's doc).
+    pub local: bool,
+}
+
+/// Headers a reverse proxy adds: a request that carries one came from somewhere else.
+const FORWARDED: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-forwarded-proto",
+];
+
+/// The `Host` values runbot answers to, and its loopback names.
+#[derive(Debug)]
+pub struct HostGuard {
+    /// None: any host (a public listener without `http.allowed_hosts`).
+    allowed: Option<Vec<HostPattern>>,
+    loopback: Vec<HostPattern>,
+}
+
+impl HostGuard {
+    /// `port` is the port runbot listens on (the bound one, when `listen` asked for port 0).
+    pub fn new(settings: &HttpSettings, port: u16) -> HostGuard {
+        let loopback: Vec<HostPattern> = ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .map(|h| HostPattern {
+                host: h.to_string(),
+                port: Some(port),
+            })
+            .collect();
+        let allowed = match &settings.allowed_hosts {
+            Some(list) => Some(list.iter().filter_map(|h| HostPattern::parse(h)).collect()),
+            None if settings.loopback_only() => Some(loopback.clone()),
+            None => None,
+        };
+        HostGuard { allowed, loopback }
+    }
+
+    fn host_of(req: &Request) -> Option<HostPattern> {
+        let raw = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
+        HostPattern::parse(&raw)
+    }
+}
+
+/// Refuses a `Host` runbot does not answer to, then tags the request with its [`Caller`].
+pub async fn check_host(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let guard = &state.host_guard;
+    let host = HostGuard::host_of(&req);
+    if let Some(allowed) = &guard.allowed {
+        let ok = host
+            .as_ref()
+            .is_some_and(|h| allowed.iter().any(|a| a.matches(h)));
+        if !ok {
+            let shown: String = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .chars()
+                .take(100)
+                .collect();
+            tracing::warn!(host = %shown, "request refused: Host is not one runbot answers to");
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {shown:?} is not one runbot answers to: add it to http.allowed_hosts"
+                ),
+            )
+            .into_response();
+        }
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(p)| *p);
+    let forwarded = FORWARDED.iter().any(|h| req.headers().contains_key(*h));
+    let local = peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
+        && !forwarded
+        && host.is_some_and(|h| guard.loopback.iter().any(|l| l.matches(&h)));
+    req.extensions_mut().insert(Caller { peer, local });
+    next.run(req).await
+}
+
+/// Why a body stopped arriving.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// A body that fails once its deadline passes, so a client sending a byte now and then cannot
+/// hold a handler (and a connection) for as long as it likes.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.fired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives a request's body `http.body_timeout_secs` from the moment its headers arrived; a body
+/// still arriving then gets 408, whatever the route would have said about the broken body.
+pub async fn body_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let fired = Arc::new(AtomicBool::new(false));
+    let timeout = state.body_timeout;
+    let req = req.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            fired: fired.clone(),
+        })
+    });
+    let response = next.run(req).await;
+    if fired.load(Ordering::Relaxed) {
+        tracing::warn!(
+            secs = timeout.as_secs(),
+            "request refused: its body did not arrive in time"
+        );
+        let mut r = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s (http.body_timeout_secs)",
+                timeout.as_secs()
+            ),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    response
+}
+
+/// Whether `headers` carry the console token: `Authorization: Bearer TOKEN`, or basic auth
+/// with TOKEN as the password (which a browser asks for by itself).
+fn carries_token(headers: &HeaderMap, token: &SecretString) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    let presented = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.as_bytes().to_vec()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .unwrap_or_default();
+        match decoded.iter().position(|b| *b == b':') {
+            Some(i) => decoded[i + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    bool::from(presented.ct_eq(token.expose_secret().as_bytes()))
+}
+
+/// The console and its JSON API show every alert's labels, annotations and silences: served to
+/// local callers, and to others only with `console.token`.
+pub async fn console_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let caller = req.extensions().get::<Caller>().copied();
+    if caller.is_some_and(|c| c.local) {
+        return next.run(req).await;
+    }
+    match &state.console_token {
+        Some(token) if carries_token(req.headers(), token) => next.run(req).await,
+        Some(_) => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the console needs console.token: send it as a bearer token, or as the password when the browser asks",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"runbot console\", charset=\"UTF-8\""),
+            );
+            r
+        }
+        None => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the console is served only to this machine: set console.token to open it to others",
+        )
+        .into_response(),
+    }
+}
