@@ -260,7 +260,7 @@ fn looks_like_key_material(line: &str) -> bool {
     let t = line.trim();
     t.starts_with("Proc-Type:")
         || t.starts_with("DEK-Info:")
-        || (t.len() >= 16
+        || (!t.is_empty()
             && t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))
 }
@@ -525,6 +525,7 @@ mod tests {
             "INFO before",
             "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
             "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1G",
+            "Zm9v==",
             "-----END PRIVATE KEY-----",
             "INFO after",
         ]
@@ -537,11 +538,12 @@ mod tests {
                 "INFO before",
                 "***",
                 "***",
+                "***",
                 "-----END PRIVATE KEY-----",
                 "INFO after"
             ]
         );
-        assert_eq!(masked, [false, true, true, false, false]);
+        assert_eq!(masked, [false, true, true, true, false, false]);
     }
 
     #[test]
