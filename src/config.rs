@@ -265,8 +265,12 @@ fn default_check_timeout() -> u64 {
 }
 
 impl HttpCheck {
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.url)
+    /// Its name, else its URL as it may be shown (no credentials).
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => crate::executors::redact::shown_url(&self.url),
+        }
     }
 }
 
@@ -816,7 +820,7 @@ impl Settings {
         if !(d.api_base.starts_with("https://") || d.api_base.starts_with("http://")) {
             problems.push(format!(
                 "discord.api_base = {:?} must be an http(s) URL (default https://discord.com)",
-                d.api_base
+                crate::executors::redact::shown_url(&d.api_base)
             ));
         }
         for (key, value) in [
@@ -901,6 +905,7 @@ impl Settings {
         }
         if let Some(url) = &self.alertmanager.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let url = crate::executors::redact::shown_url(url);
                 problems.push(format!(
                     "alertmanager.url = {url:?} must be Alertmanager's http(s) root, e.g. http://alertmanager:9093"
                 ));
@@ -914,7 +919,7 @@ impl Settings {
         if let Err(e) = DockerHost::parse(&d.host) {
             problems.push(format!(
                 "docker.host = {:?}: {e}; {}",
-                d.host,
+                crate::executors::redact::shown_url(&d.host),
                 DockerHost::FORM
             ));
         }
@@ -1059,7 +1064,10 @@ impl Settings {
             for c in checks {
                 match reqwest::Url::parse(&c.url) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                    _ => problems.push(format!("{key}: url {:?} is not an http(s) URL", c.url)),
+                    _ => problems.push(format!(
+                        "{key}: url {:?} is not an http(s) URL",
+                        crate::executors::redact::shown_url(&c.url)
+                    )),
                 }
                 if !(1..=3600).contains(&c.timeout_secs) {
                     problems.push(format!(
@@ -1300,6 +1308,45 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("docker.timeout_secs = 0"), "{err}");
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(
+            &file,
+            "[deploy]\nservices = [\"backend\"]\n[[deploy.health]]\nurl = \"ftp://ops:hunter2@backend/health\"\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("RUNBOT__ALERTMANAGER__URL", "am:hunter2@alertmanager:9093"),
+                ("RUNBOT__DOCKER__HOST", "tcp://ops:hunter2@docker:2376"),
+                ("RUNBOT__DISCORD__API_BASE", "proxy:hunter2@proxy:3128"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "alertmanager.url = \"alertmanager:9093\"",
+            "docker.host = \"tcp://docker:2376\"",
+            "discord.api_base = \"proxy:3128\"",
+            "deploy.health: url \"ftp://backend/health\"",
+        ] {
+            assert!(err.contains(key), "{key} in {err}");
+        }
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let check = HttpCheck {
+            name: None,
+            url: "http://ops:hunter2@backend:8000/health?token=abc".into(),
+            status: None,
+            contains: None,
+            timeout_secs: 30,
+        };
+        assert_eq!(check.label(), "http://backend:8000/health?token=***");
     }
 
     #[test]

@@ -293,8 +293,10 @@ impl Docker {
         let Some(project) = &settings.project else {
             return Ok(None);
         };
-        let host = DockerHost::parse(&settings.host)
-            .map_err(|e| anyhow::anyhow!("docker.host = {:?}: {e}", settings.host))?;
+        let host = DockerHost::parse(&settings.host).map_err(|e| {
+            let shown = crate::executors::redact::shown_url(&settings.host);
+            anyhow::anyhow!("docker.host = {shown:?}: {e}")
+        })?;
         let project = ProjectName::parse(project)
             .map_err(|e| anyhow::anyhow!("docker.project = {project:?}: {e}"))?;
         Ok(Some(Docker::new(

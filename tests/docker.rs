@@ -310,6 +310,89 @@ async fn logs_show_the_newest_lines_with_secrets_masked() {
     assert_eq!(plain.code_block, None, "{plain:?}");
 }
 
+/// What a container prints that must never reach chat: a PEM private key over several lines
+/// and one inside JSON, a Stripe secret key, an Authorization header and a Cookie header.
+const LEAKY_LOG: [&str; 10] = [
+    "INFO loading the signing key",
+    "-----BEGIN RSA PRIVATE KEY-----",
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+    "-----END RSA PRIVATE KEY-----",
+    "INFO charging with sk_live_51H8abcDEF0123456789xyz",
+    r#"DEBUG > Authorization: Digest username="ana", response="6629fae49393a05397450978507c4ef1""#,
+    "DEBUG > Cookie: sessionid=q8v1k2hunter; csrftoken=Zx81",
+    r#"DEBUG {"tls_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN\n-----END PRIVATE KEY-----\n"}"#,
+    "INFO done",
+];
+
+#[tokio::test]
+async fn logs_mask_private_keys_stripe_keys_and_authorization_and_cookie_headers() {
+    let p = Project::new().await;
+    let leaky = p
+        .run("backend", "runbot-test/worker:v1", 1, |c| {
+            // printf's %s prints each line as it is: no escapes interpreted.
+            let mut cmd = vec!["printf".to_string(), "%s\\n".into()];
+            cmd.extend(LEAKY_LOG.iter().map(|l| l.to_string()));
+            let script = "\"$@\"; exec sleep 3600";
+            c.cmd = Some(
+                ["sh", "-c", script, "sh"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(cmd)
+                    .collect(),
+            );
+        })
+        .await;
+    p.wait_log(&leaky, "INFO done").await;
+    let rig = rig_on(&p).await;
+
+    let all = run(&rig, "logs", &[("service", text("backend"))]).await;
+    assert_eq!(
+        block_lines(&all),
+        [
+            "INFO loading the signing key",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "***",
+            "***",
+            "-----END RSA PRIVATE KEY-----",
+            "INFO charging with sk_live_***",
+            "DEBUG > Authorization: Digest ***",
+            "DEBUG > Cookie: ***",
+            r#"DEBUG {"tls_key":"-----BEGIN PRIVATE KEY-----***-----END PRIVATE KEY-----\n"}"#,
+            "INFO done",
+        ]
+    );
+    assert!(
+        all.text.contains("Secrets masked in 6 lines."),
+        "{}",
+        all.text
+    );
+    // A tail that starts inside the key: the key's first line is not among those read.
+    let cut = run(
+        &rig,
+        "logs",
+        &[("service", text("backend")), ("tail", RawValue::Integer(7))],
+    )
+    .await;
+    assert_eq!(
+        block_lines(&cut)[..2],
+        ["***", "-----END RSA PRIVATE KEY-----"]
+    );
+    for reply in [&all, &cut] {
+        let content = discord_content(reply);
+        for secret in [
+            "MIIE",
+            "VTLw7onL",
+            "51H8abc",
+            "6629fae4",
+            "q8v1k2hunter",
+            "Zx81",
+        ] {
+            assert!(!content.contains(secret), "{secret} in {content}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn logs_since_a_duration_leave_out_older_lines() {
     let p = Project::new().await;

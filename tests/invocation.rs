@@ -362,6 +362,70 @@ async fn sev1_silence_needs_a_second_approver_then_alertmanager_silences_it() {
     }
 }
 
+/// `alertmanager.url` may carry basic-auth credentials (reqwest sends them); when Alertmanager
+/// cannot be reached, the answer and the audit trail name it without them.
+#[tokio::test]
+async fn alertmanager_credentials_appear_in_no_answer_and_no_audit_row() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://am:hunter2@127.0.0.1:{port}");
+    for db in BOTH {
+        let rig = Rig::new(db, &[("RUNBOT__ALERTMANAGER__URL", &url)], system()).await;
+        let group = rig.group("HighErrorRate", "sev3").await;
+        let edits = Arc::new(Edits::default());
+        let mut said = Vec::new();
+        for (command, args) in [
+            ("silence", vec![("group", RawValue::Integer(group))]),
+            (
+                "unsilence",
+                vec![("silence_id", text("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"))],
+            ),
+        ] {
+            let mut answer = rig.ask(devops(), command, &args, &edits).await;
+            if let Answer::Message(r) = &answer {
+                if r.buttons.iter().any(|b| b.label == "Confirm") {
+                    said.push(r.text.clone());
+                    answer = rig.click(devops(), &button(r, "Confirm"), &edits).await;
+                }
+            }
+            if let Answer::Message(r) | Answer::Update(r) = &answer {
+                said.push(r.text.clone());
+            }
+        }
+        let results = edits.wait(2).await;
+        for r in &results {
+            assert!(
+                r.text.contains(&format!(
+                    "Alertmanager at http://127.0.0.1:{port} cannot be reached"
+                )),
+                "{db:?}: {r:?}"
+            );
+        }
+        said.extend(results.iter().map(|r| format!("{r:?}")));
+        let rows = rig
+            .audit
+            .recent(10_000, &runbot::audit::AuditFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter().filter(|r| r.step == Step::Failed).count(),
+            2,
+            "{db:?}: {rows:?}"
+        );
+        said.extend(rows.iter().map(|r| serde_json::to_string(r).unwrap()));
+        for text in &said {
+            assert!(
+                !text.contains("hunter2") && !text.contains("am:"),
+                "{db:?}: {text}"
+            );
+        }
+    }
+}
+
 async fn silences(am: &Alertmanager) -> usize {
     let all: Value = reqwest::get(format!("{}/api/v2/silences", am.url))
         .await

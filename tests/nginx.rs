@@ -636,6 +636,65 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
     );
 }
 
+/// A spray of more sources than runbot counts one by one: the answer says the counts are
+/// estimates, the hot sources still come first, and addresses of one IPv6 /64 are one source.
+#[tokio::test]
+async fn security_top_ips_under_a_spray_says_its_counts_are_estimates() {
+    let nginx = TestNginx::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("security.log");
+    let t = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let line = |ip: &str| {
+        format!("{{\"timestamp\":\"{t}\",\"event\":\"login_failure\",\"ip_address\":\"{ip}\"}}\n")
+    };
+    let mut lines = String::new();
+    for i in 0..30_000u32 {
+        // Each once, from a /64 of its own.
+        lines.push_str(&line(&format!(
+            "2001:db8:{:x}:{:x}::1",
+            16 + (i >> 16),
+            i & 0xffff
+        )));
+        if i % 300 == 0 {
+            lines.push_str(&line("203.0.113.66"));
+            lines.push_str(&line(&format!("2001:db8:1:2::{:x}", i + 1)));
+        }
+    }
+    std::fs::write(&log, lines).unwrap();
+    let rig = rig(
+        Db::Sqlite,
+        &nginx,
+        &format!("[security]\nlog_path = {:?}\n", log.display().to_string()),
+    )
+    .await;
+
+    let r = read(&rig, "security", &[("report", text("top-ips"))]).await;
+    assert!(
+        r.text.contains("30200 in all, about ")
+            && r.text.contains(
+                "more addresses than the 10000 runbot counts one by one, so counts are estimates"
+            )
+            && r.text.contains("IPv6 counted by /64 network"),
+        "{}",
+        r.text
+    );
+    let table = r.code_block.clone().unwrap();
+    let mut first_two: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|row| row.split_whitespace().next().unwrap())
+        .collect();
+    first_two.sort();
+    assert_eq!(first_two, ["2001:db8:1:2::/64", "203.0.113.66"], "{table}");
+    assert_eq!(table.lines().count(), 11, "the ten busiest: {table}");
+    let labels: Vec<&str> = r.buttons.iter().map(|b| b.label.as_str()).collect();
+    assert!(
+        labels.contains(&"Block 2001:db8:1:2::/64") && labels.contains(&"Block 203.0.113.66"),
+        "{labels:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told()
 {

@@ -8,10 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::Labels;
 
 /// Alertmanager's API at `alertmanager.url`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Alertmanager {
+    /// May hold `user:password@`, which reqwest sends as basic auth.
     base: String,
+    /// `base` as answers, the audit trail and logs show it: without credentials.
+    shown: String,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Alertmanager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alertmanager")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +71,7 @@ pub struct SilenceStatus {
 /// What went wrong, in words for the person who asked.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertmanagerError {
-    #[error("Alertmanager at {0} cannot be reached ({1}); the silence was not made")]
+    #[error("Alertmanager at {0} cannot be reached ({1}); nothing was changed")]
     Unreachable(String, String),
     #[error("Alertmanager refused the request ({0}): {1}")]
     Refused(u16, String),
@@ -82,8 +93,10 @@ impl Alertmanager {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let base = url.trim_end_matches('/').to_string();
         Ok(Alertmanager {
-            base: url.trim_end_matches('/').to_string(),
+            shown: super::redact::shown_url(&base),
+            base,
             client,
         })
     }
@@ -137,10 +150,9 @@ impl Alertmanager {
         if !status.is_success() {
             return Err(refused(status.as_u16(), response).await);
         }
-        let created: Created = response
-            .json()
-            .await
-            .map_err(|e| AlertmanagerError::Refused(status.as_u16(), e.to_string()))?;
+        let created: Created = response.json().await.map_err(|e| {
+            AlertmanagerError::Refused(status.as_u16(), super::redact::request_error(e))
+        })?;
         Ok(created.silence_id)
     }
 
@@ -184,11 +196,9 @@ impl Alertmanager {
         if !status.is_success() {
             return Err(refused(status.as_u16(), response).await);
         }
-        response
-            .json()
-            .await
-            .map(Some)
-            .map_err(|e| AlertmanagerError::Refused(status.as_u16(), e.to_string()))
+        response.json().await.map(Some).map_err(|e| {
+            AlertmanagerError::Refused(status.as_u16(), super::redact::request_error(e))
+        })
     }
 
     fn unreachable(&self, e: reqwest::Error) -> AlertmanagerError {
@@ -197,14 +207,14 @@ impl Alertmanager {
         } else if e.is_connect() {
             "connection refused".to_string()
         } else {
-            e.to_string()
+            super::redact::request_error(e)
         };
-        AlertmanagerError::Unreachable(self.base.clone(), why)
+        AlertmanagerError::Unreachable(self.shown.clone(), why)
     }
 }
 
 async fn refused(status: u16, response: reqwest::Response) -> AlertmanagerError {
     let text = response.text().await.unwrap_or_default();
     let text: String = text.trim().chars().take(300).collect();
-    AlertmanagerError::Refused(status, text)
+    AlertmanagerError::Refused(status, super::redact::redact(&text).into_owned())
 }

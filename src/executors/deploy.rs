@@ -988,15 +988,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 .timeout(left.clamp(Duration::from_millis(200), Duration::from_secs(10)))
                 .send()
                 .await
-                .map_err(|e| {
-                    let mut why = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        why = s.to_string();
-                        src = s.source();
-                    }
-                    why
-                })?;
+                .map_err(super::redact::request_error)?;
             let status = r.status();
             let ok_status = match c.status {
                 Some(want) => status.as_u16() == want,
@@ -1006,7 +998,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 return Err(format!("answered {status}"));
             }
             if let Some(want) = &c.contains {
-                let body = r.text().await.map_err(|e| e.to_string())?;
+                let body = r.text().await.map_err(super::redact::request_error)?;
                 if !body.contains(want.as_str()) {
                     return Err(format!("answered {status} without {want:?} in the body"));
                 }
@@ -1017,14 +1009,13 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
             Ok(()) => return Ok(()),
             Err(why) if Instant::now() + Duration::from_millis(500) >= deadline => {
                 // The URL may carry credentials or a key; this text reaches the channel.
-                let said = format!(
+                return Err(format!(
                     "{}: GET {} {why} ({tries} tr{} in {} s)",
                     c.label(),
-                    c.url,
+                    super::redact::shown_url(&c.url),
                     if tries == 1 { "y" } else { "ies" },
                     c.timeout_secs
-                );
-                return Err(super::redact::redact(&said).into_owned());
+                ));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -1280,4 +1271,38 @@ async fn restore_backup(ex: &Executors, name: &str) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(r.safety_backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_check_names_its_url_without_credentials_or_keys() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let check = HttpCheck {
+            name: None,
+            url: format!("http://ops:hunter2@127.0.0.1:{port}/health?token=s3cr3t&v=1"),
+            status: None,
+            contains: None,
+            timeout_secs: 1,
+        };
+        let said = http_check(&reqwest::Client::new(), &check)
+            .await
+            .unwrap_err();
+        let shown = format!("http://127.0.0.1:{port}/health?token=***&v=1");
+        assert!(
+            said.starts_with(&format!("{shown}: GET {shown} ")),
+            "{said}"
+        );
+        assert!(
+            !said.contains("hunter2") && !said.contains("s3cr3t"),
+            "{said}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::format::{bytes, percent, plural, short_duration, table};
-use super::redact::redact;
+use super::redact::redact_lines;
 use super::{reply, Ctx, Done, ExecError};
 use crate::chat::{Attachment, ATTACHMENT_MAX_BYTES};
 use crate::commands::parse_duration;
@@ -284,35 +284,43 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         since: since.map(|d| ctx.now - chrono::Duration::from_std(d).unwrap_or_default()),
     };
     let many = containers.len() > 1;
-    let mut lines: Vec<(Option<DateTime<Utc>>, String)> = Vec::new();
+    // (time, line, whether a secret was masked in it)
+    let mut lines: Vec<(Option<DateTime<Utc>>, String, bool)> = Vec::new();
     for c in &containers {
         let prefix = match c.number {
             Some(n) if many => format!("{}-{n} | ", c.service),
             _ if many => format!("{} | ", c.name),
             _ => String::new(),
         };
-        for LogLine { at, text, .. } in docker.logs(&c.id, query).await? {
-            lines.push((at, format!("{prefix}{text}")));
+        let (ats, mut texts): (Vec<_>, Vec<_>) = docker
+            .logs(&c.id, query)
+            .await?
+            .into_iter()
+            .map(|LogLine { at, text, .. }| (at, clean(&text)))
+            .unzip();
+        // Each container's lines in their order, before replicas interleave: a private key
+        // spans lines, and only its first and last say what it is.
+        let masked = redact_lines(&mut texts);
+        for ((at, text), masked) in ats.into_iter().zip(texts).zip(masked) {
+            let text = if prefix.is_empty() {
+                text
+            } else {
+                format!("{prefix}{text}")
+            };
+            lines.push((at, text, masked));
         }
     }
     // Replicas' lines interleaved as they were written; the sort is stable for equal times.
     if many {
-        lines.sort_by_key(|(at, _)| *at);
+        lines.sort_by_key(|(at, ..)| *at);
     }
     let read = lines.len().saturating_sub(tail as usize);
-    let lines: Vec<String> = lines.drain(read..).map(|(_, l)| clean(&l)).collect();
+    let lines = lines.split_off(read);
     let read = lines.len();
-    let mut redacted = 0;
+    let redacted = lines.iter().filter(|(.., masked)| *masked).count();
     let lines: Vec<String> = lines
         .into_iter()
-        .map(|l| {
-            let masked = match redact(&l) {
-                std::borrow::Cow::Owned(r) => Some(r),
-                std::borrow::Cow::Borrowed(_) => None,
-            };
-            redacted += usize::from(masked.is_some());
-            masked.unwrap_or(l)
-        })
+        .map(|(_, l, _)| l)
         // After redaction, so that a grep for a secret finds nothing.
         .filter(|l| grep.is_none_or(|g| l.contains(g)))
         .collect();

@@ -5,10 +5,23 @@
 //! The log is JSON lines in time order, so it is read from its end backwards and only as far
 //! as the window reaches; lines that are not JSON, have no time or no valid address are
 //! counted and skipped.
+//!
+//! The log is written by the outside world, so the scan is bounded whatever it holds: a line
+//! longer than [`MAX_LINE`] is counted as unreadable without being kept whole, and failures are
+//! counted per source in a Space-Saving summary of [`TRACKED`] sources (Metwally, Agrawal and
+//! El Abbadi, 2005): a spray of millions of addresses costs the same memory as ten thousand,
+//! every source with more than 1/[`TRACKED`] of the failures is still in it, and the answer says
+//! when counts are estimates.
+//!
+//! IPv6 is counted by /64: a site gets at least a /64, and its hosts rotate privacy addresses
+//! inside it (RFC 4941), so one attacker spraying from their own /64 is one hot source, not
+//! thousands of cold ones. A /64 from which a single address failed is shown as that address.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -23,17 +36,201 @@ const CHUNK: u64 = 64 * 1024;
 /// Lines older than the window read in a row before the scan stops: a few lines out of order
 /// at the edge are still counted.
 const OLDER_IN_A_ROW: usize = 50;
+/// A longer line is counted as unreadable and skipped: no login event is this long.
+pub const MAX_LINE: usize = 1024 * 1024;
+/// Sources counted one by one; past this many, the least counted make room.
+pub const TRACKED: usize = 10_000;
+
+/// One source of failures, most first in [`Scan::top`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Top {
+    /// An address, or an IPv6 /64 (`2001:db8:1:2::/64`) several of whose addresses failed.
+    pub source: String,
+    /// Failures from it; an upper bound when [`Scan::estimated`].
+    pub failures: u64,
+    /// The fewest failures it can have had (equal to `failures` when the count is exact).
+    pub at_least: u64,
+}
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Scan {
-    /// Failures by address, most first (ties by address).
-    pub top: Vec<(String, u64)>,
+    /// Failures by source, most first (ties by name); at most [`TRACKED`].
+    pub top: Vec<Top>,
     /// Login failures in the window.
     pub failures: u64,
-    /// Lines that were not JSON objects, or a login_failure without a valid ip_address.
+    /// Lines that were not JSON objects, longer than [`MAX_LINE`], or a login_failure without
+    /// a valid ip_address.
     pub bad: u64,
     /// Lines without a readable time.
     pub undated: u64,
+    /// Sources that failed: exact, or about this many when `estimated`.
+    pub sources: u64,
+    /// More sources failed than [`TRACKED`], so counts are estimates.
+    pub estimated: bool,
+}
+
+/// What failures are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Source {
+    V4(Ipv4Addr),
+    /// The /64 prefix.
+    V6(u64),
+}
+
+#[derive(Debug)]
+struct Entry {
+    count: u64,
+    /// How much of `count` may belong to the sources it replaced.
+    error: u64,
+    /// The one address seen in this source; None once a second one failed.
+    only: Option<IpAddr>,
+}
+
+/// The Space-Saving summary: at most `capacity` sources, each with a count that is never
+/// below its true count and at most `error` above it. A new source, when full, replaces the
+/// least counted one and inherits its count as its error. The counts are also kept in order,
+/// so finding the least counted costs O(log capacity), not a pass over all of them.
+pub struct TopSources {
+    capacity: usize,
+    entries: HashMap<Source, Entry>,
+    by_count: BTreeSet<(u64, Source)>,
+    replaced: u64,
+    distinct: Distinct,
+}
+
+impl TopSources {
+    pub fn new(capacity: usize) -> TopSources {
+        TopSources {
+            capacity: capacity.max(1),
+            entries: HashMap::with_capacity(capacity.min(TRACKED)),
+            by_count: BTreeSet::new(),
+            replaced: 0,
+            distinct: Distinct::new(),
+        }
+    }
+
+    pub fn add(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        let source = match ip {
+            IpAddr::V4(a) => Source::V4(a),
+            IpAddr::V6(a) => Source::V6((a.to_bits() >> 64) as u64),
+        };
+        self.distinct.add(&source);
+        if let Some(e) = self.entries.get_mut(&source) {
+            self.by_count.remove(&(e.count, source));
+            e.count += 1;
+            if e.only != Some(ip) {
+                e.only = None;
+            }
+            self.by_count.insert((e.count, source));
+            return;
+        }
+        let mut entry = Entry {
+            count: 1,
+            error: 0,
+            only: Some(ip),
+        };
+        if self.entries.len() >= self.capacity {
+            if let Some((least, gone)) = self.by_count.pop_first() {
+                self.entries.remove(&gone);
+                self.replaced += 1;
+                entry.count = least + 1;
+                entry.error = least;
+            }
+        }
+        self.by_count.insert((entry.count, source));
+        self.entries.insert(source, entry);
+    }
+
+    /// Sources held: never more than the capacity.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether every count is exact (no source was ever replaced).
+    pub fn exact(&self) -> bool {
+        self.replaced == 0
+    }
+
+    /// Sources seen: exact while nothing was replaced, else an estimate.
+    pub fn sources(&self) -> u64 {
+        if self.exact() {
+            self.entries.len() as u64
+        } else {
+            self.distinct.estimate().max(self.entries.len() as u64 + 1)
+        }
+    }
+
+    /// The sources, most failures first (ties by name).
+    pub fn top(&self) -> Vec<Top> {
+        let mut top: Vec<Top> = self
+            .entries
+            .iter()
+            .map(|(source, e)| Top {
+                source: match (source, e.only) {
+                    (_, Some(ip)) => ip.to_string(),
+                    (Source::V4(a), None) => a.to_string(),
+                    (Source::V6(prefix), None) => {
+                        format!("{}/64", Ipv6Addr::from_bits(u128::from(*prefix) << 64))
+                    }
+                },
+                failures: e.count,
+                at_least: e.count - e.error,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.failures
+                .cmp(&a.failures)
+                .then_with(|| a.source.cmp(&b.source))
+        });
+        top
+    }
+}
+
+/// About how many distinct sources were added (HyperLogLog, 2^14 one-byte registers: 16 KiB,
+/// about 1% off), for when there are more than the summary holds.
+struct Distinct {
+    registers: Vec<u8>,
+    /// Seeded per scan, so nobody can choose addresses that skew the estimate.
+    hasher: RandomState,
+}
+
+const HLL_BITS: u32 = 14;
+
+impl Distinct {
+    fn new() -> Distinct {
+        Distinct {
+            registers: vec![0; 1 << HLL_BITS],
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn add(&mut self, source: &Source) {
+        let h = self.hasher.hash_one(source);
+        let index = (h >> (64 - HLL_BITS)) as usize;
+        let rank = ((h << HLL_BITS).leading_zeros() + 1).min(64 - HLL_BITS + 1) as u8;
+        if rank > self.registers[index] {
+            self.registers[index] = rank;
+        }
+    }
+
+    fn estimate(&self) -> u64 {
+        let m = self.registers.len() as f64;
+        let sum: f64 = self.registers.iter().map(|r| (-f64::from(*r)).exp2()).sum();
+        let raw = 0.7213 / (1.0 + 1.079 / m) * m * m / sum;
+        let zeros = self.registers.iter().filter(|r| **r == 0).count();
+        // Few sources: linear counting is closer.
+        let e = if raw <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        };
+        e.round() as u64
+    }
 }
 
 /// The time of a log line: `timestamp`, `time`, `@timestamp` or `ts`, as RFC 3339 or
@@ -51,15 +248,63 @@ fn line_time(v: &serde_json::Value) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
+/// The part of a line read so far, backwards: the pieces after its start, newest first. Each
+/// byte is copied once into a piece and once into the whole line, so a long line costs linear
+/// time; past [`MAX_LINE`] the pieces are dropped and only the line's start is looked for.
+#[derive(Default)]
+struct Partial {
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+    too_long: bool,
+}
+
+impl Partial {
+    /// Holds `piece`, which comes before what is held.
+    fn prepend(&mut self, piece: &[u8]) {
+        if self.too_long || piece.is_empty() {
+            return;
+        }
+        if self.len + piece.len() > MAX_LINE {
+            *self = Partial {
+                too_long: true,
+                ..Partial::default()
+            };
+            return;
+        }
+        self.pieces.push(piece.to_vec());
+        self.len += piece.len();
+    }
+
+    /// The whole line that starts with `head` (None if too long), and empties what is held.
+    fn finish<T>(&mut self, head: &[u8], f: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        let held = std::mem::take(self);
+        if held.too_long || held.len + head.len() > MAX_LINE {
+            return f(None);
+        }
+        if held.pieces.is_empty() {
+            return f(Some(head));
+        }
+        let mut line = Vec::with_capacity(head.len() + held.len);
+        line.extend_from_slice(head);
+        for piece in held.pieces.iter().rev() {
+            line.extend_from_slice(piece);
+        }
+        f(Some(&line))
+    }
+}
+
 /// Reads `path` backwards from its end until lines are older than `since`.
 pub fn scan(path: &Path, since: DateTime<Utc>) -> std::io::Result<Scan> {
     let mut f = std::fs::File::open(path)?;
     let mut pos = f.seek(SeekFrom::End(0))?;
-    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut counts = TopSources::new(TRACKED);
     let mut scan = Scan::default();
-    let mut carry: Vec<u8> = Vec::new();
     let mut older = 0usize;
-    let mut handle = |line: &[u8], scan: &mut Scan| -> bool {
+    let mut handle = |line: Option<&[u8]>, scan: &mut Scan| -> bool {
+        let Some(line) = line else {
+            scan.bad += 1;
+            return true;
+        };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return true;
@@ -90,46 +335,41 @@ pub fn scan(path: &Path, since: DateTime<Utc>) -> std::io::Result<Scan> {
             .and_then(|a| a.parse::<IpAddr>().ok())
         {
             Some(ip) => {
-                *counts.entry(ip.to_string()).or_default() += 1;
+                counts.add(ip);
                 scan.failures += 1;
             }
             None => scan.bad += 1,
         }
         true
     };
+    let mut partial = Partial::default();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut stopped = false;
     'outer: while pos > 0 {
         let step = CHUNK.min(pos);
         pos -= step;
         f.seek(SeekFrom::Start(pos))?;
-        let mut buf = vec![0u8; step as usize];
-        f.read_exact(&mut buf)?;
-        buf.extend_from_slice(&carry);
-        // Everything after the first newline is whole lines; the part before may continue
-        // in the previous chunk.
-        let first_nl = if pos == 0 {
-            None
-        } else {
-            buf.iter().position(|b| *b == b'\n')
-        };
-        let (head, whole) = match first_nl {
-            Some(i) => (buf[..i].to_vec(), &buf[i + 1..]),
-            // No newline and more file before it: all of it is part of one long line.
-            None if pos > 0 => {
-                carry = buf;
-                continue;
-            }
-            None => (Vec::new(), &buf[..]),
-        };
-        for line in whole.rsplit(|b| *b == b'\n') {
-            if !handle(line, &mut scan) {
+        let chunk = &mut buf[..step as usize];
+        f.read_exact(chunk)?;
+        // Lines that start in this chunk, newest first; the part before the first newline
+        // continues in the chunk before.
+        let mut end = chunk.len();
+        while let Some(nl) = chunk[..end].iter().rposition(|b| *b == b'\n') {
+            if !partial.finish(&chunk[nl + 1..end], |line| handle(line, &mut scan)) {
+                stopped = true;
                 break 'outer;
             }
+            end = nl;
         }
-        carry = head;
+        partial.prepend(&chunk[..end]);
     }
-    let mut top: Vec<(String, u64)> = counts.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    scan.top = top;
+    if !stopped {
+        // The file's first line.
+        partial.finish(&[], |line| handle(line, &mut scan));
+    }
+    scan.top = counts.top();
+    scan.sources = counts.sources();
+    scan.estimated = !counts.exact();
     Ok(scan)
 }
 
@@ -158,6 +398,20 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         .filter_map(|b| crate::nginx::parse_range(&b.network).ok())
         .collect();
     let mut notes = Vec::new();
+    if scanned.estimated {
+        notes.push(format!(
+            "about {} more addresses than the {TRACKED} runbot counts one by one, so counts are estimates: a range is the fewest and the most each can be",
+            scanned.sources.saturating_sub(TRACKED as u64)
+        ));
+    }
+    if scanned
+        .top
+        .iter()
+        .take(ex.security.top)
+        .any(|t| t.source.ends_with("/64"))
+    {
+        notes.push("IPv6 counted by /64 network where several of its addresses failed".into());
+    }
     if scanned.bad > 0 {
         notes.push(format!("{} unreadable line(s) skipped", scanned.bad));
     }
@@ -183,41 +437,61 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     }
     let mut rows = vec![["ADDRESS".to_string(), "FAILURES".into(), "NOTE".into()]];
     let mut buttons = Vec::new();
-    for (ip, n) in scanned.top.iter().take(ex.security.top) {
+    for Top {
+        source: ip,
+        failures,
+        at_least,
+    } in scanned.top.iter().take(ex.security.top)
+    {
+        let shown = if at_least == failures {
+            failures.to_string()
+        } else {
+            format!("{at_least}-{failures}")
+        };
         let net = crate::nginx::parse_range(ip).ok();
         let note = match &net {
             Some(net) if blocked.iter().any(|b| b.contains(net)) => "blocked".to_string(),
-            Some(net) => match ex.guard.refuse_dangerous(net, &[]) {
-                Err(_) => "never blocked (allow-list or special)".into(),
-                Ok(()) => {
-                    let reason = format!("{n} failed logins in {window_text} per security.log");
-                    let id = crate::invocation::command_button_id(
-                        "block-ip",
-                        &[("address", ip), ("reason", &reason)],
-                    )
-                    .or_else(|| {
-                        crate::invocation::command_button_id("block-ip", &[("address", ip)])
-                    });
-                    if let Some(id) = id {
-                        buttons.push(ReplyButton {
-                            id,
-                            label: crate::invocation::text::clip(&format!("Block {ip}"), 78),
-                            style: ButtonStyle::Danger,
+            Some(net) => {
+                match ex.guard.refuse_dangerous(net, &[]) {
+                    Err(_) => "never blocked (allow-list or special)".into(),
+                    Ok(()) => {
+                        let reason = if at_least == failures {
+                            format!("{failures} failed logins in {window_text} per security.log")
+                        } else {
+                            format!("at least {at_least} failed logins in {window_text} per security.log")
+                        };
+                        let id = crate::invocation::command_button_id(
+                            "block-ip",
+                            &[("address", ip), ("reason", &reason)],
+                        )
+                        .or_else(|| {
+                            crate::invocation::command_button_id("block-ip", &[("address", ip)])
                         });
+                        if let Some(id) = id {
+                            buttons.push(ReplyButton {
+                                id,
+                                label: crate::invocation::text::clip(&format!("Block {ip}"), 78),
+                                style: ButtonStyle::Danger,
+                            });
+                        }
+                        String::new()
                     }
-                    String::new()
                 }
-            },
+            }
             None => String::new(),
         };
-        rows.push([ip.clone(), n.to_string(), note]);
+        rows.push([ip.clone(), shown, note]);
     }
+    let about = if scanned.estimated { "about " } else { "" };
+    let addresses = format!(
+        "{about}{} address{}",
+        scanned.sources,
+        if scanned.sources == 1 { "" } else { "es" }
+    );
     let mut r = reply(
         format!(
-            "Failed logins in the last {window_text} by address ({} in all, {} address{}){notes}. Block asks for /block-ip, with confirmation:",
+            "Failed logins in the last {window_text} by address ({} in all, {addresses}){notes}. Block asks for /block-ip, with confirmation:",
             scanned.failures,
-            scanned.top.len(),
-            if scanned.top.len() == 1 { "" } else { "es" }
         ),
         true,
     );
@@ -226,9 +500,8 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     Ok(Done {
         reply: r,
         summary: format!(
-            "{} login failures from {} addresses in {window_text}",
+            "{} login failures from {addresses} in {window_text}",
             scanned.failures,
-            scanned.top.len()
         ),
     })
 }
@@ -271,13 +544,8 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
         assert_eq!(s.failures, 2500);
-        assert_eq!(
-            s.top,
-            [
-                ("198.51.100.20".to_string(), 1666),
-                ("203.0.113.7".to_string(), 834)
-            ]
-        );
+        assert_eq!(counts(&s), [("198.51.100.20", 1666), ("203.0.113.7", 834)]);
+        assert_eq!((s.sources, s.estimated), (2, false));
         assert_eq!((s.bad, s.undated), (2, 1));
     }
 
@@ -297,12 +565,152 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
         assert_eq!((s.failures, s.bad, s.undated), (3, 0, 0), "{s:?}");
+        assert_eq!(counts(&s), [("203.0.113.7", 2), ("203.0.113.8", 1)]);
+    }
+
+    /// Exact counts as (source, failures).
+    fn counts(s: &Scan) -> Vec<(&str, u64)> {
+        s.top
+            .iter()
+            .map(|t| {
+                assert_eq!(t.at_least, t.failures, "exact: {t:?}");
+                (t.source.as_str(), t.failures)
+            })
+            .collect()
+    }
+
+    fn failure(ip: &str) -> String {
+        format!(
+            "{{\"timestamp\":\"2026-11-28T03:30:00Z\",\"event\":\"login_failure\",\"ip_address\":\"{ip}\"}}\n"
+        )
+    }
+
+    #[test]
+    fn a_spray_of_addresses_keeps_memory_bounded_and_the_hot_address_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.log");
+        // 200,000 addresses, each in a /64 of its own, once each; one address 100 times
+        // among them.
+        let mut text = String::with_capacity(200_100 * 100);
+        for i in 0..200_000u32 {
+            text.push_str(&failure(&format!(
+                "2001:db8:{:x}:{:x}::1",
+                i >> 16,
+                i & 0xffff
+            )));
+            if i % 2000 == 0 {
+                text.push_str(&failure("2001:db8:ffff:ffff::7"));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let started = std::time::Instant::now();
+        let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+        assert_eq!(s.failures, 200_100);
+        assert!(s.top.len() <= TRACKED, "{} sources held", s.top.len());
         assert_eq!(
-            s.top,
+            s.top[0].source,
+            "2001:db8:ffff:ffff::7",
+            "{:?}",
+            &s.top[..3]
+        );
+        assert!(
+            s.top[0].failures >= 100 && s.top[0].at_least <= 100,
+            "{:?}",
+            s.top[0]
+        );
+        assert!(s.top[1].failures < 100, "{:?}", s.top[1]);
+        assert!(s.estimated);
+        assert!(
+            (195_000..=205_000).contains(&s.sources),
+            "about 200,001 sources: {}",
+            s.sources
+        );
+    }
+
+    #[test]
+    fn the_summary_never_holds_more_than_its_capacity_and_finds_the_heavy_hitters() {
+        let mut top = TopSources::new(1000);
+        let started = std::time::Instant::now();
+        for i in 0..1_000_000u32 {
+            top.add(IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 | i)));
+            if i % 100 == 0 {
+                top.add("203.0.113.9".parse().unwrap());
+            }
+            if i % 250 == 0 {
+                top.add("198.51.100.4".parse().unwrap());
+            }
+            assert!(top.len() <= 1000);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        let shown: Vec<String> = top.top().into_iter().take(2).map(|t| t.source).collect();
+        assert_eq!(shown, ["203.0.113.9", "198.51.100.4"]);
+        let first = &top.top()[0];
+        assert!(
+            first.at_least <= 10_000 && first.failures >= 10_000,
+            "{first:?}"
+        );
+        assert!(!top.exact());
+    }
+
+    #[test]
+    fn ipv6_is_counted_by_64_and_a_lone_address_is_shown_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.log");
+        let mut text = String::new();
+        for i in 0..300u32 {
+            text.push_str(&failure(&format!("2001:db8:1:2::{:x}", i + 1)));
+        }
+        for _ in 0..3 {
+            text.push_str(&failure("2001:db8:9::5"));
+            text.push_str(&failure("::ffff:192.0.2.4"));
+            text.push_str(&failure("192.0.2.4"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
+        assert_eq!(
+            counts(&s),
             [
-                ("203.0.113.7".to_string(), 2),
-                ("203.0.113.8".to_string(), 1)
+                ("2001:db8:1:2::/64", 300),
+                ("192.0.2.4", 6),
+                ("2001:db8:9::5", 3)
             ]
         );
+        assert_eq!((s.sources, s.estimated), (3, false));
+    }
+
+    #[test]
+    fn a_huge_file_without_a_newline_is_read_once_as_one_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.log");
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+            let block = vec![b'x'; 1 << 20];
+            for _ in 0..64 {
+                f.write_all(&block).unwrap();
+            }
+        }
+        let started = std::time::Instant::now();
+        let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        assert_eq!((s.failures, s.bad, s.undated), (0, 1, 0), "{s:?}");
+    }
+
+    #[test]
+    fn a_line_over_the_bound_is_one_bad_line_between_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("security.log");
+        let long = format!(
+            "{{\"timestamp\":\"2026-11-28T03:30:00Z\",\"event\":\"login_failure\",\"ip_address\":\"203.0.113.8\",\"ua\":\"{}\"}}\n",
+            "x".repeat(MAX_LINE)
+        );
+        let text = failure("203.0.113.7") + &long + &failure("203.0.113.7");
+        std::fs::write(&path, text).unwrap();
+        let s = scan(&path, "2026-11-28T03:00:00Z".parse().unwrap()).unwrap();
+        assert_eq!((s.failures, s.bad), (2, 1), "{s:?}");
+        assert_eq!(counts(&s), [("203.0.113.7", 2)]);
     }
 }
