@@ -943,13 +943,21 @@ fn with_psql(url: &str, dir: &Path, psql: &Path) -> AppDatabase {
 fn poisoned(marker: &Path, side: &Path) -> Vec<(&'static str, String, &'static str)> {
     let m = marker.display();
     vec![
-        ("a shell line", format!("DELETE FROM orders;\n\\! touch {m}\n"), "!"),
+        (
+            "a shell line",
+            format!("DELETE FROM orders;\n\\! touch {m}\n"),
+            "!",
+        ),
         (
             "a shell command after a statement on the same line",
             format!("DELETE FROM orders;\nSELECT 1; \\! touch {m}\n"),
             "!",
         ),
-        ("output to a file", format!("DELETE FROM orders;\n\\o {m}\nSELECT 1;\n"), "o"),
+        (
+            "output to a file",
+            format!("DELETE FROM orders;\n\\o {m}\nSELECT 1;\n"),
+            "o",
+        ),
         (
             "\\copy to a program",
             format!("DELETE FROM orders;\n\\copy (SELECT 1) to program 'touch {m}'\n"),
@@ -965,7 +973,11 @@ fn poisoned(marker: &Path, side: &Path) -> Vec<(&'static str, String, &'static s
             format!("DELETE FROM orders;\n\\i {}\n", side.display()),
             "i",
         ),
-        ("a variable", "DELETE FROM orders;\n\\set ON_ERROR_STOP 0\n".into(), "set"),
+        (
+            "a variable",
+            "DELETE FROM orders;\n\\set ON_ERROR_STOP 0\n".into(),
+            "set",
+        ),
         (
             "an environment variable",
             format!("DELETE FROM orders;\n\\setenv PAGER 'touch {m}'\n"),
@@ -1003,7 +1015,10 @@ async fn a_backup_holding_a_psql_meta_command_is_refused_before_anything_runs() 
             "{what}: {text}"
         );
         // Only the command's name: never its arguments.
-        assert!(!text.contains(&marker.display().to_string()), "{what}: {text}");
+        assert!(
+            !text.contains(&marker.display().to_string()),
+            "{what}: {text}"
+        );
         assert!(!marker.exists(), "{what}: the meta-command ran");
         assert_eq!(app.count("orders").await, 200, "{what}");
         assert_eq!(app.count("customers").await, 50, "{what}");
@@ -1035,12 +1050,17 @@ async fn psqls_restricted_mode_stops_a_meta_command_the_check_cannot_see() {
     let text = err.to_string();
     assert!(matches!(err, AppDbError::RestoreFailed { .. }), "{text}");
     assert!(
-        text.contains("backslash commands are restricted") && text.contains("rolled all of it back"),
+        text.contains("backslash commands are restricted")
+            && text.contains("rolled all of it back"),
         "{text}"
     );
     assert!(!marker.exists(), "the meta-command ran");
     assert_eq!(app.count("orders").await, 200);
-    assert_eq!(files(&backups).len(), 2, "the safety backup was taken and kept");
+    assert_eq!(
+        files(&backups).len(),
+        2,
+        "the safety backup was taken and kept"
+    );
 
     // With a psql too old for \restrict the check alone protects, so it refuses what it
     // cannot be sure of, before the safety backup, and says how to fix it.
@@ -1059,7 +1079,10 @@ async fn psqls_restricted_mode_stops_a_meta_command_the_check_cannot_see() {
     assert_eq!(files(&backups).len(), 2, "no second safety backup");
 
     // That old psql still restores an ordinary backup, and still refuses a plain `\!`.
-    let fresh = db.backup(Utc::now() + chrono::Duration::hours(1)).await.unwrap();
+    let fresh = db
+        .backup(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
     app.exec("DELETE FROM orders WHERE id > 100").await;
     old.restore(&fresh.name, Utc::now() + chrono::Duration::hours(2))
         .await
@@ -1070,7 +1093,11 @@ async fn psqls_restricted_mode_stops_a_meta_command_the_check_cannot_see() {
         &backups.join(shell),
         format!("\\! touch {}\n", marker.display()).as_bytes(),
     );
-    let err = old.restore(shell, Utc::now()).await.unwrap_err().to_string();
+    let err = old
+        .restore(shell, Utc::now())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("meta-command `\\!`"), "{err}");
     assert!(!marker.exists());
 }
@@ -1102,12 +1129,17 @@ async fn a_dump_full_of_backslashes_quotes_and_copy_data_still_restores() {
              (7, E'back\\slash \\''quote'), (8, '$$ \! $$');"#
     ))
     .await;
-    let dump_rows = |c: &'static str| format!("SELECT string_agg(id || ':' || {c}, '|' ORDER BY id) FROM notes");
+    let dump_rows = |c: &'static str| {
+        format!("SELECT string_agg(id || ':' || {c}, '|' ORDER BY id) FROM notes")
+    };
     let read = |sql: String| {
         let app = &app;
         async move {
             let mut c = app.connect().await;
-            sqlx::query_scalar::<_, String>(&sql).fetch_one(&mut c).await.unwrap()
+            sqlx::query_scalar::<_, String>(&sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
         }
     };
     let before = read(dump_rows("body || coalesce(copy, '-')")).await;
@@ -1115,8 +1147,14 @@ async fn a_dump_full_of_backslashes_quotes_and_copy_data_still_restores() {
     let db = direct(&app.url(), &backups, "pg_dump", 60);
     let taken = db.backup(Utc::now()).await.unwrap();
     let sql = gunzip(&taken.path);
-    assert!(sql.contains("\\restrict "), "pg_dump 15.14+ writes it: {sql}");
-    assert!(sql.contains("COPY public.notes (id, body, copy) FROM stdin;"), "{sql}");
+    assert!(
+        sql.contains("\\restrict "),
+        "pg_dump 15.14+ writes it: {sql}"
+    );
+    assert!(
+        sql.contains("COPY public.notes (id, body, copy) FROM stdin;"),
+        "{sql}"
+    );
 
     app.exec("DELETE FROM notes; DROP VIEW odd; DROP FUNCTION is_code(text);")
         .await;
@@ -1157,8 +1195,12 @@ async fn restore_refuses_a_poisoned_backup_with_a_clear_answer_and_a_failed_audi
 
     let result = approved_restore(&rig, name).await;
     assert!(
-        result.text.contains(&format!("runbot refuses to restore backup {name}"))
-            && result.text.contains("line 6 holds the psql meta-command `\\!`")
+        result
+            .text
+            .contains(&format!("runbot refuses to restore backup {name}"))
+            && result
+                .text
+                .contains("line 6 holds the psql meta-command `\\!`")
             && result.text.contains("Nothing was changed."),
         "{}",
         result.text
@@ -1184,4 +1226,54 @@ async fn restore_refuses_a_poisoned_backup_with_a_clear_answer_and_a_failed_audi
     );
     audit_never_holds(&rig, &app.password).await;
     assert!(rig.audit.verify().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_backup_swapped_for_a_poisoned_one_after_the_check_is_stopped_before_it_commits() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let marker = dir.path().join("ran");
+    let name = "backup_20200105_000000.sql.gz";
+    gzip_file(&backups.join(name), b"DELETE FROM orders;\n");
+    // The poisoned file deletes first, with more than one read chunk before its `\!`, so
+    // psql has that part when runbot stops it.
+    let mut sql = b"DELETE FROM orders;\nDELETE FROM customers;\n".to_vec();
+    sql.extend(b"-- padding padding padding padding padding padding padding\n".repeat(4_000));
+    sql.extend(format!("\\! touch {}\n", marker.display()).as_bytes());
+    let poisoned = dir.path().join("poisoned.sql.gz");
+    gzip_file(&poisoned, &sql);
+    // The safety backup runs between the check and the restore: its pg_dump swaps the file.
+    let swapping = dir.path().join("swapping_pg_dump");
+    std::fs::write(
+        &swapping,
+        format!(
+            "#!/bin/sh\nmv {} {}\nexec pg_dump \"$@\"\n",
+            poisoned.display(),
+            backups.join(name).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&swapping, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = direct(&app.url(), &backups, &swapping.display().to_string(), 60);
+
+    let err = db.restore(name, Utc::now()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AppDbError::Unsafe { .. }), "{text}");
+    let safety = files(&backups)
+        .into_iter()
+        .find(|f| f != name)
+        .expect("the safety backup");
+    assert!(
+        text.contains("it changed after runbot checked it, and now line")
+            && text.contains("holds the psql meta-command `\\!`")
+            && text.contains("psql was stopped before that line and before it committed")
+            && text.contains(&format!("The safety backup {safety} was kept.")),
+        "{text}"
+    );
+    assert!(!marker.exists(), "the meta-command ran");
+    assert_eq!(app.count("orders").await, 200, "nothing committed");
+    assert_eq!(app.count("customers").await, 50);
 }
