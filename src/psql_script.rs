@@ -30,6 +30,10 @@
 //! make the reading uncertain (a NUL byte, a byte-order mark, `1abc$$`, text after a
 //! `COPY … FROM stdin;` on its line, a COPY inside a multi-statement body), are refused in
 //! both cases ([`Problem::Unclear`]).
+//!
+//! psql also expands `:name` variables and lexes their values; the only ones set are psql's
+//! own and runbot's `ON_ERROR_STOP` (`\set` and `\gset` are refused), so a script cannot
+//! smuggle a backslash through one.
 
 use std::fmt;
 
@@ -483,7 +487,7 @@ impl Scanner {
                                 false
                             }
                             b'\'' if *newline => {
-                                // 'a'<newline>'b' is one string. psql 15 and 16 differ on
+                                // 'a'<newline>'b' is one string. psql versions differ on
                                 // whether \v is a space here: both ways a string follows,
                                 // read as plain unless psql enforces \restrict.
                                 let kind = if self.enforced { *kind } else { Kind::Plain };
