@@ -5,6 +5,12 @@
 //! `pg_dump` and `psql` run as processes with argument vectors, never through a shell. The
 //! connection reaches them as `PG*` environment variables, so the password is never on a
 //! command line where `ps` would show it.
+//!
+//! A backup file is not trusted: a `\! command` line in it would run as runbot when psql
+//! reads it. A restore reads it through [`crate::psql_script`] first and refuses one holding
+//! any psql meta-command, reads it through again as it feeds psql, and, where psql supports
+//! it (13.22, 14.19, 15.14, 16.10, 17.6 and later), starts psql's input with `\restrict` so
+//! that psql itself refuses whatever the check might miss.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -25,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::config::AppDatabaseSettings;
 use crate::executors::format::short_duration;
 use crate::executors::redact::{redact, MASK};
+use crate::psql_script::{Problem, Refusal, Scanner};
 
 /// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
 static BACKUP_NAME: LazyLock<Regex> = LazyLock::new(|| {
@@ -123,6 +130,13 @@ pub enum AppDbError {
     },
     #[error("backup {name} is damaged ({reason}), so it cannot be restored: choose another from /backups. Nothing was changed.")]
     Damaged { name: String, reason: String },
+    /// The backup holds (or may hold) a psql meta-command, which psql would run as runbot.
+    #[error("runbot refuses to restore backup {name}: {why} {after}")]
+    Unsafe {
+        name: String,
+        why: String,
+        after: String,
+    },
     #[error("the safety backup of the current database failed, so the restore did not start. Nothing was changed. Why: {0}")]
     SafetyBackup(Box<AppDbError>),
     #[error("the restore of {name} failed ({status}) after {took}; psql stopped inside one transaction, so PostgreSQL rolled all of it back and the database is as it was. The safety backup {safety} was kept. psql said: {stderr}")]
@@ -391,6 +405,8 @@ struct Inner {
     timeout: Duration,
     /// One backup or restore at a time: a backup taken during a restore would hold half of it.
     busy: tokio::sync::Mutex<()>,
+    /// What `psql` can do, asked once it is first needed.
+    psql_client: tokio::sync::OnceCell<PsqlClient>,
 }
 
 impl std::fmt::Debug for AppDatabase {
@@ -418,8 +434,19 @@ impl AppDatabase {
                 psql: s.psql.clone(),
                 timeout: Duration::from_secs(s.timeout_secs),
                 busy: tokio::sync::Mutex::new(()),
+                psql_client: tokio::sync::OnceCell::new(),
             }),
         }))
+    }
+
+    /// What the configured psql can do; asked once, again after a failure.
+    async fn psql_client(&self) -> Result<PsqlClient, AppDbError> {
+        let inner = &self.inner;
+        inner
+            .psql_client
+            .get_or_try_init(|| probe_psql(&inner.psql))
+            .await
+            .cloned()
     }
 
     /// `prod_user@postgres:5432/saas_cafeterias_prod`, with no password.
@@ -664,25 +691,37 @@ impl AppDatabase {
     }
 
     /// Replaces the database's contents with backup `name`, after a safety backup of the
-    /// current state, in one transaction: a restore that fails changes nothing.
+    /// current state, in one transaction: a restore that fails changes nothing. A backup
+    /// holding a psql meta-command is refused before the safety backup.
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
     pub async fn restore(&self, name: &str, now: DateTime<Utc>) -> Result<Restored, AppDbError> {
         let backup = self.find(name).await?;
         let _busy = self.inner.busy.lock().await;
         let started = Instant::now();
-        // A damaged file is found before anything else happens, not halfway into psql.
+        let client = self.psql_client().await?;
+        let enforced = client.restrict;
+        // A damaged file, or one holding a psql meta-command, is found before anything else
+        // happens, not halfway into psql.
         let check = backup.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(&check)?);
-            std::io::copy(&mut gz, &mut std::io::sink())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|reason| AppDbError::Damaged {
-            name: name.into(),
-            reason,
-        })?;
+        let scanned = tokio::task::spawn_blocking(move || scan_gzip(&check, enforced))
+            .await
+            .unwrap_or_else(|e| Err(ScanFail::Read(e.to_string())));
+        match scanned {
+            Ok(()) => {}
+            Err(ScanFail::Read(reason)) => {
+                return Err(AppDbError::Damaged {
+                    name: name.into(),
+                    reason,
+                })
+            }
+            Err(ScanFail::Refused(r)) => {
+                return Err(AppDbError::Unsafe {
+                    name: name.into(),
+                    why: refusal_text(&r, &client),
+                    after: "Nothing was changed.".into(),
+                })
+            }
+        }
 
         let safety = self
             .safety_backup(now)
@@ -712,12 +751,32 @@ impl AppDatabase {
 
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
         let source = backup.path.clone();
-        let reader = tokio::task::spawn_blocking(move || read_gzip(&source, tx));
+        // Checked again as it is sent: the file may have changed since (the safety backup
+        // takes a while), and this way psql never gets a byte that was not checked.
+        let scanner = Scanner::new(enforced);
+        let reader = tokio::task::spawn_blocking(move || read_gzip(&source, tx, scanner));
         let deadline = tokio::time::Instant::now() + inner.timeout;
+        let key = uuid::Uuid::new_v4().simple().to_string();
         let feed = async {
             let Some(input) = psql.stdin.as_mut() else {
                 return Ok(());
             };
+            // psql's own guard against what the check might miss. Tried with psql 15.18
+            // (Debian 12): after `\restrict KEY` every other backslash command fails with
+            // "backslash commands are restricted; only \unrestrict is allowed" and runs
+            // nothing; ON_ERROR_STOP=1 makes psql exit 3 at once and --single-transaction
+            // rolls back all the script did. COPY … FROM stdin data, backslashes and all, is
+            // read as before up to its `\.`, and the transaction commits at the end as usual.
+            // The key is random, so the script cannot `\unrestrict` it (pg_dump's own
+            // \restrict lines were left out by the scanner).
+            if enforced
+                && input
+                    .write_all(format!("\\restrict {key}\n").as_bytes())
+                    .await
+                    .is_err()
+            {
+                return Ok(());
+            }
             while let Some(chunk) = rx.recv().await {
                 // psql stopped reading: it hit an error and is rolling back; its exit says why.
                 if input.write_all(&chunk).await.is_err() {
@@ -726,8 +785,8 @@ impl AppDatabase {
             }
             match reader.await {
                 Ok(Ok(())) => input.flush().await.or(Ok(())),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(ScanFail::Read(e.to_string())),
             }
         };
         let fed = tokio::time::timeout_at(deadline, feed).await;
@@ -737,15 +796,28 @@ impl AppDatabase {
         );
         match fed {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => {
+            Ok(Err(failed)) => {
                 // Killed before its input closes (see Psql): end of input would commit.
                 let _ = psql.child.start_kill();
                 let _ = psql.child.wait().await;
                 self.end_session(&session).await;
-                return Err(AppDbError::Io {
-                    what: format!("reading backup {name}"),
-                    reason,
-                    after: "psql was stopped before it committed, so the database is as it was.",
+                return Err(match failed {
+                    ScanFail::Read(reason) => AppDbError::Io {
+                        what: format!("reading backup {name}"),
+                        reason,
+                        after: "psql was stopped before it committed, so the database is as it was.",
+                    },
+                    ScanFail::Refused(r) => AppDbError::Unsafe {
+                        name: name.into(),
+                        why: format!(
+                            "it changed after runbot checked it, and now {}",
+                            refusal_text(&r, &client)
+                        ),
+                        after: format!(
+                            "psql was stopped before that line and before it committed, so the database is as it was. The safety backup {} was kept.",
+                            safety.name
+                        ),
+                    },
                 });
             }
             Err(_) => {
@@ -921,17 +993,149 @@ fn write_gzip(file: std::fs::File, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::
     Ok(file.metadata()?.len())
 }
 
-fn read_gzip(path: &Path, tx: mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
-    let mut gz = flate2::read::GzDecoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
+/// Why a backup's SQL was not (all) read.
+enum ScanFail {
+    /// The file could not be read or decompressed.
+    Read(String),
+    Refused(Refusal),
+}
+
+/// Decompresses the backup in chunks through `scanner`; `each` gets what psql may receive.
+/// Returns Ok(false) when `each` asked to stop.
+fn scan_chunks(
+    path: &Path,
+    mut scanner: Scanner,
+    mut each: impl FnMut(Vec<u8>) -> bool,
+) -> Result<bool, ScanFail> {
+    let read = |e: std::io::Error| ScanFail::Read(e.to_string());
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = gz.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
+        let n = match gz.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read(e)),
+        };
+        let mut out = Vec::with_capacity(n);
+        scanner
+            .push(&buf[..n], &mut out)
+            .map_err(ScanFail::Refused)?;
+        if !out.is_empty() && !each(out) {
+            return Ok(false);
         }
-        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-            // The feeder stopped (psql failed or the restore timed out); it says why.
-            return Ok(());
+    }
+    scanner.finish().map_err(ScanFail::Refused)?;
+    Ok(true)
+}
+
+/// The whole backup read and checked, nothing kept: memory stays at one chunk.
+fn scan_gzip(path: &Path, enforced: bool) -> Result<(), ScanFail> {
+    scan_chunks(path, Scanner::new(enforced), |_| true).map(|_| ())
+}
+
+fn read_gzip(path: &Path, tx: mpsc::Sender<Vec<u8>>, scanner: Scanner) -> Result<(), ScanFail> {
+    // A send that fails means the feeder stopped (psql failed or the restore timed out); it
+    // says why.
+    scan_chunks(path, scanner, |chunk| tx.blocking_send(chunk).is_ok()).map(|_| ())
+}
+
+/// The configured psql: its version line, and whether it enforces `\restrict`.
+#[derive(Debug, Clone)]
+struct PsqlClient {
+    version: String,
+    restrict: bool,
+}
+
+/// Asks `psql --version`. A psql that cannot be started is an error (a restore needs it);
+/// one whose version cannot be read is taken as one without `\restrict`.
+async fn probe_psql(program: &str) -> Result<PsqlClient, AppDbError> {
+    let spawn = |reason: String| AppDbError::Spawn {
+        program: program.into(),
+        key: "psql",
+        reason,
+    };
+    let mut cmd = Command::new(program);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(CONNECT_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(spawn(e.to_string())),
+        Err(_) => {
+            return Err(spawn(format!(
+                "`psql --version` gave no answer in {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version: String = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(80)
+        .collect();
+    let restrict = out.status.success() && has_restrict(&version);
+    if restrict {
+        tracing::info!(psql = %program, %version, "restores run psql under \\restrict");
+    } else {
+        tracing::warn!(
+            psql = %program,
+            %version,
+            "this psql has no \\restrict (13.22, 14.19, 15.14, 16.10, 17.6 and later have it): restores rely on runbot's own check of each backup alone, which then also refuses non-ASCII SQL text"
+        );
+    }
+    Ok(PsqlClient { version, restrict })
+}
+
+/// psql gained `\restrict` in 13.22, 14.19, 15.14, 16.10, 17.6 and 18.0; pre-releases are
+/// taken as without it.
+fn has_restrict(version: &str) -> bool {
+    static VERSION: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^psql \(PostgreSQL\) ([0-9]+)(?:\.([0-9]+))?(\S*)")
+            .expect("the psql version pattern compiles")
+    });
+    let Some(c) = VERSION.captures(version) else {
+        return false;
+    };
+    let major: u32 = c[1].parse().unwrap_or(0);
+    let minor: u32 = c.get(2).and_then(|m| m.as_str().parse().ok()).unwrap_or(0);
+    let fixed_in = match major {
+        13 => 22,
+        14 => 19,
+        15 => 14,
+        16 => 10,
+        17 => 6,
+        m if m >= 18 => 0,
+        _ => return false,
+    };
+    c[3].is_empty() && c.get(2).is_some() && minor >= fixed_in
+}
+
+/// A refusal in words for the person who asked.
+fn refusal_text(r: &Refusal, client: &PsqlClient) -> String {
+    match &r.problem {
+        Problem::MetaCommand(_) => format!(
+            "{r}, which psql would run as runbot (a meta-command can start programs and write files); a backup taken by /backup holds none."
+        ),
+        Problem::Unclear(_) => {
+            format!("{r}, so runbot cannot be sure psql would run no meta-command from it.")
+        }
+        Problem::NeedsRestrict(_) => {
+            let psql = if client.version.is_empty() {
+                "this psql"
+            } else {
+                &client.version
+            };
+            format!(
+                "{r}. {psql} cannot refuse meta-commands itself (psql 13.22, 14.19, 15.14, 16.10, 17.6 and later can, with \\restrict), so runbot's check must be sure: install a newer PostgreSQL client, or set app_database.psql to one."
+            )
         }
     }
 }
@@ -1177,6 +1381,31 @@ mod tests {
             "backup_20261399_031500.sql.gz",
         ] {
             assert_eq!(backup_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn psql_has_restrict_from_the_minor_releases_that_added_it() {
+        for (v, yes) in [
+            ("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.14", true),
+            ("psql (PostgreSQL) 15.13", false),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 14.18", false),
+            (
+                "psql (PostgreSQL) 16.10 (Ubuntu 16.10-0ubuntu0.24.04.1)",
+                true,
+            ),
+            ("psql (PostgreSQL) 17.5", false),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 18.0", true),
+            ("psql (PostgreSQL) 18beta1", false),
+            ("psql (PostgreSQL) 12.22", false),
+            ("psql (PostgreSQL) 9.6.24", false),
+            ("", false),
+            ("psql 15.18", false),
+        ] {
+            assert_eq!(has_restrict(v), yes, "{v}");
         }
     }
 

@@ -24,6 +24,7 @@
 //!   blocked, the include file written atomically, `nginx -t` and reload, rollback on refusal.
 //! - [`app_database`]: the stack's application database: pg_dump backups into gzip files,
 //!   restores through psql in one transaction, read-only diagnostic queries.
+//! - [`psql_script`]: reads a backup's SQL the way psql will, refusing psql meta-commands.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
@@ -40,6 +41,7 @@ pub mod http;
 pub mod invocation;
 pub mod nginx;
 pub mod policy;
+pub mod psql_script;
 pub mod runbook;
 pub mod store;
 pub mod telemetry;

@@ -912,3 +912,368 @@ async fn dry_runs_say_what_backup_and_restore_would_do_and_change_nothing() {
         [Step::Requested, Step::DryRun, Step::Requested, Step::DryRun]
     );
 }
+
+/// A psql that says it is `version` and is the real psql otherwise: a client too old for
+/// `\restrict`, for the scan-alone path.
+fn psql_claiming(dir: &Path, version: &str) -> PathBuf {
+    let path = dir.join("old_psql");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'psql (PostgreSQL) {version}'; exit 0; fi\nexec psql \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn with_psql(url: &str, dir: &Path, psql: &Path) -> AppDatabase {
+    let settings = AppDatabaseSettings {
+        url: Some(url.to_string().into()),
+        backup_dir: PathBuf::from(dir),
+        psql: psql.display().to_string(),
+        ..AppDatabaseSettings::default()
+    };
+    AppDatabase::from_settings(&settings).unwrap().unwrap()
+}
+
+/// Backups that would each run something as runbot (or change data) through a psql
+/// meta-command: (what, the script, the command the refusal names).
+fn poisoned(marker: &Path, side: &Path) -> Vec<(&'static str, String, &'static str)> {
+    let m = marker.display();
+    vec![
+        (
+            "a shell line",
+            format!("DELETE FROM orders;\n\\! touch {m}\n"),
+            "!",
+        ),
+        (
+            "a shell command after a statement on the same line",
+            format!("DELETE FROM orders;\nSELECT 1; \\! touch {m}\n"),
+            "!",
+        ),
+        (
+            "output to a file",
+            format!("DELETE FROM orders;\n\\o {m}\nSELECT 1;\n"),
+            "o",
+        ),
+        (
+            "\\copy to a program",
+            format!("DELETE FROM orders;\n\\copy (SELECT 1) to program 'touch {m}'\n"),
+            "copy",
+        ),
+        (
+            "results run as SQL",
+            "DELETE FROM orders;\nSELECT 'DELETE FROM customers' \\gexec\n".into(),
+            "gexec",
+        ),
+        (
+            "another file included",
+            format!("DELETE FROM orders;\n\\i {}\n", side.display()),
+            "i",
+        ),
+        (
+            "a variable",
+            "DELETE FROM orders;\n\\set ON_ERROR_STOP 0\n".into(),
+            "set",
+        ),
+        (
+            "an environment variable",
+            format!("DELETE FROM orders;\n\\setenv PAGER 'touch {m}'\n"),
+            "setenv",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_backup_holding_a_psql_meta_command_is_refused_before_anything_runs() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let marker = dir.path().join("ran");
+    // What `\i` would read: a shell line.
+    let side = dir.path().join("side.sql");
+    std::fs::write(&side, format!("\\! touch {}\n", marker.display())).unwrap();
+    let db = direct(&app.url(), &backups, "pg_dump", 60);
+
+    let mut names = Vec::new();
+    for (n, (what, sql, command)) in poisoned(&marker, &side).into_iter().enumerate() {
+        let name = format!("backup_20200102_0000{n:02}.sql.gz");
+        gzip_file(&backups.join(&name), sql.as_bytes());
+        names.push(name.clone());
+
+        let err = db.restore(&name, Utc::now()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, AppDbError::Unsafe { .. }), "{what}: {text}");
+        assert!(
+            text.contains(&format!("runbot refuses to restore backup {name}"))
+                && text.contains(&format!("line 2 holds the psql meta-command `\\{command}`"))
+                && text.contains("Nothing was changed."),
+            "{what}: {text}"
+        );
+        // Only the command's name: never its arguments.
+        assert!(
+            !text.contains(&marker.display().to_string()),
+            "{what}: {text}"
+        );
+        assert!(!marker.exists(), "{what}: the meta-command ran");
+        assert_eq!(app.count("orders").await, 200, "{what}");
+        assert_eq!(app.count("customers").await, 50, "{what}");
+        // Refused before the safety backup: the folder holds only the poisoned files.
+        assert_eq!(files(&backups), names, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn psqls_restricted_mode_stops_a_meta_command_the_check_cannot_see() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let marker = dir.path().join("ran");
+    // Read as pg_dump writes SQL (standard_conforming_strings on), line 3 is one string up
+    // to the end. Once line 2 has run, psql reads `\'` as an escaped quote, so the string
+    // ends there and `\!` is a command: only psql, in \restrict mode, can refuse it.
+    let sql = format!(
+        "DELETE FROM orders;\nSET standard_conforming_strings = off;\nSELECT 'a\\'' \\! touch {}\n'';\n",
+        marker.display()
+    );
+    let name = "backup_20200103_000000.sql.gz";
+    gzip_file(&backups.join(name), sql.as_bytes());
+    let db = direct(&app.url(), &backups, "pg_dump", 60);
+
+    let err = db.restore(name, Utc::now()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AppDbError::RestoreFailed { .. }), "{text}");
+    assert!(
+        text.contains("backslash commands are restricted")
+            && text.contains("rolled all of it back"),
+        "{text}"
+    );
+    assert!(!marker.exists(), "the meta-command ran");
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(
+        files(&backups).len(),
+        2,
+        "the safety backup was taken and kept"
+    );
+
+    // With a psql too old for \restrict the check alone protects, so it refuses what it
+    // cannot be sure of, before the safety backup, and says how to fix it.
+    let old = with_psql(&app.url(), &backups, &psql_claiming(dir.path(), "12.22"));
+    let err = old.restore(name, Utc::now()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AppDbError::Unsafe { .. }), "{text}");
+    assert!(
+        text.contains("line 3: a quoted string has a backslash right before a quote")
+            && text.contains("psql (PostgreSQL) 12.22 cannot refuse meta-commands itself")
+            && text.contains("app_database.psql")
+            && text.contains("Nothing was changed."),
+        "{text}"
+    );
+    assert!(!marker.exists());
+    assert_eq!(files(&backups).len(), 2, "no second safety backup");
+
+    // That old psql still restores an ordinary backup, and still refuses a plain `\!`.
+    let fresh = db
+        .backup(Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    app.exec("DELETE FROM orders WHERE id > 100").await;
+    old.restore(&fresh.name, Utc::now() + chrono::Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(app.count("orders").await, 200);
+    let shell = "backup_20200103_000001.sql.gz";
+    gzip_file(
+        &backups.join(shell),
+        format!("\\! touch {}\n", marker.display()).as_bytes(),
+    );
+    let err = old
+        .restore(shell, Utc::now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("meta-command `\\!`"), "{err}");
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn a_dump_full_of_backslashes_quotes_and_copy_data_still_restores() {
+    let app = AppDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let m = marker.display().to_string();
+    // Everything a psql lexer must not mistake for a command: backslashes in plain and E''
+    // strings, in a column default and a comment, regexes in function bodies, a BEGIN ATOMIC
+    // body with `;`s inside, a column named copy, and COPY data holding `\.`, `\!` and tabs.
+    app.exec(&format!(
+        r#"CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL,
+                               copy text DEFAULT 'C:\', CHECK (body !~ '^\\\\\\.$'));
+           COMMENT ON TABLE notes IS 'a \ comment with ''quotes'' and \! touch {m}';
+           CREATE FUNCTION is_code(t text) RETURNS boolean LANGUAGE plpgsql AS $f$
+           BEGIN
+             RAISE NOTICE E'checking \\! %', t;
+             RETURN t ~ E'^\\d+\\\\$' AND t !~ '\.' AND t <> $$\! touch {m}$$;
+           END $f$;
+           CREATE FUNCTION note_count() RETURNS bigint LANGUAGE sql
+             BEGIN ATOMIC SELECT 1; SELECT count(*) FROM notes; END;
+           CREATE VIEW odd AS SELECT E'tab\there\\back' AS s, 'it''s' AS q, E'\\' AS b;
+           INSERT INTO notes (id, body) VALUES
+             (1, E'line one\nline two'), (2, E'\\.'), (3, E'\\! touch {m}'),
+             (4, E'tab\tsep\\\\'), (5, 'Cafetería ñandú €'), (6, E'\\.\r'),
+             (7, E'back\\slash \\''quote'), (8, '$$ \! $$');"#
+    ))
+    .await;
+    let dump_rows = |c: &'static str| {
+        format!("SELECT string_agg(id || ':' || {c}, '|' ORDER BY id) FROM notes")
+    };
+    let read = |sql: String| {
+        let app = &app;
+        async move {
+            let mut c = app.connect().await;
+            sqlx::query_scalar::<_, String>(&sql)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let before = read(dump_rows("body || coalesce(copy, '-')")).await;
+    let backups = dir.path().join("backups");
+    let db = direct(&app.url(), &backups, "pg_dump", 60);
+    let taken = db.backup(Utc::now()).await.unwrap();
+    let sql = gunzip(&taken.path);
+    assert!(
+        sql.contains("\\restrict "),
+        "pg_dump 15.14+ writes it: {sql}"
+    );
+    assert!(
+        sql.contains("COPY public.notes (id, body, copy) FROM stdin;"),
+        "{sql}"
+    );
+
+    app.exec("DELETE FROM notes; DROP VIEW odd; DROP FUNCTION is_code(text);")
+        .await;
+    db.restore(&taken.name, Utc::now() + chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+
+    assert_eq!(read(dump_rows("body || coalesce(copy, '-')")).await, before);
+    assert_eq!(
+        read("SELECT s || q || b FROM odd".into()).await,
+        "tab\there\\backit's\\"
+    );
+    assert_eq!(
+        read("SELECT is_code('123\\')::text || note_count()::text".into()).await,
+        "true8"
+    );
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn restore_refuses_a_poisoned_backup_with_a_clear_answer_and_a_failed_audit_row() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let marker = dir.path().join("ran");
+    let name = "backup_20200104_000000.sql.gz";
+    gzip_file(
+        &backups.join(name),
+        format!(
+            "--\n-- PostgreSQL database dump\n--\n\nDELETE FROM orders;\nSELECT 1; \\! touch {}\n",
+            marker.display()
+        )
+        .as_bytes(),
+    );
+    let rig = rig_for(&app.url(), &backups).await;
+
+    let result = approved_restore(&rig, name).await;
+    assert!(
+        result
+            .text
+            .contains(&format!("runbot refuses to restore backup {name}"))
+            && result
+                .text
+                .contains("line 6 holds the psql meta-command `\\!`")
+            && result.text.contains("Nothing was changed."),
+        "{}",
+        result.text
+    );
+    assert!(!marker.exists(), "the meta-command ran");
+    assert_eq!(app.count("orders").await, 200);
+    assert_eq!(files(&backups), [name], "no safety backup");
+
+    let trail = rig.trail().await;
+    let steps: Vec<Step> = trail.iter().map(|r| r.0).collect();
+    assert_eq!(
+        steps,
+        [Step::Requested, Step::Approved, Step::Started, Step::Failed],
+        "{trail:?}"
+    );
+    let (_, command, actor, reason) = trail.last().unwrap();
+    assert_eq!(command, "restore");
+    assert_eq!(actor, &dba().user_id);
+    let reason = reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("line 6 holds the psql meta-command `\\!`"),
+        "{reason}"
+    );
+    audit_never_holds(&rig, &app.password).await;
+    assert!(rig.audit.verify().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_backup_swapped_for_a_poisoned_one_after_the_check_is_stopped_before_it_commits() {
+    let app = AppDb::new().await;
+    app.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let marker = dir.path().join("ran");
+    let name = "backup_20200105_000000.sql.gz";
+    gzip_file(&backups.join(name), b"DELETE FROM orders;\n");
+    // The poisoned file deletes first, with more than one read chunk before its `\!`, so
+    // psql has that part when runbot stops it.
+    let mut sql = b"DELETE FROM orders;\nDELETE FROM customers;\n".to_vec();
+    sql.extend(b"-- padding padding padding padding padding padding padding\n".repeat(4_000));
+    sql.extend(format!("\\! touch {}\n", marker.display()).as_bytes());
+    let poisoned = dir.path().join("poisoned.sql.gz");
+    gzip_file(&poisoned, &sql);
+    // The safety backup runs between the check and the restore: its pg_dump swaps the file.
+    let swapping = dir.path().join("swapping_pg_dump");
+    std::fs::write(
+        &swapping,
+        format!(
+            "#!/bin/sh\nmv {} {}\nexec pg_dump \"$@\"\n",
+            poisoned.display(),
+            backups.join(name).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&swapping, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = direct(&app.url(), &backups, &swapping.display().to_string(), 60);
+
+    let err = db.restore(name, Utc::now()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, AppDbError::Unsafe { .. }), "{text}");
+    let safety = files(&backups)
+        .into_iter()
+        .find(|f| f != name)
+        .expect("the safety backup");
+    assert!(
+        text.contains("it changed after runbot checked it, and now line")
+            && text.contains("holds the psql meta-command `\\!`")
+            && text.contains("psql was stopped before that line and before it committed")
+            && text.contains(&format!("The safety backup {safety} was kept.")),
+        "{text}"
+    );
+    assert!(!marker.exists(), "the meta-command ran");
+    assert_eq!(app.count("orders").await, 200, "nothing committed");
+    assert_eq!(app.count("customers").await, 50);
+}
