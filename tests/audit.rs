@@ -700,3 +700,388 @@ async fn the_cli_verifies_and_exports_the_trail() {
     assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!dir.path().join("nope.db").exists());
 }
+
+/// The synchronous level each audit insert ran with, recorded by a trigger that a DBA (or
+/// this test) adds: SQLite's `synchronous` (1 NORMAL, 2 FULL), PostgreSQL's
+/// `synchronous_commit`. Also notes SQLite's level for the readiness probe's write, which uses
+/// the same pool.
+async fn note_sync_levels(db: Db, pool: &AnyPool) {
+    let statements: &[&str] = match db {
+        Db::Sqlite => &[
+            "CREATE TABLE seen_sync (what TEXT, level TEXT)",
+            "CREATE TRIGGER note_audit_sync AFTER INSERT ON audit_log BEGIN \
+             INSERT INTO seen_sync SELECT 'audit', synchronous FROM pragma_synchronous; END",
+            "CREATE TRIGGER note_probe_sync AFTER UPDATE ON runbot_meta BEGIN \
+             INSERT INTO seen_sync SELECT 'probe', synchronous FROM pragma_synchronous; END",
+        ],
+        Db::Postgres => &[
+            "CREATE TABLE seen_sync (what TEXT, level TEXT)",
+            "CREATE FUNCTION note_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             INSERT INTO seen_sync VALUES ('audit', current_setting('synchronous_commit')); \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER note_audit_sync AFTER INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION note_sync()",
+        ],
+    };
+    for s in statements {
+        sqlx::query(s).execute(pool).await.unwrap();
+    }
+}
+
+async fn seen_sync(pool: &AnyPool) -> Vec<(String, String)> {
+    sqlx::query("SELECT what, CAST(level AS TEXT) AS level FROM seen_sync")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("what"), r.get("level")))
+        .collect()
+}
+
+/// SQLite's shared `synchronous = NORMAL` lets a power cut undo the last commits: the audit
+/// append runs at FULL, and only the append. A failed append leaves no FULL connection (nor
+/// a half-done transaction) behind in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_appends_commit_at_synchronous_full_and_other_writes_stay_normal() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Db::Sqlite, dir.path()).await;
+    // One connection: the probe's write runs on the very connection the appends used.
+    let settings = DatabaseSettings {
+        url: url.clone().into(),
+        max_connections: 1,
+        ..DatabaseSettings::default()
+    };
+    let store = Store::connect(&settings).await.unwrap();
+    let pool = raw(&url).await;
+    note_sync_levels(Db::Sqlite, &pool).await;
+    let audit = Audit::new(store.clone());
+
+    append_n(&audit, 2).await;
+    store.probe_write().await.unwrap();
+    // An append that fails between setting FULL and putting NORMAL back: row 1's id again.
+    let failed = store.append_audit_row(|_| colliding_row(1)).await;
+    assert!(failed.is_err(), "a duplicate id is refused");
+    store.probe_write().await.unwrap();
+    assert_eq!(audit.append(entry(2)).await.unwrap().id, 3, "appends go on");
+    store.probe_write().await.unwrap();
+
+    let full = "2".to_string();
+    let normal = "1".to_string();
+    assert_eq!(
+        seen_sync(&pool).await,
+        [
+            ("audit".into(), full.clone()),
+            ("audit".into(), full.clone()),
+            ("probe".into(), normal.clone()),
+            ("probe".into(), normal.clone()),
+            ("audit".into(), full),
+            ("probe".into(), normal),
+        ]
+    );
+    assert!(audit.verify().await.unwrap().is_intact());
+    pool.close().await;
+    store.close().await;
+}
+
+/// A row that collides with row `id`, for an append that must fail at the insert.
+fn colliding_row(id: i64) -> AuditRow {
+    AuditRow {
+        id,
+        at: "2026-11-27T19:31:13.991875004Z".into(),
+        invocation_id: "dup".into(),
+        step: "requested".into(),
+        actor_platform: "cli".into(),
+        actor_id: "u".into(),
+        actor_name: "U".into(),
+        command: "c".into(),
+        args: "{}".into(),
+        origin: "{}".into(),
+        reason: None,
+        detail: None,
+        prev_hash: GENESIS.into(),
+        hash: GENESIS.into(),
+    }
+}
+
+/// A server or database set to `synchronous_commit = off` acknowledges commits before they
+/// are on disk: audit rows are committed at `on` regardless, and a stronger level is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_appends_are_never_committed_with_synchronous_commit_off() {
+    for (configured, expected) in [
+        ("off", "on"),
+        ("local", "local"),
+        ("remote_apply", "remote_apply"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(Db::Postgres, dir.path()).await;
+        let name = url.rsplit('/').next().unwrap();
+        let admin = raw(&common::pg_admin_url()).await;
+        sqlx::query(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = {configured}"
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        let settings = DatabaseSettings {
+            url: url.clone().into(),
+            ..DatabaseSettings::default()
+        };
+        let store = Store::connect(&settings).await.unwrap();
+        let pool = raw(&url).await;
+        note_sync_levels(Db::Postgres, &pool).await;
+        let audit = Audit::new(store.clone());
+
+        append_n(&audit, 2).await;
+
+        let seen = seen_sync(&pool).await;
+        assert_eq!(
+            seen,
+            [
+                ("audit".into(), expected.into()),
+                ("audit".into(), expected.into())
+            ],
+            "configured {configured}"
+        );
+        // The database really is set so: a new session gets the configured level.
+        let session: String = sqlx::query("SELECT current_setting('synchronous_commit') AS s")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("s");
+        assert_eq!(session, configured);
+        pool.close().await;
+        store.close().await;
+    }
+}
+
+/// One system call from `strace -f -yy -o FILE`, joined with its `<... resumed>` half.
+#[derive(Debug)]
+struct Syscall {
+    tid: u32,
+    name: String,
+    /// The arguments and result as strace printed them (fds as `N</path>` or `N<TCP:[…]>`).
+    text: String,
+    /// Line index where it started (its first half when strace split it).
+    entered: usize,
+    /// Line index where it returned.
+    returned: usize,
+}
+
+/// Parses strace's `-f -o` output: `TID name(args) = ret`, or `TID name(args <unfinished ...>`
+/// and later `TID <... name resumed>rest) = ret`. Signals and exits come back as a `---` or
+/// `+++` pseudo call.
+fn parse_strace(text: &str) -> Vec<Syscall> {
+    let mut calls = Vec::new();
+    let mut pending: std::collections::HashMap<u32, (String, String, usize)> = Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let Some((tid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(tid) = tid.parse::<u32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("---") || rest.starts_with("+++") {
+            calls.push(Syscall {
+                tid,
+                name: rest[..3].into(),
+                text: rest.into(),
+                entered: i,
+                returned: i,
+            });
+        } else if let Some(resumed) = rest.strip_prefix("<... ") {
+            let Some((name, tail)) = resumed.split_once(" resumed>") else {
+                continue;
+            };
+            if let Some((n, head, entered)) = pending.remove(&tid) {
+                debug_assert_eq!(n, name);
+                calls.push(Syscall {
+                    tid,
+                    name: n,
+                    text: head + tail,
+                    entered,
+                    returned: i,
+                });
+            }
+        } else if let Some((name, _)) = rest.split_once('(') {
+            match rest.strip_suffix(" <unfinished ...>") {
+                Some(head) => {
+                    pending.insert(tid, (name.into(), head.into(), i));
+                }
+                None => calls.push(Syscall {
+                    tid,
+                    name: name.into(),
+                    text: rest.into(),
+                    entered: i,
+                    returned: i,
+                }),
+            }
+        }
+    }
+    calls.sort_by_key(|c| c.returned);
+    calls
+}
+
+/// The audit row must be on disk before anyone is told it happened: a denied command (one
+/// audit row, nothing in the background) is answered only after SQLite fsynced the WAL frames
+/// that hold the row. Seen from outside with strace on the real `runbot serve`:
+///
+/// - the row's frames are the WAL writes carrying the requester's (unique) user id;
+/// - the fsync must come from the thread that wrote them (each sqlx SQLite connection has
+///   its own), after them, and return before the HTTP answer is written;
+/// - a checkpoint could fsync the WAL too, and always then writes pages into the database
+///   file: an attempt where that happens proves nothing either way and is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    use common::{BOT_TOKEN, CHANNEL};
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is not installed: scripts/test installs it (apt-get install strace)");
+    }
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::policies_dir(&fake);
+    std::fs::write(
+        dir.path().join("runbot.toml"),
+        format!("[policy]\ndir = \"{}\"\n", policies.display()),
+    )
+    .unwrap();
+    let trace = dir.path().join("strace.txt");
+    let port = common::free_port();
+    let mut strace = Command::new("strace");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNBOT") {
+            strace.env_remove(k);
+        }
+    }
+    let mut strace = strace
+        .current_dir(dir.path())
+        .args(["-f", "-yy", "-s", "8192", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=pwrite64,fsync,fdatasync,write,writev,sendto,sendmsg",
+        ])
+        .arg(env!("CARGO_BIN_EXE_runbot"))
+        .arg("serve")
+        .env_remove("RUNBOT_CONFIG")
+        .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+        .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+        .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+        .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+        .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline && strace.try_wait().unwrap().is_none(),
+            "runbot did not start under strace: {}",
+            std::fs::read_to_string(dir.path().join("serve.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    const ATTEMPTS: u64 = 3;
+    let users: Vec<String> = (0..ATTEMPTS)
+        .map(|n| (1_300_000_000_000_000_700 + n).to_string())
+        .collect();
+    for id in &users {
+        let dev = FakeUser::new(id.parse().unwrap(), "Dev", &["Developer"]);
+        let sent = fake
+            .send_interaction(
+                &format!("{url}/discord/interactions"),
+                fake.slash_command("restart", &[("service", json!("backend"))], &dev, CHANNEL),
+            )
+            .await;
+        let text = sent.body["data"]["content"].as_str().unwrap_or_default();
+        assert!(text.contains("/restart needs"), "denied: {}", sent.body);
+    }
+
+    // SIGTERM to runbot (strace's child): it stops, and strace with it, flushing the trace.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).unwrap();
+    let runbot_pid = children
+        .split_whitespace()
+        .next()
+        .expect("runbot runs under strace");
+    assert!(Command::new("kill")
+        .args(["-TERM", runbot_pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while strace.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "strace did not stop");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let calls = parse_strace(&std::fs::read_to_string(&trace).unwrap());
+
+    let wal = "/runbot.db-wal>";
+    let db_file = "/runbot.db>";
+    let answer_to_client = format!("<TCP:[127.0.0.1:{port}->");
+    let stopped = calls
+        .iter()
+        .find(|c| c.name == "---" && c.text.contains("SIGTERM"))
+        .map_or(usize::MAX, |c| c.entered);
+    let mut conclusive = 0;
+    for (n, id) in users.iter().enumerate() {
+        let frames = |c: &&Syscall| {
+            c.name == "pwrite64" && c.text.contains(wal) && c.text.contains(id.as_str())
+        };
+        let row = calls
+            .iter()
+            .find(frames)
+            .unwrap_or_else(|| panic!("no WAL write holds user {id}"));
+        let answer = calls
+            .iter()
+            .filter(|c| c.entered > row.entered)
+            .find(|c| {
+                ["write", "writev", "sendto", "sendmsg"].contains(&c.name.as_str())
+                    && c.text.contains(&answer_to_client)
+                    && c.text.contains("\"HTTP/1.1 ")
+            })
+            .unwrap_or_else(|| panic!("no HTTP answer after user {id}'s row"));
+        let window_end = users
+            .get(n + 1)
+            .and_then(|next| {
+                calls
+                    .iter()
+                    .find(|c| frames(c) && c.text.contains(next.as_str()))
+            })
+            .map_or(stopped, |c| c.entered);
+        let checkpointed = calls.iter().any(|c| {
+            c.entered > row.entered
+                && c.entered < window_end
+                && c.name == "pwrite64"
+                && c.text.contains(db_file)
+        });
+        if checkpointed {
+            continue;
+        }
+        conclusive += 1;
+        let synced = calls.iter().any(|c| {
+            c.tid == row.tid
+                && (c.name == "fsync" || c.name == "fdatasync")
+                && c.text.contains(wal)
+                && c.entered > row.returned
+                && c.returned < answer.entered
+        });
+        assert!(
+            synced,
+            "user {id}'s audit row (WAL write on thread {}) was not fsynced before the answer \
+             was written",
+            row.tid
+        );
+    }
+    assert!(
+        conclusive > 0,
+        "a checkpoint ran in every attempt; nothing was shown"
+    );
+    common::assert_audit_verifies(dir.path());
+}

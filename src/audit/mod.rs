@@ -30,6 +30,11 @@
 //! point to the end with fresh hashes, or drop the last rows. The database refuses UPDATE and
 //! DELETE through triggers, and [`VerifyReport::head`] is what to keep elsewhere (exports,
 //! tickets, a metrics history of `runbot_audit_appended_total`) to catch that.
+//!
+//! Each append is durable when it returns, not only committed: SQLite runs the append's
+//! connection at `synchronous = FULL` (the shared setting, `NORMAL`, can lose the last
+//! commits to a power cut, which would silently cut the trail's tail), and PostgreSQL's
+//! `synchronous_commit = off` is raised to `on` for the append's transaction.
 
 mod export;
 mod verify;
