@@ -1085,3 +1085,133 @@ async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
     );
     common::assert_audit_verifies(dir.path());
 }
+
+/// `runbot audit head` prints the line to keep; `verify --expect-head` passes while that row
+/// is there (the trail may grow) and fails, naming what is missing, once the end was cut off
+/// or rewritten, which the chain alone does not show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_with_an_expected_head_catches_a_cut_off_or_rewritten_tail() {
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = store(db, dir.path()).await;
+        let audit = Audit::new(store.clone());
+        let run = |args: &[&str]| run(dir.path(), &url, args);
+
+        let (code, stdout, stderr) = run(&["audit", "head"]);
+        assert_eq!(code, Some(0), "{db:?}: {stderr}");
+        assert_eq!(stdout, "audit trail empty: no rows yet\n", "{db:?}");
+
+        let rows = append_n(&audit, 5).await;
+        let (code, stdout, stderr) = run(&["audit", "head"]);
+        assert_eq!(code, Some(0), "{db:?}: {stderr}");
+        assert_eq!(stdout, format!("5 {}\n", rows[4].hash), "{db:?}");
+        let printed = stdout.clone();
+        let five = format!("5:{}", rows[4].hash);
+
+        // Intact, in every accepted form: ID:HASH, the printed line, the hash alone.
+        for expected in [five.as_str(), printed.as_str(), rows[4].hash.as_str()] {
+            let (code, stdout, stderr) = run(&["audit", "verify", "--expect-head", expected]);
+            assert_eq!(code, Some(0), "{db:?} {expected:?}: {stdout}{stderr}");
+            assert!(
+                stdout.contains("audit trail intact: 5 rows")
+                    && stdout.contains("expected head present: row 5 is still the last row"),
+                "{db:?}: {stdout}"
+            );
+        }
+
+        // The trail grew: still fine.
+        let more = append_n(&audit, 2).await;
+        let (code, stdout, _) = run(&["audit", "verify", "--expect-head", &five]);
+        assert_eq!(code, Some(0), "{db:?}: {stdout}");
+        assert!(
+            stdout.contains("expected head present: row 5, and 2 rows written since (last row 7)"),
+            "{db:?}: {stdout}"
+        );
+
+        // The last two rows are cut off: the chain still verifies, the expected head does not.
+        let seven = format!("7:{}", more[1].hash);
+        let pool = raw(&url).await;
+        drop_triggers(db, &pool).await;
+        sqlx::query("DELETE FROM audit_log WHERE id >= 6")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (code, stdout, _) = run(&["audit", "verify"]);
+        assert_eq!(
+            code,
+            Some(0),
+            "{db:?}: without a head the cut is invisible: {stdout}"
+        );
+        for (expected, missing) in [
+            (
+                seven.clone(),
+                format!("no row 7 with hash {}", more[1].hash),
+            ),
+            (
+                more[1].hash.clone(),
+                format!("no row with hash {}", more[1].hash),
+            ),
+        ] {
+            let (code, stdout, stderr) = run(&["audit", "verify", "--expect-head", &expected]);
+            assert_eq!(code, Some(1), "{db:?}: {stdout}{stderr}");
+            assert!(
+                stdout.contains("audit trail intact: 5 rows")
+                    && stdout.contains(&format!("expected head missing: {missing}"))
+                    && stdout.contains("the highest id present is 5")
+                    && stdout.contains("cut off or rewritten"),
+                "{db:?}: {stdout}"
+            );
+        }
+
+        // Rewritten: a new row 6 in place of the old one, or the wrong hash for a row.
+        let new_six = audit.append(entry(40)).await.unwrap();
+        let old_six = format!("6:{}", more[0].hash);
+        let (code, stdout, _) = run(&["audit", "verify", "--expect-head", &old_six]);
+        assert_eq!(code, Some(1), "{db:?}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "expected head changed: row 6 has hash {}, not {}",
+                new_six.hash, more[0].hash
+            )),
+            "{db:?}: {stdout}"
+        );
+        let wrong = format!("3:{}", rows[3].hash);
+        let (code, stdout, _) = run(&["audit", "verify", "--expect-head", &wrong]);
+        assert_eq!(code, Some(1), "{db:?}: {stdout}");
+        assert!(
+            stdout.contains(&format!("row 3 has hash {}", rows[2].hash)),
+            "{db:?}: {stdout}"
+        );
+
+        // A broken chain still fails with a head that is present.
+        sqlx::query("UPDATE audit_log SET actor_name = 'nobody' WHERE id = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (code, stdout, _) = run(&["audit", "verify", "--expect-head", &five]);
+        assert_eq!(code, Some(1), "{db:?}: {stdout}");
+        assert!(stdout.contains("row 2 was changed"), "{db:?}: {stdout}");
+
+        // Bad input is a usage error that reads nothing.
+        let short = &rows[4].hash[..20];
+        for bad in ["", "latest", short, "0:abc", &format!("x:{}", rows[4].hash)] {
+            let (code, stdout, stderr) = run(&["audit", "verify", "--expect-head", bad]);
+            assert_eq!(code, Some(2), "{db:?} {bad:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains("--expect-head") && stderr.contains("64 hex digits"),
+                "{db:?} {bad:?}: {stderr}"
+            );
+            assert!(stdout.is_empty(), "{stdout}");
+        }
+        pool.close().await;
+        store.close().await;
+    }
+
+    // A SQLite file that is not there is an error, as for verify.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
+    let (code, _, stderr) = run(dir.path(), &missing, &["audit", "head"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!dir.path().join("nope.db").exists());
+}

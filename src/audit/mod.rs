@@ -28,8 +28,9 @@
 //!
 //! The chain has no key: whoever can write the table can also rewrite every row from some
 //! point to the end with fresh hashes, or drop the last rows. The database refuses UPDATE and
-//! DELETE through triggers, and [`VerifyReport::head`] is what to keep elsewhere (exports,
-//! tickets, a metrics history of `runbot_audit_appended_total`) to catch that.
+//! DELETE through triggers, and the head (the last row's id and hash: `runbot audit head`,
+//! [`VerifyReport::head`]) is what to keep elsewhere to catch that: `runbot audit verify
+//! --expect-head ID:HASH` fails when that row is gone or holds another hash ([`HeadCheck`]).
 //!
 //! Each append is durable when it returns, not only committed: SQLite runs the append's
 //! connection at `synchronous = FULL` (the shared setting, `NORMAL`, can lose the last
@@ -49,7 +50,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use export::{ExportFormat, CSV_HEADER};
-pub use verify::{Problem, VerifyReport};
+pub use verify::{ExpectedHead, HeadCheck, Problem, VerifyReport};
 
 use crate::config::{Backend, DatabaseSettings};
 pub use crate::store::audit::{AuditFilter, AuditHead, AuditRow};
