@@ -1,7 +1,8 @@
 //! The audit trail on SQLite and PostgreSQL alike: the hash chain holds under concurrent
 //! appends, tampering by someone who dropped the append-only triggers is caught and named,
 //! the triggers refuse changes while they stand, exports filter and quote correctly, and
-//! `runbot audit verify|export` say so from the command line.
+//! `runbot audit verify|export` say so from the command line. Appends are on disk before they
+//! return; the head (`runbot audit head`, logged by `serve`) catches a cut-off tail.
 
 mod common;
 
@@ -1214,4 +1215,95 @@ async fn verify_with_an_expected_head_catches_a_cut_off_or_rewritten_tail() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no database at"), "{stderr}");
     assert!(!dir.path().join("nope.db").exists());
+}
+
+/// `runbot serve` in `dir` on `url`, its JSON log (and any error) in `dir/serve.log`.
+fn serve(dir: &std::path::Path, url: &str, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    runbot()
+        .current_dir(dir)
+        .arg("serve")
+        .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNBOT__DATABASE__URL", url)
+        .env("RUNBOT__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stderr(log.try_clone().unwrap())
+        .stdout(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `/metrics` until a line starts with `prefix`; answers the whole text.
+async fn wait_for_metric(dir: &std::path::Path, port: u16, prefix: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            let text = r.text().await.unwrap_or_default();
+            if text.lines().any(|l| l.starts_with(prefix)) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {prefix:?} in /metrics:\n{text}"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runbot serve did not answer: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The head goes to the log (id and hash, to keep outside the database) and its id to a gauge
+/// (never the hash: one series per append), when `serve` starts and every
+/// `audit.head_log_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_the_audit_head_and_exports_its_id_as_a_gauge() {
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = store(db, dir.path()).await;
+        let audit = Audit::new(store.clone());
+        let rows = append_n(&audit, 3).await;
+        let port = common::free_port();
+        let mut child = serve(
+            dir.path(),
+            &url,
+            port,
+            &[("RUNBOT__AUDIT__HEAD_LOG_SECS", "10")],
+        );
+
+        let metrics = wait_for_metric(dir.path(), port, "runbot_audit_head_id 3", 30).await;
+        assert!(
+            !metrics.contains(&rows[2].hash),
+            "{db:?}: a hash in /metrics"
+        );
+        // The next pass, one interval later, sees a row written meanwhile.
+        let four = audit.append(entry(3)).await.unwrap();
+        wait_for_metric(dir.path(), port, "runbot_audit_head_id 4", 30).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+        let heads: Vec<(i64, String)> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "audit head")
+            .map(|v| {
+                assert_eq!(v["level"], "INFO", "{v}");
+                (
+                    v["id"].as_i64().unwrap(),
+                    v["hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            heads,
+            [(3, rows[2].hash.clone()), (4, four.hash.clone())],
+            "{db:?}: {log}"
+        );
+        store.close().await;
+    }
 }

@@ -29,7 +29,8 @@
 //! The chain has no key: whoever can write the table can also rewrite every row from some
 //! point to the end with fresh hashes, or drop the last rows. The database refuses UPDATE and
 //! DELETE through triggers, and the head (the last row's id and hash: `runbot audit head`,
-//! [`VerifyReport::head`]) is what to keep elsewhere to catch that: `runbot audit verify
+//! [`VerifyReport::head`], and the `audit head` line `runbot serve` logs every
+//! `audit.head_log_secs`) is what to keep elsewhere to catch that: `runbot audit verify
 //! --expect-head ID:HASH` fails when that row is gone or holds another hash ([`HeadCheck`]).
 //!
 //! Each append is durable when it returns, not only committed: SQLite runs the append's
@@ -424,6 +425,21 @@ impl Audit {
     /// The last row's id and hash, or None for an empty trail.
     pub async fn head(&self) -> Result<Option<AuditHead>, AuditError> {
         Ok(self.store.audit_head().await?)
+    }
+
+    /// One pass of the head report `runbot serve` makes every `audit.head_log_secs`: logs the
+    /// head's id and hash at info (kept with the logs, outside the database) and sets the
+    /// gauge [`crate::telemetry::AUDIT_HEAD_ID`] to its id (0 for an empty trail). The hash
+    /// is never a metric label: every append would add a series.
+    pub async fn log_head(&self) -> Result<Option<AuditHead>, AuditError> {
+        let head = self.head().await?;
+        match &head {
+            Some(h) => tracing::info!(id = h.id, hash = %h.hash, "audit head"),
+            None => tracing::info!(id = 0, "audit head"),
+        }
+        metrics::gauge!(crate::telemetry::AUDIT_HEAD_ID)
+            .set(head.as_ref().map_or(0, |h| h.id) as f64);
+        Ok(head)
     }
 
     pub(crate) fn store(&self) -> &Store {
