@@ -222,6 +222,18 @@ impl Application {
                 }
             }
         });
+        // The audit head to the log and metrics, for `runbot audit verify --expect-head`.
+        let audit = crate::audit::Audit::new(store.clone());
+        let every = Duration::from_secs(settings.audit.head_log_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = audit.log_head().await {
+                    tracing::warn!(error = %e, "could not read the audit head");
+                }
+            }
+        });
         // Deploys a killed runbot left running: marked interrupted at start, and then whenever
         // a heartbeat goes stale (another replica may die too).
         let executors = dispatcher.executors().clone();

@@ -43,6 +43,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     #[serde(default)]
     pub console: ConsoleSettings,
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
@@ -110,6 +112,21 @@ impl Default for SecuritySettings {
             log_path: None,
             top: 10,
         }
+    }
+}
+
+/// `[audit]`: the audit trail's head, reported so a cut-off tail can be noticed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// `runbot serve` logs the last row's id and hash ("audit head") and sets the gauge
+    /// `runbot_audit_head_id` this often, for `runbot audit verify --expect-head`.
+    pub head_log_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { head_log_secs: 300 }
     }
 }
 
@@ -752,6 +769,12 @@ impl Settings {
         self.validate_app_database(&mut problems);
         self.validate_deploy(&mut problems);
         self.validate_nginx(&mut problems);
+        if !(10..=86_400).contains(&self.audit.head_log_secs) {
+            problems.push(format!(
+                "audit.head_log_secs = {} must be 10 to 86400 (default 300)",
+                self.audit.head_log_secs
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -1270,6 +1293,23 @@ mod tests {
         .to_string();
         assert!(err.contains("policy.timezone = \"Mars/Olympus\""), "{err}");
         assert!(err.contains("policy.business_hours = \"9 to 5\""), "{err}");
+    }
+
+    #[test]
+    fn the_audit_head_is_logged_every_five_minutes_unless_set_within_range() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.audit.head_log_secs, 300);
+        let s = Settings::load_from(None, env(&[("RUNBOT__AUDIT__HEAD_LOG_SECS", "60")])).unwrap();
+        assert_eq!(s.audit.head_log_secs, 60);
+        for bad in ["9", "86401"] {
+            let err = Settings::load_from(None, env(&[("RUNBOT__AUDIT__HEAD_LOG_SECS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("audit.head_log_secs = {bad} must be 10 to 86400")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

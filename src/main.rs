@@ -33,7 +33,7 @@ enum Command {
     Serve,
     /// Load and validate the settings and data files, print what is wrong, exit non-zero on error.
     CheckConfig,
-    /// The audit trail: check its hash chain, export it.
+    /// The audit trail: check its hash chain, print its head, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Policies: explain one decision, check the table of expected decisions.
@@ -66,7 +66,15 @@ fn parse_snowflake(s: &str) -> Result<u64, String> {
 enum AuditCommand {
     /// Walk the hash chain; name the first row that was changed, removed or reordered
     /// (exit 1), or say how many rows are intact (exit 0). Exit 2 if it cannot be read.
-    Verify,
+    Verify {
+        /// Also fail (exit 1) unless this head, printed earlier by `runbot audit head` or
+        /// logged by `runbot serve` ("audit head"), is still in the trail: catches a cut-off
+        /// or rewritten end, which the chain alone cannot show. ID:HASH, "ID HASH" or HASH.
+        #[arg(long, value_name = "ID:HASH")]
+        expect_head: Option<runbot::audit::ExpectedHead>,
+    },
+    /// Print the last row's id and hash ("ID HASH"), to keep for `verify --expect-head`.
+    Head,
     /// Write audit rows to stdout, oldest first.
     Export {
         /// jsonl (one JSON object per line) or csv (with a header row).
@@ -161,20 +169,47 @@ fn audit(settings: &Settings, command: AuditCommand) -> ExitCode {
         };
         let audit = Audit::new(store.clone());
         let code = match command {
-            AuditCommand::Verify => match audit.verify().await {
-                Ok(report) => {
-                    println!("{report}");
-                    match (&report.problem, &report.head) {
-                        (None, Some(head)) => {
-                            println!("last row {}, hash {}", head.id, head.hash);
-                            ExitCode::SUCCESS
+            AuditCommand::Verify { expect_head } => {
+                let checked = async {
+                    let report = audit.verify().await?;
+                    let head = match &expect_head {
+                        Some(expected) => Some(audit.check_head(expected).await?),
+                        None => None,
+                    };
+                    Ok::<_, runbot::audit::AuditError>((report, head))
+                };
+                match checked.await {
+                    Ok((report, head)) => {
+                        println!("{report}");
+                        if let (None, Some(last)) = (&report.problem, &report.head) {
+                            println!("last row {}, hash {}", last.id, last.hash);
                         }
-                        (None, None) => ExitCode::SUCCESS,
-                        (Some(_), _) => ExitCode::FAILURE,
+                        if let Some(check) = &head {
+                            println!("{check}");
+                        }
+                        if report.is_intact() && head.as_ref().is_none_or(|c| c.passed()) {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("runbot: cannot verify the audit trail: {e}");
+                        ExitCode::from(2)
                     }
                 }
+            }
+            AuditCommand::Head => match audit.head().await {
+                Ok(Some(head)) => {
+                    println!("{} {}", head.id, head.hash);
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    println!("audit trail empty: no rows yet");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    eprintln!("runbot: cannot verify the audit trail: {e}");
+                    eprintln!("runbot: cannot read the audit head: {e}");
                     ExitCode::from(2)
                 }
             },

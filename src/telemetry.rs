@@ -34,6 +34,8 @@ pub const CHAT_FAILED: &str = "runbot_chat_delivery_failed_total";
 pub const CHAT_BACKLOG: &str = "runbot_chat_backlog";
 /// From a change being stored to its card being delivered, by platform.
 pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
+/// The last audit row's id, set every `audit.head_log_secs` (the hash goes to the log only).
+pub const AUDIT_HEAD_ID: &str = "runbot_audit_head_id";
 
 /// A label for an HTTP method: the ones runbot's routes serve, else `other`. The method is
 /// the caller's to choose (`FOO123` is a valid token), so it never becomes a label as sent:
@@ -143,6 +145,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 "Webhooks with an alert whose severity label was missing or unknown"
             );
             metrics::describe_histogram!(HTTP_REQUEST_DURATION, "HTTP request latency");
+            metrics::describe_gauge!(
+                AUDIT_HEAD_ID,
+                "Id of the last audit row; its hash is in the `audit head` log line"
+            );
             handle
         })
         .clone()

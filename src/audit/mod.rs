@@ -28,8 +28,15 @@
 //!
 //! The chain has no key: whoever can write the table can also rewrite every row from some
 //! point to the end with fresh hashes, or drop the last rows. The database refuses UPDATE and
-//! DELETE through triggers, and [`VerifyReport::head`] is what to keep elsewhere (exports,
-//! tickets, a metrics history of `runbot_audit_appended_total`) to catch that.
+//! DELETE through triggers, and the head (the last row's id and hash: `runbot audit head`,
+//! [`VerifyReport::head`], and the `audit head` line `runbot serve` logs every
+//! `audit.head_log_secs`) is what to keep elsewhere to catch that: `runbot audit verify
+//! --expect-head ID:HASH` fails when that row is gone or holds another hash ([`HeadCheck`]).
+//!
+//! Each append is durable when it returns, not only committed: SQLite runs the append's
+//! connection at `synchronous = FULL` (the shared setting, `NORMAL`, can lose the last
+//! commits to a power cut, which would silently cut the trail's tail), and PostgreSQL's
+//! `synchronous_commit = off` is raised to `on` for the append's transaction.
 
 mod export;
 mod verify;
@@ -44,7 +51,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use export::{ExportFormat, CSV_HEADER};
-pub use verify::{Problem, VerifyReport};
+pub use verify::{ExpectedHead, HeadCheck, Problem, VerifyReport};
 
 use crate::config::{Backend, DatabaseSettings};
 pub use crate::store::audit::{AuditFilter, AuditHead, AuditRow};
@@ -418,6 +425,21 @@ impl Audit {
     /// The last row's id and hash, or None for an empty trail.
     pub async fn head(&self) -> Result<Option<AuditHead>, AuditError> {
         Ok(self.store.audit_head().await?)
+    }
+
+    /// One pass of the head report `runbot serve` makes every `audit.head_log_secs`: logs the
+    /// head's id and hash at info (kept with the logs, outside the database) and sets the
+    /// gauge [`crate::telemetry::AUDIT_HEAD_ID`] to its id (0 for an empty trail). The hash
+    /// is never a metric label: every append would add a series.
+    pub async fn log_head(&self) -> Result<Option<AuditHead>, AuditError> {
+        let head = self.head().await?;
+        match &head {
+            Some(h) => tracing::info!(id = h.id, hash = %h.hash, "audit head"),
+            None => tracing::info!(id = 0, "audit head"),
+        }
+        metrics::gauge!(crate::telemetry::AUDIT_HEAD_ID)
+            .set(head.as_ref().map_or(0, |h| h.id) as f64);
+        Ok(head)
     }
 
     pub(crate) fn store(&self) -> &Store {

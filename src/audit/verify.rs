@@ -1,6 +1,8 @@
-//! Walking the chain: the first row that was changed, removed or reordered.
+//! Walking the chain: the first row that was changed, removed or reordered; and whether a head
+//! recorded earlier is still there, which the chain alone cannot tell.
 
 use std::fmt;
+use std::str::FromStr;
 
 use super::{row_hash, Audit, AuditError, AuditFilter, AuditHead, AuditRow, GENESIS};
 use crate::store::audit::AuditHashColumn;
@@ -125,8 +127,8 @@ impl Audit {
     ///
     /// A chain cannot prove its own tail: removing the last rows leaves a shorter chain that
     /// verifies, and someone who can write the table can rewrite every row from some point to
-    /// the end with fresh hashes. Compare [`VerifyReport::head`] and the row count with what
-    /// you recorded earlier (regular exports, `runbot_audit_appended_total`) to catch that.
+    /// the end with fresh hashes. [`Audit::check_head`] compares with a head recorded earlier
+    /// (`runbot audit head`, the `audit head` log line) to catch that.
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
         let mut head: Option<AuditHead> = None;
@@ -224,5 +226,179 @@ impl Audit {
             }
         }
         Ok(Problem::Changed { id: row.id })
+    }
+}
+
+/// A head recorded earlier: a row's hash, and its id when known. Parsed from `ID:HASH`,
+/// `ID HASH` (the line `runbot audit head` prints) or `HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedHead {
+    pub id: Option<i64>,
+    /// 64 lowercase hex digits.
+    pub hash: String,
+}
+
+impl FromStr for ExpectedHead {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ExpectedHead, String> {
+        const FORM: &str = "expected HASH, ID:HASH or the line `runbot audit head` prints \
+                            (ID HASH), where HASH is 64 hex digits and ID a row number";
+        let s = s.trim();
+        let (id, hash) = match s.split_once([':', ' ']) {
+            Some((id, hash)) => {
+                let id = id
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("{id:?} is not a row number: {FORM}"))?;
+                (Some(id), hash.trim())
+            }
+            None => (None, s),
+        };
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{hash:?} is not a hash: {FORM}"));
+        }
+        Ok(ExpectedHead {
+            id,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl fmt::Display for ExpectedHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "row {id} with hash {}", self.hash),
+            None => write!(f, "row with hash {}", self.hash),
+        }
+    }
+}
+
+/// What [`Audit::check_head`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadCheck {
+    /// Row `id` holds the expected hash; `highest` is the last id now (the trail may have grown).
+    Present { id: i64, highest: i64 },
+    /// No row holds it: the end of the trail was cut off or rewritten. `highest` is the last id
+    /// present, None for an empty trail.
+    Missing {
+        expected: ExpectedHead,
+        highest: Option<i64>,
+    },
+    /// Row `id` is there with another hash: it, or a row before it, was rewritten.
+    Different {
+        id: i64,
+        hash: String,
+        expected: String,
+    },
+}
+
+impl HeadCheck {
+    pub fn passed(&self) -> bool {
+        matches!(self, HeadCheck::Present { .. })
+    }
+}
+
+impl fmt::Display for HeadCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadCheck::Present { id, highest } if id == highest => {
+                write!(f, "expected head present: row {id} is still the last row")
+            }
+            HeadCheck::Present { id, highest } => write!(
+                f,
+                "expected head present: row {id}, and {} rows written since (last row {highest})",
+                highest - id
+            ),
+            HeadCheck::Missing { expected, highest } => {
+                write!(f, "expected head missing: no {expected} ")?;
+                match highest {
+                    Some(h) => write!(f, "(the highest id present is {h})")?,
+                    None => write!(f, "(the trail is empty)")?,
+                }
+                write!(f, ", so the end of the trail was cut off or rewritten")
+            }
+            HeadCheck::Different { id, hash, expected } => write!(
+                f,
+                "expected head changed: row {id} has hash {hash}, not {expected}, so it or a row \
+                 before it was rewritten"
+            ),
+        }
+    }
+}
+
+impl Audit {
+    /// Whether a head recorded earlier is still in the trail. With [`Audit::verify`] passing,
+    /// a present head means every row up to it is as it was when it was recorded.
+    pub async fn check_head(&self, expected: &ExpectedHead) -> Result<HeadCheck, AuditError> {
+        let store = self.store();
+        let found = match expected.id {
+            Some(id) => match store.audit_hash_of(id).await? {
+                Some(hash) if hash == expected.hash => Some(id),
+                Some(hash) => {
+                    return Ok(HeadCheck::Different {
+                        id,
+                        hash,
+                        expected: expected.hash.clone(),
+                    })
+                }
+                None => None,
+            },
+            None => {
+                store
+                    .audit_id_where(AuditHashColumn::Hash, &expected.hash)
+                    .await?
+            }
+        };
+        let highest = store.audit_head().await?.map(|h| h.id);
+        Ok(match (found, highest) {
+            (Some(id), Some(highest)) => HeadCheck::Present { id, highest },
+            _ => HeadCheck::Missing {
+                expected: expected.clone(),
+                highest,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExpectedHead;
+
+    const HASH: &str = "3F5A0000000000000000000000000000000000000000000000000000000000ab";
+
+    #[test]
+    fn an_expected_head_is_a_hash_with_an_optional_row_number() {
+        let lower = HASH.to_ascii_lowercase();
+        for (text, id) in [
+            (HASH.to_string(), None),
+            (format!("12:{HASH}"), Some(12)),
+            (format!("12 {HASH}\n"), Some(12)),
+        ] {
+            let head: ExpectedHead = text.parse().unwrap();
+            assert_eq!(
+                head,
+                ExpectedHead {
+                    id,
+                    hash: lower.clone()
+                },
+                "{text:?}"
+            );
+        }
+        for bad in [
+            "",
+            "12",
+            "12:",
+            &HASH[1..],
+            &format!("{HASH}0"),
+            &format!("0:{HASH}"),
+            &format!("-3:{HASH}"),
+            &format!("x:{HASH}"),
+            &HASH.replace('F', "g"),
+        ] {
+            let err = bad.parse::<ExpectedHead>().unwrap_err();
+            assert!(err.contains("64 hex digits"), "{bad:?}: {err}");
+        }
     }
 }

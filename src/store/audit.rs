@@ -2,11 +2,15 @@
 //! chain, verification and export are in [`crate::audit`].
 //!
 //! Appends go through the shared pool, not the alert writer: they are few, and each must be
-//! committed before the step it records goes ahead.
+//! committed before the step it records goes ahead. Committed means on disk: the pool's
+//! SQLite setting `synchronous = NORMAL` lets a power cut undo the last commits, so an append
+//! runs its connection at `FULL` (PostgreSQL: never `synchronous_commit = off`); see
+//! [`Store::append_audit_row`].
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 use super::Store;
 use crate::config::Backend;
@@ -50,6 +54,11 @@ pub struct AuditFilter {
 /// Two keys (a key space apart from the single-key locks on alert groups): "runb", "audi".
 const PG_LOCK: &str = "SELECT pg_advisory_xact_lock(1920298594, 1635083369)";
 
+/// `SET LOCAL synchronous_commit = on` when it is `off`: only `off` returns before the commit
+/// is flushed to disk, and a blanket `on` would lower `remote_apply`.
+const PG_SYNC_COMMIT: &str = "SELECT set_config('synchronous_commit', 'on', true) \
+                              WHERE current_setting('synchronous_commit') = 'off'";
+
 const COLUMNS: &str = "id, at, invocation_id, step, actor_platform, actor_id, actor_name, \
                        command, args, origin, reason, detail, prev_hash, hash";
 
@@ -61,52 +70,44 @@ impl Store {
     /// SQLite: `BEGIN IMMEDIATE` takes the write lock before the head is read (a deferred
     /// transaction that reads first could not upgrade once another writer committed).
     /// PostgreSQL: a transaction-scoped advisory lock, then the read.
+    ///
+    /// The row is on disk when this returns, whatever the shared setting: the pool runs SQLite
+    /// with `synchronous = NORMAL`, whose commits a power cut can undo, so this connection is
+    /// switched to `FULL` (the WAL is fsynced at commit) for the append only; PostgreSQL's
+    /// `synchronous_commit = off`, if the server or database is set so, is raised to `on` for
+    /// this transaction (`local` and stronger levels are kept: they flush locally already).
     pub async fn append_audit_row<F>(&self, seal: F) -> Result<AuditRow, sqlx::Error>
     where
         F: FnOnce(Option<AuditHead>) -> AuditRow + Send,
     {
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = FullSync::acquire(&self.pool).await?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let row = insert_sealed(&mut tx, seal).await?;
+                tx.commit().await?;
+                conn.restore().await;
+                Ok(row)
+            }
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(PG_LOCK).execute(&mut *tx).await?;
-                tx
+                sqlx::query(PG_SYNC_COMMIT).execute(&mut *tx).await?;
+                let row = insert_sealed(&mut tx, seal).await?;
+                tx.commit().await?;
+                Ok(row)
             }
-        };
-        let head = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
+        }
+    }
+
+    /// The hash of row `id`, when there is such a row.
+    pub async fn audit_hash_of(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query("SELECT hash FROM audit_log WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await?
-            .map(|r| {
-                Ok::<_, sqlx::Error>(AuditHead {
-                    id: r.try_get("id")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .transpose()?;
-        let row = seal(head);
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, invocation_id, step, actor_platform, actor_id, \
-             actor_name, command, args, origin, reason, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(row.id)
-        .bind(&row.at)
-        .bind(&row.invocation_id)
-        .bind(&row.step)
-        .bind(&row.actor_platform)
-        .bind(&row.actor_id)
-        .bind(&row.actor_name)
-        .bind(&row.command)
-        .bind(&row.args)
-        .bind(&row.origin)
-        .bind(&row.reason)
-        .bind(&row.detail)
-        .bind(&row.prev_hash)
-        .bind(&row.hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row)
+            .map(|r| r.try_get("hash"))
+            .transpose()
     }
 
     /// Up to `limit` rows with an id above `after`, in id order: one page of a walk.
@@ -158,7 +159,7 @@ impl Store {
     }
 
     /// The id of a row whose `column` (`hash` or `prev_hash`) has this value. Only used to
-    /// explain a broken chain, so a scan is fine.
+    /// explain a broken chain or find an expected head once, so a scan is fine.
     pub async fn audit_id_where(
         &self,
         column: AuditHashColumn,
@@ -176,6 +177,105 @@ impl Store {
         .await?
         .map(|r| r.try_get("id"))
         .transpose()
+    }
+}
+
+/// Reads the head, seals the row and inserts it, inside the caller's locked transaction.
+async fn insert_sealed<F>(conn: &mut AnyConnection, seal: F) -> Result<AuditRow, sqlx::Error>
+where
+    F: FnOnce(Option<AuditHead>) -> AuditRow + Send,
+{
+    let head = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| {
+            Ok::<_, sqlx::Error>(AuditHead {
+                id: r.try_get("id")?,
+                hash: r.try_get("hash")?,
+            })
+        })
+        .transpose()?;
+    let row = seal(head);
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, invocation_id, step, actor_platform, actor_id, \
+         actor_name, command, args, origin, reason, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(row.id)
+    .bind(&row.at)
+    .bind(&row.invocation_id)
+    .bind(&row.step)
+    .bind(&row.actor_platform)
+    .bind(&row.actor_id)
+    .bind(&row.actor_name)
+    .bind(&row.command)
+    .bind(&row.args)
+    .bind(&row.origin)
+    .bind(&row.reason)
+    .bind(&row.detail)
+    .bind(&row.prev_hash)
+    .bind(&row.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// A pooled SQLite connection set to `synchronous = FULL` for one append. `PRAGMA
+/// synchronous` cannot change inside a transaction, so it is set before `BEGIN` and put back
+/// after `COMMIT`. Dropped before that (an error, a request cancelled midway), the connection
+/// is closed instead of going back to the pool, so no other write inherits a slower setting
+/// or a half-finished transaction.
+struct FullSync {
+    conn: PoolConnection<Any>,
+    restored: bool,
+}
+
+impl FullSync {
+    async fn acquire(pool: &AnyPool) -> Result<FullSync, sqlx::Error> {
+        let mut sync = FullSync {
+            conn: pool.acquire().await?,
+            restored: false,
+        };
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *sync.conn)
+            .await?;
+        Ok(sync)
+    }
+
+    /// Back to the pool's setting (see [`Store::connect`]). The row is committed either way,
+    /// so a failure here only costs the connection.
+    async fn restore(mut self) {
+        match sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *self.conn)
+            .await
+        {
+            Ok(_) => self.restored = true,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not set an audit connection back to synchronous = NORMAL; closing it"
+            ),
+        }
+    }
+}
+
+impl std::ops::Deref for FullSync {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for FullSync {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for FullSync {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.conn.close_on_drop();
+        }
     }
 }
 
