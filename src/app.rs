@@ -252,12 +252,10 @@ impl Application {
         if dispatcher.executors().nginx.is_some() {
             let blocks = dispatcher.executors().clone();
             let every = Duration::from_secs(settings.nginx.expiry_check_secs);
+            // This host's nginx follows the blocks in the database, at start and every
+            // nginx.sync_secs, whichever replica made them.
+            tokio::spawn(crate::executors::nginx::follow_every(blocks.clone()));
             tokio::spawn(async move {
-                match crate::executors::nginx::sync_file(&blocks).await {
-                    Ok(true) => tracing::warn!("the nginx deny file did not match the blocks in the database; rewritten and reloaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "the nginx deny file does not match the blocks in the database, and nginx did not take the right one"),
-                }
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;

@@ -77,6 +77,21 @@ pub struct NginxSettings {
     pub timeout_secs: u64,
     /// How often timed blocks are checked for expiry.
     pub expiry_check_secs: u64,
+    /// This host, as /blocked names it: one per nginx whose deny file runbot keeps. Default:
+    /// the machine's hostname.
+    pub host_id: String,
+    /// How often this runbot makes its nginx follow the blocks in the database (made through
+    /// any replica).
+    pub sync_secs: u64,
+}
+
+/// The machine's hostname (Linux), or empty when it cannot be read: validation then asks for
+/// `nginx.host_id`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 impl Default for NginxSettings {
@@ -92,6 +107,8 @@ impl Default for NginxSettings {
             allow_list: Vec::new(),
             timeout_secs: 30,
             expiry_check_secs: 15,
+            host_id: hostname(),
+            sync_secs: 5,
         }
     }
 }
@@ -1051,6 +1068,25 @@ impl Settings {
                 n.expiry_check_secs
             ));
         }
+        if n.deny_file.is_some() {
+            let id = &n.host_id;
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                problems.push(format!(
+                    "nginx.host_id = {id:?} must be 1 to 64 letters, digits, '.', '-' or '_' (it names this host's nginx in /blocked; default: the machine's hostname)"
+                ));
+            }
+        }
+        if !(1..=300).contains(&n.sync_secs) {
+            problems.push(format!(
+                "nginx.sync_secs = {} must be 1 to 300 (default 5)",
+                n.sync_secs
+            ));
+        }
         if !(1..=25).contains(&self.security.top) {
             problems.push(format!(
                 "security.top = {} must be 1 to 25 (default 10; one button each)",
@@ -1415,6 +1451,50 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
+    }
+
+    #[test]
+    fn nginx_host_id_defaults_to_the_hostname_and_is_checked_with_sync_secs() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.nginx.host_id, super::hostname());
+        assert!(!s.nginx.host_id.is_empty());
+        assert_eq!(s.nginx.sync_secs, 5);
+        let dir = tempfile::tempdir().unwrap();
+        let deny = dir.path().join("deny.conf").display().to_string();
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__NGINX__DENY_FILE", &deny),
+                ("RUNBOT__NGINX__HOST_ID", "web-1.eu_west"),
+                ("RUNBOT__NGINX__SYNC_SECS", "300"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.nginx.host_id, "web-1.eu_west");
+        for (id, secs) in [("web 1", "0"), ("", "301"), (&"w".repeat(65) as &str, "5")] {
+            let err = Settings::load_from(
+                None,
+                env(&[
+                    ("RUNBOT__NGINX__DENY_FILE", &deny),
+                    ("RUNBOT__NGINX__HOST_ID", id),
+                    ("RUNBOT__NGINX__SYNC_SECS", secs),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!("nginx.host_id = {id:?} must be 1 to 64 letters")),
+                "{err}"
+            );
+            if secs != "5" {
+                assert!(
+                    err.contains(&format!("nginx.sync_secs = {secs} must be 1 to 300")),
+                    "{err}"
+                );
+            }
+        }
+        // Without a deny file the host is never named, so its id is not checked.
+        Settings::load_from(None, env(&[("RUNBOT__NGINX__HOST_ID", "web 1")])).unwrap();
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! The database holds the blocks; the file is regenerated whole from it under a lock (a mutex
 //! in the process and an advisory `flock` on `<deny_file>.lock`, so replicas on one host take
 //! turns too). A file nginx refuses is replaced by the previous one and nothing is reloaded.
+//!
+//! Every replica that owns a deny file (one per `nginx.host_id`) makes its nginx follow the
+//! database every `nginx.sync_secs` (`executors::nginx::follow`), so a block made through one
+//! replica reaches every host; each records which list it applied ([`version`]).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -234,6 +238,16 @@ pub fn render(entries: &[Entry]) -> String {
     s
 }
 
+/// The version of a deny file: SHA-256 of its text, in hex. Every host renders the same text
+/// from the same blocks, so equal versions mean the same list.
+pub fn version(content: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(content.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Why nginx did not take a new deny file.
 #[derive(Debug, thiserror::Error)]
 pub enum NginxError {
@@ -256,6 +270,13 @@ pub struct Nginx {
     docker: Option<Docker>,
     timeout: Duration,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// This host, as /blocked names it (`nginx.host_id`).
+    pub host_id: String,
+    /// How often this runbot follows the database (`nginx.sync_secs`).
+    pub sync: Duration,
+    /// The last list this nginx refused, and when: tried again only after a while, so a
+    /// broken nginx config is not tested at every pass.
+    refused: std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>,
 }
 
 /// Held while the file is rewritten: the process's mutex and the host-wide `flock`.
@@ -277,7 +298,31 @@ impl Nginx {
             docker,
             timeout: Duration::from_secs(s.timeout_secs),
             lock: Default::default(),
+            host_id: s.host_id.clone(),
+            sync: Duration::from_secs(s.sync_secs),
+            refused: Default::default(),
         })
+    }
+
+    /// How long a list nginx refused waits before it is tried again (a changed list is tried
+    /// at once).
+    pub fn retry_refused_after(&self) -> Duration {
+        self.sync * 12
+    }
+
+    /// Whether `version` is the list nginx refused less than [`Self::retry_refused_after`] ago.
+    pub fn refused_recently(&self, version: &str) -> bool {
+        // std Mutex: held for a comparison, never across an await.
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .as_ref()
+            .is_some_and(|(v, at)| v == version && at.elapsed() < self.retry_refused_after())
+    }
+
+    /// Remembers the list nginx refused (None once one applied).
+    pub fn note_refused(&self, version: Option<&str>) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+            version.map(|v| (v.to_string(), std::time::Instant::now()));
     }
 
     fn side_file(&self, suffix: &str) -> PathBuf {

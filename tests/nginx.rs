@@ -13,6 +13,7 @@ use common::{Db, Serve, BOTH, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
 use runbot::chat::Reply;
 use runbot::commands::RawValue;
+use runbot::executors::nginx::{follow, follow_every, Followed};
 use runbot::invocation::{Actor, Answer};
 
 async fn rig(db: Db, nginx: &TestNginx, extra_toml: &str) -> Rig {
@@ -205,15 +206,14 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     );
 
     // A deny file that lost its lines (edited by hand, or runbot stopped between saving a
-    // block and writing the file) is put back from the database at start.
+    // block and writing the file) is put back from the database by the next pass.
     std::fs::write(&nginx.deny, "").unwrap();
-    assert!(runbot::executors::nginx::sync_file(executors)
-        .await
-        .unwrap());
+    assert_eq!(
+        follow(executors).await.unwrap(),
+        Followed::Applied { entries: 1 }
+    );
     assert_eq!(nginx.denied(), ["2001:db8::7"]);
-    assert!(!runbot::executors::nginx::sync_file(executors)
-        .await
-        .unwrap());
+    assert_eq!(follow(executors).await.unwrap(), Followed::Unchanged);
 }
 
 #[tokio::test]
@@ -903,4 +903,238 @@ async fn the_stack_own_networks_and_containers_are_never_blocked() {
     drop(p);
     let engine = common::docker::engine().await;
     let _ = engine.remove_network(&network).await;
+}
+
+/// Two runbots on one database, each on its own host with its own nginx and deny file:
+/// web-1 and web-2, following the database every second.
+async fn two_hosts(db: Db) -> (TestNginx, Rig, TestNginx, Rig) {
+    let nginx_1 = TestNginx::start().await;
+    let web_1 = Rig::with_config(
+        db,
+        &nginx_1.settings_as("web-1"),
+        &[],
+        runbot::invocation::system_clock(),
+    )
+    .await;
+    let nginx_2 = TestNginx::start().await;
+    let web_2 = Rig::replica_of(&web_1, &nginx_2.settings_as("web-2")).await;
+    (nginx_1, web_1, nginx_2, web_2)
+}
+
+/// A host whose runbot last reported `ago` (by the database's clock: this machine's).
+async fn silent_host(rig: &Rig, host_id: &str, ago: chrono::Duration) {
+    let then = (chrono::Utc::now() - ago)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    rig.count(&format!(
+        "INSERT INTO nginx_hosts (host_id, applied, blocks, applied_at, seen_at) \
+         VALUES ('{host_id}', 'an-old-list', 0, '{then}', '{then}') RETURNING CAST(1 AS BIGINT)"
+    ))
+    .await;
+}
+
+/// Asks `/blocked` until its text holds every one of `want` (hosts report within a pass).
+async fn blocked_until(rig: &Rig, want: &[&str]) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = read(rig, "blocked", &[]).await;
+        if want.iter().all(|w| r.text.contains(w)) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/blocked never said {want:?}; last: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_names_them() {
+    for db in BOTH {
+        let (nginx_1, web_1, nginx_2, web_2) = two_hosts(db).await;
+        // A replica replaced over a week ago is forgotten when a runbot starts following.
+        silent_host(&web_1, "web-0", chrono::Duration::days(8)).await;
+        // Each runbot follows the database as `runbot serve` has it do.
+        let followers =
+            [&web_1, &web_2].map(|r| tokio::spawn(follow_every(r.dispatcher.executors().clone())));
+        let attacker = "203.0.113.7";
+        blocked_until(&web_1, &["Applied on web-1 (", " and web-2 ("]).await;
+        assert_eq!(
+            web_1
+                .count("SELECT COUNT(*) FROM nginx_hosts WHERE host_id = 'web-0'")
+                .await,
+            0,
+            "{db:?}"
+        );
+
+        let said = run(&web_1, "block-ip", &[("address", text(attacker))])
+            .await
+            .unwrap();
+        assert!(
+            said.contains("nginx checked and reloaded") && said.contains("web-2 follows within 1s"),
+            "{db:?}: {said}"
+        );
+        nginx_1.wait_status(attacker, 403).await;
+        // Nobody asks web-2's runbot anything: its nginx follows by itself.
+        let asked = std::time::Instant::now();
+        nginx_2.wait_status(attacker, 403).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{db:?}: web-2 took {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(nginx_2.deny_file(), nginx_1.deny_file(), "{db:?}");
+        let listed = blocked_until(&web_2, &["Applied on web-1 (", " and web-2 ("]).await;
+        assert!(
+            listed
+                .text
+                .starts_with("1 address blocked in nginx. Applied on web-1 (")
+                && !listed.text.contains('⚠'),
+            "{db:?}: {}",
+            listed.text
+        );
+        assert!(listed.code_block.unwrap().contains(attacker));
+
+        // Passes with nothing to do write nothing and reload nothing.
+        let (written, workers) = (nginx_2.deny_mtime(), nginx_2.worker_pids());
+        assert_eq!(workers.len(), 1, "{db:?}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            nginx_2.deny_mtime(),
+            written,
+            "{db:?}: the file was rewritten"
+        );
+        assert_eq!(nginx_2.worker_pids(), workers, "{db:?}: nginx was reloaded");
+        assert_eq!(
+            follow(web_2.dispatcher.executors()).await.unwrap(),
+            Followed::Unchanged
+        );
+
+        // An unblock through web-2 is followed by web-1.
+        let said = run(&web_2, "unblock-ip", &[("address", text(attacker))])
+            .await
+            .unwrap();
+        assert!(
+            said.contains("unblocked **203.0.113.7**") && said.contains("web-1 follows within 1s"),
+            "{db:?}: {said}"
+        );
+        nginx_2.wait_status(attacker, 200).await;
+        nginx_1.wait_status(attacker, 200).await;
+        assert!(nginx_1.denied().is_empty(), "{db:?}");
+        let listed = blocked_until(&web_1, &["Applied on web-1 (", " and web-2 ("]).await;
+        assert!(
+            listed.text.starts_with("No address is blocked"),
+            "{db:?}: {}",
+            listed.text
+        );
+        for f in followers {
+            f.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_nginx_refuses_the_list_keeps_the_old_one_and_blocked_shows_nginx_words() {
+    let (nginx_1, web_1, nginx_2, web_2) = two_hosts(Db::Postgres).await;
+    // No loops here: the test makes each host's passes itself, to see each outcome.
+    let (ex_1, ex_2) = (web_1.dispatcher.executors(), web_2.dispatcher.executors());
+    run(&web_1, "block-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        follow(ex_2).await.unwrap(),
+        Followed::Applied { entries: 1 }
+    );
+    nginx_2.wait_status("203.0.113.7", 403).await;
+    let before = nginx_2.deny_file();
+
+    // Someone left a broken edit in web-2's nginx configuration; web-1 is fine.
+    nginx_2.break_config(true);
+    run(&web_1, "block-ip", &[("address", text("203.0.113.8"))])
+        .await
+        .unwrap();
+    nginx_1.wait_status("203.0.113.8", 403).await;
+    let Followed::Refused(why) = follow(ex_2).await.unwrap() else {
+        panic!("web-2's nginx took a list with its config broken");
+    };
+    assert!(
+        why.contains("nginx refused the new deny list")
+            && why.contains("unknown directive \"this_is_not_a_directive\""),
+        "{why}"
+    );
+    assert_eq!(nginx_2.deny_file(), before, "the old list, byte for byte");
+    assert_eq!(nginx_2.status("203.0.113.8").await, 200);
+    assert_eq!(
+        nginx_2.status("203.0.113.7").await,
+        403,
+        "nginx runs as before"
+    );
+    // The same list is not tried again at every pass.
+    let written = nginx_2.deny_mtime();
+    assert_eq!(follow(ex_2).await.unwrap(), Followed::Postponed);
+    assert_eq!(nginx_2.deny_mtime(), written);
+
+    // A host that has not reported for long (its runbot is down) is named as such.
+    silent_host(&web_1, "web-3", chrono::Duration::hours(1)).await;
+
+    let listed = read(&web_1, "blocked", &[]).await;
+    let lines: Vec<&str> = listed.text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", listed.text);
+    assert!(
+        lines[0].starts_with("2 addresses blocked in nginx. Applied on web-1 (")
+            && !lines[0].contains("web-2"),
+        "{}",
+        listed.text
+    );
+    assert!(
+        lines[1].starts_with("⚠ web-2 has not applied the last change (last applied ")
+            && lines[1].contains("nginx refused the new deny list")
+            && lines[1].contains("unknown directive \"this_is_not_a_directive\""),
+        "{}",
+        listed.text
+    );
+    assert!(
+        lines[2].starts_with("⚠ web-3 has not reported for 1h 0m")
+            && lines[2].contains("has an older list"),
+        "{}",
+        listed.text
+    );
+    let said = run(&web_1, "block-ip", &[("address", text("203.0.113.9"))])
+        .await
+        .unwrap();
+    assert!(
+        said.contains("web-2 follows within 1s")
+            && said
+                .contains("⚠ Not following until their runbot is back: web-3 (silent for 1h 0m)"),
+        "{said}"
+    );
+
+    // Mended, web-2 takes the current list at once when it changes; web-1 follows web-2.
+    nginx_2.break_config(false);
+    run(&web_2, "unblock-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    nginx_2.wait_status("203.0.113.8", 403).await;
+    nginx_2.wait_status("203.0.113.7", 200).await;
+    assert_eq!(
+        follow(ex_1).await.unwrap(),
+        Followed::Applied { entries: 2 }
+    );
+    nginx_1.wait_status("203.0.113.7", 200).await;
+    assert_eq!(nginx_1.deny_file(), nginx_2.deny_file());
+    let listed = read(&web_1, "blocked", &[]).await;
+    let lines: Vec<&str> = listed.text.lines().collect();
+    assert!(
+        lines[0].contains("Applied on web-1 (") && lines[0].contains(" and web-2 ("),
+        "{}",
+        listed.text
+    );
+    assert!(
+        lines[1].starts_with("⚠ web-3 has not reported"),
+        "{}",
+        listed.text
+    );
+    assert_eq!(lines.len(), 2, "{}", listed.text);
 }

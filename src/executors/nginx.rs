@@ -5,6 +5,10 @@
 //! back from the store too, so the two never disagree. Blocking an address that is already
 //! blocked changes nothing and says by whom and until when (to change its time, unblock and
 //! block again): a second click on the same Block button is harmless.
+//!
+//! Other replicas' nginx follow the database ([`follow`], every `nginx.sync_secs`), and each
+//! host records the version of the list it applied, which `/blocked` compares with the
+//! current one.
 
 use std::time::Duration;
 
@@ -15,11 +19,17 @@ use super::format::{plural, table};
 use super::{reply, utc_minute, Ctx, Done, ExecError, Executors};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::commands::parse_duration;
-use crate::nginx::{canonical, overlaps, parse_range, render, Entry, Nginx};
-use crate::store::{Added, BlockRow, NewBlock};
+use crate::nginx::{canonical, overlaps, parse_range, render, version, Entry, Nginx};
+use crate::store::{Added, BlockRow, NewBlock, NginxHost};
 
 /// A claim on an expiring block older than this is taken over: its runbot stopped.
 const CLAIM_STALE: Duration = Duration::from_secs(120);
+
+/// A host silent for this many sync periods is shown as not reporting.
+const SILENT_PERIODS: u32 = 10;
+
+/// A host silent this long is forgotten (a replica replaced long ago).
+const FORGET_AFTER: Duration = Duration::from_secs(7 * 86_400);
 
 impl Executors {
     fn nginx(&self) -> Result<&Nginx, ExecError> {
@@ -79,11 +89,311 @@ async fn apply(ex: &Executors, nginx: &Nginx, lock: &crate::nginx::Lock) -> Resu
         .active_blocks()
         .await
         .map_err(|e| format!("the blocks cannot be read from the database ({e})"))?;
+    let content = render(&entries(&rows));
     nginx
-        .install(lock, &render(&entries(&rows)))
+        .install(lock, &content)
         .await
         .map_err(|e| e.to_string())?;
+    applied(ex, nginx, &content, rows.len()).await;
     Ok(rows.len())
+}
+
+/// Records that this host's nginx took `content`. Not fatal when it cannot be recorded: the
+/// list is applied, and the next pass of [`follow`] records it.
+async fn applied(ex: &Executors, nginx: &Nginx, content: &str, entries: usize) {
+    nginx.note_refused(None);
+    if let Err(e) = ex
+        .store
+        .nginx_host_applied(&nginx.host_id, &version(content), entries as i64)
+        .await
+    {
+        tracing::warn!(error = %e, host = %nginx.host_id, "could not record the deny list this host applied");
+    }
+}
+
+/// What one pass of [`follow`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// The deny file was already the database's list, applied: nothing written or reloaded.
+    Unchanged,
+    /// The file was written from the database, and nginx tested and reloaded it.
+    Applied { entries: usize },
+    /// nginx did not take the database's list and keeps its previous one: why.
+    Refused(String),
+    /// nginx refused this same list less than [`Nginx::retry_refused_after`] ago.
+    Postponed,
+    /// `nginx.deny_file` is not set here.
+    NotManaged,
+}
+
+/// The deny file the database asks for: its text, version and number of entries.
+async fn wanted(ex: &Executors) -> Result<(String, String, usize), sqlx::Error> {
+    let rows = ex.store.active_blocks().await?;
+    let content = render(&entries(&rows));
+    Ok((version(&content), content, rows.len()))
+}
+
+/// One pass: makes this host's nginx deny what the database holds, whichever replica changed
+/// it, and records what it applied (or why nginx refused) for `/blocked`. Also puts right a
+/// file edited by hand or left behind by a runbot stopped midway. Cheap when nothing changed:
+/// two reads and one small write, no file written and no reload.
+pub async fn follow(ex: &Executors) -> anyhow::Result<Followed> {
+    let Some(nginx) = &ex.nginx else {
+        return Ok(Followed::NotManaged);
+    };
+    let host = &nginx.host_id;
+    let up_to_date = |content: &str, version: &str, on_disk: &str, row: &Option<NginxHost>| {
+        on_disk == content && row.as_ref().and_then(|r| r.applied.as_deref()) == Some(version)
+    };
+    // A first look without the lock, so a pass with nothing to do waits for no one.
+    let (version, content, _) = wanted(ex).await?;
+    let row = ex.store.nginx_host(host).await?;
+    if up_to_date(&content, &version, &nginx.current().await, &row) {
+        seen(ex, nginx, &row).await?;
+        return Ok(Followed::Unchanged);
+    }
+    if nginx.refused_recently(&version) {
+        ex.store.nginx_host_seen(host, false).await?;
+        return Ok(Followed::Postponed);
+    }
+    let lock = nginx.lock().await?;
+    // Again under the lock: a change made through this runbot may have just applied it.
+    let (version, content, count) = wanted(ex).await?;
+    let row = ex.store.nginx_host(host).await?;
+    let on_disk = nginx.current().await;
+    if up_to_date(&content, &version, &on_disk, &row) {
+        seen(ex, nginx, &row).await?;
+        return Ok(Followed::Unchanged);
+    }
+    let recorded = row.as_ref().and_then(|r| r.applied.as_deref());
+    match nginx.install(&lock, &content).await {
+        Ok(()) => {
+            drop(lock);
+            applied(ex, nginx, &content, count).await;
+            if recorded == Some(version.as_str()) && on_disk != content {
+                tracing::warn!(host = %host, file = %nginx.path().display(), "the nginx deny file did not match the blocks in the database (edited by hand?); rewritten and reloaded");
+            } else {
+                tracing::info!(host = %host, entries = count, "nginx follows the blocks in the database: deny list applied");
+            }
+            Ok(Followed::Applied { entries: count })
+        }
+        Err(e) => {
+            drop(lock);
+            let why = e.to_string();
+            nginx.note_refused(Some(&version));
+            ex.store.nginx_host_failed(host, &why).await?;
+            tracing::warn!(host = %host, error = %why, retry_in = ?nginx.retry_refused_after(), "this host's nginx did not take the blocks in the database; it keeps its previous deny list");
+            Ok(Followed::Refused(why))
+        }
+    }
+}
+
+/// Nothing to do: the host reports in (and an error about a list since replaced is cleared).
+async fn seen(ex: &Executors, nginx: &Nginx, row: &Option<NginxHost>) -> Result<(), sqlx::Error> {
+    let error_cleared = row.as_ref().is_some_and(|r| r.error.is_some());
+    ex.store
+        .nginx_host_seen(&nginx.host_id, error_cleared)
+        .await
+}
+
+/// [`follow`] at start and then every `nginx.sync_secs`, for as long as the task runs; at
+/// start it also forgets hosts silent for a week. Returns at once when `nginx.deny_file` is
+/// not set.
+pub async fn follow_every(ex: Executors) {
+    let Some(every) = ex.nginx.as_ref().map(|n| n.sync) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        if let Err(e) = follow(&ex).await {
+            tracing::warn!(error = %e, "could not make this host's nginx follow the blocks in the database");
+        }
+        if std::mem::take(&mut first) {
+            match ex.store.forget_nginx_hosts(FORGET_AFTER).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(hosts = n, "forgot nginx hosts silent for a week"),
+                Err(e) => tracing::warn!(error = %e, "could not forget long-silent nginx hosts"),
+            }
+        }
+    }
+}
+
+/// Where each host stands against the current list.
+enum HostState {
+    /// Applied the current list this long ago.
+    Current(Duration),
+    /// Reports in, but has not applied it (yet): when it last applied one, and why not.
+    Behind {
+        last: Option<Duration>,
+        error: Option<String>,
+    },
+    /// Has not reported for this long: its runbot is down or gone.
+    Silent { for_: Duration, current: bool },
+}
+
+fn host_states(
+    hosts: &[NginxHost],
+    now: DateTime<Utc>,
+    current: &str,
+    sync: Duration,
+) -> Vec<(String, HostState)> {
+    let ago = |t: &str| parse_stored_time(t).map(|t| (now - t).to_std().unwrap_or_default());
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let silent = ago(&h.seen_at).unwrap_or(Duration::MAX);
+            if silent >= FORGET_AFTER {
+                return None;
+            }
+            let is_current = h.applied.as_deref() == Some(current);
+            let last = h.applied_at.as_deref().and_then(ago);
+            let state = if silent > sync * SILENT_PERIODS {
+                HostState::Silent {
+                    for_: silent,
+                    current: is_current,
+                }
+            } else if is_current {
+                HostState::Current(last.unwrap_or_default())
+            } else {
+                HostState::Behind {
+                    last,
+                    error: h.error.clone(),
+                }
+            };
+            Some((h.host_id.clone(), state))
+        })
+        .collect()
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// What `/blocked` says of the hosts: where the current list is applied, and where not and
+/// why.
+fn hosts_text(states: &[(String, HostState)], sync: Duration) -> String {
+    use super::format::short_duration as d;
+    let applied: Vec<String> = states
+        .iter()
+        .filter_map(|(id, s)| match s {
+            HostState::Current(ago) => Some(format!("{id} ({} ago)", d(*ago))),
+            _ => None,
+        })
+        .collect();
+    let mut lines = Vec::new();
+    if !applied.is_empty() {
+        lines.push(format!("Applied on {}.", and_list(&applied)));
+    }
+    let last = |l: &Option<Duration>| match l {
+        Some(ago) => format!("last applied {} ago", d(*ago)),
+        None => "never applied".into(),
+    };
+    for (id, s) in states {
+        match s {
+            HostState::Current(_) => {}
+            HostState::Behind {
+                last: l,
+                error: Some(e),
+            } => lines.push(format!(
+                "⚠ {id} has not applied the last change ({}): {}",
+                last(l),
+                crate::invocation::text::clip(e, 400)
+            )),
+            HostState::Behind { last: l, error: None } => lines.push(format!(
+                "{id} has not applied the last change yet (it follows within {}; {}).",
+                d(sync),
+                last(l)
+            )),
+            HostState::Silent { for_, current } => lines.push(format!(
+                "⚠ {id} has not reported for {} (is its runbot down?): it {}, and follows no change until its runbot is back.",
+                d(*for_),
+                if *current { "has the current list" } else { "has an older list" }
+            )),
+        }
+    }
+    if lines.is_empty() {
+        lines.push("No host has reported applying the list yet.".into());
+    }
+    lines.join("\n")
+}
+
+/// The hosts' state against the current list, for `/blocked`.
+async fn hosts_report(
+    ex: &Executors,
+    nginx: &Nginx,
+    rows: &[BlockRow],
+) -> Result<String, ExecError> {
+    let unreadable = |e: sqlx::Error| {
+        ExecError(format!(
+            "the hosts' state cannot be read from the database ({e})"
+        ))
+    };
+    let hosts = ex.store.nginx_hosts().await.map_err(unreadable)?;
+    let now = ex.store.database_now().await.map_err(unreadable)?;
+    let now = parse_stored_time(&now)
+        .ok_or_else(|| ExecError(format!("the database's clock reads {now:?}")))?;
+    let current = version(&render(&entries(rows)));
+    Ok(hosts_text(
+        &host_states(&hosts, now, &current, nginx.sync),
+        nginx.sync,
+    ))
+}
+
+/// For a /block-ip or /unblock-ip answer: the other hosts, which follow within a sync period.
+async fn others_follow(ex: &Executors, nginx: &Nginx) -> String {
+    let (hosts, now) = match (ex.store.nginx_hosts().await, ex.store.database_now().await) {
+        (Ok(h), Ok(n)) => (h, n),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "could not read the other nginx hosts");
+            return String::new();
+        }
+    };
+    let Some(now) = parse_stored_time(&now) else {
+        return String::new();
+    };
+    let others: Vec<(String, HostState)> = host_states(&hosts, now, "", nginx.sync)
+        .into_iter()
+        .filter(|(id, _)| *id != nginx.host_id)
+        .collect();
+    let following: Vec<String> = others
+        .iter()
+        .filter(|(_, s)| !matches!(s, HostState::Silent { .. }))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let silent: Vec<String> = others
+        .iter()
+        .filter_map(|(id, s)| match s {
+            HostState::Silent { for_, .. } => Some(format!(
+                "{id} (silent for {})",
+                super::format::short_duration(*for_)
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut text = String::new();
+    if !following.is_empty() {
+        text.push_str(&format!(
+            " {} follow{} within {} (/blocked says when).",
+            and_list(&following),
+            if following.len() == 1 { "s" } else { "" },
+            super::format::short_duration(nginx.sync)
+        ));
+    }
+    if !silent.is_empty() {
+        text.push_str(&format!(
+            " ⚠ Not following until their runbot is back: {}.",
+            and_list(&silent)
+        ));
+    }
+    text
 }
 
 fn until_text(expires_at: Option<&str>) -> String {
@@ -187,6 +497,7 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     if !covered.is_empty() {
         text.push_str(&format!(" (It was already inside {}.)", covered.join(", ")));
     }
+    text.push_str(&others_follow(ex, nginx).await);
     Ok(Done {
         reply: reply(text, false),
         summary: format!(
@@ -252,11 +563,12 @@ pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     Ok(Done {
         reply: reply(
             format!(
-                "✅ **{}** unblocked **{shown}** (blocked by {}{}). nginx reloaded; {total} entr{} left.",
+                "✅ **{}** unblocked **{shown}** (blocked by {}{}). nginx reloaded; {total} entr{} left.{}",
                 ctx.actor.name,
                 b.actor,
                 b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
-                if total == 1 { "y" } else { "ies" }
+                if total == 1 { "y" } else { "ies" },
+                others_follow(ex, nginx).await
             ),
             false,
         ),
@@ -272,11 +584,12 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         .active_blocks()
         .await
         .map_err(|e| ExecError(format!("the blocks cannot be read from the database ({e})")))?;
+    let hosts = hosts_report(ex, nginx, &rows).await?;
     if rows.is_empty() {
         return Ok(Done {
             reply: reply(
                 format!(
-                    "No address is blocked ({} denies nothing).",
+                    "No address is blocked ({} denies nothing). {hosts}",
                     nginx.path().display()
                 ),
                 true,
@@ -320,7 +633,7 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     }
     let mut r = reply(
         format!(
-            "{} address{} blocked in nginx:",
+            "{} address{} blocked in nginx. {hosts}",
             rows.len(),
             if rows.len() == 1 { "" } else { "es" }
         ),
@@ -375,22 +688,6 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
             String::new()
         }
     )
-}
-
-/// Makes the deny file match the store, once at start: a runbot stopped between saving a
-/// block and installing the file, or a file edited by hand, is put right. True when the file
-/// was rewritten.
-pub async fn sync_file(ex: &Executors) -> anyhow::Result<bool> {
-    let Some(nginx) = &ex.nginx else {
-        return Ok(false);
-    };
-    let lock = nginx.lock().await?;
-    let content = render(&entries(&ex.store.active_blocks().await?));
-    if nginx.current().await == content {
-        return Ok(false);
-    }
-    nginx.install(&lock, &content).await?;
-    Ok(true)
 }
 
 /// Lifts the timed blocks that are due: claims each (so one replica acts), removes it from

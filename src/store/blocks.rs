@@ -1,10 +1,12 @@
 //! IP blocks (see `migrations/*/0007_ip_blocks.sql`): what nginx's deny file is written from,
-//! and the durable schedule of their expiry.
+//! and the durable schedule of their expiry; and which hosts' nginx applied them
+//! (`migrations/*/0009_nginx_hosts.sql`).
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::Store;
+use crate::config::Backend;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRow {
@@ -190,5 +192,156 @@ impl Store {
             }
         }
         Ok(claimed)
+    }
+}
+
+/// One host's nginx, as its runbot last reported it (`nginx_hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxHost {
+    pub host_id: String,
+    /// The hash of the deny file it last applied (see [`crate::nginx::version`]).
+    pub applied: Option<String>,
+    pub blocks: Option<i64>,
+    pub applied_at: Option<String>,
+    pub seen_at: String,
+    pub error: Option<String>,
+    pub failed_at: Option<String>,
+}
+
+const HOST_COLUMNS: &str = "host_id, applied, blocks, applied_at, seen_at, error, failed_at";
+
+fn host_from_row(r: &AnyRow) -> Result<NginxHost, sqlx::Error> {
+    Ok(NginxHost {
+        host_id: r.try_get("host_id")?,
+        applied: r.try_get("applied")?,
+        blocks: r.try_get("blocks")?,
+        applied_at: r.try_get("applied_at")?,
+        seen_at: r.try_get("seen_at")?,
+        error: r.try_get("error")?,
+        failed_at: r.try_get("failed_at")?,
+    })
+}
+
+/// The database's clock as fixed-width RFC 3339 text with milliseconds, the same on both
+/// backends: hosts report with it, so no two hosts' clocks are ever compared.
+fn db_now(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        Backend::Postgres => {
+            "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        }
+    }
+}
+
+impl Store {
+    /// The database's clock now (see [`db_now`]).
+    pub async fn database_now(&self) -> Result<String, sqlx::Error> {
+        sqlx::query(&format!("SELECT {} AS now", db_now(self.backend)))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("now")
+    }
+
+    pub async fn nginx_host(&self, host_id: &str) -> Result<Option<NginxHost>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1"
+        ))
+        .bind(host_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| host_from_row(&r))
+        .transpose()
+    }
+
+    /// Every host that reported, by name.
+    pub async fn nginx_hosts(&self) -> Result<Vec<NginxHost>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {HOST_COLUMNS} FROM nginx_hosts ORDER BY host_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(host_from_row)
+        .collect()
+    }
+
+    /// `host_id`'s nginx took the deny file hashed `applied`, with `blocks` lines; any earlier
+    /// refusal is over.
+    pub async fn nginx_host_applied(
+        &self,
+        host_id: &str,
+        applied: &str,
+        blocks: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = db_now(self.backend);
+        sqlx::query(&format!(
+            "INSERT INTO nginx_hosts (host_id, applied, blocks, applied_at, seen_at, error, failed_at) \
+             VALUES ($1, $2, $3, {now}, {now}, NULL, NULL) \
+             ON CONFLICT (host_id) DO UPDATE SET applied = excluded.applied, blocks = excluded.blocks, \
+             applied_at = excluded.applied_at, seen_at = excluded.seen_at, error = NULL, failed_at = NULL"
+        ))
+        .bind(host_id)
+        .bind(applied)
+        .bind(blocks)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `host_id`'s nginx did not take the newest list: it keeps what it applied before.
+    pub async fn nginx_host_failed(&self, host_id: &str, error: &str) -> Result<(), sqlx::Error> {
+        let now = db_now(self.backend);
+        sqlx::query(&format!(
+            "INSERT INTO nginx_hosts (host_id, seen_at, error, failed_at) VALUES ($1, {now}, $2, {now}) \
+             ON CONFLICT (host_id) DO UPDATE SET seen_at = excluded.seen_at, error = excluded.error, \
+             failed_at = excluded.failed_at"
+        ))
+        .bind(host_id)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `host_id`'s runbot made a pass and found nothing to do; `clear_error` once the list
+    /// nginx refused is no longer the one asked for.
+    pub async fn nginx_host_seen(
+        &self,
+        host_id: &str,
+        clear_error: bool,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE nginx_hosts SET seen_at = {}{} WHERE host_id = $1",
+            db_now(self.backend),
+            if clear_error {
+                ", error = NULL, failed_at = NULL"
+            } else {
+                ""
+            }
+        ))
+        .bind(host_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets hosts silent for `silent_for` by the database's clock: replicas replaced long
+    /// ago.
+    pub async fn forget_nginx_hosts(
+        &self,
+        silent_for: std::time::Duration,
+    ) -> Result<u64, sqlx::Error> {
+        let now = self.database_now().await?;
+        let before = crate::alerts::parse_stored_time(&now)
+            .zip(chrono::Duration::from_std(silent_for).ok())
+            .map(|(now, d)| (now - d).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .ok_or_else(|| {
+                sqlx::Error::Decode(format!("the database's clock reads {now:?}").into())
+            })?;
+        Ok(sqlx::query("DELETE FROM nginx_hosts WHERE seen_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }

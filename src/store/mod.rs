@@ -26,7 +26,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
-pub use blocks::{Added, BlockRow, NewBlock};
+pub use blocks::{Added, BlockRow, NewBlock, NginxHost};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;

@@ -164,6 +164,12 @@ http {{
         )
     }
 
+    /// The `[nginx]` settings of one replica's host: this instance, named `host_id`, followed
+    /// every second.
+    pub fn settings_as(&self, host_id: &str) -> String {
+        format!("{}host_id = {host_id:?}\nsync_secs = 1\n", self.settings())
+    }
+
     /// The status nginx answers a request "from" `client`.
     pub async fn status(&self, client: &str) -> u16 {
         reqwest::Client::new()
@@ -188,12 +194,13 @@ http {{
         })
     }
 
-    /// How many worker processes the master has (an old one lingers after a reload).
-    fn workers(&self, master: &str) -> usize {
+    /// The master's worker processes (an old one lingers after a reload), sorted.
+    fn workers(&self, master: &str) -> Vec<u32> {
         let Ok(dir) = std::fs::read_dir("/proc") else {
-            return 0;
+            return Vec::new();
         };
-        dir.flatten()
+        let mut pids: Vec<u32> = dir
+            .flatten()
             .filter(|e| {
                 let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
                 // "pid (comm) state ppid …": the parent is the fourth field, after the ')'.
@@ -201,7 +208,20 @@ http {{
                     .and_then(|(_, rest)| rest.split_whitespace().nth(1))
                     == Some(master)
             })
-            .count()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// The worker processes' ids: a reload replaces them.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.master().map_or_else(Vec::new, |m| self.workers(&m))
+    }
+
+    /// When the deny file was last written.
+    pub fn deny_mtime(&self) -> std::time::SystemTime {
+        std::fs::metadata(&self.deny).unwrap().modified().unwrap()
     }
 
     /// Waits (reloads take a moment) until a request from `client` gets `want`, then until
@@ -213,7 +233,7 @@ http {{
             let got = self.status(client).await;
             if got == want {
                 if let Some(master) = self.master() {
-                    while self.workers(&master) > 1 {
+                    while self.workers(&master).len() > 1 {
                         assert!(
                             tokio::time::Instant::now() < deadline,
                             "the old nginx workers did not leave"

@@ -214,6 +214,33 @@ impl Rig {
         }
     }
 
+    /// A second runbot on `other`'s database (another replica), with settings of its own.
+    pub async fn replica_of(other: &Rig, toml: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(&file, toml).unwrap();
+        let policies = shipped_policies(dir.path(), ROLES);
+        let env: Vec<(String, String)> = vec![
+            ("RUNBOT__DATABASE__URL".into(), other.database_url.clone()),
+            ("RUNBOT__POLICY__DIR".into(), policies.display().to_string()),
+            (
+                "RUNBOT__COMMANDS__DIR".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into(),
+            ),
+        ];
+        let settings = Settings::load_from(Some(&file), env).expect("valid settings");
+        let store = Store::connect(&settings.database).await.unwrap();
+        let clock = runbot::invocation::system_clock();
+        let dispatcher = runbot::app::dispatcher(&settings, store.clone(), None, clock).unwrap();
+        Rig {
+            dispatcher: Arc::new(dispatcher),
+            audit: Audit::new(store.clone()),
+            store,
+            database_url: other.database_url.clone(),
+            _dir: dir,
+        }
+    }
+
     pub async fn ask(
         &self,
         actor: Actor,
