@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde::Serialize;
 
 use super::format::{plural, short_duration, table};
@@ -171,7 +170,7 @@ impl<'a> Run<'a> {
         match self
             .ex
             .store
-            .deploy_progress(self.id, &self.ex.owner, &steps, &format_time(Utc::now()))
+            .deploy_progress(self.id, &self.ex.owner, &steps, &format_time(self.ex.now()))
             .await
         {
             Ok(true) => {}
@@ -226,7 +225,7 @@ impl<'a> Run<'a> {
     async fn finish(self, state: &str, failed_step: Option<&str>, error: Option<&str>) -> Reply {
         self.beat.abort();
         let steps = self.board.lock().expect("board lock").json();
-        let now = format_time(Utc::now());
+        let now = format_time(self.ex.now());
         match self
             .ex
             .store
@@ -395,7 +394,7 @@ async fn pipeline(
     let services = service_containers(ex, docker).await?;
     let from = running_versions(&services);
     let project = docker.project().as_str().to_string();
-    let now = format_time(Utc::now());
+    let now = format_time(ex.now());
     let lock = ex
         .store
         .begin_deploy(&NewDeploy {
@@ -420,7 +419,7 @@ async fn pipeline(
         Lock::Taken(id) => id,
         Lock::HeldBy(d) => {
             let since = parse_stored_time(&d.started_at)
-                .and_then(|t| (Utc::now() - t).to_std().ok())
+                .and_then(|t| (ex.now() - t).to_std().ok())
                 .map(short_duration)
                 .unwrap_or_else(|| "a moment".into());
             return Err(failure(format!(
@@ -940,7 +939,7 @@ async fn heartbeat(
         };
         match ex
             .store
-            .deploy_progress(id, &ex.owner, &steps, &format_time(Utc::now()))
+            .deploy_progress(id, &ex.owner, &steps, &format_time(ex.now()))
             .await
         {
             Ok(true) => {}
@@ -968,7 +967,7 @@ async fn announce(ex: &Executors, ctx: &Ctx<'_>, text: &str) {
     let platform = ctx.actor.platform.as_str();
     if let Err(e) = ex
         .store
-        .announce(platform, ctx.channel_id, text, &format_time(Utc::now()))
+        .announce(platform, ctx.channel_id, text, &format_time(ex.now()))
         .await
     {
         tracing::warn!(error = %e, "could not queue a deploy announcement");
@@ -1178,7 +1177,7 @@ fn history_row(d: &DeployRow) -> [String; 6] {
 /// appends `interrupted` to their audit trail, removes their one-off containers, and tells
 /// their channel which version is running now. Their lock is free again.
 pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
-    let now = Utc::now();
+    let now = ex.now();
     let stale_before = now - chrono::Duration::seconds(ex.deploy.lock_stale_secs as i64);
     let interrupted = ex
         .store
@@ -1268,7 +1267,7 @@ fn backups_configured(ex: &Executors) -> bool {
 /// The deploy's backup: its file name and size.
 async fn take_backup(ex: &Executors) -> Result<(String, String), String> {
     let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
-    let f = db.backup(Utc::now()).await.map_err(|e| e.to_string())?;
+    let f = db.backup(ex.now()).await.map_err(|e| e.to_string())?;
     Ok((f.name, super::format::bytes(f.bytes)))
 }
 
@@ -1276,7 +1275,7 @@ async fn take_backup(ex: &Executors) -> Result<(String, String), String> {
 async fn restore_backup(ex: &Executors, name: &str) -> Result<String, String> {
     let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
     let r = db
-        .restore(name, Utc::now())
+        .restore(name, ex.now())
         .await
         .map_err(|e| e.to_string())?;
     Ok(r.safety_backup)

@@ -119,6 +119,8 @@ pub struct Executors {
     pub deploy: crate::config::DeploySettings,
     /// This process, as the owner of the deploys it runs (random per start).
     pub owner: String,
+    /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
+    pub clock: crate::invocation::Clock,
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
     /// None when `nginx.deny_file` is not set.
@@ -155,6 +157,11 @@ fn utc_minute(t: DateTime<Utc>) -> String {
 }
 
 impl Executors {
+    /// Now, by this runbot's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     fn card_changed(&self) {
         if let Some(w) = &self.chat_wake {
             w.notify_one();
