@@ -170,7 +170,7 @@ impl<'a> Run<'a> {
         match self
             .ex
             .store
-            .deploy_progress(self.id, &self.ex.owner, &steps, &format_time(self.ex.now()))
+            .deploy_progress(self.id, &self.ex.owner, &steps)
             .await
         {
             Ok(true) => {}
@@ -225,19 +225,10 @@ impl<'a> Run<'a> {
     async fn finish(self, state: &str, failed_step: Option<&str>, error: Option<&str>) -> Reply {
         self.beat.abort();
         let steps = self.board.lock().expect("board lock").json();
-        let now = format_time(self.ex.now());
         match self
             .ex
             .store
-            .finish_deploy(
-                self.id,
-                &self.ex.owner,
-                state,
-                failed_step,
-                error,
-                &steps,
-                &now,
-            )
+            .finish_deploy(self.id, &self.ex.owner, state, failed_step, error, &steps)
             .await
         {
             Ok(true) => {}
@@ -394,7 +385,6 @@ async fn pipeline(
     let services = service_containers(ex, docker).await?;
     let from = running_versions(&services);
     let project = docker.project().as_str().to_string();
-    let now = format_time(ex.now());
     let lock = ex
         .store
         .begin_deploy(&NewDeploy {
@@ -406,7 +396,6 @@ async fn pipeline(
             invocation_id: ctx.invocation_id,
             platform: ctx.actor.platform.as_str(),
             channel_id: ctx.channel_id,
-            now: &now,
             owner: &ex.owner,
         })
         .await
@@ -418,8 +407,11 @@ async fn pipeline(
     let id = match lock {
         Lock::Taken(id) => id,
         Lock::HeldBy(d) => {
+            // Both times by the database's clock: the holder may run on another host.
+            let now = ex.store.database_now().await.ok();
             let since = parse_stored_time(&d.started_at)
-                .and_then(|t| (ex.now() - t).to_std().ok())
+                .zip(now)
+                .and_then(|(t, now)| (now - t).to_std().ok())
                 .map(short_duration)
                 .unwrap_or_else(|| "a moment".into());
             return Err(failure(format!(
@@ -937,11 +929,7 @@ async fn heartbeat(
             let b = board.lock().expect("board lock");
             (b.json(), b.render())
         };
-        match ex
-            .store
-            .deploy_progress(id, &ex.owner, &steps, &format_time(ex.now()))
-            .await
-        {
+        match ex.store.deploy_progress(id, &ex.owner, &steps).await {
             Ok(true) => {}
             Ok(false) => {
                 lost.store(true, Ordering::SeqCst);
@@ -1178,10 +1166,11 @@ fn history_row(d: &DeployRow) -> [String; 6] {
 /// their channel which version is running now. Their lock is free again.
 pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
     let now = ex.now();
-    let stale_before = now - chrono::Duration::seconds(ex.deploy.lock_stale_secs as i64);
+    // Stale by the database's clock, never this runbot's: the deploy's own runbot may run on
+    // a host whose clock differs.
     let interrupted = ex
         .store
-        .interrupt_stale_deploys(&format_time(stale_before), &format_time(now), &ex.owner)
+        .interrupt_stale_deploys(ex.deploy.lock_stale_secs, &ex.owner)
         .await?;
     for d in &interrupted {
         let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)
