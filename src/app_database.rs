@@ -389,8 +389,6 @@ struct Inner {
     pg_dump: String,
     psql: String,
     timeout: Duration,
-    /// One backup or restore at a time: a backup taken during a restore would hold half of it.
-    busy: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppDatabase {
@@ -417,7 +415,6 @@ impl AppDatabase {
                 pg_dump: s.pg_dump.clone(),
                 psql: s.psql.clone(),
                 timeout: Duration::from_secs(s.timeout_secs),
-                busy: tokio::sync::Mutex::new(()),
             }),
         }))
     }
@@ -436,9 +433,11 @@ impl AppDatabase {
     }
 
     /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `now`).
+    ///
+    /// One backup or restore of a database at a time is the caller's lock to take (the
+    /// executors hold `database:<target>` in runbot's store, shared by replicas).
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
     pub async fn backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
-        let _busy = self.inner.busy.lock().await;
         self.dump_to(&backup_name(now), now).await
     }
 
@@ -668,7 +667,6 @@ impl AppDatabase {
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
     pub async fn restore(&self, name: &str, now: DateTime<Utc>) -> Result<Restored, AppDbError> {
         let backup = self.find(name).await?;
-        let _busy = self.inner.busy.lock().await;
         let started = Instant::now();
         // A damaged file is found before anything else happens, not halfway into psql.
         let check = backup.path.clone();

@@ -6,6 +6,7 @@ pub mod database;
 pub mod deploy;
 pub mod docker;
 pub mod format;
+pub mod lease;
 pub mod nginx;
 pub mod redact;
 pub mod security;
@@ -273,11 +274,11 @@ impl Executors {
             "docker.status" => docker::status(self.docker()?, ctx).await,
             "docker.stats" => docker::stats(self.docker()?, ctx).await,
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
-            "docker.restart" => docker::restart(self.docker()?, ctx).await,
-            "docker.scale" => docker::scale(self.docker()?, ctx).await,
-            "database.backup" => database::backup(self.app_db()?, ctx).await,
+            "docker.restart" => docker::restart(self, self.docker()?, ctx).await,
+            "docker.scale" => docker::scale(self, self.docker()?, ctx).await,
+            "database.backup" => database::backup(self, self.app_db()?, ctx).await,
             "database.backups" => database::backups(self.app_db()?, ctx).await,
-            "database.restore" => database::restore(self.app_db()?, ctx).await,
+            "database.restore" => database::restore(self, self.app_db()?, ctx).await,
             "database.diagnostics" => database::diagnostics(self.app_db()?, ctx).await,
             other => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
