@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -639,8 +641,79 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
+fn gunzip(path: &Path) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut out)
+        .expect("a whole gzip file of SQL text");
+    out
+}
+
 fn dora() -> runbot::invocation::Actor {
     person("100000000000000005", "Dora")
+}
+
+#[tokio::test]
+async fn two_backups_asked_of_two_replicas_in_one_second_both_succeed_one_after_the_other() {
+    let app = AppDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    // A pg_dump that takes a second, so the two surely overlap.
+    let slow = dir.path().join("slow_pg_dump");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 1\nexec pg_dump \"$@\"\n").unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (url, folder, program) = (
+        app.url(),
+        backups.display().to_string(),
+        slow.display().to_string(),
+    );
+    let extra = [
+        ("RUNBOT__APP_DATABASE__URL", url.as_str()),
+        ("RUNBOT__APP_DATABASE__BACKUP_DIR", folder.as_str()),
+        ("RUNBOT__APP_DATABASE__PG_DUMP", program.as_str()),
+    ];
+    // Both clocks stopped in the same second.
+    let at = Utc::now();
+    let frozen: Clock = Arc::new(move || at);
+    let a = Rig::new(Db::Postgres, &extra, frozen.clone()).await;
+    let b = a.replica("", &extra, frozen).await;
+
+    let (first, second) = (Arc::new(Edits::default()), Arc::new(Edits::default()));
+    let (x, y) = tokio::join!(
+        a.ask(dora(), "backup", &[], &first),
+        b.ask(dora(), "backup", &[], &second)
+    );
+    assert!(matches!(x, Answer::Deferred { .. }), "{x:?}");
+    assert!(matches!(y, Answer::Deferred { .. }), "{y:?}");
+    for edits in [&first, &second] {
+        let r = until(edits, "a backup's outcome", |r| {
+            r.text.contains("backed up database") || r.text.contains("failed")
+        })
+        .await;
+        assert!(r.text.contains("backed up database"), "{}", r.text);
+    }
+    assert!(
+        said(&first, "⏳ Waiting for /backup by Dora (running ")
+            || said(&second, "⏳ Waiting for /backup by Dora (running "),
+        "one waited for the other, and said so"
+    );
+    let names = [
+        runbot::app_database::backup_name(at),
+        runbot::app_database::backup_name(at + chrono::Duration::seconds(1)),
+    ];
+    assert_eq!(files(&backups), names, "two files, no partial one left");
+    for name in &names {
+        let sql = gunzip(&backups.join(name));
+        assert!(
+            sql.contains("COPY public.orders") && sql.contains("dump complete"),
+            "{name} is a whole dump"
+        );
+    }
+    assert_eq!(
+        a.count("SELECT COUNT(*) FROM locks").await,
+        0,
+        "all released"
+    );
 }
 
 #[tokio::test]
