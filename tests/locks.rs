@@ -658,9 +658,9 @@ async fn two_backups_asked_of_two_replicas_in_one_second_both_succeed_one_after_
     let app = AppDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
-    // A pg_dump that takes a second, so the two surely overlap.
+    // A pg_dump that takes two seconds, so the two surely overlap.
     let slow = dir.path().join("slow_pg_dump");
-    std::fs::write(&slow, "#!/bin/sh\nsleep 1\nexec pg_dump \"$@\"\n").unwrap();
+    std::fs::write(&slow, "#!/bin/sh\nsleep 2\nexec pg_dump \"$@\"\n").unwrap();
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (url, folder, program) = (
         app.url(),
