@@ -38,8 +38,8 @@ pub struct Want {
     pub doing: String,
 }
 
-/// The stack's lock, for a request of `ctx` that is `doing` something.
-/// None when no stack is configured (`docker.project`): there is nothing to lock.
+/// The stack's lock, for `holder` to do `doing`. None when no stack is configured
+/// (`docker.project`): there is nothing to lock.
 pub fn stack(ex: &Executors, holder: String, doing: String) -> Option<Want> {
     let docker = ex.docker.as_ref()?;
     Some(Want {
@@ -66,7 +66,7 @@ pub fn holder(ctx: &Ctx<'_>) -> String {
 }
 
 /// `/restart backend`: the command and its main argument, as the holder's name.
-pub fn request_line(ctx: &Ctx<'_>) -> String {
+fn request_line(ctx: &Ctx<'_>) -> String {
     let main = ["service", "backup", "tag"]
         .iter()
         .find_map(|k| ctx.text(k))
