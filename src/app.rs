@@ -113,6 +113,7 @@ fn build_dispatcher(
         chat_wake,
         deploy: settings.deploy.clone(),
         owner: uuid::Uuid::new_v4().simple().to_string(),
+        clock: clock.clone(),
         http: reqwest::Client::builder()
             .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
             .build()?,

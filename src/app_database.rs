@@ -403,8 +403,6 @@ struct Inner {
     pg_dump: String,
     psql: String,
     timeout: Duration,
-    /// One backup or restore at a time: a backup taken during a restore would hold half of it.
-    busy: tokio::sync::Mutex<()>,
     /// What `psql` can do, asked once it is first needed.
     psql_client: tokio::sync::OnceCell<PsqlClient>,
 }
@@ -433,7 +431,6 @@ impl AppDatabase {
                 pg_dump: s.pg_dump.clone(),
                 psql: s.psql.clone(),
                 timeout: Duration::from_secs(s.timeout_secs),
-                busy: tokio::sync::Mutex::new(()),
                 psql_client: tokio::sync::OnceCell::new(),
             }),
         }))
@@ -462,14 +459,19 @@ impl AppDatabase {
         self.inner.backup_dir.display().to_string()
     }
 
-    /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `now`).
+    /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `now`), or,
+    /// when a backup already has that second's name, the next free second's: backups are named
+    /// by the second, an existing one is never replaced, and two taken in one second both keep.
+    ///
+    /// One backup or restore of a database at a time is the caller's lock to take (the
+    /// executors hold `database:<target>` in runbot's store, shared by replicas); this writes
+    /// safely either way.
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
     pub async fn backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
-        let _busy = self.inner.busy.lock().await;
-        self.dump_to(&backup_name(now), now).await
+        self.dump_to(now).await
     }
 
-    async fn dump_to(&self, name: &str, created: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
+    async fn dump_to(&self, at: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
         let started = Instant::now();
         let inner = &self.inner;
         let dir = inner.backup_dir.clone();
@@ -480,23 +482,25 @@ impl AppDatabase {
                 reason: e.to_string(),
                 after: "Nothing was changed.",
             })?;
-        let path = dir.join(name);
-        if tokio::fs::try_exists(&path).await.unwrap_or(true) {
-            return Err(AppDbError::Exists {
-                name: name.into(),
-                dir: self.dir_text(),
-            });
-        }
-        let mut partial = Partial {
-            path: dir.join(format!(".{}.partial", name.trim_end_matches(".sql.gz"))),
-            keep: false,
+        // A name of its own, created only if new: another backup (a replica, a second one in the
+        // same second) never writes into it or truncates it.
+        let partial = Partial {
+            path: dir.join(format!(
+                ".{}.{}.partial",
+                backup_name(at).trim_end_matches(".sql.gz"),
+                uuid::Uuid::new_v4().simple()
+            )),
         };
         // Created here rather than on the gzip thread, so the guard above always sees it.
-        let file = std::fs::File::create(&partial.path).map_err(|e| AppDbError::Io {
-            what: format!("creating a file in the backup folder {}", self.dir_text()),
-            reason: e.to_string(),
-            after: "Nothing was changed.",
-        })?;
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&partial.path)
+            .map_err(|e| AppDbError::Io {
+                what: format!("creating a file in the backup folder {}", self.dir_text()),
+                reason: e.to_string(),
+                after: "Nothing was changed.",
+            })?;
 
         let mut cmd = Command::new(&inner.pg_dump);
         cmd.args([
@@ -599,33 +603,53 @@ impl AppDatabase {
                 });
             }
         };
-        // Checked again just before the rename: rename would silently replace a file that
-        // appeared meanwhile (another runbot, a person copying one in).
-        if path.exists() {
-            return Err(AppDbError::Exists {
-                name: name.into(),
-                dir: self.dir_text(),
-            });
-        }
-        if let Err(e) = std::fs::rename(&partial.path, &path) {
-            return Err(AppDbError::Io {
-                what: format!("naming the backup {name}"),
-                reason: e.to_string(),
-                after: "No backup was written; the database was only read.",
-            });
-        }
-        partial.keep = true;
-        // The rename is durable only once the folder is synced; the file is whole either way.
+        let (name, path) = self.name_backup(&partial.path, at)?;
+        // The name is durable only once the folder is synced; the file is whole either way.
         if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
             tracing::warn!(error = %e, backup = %name, "backup folder not synced");
         }
         tracing::info!(backup = %name, bytes, took = ?started.elapsed(), "database backed up");
         Ok(BackupFile {
-            name: name.into(),
+            // As the name says it, to the second, so it equals what list() reads back.
+            created: backup_time(&name).unwrap_or(at),
+            name,
             path,
             bytes,
-            // As the name says it, to the second, so it equals what list() reads back.
-            created: backup_time(name).unwrap_or(created),
+        })
+    }
+
+    /// Gives the finished partial file the first free name from `at`'s second on (at most a
+    /// minute later). A hard link never replaces a file (rename would, silently), so a name
+    /// another runbot or a person took meanwhile is skipped, not overwritten.
+    fn name_backup(
+        &self,
+        partial: &Path,
+        at: DateTime<Utc>,
+    ) -> Result<(String, PathBuf), AppDbError> {
+        let dir = &self.inner.backup_dir;
+        for s in 0..60 {
+            let name = backup_name(at + chrono::Duration::seconds(s));
+            let path = dir.join(&name);
+            let placed = match std::fs::hard_link(partial, &path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // A folder without hard links (vfat, some network mounts): rename after a look,
+                // which the database lock keeps to one backup of this database at a time.
+                Err(_) if path.exists() => continue,
+                Err(_) => std::fs::rename(partial, &path),
+                Ok(()) => Ok(()),
+            };
+            return match placed {
+                Ok(()) => Ok((name, path)),
+                Err(e) => Err(AppDbError::Io {
+                    what: format!("naming the backup {name}"),
+                    reason: e.to_string(),
+                    after: "No backup was written; the database was only read.",
+                }),
+            };
+        }
+        Err(AppDbError::Exists {
+            name: backup_name(at),
+            dir: self.dir_text(),
         })
     }
 
@@ -696,7 +720,6 @@ impl AppDatabase {
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
     pub async fn restore(&self, name: &str, now: DateTime<Utc>) -> Result<Restored, AppDbError> {
         let backup = self.find(name).await?;
-        let _busy = self.inner.busy.lock().await;
         let started = Instant::now();
         let client = self.psql_client().await?;
         let enforced = client.restrict;
@@ -899,21 +922,10 @@ impl AppDatabase {
         }
     }
 
-    /// A backup named for `now`, or for the next free second: backups are named by the
-    /// second, and the one that makes a restore undoable must not fail on a name.
+    /// A backup named for `now`, or for the next free second, like every backup: the one that
+    /// makes a restore undoable must not fail on a name.
     async fn safety_backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
-        let mut last = None;
-        for s in 0..60 {
-            let at = now + chrono::Duration::seconds(s);
-            match self.dump_to(&backup_name(at), at).await {
-                Err(e @ AppDbError::Exists { .. }) => last = Some(e),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| AppDbError::Exists {
-            name: backup_name(now),
-            dir: self.dir_text(),
-        }))
+        self.dump_to(now).await
     }
 
     /// One of the runbook's diagnostics, read in a READ ONLY transaction with a 5 s statement
@@ -949,18 +961,16 @@ impl AppDatabase {
     }
 }
 
-/// A backup being written: removed when dropped unless it was renamed into place, so neither
-/// a failure nor runbot stopping mid-backup leaves one behind.
+/// A backup being written: its name removed when dropped (a finished one lives on under its
+/// final name), so neither a failure nor runbot stopping mid-backup leaves one behind.
 struct Partial {
     path: PathBuf,
-    keep: bool,
 }
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        // Already gone when a folder without hard links had it renamed.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -243,6 +243,10 @@ pub struct DeploySettings {
     /// interrupted (runbot was killed) and its lock is released.
     pub heartbeat_secs: u64,
     pub lock_stale_secs: u64,
+    /// How long `/restart`, `/scale`, `/restore`, `/backup` and a deploy wait for a lock another
+    /// request holds (a deploy of the stack, a backup of the database) before giving up with
+    /// nothing changed. 0: do not wait.
+    pub lock_wait_secs: u64,
 }
 
 impl Default for DeploySettings {
@@ -257,6 +261,7 @@ impl Default for DeploySettings {
             pull_timeout_secs: 600,
             heartbeat_secs: 5,
             lock_stale_secs: 60,
+            lock_wait_secs: 120,
         }
     }
 }
@@ -1149,6 +1154,12 @@ impl Settings {
                 d.ready_timeout_secs
             ));
         }
+        if d.lock_wait_secs > 3600 {
+            problems.push(format!(
+                "deploy.lock_wait_secs = {} must be 0 to 3600 (default 120)",
+                d.lock_wait_secs
+            ));
+        }
         if d.heartbeat_secs == 0 || d.lock_stale_secs < 2 * d.heartbeat_secs {
             problems.push(format!(
                 "deploy.lock_stale_secs = {} must be at least twice deploy.heartbeat_secs = {} (and that at least 1), or a live deploy would look interrupted",
@@ -1495,6 +1506,21 @@ mod tests {
         }
         // Without a deny file the host is never named, so its id is not checked.
         Settings::load_from(None, env(&[("RUNBOT__NGINX__HOST_ID", "web 1")])).unwrap();
+    }
+
+    #[test]
+    fn deploy_lock_wait_defaults_to_two_minutes_and_is_checked_by_key() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.deploy.lock_wait_secs, 120);
+        let s = Settings::load_from(None, env(&[("RUNBOT__DEPLOY__LOCK_WAIT_SECS", "0")])).unwrap();
+        assert_eq!(s.deploy.lock_wait_secs, 0, "0: do not wait");
+        let err = Settings::load_from(None, env(&[("RUNBOT__DEPLOY__LOCK_WAIT_SECS", "7200")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deploy.lock_wait_secs = 7200 must be 0 to 3600 (default 120)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -784,13 +784,24 @@ async fn a_backup_that_takes_too_long_is_stopped_and_leaves_no_partial_file() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(files(&backups).is_empty(), "{:?}", files(&backups));
 
-    // A second backup in the same second is refused, not overwritten.
+    // A second backup in the same second never overwrites the first: it is named for the
+    // next free second.
     let real = direct(&app.url(), &backups, "pg_dump", 60);
     let now = Utc::now();
     let first = real.backup(now).await.unwrap();
-    let again = real.backup(now).await.unwrap_err();
-    assert!(matches!(again, AppDbError::Exists { .. }), "{again}");
-    assert_eq!(real.list().await.unwrap(), vec![first]);
+    let first_bytes = std::fs::read(&first.path).unwrap();
+    let again = real.backup(now).await.unwrap();
+    assert_eq!(
+        again.name,
+        runbot::app_database::backup_name(now + chrono::Duration::seconds(1))
+    );
+    assert_eq!(
+        real.list().await.unwrap(),
+        vec![again.clone(), first.clone()]
+    );
+    assert_eq!(std::fs::read(&first.path).unwrap(), first_bytes);
+    assert!(gunzip(&again.path).contains("PostgreSQL database dump complete"));
+    assert!(files(&backups).iter().all(|f| !f.ends_with(".partial")));
 
     // A program that is not there says what to set.
     let none = direct(&app.url(), &backups, "/nonexistent/pg_dump", 60);

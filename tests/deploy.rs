@@ -696,8 +696,39 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
     drop(runbot);
 }
 
+/// Sets a deploy's heartbeat back by `secs`, by the database's own clock: as a runbot that
+/// stopped renewing it that long ago would have left it.
+async fn silence_deploy(url: &str, db: common::Db, id: i64, secs: i64) {
+    use sqlx::Connection;
+    match db {
+        common::Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "UPDATE deploys SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%f', 'now', $1) || '000000Z' WHERE id = $2",
+            )
+            .bind(format!("-{secs} seconds"))
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        common::Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "UPDATE deploys SET heartbeat_at = to_char((now() - make_interval(secs => $1)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '000Z' WHERE id = $2",
+            )
+            .bind(secs as f64)
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    }
+}
+
 /// The lock as two replicas see it, on both databases: one deploy at a time, a second told who
-/// holds it, and a stale one taken over.
+/// holds it, and a stale one taken over; stale by the database's clock, which also wrote the
+/// heartbeats.
 #[tokio::test]
 async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
     use runbot::store::{Lock, NewDeploy, Store};
@@ -711,7 +742,7 @@ async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
         .unwrap();
         let a = Store::connect(&settings.database).await.unwrap();
         let b = Store::connect(&settings.database).await.unwrap();
-        let new = |owner: &'static str, tag: &'static str, now: &'static str| NewDeploy {
+        let new = |owner: &'static str, tag: &'static str| NewDeploy {
             project: "saas",
             kind: "deploy",
             tag,
@@ -720,60 +751,60 @@ async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
             invocation_id: owner,
             platform: "discord",
             channel_id: None,
-            now,
             owner,
         };
-        let t0 = "2026-11-28T03:00:00.000000000Z";
-        let Lock::Taken(first) = a.begin_deploy(&new("ana", "v2", t0)).await.unwrap() else {
+        let Lock::Taken(first) = a.begin_deploy(&new("ana", "v2")).await.unwrap() else {
             panic!("{db:?}: the first deploy takes the lock")
         };
-        match b.begin_deploy(&new("bea", "v3", t0)).await.unwrap() {
+        match b.begin_deploy(&new("bea", "v3")).await.unwrap() {
             Lock::HeldBy(holder) => {
-                assert_eq!((holder.id, holder.actor.as_str()), (first, "ana"), "{db:?}")
+                assert_eq!((holder.id, holder.actor.as_str()), (first, "ana"), "{db:?}");
+                // Written by the database's clock, as format_time writes times.
+                let started = runbot::alerts::parse_stored_time(&holder.started_at).unwrap();
+                let off = (chrono::Utc::now() - started).num_seconds().abs();
+                assert!(off < 60, "{db:?}: {}", holder.started_at);
+                assert_eq!(
+                    holder.heartbeat_at.len(),
+                    "2026-11-28T03:00:00.000000000Z".len()
+                );
             }
             Lock::Taken(_) => panic!("{db:?}: two deploys at once"),
         }
         // Another project has its own lock.
         let other = NewDeploy {
             project: "other",
-            ..new("bea", "v3", t0)
+            ..new("bea", "v3")
         };
         let Lock::Taken(other) = b.begin_deploy(&other).await.unwrap() else {
             panic!("{db:?}: another project's lock is its own")
         };
         assert!(b
-            .finish_deploy(other, "bea", "succeeded", None, None, "[]", t0)
+            .finish_deploy(other, "bea", "succeeded", None, None, "[]")
             .await
             .unwrap());
         // A's heartbeat is fresh: nothing is interrupted.
-        let t1 = "2026-11-28T03:00:05.000000000Z";
-        assert!(a.deploy_progress(first, "ana", "[]", t1).await.unwrap());
-        let stale = b
-            .interrupt_stale_deploys("2026-11-28T03:00:04.000000000Z", t1, "bea")
-            .await
-            .unwrap();
+        assert!(a.deploy_progress(first, "ana", "[]").await.unwrap());
+        let stale = b.interrupt_stale_deploys(60, "bea").await.unwrap();
         assert!(stale.is_empty(), "{db:?}: {stale:?}");
-        // A goes silent: A itself never takes its own deploy for dead (its store was away);
-        // B marks it interrupted, A learns it lost the lock, B may deploy.
-        let t2 = "2026-11-28T03:02:00.000000000Z";
-        let own = a
-            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2, "ana")
-            .await
-            .unwrap();
+        // A goes silent for two minutes: A itself never takes its own deploy for dead (its
+        // store was away); B marks it interrupted, A learns it lost the lock, B may deploy.
+        silence_deploy(&url, db, first, 120).await;
+        let own = a.interrupt_stale_deploys(60, "ana").await.unwrap();
         assert!(own.is_empty(), "{db:?}: {own:?}");
-        let stale = b
-            .interrupt_stale_deploys("2026-11-28T03:01:00.000000000Z", t2, "bea")
-            .await
-            .unwrap();
+        let stale = b.interrupt_stale_deploys(60, "bea").await.unwrap();
         assert_eq!(stale.len(), 1, "{db:?}");
         assert_eq!(stale[0].state, "interrupted");
-        assert!(!a.deploy_progress(first, "ana", "[]", t2).await.unwrap());
+        assert!(stale[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no heartbeat since")));
+        assert!(!a.deploy_progress(first, "ana", "[]").await.unwrap());
         assert!(!a
-            .finish_deploy(first, "ana", "succeeded", None, None, "[]", t2)
+            .finish_deploy(first, "ana", "succeeded", None, None, "[]")
             .await
             .unwrap());
         assert!(matches!(
-            b.begin_deploy(&new("bea", "v3", t2)).await.unwrap(),
+            b.begin_deploy(&new("bea", "v3")).await.unwrap(),
             Lock::Taken(_)
         ));
         let history = b.recent_deploys("saas", 10).await.unwrap();

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::format::{bytes, plural, short_duration, table};
-use super::{reply, Ctx, Done, ExecError};
+use super::lease::{self, Lease};
+use super::{reply, Ctx, Done, ExecError, Executors};
 use crate::app_database::{backup_name, AppDatabase, AppDbError, Check};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
@@ -64,10 +65,16 @@ pub async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// `/backup`.
-pub async fn backup(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+/// `/backup`, holding the database's lease: one backup or restore of it at a time, across
+/// replicas.
+pub async fn backup(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let want = lease::database(db, lease::holder(ctx), "backing up the database".into());
+    let held = lease::for_command(ex, ctx, want).await.map_err(ExecError)?;
     let started = Instant::now();
-    let b = db.backup(ctx.now).await?;
+    // Named for when the dump starts: the request may have waited for the lease.
+    let b = db.backup(ex.now()).await;
+    held.release().await;
+    let b = b?;
     let took = took(started.elapsed());
     Ok(Done {
         reply: reply(
@@ -126,10 +133,30 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
     Ok(Done { reply: r, summary })
 }
 
-/// `/restore backup`.
-pub async fn restore(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+/// `/restore backup`, holding the stack's lease (when there is a stack: the application must
+/// not be mid-deploy while its data is replaced) and then the database's.
+pub async fn restore(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let name = backup_arg(ctx)?;
-    let r = db.restore(name, ctx.now).await?;
+    // A missing or misnamed backup is said at once, not after waiting for the locks.
+    db.find(name).await?;
+    let doing = format!("restoring {name}");
+    let stack: Option<Lease> = match lease::stack(ex, lease::holder(ctx), doing.clone()) {
+        Some(want) => Some(lease::for_command(ex, ctx, want).await.map_err(ExecError)?),
+        None => None,
+    };
+    let r = match lease::for_command(ex, ctx, lease::database(db, lease::holder(ctx), doing)).await
+    {
+        Ok(held) => {
+            let r = db.restore(name, ex.now()).await;
+            held.release().await;
+            r.map_err(ExecError::from)
+        }
+        Err(why) => Err(ExecError(why)),
+    };
+    if let Some(l) = stack {
+        l.release().await;
+    }
+    let r = r?;
     Ok(Done {
         reply: reply(
             format!(

@@ -4,17 +4,19 @@
 //! the request's message. A failure after the containers changed rolls them back to the images
 //! they ran before. The lock and the history are rows in the store (shared by replicas); a
 //! running deploy renews its heartbeat, so one whose runbot was killed is found and marked
-//! interrupted (see [`recover`]).
+//! interrupted (see [`recover`]). For its whole run a deploy also holds the stack's lease
+//! (see [`super::lease`]), which `/restart`, `/scale` and `/restore` wait for, and the
+//! database's while it backs up or restores.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde::Serialize;
 
 use super::format::{plural, short_duration, table};
+use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::chat::Reply;
@@ -122,6 +124,10 @@ struct Run<'a> {
     /// Set when another runbot marked this run interrupted (our heartbeat stopped reaching
     /// the store): the lock is no longer ours, so no further step may start.
     lost: Arc<AtomicBool>,
+    /// The same for the stack's lease, once taken.
+    stack_lost: std::sync::OnceLock<Arc<AtomicBool>>,
+    /// "deploy #3 of v2 by Dana": who holds the locks this run takes.
+    holder: String,
     beat: tokio::task::JoinHandle<()>,
 }
 
@@ -171,7 +177,7 @@ impl<'a> Run<'a> {
         match self
             .ex
             .store
-            .deploy_progress(self.id, &self.ex.owner, &steps, &format_time(Utc::now()))
+            .deploy_progress(self.id, &self.ex.owner, &steps)
             .await
         {
             Ok(true) => {}
@@ -188,9 +194,13 @@ impl<'a> Run<'a> {
     }
 
     fn check_lock(&self) -> Result<(), StepError> {
-        if self.lost.load(Ordering::SeqCst) {
+        let stack_lost = self
+            .stack_lost
+            .get()
+            .is_some_and(|l| l.load(Ordering::SeqCst));
+        if self.lost.load(Ordering::SeqCst) || stack_lost {
             return Err(StepError(
-                "this runbot lost the deploy lock (its heartbeat did not reach the database, so another runbot marked the deploy interrupted); it stopped here".into(),
+                "this runbot lost the deploy lock (its heartbeat did not reach the database, so another runbot took the deploy for interrupted and freed its locks); it stopped here".into(),
             ));
         }
         Ok(())
@@ -226,19 +236,10 @@ impl<'a> Run<'a> {
     async fn finish(self, state: &str, failed_step: Option<&str>, error: Option<&str>) -> Reply {
         self.beat.abort();
         let steps = self.board.lock().expect("board lock").json();
-        let now = format_time(Utc::now());
         match self
             .ex
             .store
-            .finish_deploy(
-                self.id,
-                &self.ex.owner,
-                state,
-                failed_step,
-                error,
-                &steps,
-                &now,
-            )
+            .finish_deploy(self.id, &self.ex.owner, state, failed_step, error, &steps)
             .await
         {
             Ok(true) => {}
@@ -395,7 +396,6 @@ async fn pipeline(
     let services = service_containers(ex, docker).await?;
     let from = running_versions(&services);
     let project = docker.project().as_str().to_string();
-    let now = format_time(Utc::now());
     let lock = ex
         .store
         .begin_deploy(&NewDeploy {
@@ -407,7 +407,6 @@ async fn pipeline(
             invocation_id: ctx.invocation_id,
             platform: ctx.actor.platform.as_str(),
             channel_id: ctx.channel_id,
-            now: &now,
             owner: &ex.owner,
         })
         .await
@@ -419,8 +418,11 @@ async fn pipeline(
     let id = match lock {
         Lock::Taken(id) => id,
         Lock::HeldBy(d) => {
+            // Both times by the database's clock: the holder may run on another host.
+            let now = ex.store.database_now().await.ok();
             let since = parse_stored_time(&d.started_at)
-                .and_then(|t| (Utc::now() - t).to_std().ok())
+                .zip(now)
+                .and_then(|(t, now)| (now - t).to_std().ok())
                 .map(short_duration)
                 .unwrap_or_else(|| "a moment".into());
             return Err(failure(format!(
@@ -466,6 +468,10 @@ async fn pipeline(
         lost.clone(),
         ctx.progress.clone(),
     ));
+    let holder = match kind {
+        Kind::Deploy => format!("deploy #{id} of {tag} by {}", ctx.actor.name),
+        Kind::Rollback => format!("rollback #{id} to {tag} by {}", ctx.actor.name),
+    };
     let run = Run {
         ex,
         docker,
@@ -473,6 +479,8 @@ async fn pipeline(
         id,
         board,
         lost,
+        stack_lost: std::sync::OnceLock::new(),
+        holder,
         beat,
     };
     announce(
@@ -484,9 +492,46 @@ async fn pipeline(
         ),
     )
     .await;
+    // The stack's lease, so no /restart, /scale or /restore runs in the middle of it; one of
+    // them running now is waited for, on this step.
+    let doing = match kind {
+        Kind::Deploy => format!("deploying {tag}"),
+        Kind::Rollback => format!("rolling back to {tag}"),
+    };
+    let mut stack = None;
+    if let Some(want) = lease::stack(ex, run.holder.clone(), doing) {
+        run.set("lock", State::Running, "taking the stack's lock");
+        run.show().await;
+        let r = &run;
+        match Lease::acquire(ex, want, ctx.invocation_id, move |line| {
+            r.set("lock", State::Running, line.trim_start_matches("⏳ "));
+            r.show()
+        })
+        .await
+        {
+            Ok(l) => {
+                let _ = run.stack_lost.set(l.lost_flag());
+                stack = Some(l);
+            }
+            Err(why) => {
+                run.set("lock", State::Failed, why.clone());
+                let outcome = Outcome::Failed {
+                    step: "lock",
+                    why,
+                    note: None,
+                };
+                return conclude(run, kind, &tag, &from, outcome).await;
+            }
+        }
+    }
     run.set("lock", State::Done, format!("deploy #{id}"));
     let result = steps(&run, &services, kind, &tag, restore.as_deref()).await;
-    conclude(run, kind, &tag, &from, result).await
+    let done = conclude(run, kind, &tag, &from, result).await;
+    // After the outcome is recorded, so whoever waited finds the deploy finished.
+    if let Some(l) = stack {
+        l.release().await;
+    }
+    done
 }
 
 /// What the steps came to.
@@ -555,7 +600,7 @@ async fn steps(
         if ex.deploy.backup {
             match run
                 .step("backup", "pg_dump of the application database", async {
-                    let (name, size) = take_backup(ex).await.map_err(StepError)?;
+                    let (name, size) = take_backup(run).await.map_err(StepError)?;
                     Ok((name.clone(), format!("{name} ({size})")))
                 })
                 .await
@@ -643,7 +688,7 @@ async fn steps(
     if let Some(name) = restore {
         match run
             .step("restore", &format!("restoring {name}"), async {
-                let safety = restore_backup(ex, name).await.map_err(StepError)?;
+                let safety = restore_backup(run, name).await.map_err(StepError)?;
                 Ok((
                     safety.clone(),
                     format!("{name} restored; the state before is {safety}"),
@@ -938,11 +983,7 @@ async fn heartbeat(
             let b = board.lock().expect("board lock");
             (b.json(), b.render())
         };
-        match ex
-            .store
-            .deploy_progress(id, &ex.owner, &steps, &format_time(Utc::now()))
-            .await
-        {
+        match ex.store.deploy_progress(id, &ex.owner, &steps).await {
             Ok(true) => {}
             Ok(false) => {
                 lost.store(true, Ordering::SeqCst);
@@ -968,7 +1009,7 @@ async fn announce(ex: &Executors, ctx: &Ctx<'_>, text: &str) {
     let platform = ctx.actor.platform.as_str();
     if let Err(e) = ex
         .store
-        .announce(platform, ctx.channel_id, text, &format_time(Utc::now()))
+        .announce(platform, ctx.channel_id, text, &format_time(ex.now()))
         .await
     {
         tracing::warn!(error = %e, "could not queue a deploy announcement");
@@ -1169,11 +1210,12 @@ fn history_row(d: &DeployRow) -> [String; 6] {
 /// appends `interrupted` to their audit trail, removes their one-off containers, and tells
 /// their channel which version is running now. Their lock is free again.
 pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
-    let now = Utc::now();
-    let stale_before = now - chrono::Duration::seconds(ex.deploy.lock_stale_secs as i64);
+    let now = ex.now();
+    // Stale by the database's clock, never this runbot's: the deploy's own runbot may run on
+    // a host whose clock differs.
     let interrupted = ex
         .store
-        .interrupt_stale_deploys(&format_time(stale_before), &format_time(now), &ex.owner)
+        .interrupt_stale_deploys(ex.deploy.lock_stale_secs, &ex.owner)
         .await?;
     for d in &interrupted {
         let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)
@@ -1256,21 +1298,36 @@ fn backups_configured(ex: &Executors) -> bool {
     ex.app_db.is_some()
 }
 
-/// The deploy's backup: its file name and size.
-async fn take_backup(ex: &Executors) -> Result<(String, String), String> {
+/// The deploy's backup, holding the database's lease: its file name and size.
+async fn take_backup(run: &Run<'_>) -> Result<(String, String), String> {
+    let ex = run.ex;
     let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
-    let f = db.backup(Utc::now()).await.map_err(|e| e.to_string())?;
+    let want = lease::database(db, run.holder.clone(), "backing up the database".into());
+    let held = Lease::acquire(ex, want, run.ctx.invocation_id, move |line| {
+        run.set("backup", State::Running, line.trim_start_matches("⏳ "));
+        run.show()
+    })
+    .await?;
+    let f = db.backup(ex.now()).await;
+    held.release().await;
+    let f = f.map_err(|e| e.to_string())?;
     Ok((f.name, super::format::bytes(f.bytes)))
 }
 
-/// Restores `name` (after the safety backup the restore takes); gives the safety backup's name.
-async fn restore_backup(ex: &Executors, name: &str) -> Result<String, String> {
+/// Restores `name` (after the safety backup the restore takes), holding the database's lease;
+/// gives the safety backup's name.
+async fn restore_backup(run: &Run<'_>, name: &str) -> Result<String, String> {
+    let ex = run.ex;
     let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
-    let r = db
-        .restore(name, Utc::now())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(r.safety_backup)
+    let want = lease::database(db, run.holder.clone(), format!("restoring {name}"));
+    let held = Lease::acquire(ex, want, run.ctx.invocation_id, move |line| {
+        run.set("restore", State::Running, line.trim_start_matches("⏳ "));
+        run.show()
+    })
+    .await?;
+    let r = db.restore(name, ex.now()).await;
+    held.release().await;
+    Ok(r.map_err(|e| e.to_string())?.safety_backup)
 }
 
 #[cfg(test)]

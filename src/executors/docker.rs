@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::format::{bytes, percent, plural, short_duration, table};
+use super::lease::{self, Lease};
 use super::redact::redact_lines;
-use super::{reply, Ctx, Done, ExecError};
+use super::{reply, Ctx, Done, ExecError, Executors};
 use crate::chat::{Attachment, ATTACHMENT_MAX_BYTES};
 use crate::commands::parse_duration;
 use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
@@ -550,11 +551,28 @@ pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// `/restart service`: a rolling restart, so that the replicas not yet restarted keep serving.
-/// It stops at the first container that does not come back ready: restarting the rest would
-/// only take them down too.
-pub async fn restart(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+/// Takes the stack's lease for a change of its containers, waiting (and saying so) while a
+/// deploy or another change runs.
+async fn stack_lease(ex: &Executors, ctx: &Ctx<'_>, doing: String) -> Result<Lease, ExecError> {
+    let want = lease::stack(ex, lease::holder(ctx), doing)
+        .ok_or_else(|| ExecError("docker.project is not set. Nothing was changed.".into()))?;
+    lease::for_command(ex, ctx, want).await.map_err(ExecError)
+}
+
+/// `/restart service`, holding the stack's lease: the containers are read once it is held,
+/// so a deploy that ran meanwhile is seen.
+pub async fn restart(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = service_arg(ctx)?;
+    let held = stack_lease(ex, ctx, format!("restarting {service}")).await?;
+    let done = restart_held(docker, ctx, service).await;
+    held.release().await;
+    done
+}
+
+/// A rolling restart, so that the replicas not yet restarted keep serving. It stops at the
+/// first container that does not come back ready: restarting the rest would only take them
+/// down too.
+async fn restart_held(docker: &Docker, ctx: &Ctx<'_>, service: &str) -> Result<Done, ExecError> {
     let containers = docker.service(service).await?;
     let secs = docker.timeout_secs();
     let mut done: Vec<(&Container, Container)> = Vec::new();
@@ -707,9 +725,8 @@ pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// `/scale service replicas`: more replicas are made from the lowest-numbered one's
-/// configuration, as `docker compose up --scale` would; fewer stops the newest.
-pub async fn scale(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+/// `/scale service replicas`, holding the stack's lease.
+pub async fn scale(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = service_arg(ctx)?;
     let want = ctx
         .integer("replicas")
@@ -717,7 +734,20 @@ pub async fn scale(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     if let Some(no) = refuse_count(service, want) {
         return Err(ExecError(no));
     }
-    let want = want as usize;
+    let held = stack_lease(ex, ctx, format!("scaling {service} to {want}")).await?;
+    let done = scale_held(docker, ctx, service, want as usize).await;
+    held.release().await;
+    done
+}
+
+/// More replicas are made from the lowest-numbered one's configuration, as
+/// `docker compose up --scale` would; fewer stops the newest.
+async fn scale_held(
+    docker: &Docker,
+    ctx: &Ctx<'_>,
+    service: &str,
+    want: usize,
+) -> Result<Done, ExecError> {
     let containers = docker.service(service).await?;
     let have = containers.len();
     if have == want {

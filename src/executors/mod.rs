@@ -6,6 +6,7 @@ pub mod database;
 pub mod deploy;
 pub mod docker;
 pub mod format;
+pub mod lease;
 pub mod nginx;
 pub mod redact;
 pub mod security;
@@ -116,6 +117,8 @@ pub struct Executors {
     pub deploy: crate::config::DeploySettings,
     /// This process, as the owner of the deploys it runs (random per start).
     pub owner: String,
+    /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
+    pub clock: crate::invocation::Clock,
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
     /// None when `nginx.deny_file` is not set.
@@ -152,6 +155,11 @@ fn utc_minute(t: DateTime<Utc>) -> String {
 }
 
 impl Executors {
+    /// Now, by this runbot's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     fn card_changed(&self) {
         if let Some(w) = &self.chat_wake {
             w.notify_one();
@@ -263,11 +271,11 @@ impl Executors {
             "docker.status" => docker::status(self.docker()?, ctx).await,
             "docker.stats" => docker::stats(self.docker()?, ctx).await,
             "docker.logs" => docker::logs(self.docker()?, ctx).await,
-            "docker.restart" => docker::restart(self.docker()?, ctx).await,
-            "docker.scale" => docker::scale(self.docker()?, ctx).await,
-            "database.backup" => database::backup(self.app_db()?, ctx).await,
+            "docker.restart" => docker::restart(self, self.docker()?, ctx).await,
+            "docker.scale" => docker::scale(self, self.docker()?, ctx).await,
+            "database.backup" => database::backup(self, self.app_db()?, ctx).await,
             "database.backups" => database::backups(self.app_db()?, ctx).await,
-            "database.restore" => database::restore(self.app_db()?, ctx).await,
+            "database.restore" => database::restore(self, self.app_db()?, ctx).await,
             "database.diagnostics" => database::diagnostics(self.app_db()?, ctx).await,
             other => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",

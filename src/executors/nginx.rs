@@ -338,8 +338,6 @@ async fn hosts_report(
     };
     let hosts = ex.store.nginx_hosts().await.map_err(unreadable)?;
     let now = ex.store.database_now().await.map_err(unreadable)?;
-    let now = parse_stored_time(&now)
-        .ok_or_else(|| ExecError(format!("the database's clock reads {now:?}")))?;
     let current = version(&render(&entries(rows)));
     Ok(hosts_text(
         &host_states(&hosts, now, &current, nginx.sync),
@@ -355,9 +353,6 @@ async fn others_follow(ex: &Executors, nginx: &Nginx) -> String {
             tracing::warn!(error = %e, "could not read the other nginx hosts");
             return String::new();
         }
-    };
-    let Some(now) = parse_stored_time(&now) else {
-        return String::new();
     };
     let others: Vec<(String, HostState)> = host_states(&hosts, now, "", nginx.sync)
         .into_iter()

@@ -5,8 +5,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::locks::db_now;
 use super::Store;
-use crate::config::Backend;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRow {
@@ -222,26 +222,7 @@ fn host_from_row(r: &AnyRow) -> Result<NginxHost, sqlx::Error> {
     })
 }
 
-/// The database's clock as fixed-width RFC 3339 text with milliseconds, the same on both
-/// backends: hosts report with it, so no two hosts' clocks are ever compared.
-fn db_now(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-        Backend::Postgres => {
-            "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        }
-    }
-}
-
 impl Store {
-    /// The database's clock now (see [`db_now`]).
-    pub async fn database_now(&self) -> Result<String, sqlx::Error> {
-        sqlx::query(&format!("SELECT {} AS now", db_now(self.backend)))
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("now")
-    }
-
     pub async fn nginx_host(&self, host_id: &str) -> Result<Option<NginxHost>, sqlx::Error> {
         sqlx::query(&format!(
             "SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1"
@@ -332,12 +313,9 @@ impl Store {
         silent_for: std::time::Duration,
     ) -> Result<u64, sqlx::Error> {
         let now = self.database_now().await?;
-        let before = crate::alerts::parse_stored_time(&now)
-            .zip(chrono::Duration::from_std(silent_for).ok())
-            .map(|(now, d)| (now - d).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .ok_or_else(|| {
-                sqlx::Error::Decode(format!("the database's clock reads {now:?}").into())
-            })?;
+        let before = chrono::Duration::from_std(silent_for)
+            .map(|d| crate::alerts::format_time(now - d))
+            .map_err(|e| sqlx::Error::Decode(e.into()))?;
         Ok(sqlx::query("DELETE FROM nginx_hosts WHERE seen_at < $1")
             .bind(before)
             .execute(&self.pool)

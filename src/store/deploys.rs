@@ -1,9 +1,14 @@
 //! Deploy history and the deploy lock (see `migrations/*/0006_deploys.sql`), and announcements:
 //! chat messages that are not cards.
+//!
+//! A deploy's times (started, heartbeat, finished) come from the database's clock, and whether
+//! its heartbeat is stale is decided in SQL against that clock: replicas on hosts whose clocks
+//! disagree never take a live deploy for dead (see [`super::locks`]).
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::locks::{db_age, db_now};
 use super::Store;
 
 /// One deploy or rollback as stored.
@@ -65,7 +70,6 @@ pub struct NewDeploy<'a> {
     pub invocation_id: &'a str,
     pub platform: &'a str,
     pub channel_id: Option<&'a str>,
-    pub now: &'a str,
     pub owner: &'a str,
 }
 
@@ -88,11 +92,12 @@ impl Store {
     /// Takes the project's deploy lock by inserting a running deploy; the unique index refuses
     /// a second one, and then the holder is returned.
     pub async fn begin_deploy(&self, d: &NewDeploy<'_>) -> Result<Lock, sqlx::Error> {
-        let inserted = sqlx::query(
+        let now = db_now(self.backend);
+        let inserted = sqlx::query(&format!(
             "INSERT INTO deploys (project, kind, tag, from_tag, actor, invocation_id, platform, \
              channel_id, state, steps, started_at, heartbeat_at, owner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', '[]', $9, $9, $10) RETURNING id",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', '[]', {now}, {now}, $9) RETURNING id"
+        ))
         .bind(d.project)
         .bind(d.kind)
         .bind(d.tag)
@@ -101,7 +106,6 @@ impl Store {
         .bind(d.invocation_id)
         .bind(d.platform)
         .bind(d.channel_id)
-        .bind(d.now)
         .bind(d.owner)
         .fetch_one(&self.pool)
         .await;
@@ -136,14 +140,13 @@ impl Store {
         id: i64,
         owner: &str,
         steps: &str,
-        now: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE deploys SET steps = $1, heartbeat_at = $2 \
-             WHERE id = $3 AND owner = $4 AND state = 'running'",
-        )
+        let done = sqlx::query(&format!(
+            "UPDATE deploys SET steps = $1, heartbeat_at = {} \
+             WHERE id = $2 AND owner = $3 AND state = 'running'",
+            db_now(self.backend)
+        ))
         .bind(steps)
-        .bind(now)
         .bind(id)
         .bind(owner)
         .execute(&self.pool)
@@ -161,18 +164,17 @@ impl Store {
         failed_step: Option<&str>,
         error: Option<&str>,
         steps: &str,
-        now: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
+        let now = db_now(self.backend);
+        let done = sqlx::query(&format!(
             "UPDATE deploys SET state = $1, failed_step = $2, error = $3, steps = $4, \
-             finished_at = $5, heartbeat_at = $5 \
-             WHERE id = $6 AND owner = $7 AND state = 'running'",
-        )
+             finished_at = {now}, heartbeat_at = {now} \
+             WHERE id = $5 AND owner = $6 AND state = 'running'"
+        ))
         .bind(state)
         .bind(failed_step)
         .bind(error)
         .bind(steps)
-        .bind(now)
         .bind(id)
         .bind(owner)
         .execute(&self.pool)
@@ -180,49 +182,31 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Marks running deploys whose heartbeat is older than `stale_before` interrupted, and
-    /// returns them: their process stopped without finishing. Deploys of `alive` (the caller's
-    /// own process) are left alone: a stale heartbeat there means the store was unreachable,
-    /// not that the deploy died.
+    /// Marks running deploys whose heartbeat is older than `stale_secs` by the database's
+    /// clock interrupted, and returns them: their process stopped without finishing. Deploys
+    /// of `alive` (the caller's own process) are left alone: a stale heartbeat there means the
+    /// store was unreachable, not that the deploy died. One statement, so a deploy that beats
+    /// meanwhile is not marked.
     pub async fn interrupt_stale_deploys(
         &self,
-        stale_before: &str,
-        now: &str,
+        stale_secs: u64,
         alive: &str,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
-        let stale: Vec<DeployRow> = sqlx::query(&format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys \
-             WHERE state = 'running' AND heartbeat_at < $1 AND owner <> $2"
+        sqlx::query(&format!(
+            "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
+             error = 'runbot stopped while it ran (no heartbeat since ' || heartbeat_at || ')' \
+             WHERE state = 'running' AND owner <> $1 AND {age} > $2 \
+             RETURNING {DEPLOY_COLUMNS}",
+            now = db_now(self.backend),
+            age = db_age(self.backend, "heartbeat_at"),
         ))
-        .bind(stale_before)
         .bind(alive)
+        .bind(stale_secs as f64)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(deploy_from_row)
-        .collect::<Result<_, _>>()?;
-        let mut marked = Vec::new();
-        for d in stale {
-            // Conditional on the heartbeat read: a deploy that beat in between is alive.
-            let done = sqlx::query(
-                "UPDATE deploys SET state = 'interrupted', finished_at = $1, \
-                 error = 'runbot stopped while it ran (no heartbeat since ' || heartbeat_at || ')' \
-                 WHERE id = $2 AND state = 'running' AND heartbeat_at = $3",
-            )
-            .bind(now)
-            .bind(d.id)
-            .bind(&d.heartbeat_at)
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 1 {
-                marked.push(DeployRow {
-                    state: "interrupted".into(),
-                    finished_at: Some(now.to_string()),
-                    ..d
-                });
-            }
-        }
-        Ok(marked)
+        .collect()
     }
 
     /// The newest deploys of a project, newest first.

@@ -9,6 +9,7 @@ mod blocks;
 mod chat;
 mod deploys;
 mod ingest;
+mod locks;
 mod read;
 mod requests;
 mod sqlite_writer;
@@ -30,6 +31,7 @@ pub use blocks::{Added, BlockRow, NewBlock, NginxHost};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use ingest::Receipt;
+pub use locks::{LockHolder, TakeLock};
 pub use read::{AlertView, EventView, GroupCursor, GroupFilter, GroupTargets, GroupView};
 pub use requests::{Acked, PendingRow};
 

@@ -187,11 +187,39 @@ impl Rig {
         Self::build(db, toml, &[], clock, roles).await
     }
 
+    /// Another runbot on this rig's database (a replica, with a process owner of its own),
+    /// with these settings and clock and the default roles.
+    pub async fn replica(&self, toml: &str, extra: &[(&str, &str)], clock: Clock) -> Rig {
+        Self::build_on(
+            Some(self.database_url.clone()),
+            Db::Sqlite,
+            toml,
+            extra,
+            clock,
+            ROLES,
+        )
+        .await
+    }
+
     async fn build(db: Db, toml: &str, extra: &[(&str, &str)], clock: Clock, roles: &str) -> Rig {
+        Self::build_on(None, db, toml, extra, clock, roles).await
+    }
+
+    async fn build_on(
+        database_url: Option<String>,
+        db: Db,
+        toml: &str,
+        extra: &[(&str, &str)],
+        clock: Clock,
+        roles: &str,
+    ) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("runbot.toml");
         std::fs::write(&file, toml).unwrap();
-        let database_url = fresh_database(db, dir.path()).await;
+        let database_url = match database_url {
+            Some(url) => url,
+            None => fresh_database(db, dir.path()).await,
+        };
         let policies = shipped_policies(dir.path(), roles);
         let mut env: Vec<(String, String)> = vec![
             ("RUNBOT__DATABASE__URL".into(), database_url.clone()),
