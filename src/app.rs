@@ -134,8 +134,10 @@ pub struct Application {
     state: AppState,
     writer_done: WriterDone,
     /// The chat outbox worker, when a platform is configured.
-    outbox: Option<Outbox>,
+    outbox: Option<Arc<Outbox>>,
     limits: crate::http::server::Limits,
+    /// The supervised background loops, stopped at shutdown.
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -170,14 +172,12 @@ impl Application {
         );
         let metrics = telemetry::metrics_handle();
         let upkeep = metrics.clone();
+        let mut workers = Vec::new();
         // Histograms keep samples until rendered; drain them even if nobody scrapes.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
+        workers.push(every("metrics-upkeep", Duration::from_secs(5), move || {
+            upkeep.run_upkeep();
+            std::future::ready(Ok::<_, std::convert::Infallible>(()))
+        }));
         let runbook = Arc::new(data.runbook);
         let chat_wake = Arc::new(tokio::sync::Notify::new());
         if settings.discord.enabled() && settings.discord.global_requests_per_sec > 50 {
@@ -188,14 +188,14 @@ impl Application {
             );
         }
         let outbox = if settings.discord.enabled() {
-            Some(Outbox {
+            Some(Arc::new(Outbox {
                 store: store.clone(),
                 failing: Default::default(),
                 runbook: runbook.clone(),
                 discord: DiscordAdapter::new(&settings.discord)?,
                 settings: settings.discord.clone(),
                 wake: chat_wake.clone(),
-            })
+            }))
         } else {
             None
         };
@@ -214,57 +214,50 @@ impl Application {
         // Prompts a previous process left waiting: recorded as expired, then swept each minute
         // in case this process stops before its own timers fire.
         let sweeper = dispatcher.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                if let Err(e) = sweeper.expire_overdue().await {
-                    tracing::warn!(error = %e, "could not sweep expired prompts");
-                }
-            }
-        });
+        workers.push(every(
+            "prompt-sweeper",
+            Duration::from_secs(60),
+            move || {
+                let sweeper = sweeper.clone();
+                async move { sweeper.expire_overdue().await }
+            },
+        ));
         // The audit head to the log and metrics, for `runbot audit verify --expect-head`.
         let audit = crate::audit::Audit::new(store.clone());
-        let every = Duration::from_secs(settings.audit.head_log_secs);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = audit.log_head().await {
-                    tracing::warn!(error = %e, "could not read the audit head");
-                }
-            }
-        });
+        workers.push(every(
+            "audit-head",
+            Duration::from_secs(settings.audit.head_log_secs),
+            move || {
+                let audit = audit.clone();
+                async move { audit.log_head().await }
+            },
+        ));
         // Deploys a killed runbot left running: marked interrupted at start, and then whenever
         // a heartbeat goes stale (another replica may die too).
         let executors = dispatcher.executors().clone();
-        tokio::spawn(async move {
-            let every = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = crate::executors::deploy::recover(&executors).await {
-                    tracing::warn!(error = %e, "could not look for interrupted deploys");
-                }
-            }
-        });
+        let stale = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
+        workers.push(every("deploy-recovery", stale, move || {
+            let executors = executors.clone();
+            async move { crate::executors::deploy::recover(&executors).await }
+        }));
         // Timed blocks: those due while no runbot ran are lifted at start, then every
         // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.
         if dispatcher.executors().nginx.is_some() {
             let blocks = dispatcher.executors().clone();
-            let every = Duration::from_secs(settings.nginx.expiry_check_secs);
             // This host's nginx follows the blocks in the database, at start and every
             // nginx.sync_secs, whichever replica made them.
-            tokio::spawn(crate::executors::nginx::follow_every(blocks.clone()));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = crate::executors::nginx::expire_due(&blocks).await {
-                        tracing::warn!(error = %e, "could not lift expired IP blocks");
-                    }
-                }
-            });
+            let follow = blocks.clone();
+            workers.push(crate::supervise::spawn("nginx-follow", move || {
+                crate::executors::nginx::follow_every(follow.clone())
+            }));
+            workers.push(every(
+                "nginx-expiry",
+                Duration::from_secs(settings.nginx.expiry_check_secs),
+                move || {
+                    let blocks = blocks.clone();
+                    async move { crate::executors::nginx::expire_due(&blocks).await }
+                },
+            ));
         }
         let discord = if settings.discord.enabled() {
             Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
@@ -272,11 +265,10 @@ impl Application {
             None
         };
         if let (Some(d), Some(channel)) = (&discord, &settings.discord.alert_channel_id) {
-            tokio::spawn(crate::chat::announce::deliver(
-                store.clone(),
-                d.clone(),
-                channel.clone(),
-            ));
+            let (store, d, channel) = (store.clone(), d.clone(), channel.clone());
+            workers.push(crate::supervise::spawn("announcements", move || {
+                crate::chat::announce::deliver(store.clone(), d.clone(), channel.clone())
+            }));
         }
         let state = AppState {
             dispatcher: Some(dispatcher),
@@ -303,6 +295,7 @@ impl Application {
             writer_done,
             outbox,
             limits: crate::http::server::Limits::from_settings(&settings.http),
+            workers,
         })
     }
 
@@ -333,9 +326,12 @@ impl Application {
             writer_done,
             outbox,
             limits,
+            mut workers,
         } = self;
         // Anything it has not sent stays in the outbox for the next start.
-        let outbox = outbox.map(|o| tokio::spawn(o.run()));
+        if let Some(o) = outbox {
+            workers.push(crate::supervise::spawn("outbox", move || o.clone().run()));
+        }
         let store = state.store.clone();
         let router = http::router(state);
         http::server::serve(listener, router, limits, shutdown).await;
@@ -346,13 +342,36 @@ impl Application {
         {
             tracing::error!("queued writes did not finish within 30 s");
         }
-        if let Some(o) = outbox {
-            o.abort();
+        for w in workers {
+            w.abort();
         }
         store.close().await;
         tracing::info!("runbot stopped");
         Ok(())
     }
+}
+
+/// A supervised loop that runs `pass` at once and then every `period`; a pass that fails is
+/// logged and the next one tries again.
+fn every<F, Fut, T, E>(name: &'static str, period: Duration, pass: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let pass = Arc::new(pass);
+    crate::supervise::spawn(name, move || {
+        let pass = pass.clone();
+        async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                if let Err(e) = pass().await {
+                    tracing::warn!(worker = name, error = %e, "a background pass failed; the next one tries again");
+                }
+            }
+        }
+    })
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -26,6 +26,7 @@
 //!   restores through psql in one transaction, read-only diagnostic queries.
 //! - [`psql_script`]: reads a backup's SQL the way psql will, refusing psql meta-commands.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
+//! - [`supervise`]: background loops that are restarted (logged, counted) when they panic.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
 pub mod alerts;
@@ -44,4 +45,5 @@ pub mod policy;
 pub mod psql_script;
 pub mod runbook;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;

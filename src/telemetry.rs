@@ -26,6 +26,8 @@ pub const COMMANDS_RUN: &str = "runbot_commands_run_total";
 /// Deploys and rollbacks finished, by kind and result (succeeded, rolled_back, failed,
 /// interrupted).
 pub const DEPLOYS: &str = "runbot_deploys_total";
+/// Background workers started again after a panic, by worker.
+pub const WORKER_RESTARTS: &str = "runbot_worker_restarts_total";
 /// Cards posted or edited, by platform and what was done.
 pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 /// Card deliveries given up on (an answer no retry changes), by platform.

@@ -685,3 +685,31 @@ async fn under_discords_own_limits_a_storm_is_visible_within_two_seconds() {
     assert_eq!(fake.count_429(), 0);
     app.stop().await;
 }
+
+/// A 429 whose `retry_after` Discord would never send (negative: a proxy in between, or a bug)
+/// panicked the outbox, and no card was delivered again until a restart. The wait is clamped,
+/// and cards keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_does_not_stop_the_cards() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = TestApp::spawn_with(with_discord(Db::Sqlite, &fake)).await;
+    for (i, retry) in [json!(-5.0), json!("soon"), json!(-1e300)]
+        .into_iter()
+        .enumerate()
+    {
+        fake.answer_next(
+            429,
+            json!({ "message": "You are being rate limited.", "retry_after": retry, "global": false }),
+        );
+        let body = group_body(&format!("Odd{i}"), &["c000000000000001"]);
+        assert_eq!(app.post_webhook(body).await.status(), 200);
+        fake.wait_for(
+            Duration::from_secs(15),
+            "the card after an odd 429",
+            |m, _| (m.iter().filter(|c| is_card(c)).count() == i + 1).then_some(()),
+        )
+        .await;
+    }
+    assert_eq!(metric(&app, "runbot_worker_restarts_total").await, 0.0);
+    app.stop().await;
+}

@@ -449,7 +449,7 @@ impl DiscordAdapter {
                 let retry_after = json
                     .get("retry_after")
                     .and_then(|v| v.as_f64())
-                    .map(Duration::from_secs_f64)
+                    .map(wait_of)
                     .unwrap_or(Duration::from_secs(1));
                 if json.get("global").and_then(|v| v.as_bool()) == Some(true) {
                     *self.global_pause.lock().unwrap() = Some(Instant::now() + retry_after);
@@ -505,9 +505,23 @@ impl DiscordAdapter {
             b.remaining = Some(r.max(0.0) as u64);
         }
         if let Some(after) = reset_after {
-            b.reset_at = Some(Instant::now() + Duration::from_secs_f64(after.max(0.0)));
+            b.reset_at = Some(Instant::now() + wait_of(after));
         }
     }
+}
+
+/// The longest wait a rate-limit answer can impose at once; a longer one is waited out in steps.
+const LONGEST_WAIT: Duration = Duration::from_secs(300);
+
+/// A wait Discord's answer asks for (`retry_after`, `X-RateLimit-Reset-After`), as a duration
+/// that cannot panic: negative is none, not-a-number is a second, and anything above
+/// [`LONGEST_WAIT`] is cut to it (a proxy or a bug could send 1e300, which would otherwise
+/// overflow, or stall every card for ages).
+fn wait_of(secs: f64) -> Duration {
+    if secs.is_nan() {
+        return Duration::from_secs(1);
+    }
+    Duration::from_secs_f64(secs.clamp(0.0, LONGEST_WAIT.as_secs_f64()))
 }
 
 /// What a request carries.
@@ -1001,6 +1015,20 @@ pub fn render(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
 mod tests {
     use super::*;
     use crate::chat::{CardAction, CardAlert};
+
+    #[test]
+    fn any_wait_discord_asks_for_is_a_duration_without_a_panic() {
+        for (secs, want) in [
+            (-5.0, Duration::ZERO),
+            (f64::NEG_INFINITY, Duration::ZERO),
+            (0.25, Duration::from_millis(250)),
+            (1e300, LONGEST_WAIT),
+            (f64::INFINITY, LONGEST_WAIT),
+            (f64::NAN, Duration::from_secs(1)),
+        ] {
+            assert_eq!(wait_of(secs), want, "{secs}");
+        }
+    }
 
     fn big_card() -> Card {
         Card {

@@ -67,7 +67,9 @@ struct DigestMessage {
 }
 
 impl Outbox {
-    pub async fn run(self) {
+    /// Delivers notices until aborted; run again after a panic, it picks up where the outbox
+    /// table says (a storm's digest message is then posted anew).
+    pub async fn run(self: Arc<Self>) {
         let mut digests: HashMap<String, DigestMessage> = HashMap::new();
         loop {
             let (sleep, progressed, full) = self.round(&mut digests).await;

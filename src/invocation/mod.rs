@@ -1136,11 +1136,51 @@ impl Dispatcher {
     ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let reply = this.run(&spec, &ready, approvals, responder.clone()).await;
+            use futures_util::FutureExt;
+            // A panic inside an executor must not leave the request without an outcome: it is
+            // recorded as failed, and the requester is told.
+            let ran =
+                std::panic::AssertUnwindSafe(this.run(&spec, &ready, approvals, responder.clone()))
+                    .catch_unwind()
+                    .await;
+            let reply = match ran {
+                Ok(reply) => reply,
+                Err(panic) => this.panicked(&spec, &ready, panic).await,
+            };
             if let Err(e) = responder.edit(reply).await {
                 tracing::warn!(error = %e, command = %spec.name, "could not show a result in chat");
             }
         });
+    }
+
+    /// What a run that panicked leaves: a `failed` row and an answer saying so.
+    async fn panicked(
+        &self,
+        spec: &CommandSpec,
+        ready: &Ready,
+        panic: Box<dyn std::any::Any + Send>,
+    ) -> Reply {
+        // A panic's text may hold values a secret could be among.
+        let message =
+            executors::redact::redact(&crate::supervise::panic_message(panic)).into_owned();
+        tracing::error!(command = %spec.name, panic = %message, "a command panicked");
+        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "failed").increment(1);
+        let reason = "runbot hit an internal error while running it; what it had done so far is in its log. Check the state before trying again.";
+        let flight = Flight {
+            invocation_id: ready.invocation_id.clone(),
+            actor: ready.actor.clone(),
+            command: spec.name.clone(),
+            args: args_json(&ready.args),
+            origin: origin_json(&ready.origin),
+        };
+        let entry = flight
+            .entry(Step::Failed)
+            .reason(reason.to_string())
+            .detail(json!({ "panic": text::clip(&message, 300) }));
+        if self.record(entry).await.is_err() {
+            tracing::error!(command = %spec.name, "panicked, and the failure could not be audited");
+        }
+        text::failed(&text::invocation_line(spec, &ready.args), reason)
     }
 
     async fn run(

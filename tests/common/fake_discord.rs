@@ -294,6 +294,8 @@ struct State {
     global: Option<Window>,
     count_429: usize,
     fail_with: Option<u16>,
+    /// Answers given as they are to the next requests, before anything else is checked.
+    scripted: std::collections::VecDeque<Answer>,
     delay: Duration,
     reject_unknown_fields: bool,
     require_user_agent: bool,
@@ -324,6 +326,7 @@ impl State {
             global: None,
             count_429: 0,
             fail_with: None,
+            scripted: Default::default(),
             delay: Duration::ZERO,
             reject_unknown_fields: true,
             require_user_agent: true,
@@ -524,6 +527,13 @@ impl FakeDiscord {
             );
         }
         self.state().fail_with = status;
+    }
+
+    /// The next request gets this answer as it is, whatever it asked: for answers Discord is
+    /// not documented to give but a proxy in between or a bug might (a negative or enormous
+    /// `retry_after`), which runbot must survive.
+    pub fn answer_next(&self, status: u16, body: Value) {
+        self.state().scripted.push_back(Answer::json(status, body));
     }
 
     /// Waits that long before answering. The request itself is handled (and applied) when it
@@ -979,6 +989,9 @@ fn process(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Answer {
+    if let Some(answer) = st.scripted.pop_front() {
+        return answer;
+    }
     if let Some(status) = st.fail_with {
         return outage(status);
     }
