@@ -213,6 +213,19 @@ impl Application {
         )?);
         // Prompts a previous process left waiting: recorded as expired, then swept each minute
         // in case this process stops before its own timers fire.
+        // Refusals by the rate limit, written as one row per person and window.
+        let limits = dispatcher.clone();
+        workers.push(every(
+            "rate-limit-summaries",
+            Duration::from_secs(10),
+            move || {
+                let limits = limits.clone();
+                async move {
+                    limits.flush_rate_limited(false).await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            },
+        ));
         let sweeper = dispatcher.clone();
         workers.push(every(
             "prompt-sweeper",
@@ -333,6 +346,7 @@ impl Application {
             workers.push(crate::supervise::spawn("outbox", move || o.clone().run()));
         }
         let store = state.store.clone();
+        let dispatcher = state.dispatcher.clone();
         let router = http::router(state);
         http::server::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped accepting requests; finishing queued writes");
@@ -344,6 +358,9 @@ impl Application {
         }
         for w in workers {
             w.abort();
+        }
+        if let Some(d) = dispatcher {
+            d.flush_rate_limited(true).await;
         }
         store.close().await;
         tracing::info!("runbot stopped");

@@ -611,6 +611,93 @@ async fn past_the_per_user_limit_requests_are_refused_politely() {
         .any(|r| r.0 == Step::RateLimited && r.2 == "100000000000000001"));
 }
 
+/// A flood of requests past the limit is refused one by one, but audited as two rows per person
+/// and window (the first at once, then one with the count), not one row each under the trail's
+/// lock; made-up command names are counted, not kept; the limiter forgets idle people.
+#[tokio::test]
+async fn a_flood_past_the_limit_is_audited_as_a_count_not_a_row_each() {
+    for db in BOTH {
+        let rig = Rig::new(
+            db,
+            &[
+                ("RUNBOT__INTERACTIONS__PER_USER_PER_MINUTE", "2"),
+                ("RUNBOT__INTERACTIONS__PER_USER_BURST", "2"),
+            ],
+            system(),
+        )
+        .await;
+        let edits = Arc::new(Edits::default());
+        for i in 0..300 {
+            let command = if i % 3 == 0 {
+                format!("made-up-{i}")
+            } else {
+                "status".to_string()
+            };
+            let answer = rig.ask(developer(), &command, &[], &edits).await;
+            if i >= 2 {
+                assert!(
+                    message(&answer).text.contains("faster than runbot takes them"),
+                    "{i}: {answer:?}"
+                );
+            }
+        }
+        let limited = |trail: &[(Step, String, String, Option<String>)]| {
+            trail
+                .iter()
+                .filter(|r| r.0 == Step::RateLimited)
+                .count()
+        };
+        assert_eq!(limited(&rig.trail().await), 1, "the first refusal, at once");
+        assert_eq!(rig.dispatcher.flush_rate_limited(false).await, 0, "the window is open");
+        assert_eq!(rig.dispatcher.flush_rate_limited(true).await, 1);
+        let rows = rig.audit_records().await;
+        let summary = rows
+            .iter()
+            .rfind(|r| r.step == Step::RateLimited)
+            .unwrap();
+        assert!(
+            summary.reason.as_deref().unwrap().starts_with("297 more requests refused"),
+            "{summary:?}"
+        );
+        let detail = summary.detail.as_ref().unwrap();
+        assert_eq!(detail["repeated"], 297);
+        let commands = detail["commands"].as_object().unwrap();
+        assert!(commands.len() <= 21, "{commands:?}");
+        let counted: u64 = commands.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(counted, 297);
+        assert_eq!(limited(&rig.trail().await), 2);
+        assert!(runbot::audit::Audit::new(rig.store.clone())
+            .verify()
+            .await
+            .unwrap()
+            .problem
+            .is_none());
+    }
+}
+
+/// The limiter keeps a little state per person; people who stopped asking are forgotten.
+#[tokio::test]
+async fn the_rate_limiter_forgets_people_who_stopped_asking() {
+    let rig = Rig::new(
+        Db::Sqlite,
+        &[
+            ("RUNBOT__INTERACTIONS__PER_USER_PER_MINUTE", "6000"),
+            ("RUNBOT__INTERACTIONS__PER_USER_BURST", "1"),
+        ],
+        system(),
+    )
+    .await;
+    let edits = Arc::new(Edits::default());
+    for i in 0..500 {
+        let who = person(&format!("2{i:017}"), "Someone");
+        rig.ask(who, "oncall", &[], &edits).await;
+    }
+    assert_eq!(rig.dispatcher.limiter_len(), 500);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rig.dispatcher.flush_rate_limited(false).await;
+    assert_eq!(rig.dispatcher.limiter_len(), 0);
+}
+
 /// Prompts expire on tokio's paused clock: the prompt is edited to say so, the trail records
 /// it, and a late click runs nothing.
 #[tokio::test(flavor = "current_thread")]

@@ -9,6 +9,7 @@
 mod pending;
 pub(crate) mod text;
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -167,8 +168,28 @@ pub struct Dispatcher {
     executors: Executors,
     settings: InteractionSettings,
     limiter: Limiter,
+    /// Refusals by the rate limit not written yet, per person: see [`Dispatcher::rate_limited`].
+    refused: std::sync::Mutex<HashMap<String, Refused>>,
     clock: Clock,
 }
+
+/// A person's refusals by the rate limit since the first one in this window was written.
+struct Refused {
+    actor: Actor,
+    opened: DateTime<Utc>,
+    last: DateTime<Utc>,
+    /// Refused after the first (which was written at once).
+    count: u64,
+    /// How many of them asked for each command (names as asked, clipped).
+    commands: BTreeMap<String, u64>,
+}
+
+/// A window of refusals: the first is written at once, the rest as one row when it ends.
+const REFUSED_WINDOW_SECS: i64 = 60;
+/// People whose refusals are counted in memory at once; past this, counts are written early.
+const REFUSED_KEPT: usize = 10_000;
+/// Command names counted one by one per person; the rest are counted together.
+const REFUSED_NAMES: usize = 20;
 
 /// One request on its way: what every audit row of it shares.
 struct Flight {
@@ -299,6 +320,7 @@ impl Dispatcher {
             policies,
             executors,
             limiter: RateLimiter::hashmap(Quota::per_minute(per_minute).allow_burst(burst)),
+            refused: Default::default(),
             settings,
             clock,
         }
@@ -412,13 +434,112 @@ impl Dispatcher {
             .await
     }
 
+    /// A request over the person's limit. The first in a window is written at once; the rest
+    /// are counted and written as one row when the window ends (see
+    /// [`Dispatcher::flush_rate_limited`]): someone flooding requests must not hold the audit
+    /// trail's lock (on SQLite, the one webhooks need too) once per request.
     async fn rate_limited(&self, flight: &Flight, wait: Duration) -> Answer {
         let reason = format!(
             "You are sending requests faster than runbot takes them (at most {} a minute). Try again in {} s.",
             self.settings.per_user_per_minute,
             wait.as_secs().max(1)
         );
-        self.refuse(flight, Step::RateLimited, reason, None).await
+        let key = flight.actor.key();
+        let now = (self.clock)();
+        let (first, full) = {
+            let mut refused = self.refused.lock().unwrap();
+            let full = refused.len() >= REFUSED_KEPT && !refused.contains_key(&key);
+            match refused.get_mut(&key) {
+                Some(r) => {
+                    r.count += 1;
+                    r.last = now;
+                    // A flood of made-up names is counted, not kept name by name.
+                    let name = if r.commands.len() < REFUSED_NAMES
+                        || r.commands.contains_key(&flight.command)
+                    {
+                        flight.command.clone()
+                    } else {
+                        "(others)".to_string()
+                    };
+                    *r.commands.entry(name).or_default() += 1;
+                    (false, full)
+                }
+                None => {
+                    refused.insert(
+                        key,
+                        Refused {
+                            actor: flight.actor.clone(),
+                            opened: now,
+                            last: now,
+                            count: 0,
+                            commands: BTreeMap::new(),
+                        },
+                    );
+                    (true, full)
+                }
+            }
+        };
+        if full {
+            // Too many people at once to keep counting in memory: write what is counted now.
+            self.flush_rate_limited(true).await;
+        }
+        if first {
+            return self.refuse(flight, Step::RateLimited, reason, None).await;
+        }
+        metrics::counter!(crate::telemetry::REQUESTS_REFUSED, "platform" => flight.actor.platform.as_str(), "reason" => Step::RateLimited.as_str()).increment(1);
+        Answer::Message(text::refusal(&reason))
+    }
+
+    /// Writes one `rate_limited` row per person whose window of refusals ended (all of them
+    /// with `all`, at shutdown), with how many more were refused, when, and which commands;
+    /// and forgets limiter state nobody needs any more. Run every few seconds.
+    pub async fn flush_rate_limited(&self, all: bool) -> usize {
+        let now = (self.clock)();
+        let window = chrono::Duration::seconds(REFUSED_WINDOW_SECS);
+        let ended: Vec<Refused> = {
+            let mut refused = self.refused.lock().unwrap();
+            let keys: Vec<String> = refused
+                .iter()
+                .filter(|(_, r)| all || now - r.opened >= window)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| refused.remove(k)).collect()
+        };
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        let mut written = 0;
+        for r in ended.into_iter().filter(|r| r.count > 0) {
+            let mut flight = Flight::new(&r.actor, "rate-limit", &Origin::default());
+            flight.args = Map::new();
+            let reason = format!(
+                "{} more requests refused by the rate limit (at most {} a minute) between {} and {}",
+                r.count,
+                self.settings.per_user_per_minute,
+                crate::alerts::format_time(r.opened),
+                crate::alerts::format_time(r.last),
+            );
+            let entry = flight
+                .entry(Step::RateLimited)
+                .reason(reason)
+                .detail(json!({
+                    "repeated": r.count,
+                    "first_at": crate::alerts::format_time(r.opened),
+                    "last_at": crate::alerts::format_time(r.last),
+                    "commands": r.commands,
+                }));
+            match self.audit.append(entry).await {
+                Ok(_) => written += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, refused = r.count, "could not write a rate-limit summary to the audit trail")
+                }
+            }
+        }
+        written
+    }
+
+    /// People the rate limiter keeps state for (pruned by [`Dispatcher::flush_rate_limited`]).
+    pub fn limiter_len(&self) -> usize {
+        self.limiter.len()
     }
 
     /// A card's button: the runbook action it stands for, run as that command.
