@@ -226,6 +226,19 @@ impl Application {
                 }
             },
         ));
+        // Interaction ids kept for the replay check, once their requests are stale anyway.
+        let seen = store.clone();
+        workers.push(every(
+            "seen-interactions",
+            Duration::from_secs(60),
+            move || {
+                let seen = seen.clone();
+                async move {
+                    seen.forget_seen(&crate::alerts::format_time(chrono::Utc::now()))
+                        .await
+                }
+            },
+        ));
         let sweeper = dispatcher.clone();
         workers.push(every(
             "prompt-sweeper",

@@ -186,3 +186,44 @@ async fn interactions_signed_by_the_fake_discord_are_answered_in_time_and_in_sha
     assert!(fake.messages_visible_to(channel, &other.id).is_empty());
     app.stop().await;
 }
+
+/// The replay check holds across replicas and restarts: interaction ids are kept in the
+/// database, so the same signed request sent to a second replica, or to a runbot started after
+/// the first stopped, is refused as the first refused it.
+#[tokio::test]
+async fn a_replayed_interaction_is_refused_by_another_replica_and_after_a_restart() {
+    for db in common::BOTH {
+        let k = key(9);
+        // One database, outliving every runbot that uses it.
+        let dir = tempfile::tempdir().unwrap();
+        let url = common::fresh_database(db, dir.path()).await;
+        let opts = || {
+            let mut o = Options::new(db).set("RUNBOT__DISCORD__PUBLIC_KEY", &public_hex(&k));
+            o.database_url = Some(url.clone());
+            o
+        };
+        let first = TestApp::spawn_with(opts()).await;
+        let second = TestApp::spawn_with(opts()).await;
+        let ts = now().to_string();
+        let body = ping("3001");
+        let sig = sign(&k, &ts, &body);
+        assert_eq!(send(&first, Some(&sig), Some(&ts), &body).await.0, 200);
+        assert_eq!(
+            send(&second, Some(&sig), Some(&ts), &body).await,
+            (401, "interaction already received".to_string()),
+            "{db:?}: another replica"
+        );
+        first.stop().await;
+        let restarted = TestApp::spawn_with(opts()).await;
+        assert_eq!(
+            send(&restarted, Some(&sig), Some(&ts), &body).await,
+            (401, "interaction already received".to_string()),
+            "{db:?}: after a restart"
+        );
+        let other = ping("3002");
+        let (status, _) = send(&second, Some(&sign(&k, &ts, &other)), Some(&ts), &other).await;
+        assert_eq!(status, 200, "a new interaction still passes");
+        second.stop().await;
+        restarted.stop().await;
+    }
+}

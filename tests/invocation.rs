@@ -636,27 +636,31 @@ async fn a_flood_past_the_limit_is_audited_as_a_count_not_a_row_each() {
             let answer = rig.ask(developer(), &command, &[], &edits).await;
             if i >= 2 {
                 assert!(
-                    message(&answer).text.contains("faster than runbot takes them"),
+                    message(&answer)
+                        .text
+                        .contains("faster than runbot takes them"),
                     "{i}: {answer:?}"
                 );
             }
         }
         let limited = |trail: &[(Step, String, String, Option<String>)]| {
-            trail
-                .iter()
-                .filter(|r| r.0 == Step::RateLimited)
-                .count()
+            trail.iter().filter(|r| r.0 == Step::RateLimited).count()
         };
         assert_eq!(limited(&rig.trail().await), 1, "the first refusal, at once");
-        assert_eq!(rig.dispatcher.flush_rate_limited(false).await, 0, "the window is open");
+        assert_eq!(
+            rig.dispatcher.flush_rate_limited(false).await,
+            0,
+            "the window is open"
+        );
         assert_eq!(rig.dispatcher.flush_rate_limited(true).await, 1);
         let rows = rig.audit_records().await;
-        let summary = rows
-            .iter()
-            .rfind(|r| r.step == Step::RateLimited)
-            .unwrap();
+        let summary = rows.iter().rfind(|r| r.step == Step::RateLimited).unwrap();
         assert!(
-            summary.reason.as_deref().unwrap().starts_with("297 more requests refused"),
+            summary
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("297 more requests refused"),
             "{summary:?}"
         );
         let detail = summary.detail.as_ref().unwrap();

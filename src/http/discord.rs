@@ -2,12 +2,13 @@
 //!
 //! Every request is checked before anything else is read from it: the signature over
 //! `timestamp ‖ raw body` (serenity's `Verifier`), a timestamp no older (or newer) than
-//! `discord.interaction_max_age_secs`, and an interaction id not seen before. Any failure is a
-//! 401 that changes nothing; Discord itself sends bad signatures on purpose to check this.
+//! `discord.interaction_max_age_secs`, and an interaction id not seen before by any replica
+//! (kept in the database, so a replay to another replica or after a restart is refused too).
+//! Any failure is a 401 that changes nothing; Discord itself sends bad signatures on purpose to
+//! check this.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -35,8 +36,6 @@ const PONG: u64 = 1;
 pub struct InteractionGuard {
     verifier: Verifier,
     max_age: Duration,
-    /// Interaction ids seen within `max_age`: older requests are refused by their timestamp.
-    seen: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +44,8 @@ pub enum Refusal {
     BadSignature,
     Stale,
     Replayed,
+    /// The database could not record the id, so a replay could not be told apart.
+    Unrecorded,
 }
 
 impl Refusal {
@@ -54,6 +55,7 @@ impl Refusal {
             Refusal::BadSignature => "invalid request signature",
             Refusal::Stale => "request timestamp too old or in the future",
             Refusal::Replayed => "interaction already received",
+            Refusal::Unrecorded => "runbot cannot record interactions right now; try again",
         }
     }
 }
@@ -72,11 +74,11 @@ impl InteractionGuard {
         Ok(Some(InteractionGuard {
             verifier,
             max_age: Duration::from_secs(settings.interaction_max_age_secs),
-            seen: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// Checks a request; on success answers the parsed interaction.
+    /// Checks a request's signature and age; on success answers the parsed interaction. Whether
+    /// it is a replay is [`InteractionGuard::first_sight`]'s to say.
     pub fn check(
         &self,
         headers: &HeaderMap,
@@ -100,18 +102,35 @@ impl InteractionGuard {
         // Signed by Discord, so a body that is not JSON is Discord's to fix; still refused.
         let interaction: serde_json::Value =
             serde_json::from_slice(body).map_err(|_| Refusal::BadSignature)?;
+        Ok(interaction)
+    }
+
+    /// Records the interaction's id in the database: a replay (to any replica, before or after
+    /// a restart) is refused. Kept twice the freshness window, so a request is never both
+    /// fresh and forgotten whatever the clocks of the replicas say. A store that cannot be
+    /// written refuses the request: its freshness cannot be proven.
+    pub async fn first_sight(
+        &self,
+        store: &crate::store::Store,
+        interaction: &serde_json::Value,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Refusal> {
         let id = interaction
             .get("id")
             .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let mut seen = self.seen.lock().unwrap();
-        let now = Instant::now();
-        seen.retain(|_, at| now.duration_since(*at) <= self.max_age);
-        if seen.insert(id, now).is_some() {
-            return Err(Refusal::Replayed);
+            .filter(|id| !id.is_empty() && id.len() <= 32)
+            .ok_or(Refusal::BadSignature)?;
+        let keep =
+            chrono::Duration::from_std(self.max_age * 2).unwrap_or(chrono::Duration::hours(2));
+        let expires = crate::alerts::format_time(now + keep);
+        match store.first_sight("discord", id, &expires).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::Replayed),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a Discord interaction id");
+                Err(Refusal::Unrecorded)
+            }
         }
-        Ok(interaction)
     }
 }
 
@@ -138,8 +157,21 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         )
             .into_response();
     };
-    let interaction = match guard.check(&headers, &body, chrono::Utc::now().timestamp()) {
+    let now = chrono::Utc::now();
+    let checked = match guard.check(&headers, &body, now.timestamp()) {
+        Ok(i) => guard.first_sight(&state.store, &i, now).await.map(|()| i),
+        Err(refusal) => Err(refusal),
+    };
+    let interaction = match checked {
         Ok(i) => i,
+        Err(Refusal::Unrecorded) => {
+            metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => "Unrecorded").increment(1);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Refusal::Unrecorded.message(),
+            )
+                .into_response();
+        }
         Err(refusal) => {
             metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => format!("{refusal:?}")).increment(1);
             tracing::warn!(reason = refusal.message(), "Discord interaction refused");

@@ -12,6 +12,7 @@ mod ingest;
 mod locks;
 mod read;
 mod requests;
+mod seen;
 mod sqlite_writer;
 pub mod writer;
 
