@@ -911,6 +911,38 @@ fn runbot(cwd: &Path) -> Command {
     c
 }
 
+/// `runbot policy explain` of `command` by a cli user holding devops-lead on a Saturday night,
+/// with `extra` arguments: the exit code, stdout and stderr.
+fn explain_as_devops_lead(
+    dir: &Path,
+    command: &str,
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = runbot(dir)
+        .args([
+            "policy",
+            "explain",
+            "--user",
+            "ops",
+            "--platform",
+            "cli",
+            "--roles",
+            "devops-lead",
+            "--command",
+            command,
+            "--at",
+            "2026-11-28T03:00:00Z",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 #[test]
 fn policy_explain_prints_the_effect_reason_roles_and_policies() {
     let dir = tempfile::tempdir().unwrap();
@@ -994,31 +1026,7 @@ fn policy_explain_prints_the_effect_reason_roles_and_policies() {
 #[test]
 fn policy_explain_takes_arguments_checked_as_in_chat() {
     let dir = tempfile::tempdir().unwrap();
-    let explain = |extra: &[&str]| {
-        let out = runbot(dir.path())
-            .args([
-                "policy",
-                "explain",
-                "--user",
-                "ops",
-                "--platform",
-                "cli",
-                "--roles",
-                "devops-lead",
-                "--command",
-                "rollback",
-                "--at",
-                "2026-11-28T03:00:00Z",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let explain = |extra: &[&str]| explain_as_devops_lead(dir.path(), "rollback", extra);
 
     let (code, stdout, stderr) =
         explain(&["--arg", "tag=v1", "--arg", &format!("backup={BACKUP}")]);
@@ -1200,31 +1208,12 @@ fn check_config_loads_the_policies_and_names_a_broken_file() {
 async fn policy_explain_decides_a_typed_command_under_the_open_incident() {
     let dir = tempfile::tempdir().unwrap();
     let explain = |extra: &[&str]| {
-        let out = runbot(dir.path())
-            .args([
-                "policy",
-                "explain",
-                "--user",
-                "ops",
-                "--platform",
-                "cli",
-                "--roles",
-                "devops-lead",
-                "--command",
-                "restart",
-                "--arg",
-                "service=backend",
-                "--at",
-                "2026-11-28T03:00:00Z",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let args: Vec<&str> = ["--arg", "service=backend"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        explain_as_devops_lead(dir.path(), "restart", &args)
     };
     let (code, stdout, stderr) = explain(&[
         "--open-group",

@@ -211,6 +211,17 @@ impl Flight {
         }
     }
 
+    /// The flight of a validated request, for the rows of its run.
+    fn of_ready(ready: &Ready, spec: &CommandSpec) -> Flight {
+        Flight {
+            invocation_id: ready.invocation_id.clone(),
+            actor: ready.actor.clone(),
+            command: spec.name.clone(),
+            args: args_json(&ready.args),
+            origin: origin_json(&ready.origin),
+        }
+    }
+
     fn entry(&self, step: Step) -> AuditEntry {
         AuditEntry::new(
             self.invocation_id.clone(),
@@ -723,20 +734,9 @@ impl Dispatcher {
     }
 
     async fn open_groups(&self) -> Result<Vec<OpenGroup>, sqlx::Error> {
-        Ok(self
-            .store
-            .open_group_targets(&TARGET_LABELS)
-            .await?
-            .into_iter()
-            .filter_map(|g| {
-                Some(OpenGroup {
-                    id: g.id,
-                    severity: Severity::parse(&g.severity)?,
-                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
-                    targets: g.targets,
-                })
-            })
-            .collect())
+        Ok(OpenGroup::from_stored(
+            self.store.open_group_targets(&TARGET_LABELS).await?,
+        ))
     }
 
     fn decide(&self, ready: &Ready, spec: &CommandSpec, approver_roles: &[String]) -> Decision {
@@ -1287,13 +1287,7 @@ impl Dispatcher {
         tracing::error!(command = %spec.name, panic = %message, "a command panicked");
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "failed").increment(1);
         let reason = "runbot hit an internal error while running it; what it had done so far is in its log. Check the state before trying again.";
-        let flight = Flight {
-            invocation_id: ready.invocation_id.clone(),
-            actor: ready.actor.clone(),
-            command: spec.name.clone(),
-            args: args_json(&ready.args),
-            origin: origin_json(&ready.origin),
-        };
+        let flight = Flight::of_ready(ready, spec);
         let entry = flight
             .entry(Step::Failed)
             .reason(reason.to_string())
@@ -1311,13 +1305,7 @@ impl Dispatcher {
         approvals: Option<Vec<Approval>>,
         responder: Arc<dyn Responder>,
     ) -> Reply {
-        let flight = Flight {
-            invocation_id: ready.invocation_id.clone(),
-            actor: ready.actor.clone(),
-            command: spec.name.clone(),
-            args: args_json(&ready.args),
-            origin: origin_json(&ready.origin),
-        };
+        let flight = Flight::of_ready(ready, spec);
         let mut started = flight.entry(Step::Started);
         if let Some(a) = &approvals {
             started = started

@@ -150,17 +150,7 @@ fn live_groups(settings: &Settings) -> anyhow::Result<Vec<OpenGroup>> {
         let store = crate::audit::open_store(&settings.database).await?;
         let rows = store.open_group_targets(&TARGET_LABELS).await;
         store.close().await;
-        Ok(rows?
-            .into_iter()
-            .filter_map(|g| {
-                Some(OpenGroup {
-                    id: g.id,
-                    severity: Severity::parse(&g.severity)?,
-                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
-                    targets: g.targets,
-                })
-            })
-            .collect())
+        Ok(OpenGroup::from_stored(rows?))
     })
 }
 

@@ -32,6 +32,24 @@ pub struct OpenGroup {
     pub targets: BTreeSet<String>,
 }
 
+impl OpenGroup {
+    /// The store's open groups as the rule sees them; a group whose stored severity is not one
+    /// of Sev1–Sev4 (never written so) is left out.
+    pub fn from_stored(groups: Vec<crate::store::GroupTargets>) -> Vec<OpenGroup> {
+        groups
+            .into_iter()
+            .filter_map(|g| {
+                Some(OpenGroup {
+                    id: g.id,
+                    severity: Severity::parse(&g.severity)?,
+                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
+                    targets: g.targets,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Why a group set the severity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

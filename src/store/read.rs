@@ -154,6 +154,15 @@ impl Store {
 
     /// One group with its alerts, without its timeline (what a chat card shows).
     pub async fn group_view(&self, id: i64) -> Result<Option<GroupView>, sqlx::Error> {
+        self.group_with_alerts(id, i64::MAX).await
+    }
+
+    /// One group with at most `alerts_max` of its alerts (firing first).
+    async fn group_with_alerts(
+        &self,
+        id: i64,
+        alerts_max: i64,
+    ) -> Result<Option<GroupView>, sqlx::Error> {
         let sql = format!("{GROUP_SELECT} WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
             .bind(id)
@@ -163,7 +172,7 @@ impl Store {
             return Ok(None);
         };
         let mut groups = vec![group_from_row(&row)?];
-        self.attach_alerts(&mut groups, i64::MAX).await?;
+        self.attach_alerts(&mut groups, alerts_max).await?;
         Ok(groups.pop())
     }
 
@@ -175,17 +184,9 @@ impl Store {
         alerts_max: i64,
         events_max: i64,
     ) -> Result<Option<(GroupView, Vec<EventView>, i64)>, sqlx::Error> {
-        let sql = format!("{GROUP_SELECT} WHERE id = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        let Some(group) = self.group_with_alerts(id, alerts_max).await? else {
             return Ok(None);
         };
-        let mut groups = vec![group_from_row(&row)?];
-        self.attach_alerts(&mut groups, alerts_max).await?;
-        let group = groups.pop().expect("one group");
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM alert_events WHERE group_id = $1")
                 .bind(id)
