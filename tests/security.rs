@@ -171,6 +171,7 @@ async fn the_console_and_its_api_are_not_open_to_the_network() {
             401,
         ),
         ("127.0.0.1:4000", vec![("x-real-ip", "203.0.113.5")], 401),
+        ("127.0.0.1:4000", vec![("via", "1.1 edge-proxy")], 401),
         (
             "127.0.0.1:4000",
             vec![

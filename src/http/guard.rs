@@ -36,13 +36,20 @@ pub struct Caller {
     pub local: bool,
 }
 
-/// Headers a reverse proxy adds: a request that carries one came from somewhere else.
-const FORWARDED: [&str; 5] = [
+/// Headers a reverse proxy or CDN adds: a request that carries one came from somewhere else.
+/// (nginx adds none unless told to, so a proxy on this host must send `X-Forwarded-For`, or
+/// pass the public name as `Host`: see the security docs.)
+const FORWARDED: [&str; 10] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
-    "x-real-ip",
     "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-original-forwarded-for",
 ];
 
 /// The `Host` values runbot answers to, and its loopback names.
