@@ -156,6 +156,12 @@ impl Application {
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
+        if settings.discord.public_key.is_some() && settings.console.token.is_none() {
+            tracing::warn!(
+                "runbot takes Discord interactions, so it is reachable from the internet: the console \
+                 and /api/* are served to nobody until console.token is set"
+            );
+        }
         if !settings.webhook_auth_configured() {
             tracing::warn!(
                 "no webhook credentials configured: only loopback callers may post alerts; \
@@ -311,6 +317,7 @@ impl Application {
             host_guard: Arc::new(crate::http::guard::HostGuard::new(
                 &settings.http,
                 listener.local_addr()?.port(),
+                settings.discord.public_key.is_some(),
             )),
             console_token: settings.console.token.clone(),
             body_timeout: Duration::from_secs(settings.http.body_timeout_secs),

@@ -850,6 +850,11 @@ impl Settings {
                 h.listen
             ));
         }
+        // Discord must reach /discord/interactions from the internet, so runbot is exposed,
+        // often through a proxy on this host that makes every caller look local.
+        if self.discord.public_key.is_some() && !self.webhook_auth_configured() {
+            problems.push("discord.public_key is set, so runbot takes requests from the internet (Discord must reach /discord/interactions), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth".into());
+        }
         if let Some(token) = &self.console.token {
             let t = token.expose_secret();
             if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -973,6 +973,7 @@ async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
         .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
         .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
         .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+        .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", "fixture-token")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
         .spawn()

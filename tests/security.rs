@@ -149,6 +149,32 @@ async fn the_console_and_its_api_are_not_open_to_the_network() {
         assert_eq!(r.status(), status, "{path} from this machine");
     }
 
+    // Taking Discord interactions, runbot is reachable from the internet (often through a
+    // proxy that adds no header): nobody is local any more, the console needs its token.
+    let public_key: String = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let exposed = app_with(&[
+        ("RUNBOT__DISCORD__PUBLIC_KEY", &public_key),
+        ("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", "a-long-enough-token"),
+    ])
+    .await;
+    let host = format!("127.0.0.1:{}", exposed.port());
+    let r = exposed
+        .router()
+        .oneshot(request(
+            "GET",
+            "/api/alert-groups",
+            "127.0.0.1:4000",
+            &[("host", &host)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no caller is local once runbot is exposed");
+
     let open = app_with(&[("RUNBOT__CONSOLE__TOKEN", CONSOLE_TOKEN)]).await;
     let host = format!("127.0.0.1:{}", open.port());
     let h = host.as_str();
@@ -306,6 +332,13 @@ async fn a_listener_others_can_reach_needs_webhook_credentials_and_hosts_are_che
     ])
     .is_ok());
     assert!(settings(&[("RUNBOT__HTTP__LISTEN", "127.0.0.1:8080")]).is_ok());
+    let exposed = settings(&[("RUNBOT__DISCORD__PUBLIC_KEY", &"ab".repeat(32))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        exposed.contains("discord.public_key is set") && exposed.contains("webhook_token"),
+        "{exposed}"
+    );
     assert!(settings(&[("RUNBOT__HTTP__ALLOWED_HOSTS", "[\"bad host!\"]")]).is_err());
 
     // The real binary: check-config says what to do, serve does not start.

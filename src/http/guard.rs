@@ -6,7 +6,9 @@
 //! comes from 127.0.0.1), nor when a web page in a local browser resolves its own name to
 //! 127.0.0.1 (DNS rebinding: the browser sends that page's name as `Host`). So a caller is
 //! local only when it connects from loopback, names runbot by a loopback name in `Host`, and
-//! carries no header a proxy adds.
+//! carries no header a proxy adds. And once runbot takes Discord interactions, it is reachable
+//! from the internet (through a proxy that may add no header at all), so nobody is local then:
+//! the console needs `console.token` from every caller.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,11 +60,14 @@ pub struct HostGuard {
     /// None: any host (a public listener without `http.allowed_hosts`).
     allowed: Option<Vec<HostPattern>>,
     loopback: Vec<HostPattern>,
+    /// False when runbot is reachable from the internet (it takes Discord interactions).
+    trust_local: bool,
 }
 
 impl HostGuard {
-    /// `port` is the port runbot listens on (the bound one, when `listen` asked for port 0).
-    pub fn new(settings: &HttpSettings, port: u16) -> HostGuard {
+    /// `port` is the port runbot listens on (the bound one, when `listen` asked for port 0);
+    /// `exposed`: runbot takes requests from the internet, so no caller counts as local.
+    pub fn new(settings: &HttpSettings, port: u16, exposed: bool) -> HostGuard {
         let loopback: Vec<HostPattern> = ["127.0.0.1", "localhost", "[::1]"]
             .iter()
             .map(|h| HostPattern {
@@ -75,7 +80,11 @@ impl HostGuard {
             None if settings.loopback_only() => Some(loopback.clone()),
             None => None,
         };
-        HostGuard { allowed, loopback }
+        HostGuard {
+            allowed,
+            loopback,
+            trust_local: !exposed,
+        }
     }
 
     fn host_of(req: &Request) -> Option<HostPattern> {
@@ -121,7 +130,8 @@ pub async fn check_host(State(state): State<AppState>, mut req: Request, next: N
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(p)| *p);
     let forwarded = FORWARDED.iter().any(|h| req.headers().contains_key(*h));
-    let local = peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
+    let local = guard.trust_local
+        && peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
         && !forwarded
         && host.is_some_and(|h| guard.loopback.iter().any(|l| l.matches(&h)));
     req.extensions_mut().insert(Caller { peer, local });

@@ -508,6 +508,7 @@ impl Serve {
             .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
             .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
             .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+            .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
             .spawn()
