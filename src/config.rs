@@ -395,40 +395,43 @@ pub struct HostPattern {
 impl HostPattern {
     /// `name`, `name:port`, `1.2.3.4:80`, `[::1]:8080`; None for anything else.
     pub fn parse(s: &str) -> Option<HostPattern> {
-        let s = s.trim();
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (addr, after) = rest.split_once(']')?;
-            addr.parse::<std::net::Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':')?.parse().ok()?),
-            };
-            (format!("[{addr}]"), port)
-        } else {
-            let (host, port) = match s.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p.parse().ok()?)),
-                None => (s, None),
-            };
-            let name_ok = !host.is_empty()
-                && host.len() <= 253
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-            if !name_ok {
-                return None;
-            }
-            (host.to_string(), port)
-        };
+        let (host, port) = Self::split(s)?;
         Some(HostPattern {
             host: host.to_ascii_lowercase(),
             port,
         })
     }
 
-    /// Whether a request's `Host` matches: the same host, and the same port when one is given
-    /// here (a Host without a port means the scheme's default, 80).
-    pub fn matches(&self, host: &HostPattern) -> bool {
-        self.host == host.host && self.port.is_none_or(|p| p == host.port.unwrap_or(80))
+    /// A `Host` value's host (IPv6 with its brackets) and port, borrowed: every request's
+    /// `Host` is checked, so this allocates nothing. None for anything but a name or address.
+    pub fn split(s: &str) -> Option<(&str, Option<u16>)> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix('[') {
+            let (addr, after) = rest.split_once(']')?;
+            addr.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?.parse().ok()?),
+            };
+            return Some((&s[..addr.len() + 2], port));
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse().ok()?)),
+            None => (s, None),
+        };
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        name_ok.then_some((host, port))
+    }
+
+    /// Whether a request's `Host` (as [`HostPattern::split`] gives it) matches: the same host
+    /// in any case, and the same port when one is given here (a Host without a port means the
+    /// scheme's default, 80).
+    pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        self.host.eq_ignore_ascii_case(host) && self.port.is_none_or(|p| p == port.unwrap_or(80))
     }
 }
 

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -41,17 +41,17 @@ pub struct Caller {
 /// Headers a reverse proxy or CDN adds: a request that carries one came from somewhere else.
 /// (nginx adds none unless told to, so a proxy on this host must send `X-Forwarded-For`, or
 /// pass the public name as `Host`: see the security docs.)
-const FORWARDED: [&str; 10] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "via",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-original-forwarded-for",
+static FORWARDED: [HeaderName; 10] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("via"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-original-forwarded-for"),
 ];
 
 /// The `Host` values runbot answers to, and its loopback names.
@@ -87,14 +87,13 @@ impl HostGuard {
         }
     }
 
-    fn host_of(req: &Request) -> Option<HostPattern> {
-        let raw = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
-        HostPattern::parse(&raw)
+    /// The request's `Host` (or the authority of an absolute-form target), split.
+    fn host_of(req: &Request) -> Option<(&str, Option<u16>)> {
+        let raw = match req.headers().get(header::HOST) {
+            Some(v) => v.to_str().ok()?,
+            None => req.uri().authority()?.as_str(),
+        };
+        HostPattern::split(raw)
     }
 }
 
@@ -103,9 +102,7 @@ pub async fn check_host(State(state): State<AppState>, mut req: Request, next: N
     let guard = &state.host_guard;
     let host = HostGuard::host_of(&req);
     if let Some(allowed) = &guard.allowed {
-        let ok = host
-            .as_ref()
-            .is_some_and(|h| allowed.iter().any(|a| a.matches(h)));
+        let ok = host.is_some_and(|(h, p)| allowed.iter().any(|a| a.matches(h, p)));
         if !ok {
             let shown: String = req
                 .headers()
@@ -129,11 +126,10 @@ pub async fn check_host(State(state): State<AppState>, mut req: Request, next: N
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(p)| *p);
-    let forwarded = FORWARDED.iter().any(|h| req.headers().contains_key(*h));
     let local = guard.trust_local
         && peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
-        && !forwarded
-        && host.is_some_and(|h| guard.loopback.iter().any(|l| l.matches(&h)));
+        && host.is_some_and(|(h, p)| guard.loopback.iter().any(|l| l.matches(h, p)))
+        && !FORWARDED.iter().any(|h| req.headers().contains_key(h));
     req.extensions_mut().insert(Caller { peer, local });
     next.run(req).await
 }
