@@ -314,13 +314,15 @@ impl Application {
             webhook_auth: Arc::new(WebhookAuth::from_settings(&settings.alertmanager)),
             metrics,
             max_body_bytes: settings.http.max_body_bytes,
-            host_guard: Arc::new(crate::http::guard::HostGuard::new(
-                &settings.http,
-                listener.local_addr()?.port(),
-                settings.discord.public_key.is_some(),
-            )),
-            console_token: settings.console.token.clone(),
-            body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
+            edge: Arc::new(crate::http::guard::Edge {
+                hosts: crate::http::guard::HostGuard::new(
+                    &settings.http,
+                    listener.local_addr()?.port(),
+                    settings.discord.public_key.is_some(),
+                ),
+                body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
+                console_token: settings.console.token.clone(),
+            }),
         };
         Ok(Application {
             listener,

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -27,7 +28,6 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::AppState;
 use crate::config::{HostPattern, HttpSettings};
 
 /// Who sent a request, as far as runbot can tell; every request carries one.
@@ -97,10 +97,30 @@ impl HostGuard {
     }
 }
 
-/// Refuses a `Host` runbot does not answer to, then tags the request with its [`Caller`].
-pub async fn check_host(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let guard = &state.host_guard;
-    let host = HostGuard::host_of(&req);
+/// What the edge of the HTTP server checks, from settings. Its own small state, apart from
+/// [`AppState`]: a middleware's state is cloned for every request.
+#[derive(Debug)]
+pub struct Edge {
+    pub hosts: HostGuard,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// Opens the console to callers that are not local; None: local callers only.
+    pub console_token: Option<SecretString>,
+}
+
+/// Every request: refuses a `Host` runbot does not answer to, tags the request with its
+/// [`Caller`], and gives its body a deadline.
+pub async fn edge(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    if let Some(refused) = check_host(&edge.hosts, &mut req) {
+        return refused;
+    }
+    body_deadline(edge.body_timeout, req, next).await
+}
+
+/// The refusal of a `Host` runbot does not answer to; else tags the request with its
+/// [`Caller`].
+fn check_host(guard: &HostGuard, req: &mut Request) -> Option<Response> {
+    let host = HostGuard::host_of(req);
     if let Some(allowed) = &guard.allowed {
         let ok = host.is_some_and(|(h, p)| allowed.iter().any(|a| a.matches(h, p)));
         if !ok {
@@ -113,13 +133,15 @@ pub async fn check_host(State(state): State<AppState>, mut req: Request, next: N
                 .take(100)
                 .collect();
             tracing::warn!(host = %shown, "request refused: Host is not one runbot answers to");
-            return ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "Host {shown:?} is not one runbot answers to: add it to http.allowed_hosts"
-                ),
-            )
-            .into_response();
+            return Some(
+                ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "Host {shown:?} is not one runbot answers to: add it to http.allowed_hosts"
+                    ),
+                )
+                .into_response(),
+            );
         }
     }
     let peer = req
@@ -131,7 +153,7 @@ pub async fn check_host(State(state): State<AppState>, mut req: Request, next: N
         && host.is_some_and(|(h, p)| guard.loopback.iter().any(|l| l.matches(h, p)))
         && !FORWARDED.iter().any(|h| req.headers().contains_key(h));
     req.extensions_mut().insert(Caller { peer, local });
-    next.run(req).await
+    None
 }
 
 /// Why a body stopped arriving.
@@ -184,13 +206,12 @@ impl http_body::Body for DeadlineBody {
 
 /// Gives a request's body `http.body_timeout_secs` from the moment its headers arrived; a body
 /// still arriving then gets 408, whatever the route would have said about the broken body.
-pub async fn body_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn body_deadline(timeout: Duration, req: Request, next: Next) -> Response {
     use http_body::Body as _;
     if req.body().is_end_stream() {
         return next.run(req).await;
     }
     let fired = Arc::new(AtomicBool::new(false));
-    let timeout = state.body_timeout;
     let req = req.map(|inner| {
         Body::new(DeadlineBody {
             inner,
@@ -248,12 +269,12 @@ fn carries_token(headers: &HeaderMap, token: &SecretString) -> bool {
 
 /// The console and its JSON API show every alert's labels, annotations and silences: served to
 /// local callers, and to others only with `console.token`.
-pub async fn console_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
     let caller = req.extensions().get::<Caller>().copied();
     if caller.is_some_and(|c| c.local) {
         return next.run(req).await;
     }
-    match &state.console_token {
+    match &edge.console_token {
         Some(token) if carries_token(req.headers(), token) => next.run(req).await,
         Some(_) => {
             let mut r = ApiError::new(

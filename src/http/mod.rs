@@ -46,12 +46,8 @@ pub struct AppState {
     pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
     /// Answers Discord interactions later (edits); None without a bot token.
     pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
-    /// The `Host` values runbot answers to, and which callers are local.
-    pub host_guard: Arc<guard::HostGuard>,
-    /// Opens the console to callers that are not local; None: local callers only.
-    pub console_token: Option<secrecy::SecretString>,
-    /// How long a request's body may take to arrive.
-    pub body_timeout: std::time::Duration,
+    /// The `Host` check, local callers, body deadlines and the console's token.
+    pub edge: Arc<guard::Edge>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,19 +56,15 @@ pub fn router(state: AppState) -> Router {
         .merge(alertmanager::router())
         .merge(discord::router())
         .merge(console::router().route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.edge.clone(),
             guard::console_gate,
         )))
         .merge(ops::router())
         // A route layer, so the matched route is known when latency is recorded.
         .route_layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            guard::body_deadline,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            guard::check_host,
+            state.edge.clone(),
+            guard::edge,
         ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(PropagateRequestIdLayer::x_request_id())
