@@ -217,8 +217,6 @@ impl Application {
             card_wake.clone(),
             crate::invocation::system_clock(),
         )?);
-        // Prompts a previous process left waiting: recorded as expired, then swept each minute
-        // in case this process stops before its own timers fire.
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();
         workers.push(every(
@@ -233,18 +231,22 @@ impl Application {
             },
         ));
         // Interaction ids kept for the replay check, once their requests are stale anyway.
-        let seen = store.clone();
-        workers.push(every(
-            "seen-interactions",
-            Duration::from_secs(60),
-            move || {
-                let seen = seen.clone();
-                async move {
-                    seen.forget_seen(&crate::alerts::format_time(chrono::Utc::now()))
-                        .await
-                }
-            },
-        ));
+        if discord_interactions.is_some() {
+            let seen = store.clone();
+            workers.push(every(
+                "seen-interactions",
+                Duration::from_secs(60),
+                move || {
+                    let seen = seen.clone();
+                    async move {
+                        seen.forget_seen(&crate::alerts::format_time(chrono::Utc::now()))
+                            .await
+                    }
+                },
+            ));
+        }
+        // Prompts a previous process left waiting: recorded as expired, then swept each minute
+        // in case this process stops before its own timers fire.
         let sweeper = dispatcher.clone();
         workers.push(every(
             "prompt-sweeper",

@@ -69,6 +69,15 @@ fn decode_cursor(s: &str) -> Option<GroupCursor> {
     })
 }
 
+/// The `status` query value that asks for `filter`, for the next page's link.
+fn status_param(filter: GroupFilter) -> &'static str {
+    match filter {
+        GroupFilter::Open => "open",
+        GroupFilter::Resolved => "resolved",
+        GroupFilter::All => "all",
+    }
+}
+
 impl ListQuery {
     fn cursor(&self) -> Result<Option<GroupCursor>, ApiError> {
         match &self.cursor {
@@ -130,7 +139,7 @@ async fn api_groups(
         let want = (limit - count).min(READ_STEP);
         let step = state
             .store
-            .list_groups(filter, want, after.as_ref(), ALERTS_PER_GROUP)
+            .list_groups(filter, want, after.as_ref(), Some(ALERTS_PER_GROUP))
             .await
             .map_err(store_error)?;
         let ended = (step.len() as i64) < want;
@@ -145,10 +154,7 @@ async fn api_groups(
                 break 'fill after;
             }
             count += 1;
-            after = Some(GroupCursor {
-                updated_at: g.updated_at.clone(),
-                id: g.id,
-            });
+            after = Some(g.cursor());
         }
         if ended {
             break None;
@@ -164,11 +170,7 @@ async fn api_groups(
     )
         .into_response();
     if let Some(next) = next {
-        let status = match filter {
-            GroupFilter::Open => "open",
-            GroupFilter::Resolved => "resolved",
-            GroupFilter::All => "all",
-        };
+        let status = status_param(filter);
         let cursor = encode_cursor(&next);
         let link = format!(
             "</api/alert-groups?status={status}&limit={limit}&cursor={cursor}>; rel=\"next\""
@@ -272,25 +274,16 @@ async fn index(
     // One more than shown tells whether there is a next page; the counts come without alerts.
     let mut groups = state
         .store
-        .list_groups(filter, limit + 1, q.cursor()?.as_ref(), 0)
+        .list_groups(filter, limit + 1, q.cursor()?.as_ref(), Some(0))
         .await
         .map_err(store_error)?;
     let next = if groups.len() as i64 > limit {
         groups.truncate(limit as usize);
-        groups.last().map(|g| {
-            encode_cursor(&GroupCursor {
-                updated_at: g.updated_at.clone(),
-                id: g.id,
-            })
-        })
+        groups.last().map(|g| encode_cursor(&g.cursor()))
     } else {
         None
     };
-    let status = match filter {
-        GroupFilter::Open => "open",
-        GroupFilter::Resolved => "resolved",
-        GroupFilter::All => "all",
-    };
+    let status = status_param(filter);
     let heading = match filter {
         GroupFilter::Open => "Open alert groups",
         GroupFilter::Resolved => "Resolved alert groups",

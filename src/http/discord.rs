@@ -49,6 +49,25 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// 503 when runbot could not check it (Discord may send the next one), else 401.
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::Unrecorded => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The metric label: one of a closed set.
+    fn label(&self) -> &'static str {
+        match self {
+            Refusal::MissingSignature => "MissingSignature",
+            Refusal::BadSignature => "BadSignature",
+            Refusal::Stale => "Stale",
+            Refusal::Replayed => "Replayed",
+            Refusal::Unrecorded => "Unrecorded",
+        }
+    }
+
     fn message(&self) -> &'static str {
         match self {
             Refusal::MissingSignature => "missing X-Signature-Ed25519 or X-Signature-Timestamp",
@@ -164,18 +183,10 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     let interaction = match checked {
         Ok(i) => i,
-        Err(Refusal::Unrecorded) => {
-            metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => "Unrecorded").increment(1);
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Refusal::Unrecorded.message(),
-            )
-                .into_response();
-        }
         Err(refusal) => {
-            metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => format!("{refusal:?}")).increment(1);
+            metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => refusal.label()).increment(1);
             tracing::warn!(reason = refusal.message(), "Discord interaction refused");
-            return (StatusCode::UNAUTHORIZED, refusal.message()).into_response();
+            return (refusal.status(), refusal.message()).into_response();
         }
     };
     let kind = interaction.get("type").and_then(|t| t.as_u64());

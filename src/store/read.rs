@@ -49,6 +49,16 @@ pub struct GroupView {
     pub alerts_firing: i64,
 }
 
+impl GroupView {
+    /// Where the page after this group starts.
+    pub fn cursor(&self) -> GroupCursor {
+        GroupCursor {
+            updated_at: self.updated_at.clone(),
+            id: self.id,
+        }
+    }
+}
+
 /// Where a page of groups starts: after the group with this `updated_at` and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupCursor {
@@ -118,13 +128,13 @@ const GROUP_SELECT: &str = "SELECT id, receiver, group_key, status, severity, se
 
 impl Store {
     /// Up to `limit` groups, most recently changed first, starting after `after`, each with at
-    /// most `alerts_each` of its alerts (firing first).
+    /// most `alerts_each` of its alerts (firing first; None: all).
     pub async fn list_groups(
         &self,
         filter: GroupFilter,
         limit: i64,
         after: Option<&GroupCursor>,
-        alerts_each: i64,
+        alerts_each: Option<i64>,
     ) -> Result<Vec<GroupView>, sqlx::Error> {
         let mut conditions = Vec::new();
         match filter {
@@ -154,14 +164,14 @@ impl Store {
 
     /// One group with its alerts, without its timeline (what a chat card shows).
     pub async fn group_view(&self, id: i64) -> Result<Option<GroupView>, sqlx::Error> {
-        self.group_with_alerts(id, i64::MAX).await
+        self.group_with_alerts(id, None).await
     }
 
-    /// One group with at most `alerts_max` of its alerts (firing first).
+    /// One group with at most `alerts_max` of its alerts (firing first; None: all).
     async fn group_with_alerts(
         &self,
         id: i64,
-        alerts_max: i64,
+        alerts_max: Option<i64>,
     ) -> Result<Option<GroupView>, sqlx::Error> {
         let sql = format!("{GROUP_SELECT} WHERE id = $1");
         let Some(row) = sqlx::query(&sql)
@@ -184,7 +194,7 @@ impl Store {
         alerts_max: i64,
         events_max: i64,
     ) -> Result<Option<(GroupView, Vec<EventView>, i64)>, sqlx::Error> {
-        let Some(group) = self.group_with_alerts(id, alerts_max).await? else {
+        let Some(group) = self.group_with_alerts(id, Some(alerts_max)).await? else {
             return Ok(None);
         };
         let total: i64 =
@@ -215,44 +225,60 @@ impl Store {
         Ok(Some((group, events, total)))
     }
 
-    /// Each group's alert counts, and at most `each` of its alerts (firing first): a group
-    /// with thousands of alerts must not make every page that lists it that large.
-    async fn attach_alerts(&self, groups: &mut [GroupView], each: i64) -> Result<(), sqlx::Error> {
+    /// Each group's alert counts, and its alerts (firing first): all of them, or at most
+    /// `each` when given, so a group with thousands of alerts does not make every page that
+    /// lists it that large. Counting takes a query of its own only when the list is bounded.
+    async fn attach_alerts(
+        &self,
+        groups: &mut [GroupView],
+        each: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
         let index: HashMap<i64, usize> =
             groups.iter().enumerate().map(|(i, g)| (g.id, i)).collect();
         for chunk in groups.iter().map(|g| g.id).collect::<Vec<_>>().chunks(1000) {
             let ids = placeholders(self.backend, chunk.len(), 1);
-            let sql = format!(
-                "SELECT group_id, COUNT(*) AS total, \
-                 SUM(CASE WHEN status = 'firing' THEN 1 ELSE 0 END) AS firing \
-                 FROM alerts WHERE group_id IN ({ids}) GROUP BY group_id"
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(&self.pool).await? {
-                let gid: i64 = row.try_get("group_id")?;
-                let g = &mut groups[index[&gid]];
-                g.alerts_total = row.try_get("total")?;
-                g.alerts_firing = row.try_get("firing")?;
-            }
-            let limit = match self.backend {
-                crate::config::Backend::Sqlite => "?".to_string(),
-                crate::config::Backend::Postgres => format!("${}", chunk.len() + 1),
+            let sql = match each {
+                None => format!(
+                    "SELECT group_id, fingerprint, status, severity, labels, annotations, \
+                     starts_at, ends_at, generator_url FROM alerts WHERE group_id IN ({ids}) \
+                     ORDER BY status, starts_at, fingerprint"
+                ),
+                Some(_) => {
+                    let counts = format!(
+                        "SELECT group_id, COUNT(*) AS total, \
+                         SUM(CASE WHEN status = 'firing' THEN 1 ELSE 0 END) AS firing \
+                         FROM alerts WHERE group_id IN ({ids}) GROUP BY group_id"
+                    );
+                    let mut q = sqlx::query(&counts);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    for row in q.fetch_all(&self.pool).await? {
+                        let gid: i64 = row.try_get("group_id")?;
+                        let g = &mut groups[index[&gid]];
+                        g.alerts_total = row.try_get("total")?;
+                        g.alerts_firing = row.try_get("firing")?;
+                    }
+                    let limit = match self.backend {
+                        crate::config::Backend::Sqlite => "?".to_string(),
+                        crate::config::Backend::Postgres => format!("${}", chunk.len() + 1),
+                    };
+                    format!(
+                        "SELECT group_id, fingerprint, status, severity, labels, annotations, \
+                         starts_at, ends_at, generator_url FROM (SELECT *, ROW_NUMBER() OVER \
+                         (PARTITION BY group_id ORDER BY status, starts_at, fingerprint) AS n \
+                         FROM alerts WHERE group_id IN ({ids})) AS a WHERE n <= {limit} \
+                         ORDER BY status, starts_at, fingerprint"
+                    )
+                }
             };
-            let sql = format!(
-                "SELECT group_id, fingerprint, status, severity, labels, annotations, starts_at, \
-                 ends_at, generator_url FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY group_id \
-                 ORDER BY status, starts_at, fingerprint) AS n FROM alerts \
-                 WHERE group_id IN ({ids})) AS a WHERE n <= {limit} \
-                 ORDER BY status, starts_at, fingerprint"
-            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
             }
-            q = q.bind(each);
+            if let Some(each) = each {
+                q = q.bind(each);
+            }
             for row in q.fetch_all(&self.pool).await? {
                 let gid: i64 = row.try_get("group_id")?;
                 groups[index[&gid]].alerts.push(AlertView {
@@ -265,6 +291,12 @@ impl Store {
                     ends_at: row.try_get("ends_at")?,
                     generator_url: row.try_get("generator_url")?,
                 });
+            }
+        }
+        if each.is_none() {
+            for g in groups.iter_mut() {
+                g.alerts_total = g.alerts.len() as i64;
+                g.alerts_firing = g.alerts.iter().filter(|a| a.status == "firing").count() as i64;
             }
         }
         Ok(())
