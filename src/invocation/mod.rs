@@ -614,14 +614,10 @@ impl Dispatcher {
             (_, None) => None,
         };
         if let Some(gid) = group_id {
-            match &group {
-                Some(_) => {}
-                None => {
-                    let reason = format!(
-                        "There is no alert group #{gid}. The number is in each card's footer."
-                    );
-                    return self.refuse(&flight, Step::Invalid, reason, None).await;
-                }
+            if group.is_none() {
+                let reason =
+                    format!("There is no alert group #{gid}. The number is in each card's footer.");
+                return self.refuse(&flight, Step::Invalid, reason, None).await;
             }
             flight.origin.insert("group_id".into(), json!(gid));
         } else if executors::needs_group(&spec) {
@@ -705,31 +701,7 @@ impl Dispatcher {
         } else {
             self.open_groups().await?
         };
-        let origin = origin.and_then(|g| {
-            let mut targets = std::collections::BTreeSet::new();
-            let firing = g.alerts.iter().filter(|a| a.status == "firing");
-            for labels in [&g.group_labels, &g.common_labels]
-                .into_iter()
-                .chain(firing.map(|a| &a.labels))
-            {
-                for k in TARGET_LABELS {
-                    if let Some(v) = labels.get(k) {
-                        targets.insert(v.clone());
-                    }
-                }
-            }
-            Some(OpenGroup {
-                id: g.id,
-                severity: Severity::parse(&g.severity)?,
-                title: g
-                    .group_labels
-                    .get("alertname")
-                    .or_else(|| g.common_labels.get("alertname"))
-                    .cloned()
-                    .unwrap_or_else(|| format!("group #{}", g.id)),
-                targets,
-            })
-        });
+        let origin = origin.and_then(OpenGroup::from_view);
         Ok(incident_for(origin.as_ref(), target, &open))
     }
 

@@ -51,7 +51,7 @@ pub struct ExplainArgs {
     /// repeat for more. The request is then decided as chat decides it: under the most severe
     /// open group that concerns its service, else the most severe open group of the stack.
     #[arg(long = "open-group", value_name = "SPEC", value_parser = parse_open_group)]
-    pub open_groups: Vec<OpenGroup>,
+    pub open_groups: Vec<GroupSpec>,
     /// The group the request comes from (a card's button, or group:N): one of the open groups.
     #[arg(long, value_name = "ID")]
     pub from_group: Option<i64>,
@@ -85,17 +85,25 @@ fn parse_arg(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `[ID:]SEV[:LABEL=VALUE,…]`; groups without an id are numbered by the caller.
-fn parse_open_group(s: &str) -> Result<OpenGroup, String> {
+/// An `--open-group` as given: its id may be left for [`number_groups`] to give.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    id: Option<i64>,
+    severity: Severity,
+    labels: BTreeMap<String, String>,
+}
+
+/// `[ID:]SEV[:LABEL=VALUE,…]`.
+fn parse_open_group(s: &str) -> Result<GroupSpec, String> {
     let usage = "write [ID:]SEV[:LABEL=VALUE,…], e.g. 12:sev1:service=backend";
     let mut parts = s.splitn(3, ':');
     let mut first = parts.next().unwrap_or_default();
-    let mut id = 0;
+    let mut id = None;
     if let Ok(n) = first.parse::<i64>() {
         if n <= 0 {
             return Err(format!("{s:?}: a group id is a positive number; {usage}"));
         }
-        id = n;
+        id = Some(n);
         first = parts.next().unwrap_or_default();
     }
     let severity = Severity::parse(first)
@@ -111,34 +119,26 @@ fn parse_open_group(s: &str) -> Result<OpenGroup, String> {
             }
         }
     }
-    Ok(open_group(id, severity, &labels))
-}
-
-fn open_group(id: i64, severity: Severity, labels: &BTreeMap<String, String>) -> OpenGroup {
-    OpenGroup {
+    Ok(GroupSpec {
         id,
         severity,
-        title: labels
-            .get("alertname")
-            .cloned()
-            .unwrap_or_else(|| format!("group #{id}")),
-        targets: TARGET_LABELS
-            .iter()
-            .filter_map(|k| labels.get(*k).cloned())
-            .collect(),
-    }
+        labels,
+    })
 }
 
-/// Gives groups without an id the next free ones, in order.
-fn number_groups(groups: &mut [OpenGroup]) {
-    let mut next = groups.iter().map(|g| g.id).max().unwrap_or(0);
-    for g in groups.iter_mut().filter(|g| g.id == 0) {
-        next += 1;
-        g.id = next;
-        if g.title == "group #0" {
-            g.title = format!("group #{next}");
-        }
-    }
+/// The groups, those without an id given the next free ones, in order.
+fn number_groups(specs: &[GroupSpec]) -> Vec<OpenGroup> {
+    let mut next = specs.iter().filter_map(|g| g.id).max().unwrap_or(0);
+    specs
+        .iter()
+        .map(|g| {
+            let id = g.id.unwrap_or_else(|| {
+                next += 1;
+                next
+            });
+            OpenGroup::from_labels(id, g.severity, &g.labels)
+        })
+        .collect()
 }
 
 /// The open groups `runbot serve` sees now, from `database.url`.
@@ -176,17 +176,19 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
         }
     };
     let result = match command {
-        PolicyCommand::Explain(mut args) => {
-            if args.live {
+        PolicyCommand::Explain(args) => {
+            let open = if args.live {
                 match live_groups(settings) {
-                    Ok(groups) => args.open_groups = groups,
+                    Ok(groups) => groups,
                     Err(e) => {
                         eprintln!("runbot: --live: {e:#}");
                         return 2;
                     }
                 }
-            }
-            explain(&policies, &commands, &guard, &args, out)
+            } else {
+                number_groups(&args.open_groups)
+            };
+            explain(&policies, &commands, &guard, &args, &open, out)
         }
         PolicyCommand::Test { file } => {
             let file = file.or_else(|| settings.policy.resolve_dir().map(|d| d.join("tests.toml")));
@@ -330,12 +332,11 @@ fn explain(
     commands: &Commands,
     guard: &crate::nginx::Guard,
     args: &ExplainArgs,
+    open_groups: &[OpenGroup],
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     let at = args.at.unwrap_or_else(Utc::now);
     let sev = severity(args.severity.as_deref())?;
-    let mut open_groups = args.open_groups.clone();
-    number_groups(&mut open_groups);
     let incident_rule = args.live || !open_groups.is_empty() || args.from_group.is_some();
     let who = Identity {
         platform: args.platform.clone(),
@@ -359,7 +360,7 @@ fn explain(
                 .iter()
                 .map(|(k, v)| (k.clone(), RawValue::Text(v.clone())))
                 .collect(),
-            open: incident_rule.then_some(&open_groups[..]),
+            open: incident_rule.then_some(open_groups),
             from_group: args.from_group,
         },
     )?;
@@ -679,7 +680,7 @@ fn check_row(
                 g.id, g.severity
             )
         })?;
-        open.push(open_group(g.id, severity, &g.labels));
+        open.push(OpenGroup::from_labels(g.id, severity, &g.labels));
     }
     let incident_rule =
         !row.open_groups.is_empty() || row.from_group.is_some() || row.severity_from.is_some();

@@ -39,14 +39,52 @@ impl OpenGroup {
         groups
             .into_iter()
             .filter_map(|g| {
-                Some(OpenGroup {
-                    id: g.id,
-                    severity: Severity::parse(&g.severity)?,
-                    title: g.alertname.unwrap_or_else(|| format!("group #{}", g.id)),
-                    targets: g.targets,
-                })
+                let severity = Severity::parse(&g.severity)?;
+                Some(Self::new(g.id, severity, g.alertname.as_ref(), g.targets))
             })
             .collect()
+    }
+
+    /// The group a request came from (a card, or `group:N`), open or not.
+    pub fn from_view(g: &crate::store::GroupView) -> Option<OpenGroup> {
+        let alertname = g
+            .group_labels
+            .get("alertname")
+            .or_else(|| g.common_labels.get("alertname"));
+        let severity = Severity::parse(&g.severity)?;
+        Some(Self::new(
+            g.id,
+            severity,
+            alertname,
+            g.label_values(&TARGET_LABELS),
+        ))
+    }
+
+    /// A group described by its labels (`policy explain --open-group`, `tests.toml`).
+    pub fn from_labels(
+        id: i64,
+        severity: Severity,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> OpenGroup {
+        let targets = TARGET_LABELS
+            .iter()
+            .filter_map(|k| labels.get(*k).cloned())
+            .collect();
+        Self::new(id, severity, labels.get("alertname"), targets)
+    }
+
+    fn new(
+        id: i64,
+        severity: Severity,
+        alertname: Option<&String>,
+        targets: BTreeSet<String>,
+    ) -> OpenGroup {
+        OpenGroup {
+            id,
+            severity,
+            title: alertname.map_or_else(|| format!("group #{id}"), String::clone),
+            targets,
+        }
     }
 }
 

@@ -50,6 +50,16 @@ pub struct GroupView {
 }
 
 impl GroupView {
+    /// The values labels `keys` take on the group and on its firing alerts.
+    pub fn label_values(&self, keys: &[&str]) -> std::collections::BTreeSet<String> {
+        let firing = self.alerts.iter().filter(|a| a.status == "firing");
+        [&self.group_labels, &self.common_labels]
+            .into_iter()
+            .chain(firing.map(|a| &a.labels))
+            .flat_map(|labels| keys.iter().filter_map(|k| labels.get(*k).cloned()))
+            .collect()
+    }
+
     /// Where the page after this group starts.
     pub fn cursor(&self) -> GroupCursor {
         GroupCursor {
