@@ -72,9 +72,7 @@ pub async fn backup(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<D
     let held = lease::for_command(ex, ctx, want).await.map_err(ExecError)?;
     let started = Instant::now();
     // Named for when the dump starts: the request may have waited for the lease.
-    let b = db.backup(ex.now()).await;
-    held.release().await;
-    let b = b?;
+    let b = held.during(db.backup(ex.now())).await?;
     let took = took(started.elapsed());
     Ok(Done {
         reply: reply(
@@ -144,19 +142,18 @@ pub async fn restore(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<
         Some(want) => Some(lease::for_command(ex, ctx, want).await.map_err(ExecError)?),
         None => None,
     };
-    let r = match lease::for_command(ex, ctx, lease::database(db, lease::holder(ctx), doing)).await
-    {
-        Ok(held) => {
-            let r = db.restore(name, ex.now()).await;
-            held.release().await;
-            r.map_err(ExecError::from)
-        }
-        Err(why) => Err(ExecError(why)),
+    let restored = async {
+        let held = lease::for_command(ex, ctx, lease::database(db, lease::holder(ctx), doing))
+            .await
+            .map_err(ExecError)?;
+        held.during(db.restore(name, ex.now()))
+            .await
+            .map_err(ExecError::from)
     };
-    if let Some(l) = stack {
-        l.release().await;
-    }
-    let r = r?;
+    let r = match stack {
+        Some(l) => l.during(restored).await,
+        None => restored.await,
+    }?;
     Ok(Done {
         reply: reply(
             format!(

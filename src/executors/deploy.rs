@@ -1298,35 +1298,46 @@ fn backups_configured(ex: &Executors) -> bool {
     ex.app_db.is_some()
 }
 
-/// The deploy's backup, holding the database's lease: its file name and size.
-async fn take_backup(run: &Run<'_>) -> Result<(String, String), String> {
-    let ex = run.ex;
-    let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
-    let want = lease::database(db, run.holder.clone(), "backing up the database".into());
-    let held = Lease::acquire(ex, want, run.ctx.invocation_id, move |line| {
-        run.set("backup", State::Running, line.trim_start_matches("⏳ "));
+/// The database's lease for the run's `step`, its wait shown on that step of the board.
+async fn database_lease(
+    run: &Run<'_>,
+    db: &crate::app_database::AppDatabase,
+    step: &'static str,
+    doing: String,
+) -> Result<Lease, String> {
+    let want = lease::database(db, run.holder.clone(), doing);
+    Lease::acquire(run.ex, want, run.ctx.invocation_id, move |line| {
+        run.set(step, State::Running, line.trim_start_matches("⏳ "));
         run.show()
     })
-    .await?;
-    let f = db.backup(ex.now()).await;
-    held.release().await;
-    let f = f.map_err(|e| e.to_string())?;
+    .await
+}
+
+/// The deploy's backup, holding the database's lease: its file name and size.
+async fn take_backup(run: &Run<'_>) -> Result<(String, String), String> {
+    let db = run
+        .ex
+        .app_db
+        .as_ref()
+        .ok_or("app_database.url is not set")?;
+    let held = database_lease(run, db, "backup", "backing up the database".into()).await?;
+    let f = held
+        .during(db.backup(run.ex.now()))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((f.name, super::format::bytes(f.bytes)))
 }
 
 /// Restores `name` (after the safety backup the restore takes), holding the database's lease;
 /// gives the safety backup's name.
 async fn restore_backup(run: &Run<'_>, name: &str) -> Result<String, String> {
-    let ex = run.ex;
-    let db = ex.app_db.as_ref().ok_or("app_database.url is not set")?;
-    let want = lease::database(db, run.holder.clone(), format!("restoring {name}"));
-    let held = Lease::acquire(ex, want, run.ctx.invocation_id, move |line| {
-        run.set("restore", State::Running, line.trim_start_matches("⏳ "));
-        run.show()
-    })
-    .await?;
-    let r = db.restore(name, ex.now()).await;
-    held.release().await;
+    let db = run
+        .ex
+        .app_db
+        .as_ref()
+        .ok_or("app_database.url is not set")?;
+    let held = database_lease(run, db, "restore", format!("restoring {name}")).await?;
+    let r = held.during(db.restore(name, run.ex.now())).await;
     Ok(r.map_err(|e| e.to_string())?.safety_backup)
 }
 

@@ -563,10 +563,10 @@ async fn stack_lease(ex: &Executors, ctx: &Ctx<'_>, doing: String) -> Result<Lea
 /// so a deploy that ran meanwhile is seen.
 pub async fn restart(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = service_arg(ctx)?;
-    let held = stack_lease(ex, ctx, format!("restarting {service}")).await?;
-    let done = restart_held(docker, ctx, service).await;
-    held.release().await;
-    done
+    stack_lease(ex, ctx, format!("restarting {service}"))
+        .await?
+        .during(restart_held(docker, ctx, service))
+        .await
 }
 
 /// A rolling restart, so that the replicas not yet restarted keep serving. It stops at the
@@ -734,10 +734,10 @@ pub async fn scale(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Don
     if let Some(no) = refuse_count(service, want) {
         return Err(ExecError(no));
     }
-    let held = stack_lease(ex, ctx, format!("scaling {service} to {want}")).await?;
-    let done = scale_held(docker, ctx, service, want as usize).await;
-    held.release().await;
-    done
+    stack_lease(ex, ctx, format!("scaling {service} to {want}"))
+        .await?
+        .during(scale_held(docker, ctx, service, want as usize))
+        .await
 }
 
 /// More replicas are made from the lowest-numbered one's configuration, as

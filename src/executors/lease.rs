@@ -174,6 +174,13 @@ impl Lease {
         self.lost.clone()
     }
 
+    /// Runs `work` while holding the lock, then releases it, whatever `work` came to.
+    pub async fn during<T>(self, work: impl Future<Output = T>) -> T {
+        let done = work.await;
+        self.release().await;
+        done
+    }
+
     pub async fn release(mut self) {
         self.beat.abort();
         self.released = true;

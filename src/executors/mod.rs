@@ -26,11 +26,6 @@ use crate::store::{Acked, GroupView, Store};
 
 pub use alertmanager::Alertmanager;
 
-/// Whether a command cannot run without an alert group (from its card or a `group` option).
-pub fn needs_group(spec: &CommandSpec) -> bool {
-    spec.acts_on_group()
-}
-
 /// What an executor gets.
 pub struct Ctx<'a> {
     pub actor: &'a Actor,

@@ -620,7 +620,7 @@ impl Dispatcher {
                 return self.refuse(&flight, Step::Invalid, reason, None).await;
             }
             flight.origin.insert("group_id".into(), json!(gid));
-        } else if executors::needs_group(&spec) {
+        } else if spec.acts_on_group() {
             let reason = format!(
                 "/{} needs an alert group: press the button on its card, or give group (the number in the card's footer).",
                 spec.name
