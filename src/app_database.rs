@@ -459,7 +459,7 @@ impl AppDatabase {
         self.inner.backup_dir.display().to_string()
     }
 
-    /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `now`), or,
+    /// Dumps the database into `backup_dir/backup_YYYYmmdd_HHMMSS.sql.gz` (UTC of `at`), or,
     /// when a backup already has that second's name, the next free second's: backups are named
     /// by the second, an existing one is never replaced, and two taken in one second both keep.
     ///
@@ -467,11 +467,7 @@ impl AppDatabase {
     /// executors hold `database:<target>` in runbot's store, shared by replicas); this writes
     /// safely either way.
     #[tracing::instrument(skip(self), fields(target = %self.target()))]
-    pub async fn backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
-        self.dump_to(now).await
-    }
-
-    async fn dump_to(&self, at: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
+    pub async fn backup(&self, at: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
         let started = Instant::now();
         let inner = &self.inner;
         let dir = inner.backup_dir.clone();
@@ -746,8 +742,10 @@ impl AppDatabase {
             }
         }
 
+        // Named like every backup, so the one that makes a restore undoable never fails on a
+        // name.
         let safety = self
-            .safety_backup(now)
+            .backup(now)
             .await
             .map_err(|e| AppDbError::SafetyBackup(Box::new(e)))?;
 
@@ -920,12 +918,6 @@ impl AppDatabase {
             }
             Err(_) => tracing::warn!("could not end a stopped restore's session: no answer"),
         }
-    }
-
-    /// A backup named for `now`, or for the next free second, like every backup: the one that
-    /// makes a restore undoable must not fail on a name.
-    async fn safety_backup(&self, now: DateTime<Utc>) -> Result<BackupFile, AppDbError> {
-        self.dump_to(now).await
     }
 
     /// One of the runbook's diagnostics, read in a READ ONLY transaction with a 5 s statement

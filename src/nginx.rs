@@ -242,10 +242,7 @@ pub fn render(entries: &[Entry]) -> String {
 /// from the same blocks, so equal versions mean the same list.
 pub fn version(content: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(content.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::audit::hex(&sha2::Sha256::digest(content.as_bytes()))
 }
 
 /// Why nginx did not take a new deny file.

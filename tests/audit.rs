@@ -956,7 +956,7 @@ async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
             strace.env_remove(k);
         }
     }
-    let mut strace = strace
+    strace
         .current_dir(dir.path())
         .args(["-f", "-yy", "-s", "8192", "-o"])
         .arg(&trace)
@@ -965,15 +965,8 @@ async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
             "trace=pwrite64,fsync,fdatasync,write,writev,sendto,sendmsg",
         ])
         .arg(env!("CARGO_BIN_EXE_runbot"))
-        .arg("serve")
-        .env_remove("RUNBOT_CONFIG")
-        .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
-        .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
-        .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
-        .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
-        .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
-        .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", "fixture-token")
+        .arg("serve");
+    let mut strace = common::serve_against(&mut strace, port, &fake)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("serve.err")).unwrap())
         .spawn()

@@ -522,7 +522,8 @@ pub fn canonical_json(value: &Value) -> String {
     serde_json::to_string(&Sorted(value)).expect("a JSON value always serializes")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, as the chain's hashes are written (and nginx's deny-list versions).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

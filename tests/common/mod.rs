@@ -495,20 +495,29 @@ pub struct Serve {
     pub url: String,
 }
 
+/// `runbot serve`'s settings for a runbot on 127.0.0.1:`port` that talks to `fake`: cards in
+/// its channel, interactions signed with its key, webhooks with [`TOKEN`].
+pub fn serve_against<'c>(
+    cmd: &'c mut Command,
+    port: u16,
+    fake: &fake_discord::FakeDiscord,
+) -> &'c mut Command {
+    cmd.env_remove("RUNBOT_CONFIG")
+        .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+        .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
+        .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
+        .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
+        .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
+        .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", TOKEN)
+}
+
 impl Serve {
     pub async fn start(dir: &Path, fake: &fake_discord::FakeDiscord) -> Serve {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_runbot"))
-            .current_dir(dir)
-            .arg("serve")
-            .env_remove("RUNBOT_CONFIG")
-            .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
-            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", CHANNEL.to_string())
-            .env("RUNBOT__DISCORD__API_BASE", fake.base_url())
-            .env("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
-            .env("RUNBOT__DISCORD__PUBLIC_KEY", fake.public_key_hex())
-            .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", TOKEN)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbot"));
+        cmd.current_dir(dir).arg("serve");
+        let child = serve_against(&mut cmd, port, fake)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
             .spawn()
