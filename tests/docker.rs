@@ -13,7 +13,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use chrono::{DateTime, Utc};
-use common::docker::{docker_host, labelled, Project};
+use common::docker::{docker_host, Project};
 use common::rig::{devops, message, text, Edits, Rig};
 use common::Db;
 use runbot::audit::{AuditFilter, Step};
@@ -961,24 +961,7 @@ async fn dry_run(rig: &Rig, command: &str, args: &[(&str, RawValue)]) -> String 
 
 /// What the engine runs for one service of the project, by replica number.
 async fn replicas(p: &Project, service: &str) -> Vec<ContainerInspectResponse> {
-    let listed = labelled(
-        &p.docker,
-        &[
-            format!("com.docker.compose.project={}", p.name),
-            format!("com.docker.compose.service={service}"),
-        ],
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    for c in listed {
-        out.push(
-            p.docker
-                .inspect_container(&c.id.unwrap(), None)
-                .await
-                .unwrap(),
-        );
-    }
+    let mut out = p.inspect_service(service, &[]).await;
     out.sort_by_key(number);
     out
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +13,8 @@ use std::time::Duration;
 
 use bollard::models::ContainerInspectResponse;
 use chrono::{DateTime, Utc};
-use common::docker::{docker_host, labelled, Project};
+use common::app_db::{files, gunzip, AppDb};
+use common::docker::{docker_host, Project};
 use common::rig::{button, devops, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::audit::Step;
@@ -261,25 +261,9 @@ fn said(edits: &Edits, part: &str) -> bool {
 
 /// The project's worker replicas (not the migration's one-off), by number.
 async fn worker_replicas(p: &Project) -> Vec<ContainerInspectResponse> {
-    let listed = labelled(
-        &p.docker,
-        &[
-            format!("com.docker.compose.project={}", p.name),
-            "com.docker.compose.service=worker".into(),
-            "com.docker.compose.oneoff=False".into(),
-        ],
-    )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    for c in listed {
-        out.push(
-            p.docker
-                .inspect_container(&c.id.unwrap(), None)
-                .await
-                .unwrap(),
-        );
-    }
+    let mut out = p
+        .inspect_service("worker", &["com.docker.compose.oneoff=False"])
+        .await;
     out.sort_by_key(|i| i.name.clone());
     out
 }
@@ -578,75 +562,15 @@ async fn a_replica_whose_clock_is_an_hour_ahead_keeps_a_live_deploy_and_takes_ov
 // ---------------------------------------------------------------------------------------------
 // The application database's lock.
 
-/// An application database of the test's own with a few orders, dropped with this.
-struct AppDb {
-    name: String,
-    admin: String,
-}
-
-impl AppDb {
-    async fn new() -> AppDb {
-        let admin = common::pg_admin_url();
-        let name = format!(
-            "rb_locks_app_{}_{}",
-            std::process::id(),
-            Utc::now().timestamp_subsec_nanos()
-        );
-        exec(&admin, &format!("CREATE DATABASE {name}")).await;
-        let db = AppDb { name, admin };
-        exec(
-            &db.url(),
-            "CREATE TABLE orders (id serial PRIMARY KEY, total numeric(10,2) NOT NULL);
-             INSERT INTO orders (total) SELECT g * 1.25 FROM generate_series(1, 100) g;",
-        )
-        .await;
-        db
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.admin.rsplit_once('/').unwrap().0, self.name)
-    }
-
-    async fn orders(&self) -> i64 {
-        let mut c = sqlx::PgConnection::connect(&self.url()).await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM orders")
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for AppDb {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .arg(&self.admin)
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-fn gunzip(path: &Path) -> String {
-    let mut out = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_string(&mut out)
-        .expect("a whole gzip file of SQL text");
-    out
+/// An application database of the test's own with 100 orders, dropped with it.
+async fn app_with_orders() -> AppDb {
+    let db = AppDb::new().await;
+    db.exec(
+        "CREATE TABLE orders (id serial PRIMARY KEY, total numeric(10,2) NOT NULL);
+         INSERT INTO orders (total) SELECT g * 1.25 FROM generate_series(1, 100) g;",
+    )
+    .await;
+    db
 }
 
 fn dora() -> runbot::invocation::Actor {
@@ -655,7 +579,7 @@ fn dora() -> runbot::invocation::Actor {
 
 #[tokio::test]
 async fn two_backups_asked_of_two_replicas_in_one_second_both_succeed_one_after_the_other() {
-    let app = AppDb::new().await;
+    let app = app_with_orders().await;
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
     // A pg_dump that takes two seconds, so the two surely overlap.
@@ -718,7 +642,7 @@ async fn two_backups_asked_of_two_replicas_in_one_second_both_succeed_one_after_
 
 #[tokio::test]
 async fn a_restore_while_a_deploy_holds_the_stack_waits_then_gives_up_with_the_data_untouched() {
-    let app = AppDb::new().await;
+    let app = app_with_orders().await;
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
@@ -785,7 +709,7 @@ async fn a_restore_while_a_deploy_holds_the_stack_waits_then_gives_up_with_the_d
         &edits,
         &format!("to finish before restoring {backup}…")
     ));
-    assert_eq!(app.orders().await, 100, "the data is untouched");
+    assert_eq!(app.count("orders").await, 100, "the data is untouched");
     assert_eq!(
         files(&backups),
         [backup],

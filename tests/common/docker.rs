@@ -183,6 +183,29 @@ impl Project {
         .await
         .unwrap()
     }
+
+    /// The project's containers of `service` that also carry `labels`, inspected.
+    pub async fn inspect_service(
+        &self,
+        service: &str,
+        labels: &[&str],
+    ) -> Vec<bollard::models::ContainerInspectResponse> {
+        let mut wanted = vec![
+            format!("com.docker.compose.project={}", self.name),
+            format!("com.docker.compose.service={service}"),
+        ];
+        wanted.extend(labels.iter().map(|l| l.to_string()));
+        let mut out = Vec::new();
+        for c in labelled(&self.docker, &wanted).await.unwrap() {
+            out.push(
+                self.docker
+                    .inspect_container(&c.id.unwrap(), None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
 }
 
 impl Drop for Project {

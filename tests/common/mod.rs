@@ -2,6 +2,7 @@
 //! Alertmanager. Each test gets its own database.
 #![allow(dead_code)]
 
+pub mod app_db;
 pub mod docker;
 pub mod fake_discord;
 pub mod nginx;
