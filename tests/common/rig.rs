@@ -338,17 +338,14 @@ impl Rig {
 
     /// Every audit row, oldest first, as (step, command, actor id, reason).
     pub async fn trail(&self) -> Vec<(Step, String, String, Option<String>)> {
-        let mut rows = self
-            .audit
-            .recent(10_000, &AuditFilter::default())
+        self.audit_records()
             .await
-            .unwrap();
-        rows.reverse();
-        rows.into_iter()
+            .into_iter()
             .map(|r| (r.step, r.command, r.actor_id, r.reason))
             .collect()
     }
 
+    /// A query's one integer (a count, a returned id).
     pub async fn count(&self, sql: &str) -> i64 {
         match self.store.backend() {
             runbot::config::Backend::Sqlite => {
@@ -394,20 +391,7 @@ impl Rig {
              VALUES ('runbot', '{key}', 'firing', '{severity}', '{alertname}', '{labels}', \
              '{labels}', '{{}}', 'http://am', 0, '{now}', '{now}', '{now}') RETURNING id"
         );
-        match self.store.backend() {
-            runbot::config::Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.database_url)
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
-            }
-            runbot::config::Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.database_url)
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(&sql).fetch_one(&mut c).await.unwrap()
-            }
-        }
+        self.count(&sql).await
     }
 }
 
