@@ -337,12 +337,24 @@ pub fn webhook(group: &str, status: &str, alerts: &[(&str, &str, Value)]) -> Val
     })
 }
 
+/// A port that is free now, for a child process to listen on. Taken from below the kernel's
+/// ephemeral range (32768–60999 by default) so that no socket bound to port 0 in the meantime
+/// (runbot's own listeners, outgoing connections) can take it before the child binds it; the
+/// CI once lost a run to that race. Ports are spread by process id and handed out once each.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + base.wrapping_add(n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A real Alertmanager process (Debian's prometheus-alertmanager), killed on drop.
