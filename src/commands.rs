@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::request::RawValue;
+
 /// The files built into the binary, used when there is no `commands/` folder.
 const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../commands/ack.toml")),
@@ -143,14 +145,6 @@ impl CommandSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
-    Text(String),
-    Integer(i64),
-    Boolean(bool),
-}
-
-/// What a platform sent for one option, before validation.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawValue {
     Text(String),
     Integer(i64),
     Boolean(bool),

@@ -43,6 +43,7 @@ pub mod invocation;
 pub mod nginx;
 pub mod policy;
 pub mod psql_script;
+pub mod request;
 pub mod runbook;
 pub mod store;
 pub mod supervise;

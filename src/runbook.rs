@@ -33,8 +33,8 @@ pub struct RunbookAction {
 
 impl RunbookAction {
     /// The action's arguments as a platform would send them, for the command's validation.
-    pub fn raw_args(&self) -> Vec<(String, crate::commands::RawValue)> {
-        use crate::commands::RawValue;
+    pub fn raw_args(&self) -> Vec<(String, crate::request::RawValue)> {
+        use crate::request::RawValue;
         self.args
             .iter()
             .map(|(k, v)| {

@@ -16,10 +16,11 @@ use common::rig::{button, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::app_database::{AppDatabase, AppDbError};
 use runbot::audit::Step;
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
 use runbot::config::AppDatabaseSettings;
-use runbot::invocation::{Actor, Answer, Clock};
+use runbot::invocation::Clock;
+use runbot::request::RawValue;
+use runbot::request::Reply;
+use runbot::request::{Actor, Answer};
 
 /// A second dba, so a restore can be approved by someone other than who asked.
 fn roles() -> String {

@@ -11,9 +11,10 @@ use std::process::Command;
 use common::{fresh_database, Db, BOTH};
 use runbot::audit::{
     canonical_json, row_hash, Audit, AuditEntry, AuditFilter, AuditRecord, AuditRow, ExportFormat,
-    Platform, Problem, Step, GENESIS,
+    Problem, Step, GENESIS,
 };
 use runbot::config::DatabaseSettings;
+use runbot::request::Platform;
 use runbot::store::Store;
 use serde_json::{json, Map, Value};
 use sqlx::{AnyPool, Row};

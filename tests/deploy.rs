@@ -13,9 +13,9 @@ use common::docker::{docker_host, Project};
 use common::rig::{devops, message, text, Edits, Rig};
 use common::{free_port, Db, Serve, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
-use runbot::invocation::Answer;
+use runbot::request::Answer;
+use runbot::request::RawValue;
+use runbot::request::Reply;
 
 /// A stack: one backend on `port` (host network) and two workers, all on `tag`.
 async fn stack(p: &Project, port: u16, tag: &str) {

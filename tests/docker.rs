@@ -17,9 +17,9 @@ use common::docker::{docker_host, Project};
 use common::rig::{devops, message, text, Edits, Rig};
 use common::Db;
 use runbot::audit::{AuditFilter, Step};
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
-use runbot::invocation::Answer;
+use runbot::request::Answer;
+use runbot::request::RawValue;
+use runbot::request::Reply;
 
 /// The dispatcher with the shipped commands and policies, a fresh SQLite database and the
 /// given Docker settings.
@@ -700,7 +700,7 @@ async fn logs_over_the_upload_limit_attach_the_newest_lines_that_fit() {
     .await;
     let file = reply.attachment.as_ref().expect("a file");
     assert!(
-        file.content.len() <= runbot::chat::ATTACHMENT_MAX_BYTES,
+        file.content.len() <= runbot::request::ATTACHMENT_MAX_BYTES,
         "{}",
         file.content.len()
     );

@@ -10,7 +10,8 @@ use common::fake_discord::{
 use runbot::chat::discord::{
     deferred_response, deferred_update, initial_response, update_message, DiscordAdapter,
 };
-use runbot::chat::{ButtonStyle, DeliveryError, Reply as ChatReply, ReplyButton};
+use runbot::chat::DeliveryError;
+use runbot::request::{ButtonStyle, Reply as ChatReply, ReplyButton};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "MTE4MDAwMDAwMDAwMDAwMDAwMQ.fake.token";
@@ -1986,7 +1987,7 @@ async fn the_adapter_uploads_a_replys_file_with_its_edit_of_original() {
         .collect();
     let mut r = reply("last 3 of 5000 lines shown; all 5000 attached.", &[]);
     r.code_block = Some("line 4997\nline 4998\nline 4999".into());
-    r.attachment = Some(runbot::chat::Attachment {
+    r.attachment = Some(runbot::request::Attachment {
         filename: "logs-backend-20261128-023700.txt".into(),
         content: content.clone(),
     });

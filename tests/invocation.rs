@@ -14,8 +14,9 @@ use common::rig::{
 };
 use common::{Alertmanager, Db, BOTH};
 use runbot::audit::Step;
-use runbot::commands::RawValue;
-use runbot::invocation::{Actor, Answer, Clock, Origin, Request};
+use runbot::invocation::Clock;
+use runbot::request::RawValue;
+use runbot::request::{Actor, Answer, Origin, Request};
 use serde_json::Value;
 
 /// Who asks, the command, its options, the audit step and what the answer says.
@@ -958,7 +959,15 @@ async fn a_typed_command_during_a_sev1_needs_the_second_person_a_button_needs() 
             )
             .await;
         let pressed = rig
-            .click(devops(), &runbot::chat::render::action_id(sev3, 2), &edits)
+            .click(
+                devops(),
+                &runbot::request::ButtonId::CardAction {
+                    group_id: sev3,
+                    index: 2,
+                }
+                .to_string(),
+                &edits,
+            )
             .await;
         let reply = message(&pressed);
         assert!(

@@ -18,9 +18,10 @@ use common::docker::{docker_host, Project};
 use common::rig::{button, devops, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::audit::Step;
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
-use runbot::invocation::{system_clock, Answer, Clock};
+use runbot::invocation::{system_clock, Clock};
+use runbot::request::Answer;
+use runbot::request::RawValue;
+use runbot::request::Reply;
 use runbot::store::{Store, TakeLock};
 use sqlx::Connection;
 
@@ -573,7 +574,7 @@ async fn app_with_orders() -> AppDb {
     db
 }
 
-fn dora() -> runbot::invocation::Actor {
+fn dora() -> runbot::request::Actor {
     person("100000000000000005", "Dora")
 }
 

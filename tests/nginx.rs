@@ -11,10 +11,10 @@ use common::nginx::TestNginx;
 use common::rig::{devops, message, person, text, Edits, Rig, ROLES};
 use common::{Db, Serve, BOTH, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
 use runbot::executors::nginx::{follow, follow_every, Followed};
-use runbot::invocation::{Actor, Answer};
+use runbot::request::RawValue;
+use runbot::request::Reply;
+use runbot::request::{Actor, Answer};
 
 async fn rig(db: Db, nginx: &TestNginx, extra_toml: &str) -> Rig {
     Rig::with_config(

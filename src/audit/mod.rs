@@ -54,6 +54,7 @@ pub use export::{ExportFormat, CSV_HEADER};
 pub use verify::{ExpectedHead, HeadCheck, Problem, VerifyReport};
 
 use crate::config::{Backend, DatabaseSettings};
+use crate::request::Platform;
 pub use crate::store::audit::{AuditFilter, AuditHead, AuditRow};
 use crate::store::Store;
 
@@ -133,50 +134,6 @@ impl FromStr for Step {
 }
 
 impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where the actor asked from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Platform {
-    Discord,
-    Slack,
-    Console,
-    Cli,
-}
-
-impl Platform {
-    pub const ALL: [Platform; 4] = [
-        Platform::Discord,
-        Platform::Slack,
-        Platform::Console,
-        Platform::Cli,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Discord => "discord",
-            Platform::Slack => "slack",
-            Platform::Console => "console",
-            Platform::Cli => "cli",
-        }
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Platform, String> {
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown actor platform {s:?}"))
-    }
-}
-
-impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

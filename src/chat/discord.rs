@@ -32,10 +32,11 @@ use serenity::all::{
 use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 
 use super::render::human_duration;
-use super::{Attachment, Card, DeliveryError, Posted, Reply, ReplyButton};
+use super::{Card, DeliveryError, Posted};
 use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
 use crate::policy::Severity;
+use crate::request::{Attachment, Reply, ReplyButton};
 
 /// Discord's documented limits for one message.
 pub mod limits {
@@ -53,7 +54,7 @@ pub mod limits {
     pub const NONCE: usize = 25;
     pub const CONTENT: usize = 2000;
     /// Per file, for bots in a guild without boosts; more is refused with 413 (code 40005).
-    pub const ATTACHMENT_BYTES: usize = crate::chat::ATTACHMENT_MAX_BYTES;
+    pub const ATTACHMENT_BYTES: usize = crate::request::ATTACHMENT_MAX_BYTES;
     pub const ATTACHMENTS: usize = 10;
 }
 
@@ -872,10 +873,10 @@ fn reply_rows(buttons: &[ReplyButton]) -> Vec<CreateActionRow> {
                         CreateButton::new(b.id.clone())
                             .label(label)
                             .style(match b.style {
-                                super::ButtonStyle::Primary => ButtonStyle::Primary,
-                                super::ButtonStyle::Secondary => ButtonStyle::Secondary,
-                                super::ButtonStyle::Success => ButtonStyle::Success,
-                                super::ButtonStyle::Danger => ButtonStyle::Danger,
+                                crate::request::ButtonStyle::Primary => ButtonStyle::Primary,
+                                crate::request::ButtonStyle::Secondary => ButtonStyle::Secondary,
+                                crate::request::ButtonStyle::Success => ButtonStyle::Success,
+                                crate::request::ButtonStyle::Danger => ButtonStyle::Danger,
                             })
                     })
                     .collect(),
@@ -1077,7 +1078,7 @@ mod tests {
             .map(|i| ReplyButton {
                 id: format!("rb1:confirm:{i}"),
                 label: "L".repeat(120),
-                style: crate::chat::ButtonStyle::Danger,
+                style: crate::request::ButtonStyle::Danger,
             })
             .collect();
         buttons.insert(
@@ -1085,7 +1086,7 @@ mod tests {
             ReplyButton {
                 id: "x".repeat(101),
                 label: "too long an id".into(),
-                style: crate::chat::ButtonStyle::Primary,
+                style: crate::request::ButtonStyle::Primary,
             },
         );
         buttons.insert(1, buttons[1].clone());

@@ -80,66 +80,6 @@ pub struct CardAction {
     pub risky: bool,
 }
 
-/// What the core answers a person who ran a command or clicked a button, whatever the platform.
-/// The adapter cuts it to the platform's limits.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reply {
-    pub text: String,
-    /// Shown only to the person who asked (where the platform can do that).
-    pub ephemeral: bool,
-    /// None clears the buttons of the message this reply replaces, so an answered prompt
-    /// cannot be answered twice.
-    pub buttons: Vec<ReplyButton>,
-    /// (name, value) pairs, rendered as one block (a Discord embed) when not empty.
-    pub fields: Vec<(String, String)>,
-    /// Preformatted text (log lines, command output), shown after `text`; when it must be cut,
-    /// its end is kept, since the newest lines are last.
-    pub code_block: Option<String>,
-    /// A file to go with the message: the whole of what `code_block` could show only the end
-    /// of; `text` says it is there. Discord uploads it with the edit that delivers a command's
-    /// result (the only answer that carries one).
-    /// At most [`ATTACHMENT_MAX_BYTES`].
-    pub attachment: Option<Attachment>,
-}
-
-/// The largest file a reply attaches: the smallest upload limit of the platforms runbot speaks
-/// to (Discord: 10 MiB per file for bots, in a guild without boosts).
-pub const ATTACHMENT_MAX_BYTES: usize = 10 * 1024 * 1024;
-
-/// A file that goes with a reply, whatever the platform.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Attachment {
-    /// A plain name, e.g. `logs-backend-20261128-023700.txt`.
-    pub filename: String,
-    pub content: Vec<u8>,
-}
-
-/// Megabytes of log in a test failure help nobody: the size says enough.
-impl std::fmt::Debug for Attachment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attachment")
-            .field("filename", &self.filename)
-            .field("bytes", &self.content.len())
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplyButton {
-    /// What the platform sends back when it is clicked (Discord's `custom_id`).
-    pub id: String,
-    pub label: String,
-    pub style: ButtonStyle,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ButtonStyle {
-    Primary,
-    Secondary,
-    Success,
-    Danger,
-}
-
 /// A message a platform gave back for a posted card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {

@@ -4,29 +4,11 @@ use std::time::Duration;
 
 use crate::alerts::parse_stored_time;
 use crate::policy::Severity;
+use crate::request::ButtonId;
 use crate::runbook::Runbook;
 use crate::store::GroupView;
 
 use super::{Card, CardAction, CardAlert, Link, Mark};
-
-/// Version of the button id format, so old cards can be told apart when it changes.
-const ACTION_PREFIX: &str = "rb1";
-
-/// The button id for action `index` of group `group_id`'s runbook entry.
-pub fn action_id(group_id: i64, index: usize) -> String {
-    format!("{ACTION_PREFIX}:{group_id}:{index}")
-}
-
-/// The group and action index a button id stands for; None for any other id.
-pub fn parse_action_id(id: &str) -> Option<(i64, usize)> {
-    let mut parts = id.split(':');
-    if parts.next()? != ACTION_PREFIX {
-        return None;
-    }
-    let group = parts.next()?.parse().ok()?;
-    let index = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((group, index))
-}
 
 /// Builds the card for a group.
 pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
@@ -95,7 +77,11 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
             .iter()
             .enumerate()
             .map(|(i, a)| CardAction {
-                id: action_id(group.id, i),
+                id: ButtonId::CardAction {
+                    group_id: group.id,
+                    index: i,
+                }
+                .to_string(),
                 label: a.label.clone(),
                 risky: a.risky,
             })

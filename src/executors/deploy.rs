@@ -19,9 +19,9 @@ use super::format::{plural, short_duration, table};
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::alerts::{format_time, parse_stored_time};
-use crate::chat::Reply;
 use crate::config::HttpCheck;
 use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
+use crate::request::Reply;
 use crate::store::{DeployRow, Lock, NewDeploy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -971,7 +971,7 @@ async fn heartbeat(
     id: i64,
     board: Arc<Mutex<Board>>,
     lost: Arc<AtomicBool>,
-    progress: Option<Arc<dyn crate::invocation::Responder>>,
+    progress: Option<Arc<dyn crate::request::Responder>>,
 ) {
     let every = Duration::from_secs(ex.deploy.heartbeat_secs.max(1));
     let mut tick = tokio::time::interval(every);
@@ -1242,7 +1242,7 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
         let entry = crate::audit::AuditEntry::new(
             d.invocation_id.clone(),
             crate::audit::Step::Interrupted,
-            crate::audit::Platform::Cli,
+            crate::request::Platform::Cli,
             "runbot",
             "runbot",
             d.kind.clone(),

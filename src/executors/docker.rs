@@ -9,9 +9,9 @@ use super::format::{bytes, percent, plural, short_duration, table};
 use super::lease::{self, Lease};
 use super::redact::redact_lines;
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::chat::{Attachment, ATTACHMENT_MAX_BYTES};
 use crate::commands::parse_duration;
 use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
+use crate::request::{Attachment, ATTACHMENT_MAX_BYTES};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;

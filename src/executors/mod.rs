@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 
 use crate::alerts::{format_time, parse_stored_time};
 use crate::audit::Audit;
-use crate::chat::Reply;
 use crate::commands::{parse_duration, Args, CommandSpec, Value};
-use crate::invocation::Actor;
 use crate::policy::Policies;
+use crate::request::Actor;
+use crate::request::Reply;
 use crate::store::{Acked, GroupView, Store};
 
 pub use alertmanager::Alertmanager;
@@ -38,7 +38,7 @@ pub struct Ctx<'a> {
     /// Where it was asked (a channel id), for messages to the channel.
     pub channel_id: Option<&'a str>,
     /// Edits the request's answer while a long command runs (None in dry runs).
-    pub progress: Option<Arc<dyn crate::invocation::Responder>>,
+    pub progress: Option<Arc<dyn crate::request::Responder>>,
     /// The people who approved the request (empty when it needed no approval).
     pub approved_by: &'a [String],
 }

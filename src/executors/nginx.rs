@@ -715,7 +715,7 @@ pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
             crate::audit::AuditEntry::new(
                 invocation_id.clone(),
                 step,
-                crate::audit::Platform::Cli,
+                crate::request::Platform::Cli,
                 "runbot",
                 "runbot",
                 "unblock-ip".to_string(),

@@ -28,8 +28,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::format::table;
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::chat::{ButtonStyle, ReplyButton};
 use crate::commands::parse_duration;
+use crate::request::{ButtonId, ButtonStyle, ReplyButton};
 
 /// Bytes read per step backwards.
 const CHUNK: u64 = 64 * 1024;
@@ -460,13 +460,18 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
                         } else {
                             format!("at least {at_least} failed logins in {window_text} per security.log")
                         };
-                        let id = crate::invocation::command_button_id(
-                            "block-ip",
-                            &[("address", ip), ("reason", &reason)],
-                        )
-                        .or_else(|| {
-                            crate::invocation::command_button_id("block-ip", &[("address", ip)])
-                        });
+                        let block = |args: &[(&str, &str)]| {
+                            ButtonId::Command {
+                                command: "block-ip".into(),
+                                args: args
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
+                            }
+                            .format()
+                        };
+                        let id = block(&[("address", ip), ("reason", &reason)])
+                            .or_else(|| block(&[("address", ip)]));
                         if let Some(id) = id {
                             buttons.push(ReplyButton {
                                 id,

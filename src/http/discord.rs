@@ -20,12 +20,11 @@ use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
-use crate::audit::Platform;
 use crate::chat::discord::{deferred_response, initial_response, update_message, DiscordAdapter};
-use crate::chat::{DeliveryError, Reply};
-use crate::commands::RawValue;
+use crate::chat::DeliveryError;
 use crate::config::DiscordSettings;
-use crate::invocation::{Actor, Answer, BoxFuture, Origin, Request, Responder};
+use crate::request::RawValue;
+use crate::request::{Actor, Answer, BoxFuture, Origin, Platform, Reply, Request, Responder};
 
 /// Interaction types (Discord API).
 const PING: u64 = 1;

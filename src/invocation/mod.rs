@@ -10,9 +10,7 @@ mod pending;
 pub(crate) mod text;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,93 +19,33 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 
-use crate::audit::{Audit, AuditEntry, Platform, Step};
-use crate::chat::{ButtonStyle, Reply, ReplyButton};
-use crate::commands::{parse_args, Args, CommandSpec, Commands, RawValue, Risk, Value};
+use crate::audit::{Audit, AuditEntry, Step};
+use crate::commands::{parse_args, Args, CommandSpec, Commands, Risk, Value};
 use crate::config::InteractionSettings;
 use crate::executors::{self, Executors};
 use crate::policy::incident::{incident_for, Basis, Incident, OpenGroup, Target, TARGET_LABELS};
 use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use crate::request::{
+    Actor, Answer, ButtonId, ButtonStyle, Origin, RawValue, Reply, ReplyButton, Request, Responder,
+    Verb,
+};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Store};
 
 pub use pending::PendingKind;
-use pending::{Approval, Pending, Verb};
-
-/// Who asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    pub platform: Platform,
-    pub user_id: String,
-    /// The name people know them by, for messages and the audit trail.
-    pub name: String,
-    /// The platform's roles (Discord role ids), which `policies/roles.toml` maps to runbot's.
-    pub platform_roles: Vec<String>,
-}
-
-impl Actor {
-    /// `discord:1234`: one person on one platform.
-    pub fn key(&self) -> String {
-        format!("{}:{}", self.platform.as_str(), self.user_id)
-    }
-
-    fn identity(&self) -> Identity {
-        Identity {
-            platform: self.platform.as_str().to_string(),
-            user_id: self.user_id.clone(),
-            platform_roles: self.platform_roles.clone(),
-        }
-    }
-}
-
-/// Where a request came from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    pub channel_id: Option<String>,
-    pub message_id: Option<String>,
-    /// The alert group whose card the button was on.
-    pub group_id: Option<i64>,
-}
-
-/// What a platform adapter hands the core.
-#[derive(Debug, Clone)]
-pub enum Request {
-    /// A slash command with the options the platform sent, not yet validated.
-    Command {
-        actor: Actor,
-        command: String,
-        args: Vec<(String, RawValue)>,
-        origin: Origin,
-    },
-    /// A button: a card's runbook action, or an answer to a confirmation or approval prompt.
-    Button {
-        actor: Actor,
-        custom_id: String,
-        origin: Origin,
-    },
-}
-
-/// The first answer, which the adapter gives at once (Discord wants one within 3 s).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// A new message answering the request.
-    Message(Reply),
-    /// "Working on it"; the result then edits the answer through the [`Responder`].
-    Deferred { ephemeral: bool },
-    /// Replace the message whose button was clicked (a prompt).
-    Update(Reply),
-}
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Edits the answer to one request after the first answer was given: the deferred message,
-/// or the prompt whose button was clicked.
-pub trait Responder: Send + Sync + 'static {
-    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>>;
-}
+use pending::{Approval, Pending};
 
 /// The current time. A function so tests can drive it (e.g. from tokio's paused clock).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Who a person is to the policy.
+fn identity(actor: &Actor) -> Identity {
+    Identity {
+        platform: actor.platform.as_str().to_string(),
+        user_id: actor.user_id.clone(),
+        platform_roles: actor.platform_roles.clone(),
+    }
+}
 
 pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
@@ -118,46 +56,6 @@ type Limiter = RateLimiter<
     governor::state::keyed::HashMapStateStore<String>,
     governor::clock::DefaultClock,
 >;
-
-/// Button ids the core gives prompts: `rb1p:{pending id}:{verb}`.
-const PROMPT_PREFIX: &str = "rb1p";
-
-/// Button ids that ask for a command with arguments (e.g. `/security`'s "Block 1.2.3.4"):
-/// `rb1c:{command}:{name}={value}&…`. A click is a request like the slash command: validated,
-/// decided, confirmed and audited the same way, so a forged id gains nothing.
-const COMMAND_PREFIX: &str = "rb1c";
-
-/// What a command button's values may not hold as such: the separators, and `%` itself.
-const BUTTON_VALUE: &percent_encoding::AsciiSet =
-    &percent_encoding::CONTROLS.add(b'&').add(b'=').add(b'%');
-
-/// The id of a button that asks for `/command` with `args`; None when it would not fit
-/// Discord's 100 characters.
-pub fn command_button_id(command: &str, args: &[(&str, &str)]) -> Option<String> {
-    let args: Vec<String> = args
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                percent_encoding::utf8_percent_encode(v, BUTTON_VALUE)
-            )
-        })
-        .collect();
-    let id = format!("{COMMAND_PREFIX}:{command}:{}", args.join("&"));
-    (id.len() <= 100).then_some(id)
-}
-
-fn parse_command_button(id: &str) -> Option<(String, Vec<(String, RawValue)>)> {
-    let rest = id.strip_prefix(COMMAND_PREFIX)?.strip_prefix(':')?;
-    let (command, args) = rest.split_once(':')?;
-    let mut raw = Vec::new();
-    for pair in args.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=')?;
-        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?;
-        raw.push((k.to_string(), RawValue::Text(v.into_owned())));
-    }
-    Some((command.to_string(), raw))
-}
 
 pub struct Dispatcher {
     store: Store,
@@ -712,7 +610,7 @@ impl Dispatcher {
     }
 
     fn decide(&self, ready: &Ready, spec: &CommandSpec, approver_roles: &[String]) -> Decision {
-        let who = ready.actor.identity();
+        let who = identity(&ready.actor);
         let roles = self.policies.roles_of(&who);
         self.policies.decide(&PolicyRequest {
             who: &who,
@@ -908,26 +806,35 @@ impl Dispatcher {
         origin: Origin,
         responder: Arc<dyn Responder>,
     ) -> Answer {
-        if let Some((group_id, index)) = crate::chat::render::parse_action_id(&custom_id) {
-            let flight = Flight::new(&actor, "button", &origin);
-            if let Some(wait) = self.over_limit(&actor) {
-                return self.rate_limited(&flight, wait).await;
+        match ButtonId::parse(&custom_id) {
+            Some(ButtonId::CardAction { group_id, index }) => {
+                let flight = Flight::new(&actor, "button", &origin);
+                if let Some(wait) = self.over_limit(&actor) {
+                    return self.rate_limited(&flight, wait).await;
+                }
+                return self
+                    .card_action(actor, group_id, index, origin, responder)
+                    .await;
             }
-            return self
-                .card_action(actor, group_id, index, origin, responder)
-                .await;
-        }
-        if let Some((id, verb)) = parse_prompt_id(&custom_id) {
-            return self.answer_prompt(actor, id, verb, origin, responder).await;
-        }
-        if let Some((command, raw)) = parse_command_button(&custom_id) {
-            let flight = Flight::new(&actor, "button", &origin);
-            if let Some(wait) = self.over_limit(&actor) {
-                return self.rate_limited(&flight, wait).await;
+            Some(ButtonId::Prompt { pending, verb }) => {
+                return self
+                    .answer_prompt(actor, &pending, verb, origin, responder)
+                    .await;
             }
-            return self
-                .command(actor, command, raw, origin, None, responder)
-                .await;
+            Some(ButtonId::Command { command, args }) => {
+                let flight = Flight::new(&actor, "button", &origin);
+                if let Some(wait) = self.over_limit(&actor) {
+                    return self.rate_limited(&flight, wait).await;
+                }
+                let raw = args
+                    .into_iter()
+                    .map(|(k, v)| (k, RawValue::Text(v)))
+                    .collect();
+                return self
+                    .command(actor, command, raw, origin, None, responder)
+                    .await;
+            }
+            None => {}
         }
         let flight = Flight::new(&actor, "button", &origin);
         let reason = "This button is not one runbot knows (perhaps from an older version). Use a slash command instead.".to_string();
@@ -1098,7 +1005,7 @@ impl Dispatcher {
                 "You already approved this request; it needs someone else as well.".to_string();
             return self.refuse(&flight, Step::Denied, reason, None).await;
         }
-        let roles = self.policies.roles_of(&actor.identity());
+        let roles = self.policies.roles_of(&identity(&actor));
         let eligible: Vec<String> = roles
             .iter()
             .filter(|r| pending.eligible.contains(r))
@@ -1349,7 +1256,11 @@ fn buttons(id: &str, verbs: &[(Verb, Risk)]) -> Vec<ReplyButton> {
     verbs
         .iter()
         .map(|(verb, risk)| ReplyButton {
-            id: format!("{PROMPT_PREFIX}:{id}:{}", verb.as_str()),
+            id: ButtonId::Prompt {
+                pending: id.to_string(),
+                verb: *verb,
+            }
+            .to_string(),
             label: verb.label().to_string(),
             style: match verb {
                 Verb::Confirm | Verb::Approve if *risk == Risk::Destructive => ButtonStyle::Danger,
@@ -1358,17 +1269,4 @@ fn buttons(id: &str, verbs: &[(Verb, Risk)]) -> Vec<ReplyButton> {
             },
         })
         .collect()
-}
-
-fn parse_prompt_id(id: &str) -> Option<(&str, Verb)> {
-    let mut parts = id.split(':');
-    if parts.next()? != PROMPT_PREFIX {
-        return None;
-    }
-    let pending = parts.next()?;
-    let verb = Verb::parse(parts.next()?)?;
-    if parts.next().is_some() || pending.is_empty() || pending.len() > 64 {
-        return None;
-    }
-    Some((pending, verb))
 }

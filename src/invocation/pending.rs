@@ -26,41 +26,6 @@ impl PendingKind {
     }
 }
 
-/// The answers a prompt's buttons give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verb {
-    Confirm,
-    Cancel,
-    Approve,
-    Reject,
-}
-
-impl Verb {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Confirm => "confirm",
-            Verb::Cancel => "cancel",
-            Verb::Approve => "approve",
-            Verb::Reject => "reject",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Verb::Confirm => "Confirm",
-            Verb::Cancel => "Cancel",
-            Verb::Approve => "Approve",
-            Verb::Reject => "Reject",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Verb> {
-        [Verb::Confirm, Verb::Cancel, Verb::Approve, Verb::Reject]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-    }
-}
-
 /// One approval given so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Approval {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::chat::{Reply, ReplyButton};
 use crate::commands::{Args, CommandSpec, Commands, Value};
+use crate::request::{Reply, ReplyButton};
 
 /// At most `max` characters, with an ellipsis when cut.
 pub fn clip(s: &str, max: usize) -> String {

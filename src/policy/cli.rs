@@ -9,8 +9,9 @@ use serde::Deserialize;
 
 use super::incident::{incident_for, Incident, OpenGroup, Target, TARGET_LABELS};
 use super::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
-use crate::commands::{parse_some_args, Args, Commands, RawValue, Value};
+use crate::commands::{parse_some_args, Args, Commands, Value};
 use crate::config::Settings;
+use crate::request::RawValue;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use runbot::audit::{Audit, AuditFilter, Platform, Step};
-use runbot::chat::Reply;
-use runbot::commands::RawValue;
+use runbot::audit::{Audit, AuditFilter, Step};
 use runbot::config::Settings;
-use runbot::invocation::{Actor, Answer, BoxFuture, Clock, Dispatcher, Origin, Request, Responder};
+use runbot::invocation::{Clock, Dispatcher};
+use runbot::request::RawValue;
+use runbot::request::Reply;
+use runbot::request::{Actor, Answer, BoxFuture, Origin, Platform, Request, Responder};
 use runbot::store::Store;
 use sqlx::Connection;
 
