@@ -1167,7 +1167,10 @@ impl Dispatcher {
         if let Effect::Deny = decision.effect {
             // The rules changed under a waiting request (or the requester lost a role).
             let reason = format!("The request can no longer run: {}", decision.reason);
-            let _ = self.claim(&pending.id, "rejected", &actor, now).await;
+            // Still pending if this fails: a later click is denied again, or it expires.
+            if let Err(e) = self.claim(&pending.id, "rejected", &actor, now).await {
+                tracing::warn!(error = %e, id = %pending.id, "a request that can no longer run is still pending");
+            }
             return self
                 .refuse(
                     &flight,
