@@ -408,6 +408,8 @@ where
             loop {
                 tick.tick().await;
                 if let Err(e) = pass().await {
+                    metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => name)
+                        .increment(1);
                     tracing::warn!(worker = name, error = %e, "a background pass failed; the next one tries again");
                 }
             }

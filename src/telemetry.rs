@@ -28,6 +28,9 @@ pub const COMMANDS_RUN: &str = "runbot_commands_run_total";
 pub const DEPLOYS: &str = "runbot_deploys_total";
 /// Background workers started again after a panic, by worker.
 pub const WORKER_RESTARTS: &str = "runbot_worker_restarts_total";
+/// Background work that failed and was logged (a pass of a loop, a store write it could not
+/// make), by worker: a fixed name from the code.
+pub const WORKER_ERRORS: &str = "runbot_worker_errors_total";
 /// Cards posted or edited, by platform and what was done.
 pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 /// Card deliveries given up on (an answer no retry changes), by platform.

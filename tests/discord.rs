@@ -588,6 +588,93 @@ async fn a_refusal_is_recorded_and_counted_and_not_retried_forever() {
     app.stop().await;
 }
 
+/// An announcement posted but not marked sent (the database refuses the write) is marked
+/// again, not posted again; the failure is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_the_database_will_not_mark_sent_is_posted_once() {
+    for db in BOTH {
+        let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+        let app = TestApp::spawn_with(with_discord(db, &fake)).await;
+        let (refuse, allow) = match db {
+            Db::Sqlite => (
+                "CREATE TRIGGER refuse_announcements BEFORE UPDATE ON announcements \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                "DROP TRIGGER refuse_announcements;",
+            ),
+            Db::Postgres => (
+                "CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+                 CREATE TRIGGER refuse_announcements BEFORE UPDATE ON announcements \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_write();",
+                "DROP TRIGGER refuse_announcements ON announcements;",
+            ),
+        };
+        let now = runbot::alerts::format_time(chrono::Utc::now());
+        let insert = format!(
+            "INSERT INTO announcements (platform, channel_id, text, created_at) \
+             VALUES ('discord', NULL, 'Deploy v2 finished', '{now}')"
+        );
+        execute(db, &app.database_url, &format!("{refuse}\n{insert};")).await;
+        let posts = || {
+            fake.requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path.ends_with("/messages"))
+                .count()
+        };
+        fake.wait_for_messages(1, Duration::from_secs(10)).await;
+        // The loop polls every 500 ms: long enough for several reposts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(posts(), 1, "{db:?}: posted once, not again each poll");
+        assert!(
+            metric(&app, "runbot_worker_errors_total{worker=\"announcements\"}").await >= 1.0,
+            "{db:?}"
+        );
+
+        execute(db, &app.database_url, allow).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while scalar(
+            db,
+            &app.database_url,
+            "SELECT COUNT(*) FROM announcements WHERE sent_at IS NULL",
+        )
+        .await
+            > 0
+        {
+            assert!(std::time::Instant::now() < deadline, "{db:?}: never marked");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(posts(), 1, "{db:?}");
+        assert_eq!(fake.messages()[0].body["content"], "Deploy v2 finished");
+        app.stop().await;
+    }
+}
+
+async fn execute(db: Db, url: &str, sql: &str) {
+    match db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+async fn scalar(db: Db, url: &str, sql: &str) -> i64 {
+    match db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_honoured_and_a_timed_out_post_is_not_doubled() {
     let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;

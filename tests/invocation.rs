@@ -363,6 +363,117 @@ async fn sev1_silence_needs_a_second_approver_then_alertmanager_silences_it() {
     }
 }
 
+/// The group is read again when an approved request runs: when the database cannot give it,
+/// nothing runs (a silence without its group's labels would silence nothing, or the wrong
+/// thing) and the trail says why.
+#[tokio::test]
+async fn an_approved_request_whose_group_cannot_be_read_runs_nothing() {
+    let am = Alertmanager::start("route:\n  receiver: none\nreceivers:\n  - name: none\n").await;
+    for db in BOTH {
+        let rig = Rig::new(db, &[("RUNBOT__ALERTMANAGER__URL", &am.url)], system()).await;
+        let group = rig.group("APIDown", "sev1").await;
+        let edits = Arc::new(Edits::default());
+        let asked = rig
+            .ask(
+                devops(),
+                "silence",
+                &[
+                    ("group", RawValue::Integer(group)),
+                    ("duration", text("1h")),
+                ],
+                &edits,
+            )
+            .await;
+        let approve = button(message(&asked), "Approve");
+        rig.execute("ALTER TABLE alert_groups RENAME TO alert_groups_gone")
+            .await;
+
+        let approved = rig.click(cto(), &approve, &edits).await;
+        assert!(matches!(approved, Answer::Update(_)), "{approved:?}");
+        let result = edits.wait(1).await;
+        assert!(
+            result[0].text.contains(&format!(
+                "cannot read alert group #{group} from its database right now; nothing was run"
+            )),
+            "{db:?}: {:?}",
+            result[0]
+        );
+        assert_eq!(silences(&am).await, 0, "{db:?}: nothing silenced");
+        let trail = rig.trail().await;
+        let steps: Vec<Step> = trail.iter().map(|r| r.0).collect();
+        assert_eq!(
+            steps,
+            [Step::Requested, Step::Approved, Step::Started, Step::Failed],
+            "{db:?}"
+        );
+        assert!(
+            trail[3].3.as_deref().unwrap().contains("nothing was run"),
+            "{db:?}: {:?}",
+            trail[3]
+        );
+    }
+}
+
+/// The prompt sweep reports a database that refuses the expiry instead of finding nothing to
+/// do, and expires the prompt once the database takes it.
+#[tokio::test]
+async fn a_prompt_sweep_the_database_refuses_fails_loudly_and_expires_the_prompt_later() {
+    for db in BOTH {
+        let later = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let skipped = later.clone();
+        let clock: Clock = Arc::new(move || {
+            let ahead = if skipped.load(std::sync::atomic::Ordering::SeqCst) {
+                chrono::Duration::minutes(30)
+            } else {
+                chrono::Duration::zero()
+            };
+            Utc::now() + ahead
+        });
+        let rig = Rig::new(db, &[], clock).await;
+        let edits = Arc::new(Edits::default());
+        let prompt = rig
+            .ask(
+                backend(),
+                "restart",
+                &[("service", text("backend"))],
+                &edits,
+            )
+            .await;
+        button(message(&prompt), "Confirm");
+        let (refuse, allow) = match db {
+            Db::Sqlite => (
+                "CREATE TRIGGER refuse_pending BEFORE UPDATE ON pending_requests \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                "DROP TRIGGER refuse_pending;",
+            ),
+            Db::Postgres => (
+                "CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+                 CREATE TRIGGER refuse_pending BEFORE UPDATE ON pending_requests \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_write();",
+                "DROP TRIGGER refuse_pending ON pending_requests;",
+            ),
+        };
+        rig.execute(refuse).await;
+        later.store(true, std::sync::atomic::Ordering::SeqCst);
+
+        let swept = rig.dispatcher.expire_overdue().await;
+        let e = swept.expect_err("a refused expiry is an error, not zero prompts");
+        assert!(e.to_string().contains("injected failure"), "{db:?}: {e}");
+        assert_eq!(
+            rig.count("SELECT COUNT(*) FROM pending_requests WHERE state = 'pending'")
+                .await,
+            1,
+            "{db:?}"
+        );
+
+        rig.execute(allow).await;
+        assert_eq!(rig.dispatcher.expire_overdue().await.unwrap(), 1, "{db:?}");
+        let steps: Vec<Step> = rig.trail().await.into_iter().map(|r| r.0).collect();
+        assert_eq!(steps, [Step::Requested, Step::Expired], "{db:?}");
+    }
+}
+
 /// `alertmanager.url` may carry basic-auth credentials (reqwest sends them); when Alertmanager
 /// cannot be reached, the answer and the audit trail name it without them.
 #[tokio::test]

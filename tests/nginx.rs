@@ -216,6 +216,24 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     assert_eq!(follow(executors).await.unwrap(), Followed::Unchanged);
 }
 
+/// An address inside a range already blocked is blocked too, and the answer names the range
+/// (from the list nginx took, not from a second read).
+#[tokio::test]
+async fn blocking_an_address_inside_a_blocked_range_names_the_range() {
+    let nginx = TestNginx::start().await;
+    let rig = rig(Db::Sqlite, &nginx, "").await;
+    run(&rig, "block-ip", &[("address", text("203.0.113.0/24"))])
+        .await
+        .unwrap();
+    let said = run(&rig, "block-ip", &[("address", text("203.0.113.7"))])
+        .await
+        .unwrap();
+    assert!(
+        said.contains("(2 entries). (It was already inside 203.0.113.0/24.)"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_blocks_and_unblocks_leave_a_valid_file_with_every_entry() {
     for db in BOTH {
@@ -634,6 +652,42 @@ async fn security_top_ips_counts_failed_logins_and_its_block_button_asks_for_blo
         again.code_block.unwrap().contains("blocked"),
         "now noted as blocked"
     );
+}
+
+/// Blocks that cannot be read make no report: every address would look unblocked and get a
+/// Block button.
+#[tokio::test]
+async fn security_top_ips_without_the_blocks_says_so_and_offers_no_button() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("security.log");
+    let t = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    std::fs::write(
+        &log,
+        format!("{{\"timestamp\":\"{t}\",\"event\":\"login_failure\",\"ip_address\":\"203.0.113.66\"}}\n"),
+    )
+    .unwrap();
+    for db in BOTH {
+        let rig = Rig::with_config(
+            db,
+            &format!("[security]\nlog_path = {:?}\n", log.display().to_string()),
+            &[],
+            runbot::invocation::system_clock(),
+        )
+        .await;
+        rig.execute("ALTER TABLE ip_blocks RENAME TO ip_blocks_gone")
+            .await;
+        let r = read(&rig, "security", &[("report", text("top-ips"))]).await;
+        assert!(
+            r.text
+                .contains("the blocks cannot be read from the database")
+                && r.text.contains("cannot say which addresses are blocked"),
+            "{db:?}: {}",
+            r.text
+        );
+        assert!(r.buttons.is_empty(), "{db:?}: {:?}", r.buttons);
+        let last = rig.trail().await.pop().unwrap();
+        assert_eq!(last.0, Step::Failed, "{db:?}: {last:?}");
+    }
 }
 
 /// A spray of more sources than runbot counts one by one: the answer says the counts are

@@ -111,6 +111,7 @@ impl Outbox {
         let due = match self.store.due_notices(DISCORD, &now, ROUND).await {
             Ok(due) => due,
             Err(e) => {
+                metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
                 tracing::warn!(error = %e, "reading the chat outbox failed; retrying");
                 return (IDLE_POLL, false, false);
             }
@@ -126,7 +127,10 @@ impl Outbox {
                     None => by_channel.push((job.channel.clone(), vec![job])),
                 },
                 Ok(None) => progressed = true,
-                Err(e) => tracing::warn!(error = %e, "chat outbox: store error; will retry"),
+                Err(e) => {
+                    metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
+                    tracing::warn!(error = %e, "chat outbox: store error; will retry")
+                }
             }
         }
         let mut note = |outcome: Outcome| match outcome {
@@ -317,6 +321,7 @@ impl Outbox {
         match self.try_send(job).await {
             Ok(outcome) => outcome,
             Err(e) => {
+                metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
                 tracing::warn!(group_id = job.notice.group_id, error = %e, "chat outbox: store error; will retry");
                 Outcome::Later(IDLE_POLL)
             }

@@ -408,7 +408,13 @@ impl Executors {
             .map_err(|e| ExecError(e.to_string()))?;
         let group = match ctx.group {
             Some(g) if g.silence_id.as_deref() == Some(id.as_str()) => Some(g.id),
-            _ => self.store.group_of_silence(&id).await.ok().flatten(),
+            _ => match self.store.group_of_silence(&id).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, silence = %id, "silence expired, but its group cannot be read to clear the note");
+                    None
+                }
+            },
         };
         if let Some(gid) = group {
             if let Err(e) = self

@@ -82,8 +82,13 @@ fn entries(rows: &[BlockRow]) -> Vec<Entry> {
         .collect()
 }
 
-/// Writes the deny file from the store's active blocks and has nginx take it.
-async fn apply(ex: &Executors, nginx: &Nginx, lock: &crate::nginx::Lock) -> Result<usize, String> {
+/// Writes the deny file from the store's active blocks and has nginx take it; the blocks it
+/// wrote.
+async fn apply(
+    ex: &Executors,
+    nginx: &Nginx,
+    lock: &crate::nginx::Lock,
+) -> Result<Vec<BlockRow>, String> {
     let rows = ex
         .store
         .active_blocks()
@@ -95,7 +100,7 @@ async fn apply(ex: &Executors, nginx: &Nginx, lock: &crate::nginx::Lock) -> Resu
         .await
         .map_err(|e| e.to_string())?;
     applied(ex, nginx, &content, rows.len()).await;
-    Ok(rows.len())
+    Ok(rows)
 }
 
 /// Records that this host's nginx took `content`. Not fatal when it cannot be recorded: the
@@ -209,6 +214,8 @@ pub async fn follow_every(ex: Executors) {
     loop {
         tick.tick().await;
         if let Err(e) = follow(&ex).await {
+            metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => "nginx-follow")
+                .increment(1);
             tracing::warn!(error = %e, "could not make this host's nginx follow the blocks in the database");
         }
         if std::mem::take(&mut first) {
@@ -458,8 +465,8 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             });
         }
     };
-    let total = match apply(ex, nginx, &lock).await {
-        Ok(n) => n,
+    let rows = match apply(ex, nginx, &lock).await {
+        Ok(rows) => rows,
         Err(why) => {
             if let Err(e) = ex.store.delete_block(id).await {
                 tracing::error!(error = %e, block = id, "nginx refused a block that could not be taken back from the store");
@@ -468,11 +475,9 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         }
     };
     drop(lock);
-    let covered = ex
-        .store
-        .active_blocks()
-        .await
-        .unwrap_or_default()
+    let total = rows.len();
+    // From the list nginx took: a second read could fail and hide the note.
+    let covered = rows
         .into_iter()
         .filter(|b| b.id != id)
         .filter_map(|b| parse_range(&b.network).ok())
@@ -547,7 +552,7 @@ pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         )));
     }
     let total = match apply(ex, nginx, &lock).await {
-        Ok(n) => n,
+        Ok(rows) => rows.len(),
         Err(why) => {
             if let Err(e) = ex.store.reopen_block(b.id).await {
                 tracing::error!(error = %e, block = b.id, "nginx refused an unblock that could not be taken back in the store");
@@ -708,7 +713,7 @@ pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
         {
             continue;
         }
-        let result = apply(ex, nginx, &lock).await;
+        let result = apply(ex, nginx, &lock).await.map(|rows| rows.len());
         drop(lock);
         let invocation_id = uuid::Uuid::new_v4().simple().to_string();
         let entry = |step| {

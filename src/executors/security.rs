@@ -389,11 +389,16 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         .await
         .map_err(|e| ExecError(e.to_string()))?
         .map_err(|e| ExecError(format!("cannot read {shown}: {e}")))?;
+    // Without the blocks every address would look unblocked and get a Block button.
     let blocked: Vec<ipnet::IpNet> = ex
         .store
         .active_blocks()
         .await
-        .unwrap_or_default()
+        .map_err(|e| {
+            ExecError(format!(
+                "the blocks cannot be read from the database ({e}), so runbot cannot say which addresses are blocked already; try again in a minute"
+            ))
+        })?
         .iter()
         .filter_map(|b| crate::nginx::parse_range(&b.network).ok())
         .collect();

@@ -652,10 +652,12 @@ impl Dispatcher {
         Answer::Message(reply)
     }
 
-    async fn group_for(&self, ready: &Ready) -> Option<GroupView> {
+    /// The group a request acts on, read again when it runs (it may have changed since the
+    /// prompt).
+    async fn group_for(&self, ready: &Ready) -> Result<Option<GroupView>, sqlx::Error> {
         match ready.group_id {
-            Some(id) => self.store.group_view(id).await.ok().flatten(),
-            None => None,
+            Some(id) => self.store.group_view(id).await,
+            None => Ok(None),
         }
     }
 
@@ -750,34 +752,52 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + timeout;
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            if let Some(reply) = this.expire(&id, &line).await {
-                if let Err(e) = responder.edit(reply).await {
-                    tracing::warn!(error = %e, "could not mark a prompt expired in chat");
+            match this.expire(&id, &line).await {
+                Ok(Some(reply)) => {
+                    if let Err(e) = responder.edit(reply).await {
+                        tracing::warn!(error = %e, "could not mark a prompt expired in chat");
+                    }
+                }
+                Ok(None) => {}
+                // The prompt-sweeper expires it once the database answers again.
+                Err(e) => {
+                    metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => "prompt-timer")
+                        .increment(1);
+                    tracing::warn!(error = %e, "could not mark a prompt expired; the sweep tries again");
                 }
             }
         });
     }
 
     /// Marks one overdue request expired; the text for its prompt if this call did it.
-    async fn expire(&self, id: &str, line: &str) -> Option<Reply> {
+    async fn expire(&self, id: &str, line: &str) -> Result<Option<Reply>, sqlx::Error> {
         let now = (self.clock)();
-        let row = self.store.pending(id).await.ok().flatten()?;
-        let pending = Pending::from_row(&row).ok()?;
+        let Some(row) = self.store.pending(id).await? else {
+            return Ok(None);
+        };
+        let pending = match Pending::from_row(&row) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, id, "unreadable pending request; it cannot expire");
+                return Ok(None);
+            }
+        };
         if !self
             .store
             .claim_pending(id, "expired", "runbot", &crate::alerts::format_time(now))
-            .await
-            .unwrap_or(false)
+            .await?
         {
-            return None;
+            return Ok(None);
         }
         let flight = pending.flight();
         let entry = flight.entry(Step::Expired).reason(format!(
             "nobody answered within {}",
             text::duration(pending.timeout())
         ));
-        let _ = self.record(entry).await;
-        Some(text::expired(line, pending.kind, pending.timeout()))
+        if self.record(entry).await.is_err() {
+            tracing::error!(id, "a request expired, and its expiry could not be audited");
+        }
+        Ok(Some(text::expired(line, pending.kind, pending.timeout())))
     }
 
     /// What runs commands (the deploy recovery sweep uses it).
@@ -792,7 +812,7 @@ impl Dispatcher {
         let rows = self.store.overdue_pending(&now).await?;
         let mut n = 0;
         for row in rows {
-            if self.expire(&row.id, "").await.is_some() {
+            if self.expire(&row.id, "").await?.is_some() {
                 n += 1;
             }
         }
@@ -896,11 +916,12 @@ impl Dispatcher {
         let now = (self.clock)();
         if now >= pending.expires_at {
             return match self.expire(id, &line).await {
-                Some(reply) => Answer::Update(reply),
-                None => {
+                Ok(Some(reply)) => Answer::Update(reply),
+                Ok(None) => {
                     let reason = "This request has expired.".to_string();
                     self.refuse(&flight, Step::Invalid, reason, None).await
                 }
+                Err(e) => self.store_failed(e),
             };
         }
         if let Some(wait) = self.over_limit(&actor) {
@@ -1053,7 +1074,10 @@ impl Dispatcher {
         if let Effect::Deny = decision.effect {
             // The rules changed under a waiting request (or the requester lost a role).
             let reason = format!("The request can no longer run: {}", decision.reason);
-            let _ = self.claim(&pending.id, "rejected", &actor, now).await;
+            // Still pending if this fails: a later click is denied again, or it expires.
+            if let Err(e) = self.claim(&pending.id, "rejected", &actor, now).await {
+                tracing::warn!(error = %e, id = %pending.id, "a request that can no longer run is still pending");
+            }
             return self
                 .refuse(
                     &flight,
@@ -1194,7 +1218,23 @@ impl Dispatcher {
             return text::refusal("runbot cannot write its audit trail right now, so it did not run this. Try again in a minute.");
         }
         let began = Instant::now();
-        let group = self.group_for(ready).await;
+        // Fail closed: run without its group, a command could act on nothing or on the wrong
+        // thing.
+        let group = match self.group_for(ready).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, command = %spec.name, "store read failed before a run");
+                let reason = format!(
+                    "runbot cannot read alert group #{} from its database right now; nothing was run. Try again in a minute.",
+                    ready.group_id.unwrap_or_default()
+                );
+                let entry = flight.entry(Step::Failed).reason(reason.clone());
+                if self.record(entry).await.is_err() {
+                    tracing::error!(command = %spec.name, "not run, and that could not be audited");
+                }
+                return text::failed(&text::invocation_line(spec, &ready.args), &reason);
+            }
+        };
         let approved_by: Vec<String> = approvals.iter().flatten().map(|a| a.name.clone()).collect();
         let ctx = executors::Ctx {
             actor: &ready.actor,

@@ -364,6 +364,25 @@ impl Rig {
         }
     }
 
+    /// Runs `sql` (one or more statements) on the rig's database directly, e.g. to break a
+    /// table under runbot.
+    pub async fn execute(&self, sql: &str) {
+        match self.store.backend() {
+            runbot::config::Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+            runbot::config::Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
     /// A firing group as Alertmanager would have sent it.
     pub async fn group(&self, alertname: &str, severity: &str) -> i64 {
         self.group_with(serde_json::json!({ "alertname": alertname }), severity)
