@@ -13,9 +13,9 @@ use serenity::http::LightMethod;
 
 use super::discord::DiscordAdapter;
 use super::{render, Card, DeliveryError, Digest};
-use crate::alerts::{format_time, parse_stored_time};
 use crate::config::{DiscordRoute, DiscordSettings};
-use crate::policy::Severity;
+use crate::domain::Severity;
+use crate::domain::{format_time, parse_stored_time};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Notice, Store};
 use crate::telemetry;

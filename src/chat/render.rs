@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::alerts::parse_stored_time;
-use crate::policy::Severity;
+use crate::domain::parse_stored_time;
+use crate::domain::Severity;
 use crate::runbook::Runbook;
 use crate::store::GroupView;
 

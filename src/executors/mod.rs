@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::{format_time, parse_stored_time};
 use crate::audit::Audit;
 use crate::chat::Reply;
 use crate::commands::{parse_duration, Args, CommandSpec, Value};
+use crate::domain::{format_time, parse_stored_time};
 use crate::invocation::Actor;
 use crate::policy::Policies;
 use crate::store::{Acked, GroupView, Store};

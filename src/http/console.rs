@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::alerts::parse_stored_time;
+use crate::domain::parse_stored_time;
 use crate::store::{GroupCursor, GroupFilter, GroupView};
 
 pub fn router() -> Router<AppState> {
@@ -254,7 +254,7 @@ th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e3e6eb;vertic
 ul{margin:.2rem 0;padding-left:1.2rem}.muted{color:#6b7380}.note{color:#8a5a00}";
 
 fn severity_badge(sev: &str) -> Markup {
-    let title = crate::policy::Severity::parse(sev).map_or(sev, |s| s.title());
+    let title = crate::domain::Severity::parse(sev).map_or(sev, |s| s.title());
     html! { span class={ "sev " (sev) } { (title) } }
 }
 

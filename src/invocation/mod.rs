@@ -25,9 +25,10 @@ use crate::audit::{Audit, AuditEntry, Platform, Step};
 use crate::chat::{ButtonStyle, Reply, ReplyButton};
 use crate::commands::{parse_args, Args, CommandSpec, Commands, RawValue, Risk, Value};
 use crate::config::InteractionSettings;
+use crate::domain::Severity;
 use crate::executors::{self, Executors};
 use crate::policy::incident::{incident_for, Basis, Incident, OpenGroup, Target, TARGET_LABELS};
-use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Store};
 
@@ -526,16 +527,16 @@ impl Dispatcher {
                 "{} more requests refused by the rate limit (at most {} a minute) between {} and {}",
                 r.count,
                 self.settings.per_user_per_minute,
-                crate::alerts::format_time(r.opened),
-                crate::alerts::format_time(r.last),
+                crate::domain::format_time(r.opened),
+                crate::domain::format_time(r.last),
             );
             let entry = flight
                 .entry(Step::RateLimited)
                 .reason(reason)
                 .detail(json!({
                     "repeated": r.count,
-                    "first_at": crate::alerts::format_time(r.opened),
-                    "last_at": crate::alerts::format_time(r.last),
+                    "first_at": crate::domain::format_time(r.opened),
+                    "last_at": crate::domain::format_time(r.last),
                     "commands": r.commands,
                 }));
             match self.audit.append(entry).await {
@@ -867,7 +868,7 @@ impl Dispatcher {
         let pending = Pending::from_row(&row).ok()?;
         if !self
             .store
-            .claim_pending(id, "expired", "runbot", &crate::alerts::format_time(now))
+            .claim_pending(id, "expired", "runbot", &crate::domain::format_time(now))
             .await
             .unwrap_or(false)
         {
@@ -890,7 +891,7 @@ impl Dispatcher {
     /// Requests left waiting by a process that stopped: marked expired and recorded, so the
     /// trail says how each ended. (Their prompts cannot be edited any more.)
     pub async fn expire_overdue(&self) -> anyhow::Result<usize> {
-        let now = crate::alerts::format_time((self.clock)());
+        let now = crate::domain::format_time((self.clock)());
         let rows = self.store.overdue_pending(&now).await?;
         let mut n = 0;
         for row in rows {
@@ -1060,7 +1061,7 @@ impl Dispatcher {
                 id,
                 state,
                 &format!("{} ({})", actor.name, actor.key()),
-                &crate::alerts::format_time(now),
+                &crate::domain::format_time(now),
             )
             .await
     }
@@ -1165,7 +1166,7 @@ impl Dispatcher {
                     &pending.id,
                     &seen_approvals,
                     &json_approvals,
-                    &crate::alerts::format_time(now),
+                    &crate::domain::format_time(now),
                 )
                 .await
             {

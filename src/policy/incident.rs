@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::Severity;
 use crate::commands::{Args, CommandSpec, Value};
+use crate::domain::Severity;
 
 /// The labels that name what an alert is about, matched against a command's `service`.
 pub const TARGET_LABELS: [&str; 2] = ["service", "job"];

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{placeholders, Store};
-use crate::alerts::Labels;
+use crate::domain::alert::Labels;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupFilter {
