@@ -702,7 +702,7 @@ impl Dispatcher {
         } else {
             self.open_groups().await?
         };
-        let origin = origin.and_then(OpenGroup::from_view);
+        let origin = origin.map(OpenGroup::from_view);
         Ok(incident_for(origin.as_ref(), target, &open))
     }
 

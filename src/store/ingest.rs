@@ -192,6 +192,16 @@ pub(super) trait Columns {
         let text = self.text(col)?;
         parse(&text).ok_or_else(|| self.unknown(col, text))
     }
+
+    fn opt_parsed<T>(
+        &self,
+        col: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, Self::Error> {
+        let text = self.opt_text(col)?;
+        text.map(|t| parse(&t).ok_or_else(|| self.unknown(col, t)))
+            .transpose()
+    }
 }
 
 impl Columns for AnyRow {
