@@ -1,6 +1,8 @@
 //! The Alertmanager webhook (payload version 4), parsed into validated domain types.
 //!
 //! Parsing is the only way in: after [`Webhook::parse`], the rest of runbot trusts the data.
+//! [`classify`] turns it into what the store keeps; [`lifecycle`] decides what each webhook
+//! changes in its group.
 
 mod classify;
 pub mod lifecycle;
