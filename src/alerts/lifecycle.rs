@@ -550,6 +550,31 @@ mod tests {
         assert_eq!(g.changed_alerts(), ["a1", "a2"]);
     }
 
+    // The writer applies a batch's webhooks one after another before writing: a group can be
+    // created and resolved before it has a row.
+    #[test]
+    fn webhooks_of_one_batch_build_on_each_other() {
+        let mut g = Group::default();
+        let now = t(6);
+        let opened = webhook(GroupStatus::Firing, vec![firing("a1", 1)]);
+        let closed = webhook(GroupStatus::Resolved, vec![resolved("a1", 1, 5)]);
+        let first = apply(&opened, &mut g.state, &mut g.alerts, &mut g.events, &now);
+        let second = apply(&closed, &mut g.state, &mut g.alerts, &mut g.events, &now);
+        assert_eq!(first.group_became, Some(GroupStatus::Firing));
+        assert_eq!(second.group_became, Some(GroupStatus::Resolved));
+        assert_eq!(
+            g.events,
+            [
+                entry(None, EventKind::GroupFiring, 1),
+                entry(Some("a1"), EventKind::AlertFiring, 1),
+                entry(Some("a1"), EventKind::AlertResolved, 5),
+                entry(None, EventKind::GroupResolved, 5),
+            ]
+        );
+        assert_eq!(g.changed_alerts(), ["a1"]);
+        assert_eq!(g.alert("a1").first_seen_at, now);
+    }
+
     #[test]
     fn a_group_fires_anew_only_after_the_window() {
         let window = chrono::Duration::minutes(30);
