@@ -151,8 +151,12 @@ impl Application {
         let store = Store::connect(&settings.database)
             .await?
             .with_chat_platforms(chat_platforms);
-        let (writer, writer_done) = Writer::spawn(store.clone(), settings.database.write_batch_max)
-            .context("starting the writer thread")?;
+        let (writer, writer_done) = Writer::spawn(
+            store.clone(),
+            settings.database.write_batch_max,
+            crate::alerts::lifecycle::apply,
+        )
+        .context("starting the writer thread")?;
         let listener = TcpListener::bind(&settings.http.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
@@ -239,7 +243,7 @@ impl Application {
                 move || {
                     let seen = seen.clone();
                     async move {
-                        seen.forget_seen(&crate::alerts::format_time(chrono::Utc::now()))
+                        seen.forget_seen(&crate::domain::format_time(chrono::Utc::now()))
                             .await
                     }
                 },

@@ -899,7 +899,7 @@ impl Settings {
                 ));
             }
             for s in &r.severities {
-                if crate::policy::Severity::parse(s).is_none() {
+                if crate::domain::Severity::parse(s).is_none() {
                     problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4"));
                 }
             }

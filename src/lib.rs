@@ -6,7 +6,10 @@
 //! - [`telemetry`]: tracing (JSON when not on a terminal) and the Prometheus recorder.
 //! - [`app`]: wiring. Builds the store, the writer and the HTTP server from settings; shuts down cleanly.
 //! - [`http`]: axum routes, one module per inbound party (Alertmanager, console, ops).
-//! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types.
+//! - [`domain`]: leaf values several layers share (severities, statuses, stored times, an alert
+//!   group's typed state); imports nothing of the crate.
+//! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types, and the
+//!   group lifecycle (firing → resolved → firing again) as pure code the writer runs.
 //! - [`policy`]: data from `policies/`: severity mapping, roles and on-call hours, Cedar
 //!   policies; decides allow / deny / needs approval with a reason, and `runbot policy explain|test`.
 //! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
@@ -37,6 +40,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod domain;
 pub mod executors;
 pub mod http;
 pub mod invocation;

@@ -760,7 +760,7 @@ async fn the_deploy_lock_is_shared_by_replicas_on_both_databases() {
             Lock::HeldBy(holder) => {
                 assert_eq!((holder.id, holder.actor.as_str()), (first, "ana"), "{db:?}");
                 // Written by the database's clock, as format_time writes times.
-                let started = runbot::alerts::parse_stored_time(&holder.started_at).unwrap();
+                let started = runbot::domain::parse_stored_time(&holder.started_at).unwrap();
                 let off = (chrono::Utc::now() - started).num_seconds().abs();
                 assert!(off < 60, "{db:?}: {}", holder.started_at);
                 assert_eq!(

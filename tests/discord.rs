@@ -609,7 +609,7 @@ async fn an_announcement_the_database_will_not_mark_sent_is_posted_once() {
                 "DROP TRIGGER refuse_announcements ON announcements;",
             ),
         };
-        let now = runbot::alerts::format_time(chrono::Utc::now());
+        let now = runbot::domain::format_time(chrono::Utc::now());
         let insert = format!(
             "INSERT INTO announcements (platform, channel_id, text, created_at) \
              VALUES ('discord', NULL, 'Deploy v2 finished', '{now}')"

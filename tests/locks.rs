@@ -342,7 +342,7 @@ async fn a_restart_asked_of_another_replica_mid_deploy_waits_says_so_and_runs_af
         .fetch_one(&mut sqlx::PgConnection::connect(&a.database_url).await.unwrap())
         .await
         .unwrap();
-    let finished = runbot::alerts::parse_stored_time(&finished).unwrap();
+    let finished = runbot::domain::parse_stored_time(&finished).unwrap();
     let now = worker_replicas(&p).await;
     assert_eq!(now.len(), 2);
     for w in &now {

@@ -9,7 +9,8 @@ use std::process::Command;
 use chrono::{DateTime, Utc};
 use runbot::commands::{Args, Commands, Value};
 use runbot::config::PolicySettings;
-use runbot::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use runbot::domain::Severity;
+use runbot::policy::{Decision, Effect, Identity, Policies, PolicyRequest};
 use sqlx::Connection;
 
 const ROLES: [&str; 7] = [

@@ -652,7 +652,7 @@ async fn an_acknowledgement_lasts_until_the_group_fires_again_after_resolving() 
         let store = runbot::store::Store::connect(&settings.database)
             .await
             .unwrap();
-        let now = runbot::alerts::format_time(chrono::Utc::now());
+        let now = runbot::domain::format_time(chrono::Utc::now());
         assert_eq!(
             store.ack_group(id, "Ana", &now).await.unwrap(),
             runbot::store::Acked::Now

@@ -1,61 +1,19 @@
 //! The Alertmanager webhook (payload version 4), parsed into validated domain types.
 //!
 //! Parsing is the only way in: after [`Webhook::parse`], the rest of runbot trusts the data.
+//! [`classify`] turns it into what the store keeps; [`lifecycle`] decides what each webhook
+//! changes in its group.
 
 mod classify;
-pub use classify::{classify, labels_json, IncomingGroup, StoredAlert, StoredForm};
+pub mod lifecycle;
 
-use std::collections::BTreeMap;
+pub use classify::classify;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Datelike, Utc};
+use serde::Deserialize;
 
-pub type Labels = BTreeMap<String, String>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
-}
-
-impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "firing" => Some(Self::Firing),
-            "resolved" => Some(Self::Resolved),
-            _ => None,
-        }
-    }
-}
-
-/// Alertmanager's identity for an alert: a hash of its labels (16 hex digits from Alertmanager).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Fingerprint(String);
-
-impl Fingerprint {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(format!(
-                "fingerprint {:?} is not 1 to 64 letters and digits",
-                s.chars().take(80).collect::<String>()
-            ));
-        }
-        Ok(Self(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::domain::alert::{Fingerprint, Labels};
+use crate::domain::{AlertStatus, GroupStatus};
 
 /// One alert as Alertmanager last reported it.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +33,7 @@ pub struct Alert {
 pub struct Webhook {
     pub receiver: String,
     pub group_key: String,
-    pub status: AlertStatus,
+    pub status: GroupStatus,
     pub group_labels: Labels,
     pub common_labels: Labels,
     pub common_annotations: Labels,
@@ -171,7 +129,7 @@ impl RawWebhook {
                 self.version.chars().take(20).collect::<String>()
             ));
         }
-        let Some(status) = AlertStatus::parse(&self.status) else {
+        let Some(status) = GroupStatus::parse(&self.status) else {
             return err(format!(
                 "status must be \"firing\" or \"resolved\", got {:?}",
                 self.status.chars().take(40).collect::<String>()
@@ -262,20 +220,10 @@ fn parse_time(s: &str) -> Result<Option<DateTime<Utc>>, String> {
     Ok((t.year() > 1).then_some(t))
 }
 
-/// The stored form of a time: fixed width, UTC, so text order is time order in both databases.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-pub fn parse_stored_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::format_time;
 
     const ONE: &str = r#"{"receiver":"bot","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"APIDown","severity":"critical"},"annotations":{"summary":"down"},"startsAt":"2026-11-27T19:31:13.991875004Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://p/graph","fingerprint":"1e2c446e93601f97"}],"groupLabels":{"alertname":"APIDown"},"commonLabels":{"alertname":"APIDown"},"commonAnnotations":{},"externalURL":"http://am:9093","version":"4","groupKey":"{}:{alertname=\"APIDown\"}","truncatedAlerts":0}"#;
 

@@ -19,7 +19,7 @@
 //! therefore JSON *strings* whose content is JSON text: runbot writes that text itself in
 //! canonical form (object keys sorted, no whitespace), but the hash covers the stored bytes,
 //! so nothing needs to be re-serialized to check it. `at` is fixed-width RFC 3339 UTC with
-//! nanoseconds ([`crate::alerts::format_time`]). The key order comes from the field order of a
+//! nanoseconds ([`crate::domain::format_time`]). The key order comes from the field order of a
 //! private struct (alphabetical), not from a map, so it cannot change with serde_json features.
 //!
 //! Appends take a lock every writer shares (see [`Store::append_audit_row`]), so the chain
@@ -340,7 +340,7 @@ impl Audit {
                     id,
                     // Taken under the lock, so times never go backwards along the chain
                     // (unless the clock does).
-                    at: crate::alerts::format_time(Utc::now()),
+                    at: crate::domain::format_time(Utc::now()),
                     invocation_id: entry.invocation_id,
                     step: entry.step.as_str().to_string(),
                     actor_platform: entry.actor_platform.as_str().to_string(),

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::discord::DiscordAdapter;
 use super::outbox::DISCORD;
 use super::DeliveryError;
-use crate::alerts::format_time;
+use crate::domain::format_time;
 use crate::store::Store;
 
 const POLL: Duration = Duration::from_millis(500);

@@ -33,9 +33,9 @@ use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 
 use super::render::human_duration;
 use super::{Card, DeliveryError, Posted};
-use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
-use crate::policy::Severity;
+use crate::domain::parse_stored_time;
+use crate::domain::Severity;
 use crate::request::{Attachment, Reply, ReplyButton};
 
 /// Discord's documented limits for one message.

@@ -12,7 +12,7 @@ pub mod render;
 
 use std::time::Duration;
 
-use crate::policy::Severity;
+use crate::domain::Severity;
 
 /// What a card shows about one alert group, whatever the platform.
 #[derive(Debug, Clone, PartialEq)]

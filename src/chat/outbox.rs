@@ -13,9 +13,10 @@ use serenity::http::LightMethod;
 
 use super::discord::DiscordAdapter;
 use super::{render, Card, DeliveryError, Digest};
-use crate::alerts::{format_time, parse_stored_time};
+use crate::alerts::lifecycle;
 use crate::config::{DiscordRoute, DiscordSettings};
-use crate::policy::Severity;
+use crate::domain::Severity;
+use crate::domain::{format_time, parse_stored_time};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Notice, Store};
 use crate::telemetry;
@@ -231,12 +232,13 @@ impl Outbox {
         let (channel, message_id, planned_nonce) = match record {
             // It fires again long after resolving: a new card; the old one stays as history.
             Some(r)
-                if group.status == "firing"
-                    && r.shown_status.as_deref() == Some("resolved")
-                    && r.resolved_at
-                        .as_deref()
-                        .and_then(parse_stored_time)
-                        .is_some_and(|t| now - t > window) =>
+                if lifecycle::fires_anew(
+                    group.status,
+                    r.shown_status,
+                    r.resolved_at.as_deref().and_then(parse_stored_time),
+                    now,
+                    window,
+                ) =>
             {
                 (pick_channel(&group, &self.settings), None, None)
             }
@@ -363,7 +365,7 @@ impl Outbox {
                         gid,
                         DISCORD,
                         &message_id,
-                        &group.status,
+                        group.status,
                         group.resolved_at.as_deref(),
                         &now_s,
                     )
@@ -449,7 +451,7 @@ fn route_matches(route: &DiscordRoute, group: &GroupView) -> bool {
             .severities
             .iter()
             .filter_map(|s| Severity::parse(s))
-            .any(|s| Some(s) == Severity::parse(&group.severity));
+            .any(|s| s == group.severity);
     severity_ok
         && route
             .matchers

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::alerts::parse_stored_time;
-use crate::policy::Severity;
+use crate::domain::{parse_stored_time, AlertStatus, GroupStatus};
 use crate::request::ButtonId;
 use crate::runbook::Runbook;
 use crate::store::GroupView;
@@ -12,8 +11,8 @@ use super::{Card, CardAction, CardAlert, Link, Mark};
 
 /// Builds the card for a group.
 pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
-    let resolved = group.status == "resolved";
-    let severity = Severity::parse(&group.severity).unwrap_or(Severity::Sev4);
+    let resolved = group.status == GroupStatus::Resolved;
+    let severity = group.severity;
     let alertname = group
         .common_labels
         .get("alertname")
@@ -39,7 +38,7 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
                 .or_else(|| a.labels.get("alertname"))
                 .cloned()
                 .unwrap_or_else(|| a.fingerprint.clone()),
-            firing: a.status == "firing",
+            firing: a.status == AlertStatus::Firing,
             since: a.starts_at.clone(),
         })
         .collect();
@@ -139,7 +138,7 @@ fn annotation(group: &GroupView, key: &str) -> Option<String> {
             group
                 .alerts
                 .iter()
-                .filter(|a| a.status == "firing")
+                .filter(|a| a.status == AlertStatus::Firing)
                 .chain(group.alerts.iter())
                 .find_map(|a| a.annotations.get(key))
         })
@@ -207,9 +206,11 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Severity;
     use crate::store::AlertView;
 
-    fn group(status: &str) -> GroupView {
+    fn group(status: GroupStatus) -> GroupView {
+        let resolved = status == GroupStatus::Resolved;
         let labels = |pairs: &[(&str, &str)]| {
             pairs
                 .iter()
@@ -220,8 +221,8 @@ mod tests {
             id: 7,
             receiver: "bot".into(),
             group_key: "k".into(),
-            status: status.into(),
-            severity: "sev1".into(),
+            status,
+            severity: Severity::Sev1,
             severity_note: None,
             runbook: Some("APIDown".into()),
             group_labels: labels(&[("alertname", "APIDown")]),
@@ -230,7 +231,7 @@ mod tests {
             external_url: "http://am:9093".into(),
             truncated_alerts: 0,
             started_at: "2026-11-27T10:00:00.000000000Z".into(),
-            resolved_at: (status == "resolved").then(|| "2026-11-27T10:42:00.000000000Z".into()),
+            resolved_at: resolved.then(|| "2026-11-27T10:42:00.000000000Z".into()),
             created_at: "2026-11-27T10:00:00.000000000Z".into(),
             updated_at: "2026-11-27T10:00:00.000000000Z".into(),
             acknowledged_by: None,
@@ -239,16 +240,15 @@ mod tests {
             silenced_by: None,
             silenced_until: None,
             alerts_total: 1,
-            alerts_firing: i64::from(status != "resolved"),
+            alerts_firing: i64::from(!resolved),
             alerts: vec![AlertView {
                 fingerprint: "aaaa000000000001".into(),
-                status: if status == "resolved" {
-                    "resolved"
+                status: if resolved {
+                    AlertStatus::Resolved
                 } else {
-                    "firing"
-                }
-                .into(),
-                severity: "sev1".into(),
+                    AlertStatus::Firing
+                },
+                severity: Severity::Sev1,
                 labels: labels(&[("alertname", "APIDown"), ("instance", "api-1:8000")]),
                 annotations: labels(&[]),
                 starts_at: "2026-11-27T10:00:00.000000000Z".into(),
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn a_firing_group_gets_its_runbook_actions_and_a_silence_link() {
         let rb = Runbook::load(None).unwrap();
-        let c = card(&group("firing"), &rb);
+        let c = card(&group(GroupStatus::Firing), &rb);
         assert_eq!(c.title, "Sev1 · APIDown: API down");
         assert_eq!(c.summary.as_deref(), Some("API is down"));
         assert_eq!(c.alerts[0].name, "api-1:8000");
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn a_resolved_group_loses_its_buttons_and_says_how_long_it_fired() {
         let rb = Runbook::load(None).unwrap();
-        let c = card(&group("resolved"), &rb);
+        let c = card(&group(GroupStatus::Resolved), &rb);
         assert!(c.resolved);
         assert!(c.actions.is_empty());
         assert_eq!(c.fired_for.map(human_duration).as_deref(), Some("42m"));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Labels;
+use crate::domain::alert::Labels;
 
 /// Alertmanager's API at `alertmanager.url`.
 #[derive(Clone)]

@@ -18,9 +18,9 @@ use serde::Serialize;
 use super::format::{plural, short_duration, table};
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors, Failure};
-use crate::alerts::{format_time, parse_stored_time};
 use crate::config::HttpCheck;
 use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
+use crate::domain::{format_time, parse_stored_time};
 use crate::request::Reply;
 use crate::store::{DeployRow, Lock, NewDeploy};
 

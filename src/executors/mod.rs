@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::{format_time, parse_stored_time};
 use crate::audit::Audit;
 use crate::commands::{parse_duration, Args, CommandSpec, Value};
+use crate::domain::{format_time, parse_stored_time};
 use crate::policy::Policies;
 use crate::request::Actor;
 use crate::request::Reply;

@@ -17,8 +17,8 @@ use ipnet::IpNet;
 
 use super::format::{plural, table};
 use super::{reply, utc_minute, Ctx, Done, ExecError, Executors};
-use crate::alerts::{format_time, parse_stored_time};
 use crate::commands::parse_duration;
+use crate::domain::{format_time, parse_stored_time};
 use crate::nginx::{canonical, overlaps, parse_range, render, version, Entry, Nginx};
 use crate::store::{Added, BlockRow, NewBlock, NginxHost};
 

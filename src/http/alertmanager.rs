@@ -157,7 +157,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
         metrics::counter!(SEVERITY_DEFAULTED).increment(1);
         tracing::info!(note = %note, "severity defaulted");
     }
-    let alerts = group.webhook.alerts.len();
+    let alerts = group.alerts.len();
     match state.writer.ingest(group).await {
         Ok(receipt) => {
             if let Some(wake) = &state.chat_wake {
@@ -168,7 +168,7 @@ async fn receive(State(state): State<AppState>, request: Request) -> Response {
             metrics::counter!(ALERTS_RECEIVED).increment(alerts as u64);
             // One line per group that opens, resolves or fires again; every webhook at debug,
             // so a storm does not turn into a log storm.
-            match receipt.group_became {
+            match receipt.group_became.map(|s| s.as_str()) {
                 Some(status) => tracing::info!(
                     group_id = receipt.group_id,
                     status,

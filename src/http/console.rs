@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::alerts::parse_stored_time;
+use crate::domain::{parse_stored_time, Severity};
 use crate::store::{GroupCursor, GroupFilter, GroupView};
 
 pub fn router() -> Router<AppState> {
@@ -253,9 +253,8 @@ th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e3e6eb;vertic
 .firing{color:#c0262d;font-weight:600}.resolved{color:#1e8a3c;font-weight:600}\
 ul{margin:.2rem 0;padding-left:1.2rem}.muted{color:#6b7380}.note{color:#8a5a00}";
 
-fn severity_badge(sev: &str) -> Markup {
-    let title = crate::policy::Severity::parse(sev).map_or(sev, |s| s.title());
-    html! { span class={ "sev " (sev) } { (title) } }
+fn severity_badge(sev: Severity) -> Markup {
+    html! { span class={ "sev " (sev.as_str()) } { (sev.title()) } }
 }
 
 fn group_name(g: &GroupView) -> String {
@@ -303,8 +302,8 @@ async fn index(
                     tbody {
                         @for g in &groups {
                             tr data-group-id=(g.id) {
-                                td { (severity_badge(&g.severity)) }
-                                td class=(g.status) { (g.status) }
+                                td { (severity_badge(g.severity)) }
+                                td class=(g.status.as_str()) { (g.status.as_str()) }
                                 td {
                                     a href={ "/groups/" (g.id) } { (group_name(g)) }
                                     @if let Some(summary) = g.common_annotations.get("summary") { div class="muted" { (summary) } }
@@ -355,7 +354,7 @@ async fn group_page(
     Ok(page(
         &title,
         html! {
-            h1 { (severity_badge(&g.severity)) " " (title) " " span class=(g.status) { (g.status) } }
+            h1 { (severity_badge(g.severity)) " " (title) " " span class=(g.status.as_str()) { (g.status.as_str()) } }
             p class="muted" {
                 "Receiver " (g.receiver) " · started " (g.started_at) " (" (age(&g.started_at)) " ago)"
                 @if let Some(r) = &g.resolved_at { " · resolved " (r) }
@@ -377,8 +376,8 @@ async fn group_page(
                 tbody {
                     @for a in &g.alerts {
                         tr data-fingerprint=(a.fingerprint) {
-                            td class=(a.status) { (a.status) }
-                            td { (severity_badge(&a.severity)) }
+                            td class=(a.status.as_str()) { (a.status.as_str()) }
+                            td { (severity_badge(a.severity)) }
                             td { @for (k, v) in &a.labels { div { (k) "=" (v) } } }
                             td { (a.annotations.get("summary").map(String::as_str).unwrap_or("")) }
                             td title=(a.starts_at) { (age(&a.starts_at)) }
@@ -394,7 +393,7 @@ async fn group_page(
                 thead { tr { th { "At" } th { "Event" } th { "Alert" } } }
                 tbody {
                     @for e in &timeline {
-                        tr { td { (e.at) } td { (e.kind.replace('_', " ")) } td { (e.fingerprint.as_deref().unwrap_or("")) } }
+                        tr { td { (e.at) } td { (e.kind.as_str().replace('_', " ")) } td { (e.fingerprint.as_deref().unwrap_or("")) } }
                     }
                 }
             }

@@ -140,7 +140,7 @@ impl InteractionGuard {
             .ok_or(Refusal::BadSignature)?;
         let keep =
             chrono::Duration::from_std(self.max_age * 2).unwrap_or(chrono::Duration::hours(2));
-        let expires = crate::alerts::format_time(now + keep);
+        let expires = crate::domain::format_time(now + keep);
         match store.first_sight("discord", id, &expires).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Refusal::Replayed),

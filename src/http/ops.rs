@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::policy::Severity;
+use crate::domain::Severity;
 use crate::telemetry::ALERTS_FIRING;
 
 pub fn router() -> Router<AppState> {

@@ -22,9 +22,10 @@ use serde_json::{json, Map, Value as Json};
 use crate::audit::{Audit, AuditEntry, Step};
 use crate::commands::{parse_args, Args, CommandSpec, Commands, Risk, Value};
 use crate::config::InteractionSettings;
+use crate::domain::Severity;
 use crate::executors::{self, Executors};
 use crate::policy::incident::{incident_for, Basis, Incident, OpenGroup, Target, TARGET_LABELS};
-use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use crate::policy::{Decision, Effect, Identity, Policies, PolicyRequest};
 use crate::request::{
     Actor, Answer, ButtonId, ButtonStyle, Origin, RawValue, Reply, ReplyButton, Request, Responder,
     Verb,
@@ -424,16 +425,16 @@ impl Dispatcher {
                 "{} more requests refused by the rate limit (at most {} a minute) between {} and {}",
                 r.count,
                 self.settings.per_user_per_minute,
-                crate::alerts::format_time(r.opened),
-                crate::alerts::format_time(r.last),
+                crate::domain::format_time(r.opened),
+                crate::domain::format_time(r.last),
             );
             let entry = flight
                 .entry(Step::RateLimited)
                 .reason(reason)
                 .detail(json!({
                     "repeated": r.count,
-                    "first_at": crate::alerts::format_time(r.opened),
-                    "last_at": crate::alerts::format_time(r.last),
+                    "first_at": crate::domain::format_time(r.opened),
+                    "last_at": crate::domain::format_time(r.last),
                     "commands": r.commands,
                 }));
             match self.audit.append(entry).await {
@@ -599,7 +600,7 @@ impl Dispatcher {
         } else {
             self.open_groups().await?
         };
-        let origin = origin.and_then(OpenGroup::from_view);
+        let origin = origin.map(OpenGroup::from_view);
         Ok(incident_for(origin.as_ref(), target, &open))
     }
 
@@ -784,7 +785,7 @@ impl Dispatcher {
         };
         if !self
             .store
-            .claim_pending(id, "expired", "runbot", &crate::alerts::format_time(now))
+            .claim_pending(id, "expired", "runbot", &crate::domain::format_time(now))
             .await?
         {
             return Ok(None);
@@ -808,7 +809,7 @@ impl Dispatcher {
     /// Requests left waiting by a process that stopped: marked expired and recorded, so the
     /// trail says how each ended. (Their prompts cannot be edited any more.)
     pub async fn expire_overdue(&self) -> anyhow::Result<usize> {
-        let now = crate::alerts::format_time((self.clock)());
+        let now = crate::domain::format_time((self.clock)());
         let rows = self.store.overdue_pending(&now).await?;
         let mut n = 0;
         for row in rows {
@@ -988,7 +989,7 @@ impl Dispatcher {
                 id,
                 state,
                 &format!("{} ({})", actor.name, actor.key()),
-                &crate::alerts::format_time(now),
+                &crate::domain::format_time(now),
             )
             .await
     }
@@ -1096,7 +1097,7 @@ impl Dispatcher {
                     &pending.id,
                     &seen_approvals,
                     &json_approvals,
-                    &crate::alerts::format_time(now),
+                    &crate::domain::format_time(now),
                 )
                 .await
             {

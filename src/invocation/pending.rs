@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{args_json, origin_json, Flight, Ready};
-use crate::alerts::{format_time, parse_stored_time};
+use crate::domain::{format_time, parse_stored_time};
 use crate::store::PendingRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

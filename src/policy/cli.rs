@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::incident::{incident_for, Incident, OpenGroup, Target, TARGET_LABELS};
-use super::{Decision, Effect, Identity, Policies, PolicyRequest, Severity};
+use super::{Decision, Effect, Identity, Policies, PolicyRequest};
 use crate::commands::{parse_some_args, Args, Commands, Value};
 use crate::config::Settings;
+use crate::domain::Severity;
 use crate::request::RawValue;
 
 #[derive(Debug, clap::Subcommand)]

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use super::cedar::{Engine, Kind, Rule, Situation, POLICY_FILE};
 use super::hours::Clock;
 use super::roles::Roles;
-use super::Severity;
 use crate::commands::{Args, CommandSpec, Commands, Value};
 use crate::config::PolicySettings;
+use crate::domain::Severity;
 
 /// Who asks, as their platform knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use super::Severity;
 use crate::commands::{Args, CommandSpec, Value};
+use crate::domain::Severity;
 
 /// The labels that name what an alert is about, matched against a command's `service`.
 pub const TARGET_LABELS: [&str; 2] = ["service", "job"];
@@ -33,31 +33,21 @@ pub struct OpenGroup {
 }
 
 impl OpenGroup {
-    /// The store's open groups as the rule sees them; a group whose stored severity is not one
-    /// of Sev1–Sev4 (never written so) is left out.
+    /// The store's open groups as the rule sees them.
     pub fn from_stored(groups: Vec<crate::store::GroupTargets>) -> Vec<OpenGroup> {
         groups
             .into_iter()
-            .filter_map(|g| {
-                let severity = Severity::parse(&g.severity)?;
-                Some(Self::new(g.id, severity, g.alertname.as_ref(), g.targets))
-            })
+            .map(|g| Self::new(g.id, g.severity, g.alertname.as_ref(), g.targets))
             .collect()
     }
 
     /// The group a request came from (a card, or `group:N`), open or not.
-    pub fn from_view(g: &crate::store::GroupView) -> Option<OpenGroup> {
+    pub fn from_view(g: &crate::store::GroupView) -> OpenGroup {
         let alertname = g
             .group_labels
             .get("alertname")
             .or_else(|| g.common_labels.get("alertname"));
-        let severity = Severity::parse(&g.severity)?;
-        Some(Self::new(
-            g.id,
-            severity,
-            alertname,
-            g.label_values(&TARGET_LABELS),
-        ))
+        Self::new(g.id, g.severity, alertname, g.label_values(&TARGET_LABELS))
     }
 
     /// A group described by its labels (`policy explain --open-group`, `tests.toml`).

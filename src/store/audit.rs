@@ -314,7 +314,7 @@ impl Query {
 
     fn filter(&mut self, f: &AuditFilter) {
         if let Some(since) = f.since {
-            self.and("at >= ", Bound::Text(crate::alerts::format_time(since)));
+            self.and("at >= ", Bound::Text(crate::domain::format_time(since)));
         }
         if let Some(a) = &f.actor_id {
             self.and("actor_id = ", Bound::Text(a.clone()));

@@ -314,7 +314,7 @@ impl Store {
     ) -> Result<u64, sqlx::Error> {
         let now = self.database_now().await?;
         let before = chrono::Duration::from_std(silent_for)
-            .map(|d| crate::alerts::format_time(now - d))
+            .map(|d| crate::domain::format_time(now - d))
             .map_err(|e| sqlx::Error::Decode(e.into()))?;
         Ok(sqlx::query("DELETE FROM nginx_hosts WHERE seen_at < $1")
             .bind(before)

@@ -6,7 +6,9 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::ingest::Columns;
 use super::Store;
+use crate::domain::GroupStatus;
 
 /// A group whose card is out of date on one platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,7 @@ pub struct CardRecord {
     pub nonce: String,
     /// None while the first post has not been answered.
     pub message_id: Option<String>,
-    pub shown_status: Option<String>,
+    pub shown_status: Option<GroupStatus>,
     pub resolved_at: Option<String>,
 }
 
@@ -167,7 +169,7 @@ impl Store {
                 channel_id: r.try_get("channel_id")?,
                 nonce: r.try_get("nonce")?,
                 message_id: r.try_get("message_id")?,
-                shown_status: r.try_get("shown_status")?,
+                shown_status: r.opt_parsed("shown_status", GroupStatus::parse)?,
                 resolved_at: r.try_get("resolved_at")?,
             })
         })
@@ -206,7 +208,7 @@ impl Store {
         group_id: i64,
         platform: &str,
         message_id: &str,
-        status: &str,
+        status: GroupStatus,
         resolved_at: Option<&str>,
         now: &str,
     ) -> Result<(), sqlx::Error> {
@@ -215,7 +217,7 @@ impl Store {
              updated_at = $4 WHERE group_id = $5 AND platform = $6",
         )
         .bind(message_id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(resolved_at)
         .bind(now)
         .bind(group_id)

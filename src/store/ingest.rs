@@ -1,8 +1,6 @@
-//! One transaction for a batch of webhooks: load what the batch touches, apply each webhook in
-//! arrival order in memory, then write only what changed with a few multi-row statements.
-//!
-//! Alertmanager re-sends whole groups (repeat_interval, retries, several peers), so applying a
-//! webhook that matches the stored state writes nothing.
+//! One transaction for a batch of webhooks: load what the batch touches, run the group
+//! lifecycle (passed in: it lives in `alerts`, above the store) on each webhook in arrival
+//! order in memory, then write only what changed with a few multi-row statements.
 
 use std::collections::HashMap;
 
@@ -12,8 +10,11 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{placeholders, values_list, Store};
-use crate::alerts::{format_time, AlertStatus, IncomingGroup};
 use crate::config::Backend;
+use crate::domain::alert::{
+    AlertEvent, AlertState, AlertStates, GroupState, IncomingGroup, Lifecycle,
+};
+use crate::domain::{format_time, AlertStatus, GroupStatus, Severity};
 
 /// What storing one webhook did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,47 +26,7 @@ pub struct Receipt {
     pub changes: usize,
     /// The group's status after this webhook when the webhook changed it (opened, resolved,
     /// fired again); None otherwise.
-    pub group_became: Option<&'static str>,
-}
-
-pub(super) struct GroupState {
-    pub(super) id: Option<i64>,
-    pub(super) receiver: String,
-    pub(super) group_key: String,
-    pub(super) status: String,
-    pub(super) severity: String,
-    pub(super) severity_note: Option<String>,
-    pub(super) runbook: Option<String>,
-    pub(super) group_labels: String,
-    pub(super) common_labels: String,
-    pub(super) common_annotations: String,
-    pub(super) external_url: String,
-    pub(super) truncated_alerts: i64,
-    pub(super) started_at: String,
-    pub(super) resolved_at: Option<String>,
-    pub(super) created_at: String,
-    pub(super) updated_at: String,
-    pub(super) dirty: bool,
-}
-
-#[derive(Clone, PartialEq)]
-pub(super) struct AlertState {
-    pub(super) status: String,
-    pub(super) severity: String,
-    pub(super) labels: String,
-    pub(super) annotations: String,
-    pub(super) starts_at: String,
-    pub(super) ends_at: Option<String>,
-    pub(super) generator_url: String,
-    pub(super) first_seen_at: String,
-    pub(super) updated_at: String,
-}
-
-pub(super) struct Event {
-    pub(super) group: usize,
-    pub(super) fingerprint: Option<String>,
-    pub(super) kind: &'static str,
-    pub(super) at: String,
+    pub group_became: Option<GroupStatus>,
 }
 
 /// Rows per multi-row statement: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
@@ -90,18 +51,24 @@ pub(super) struct WorkingSet<'a> {
     pub keys: Vec<(&'a str, &'a str)>,
     pub index: HashMap<(&'a str, &'a str), usize>,
     pub groups: Vec<Option<GroupState>>,
-    /// Per group: fingerprint → (state, changed).
-    pub alerts: Vec<HashMap<String, (AlertState, bool)>>,
+    /// Per group: its id once stored.
+    pub ids: Vec<Option<i64>>,
+    pub alerts: Vec<AlertStates>,
     pub now: String,
 }
 
 /// The outcome of applying a batch, ready to be written.
 pub(super) struct Applied {
     pub groups: Vec<GroupState>,
-    pub alerts: Vec<HashMap<String, (AlertState, bool)>>,
-    pub events: Vec<Event>,
+    /// Per group: its id, None for a new group.
+    pub ids: Vec<Option<i64>>,
+    /// Per group: whether its own row changed.
+    pub dirty: Vec<bool>,
+    pub alerts: Vec<AlertStates>,
+    /// In webhook order; `pending` says which group each belongs to.
+    pub events: Vec<AlertEvent>,
     /// Per webhook: (group index, alerts, changes, group status change).
-    pending: Vec<(usize, usize, usize, Option<&'static str>)>,
+    pending: Vec<(usize, usize, usize, Option<GroupStatus>)>,
 }
 
 impl<'a> WorkingSet<'a> {
@@ -109,7 +76,7 @@ impl<'a> WorkingSet<'a> {
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut keys: Vec<(&str, &str)> = Vec::new();
         for g in batch {
-            let k = (g.webhook.receiver.as_str(), g.webhook.group_key.as_str());
+            let k = (g.receiver.as_str(), g.group_key.as_str());
             if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(k) {
                 slot.insert(keys.len());
                 keys.push(k);
@@ -118,6 +85,7 @@ impl<'a> WorkingSet<'a> {
         WorkingSet {
             batch,
             groups: (0..keys.len()).map(|_| None).collect(),
+            ids: vec![None; keys.len()],
             alerts: (0..keys.len()).map(|_| HashMap::new()).collect(),
             keys,
             index,
@@ -126,29 +94,32 @@ impl<'a> WorkingSet<'a> {
     }
 
     pub fn group_of(&self, g: &IncomingGroup) -> usize {
-        self.index[&(g.webhook.receiver.as_str(), g.webhook.group_key.as_str())]
+        self.index[&(g.receiver.as_str(), g.group_key.as_str())]
     }
 
-    /// Applies every webhook in arrival order.
-    pub fn apply_all(mut self) -> Applied {
-        let mut events: Vec<Event> = Vec::new();
+    /// Stores a loaded group row under its batch index.
+    pub fn loaded(&mut self, gi: usize, (id, state): (i64, GroupState)) {
+        self.ids[gi] = Some(id);
+        self.groups[gi] = Some(state);
+    }
+
+    /// Runs the lifecycle on every webhook in arrival order.
+    pub fn apply_all(mut self, lifecycle: Lifecycle) -> Applied {
+        let mut events: Vec<AlertEvent> = Vec::new();
+        let mut dirty = vec![false; self.groups.len()];
         let mut pending = Vec::with_capacity(self.batch.len());
         for g in self.batch {
             let gi = self.group_of(g);
             let before = events.len();
-            apply(
+            let t = lifecycle(
                 g,
-                gi,
                 &mut self.groups[gi],
                 &mut self.alerts[gi],
                 &mut events,
                 &self.now,
             );
-            let became = events[before..]
-                .iter()
-                .any(|e| e.fingerprint.is_none())
-                .then(|| g.webhook.status.as_str());
-            pending.push((gi, g.webhook.alerts.len(), events.len() - before, became));
+            dirty[gi] |= t.group_changed;
+            pending.push((gi, g.alerts.len(), events.len() - before, t.group_became));
         }
         Applied {
             groups: self
@@ -156,6 +127,8 @@ impl<'a> WorkingSet<'a> {
                 .into_iter()
                 .map(|g| g.expect("every group in the batch was loaded or created"))
                 .collect(),
+            ids: self.ids,
+            dirty,
             alerts: self.alerts,
             events,
             pending,
@@ -177,9 +150,18 @@ impl Applied {
     /// chat cards are out of date.
     pub fn changed_groups(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.groups.len()).filter(|&gi| {
-            let g = &self.groups[gi];
-            g.id.is_none() || g.dirty || self.alerts[gi].values().any(|(_, changed)| *changed)
+            self.ids[gi].is_none()
+                || self.dirty[gi]
+                || self.alerts[gi].values().any(|(_, changed)| *changed)
         })
+    }
+
+    /// Each timeline entry with its group's index.
+    pub fn events(&self) -> impl Iterator<Item = (usize, &AlertEvent)> {
+        self.pending
+            .iter()
+            .flat_map(|&(gi, _, changes, _)| std::iter::repeat_n(gi, changes))
+            .zip(&self.events)
     }
 
     /// One receipt per webhook, once every group has its id.
@@ -202,6 +184,24 @@ pub(super) trait Columns {
     fn text(&self, col: &str) -> Result<String, Self::Error>;
     fn opt_text(&self, col: &str) -> Result<Option<String>, Self::Error>;
     fn int(&self, col: &str) -> Result<i64, Self::Error>;
+    /// The error for a stored value runbot does not know.
+    fn unknown(&self, col: &str, value: String) -> Self::Error;
+
+    /// A column holding an enum's stored text.
+    fn parsed<T>(&self, col: &str, parse: fn(&str) -> Option<T>) -> Result<T, Self::Error> {
+        let text = self.text(col)?;
+        parse(&text).ok_or_else(|| self.unknown(col, text))
+    }
+
+    fn opt_parsed<T>(
+        &self,
+        col: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, Self::Error> {
+        let text = self.opt_text(col)?;
+        text.map(|t| parse(&t).ok_or_else(|| self.unknown(col, t)))
+            .transpose()
+    }
 }
 
 impl Columns for AnyRow {
@@ -215,6 +215,9 @@ impl Columns for AnyRow {
     fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
         self.try_get(col)
     }
+    fn unknown(&self, col: &str, value: String) -> sqlx::Error {
+        super::unknown_value(col, value)
+    }
 }
 
 impl Store {
@@ -224,6 +227,7 @@ impl Store {
         &self,
         batch: &[&IncomingGroup],
         now: DateTime<Utc>,
+        lifecycle: Lifecycle,
     ) -> Result<Vec<Receipt>, sqlx::Error> {
         let mut set = WorkingSet::new(batch, now);
         let now = set.now.clone();
@@ -245,10 +249,10 @@ impl Store {
 
         load_groups(&mut tx, self.backend, &mut set).await?;
         load_alerts(&mut tx, self.backend, &mut set).await?;
-        let applied = set.apply_all();
-        let ids = write_groups(&mut tx, self.backend, &applied.groups).await?;
+        let applied = set.apply_all(lifecycle);
+        let ids = write_groups(&mut tx, self.backend, &applied).await?;
         write_alerts(&mut tx, self.backend, &ids, &applied).await?;
-        write_events(&mut tx, self.backend, &ids, &applied.events, &now).await?;
+        write_events(&mut tx, self.backend, &ids, &applied, &now).await?;
         write_outbox(
             &mut tx,
             self.backend,
@@ -299,20 +303,20 @@ async fn load_groups(
             let receiver: String = row.try_get("receiver")?;
             let group_key: String = row.try_get("group_key")?;
             if let Some(&gi) = set.index.get(&(receiver.as_str(), group_key.as_str())) {
-                set.groups[gi] = Some(group_from_row(&row)?);
+                set.loaded(gi, group_from_row(&row)?);
             }
         }
     }
     Ok(())
 }
 
-pub(super) fn group_from_row<R: Columns>(row: &R) -> Result<GroupState, R::Error> {
-    Ok(GroupState {
-        id: Some(row.int("id")?),
+/// A group's id and state.
+pub(super) fn group_from_row<R: Columns>(row: &R) -> Result<(i64, GroupState), R::Error> {
+    let state = GroupState {
         receiver: row.text("receiver")?,
         group_key: row.text("group_key")?,
-        status: row.text("status")?,
-        severity: row.text("severity")?,
+        status: row.parsed("status", GroupStatus::parse)?,
+        severity: row.parsed("severity", Severity::parse)?,
         severity_note: row.opt_text("severity_note")?,
         runbook: row.opt_text("runbook")?,
         group_labels: row.text("group_labels")?,
@@ -324,14 +328,14 @@ pub(super) fn group_from_row<R: Columns>(row: &R) -> Result<GroupState, R::Error
         resolved_at: row.opt_text("resolved_at")?,
         created_at: row.text("created_at")?,
         updated_at: row.text("updated_at")?,
-        dirty: false,
-    })
+    };
+    Ok((row.int("id")?, state))
 }
 
 pub(super) fn alert_from_row<R: Columns>(row: &R) -> Result<AlertState, R::Error> {
     Ok(AlertState {
-        status: row.text("status")?,
-        severity: row.text("severity")?,
+        status: row.parsed("status", AlertStatus::parse)?,
+        severity: row.parsed("severity", Severity::parse)?,
         labels: row.text("labels")?,
         annotations: row.text("annotations")?,
         starts_at: row.text("starts_at")?,
@@ -373,10 +377,10 @@ async fn load_alerts(
     set: &mut WorkingSet<'_>,
 ) -> Result<(), sqlx::Error> {
     let by_id: HashMap<i64, usize> = set
-        .groups
+        .ids
         .iter()
         .enumerate()
-        .filter_map(|(gi, g)| g.as_ref().and_then(|g| g.id).map(|id| (id, gi)))
+        .filter_map(|(gi, id)| id.map(|id| (id, gi)))
         .collect();
     if by_id.is_empty() {
         return Ok(());
@@ -386,11 +390,11 @@ async fn load_alerts(
     // Groups that resolve as a whole need every firing alert, also those not in the webhook.
     let mut resolving: Vec<i64> = Vec::new();
     for g in set.batch {
-        let Some(id) = set.groups[set.group_of(g)].as_ref().and_then(|s| s.id) else {
+        let Some(id) = set.ids[set.group_of(g)] else {
             continue;
         };
-        fingerprints.extend(g.webhook.alerts.iter().map(|a| a.fingerprint.as_str()));
-        if g.webhook.status == AlertStatus::Resolved {
+        fingerprints.extend(g.alerts.iter().map(|a| a.fingerprint.as_str()));
+        if g.status == GroupStatus::Resolved {
             resolving.push(id);
         }
     }
@@ -437,193 +441,14 @@ async fn load_alerts(
     Ok(())
 }
 
-/// Applies one webhook to the group's state in memory, recording each transition as an event.
-pub(super) fn apply(
-    g: &IncomingGroup,
-    gi: usize,
-    group: &mut Option<GroupState>,
-    alerts: &mut HashMap<String, (AlertState, bool)>,
-    events: &mut Vec<Event>,
-    now: &str,
-) {
-    let w = &g.webhook;
-    let start = events.len();
-    let mut event = |fingerprint: Option<String>, kind: &'static str, at: String| {
-        events.push(Event {
-            group: gi,
-            fingerprint,
-            kind,
-            at,
-        })
-    };
-
-    for ((alert, severity), text) in w
-        .alerts
-        .iter()
-        .zip(&g.alert_severities)
-        .zip(&g.stored.alerts)
-    {
-        let fp = alert.fingerprint.as_str();
-        let incoming = AlertState {
-            status: alert.status.as_str().to_string(),
-            severity: severity.as_str().to_string(),
-            labels: text.labels.clone(),
-            annotations: text.annotations.clone(),
-            starts_at: text.starts_at.clone(),
-            ends_at: text.ends_at.clone(),
-            generator_url: alert.generator_url.clone(),
-            first_seen_at: now.to_string(),
-            updated_at: now.to_string(),
-        };
-        let transition_at = match alert.status {
-            AlertStatus::Firing => incoming.starts_at.clone(),
-            AlertStatus::Resolved => incoming.ends_at.clone().unwrap_or_else(|| now.to_string()),
-        };
-        let kind = match alert.status {
-            AlertStatus::Firing => "alert_firing",
-            AlertStatus::Resolved => "alert_resolved",
-        };
-        match alerts.get_mut(fp) {
-            None => {
-                event(Some(fp.to_string()), kind, transition_at);
-                alerts.insert(fp.to_string(), (incoming, true));
-            }
-            Some((stored, dirty)) => {
-                let same = stored.status == incoming.status
-                    && stored.severity == incoming.severity
-                    && stored.labels == incoming.labels
-                    && stored.annotations == incoming.annotations
-                    && stored.starts_at == incoming.starts_at
-                    && stored.ends_at == incoming.ends_at
-                    && stored.generator_url == incoming.generator_url;
-                if !same {
-                    if stored.status != incoming.status {
-                        event(Some(fp.to_string()), kind, transition_at);
-                    }
-                    let first_seen = std::mem::take(&mut stored.first_seen_at);
-                    *stored = AlertState {
-                        first_seen_at: first_seen,
-                        ..incoming
-                    };
-                    *dirty = true;
-                }
-            }
-        }
-    }
-
-    if w.status == AlertStatus::Resolved {
-        // The whole group is resolved: so is every alert not in (a truncated) webhook.
-        for (fp, (stored, dirty)) in alerts.iter_mut() {
-            if stored.status == "firing" {
-                stored.status = "resolved".into();
-                stored.ends_at = Some(now.to_string());
-                stored.updated_at = now.to_string();
-                *dirty = true;
-                event(Some(fp.clone()), "alert_resolved", now.to_string());
-            }
-        }
-    }
-
-    let firing_start = w
-        .alerts
-        .iter()
-        .filter(|a| a.status == AlertStatus::Firing)
-        .map(|a| a.starts_at)
-        .min()
-        .or_else(|| w.alerts.iter().map(|a| a.starts_at).min())
-        .map(format_time)
-        .unwrap_or_else(|| now.to_string());
-    let resolved_at = (w.status == AlertStatus::Resolved).then(|| {
-        w.alerts
-            .iter()
-            .filter_map(|a| a.ends_at)
-            .max()
-            .map(format_time)
-            .unwrap_or_else(|| now.to_string())
-    });
-    let next = GroupState {
-        id: None,
-        receiver: w.receiver.clone(),
-        group_key: w.group_key.clone(),
-        status: w.status.as_str().to_string(),
-        severity: g.severity.as_str().to_string(),
-        severity_note: g.severity_note.clone(),
-        runbook: g.runbook.clone(),
-        group_labels: g.stored.group_labels.clone(),
-        common_labels: g.stored.common_labels.clone(),
-        common_annotations: g.stored.common_annotations.clone(),
-        external_url: w.external_url.clone(),
-        truncated_alerts: w.truncated_alerts,
-        started_at: firing_start,
-        resolved_at,
-        created_at: now.to_string(),
-        updated_at: now.to_string(),
-        dirty: true,
-    };
-    match group {
-        None => {
-            // A new group's timeline opens with the group, before its alerts.
-            events.insert(
-                start,
-                Event {
-                    group: gi,
-                    fingerprint: None,
-                    kind: group_kind(w.status),
-                    at: next.started_at.clone(),
-                },
-            );
-            *group = Some(next);
-        }
-        Some(stored) => {
-            let status_changed = stored.status != next.status;
-            if status_changed {
-                let at = next.resolved_at.clone().unwrap_or(next.started_at.clone());
-                event(None, group_kind(w.status), at);
-            }
-            // While a group keeps firing, it started when it first fired.
-            let started_at = if status_changed && w.status == AlertStatus::Firing {
-                next.started_at.clone()
-            } else {
-                stored.started_at.clone()
-            };
-            let changed = status_changed
-                || stored.severity != next.severity
-                || stored.severity_note != next.severity_note
-                || stored.runbook != next.runbook
-                || stored.group_labels != next.group_labels
-                || stored.common_labels != next.common_labels
-                || stored.common_annotations != next.common_annotations
-                || stored.external_url != next.external_url
-                || stored.truncated_alerts != next.truncated_alerts
-                || stored.resolved_at != next.resolved_at
-                || stored.started_at != started_at;
-            if changed {
-                *stored = GroupState {
-                    id: stored.id,
-                    created_at: std::mem::take(&mut stored.created_at),
-                    started_at,
-                    ..next
-                };
-            }
-        }
-    }
-}
-
-fn group_kind(status: AlertStatus) -> &'static str {
-    match status {
-        AlertStatus::Firing => "group_firing",
-        AlertStatus::Resolved => "group_resolved",
-    }
-}
-
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds the columns of `GROUP_COLUMNS`, in order.
 fn bind_group<'q>(q: AnyQuery<'q>, g: &'q GroupState) -> AnyQuery<'q> {
     q.bind(&g.receiver)
         .bind(&g.group_key)
-        .bind(&g.status)
-        .bind(&g.severity)
+        .bind(g.status.as_str())
+        .bind(g.severity.as_str())
         .bind(&g.severity_note)
         .bind(&g.runbook)
         .bind(&g.group_labels)
@@ -641,11 +466,12 @@ fn bind_group<'q>(q: AnyQuery<'q>, g: &'q GroupState) -> AnyQuery<'q> {
 async fn write_groups(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    groups: &[GroupState],
+    applied: &Applied,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids: Vec<i64> = groups.iter().map(|g| g.id.unwrap_or(0)).collect();
+    let groups = &applied.groups;
+    let mut ids: Vec<i64> = applied.ids.iter().map(|id| id.unwrap_or(0)).collect();
     let new: Vec<usize> = (0..groups.len())
-        .filter(|&i| groups[i].id.is_none())
+        .filter(|&i| applied.ids[i].is_none())
         .collect();
     for chunk in new.chunks(ROWS_PER_STATEMENT / 4) {
         let sql = format!(
@@ -673,9 +499,8 @@ async fn write_groups(
         }
     }
     // Changed existing groups: one multi-row upsert on the id rather than an UPDATE each.
-    let changed: Vec<&GroupState> = groups
-        .iter()
-        .filter(|g| g.id.is_some() && g.dirty)
+    let changed: Vec<(i64, &GroupState)> = (0..groups.len())
+        .filter_map(|i| Some((applied.ids[i]?, &groups[i])).filter(|_| applied.dirty[i]))
         .collect();
     for chunk in changed.chunks(ROWS_PER_STATEMENT / 4) {
         let sql = format!(
@@ -683,8 +508,8 @@ async fn write_groups(
             values_list(backend, chunk.len(), 16, 1)
         );
         let mut q = sqlx::query(&sql);
-        for g in chunk {
-            q = bind_group(q.bind(g.id), g);
+        for (id, g) in chunk {
+            q = bind_group(q.bind(*id), g);
         }
         q.execute(&mut **tx).await?;
     }
@@ -708,8 +533,8 @@ async fn write_alerts(
             q = q
                 .bind(ids[*gi])
                 .bind(fp.as_str())
-                .bind(&s.status)
-                .bind(&s.severity)
+                .bind(s.status.as_str())
+                .bind(s.severity.as_str())
                 .bind(&s.labels)
                 .bind(&s.annotations)
                 .bind(&s.starts_at)
@@ -727,20 +552,21 @@ async fn write_events(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     ids: &[i64],
-    events: &[Event],
+    applied: &Applied,
     now: &str,
 ) -> Result<(), sqlx::Error> {
+    let events: Vec<(usize, &AlertEvent)> = applied.events().collect();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
             values_list(backend, chunk.len(), 5, 1)
         );
         let mut q = sqlx::query(&sql);
-        for e in chunk {
+        for (gi, e) in chunk {
             q = q
-                .bind(ids[e.group])
+                .bind(ids[*gi])
                 .bind(&e.fingerprint)
-                .bind(e.kind)
+                .bind(e.kind.as_str())
                 .bind(&e.at)
                 .bind(now);
         }

@@ -162,7 +162,7 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .try_get("now")?;
-        crate::alerts::parse_stored_time(&now)
+        crate::domain::parse_stored_time(&now)
             .ok_or_else(|| sqlx::Error::Protocol(format!("the database's clock read {now:?}")))
     }
 }

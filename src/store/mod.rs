@@ -303,6 +303,24 @@ fn placeholders(backend: Backend, count: usize, start: usize) -> String {
         .to_string()
 }
 
+/// A stored value runbot does not know (a status or severity written by something else).
+#[derive(Debug, thiserror::Error)]
+#[error("{column} holds {value:?}, which runbot does not know")]
+pub struct UnknownValue {
+    pub column: String,
+    pub value: String,
+}
+
+fn unknown_value(column: &str, value: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(UnknownValue {
+            column: column.to_string(),
+            value,
+        }),
+    }
+}
+
 /// Errors that mean the database cannot be reached at all, as opposed to one bad statement.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {

@@ -6,8 +6,10 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::ingest::Columns;
 use super::{placeholders, Store};
-use crate::alerts::Labels;
+use crate::domain::alert::{EventKind, Labels};
+use crate::domain::{AlertStatus, GroupStatus, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupFilter {
@@ -22,8 +24,8 @@ pub struct GroupView {
     pub id: i64,
     pub receiver: String,
     pub group_key: String,
-    pub status: String,
-    pub severity: String,
+    pub status: GroupStatus,
+    pub severity: Severity,
     pub severity_note: Option<String>,
     pub runbook: Option<String>,
     pub group_labels: Labels,
@@ -52,7 +54,10 @@ pub struct GroupView {
 impl GroupView {
     /// The values labels `keys` take on the group and on its firing alerts.
     pub fn label_values(&self, keys: &[&str]) -> std::collections::BTreeSet<String> {
-        let firing = self.alerts.iter().filter(|a| a.status == "firing");
+        let firing = self
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing);
         [&self.group_labels, &self.common_labels]
             .into_iter()
             .chain(firing.map(|a| &a.labels))
@@ -79,8 +84,8 @@ pub struct GroupCursor {
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertView {
     pub fingerprint: String,
-    pub status: String,
-    pub severity: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
     pub labels: Labels,
     pub annotations: Labels,
     pub starts_at: String,
@@ -91,7 +96,7 @@ pub struct AlertView {
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
     pub id: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub fingerprint: Option<String>,
     pub at: String,
     pub recorded_at: String,
@@ -107,8 +112,8 @@ fn group_from_row(row: &AnyRow) -> Result<GroupView, sqlx::Error> {
         id: row.try_get("id")?,
         receiver: row.try_get("receiver")?,
         group_key: row.try_get("group_key")?,
-        status: row.try_get("status")?,
-        severity: row.try_get("severity")?,
+        status: row.parsed("status", GroupStatus::parse)?,
+        severity: row.parsed("severity", Severity::parse)?,
         severity_note: row.try_get("severity_note")?,
         runbook: row.try_get("runbook")?,
         group_labels: labels(row, "group_labels")?,
@@ -225,7 +230,7 @@ impl Store {
         .map(|r| {
             Ok(EventView {
                 id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
+                kind: r.parsed("kind", EventKind::parse)?,
                 fingerprint: r.try_get("fingerprint")?,
                 at: r.try_get("at")?,
                 recorded_at: r.try_get("recorded_at")?,
@@ -293,8 +298,8 @@ impl Store {
                 let gid: i64 = row.try_get("group_id")?;
                 groups[index[&gid]].alerts.push(AlertView {
                     fingerprint: row.try_get("fingerprint")?,
-                    status: row.try_get("status")?,
-                    severity: row.try_get("severity")?,
+                    status: row.parsed("status", AlertStatus::parse)?,
+                    severity: row.parsed("severity", Severity::parse)?,
                     labels: labels(&row, "labels")?,
                     annotations: labels(&row, "annotations")?,
                     starts_at: row.try_get("starts_at")?,
@@ -306,7 +311,9 @@ impl Store {
         if each.is_none() {
             for g in groups.iter_mut() {
                 g.alerts_total = g.alerts.len() as i64;
-                g.alerts_firing = g.alerts.iter().filter(|a| a.status == "firing").count() as i64;
+                g.alerts_firing = (g.alerts.iter())
+                    .filter(|a| a.status == AlertStatus::Firing)
+                    .count() as i64;
             }
         }
         Ok(())
@@ -317,7 +324,7 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupTargets {
     pub id: i64,
-    pub severity: String,
+    pub severity: Severity,
     /// The alertname of the group (or of all its alerts), when it has one.
     pub alertname: Option<String>,
     /// Values of the asked labels on the group and on its firing alerts.
@@ -357,7 +364,7 @@ impl Store {
             }
             groups.push(GroupTargets {
                 id,
-                severity: row.try_get("severity")?,
+                severity: row.parsed("severity", Severity::parse)?,
                 alertname: group_labels
                     .get("alertname")
                     .or_else(|| common.get("alertname"))

@@ -5,8 +5,9 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::ingest::{OUTBOX_INSERT, OUTBOX_UPSERT};
+use super::ingest::{Columns, OUTBOX_INSERT, OUTBOX_UPSERT};
 use super::Store;
+use crate::domain::GroupStatus;
 
 /// What `/ack` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +99,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(Acked::NoSuchGroup);
         };
-        let status: String = row.try_get("status")?;
-        if status == "resolved" {
+        if row.parsed("status", GroupStatus::parse)? == GroupStatus::Resolved {
             return Ok(Acked::Resolved);
         }
         Ok(Acked::Already {

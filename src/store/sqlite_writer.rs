@@ -13,9 +13,10 @@ use super::ingest::{
     alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
     GROUP_COLUMNS, GROUP_UPSERT, OUTBOX_INSERT, OUTBOX_UPSERT,
 };
-use super::{values_list, Receipt, WalShared};
-use crate::alerts::{AlertStatus, IncomingGroup};
+use super::{values_list, Receipt, UnknownValue, WalShared};
 use crate::config::Backend;
+use crate::domain::alert::{IncomingGroup, Lifecycle};
+use crate::domain::GroupStatus;
 
 impl Columns for rusqlite::Row<'_> {
     type Error = rusqlite::Error;
@@ -27,6 +28,12 @@ impl Columns for rusqlite::Row<'_> {
     }
     fn int(&self, col: &str) -> rusqlite::Result<i64> {
         self.get(col)
+    }
+    fn unknown(&self, col: &str, value: String) -> rusqlite::Error {
+        let index = self.as_ref().column_index(col).unwrap_or_default();
+        let column = col.to_string();
+        let why = Box::new(UnknownValue { column, value });
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, why)
     }
 }
 
@@ -103,6 +110,7 @@ impl SqliteWriter {
         &mut self,
         batch: &[&IncomingGroup],
         now: DateTime<Utc>,
+        lifecycle: Lifecycle,
     ) -> rusqlite::Result<Vec<Receipt>> {
         let mut set = WorkingSet::new(batch, now);
         let now = set.now.clone();
@@ -113,10 +121,14 @@ impl SqliteWriter {
             let mut group = tx.prepare_cached(&format!(
                 "SELECT id, {GROUP_COLUMNS} FROM alert_groups WHERE group_key = ?1 AND receiver = ?2"
             ))?;
-            for (gi, (receiver, key)) in set.keys.iter().enumerate() {
-                set.groups[gi] = group
+            for gi in 0..set.keys.len() {
+                let (receiver, key) = set.keys[gi];
+                if let Some(loaded) = group
                     .query_row(params![key, receiver], |row| group_from_row(row))
-                    .optional()?;
+                    .optional()?
+                {
+                    set.loaded(gi, loaded);
+                }
             }
             let mut alert = tx.prepare_cached(&format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts WHERE group_id = ?1 AND fingerprint = ?2"
@@ -126,10 +138,10 @@ impl SqliteWriter {
             ))?;
             for g in set.batch {
                 let gi = set.group_of(g);
-                let Some(id) = set.groups[gi].as_ref().and_then(|s| s.id) else {
+                let Some(id) = set.ids[gi] else {
                     continue;
                 };
-                for a in &g.webhook.alerts {
+                for a in &g.alerts {
                     let fp = a.fingerprint.as_str();
                     if set.alerts[gi].contains_key(fp) {
                         continue;
@@ -142,7 +154,7 @@ impl SqliteWriter {
                     }
                 }
                 // A group that resolves as a whole needs every firing alert, also those not sent.
-                if g.webhook.status == AlertStatus::Resolved {
+                if g.status == GroupStatus::Resolved {
                     let mut rows = firing.query(params![id])?;
                     while let Some(row) = rows.next()? {
                         let fp: String = row.get("fingerprint")?;
@@ -155,7 +167,7 @@ impl SqliteWriter {
                 }
             }
         }
-        let applied = set.apply_all();
+        let applied = set.apply_all(lifecycle);
         let ids = write(&tx, &applied, &now, &self.chat_platforms)?;
         tx.commit()?;
         self.wal
@@ -171,7 +183,7 @@ fn write(
     now: &str,
     chat_platforms: &[String],
 ) -> rusqlite::Result<Vec<i64>> {
-    let mut ids: Vec<i64> = applied.groups.iter().map(|g| g.id.unwrap_or(0)).collect();
+    let mut ids: Vec<i64> = applied.ids.iter().map(|id| id.unwrap_or(0)).collect();
     let one_row = |cols| values_list(Backend::Sqlite, 1, cols, 1);
     let mut insert_group = tx.prepare_cached(&format!(
         "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES {} RETURNING id",
@@ -185,8 +197,8 @@ fn write(
         let values = params![
             g.receiver,
             g.group_key,
-            g.status,
-            g.severity,
+            g.status.as_str(),
+            g.severity.as_str(),
             g.severity_note,
             g.runbook,
             g.group_labels,
@@ -199,9 +211,9 @@ fn write(
             g.created_at,
             g.updated_at,
         ];
-        match g.id {
+        match applied.ids[gi] {
             None => ids[gi] = insert_group.query_row(values, |r| r.get(0))?,
-            Some(id) if g.dirty => {
+            Some(id) if applied.dirty[gi] => {
                 let mut with_id: Vec<&dyn rusqlite::ToSql> = vec![&id];
                 with_id.extend_from_slice(values);
                 update_group.execute(with_id.as_slice())?;
@@ -217,8 +229,8 @@ fn write(
         upsert_alert.execute(params![
             ids[gi],
             fp,
-            s.status,
-            s.severity,
+            s.status.as_str(),
+            s.severity.as_str(),
             s.labels,
             s.annotations,
             s.starts_at,
@@ -232,8 +244,8 @@ fn write(
         "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
         one_row(5)
     ))?;
-    for e in &applied.events {
-        insert_event.execute(params![ids[e.group], e.fingerprint, e.kind, e.at, now])?;
+    for (gi, e) in applied.events() {
+        insert_event.execute(params![ids[gi], e.fingerprint, e.kind.as_str(), e.at, now])?;
     }
     if !chat_platforms.is_empty() {
         let mut queue =
@@ -253,31 +265,38 @@ mod tests {
     use std::sync::Arc;
 
     use super::SqliteWriter;
-    use crate::alerts::{classify, IncomingGroup, Webhook};
+    // The test needs a real lifecycle to store anything; only the test reaches up to it.
+    use crate::alerts::lifecycle;
     use crate::config::Settings;
-    use crate::policy::SeverityMap;
-    use crate::runbook::Runbook;
+    use crate::domain::alert::{Fingerprint, IncomingAlert, IncomingGroup};
+    use crate::domain::{AlertStatus, GroupStatus, Severity};
     use crate::store::Store;
 
     fn webhook(n: usize) -> IncomingGroup {
-        let body = serde_json::json!({
-            "version": "4", "status": "firing", "receiver": "bot",
-            "groupKey": format!("{{}}:{{alertname=\"G{}\"}}", n % 7),
-            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {},
-            "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{
-                "status": "firing", "labels": {"alertname": format!("G{}", n % 7)},
-                "annotations": {}, "startsAt": "2026-11-27T19:31:13Z",
-                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://p",
-                "fingerprint": format!("{n:016x}"),
+        let labels = format!("{{\"alertname\":\"G{}\"}}", n % 7);
+        IncomingGroup {
+            receiver: "bot".into(),
+            group_key: format!("{{}}:{{alertname=\"G{}\"}}", n % 7),
+            status: GroupStatus::Firing,
+            severity: Severity::Sev3,
+            severity_note: None,
+            runbook: None,
+            group_labels: "{}".into(),
+            common_labels: "{}".into(),
+            common_annotations: "{}".into(),
+            external_url: "http://am:9093".into(),
+            truncated_alerts: 0,
+            alerts: vec![IncomingAlert {
+                fingerprint: Fingerprint::parse(&format!("{n:016x}")).unwrap(),
+                status: AlertStatus::Firing,
+                severity: Severity::Sev3,
+                labels,
+                annotations: "{}".into(),
+                starts_at: "2026-11-27T19:31:13.000000000Z".into(),
+                ends_at: None,
+                generator_url: "http://p".into(),
             }],
-        });
-        let webhook = Webhook::parse(body.to_string().as_bytes()).unwrap();
-        classify(
-            webhook,
-            &SeverityMap::load(None).unwrap(),
-            &Runbook::load(None).unwrap(),
-        )
+        }
     }
 
     // A current-thread runtime that the test never yields to: the store's own checkpointer
@@ -296,7 +315,7 @@ mod tests {
 
         let first: Vec<IncomingGroup> = (0..50).map(webhook).collect();
         writer
-            .ingest(&first.iter().collect::<Vec<_>>(), now)
+            .ingest(&first.iter().collect::<Vec<_>>(), now, lifecycle::apply)
             .unwrap();
         assert_eq!(writer.finish_checkpoint(), None, "nobody asked");
 
@@ -306,7 +325,7 @@ mod tests {
         assert!(!wal.finish_wanted.load(Ordering::Acquire));
 
         let one = webhook(1000);
-        writer.ingest(&[&one], now).unwrap();
+        writer.ingest(&[&one], now, lifecycle::apply).unwrap();
         wal.finish_wanted.store(true, Ordering::Release);
         let (_, after, _) = writer.finish_checkpoint().unwrap();
         assert!(

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_writer::SqliteWriter;
 use super::{is_unavailable, Receipt, Store};
-use crate::alerts::IncomingGroup;
+use crate::domain::alert::{IncomingGroup, Lifecycle};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
@@ -51,11 +51,15 @@ enum Backend {
 }
 
 impl Backend {
-    fn ingest(&mut self, batch: &[&IncomingGroup]) -> Result<Vec<Receipt>, (WriteError, bool)> {
+    fn ingest(
+        &mut self,
+        batch: &[&IncomingGroup],
+        lifecycle: Lifecycle,
+    ) -> Result<Vec<Receipt>, (WriteError, bool)> {
         match self {
-            Backend::Sqlite(w) => w.ingest(batch, Utc::now()).map_err(sqlite_error),
+            Backend::Sqlite(w) => w.ingest(batch, Utc::now(), lifecycle).map_err(sqlite_error),
             Backend::Postgres(store, rt) => rt
-                .block_on(store.ingest(batch, Utc::now()))
+                .block_on(store.ingest(batch, Utc::now(), lifecycle))
                 .map_err(|e| sqlx_error(&e)),
         }
     }
@@ -101,8 +105,12 @@ fn sqlite_error(e: rusqlite::Error) -> (WriteError, bool) {
 }
 
 impl Writer {
-    /// Starts the writer thread.
-    pub fn spawn(store: Store, batch_max: usize) -> anyhow::Result<(Writer, WriterDone)> {
+    /// Starts the writer thread, which runs `lifecycle` on each webhook under the store's locks.
+    pub fn spawn(
+        store: Store,
+        batch_max: usize,
+        lifecycle: Lifecycle,
+    ) -> anyhow::Result<(Writer, WriterDone)> {
         let backend = match store.sqlite_path() {
             Some(path) => Backend::Sqlite(SqliteWriter::open(
                 path,
@@ -121,7 +129,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("runbot-writer".into())
             .spawn(move || {
-                run(backend, rx, batch_max);
+                run(backend, rx, batch_max, lifecycle);
                 let _ = done_tx.send(());
             })?;
         Ok((Writer { tx }, done))
@@ -148,7 +156,7 @@ impl Writer {
     }
 }
 
-fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
+fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize, lifecycle: Lifecycle) {
     let (answerer, answers) = std::sync::mpsc::channel::<Answers>();
     let answer_thread = std::thread::Builder::new()
         .name("runbot-answers".into())
@@ -172,7 +180,7 @@ fn run(mut backend: Backend, mut rx: mpsc::Receiver<Job>, batch_max: usize) {
             }
         }
         if !groups.is_empty() {
-            write_batch(&answerer, &mut backend, &groups, replies);
+            write_batch(&answerer, &mut backend, lifecycle, &groups, replies);
         }
         if let Backend::Sqlite(w) = &mut backend {
             w.finish_checkpoint();
@@ -206,12 +214,13 @@ fn answer(rx: std::sync::mpsc::Receiver<Answers>) {
 fn write_batch(
     answerer: &std::sync::mpsc::Sender<Answers>,
     backend: &mut Backend,
+    lifecycle: Lifecycle,
     groups: &[IncomingGroup],
     replies: Vec<oneshot::Sender<Result<Receipt, WriteError>>>,
 ) {
     let started = Instant::now();
     let refs: Vec<&IncomingGroup> = groups.iter().collect();
-    let result = backend.ingest(&refs);
+    let result = backend.ingest(&refs, lifecycle);
     metrics::histogram!("runbot_store_batch_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("runbot_store_batch_webhooks").record(groups.len() as f64);
     match result {
@@ -230,7 +239,7 @@ fn write_batch(
             tracing::warn!(error = %e, webhooks = groups.len(), "batch refused; storing its webhooks one by one");
             for (g, reply) in refs.iter().zip(replies) {
                 let result = backend
-                    .ingest(&[g])
+                    .ingest(&[g], lifecycle)
                     .map(|mut r| r.remove(0))
                     .map_err(|(e, _)| e);
                 let _ = reply.send(result);

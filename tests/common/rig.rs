@@ -404,7 +404,7 @@ impl Rig {
             .collect();
         let key = format!("{{}}:{{{}}}", key.join(","));
         let labels = labels.to_string();
-        let now = runbot::alerts::format_time(Utc::now());
+        let now = runbot::domain::format_time(Utc::now());
         let sql = format!(
             "INSERT INTO alert_groups (receiver, group_key, status, severity, runbook, group_labels, \
              common_labels, common_annotations, external_url, truncated_alerts, started_at, created_at, updated_at) \
