@@ -156,7 +156,13 @@ impl TestApp {
             addr,
             url: format!("http://{addr}"),
             database_url,
-            client: reqwest::Client::new(),
+            // runbot closes a keep-alive connection idle for `http.header_timeout_secs` (10 s);
+            // a client that keeps it longer races that close and sees a reset, as any HTTP
+            // client would, so this one lets idle connections go first.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             dir,
             shutdown: Some(tx),
             task: Some(task),
