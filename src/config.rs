@@ -45,6 +45,8 @@ pub struct Settings {
     pub console: ConsoleSettings,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
 }
 
 /// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
@@ -144,6 +146,21 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         Self { head_log_secs: 300 }
+    }
+}
+
+/// `[shutdown]`: what runbot finishes after SIGTERM or Ctrl-C, once it stopped taking requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// How long the outbox may keep delivering what waits and running commands may take to
+    /// finish; then what is left stays queued and the commands are recorded as interrupted.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_secs: 10 }
     }
 }
 
@@ -800,6 +817,12 @@ impl Settings {
                 self.audit.head_log_secs
             ));
         }
+        if self.shutdown.grace_secs > 600 {
+            problems.push(format!(
+                "shutdown.grace_secs = {} must be 0 to 600 (default 10)",
+                self.shutdown.grace_secs
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -1365,6 +1388,21 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_ten_seconds_unless_set_within_range() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.shutdown.grace_secs, 10);
+        let s = Settings::load_from(None, env(&[("RUNBOT__SHUTDOWN__GRACE_SECS", "0")])).unwrap();
+        assert_eq!(s.shutdown.grace_secs, 0);
+        let err = Settings::load_from(None, env(&[("RUNBOT__SHUTDOWN__GRACE_SECS", "601")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shutdown.grace_secs = 601 must be 0 to 600"),
+            "{err}"
+        );
     }
 
     #[test]
