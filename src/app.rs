@@ -23,6 +23,8 @@ use crate::store::Store;
 use crate::telemetry;
 use crate::workers::Workers;
 
+pub mod report;
+
 /// The data runbot serves, loaded from `policies/` and `commands/`.
 pub struct Data {
     pub severities: SeverityMap,
@@ -435,6 +437,23 @@ async fn outbox_drained(store: &Store, deadline: tokio::time::Instant) -> i64 {
             return left;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `runbot serve`: builds the application and serves until SIGTERM or Ctrl-C; the exit code.
+pub async fn serve(settings: Settings) -> u8 {
+    telemetry::init_tracing(&settings.log);
+    let result = async {
+        let app = Application::build(settings).await?;
+        app.run(shutdown_signal()).await
+    };
+    match result.await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "runbot failed");
+            eprintln!("runbot: {e:#}");
+            1
+        }
     }
 }
 
