@@ -41,6 +41,16 @@ enum Command {
     /// Discord: register the slash commands.
     #[command(subcommand)]
     Discord(DiscordCommand),
+    /// Settings: print the reference of every key.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every settings key with its type, default, environment variable and what it
+    /// does, in Markdown (docs/settings.md holds it).
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +73,11 @@ fn parse_snowflake(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no settings: it describes them.
+    if let Command::Config(ConfigCommand::Reference) = cli.command {
+        print!("{}", runbot::config::reference::markdown());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -101,6 +116,7 @@ fn main() -> ExitCode {
                 runbot::chat::discord_commands::register_cli(&settings, guild).await
             }
             Command::CheckConfig => runbot::app::report::check_config(&settings),
+            Command::Config(ConfigCommand::Reference) => unreachable!("printed above"),
         }
     });
     ExitCode::from(code)
