@@ -173,7 +173,8 @@ pub struct Dispatcher {
     clock: Clock,
     /// Commands running now, so a shutdown can wait for them ([`Dispatcher::finish_runs`]).
     runs: tokio_util::task::TaskTracker,
-    /// Cancelled when a shutdown's grace runs out: the runs still going record `interrupted`.
+    /// Cancelled when a shutdown's grace runs out: the executors still running are dropped and
+    /// their runs record `interrupted`.
     interrupt: tokio_util::sync::CancellationToken,
 }
 
@@ -1240,18 +1241,13 @@ impl Dispatcher {
             use futures_util::FutureExt;
             // A panic inside an executor must not leave the request without an outcome: it is
             // recorded as failed, and the requester is told.
-            let run =
+            let ran =
                 std::panic::AssertUnwindSafe(this.run(&spec, &ready, approvals, responder.clone()))
-                    .catch_unwind();
-            let reply = tokio::select! {
-                biased;
-                ran = run => match ran {
-                    Ok(reply) => reply,
-                    Err(panic) => this.panicked(&spec, &ready, panic).await,
-                },
-                // runbot is stopping and its grace ran out: the run stops at its next await,
-                // and the trail says it was interrupted rather than ending without an outcome.
-                () = this.interrupt.cancelled() => this.interrupted(&spec, &ready).await,
+                    .catch_unwind()
+                    .await;
+            let reply = match ran {
+                Ok(reply) => reply,
+                Err(panic) => this.panicked(&spec, &ready, panic).await,
             };
             if let Err(e) = responder.edit(reply).await {
                 tracing::warn!(error = %e, command = %spec.name, "could not show a result in chat");
@@ -1283,13 +1279,14 @@ impl Dispatcher {
     }
 
     /// What a run stopped by a shutdown leaves: an `interrupted` row and an answer saying so.
-    async fn interrupted(&self, spec: &CommandSpec, ready: &Ready) -> Reply {
+    async fn interrupted(&self, spec: &CommandSpec, ready: &Ready, began: Instant) -> Reply {
         tracing::warn!(command = %spec.name, invocation = %ready.invocation_id, "runbot is stopping: a running command was interrupted");
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "interrupted").increment(1);
         let reason = "runbot stopped before this finished (shutdown.grace_secs ran out); what it had done so far is in its log. Check the state before trying again.";
         let entry = Flight::of_ready(ready, spec)
             .entry(Step::Interrupted)
-            .reason(reason.to_string());
+            .reason(reason.to_string())
+            .detail(json!({ "duration_ms": began.elapsed().as_millis() as u64 }));
         if self.record(entry).await.is_err() {
             tracing::error!(command = %spec.name, "interrupted, and that could not be audited");
         }
@@ -1362,7 +1359,13 @@ impl Dispatcher {
             progress: Some(responder),
             approved_by: &approved_by,
         };
-        let result = self.executors.run(&ctx).await;
+        let result = tokio::select! {
+            biased;
+            result = self.executors.run(&ctx) => result,
+            // runbot is stopping and its grace ran out: the executor stops at its next await
+            // (never an audit write), and the trail says so instead of ending without an outcome.
+            () = self.interrupt.cancelled() => return self.interrupted(spec, ready, began).await,
+        };
         let ms = began.elapsed().as_millis() as u64;
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "failed" }).increment(1);
         match result {
