@@ -1,7 +1,9 @@
 //! Background work with a lifetime. Every loop runbot keeps (the outbox, the sweeps, the nginx
 //! follower, announcements, metrics upkeep, …) is a named worker started on one task tracker and
 //! stopped by one cancellation token, so a shutdown can stop them all and know when they are
-//! gone, instead of aborting handles it may have lost track of.
+//! gone, instead of aborting handles it may have lost track of. (The webhook writer is a
+//! thread of its own, `store::writer`: it ends when the HTTP server's handles to it are gone,
+//! and the shutdown waits for that first. Commands run on the dispatcher's own tracker.)
 //!
 //! Workers do not die quietly either. A worker that panics (a remote party's odd answer meeting
 //! a bug) is logged with its panic message, counted in `runbot_worker_restarts_total{worker}`,
