@@ -21,6 +21,9 @@ use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
 use crate::store::Store;
 use crate::telemetry;
+use crate::workers::Workers;
+
+pub mod report;
 
 /// The data runbot serves, loaded from `policies/` and `commands/`.
 pub struct Data {
@@ -136,8 +139,10 @@ pub struct Application {
     /// The chat outbox worker, when a platform is configured.
     outbox: Option<Arc<Outbox>>,
     limits: crate::http::server::Limits,
-    /// The supervised background loops, stopped at shutdown.
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Every background loop, stopped together at shutdown.
+    workers: Workers,
+    /// `shutdown.grace_secs`: how long the outbox and running commands get after SIGTERM.
+    grace: Duration,
 }
 
 impl Application {
@@ -182,12 +187,12 @@ impl Application {
         );
         let metrics = telemetry::metrics_handle();
         let upkeep = metrics.clone();
-        let mut workers = Vec::new();
+        let workers = Workers::new();
         // Histograms keep samples until rendered; drain them even if nobody scrapes.
-        workers.push(every("metrics-upkeep", Duration::from_secs(5), move || {
+        workers.every("metrics-upkeep", Duration::from_secs(5), move || {
             upkeep.run_upkeep();
             std::future::ready(Ok::<_, std::convert::Infallible>(()))
-        }));
+        });
         let runbook = Arc::new(data.runbook);
         let chat_wake = Arc::new(tokio::sync::Notify::new());
         if settings.discord.enabled() && settings.discord.global_requests_per_sec > 50 {
@@ -197,18 +202,22 @@ impl Application {
                  keep it only if Discord raised your bot's limit"
             );
         }
-        let outbox = if settings.discord.enabled() {
-            Some(Arc::new(Outbox {
-                store: store.clone(),
-                failing: Default::default(),
-                runbook: runbook.clone(),
-                discord: DiscordAdapter::new(&settings.discord)?,
-                settings: settings.discord.clone(),
-                wake: chat_wake.clone(),
-            }))
+        // One adapter for cards, announcements and answers: they share Discord's global limit.
+        let discord = if settings.discord.enabled() {
+            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
         } else {
             None
         };
+        let outbox = discord.as_ref().map(|discord| {
+            Arc::new(Outbox {
+                store: store.clone(),
+                failing: Default::default(),
+                runbook: runbook.clone(),
+                discord: discord.clone(),
+                settings: settings.discord.clone(),
+                wake: chat_wake.clone(),
+            })
+        });
         let discord_interactions =
             crate::http::discord::InteractionGuard::from_settings(&settings.discord)?.map(Arc::new);
         let card_wake = outbox.as_ref().map(|o| o.wake.clone());
@@ -223,61 +232,49 @@ impl Application {
         )?);
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();
-        workers.push(every(
-            "rate-limit-summaries",
-            Duration::from_secs(10),
-            move || {
-                let limits = limits.clone();
-                async move {
-                    limits.flush_rate_limited(false).await;
-                    Ok::<_, std::convert::Infallible>(())
-                }
-            },
-        ));
+        workers.every("rate-limit-summaries", Duration::from_secs(10), move || {
+            let limits = limits.clone();
+            async move {
+                limits.flush_rate_limited(false).await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        });
         // Interaction ids kept for the replay check, once their requests are stale anyway.
         if discord_interactions.is_some() {
             let seen = store.clone();
-            workers.push(every(
-                "seen-interactions",
-                Duration::from_secs(60),
-                move || {
-                    let seen = seen.clone();
-                    async move {
-                        seen.forget_seen(&crate::domain::format_time(chrono::Utc::now()))
-                            .await
-                    }
-                },
-            ));
+            workers.every("seen-interactions", Duration::from_secs(60), move || {
+                let seen = seen.clone();
+                async move {
+                    seen.forget_seen(&crate::domain::format_time(chrono::Utc::now()))
+                        .await
+                }
+            });
         }
         // Prompts a previous process left waiting: recorded as expired, then swept each minute
         // in case this process stops before its own timers fire.
         let sweeper = dispatcher.clone();
-        workers.push(every(
-            "prompt-sweeper",
-            Duration::from_secs(60),
-            move || {
-                let sweeper = sweeper.clone();
-                async move { sweeper.expire_overdue().await }
-            },
-        ));
+        workers.every("prompt-sweeper", Duration::from_secs(60), move || {
+            let sweeper = sweeper.clone();
+            async move { sweeper.expire_overdue().await }
+        });
         // The audit head to the log and metrics, for `runbot audit verify --expect-head`.
         let audit = crate::audit::Audit::new(store.clone());
-        workers.push(every(
+        workers.every(
             "audit-head",
             Duration::from_secs(settings.audit.head_log_secs),
             move || {
                 let audit = audit.clone();
                 async move { audit.log_head().await }
             },
-        ));
+        );
         // Deploys a killed runbot left running: marked interrupted at start, and then whenever
         // a heartbeat goes stale (another replica may die too).
         let executors = dispatcher.executors().clone();
         let stale = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
-        workers.push(every("deploy-recovery", stale, move || {
+        workers.every("deploy-recovery", stale, move || {
             let executors = executors.clone();
             async move { crate::executors::deploy::recover(&executors).await }
-        }));
+        });
         // Timed blocks: those due while no runbot ran are lifted at start, then every
         // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.
         if dispatcher.executors().nginx.is_some() {
@@ -285,28 +282,23 @@ impl Application {
             // This host's nginx follows the blocks in the database, at start and every
             // nginx.sync_secs, whichever replica made them.
             let follow = blocks.clone();
-            workers.push(crate::supervise::spawn("nginx-follow", move || {
+            workers.spawn("nginx-follow", move || {
                 crate::executors::nginx::follow_every(follow.clone())
-            }));
-            workers.push(every(
+            });
+            workers.every(
                 "nginx-expiry",
                 Duration::from_secs(settings.nginx.expiry_check_secs),
                 move || {
                     let blocks = blocks.clone();
                     async move { crate::executors::nginx::expire_due(&blocks).await }
                 },
-            ));
+            );
         }
-        let discord = if settings.discord.enabled() {
-            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
-        } else {
-            None
-        };
         if let (Some(d), Some(channel)) = (&discord, &settings.discord.alert_channel_id) {
             let (store, d, channel) = (store.clone(), d.clone(), channel.clone());
-            workers.push(crate::supervise::spawn("announcements", move || {
+            workers.spawn("announcements", move || {
                 crate::chat::announce::deliver(store.clone(), d.clone(), channel.clone())
-            }));
+            });
         }
         let state = AppState {
             dispatcher: Some(dispatcher),
@@ -337,6 +329,7 @@ impl Application {
             outbox,
             limits: crate::http::server::Limits::from_settings(&settings.http),
             workers,
+            grace: Duration::from_secs(settings.shutdown.grace_secs),
         })
     }
 
@@ -355,8 +348,11 @@ impl Application {
         self.local_addr().port()
     }
 
-    /// Serves until `shutdown` completes, then stops intake, lets in-flight requests finish and
-    /// waits until every accepted webhook is stored.
+    /// Serves until `shutdown` completes. Then: stops taking requests (those in flight get
+    /// `http.shutdown_timeout_secs`), waits until every accepted webhook is stored, gives the
+    /// outbox and running commands `shutdown.grace_secs` (what the outbox has not sent stays
+    /// queued for the next start; commands still running are recorded as interrupted), and
+    /// stops every worker.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -367,16 +363,19 @@ impl Application {
             writer_done,
             outbox,
             limits,
-            mut workers,
+            workers,
+            grace,
         } = self;
-        // Anything it has not sent stays in the outbox for the next start.
+        // Started here, not in build: an application only built (tests) sends nothing.
+        let delivering = outbox.is_some();
         if let Some(o) = outbox {
-            workers.push(crate::supervise::spawn("outbox", move || o.clone().run()));
+            workers.spawn("outbox", move || o.clone().run());
         }
         let store = state.store.clone();
         let dispatcher = state.dispatcher.clone();
         let router = http::router(state);
         http::server::serve(listener, router, limits, shutdown).await;
+        let stopping = tokio::time::Instant::now();
         tracing::info!("stopped accepting requests; finishing queued writes");
         if tokio::time::timeout(Duration::from_secs(30), writer_done)
             .await
@@ -384,41 +383,82 @@ impl Application {
         {
             tracing::error!("queued writes did not finish within 30 s");
         }
-        for w in workers {
-            w.abort();
+        let deadline = tokio::time::Instant::now() + grace;
+        let (queued, interrupted) = tokio::join!(
+            async {
+                if delivering {
+                    outbox_drained(&store, deadline).await
+                } else {
+                    0
+                }
+            },
+            async {
+                match &dispatcher {
+                    Some(d) => d.finish_runs(deadline).await,
+                    None => 0,
+                }
+            }
+        );
+        if !workers.stop(WORKERS_STOP).await {
+            tracing::warn!("some background workers did not stop in time");
         }
         if let Some(d) = dispatcher {
             d.flush_rate_limited(true).await;
         }
         store.close().await;
-        tracing::info!("runbot stopped");
+        tracing::info!(
+            still_queued = queued,
+            interrupted,
+            took_ms = stopping.elapsed().as_millis() as u64,
+            "runbot stopped"
+        );
         Ok(())
     }
 }
 
-/// A supervised loop that runs `pass` at once and then every `period`; a pass that fails is
-/// logged and the next one tries again.
-fn every<F, Fut, T, E>(name: &'static str, period: Duration, pass: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-    E: std::fmt::Display,
-{
-    let pass = Arc::new(pass);
-    crate::supervise::spawn(name, move || {
-        let pass = pass.clone();
-        async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                if let Err(e) = pass().await {
-                    metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => name)
-                        .increment(1);
-                    tracing::warn!(worker = name, error = %e, "a background pass failed; the next one tries again");
-                }
+/// How long workers get to end once told to stop: each stops at its next await.
+const WORKERS_STOP: Duration = Duration::from_secs(5);
+
+/// Waits until the outbox has delivered everything queued, or until `deadline`. Answers how
+/// many notices are still queued (they stay in the database for the next start).
+async fn outbox_drained(store: &Store, deadline: tokio::time::Instant) -> i64 {
+    loop {
+        let left = match store.notice_backlog(outbox::DISCORD).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the chat outbox while stopping");
+                return -1;
             }
+        };
+        if left == 0 {
+            return 0;
         }
-    })
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                left,
+                "the chat outbox still holds notices after shutdown.grace_secs; they are sent at the next start"
+            );
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `runbot serve`: builds the application and serves until SIGTERM or Ctrl-C; the exit code.
+pub async fn serve(settings: Settings) -> u8 {
+    telemetry::init_tracing(&settings.log);
+    let result = async {
+        let app = Application::build(settings).await?;
+        app.run(shutdown_signal()).await
+    };
+    match result.await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "runbot failed");
+            eprintln!("runbot: {e:#}");
+            1
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

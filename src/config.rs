@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub mod reference;
+pub use reference::{Key, Section};
+
 /// The file read when neither `--config` nor `RUNBOT_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "runbot.toml";
 const ENV_PREFIX: &str = "RUNBOT";
@@ -45,6 +48,8 @@ pub struct Settings {
     pub console: ConsoleSettings,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
 }
 
 /// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
@@ -113,6 +118,89 @@ impl Default for NginxSettings {
     }
 }
 
+/// `[nginx]` in the settings reference: one entry per field above.
+impl NginxSettings {
+    pub const REFERENCE: Section = Section {
+        name: "nginx",
+        about: "The deny list `/block-ip` keeps, and how nginx checks and reloads it.",
+        defaults: || format!("{:?}", NginxSettings::default()),
+        keys: &[
+            Key {
+                name: "deny_file",
+                kind: "path",
+                default: "unset",
+                about: "the deny list runbot owns, e.g. `/etc/nginx/runbot-deny.conf`; nginx's config must `include` it (see [nginx](#nginx) below). Its folder must exist. runbot rewrites the whole file from its database on every change and whenever it differs from the database (manual edits are lost), beside `<deny_file>.lock` and a temporary `<deny_file>.runbot-tmp`. Unset, `/block-ip`, `/unblock-ip` and `/blocked` say to set it",
+            },
+            Key {
+                name: "mode",
+                kind: "`host` or `container`",
+                default: "`host`",
+                about: "`host`: `test` and `reload` run where runbot runs; `container`: they run inside a running container of `nginx.service` in `docker.project`, through the engine's exec API, and `deny_file` must be on a bind mount both see. Mount its **folder** (`./nginx/runbot:/etc/nginx/runbot`), not the file alone: runbot replaces the file atomically (a new file renamed over the old), and a single-file bind mount would keep showing nginx the old one",
+            },
+            Key {
+                name: "test",
+                kind: "list of strings",
+                default: "`[\"nginx\", \"-t\"]`",
+                about: "the argument vector (never a shell) that checks nginx's config, e.g. `[\"/usr/sbin/nginx\", \"-c\", \"/etc/nginx/nginx.conf\", \"-t\"]`",
+            },
+            Key {
+                name: "reload",
+                kind: "list of strings",
+                default: "`[\"nginx\", \"-s\", \"reload\"]`",
+                about: "the argument vector that reloads nginx without a restart or downtime",
+            },
+            Key {
+                name: "service",
+                kind: "string",
+                default: "`nginx`",
+                about: "container mode: nginx's compose service",
+            },
+            Key {
+                name: "max_prefix_v4",
+                kind: "integer",
+                default: "`16`",
+                about: "an IPv4 range wider than this (`10.0.0.0/8`) needs a second person's approval (security or devops-lead)",
+            },
+            Key {
+                name: "max_prefix_v6",
+                kind: "integer",
+                default: "`48`",
+                about: "the same for IPv6 (`2001:db8::/32`)",
+            },
+            Key {
+                name: "allow_list",
+                kind: "list of strings",
+                default: "none",
+                about: "addresses and ranges never blocked (offices, VPN, monitoring), e.g. `[\"198.51.100.0/24\", \"2001:db8:1::/48\"]`",
+            },
+            Key {
+                name: "timeout_secs",
+                kind: "seconds",
+                default: "`30`",
+                about: "longest `test` or `reload` may take (1–600)",
+            },
+            Key {
+                name: "expiry_check_secs",
+                kind: "seconds",
+                default: "`15`",
+                about: "how often timed blocks are checked for expiry (1–3600)",
+            },
+            Key {
+                name: "host_id",
+                kind: "string",
+                default: "the machine's hostname",
+                about: "names this host's nginx in `/blocked`. Each runbot with its own deny file needs its own id; runbots sharing one deny file on one host share it. In containers, where the hostname changes with each container, set it. 1–64 letters, digits, `.`, `-`, `_`; checked only when `deny_file` is set",
+            },
+            Key {
+                name: "sync_secs",
+                kind: "seconds",
+                default: "`5`",
+                about: "how often each runbot makes its nginx follow the blocks in the database (1–300); also at start. See [nginx with replicas](how-it-works.md#nginx-with-replicas)",
+            },
+        ],
+    };
+}
+
 /// `[security]`: the stack's security log, which `/security top-ips` reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +220,29 @@ impl Default for SecuritySettings {
     }
 }
 
+/// `[security]` in the settings reference: one entry per field above.
+impl SecuritySettings {
+    pub const REFERENCE: Section = Section {
+        name: "security",
+        about: "The stack's security log, which `/security top-ips` reads.",
+        defaults: || format!("{:?}", SecuritySettings::default()),
+        keys: &[
+            Key {
+                name: "log_path",
+                kind: "path",
+                default: "unset",
+                about: "the stack's `logs/security.log` (JSON lines with `timestamp`, `event`, `ip_address`), read by `/security`",
+            },
+            Key {
+                name: "top",
+                kind: "integer",
+                default: "`10`",
+                about: "how many addresses `/security top-ips` lists, each with a Block button (1–25)",
+            },
+        ],
+    };
+}
+
 /// `[audit]`: the audit trail's head, reported so a cut-off tail can be noticed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -145,6 +256,55 @@ impl Default for AuditSettings {
     fn default() -> Self {
         Self { head_log_secs: 300 }
     }
+}
+
+/// `[audit]` in the settings reference: one entry per field above.
+impl AuditSettings {
+    pub const REFERENCE: Section = Section {
+        name: "audit",
+        about: "The audit trail's head, reported so a cut-off tail can be noticed.",
+        defaults: || format!("{:?}", AuditSettings::default()),
+        keys: &[
+            Key {
+                name: "head_log_secs",
+                kind: "seconds",
+                default: "`300`",
+                about: "how often `runbot serve` logs \"audit head\" (id, hash) and sets `runbot_audit_head_id` (10–86400); see [The end of the trail](audit.md#the-end-of-the-trail)",
+            },
+        ],
+    };
+}
+
+/// `[shutdown]`: what runbot finishes after SIGTERM or Ctrl-C, once it stopped taking requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// How long the outbox may keep delivering what waits and running commands may take to
+    /// finish; then what is left stays queued and the commands are recorded as interrupted.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_secs: 10 }
+    }
+}
+
+/// `[shutdown]` in the settings reference: one entry per field above.
+impl ShutdownSettings {
+    pub const REFERENCE: Section = Section {
+        name: "shutdown",
+        about: "What runbot finishes after SIGTERM or Ctrl-C, once it stopped taking requests.",
+        defaults: || format!("{:?}", ShutdownSettings::default()),
+        keys: &[
+            Key {
+                name: "grace_secs",
+                kind: "seconds",
+                default: "`10`",
+                about: "how long the outbox may keep delivering the cards that wait, and running commands may take to finish (0–600). Then what the outbox has not sent stays queued for the next start, and commands still running are stopped and recorded as `interrupted` in the audit trail; runbot exits 0",
+            },
+        ],
+    };
 }
 
 /// `[app_database]`: the stack's application database, which `/backup`, `/restore` and `/db`
@@ -176,6 +336,47 @@ impl Default for AppDatabaseSettings {
             timeout_secs: 900,
         }
     }
+}
+
+/// `[app_database]` in the settings reference: one entry per field above.
+impl AppDatabaseSettings {
+    pub const REFERENCE: Section = Section {
+        name: "app_database",
+        about: "The stack's application database, which `/backup`, `/restore` and `/db` act on. Not runbot's own store (`[database]`).",
+        defaults: || format!("{:?}", AppDatabaseSettings::default()),
+        keys: &[
+            Key {
+                name: "url",
+                kind: "secret URL",
+                default: "unset",
+                about: "the stack's application database (not runbot's own, `database.url`): `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (`postgresql://` too; `?host=/run/postgresql` for a socket folder). `/backup`, `/restore` and `/db` act on it; unset, they say to set it. The password reaches `pg_dump` and `psql` as `PGPASSWORD`, never on a command line, and is never logged or shown",
+            },
+            Key {
+                name: "backup_dir",
+                kind: "path",
+                default: "`backups`",
+                about: "where backups are written and read, as `backup_YYYYmmdd_HHMMSS.sql.gz` (UTC); relative to runbot's working directory",
+            },
+            Key {
+                name: "pg_dump",
+                kind: "program",
+                default: "`pg_dump`",
+                about: "the `pg_dump` program (on PATH, or a path); its major version must be at least the server's",
+            },
+            Key {
+                name: "psql",
+                kind: "program",
+                default: "`psql`",
+                about: "the `psql` program restores run",
+            },
+            Key {
+                name: "timeout_secs",
+                kind: "seconds",
+                default: "`900`",
+                about: "longest a backup or restore may run (10–86400); then it is stopped: a backup leaves no file, a restore commits nothing",
+            },
+        ],
+    };
 }
 
 /// Shows the URL with its password masked, so settings can be logged whole.
@@ -217,6 +418,35 @@ impl Default for DockerSettings {
             timeout_secs: 30,
         }
     }
+}
+
+/// `[docker]` in the settings reference: one entry per field above.
+impl DockerSettings {
+    pub const REFERENCE: Section = Section {
+        name: "docker",
+        about: "The engine, and the docker-compose project whose services commands act on.",
+        defaults: || format!("{:?}", DockerSettings::default()),
+        keys: &[
+            Key {
+                name: "host",
+                kind: "URL",
+                default: "`unix:///var/run/docker.sock`",
+                about: "the Docker engine: `unix:///path/docker.sock`, or `tcp://HOST:PORT` / `http://HOST:PORT` (plain HTTP; no TLS). runbot connects on first use and agrees the API version with the engine, so older engines (Debian 12's speaks 1.41) work",
+            },
+            Key {
+                name: "project",
+                kind: "string",
+                default: "unset",
+                about: "the docker-compose project of your stack (`docker compose ls` shows it; by default compose names it after the compose file's folder). runbot finds services by the labels compose puts on containers (`com.docker.compose.project`, `com.docker.compose.service`). Unset, the Docker commands say to set it",
+            },
+            Key {
+                name: "timeout_secs",
+                kind: "seconds",
+                default: "`30`",
+                about: "longest wait for one answer from the engine (1–300), and for each replica `/restart` or `/scale` starts to be ready; a stop may take the container's stop grace period on top",
+            },
+        ],
+    };
 }
 
 /// `[deploy]`: the runbook's deploy pipeline (`/deploy`, `/rollback`, `/deploys`).
@@ -264,6 +494,77 @@ impl Default for DeploySettings {
             lock_wait_secs: 120,
         }
     }
+}
+
+/// `[deploy]` in the settings reference: one entry per field above.
+impl DeploySettings {
+    pub const REFERENCE: Section = Section {
+        name: "deploy",
+        about: "The runbook's deploy pipeline (`/deploy`, `/rollback`, `/deploys`).",
+        defaults: || format!("{:?}", DeploySettings::default()),
+        keys: &[
+            Key {
+                name: "services",
+                kind: "list of strings",
+                default: "none",
+                about: "the services that run your own image, in the order a deploy recreates them, e.g. `[\"backend\", \"worker\", \"beat\"]`. A deploy keeps each one's image repository and changes the tag. Unset, `/deploy` and `/rollback` say to set it",
+            },
+            Key {
+                name: "backup",
+                kind: "bool",
+                default: "`true`",
+                about: "back up `app_database` before migrating; with it on and `app_database.url` unset, `/deploy` is refused. Set `false` to deploy without a backup",
+            },
+            Key {
+                name: "migrate",
+                kind: "table",
+                default: "unset",
+                about: "`{ service = \"backend\", command = [\"alembic\", \"upgrade\", \"head\"], timeout_secs = 600 }`: a one-off container of the new image, made like that service's first replica (env, mounts, networks), runs the command (arguments, never a shell); exit 0 passes. Not run by `/rollback`",
+            },
+            Key {
+                name: "health",
+                kind: "list of tables",
+                default: "none",
+                about: "HTTP checks after the containers are recreated, each `{ name, url, status, contains, timeout_secs = 30 }`: a GET from where runbot runs, retried until it answers `status` (default any 2xx) with `contains` in the body, or its time runs out. Docker's own health checks of the new containers are waited for first",
+            },
+            Key {
+                name: "smoke",
+                kind: "list of tables",
+                default: "none",
+                about: "the runbook's smoke tests: HTTP checks of the same shape, run after the health checks",
+            },
+            Key {
+                name: "ready_timeout_secs",
+                kind: "seconds",
+                default: "`120`",
+                about: "how long a recreated container may take to run, and to be healthy if its image has a health check (1–3600)",
+            },
+            Key {
+                name: "pull_timeout_secs",
+                kind: "seconds",
+                default: "`600`",
+                about: "how long pulling a tag that is not on the engine may take (1–7200)",
+            },
+            Key {
+                name: "heartbeat_secs",
+                kind: "seconds",
+                default: "`5`",
+                about: "a running deploy, and every held lock (see [Locks](how-it-works.md#locks)), is renewed this often",
+            },
+            Key {
+                name: "lock_stale_secs",
+                kind: "seconds",
+                default: "`60`",
+                about: "a deploy or lock silent this long by the database's clock (its runbot was killed) is taken over: a deploy is marked interrupted and its lock released. At least twice `deploy.heartbeat_secs`",
+            },
+            Key {
+                name: "lock_wait_secs",
+                kind: "seconds",
+                default: "`120`",
+                about: "how long `/restart`, `/scale`, `/restore`, `/backup` and a deploy wait for a lock another request holds (a deploy of the stack, a backup of the database) before giving up with nothing changed, naming the holder; 0: do not wait. The wait is shown in the request's message (0–3600)",
+            },
+        ],
+    };
 }
 
 /// `[deploy.migrate]`: e.g. `service = "backend"`, `command = ["alembic", "upgrade", "head"]`.
@@ -339,6 +640,41 @@ impl Default for InteractionSettings {
     }
 }
 
+/// `[interactions]` in the settings reference: one entry per field above.
+impl InteractionSettings {
+    pub const REFERENCE: Section = Section {
+        name: "interactions",
+        about: "How people's requests (slash commands, buttons) are handled, whatever the platform.",
+        defaults: || format!("{:?}", InteractionSettings::default()),
+        keys: &[
+            Key {
+                name: "per_user_per_minute",
+                kind: "integer",
+                default: "`30`",
+                about: "requests (commands and buttons) one person may make per minute; more get a polite refusal, audited (the first in a minute at once, the rest as one count: see [Audit trail](audit.md))",
+            },
+            Key {
+                name: "per_user_burst",
+                kind: "integer",
+                default: "`10`",
+                about: "how many of those may come at once",
+            },
+            Key {
+                name: "confirm_timeout_secs",
+                kind: "seconds",
+                default: "`120`",
+                about: "how long a Confirm/Cancel prompt waits for its requester (10–900)",
+            },
+            Key {
+                name: "approval_timeout_secs",
+                kind: "seconds",
+                default: "`900`",
+                about: "how long an approval request waits (10–900: Discord lets runbot edit its answer for 15 minutes)",
+            },
+        ],
+    };
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
@@ -373,6 +709,59 @@ impl Default for HttpSettings {
             shutdown_timeout_secs: 20,
         }
     }
+}
+
+/// `[http]` in the settings reference: one entry per field above.
+impl HttpSettings {
+    pub const REFERENCE: Section = Section {
+        name: "http",
+        about: "The HTTP server: webhooks, Discord interactions, the console, `/api/*`, `/metrics`.",
+        defaults: || format!("{:?}", HttpSettings::default()),
+        keys: &[
+            Key {
+                name: "listen",
+                kind: "address",
+                default: "`127.0.0.1:8080`",
+                about: "address and port to listen on. An address other machines can reach (anything but loopback) needs `alertmanager.webhook_token` or `alertmanager.basic_auth`: without them `serve` does not start and `check-config` exits 2 with the fix",
+            },
+            Key {
+                name: "max_body_bytes",
+                kind: "integer",
+                default: "`1048576`",
+                about: "largest request body (1024–67108864); larger ones get 413",
+            },
+            Key {
+                name: "allowed_hosts",
+                kind: "list of strings",
+                default: "unset",
+                about: "the `Host` values runbot answers to, each `host` or `host:port` (IPv6 in brackets); any other `Host` gets 421. Unset: with a loopback `http.listen`, `127.0.0.1`, `localhost` and `[::1]` with runbot's port (so a web page elsewhere that resolves its own name to 127.0.0.1, DNS rebinding, gets 421); with any other listen, every host. Set it (e.g. `[\"runbot.example.com\", \"127.0.0.1:8080\"]`) when a proxy forwards your public name as `Host`. An entry without a port matches any port; a `Host` without a port counts as port 80",
+            },
+            Key {
+                name: "header_timeout_secs",
+                kind: "seconds",
+                default: "`10`",
+                about: "how long a client may take to send a request's headers, and how long an idle keep-alive connection stays open (1–300); then the connection is closed",
+            },
+            Key {
+                name: "body_timeout_secs",
+                kind: "seconds",
+                default: "`30`",
+                about: "how long a request's body may take once its headers arrived (1–3600); then 408",
+            },
+            Key {
+                name: "max_connections",
+                kind: "integer",
+                default: "`1024`",
+                about: "connections served at once (1–100000); more wait in the listen queue",
+            },
+            Key {
+                name: "shutdown_timeout_secs",
+                kind: "seconds",
+                default: "`20`",
+                about: "at shutdown, how long requests in flight may take before their connections are closed (1–600)",
+            },
+        ],
+    };
 }
 
 impl HttpSettings {
@@ -444,6 +833,23 @@ pub struct ConsoleSettings {
     pub token: Option<SecretString>,
 }
 
+/// `[console]` in the settings reference: one entry per field above.
+impl ConsoleSettings {
+    pub const REFERENCE: Section = Section {
+        name: "console",
+        about: "The web console until it has accounts of its own.",
+        defaults: || format!("{:?}", ConsoleSettings::default()),
+        keys: &[
+            Key {
+                name: "token",
+                kind: "secret string",
+                default: "unset",
+                about: "opens the console and `/api/*` to callers that are not on this machine: `Authorization: Bearer TOKEN`, or TOKEN as the password when the browser asks (basic auth, any user name). At least 16 characters, no spaces (`openssl rand -hex 32`). Unset: only local callers are served (see [Security](security.md#local-callers)); others get 403. With `discord.public_key` set no caller is local, so the console needs this token from everyone",
+            },
+        ],
+    };
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
@@ -467,6 +873,41 @@ impl Default for DatabaseSettings {
     }
 }
 
+/// `[database]` in the settings reference: one entry per field above.
+impl DatabaseSettings {
+    pub const REFERENCE: Section = Section {
+        name: "database",
+        about: "runbot's own store (not the stack's application database, `[app_database]`).",
+        defaults: || format!("{:?}", DatabaseSettings::default()),
+        keys: &[
+            Key {
+                name: "url",
+                kind: "secret URL",
+                default: "`sqlite://runbot.db`",
+                about: "`sqlite://PATH` (WAL mode) or `postgres://user:pass@host:5432/db`",
+            },
+            Key {
+                name: "max_connections",
+                kind: "integer",
+                default: "`8`",
+                about: "connection pool size",
+            },
+            Key {
+                name: "acquire_timeout_ms",
+                kind: "milliseconds",
+                default: "`3000`",
+                about: "how long to wait for a connection before answering 503",
+            },
+            Key {
+                name: "write_batch_max",
+                kind: "integer",
+                default: "`512`",
+                about: "most webhooks stored in one transaction",
+            },
+        ],
+    };
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertmanagerSettings {
@@ -476,6 +917,41 @@ pub struct AlertmanagerSettings {
     pub basic_auth: Option<BasicAuth>,
     /// Alertmanager's root URL (`{url}/api/v2/...`), for silences. Unset: /silence says so.
     pub url: Option<String>,
+}
+
+/// `[alertmanager]` in the settings reference: one entry per field above.
+impl AlertmanagerSettings {
+    pub const REFERENCE: Section = Section {
+        name: "alertmanager",
+        about: "The webhooks Alertmanager sends, and its API for silences.",
+        defaults: || format!("{:?}", AlertmanagerSettings::default()),
+        keys: &[
+            Key {
+                name: "webhook_token",
+                kind: "secret string",
+                default: "unset",
+                about: "bearer token Alertmanager must send (8+ characters)",
+            },
+            Key {
+                name: "basic_auth.username",
+                kind: "string",
+                default: "unset",
+                about: "basic auth Alertmanager may send instead of the token: the user name",
+            },
+            Key {
+                name: "basic_auth.password",
+                kind: "secret string",
+                default: "unset",
+                about: "and its password",
+            },
+            Key {
+                name: "url",
+                kind: "URL",
+                default: "unset",
+                about: "Alertmanager's root (e.g. `http://alertmanager:9093`) for `/silence` and `/unsilence` through its API v2; unset, they say so and change nothing. It may carry basic-auth credentials, `http://user:pass@host:9093`; they are never shown",
+            },
+        ],
+    };
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +977,29 @@ impl Default for LogSettings {
             format: LogFormat::Auto,
         }
     }
+}
+
+/// `[log]` in the settings reference: one entry per field above.
+impl LogSettings {
+    pub const REFERENCE: Section = Section {
+        name: "log",
+        about: "runbot's own log.",
+        defaults: || format!("{:?}", LogSettings::default()),
+        keys: &[
+            Key {
+                name: "level",
+                kind: "string",
+                default: "`info`",
+                about: "a filter such as `info`, `debug`, `runbot=debug,warn`; `RUST_LOG` wins when set",
+            },
+            Key {
+                name: "format",
+                kind: "`auto`, `json` or `text`",
+                default: "`auto`",
+                about: "`json`, `text`, or `auto` (JSON unless stdout is a terminal)",
+            },
+        ],
+    };
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -558,6 +1057,83 @@ impl Default for DiscordSettings {
     }
 }
 
+/// `[discord]` in the settings reference: one entry per field above.
+impl DiscordSettings {
+    pub const REFERENCE: Section = Section {
+        name: "discord",
+        about: "The Discord bot: alert cards, slash commands, buttons.",
+        defaults: || format!("{:?}", DiscordSettings::default()),
+        keys: &[
+            Key {
+                name: "bot_token",
+                kind: "secret string",
+                default: "unset",
+                about: "the bot's token; setting it turns Discord on",
+            },
+            Key {
+                name: "application_id",
+                kind: "string",
+                default: "unset",
+                about: "the application's id (Developer Portal → General Information)",
+            },
+            Key {
+                name: "public_key",
+                kind: "string",
+                default: "unset",
+                about: "the application's public key (64 hex characters), which signs interactions",
+            },
+            Key {
+                name: "alert_channel_id",
+                kind: "string",
+                default: "unset",
+                about: "channel for alert cards (required with a token)",
+            },
+            Key {
+                name: "routes",
+                kind: "list of tables",
+                default: "none",
+                about: "`{ channel_id, matchers = { label = \"value\" }, severities = [\"sev1\"] }`, checked in order; the first that matches a group picks its channel",
+            },
+            Key {
+                name: "api_base",
+                kind: "URL",
+                default: "`https://discord.com`",
+                about: "Discord's address; requests go to `{api_base}/api/v10/…` (tests, proxies, air-gapped relays)",
+            },
+            Key {
+                name: "refire_window_secs",
+                kind: "seconds",
+                default: "`3600`",
+                about: "a group firing again within this long of resolving edits its old card",
+            },
+            Key {
+                name: "request_timeout_ms",
+                kind: "milliseconds",
+                default: "`10000`",
+                about: "one request's time limit before it is retried",
+            },
+            Key {
+                name: "global_requests_per_sec",
+                kind: "integer",
+                default: "`45`",
+                about: "pace of all Discord requests; Discord's global limit is 50, so raise this only if Discord raised your bot's limit (up to 10000)",
+            },
+            Key {
+                name: "interaction_max_age_secs",
+                kind: "seconds",
+                default: "`300`",
+                about: "interactions signed longer ago, or further ahead, than this are refused (401); their ids are kept in the database twice this long, so a replay is refused too",
+            },
+            Key {
+                name: "digest_after",
+                kind: "integer",
+                default: "`5`",
+                about: "in a storm, when more groups than this wait for their first card in one channel, a digest message names them all",
+            },
+        ],
+    };
+}
+
 impl DiscordSettings {
     pub fn enabled(&self) -> bool {
         self.bot_token.is_some()
@@ -581,6 +1157,21 @@ pub struct DiscordRoute {
 #[serde(deny_unknown_fields, default)]
 pub struct DataDir {
     pub dir: Option<PathBuf>,
+}
+
+/// `[commands]` in the settings reference: one entry per field above.
+impl DataDir {
+    pub const REFERENCE: Section = Section {
+        name: "commands",
+        about: "Where `commands/` is.",
+        defaults: || format!("{:?}", DataDir::default()),
+        keys: &[Key {
+            name: "dir",
+            kind: "path",
+            default: "`./commands` if present, else built in",
+            about: "folder with one file per command and `alerts.toml` (the runbook entries)",
+        }],
+    };
 }
 
 impl DataDir {
@@ -616,6 +1207,35 @@ impl Default for PolicySettings {
             business_hours: "09:00-18:00".into(),
         }
     }
+}
+
+/// `[policy]` in the settings reference: one entry per field above.
+impl PolicySettings {
+    pub const REFERENCE: Section = Section {
+        name: "policy",
+        about: "Where `policies/` is, and the clock on-call hours are read with.",
+        defaults: || format!("{:?}", PolicySettings::default()),
+        keys: &[
+            Key {
+                name: "dir",
+                kind: "path",
+                default: "`./policies` if present, else built in",
+                about: "folder with `severities.toml`, `roles.toml`, `runbot.cedarschema`, `runbot.cedar` (and `tests.toml` for `runbot policy test`)",
+            },
+            Key {
+                name: "timezone",
+                kind: "IANA time zone",
+                default: "`UTC`",
+                about: "the time zone (e.g. `Europe/Madrid`) in which business hours, weekends and on-call hours are read",
+            },
+            Key {
+                name: "business_hours",
+                kind: "hours",
+                default: "`09:00-18:00`",
+                about: "business hours, Monday to Friday; other days go first: `Sun-Thu 08:00-17:00`. The other days are the weekend",
+            },
+        ],
+    };
 }
 
 impl PolicySettings {
@@ -798,6 +1418,12 @@ impl Settings {
             problems.push(format!(
                 "audit.head_log_secs = {} must be 10 to 86400 (default 300)",
                 self.audit.head_log_secs
+            ));
+        }
+        if self.shutdown.grace_secs > 600 {
+            problems.push(format!(
+                "shutdown.grace_secs = {} must be 0 to 600 (default 10)",
+                self.shutdown.grace_secs
             ));
         }
         if problems.is_empty() {
@@ -1365,6 +1991,21 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_ten_seconds_unless_set_within_range() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(s.shutdown.grace_secs, 10);
+        let s = Settings::load_from(None, env(&[("RUNBOT__SHUTDOWN__GRACE_SECS", "0")])).unwrap();
+        assert_eq!(s.shutdown.grace_secs, 0);
+        let err = Settings::load_from(None, env(&[("RUNBOT__SHUTDOWN__GRACE_SECS", "601")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shutdown.grace_secs = 601 must be 0 to 600"),
+            "{err}"
+        );
     }
 
     #[test]

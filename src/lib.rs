@@ -29,7 +29,8 @@
 //!   restores through psql in one transaction, read-only diagnostic queries.
 //! - [`psql_script`]: reads a backup's SQL the way psql will, refusing psql meta-commands.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
-//! - [`supervise`]: background loops that are restarted (logged, counted) when they panic.
+//! - [`workers`]: every background loop, named, on one task tracker and cancellation token;
+//!   restarted (logged, counted) when it panics, stopped together at shutdown.
 //! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
 
 pub mod alerts;
@@ -50,5 +51,5 @@ pub mod psql_script;
 pub mod request;
 pub mod runbook;
 pub mod store;
-pub mod supervise;
 pub mod telemetry;
+pub mod workers;

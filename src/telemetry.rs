@@ -21,7 +21,7 @@ pub const INTERACTIONS_REFUSED: &str = "runbot_interactions_refused_total";
 pub const REQUESTS_REFUSED: &str = "runbot_requests_refused_total";
 /// From a request reaching the core to its first answer.
 pub const REQUEST_FIRST_ANSWER: &str = "runbot_request_first_answer_seconds";
-/// Commands run, by command and result (ok, failed).
+/// Commands run, by command and result (ok, failed, interrupted).
 pub const COMMANDS_RUN: &str = "runbot_commands_run_total";
 /// Deploys and rollbacks finished, by kind and result (succeeded, rolled_back, failed,
 /// interrupted).

@@ -696,6 +696,94 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
     drop(runbot);
 }
 
+/// SIGTERM during a deploy that outlasts `shutdown.grace_secs`: this runbot records it
+/// interrupted itself (once), frees its lock and says so, and exits 0; the next runbot has
+/// nothing left to recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_running_at_sigterm_is_marked_interrupted_by_the_stopping_runbot() {
+    use common::fake_discord::{FakeDiscord, FakeUser};
+    use serde_json::json;
+    let p = Project::new().await;
+    let port = free_port();
+    stack(&p, port, "v1").await;
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = common::rig::policies_dir(&fake);
+    std::fs::write(
+        dir.path().join("runbot.toml"),
+        settings(&p, port, "echo migrating; sleep 60")
+            + &format!(
+                "\n[policy]\ndir = \"{}\"\n\n[shutdown]\ngrace_secs = 1\n",
+                policies.display()
+            ),
+    )
+    .unwrap();
+    let db = dir.path().join("runbot.db");
+
+    let mut runbot = Serve::start(dir.path(), &fake).await;
+    let interactions = runbot.interactions_url();
+    let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);
+    let sent = fake
+        .send_interaction(
+            &interactions,
+            fake.slash_command("deploy", &[("tag", json!("v2"))], &dana, CHANNEL),
+        )
+        .await;
+    let click = fake.confirm(&interactions, &sent, &dana, CHANNEL).await;
+    assert_eq!(click.body["type"], 7, "{}", click.body);
+    fake.wait_for_interaction(&click.id, Duration::from_secs(30), |i| {
+        i.content().contains("⏳ **migrate**")
+    })
+    .await;
+
+    let (status, took) = runbot.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    eprintln!("shutdown during a deploy took {took:?} (grace 1 s)");
+    let state = sqlite_rows(&db, "SELECT tag, state FROM deploys").await;
+    assert_eq!(state, [("v2".to_string(), "interrupted".to_string())]);
+    let steps = || async {
+        let rows = sqlite_rows(
+            &db,
+            "SELECT step, command FROM audit_log WHERE command = 'deploy' ORDER BY id",
+        )
+        .await;
+        rows.into_iter().map(|(s, _)| s).collect::<Vec<String>>()
+    };
+    assert_eq!(
+        steps().await,
+        ["requested", "confirmed", "started", "interrupted"]
+    );
+    // The migration's one-off is gone; v1 still runs.
+    assert_eq!(container_count(&p).await, 3);
+    assert_eq!(image_of(&p, "backend", 1).await, "runbot-test/backend:v1");
+
+    // The next runbot sends the announcement the stopping one queued.
+    let runbot = Serve::start(dir.path(), &fake).await;
+    let said = fake
+        .wait_for(
+            Duration::from_secs(30),
+            "the interrupted deploy announced",
+            |messages, _| {
+                messages
+                    .iter()
+                    .find(|m| m.content().contains("was interrupted"))
+                    .map(|m| m.content().to_string())
+            },
+        )
+        .await;
+    assert!(
+        said.contains("during **migrate**") && said.contains("The deploy lock is released"),
+        "{said}"
+    );
+    // Its start-up recovery found nothing left running to mark a second time.
+    assert_eq!(
+        steps().await,
+        ["requested", "confirmed", "started", "interrupted"]
+    );
+    drop(runbot);
+    common::assert_audit_verifies(dir.path());
+}
+
 /// Sets a deploy's heartbeat back by `secs`, by the database's own clock: as a runbot that
 /// stopped renewing it that long ago would have left it.
 async fn silence_deploy(url: &str, db: common::Db, id: i64, secs: i64) {

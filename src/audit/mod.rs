@@ -38,6 +38,7 @@
 //! commits to a power cut, which would silently cut the trail's tail), and PostgreSQL's
 //! `synchronous_commit = off` is raised to `on` for the append's transaction.
 
+pub mod cli;
 mod export;
 mod verify;
 

@@ -201,6 +201,34 @@ pub async fn register_from_settings(
     })
 }
 
+/// `runbot discord register-commands`: prints what was registered (exit 0), or what Discord
+/// refused (exit 1); exit 2 when settings or command files are wrong. Tracing stays off:
+/// stdout says what was registered.
+pub async fn register_cli(settings: &Settings, guild: Option<u64>) -> u8 {
+    match register_from_settings(settings, guild).await {
+        Ok(done) => {
+            println!(
+                "registered {} commands {} (from {}):",
+                done.commands.len(),
+                done.scope,
+                done.source
+            );
+            for (name, options) in &done.commands {
+                println!("  /{name} {}", options.join(" "));
+            }
+            0
+        }
+        Err(e @ RegisterError::Setup(_)) => {
+            eprintln!("runbot: {e}");
+            2
+        }
+        Err(e @ RegisterError::Discord(_)) => {
+            eprintln!("runbot: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

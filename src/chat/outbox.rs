@@ -34,7 +34,7 @@ pub struct Outbox {
     /// Set by a temporary failure, cleared by the next success (which releases the backlog).
     pub failing: std::sync::atomic::AtomicBool,
     pub runbook: Arc<Runbook>,
-    pub discord: DiscordAdapter,
+    pub discord: Arc<DiscordAdapter>,
     pub settings: DiscordSettings,
     /// Notified by ingestion after each stored webhook.
     pub wake: Arc<Notify>,

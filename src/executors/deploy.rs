@@ -1210,7 +1210,6 @@ fn history_row(d: &DeployRow) -> [String; 6] {
 /// appends `interrupted` to their audit trail, removes their one-off containers, and tells
 /// their channel which version is running now. Their lock is free again.
 pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
-    let now = ex.now();
     // Stale by the database's clock, never this runbot's: the deploy's own runbot may run on
     // a host whose clock differs.
     let interrupted = ex
@@ -1218,27 +1217,48 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
         .interrupt_stale_deploys(ex.deploy.lock_stale_secs, &ex.owner)
         .await?;
     for d in &interrupted {
-        let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)
-            .ok()
-            .and_then(|steps| {
-                steps
-                    .iter()
-                    .rev()
-                    .find(|s| s["state"] == "running")
-                    .or_else(|| steps.iter().rev().find(|s| s["state"] == "done"))
-                    .and_then(|s| s["name"].as_str().map(str::to_string))
-            })
-            .unwrap_or_else(|| "lock".into());
-        let mut running = "unknown (Docker not configured)".to_string();
-        if let Some(docker) = &ex.docker {
-            if let Err(e) = docker.remove_deploy_leftovers(d.id).await {
-                tracing::warn!(error = %e, deploy = d.id, "could not remove an interrupted deploy's one-off containers");
-            }
-            running = match service_containers(ex, docker).await {
-                Ok(s) => describe_running(&s),
-                Err(f) => format!("unknown ({})", f.reason),
-            };
+        settle_interrupted(ex, d, true).await;
+    }
+    Ok(interrupted.len())
+}
+
+/// At shutdown, once this runbot's running deploys were interrupted (their runs already
+/// recorded `interrupted` in the trail): marks them so, removes their one-off containers and
+/// tells their channel, instead of leaving the lock to go stale for the next runbot.
+pub async fn interrupt_own(ex: &Executors) -> anyhow::Result<usize> {
+    let interrupted = ex.store.interrupt_own_deploys(&ex.owner).await?;
+    for d in &interrupted {
+        settle_interrupted(ex, d, false).await;
+    }
+    Ok(interrupted.len())
+}
+
+/// What an interrupted deploy leaves to do: its leftovers removed, the trail's `interrupted`
+/// row (when `audit`: nobody wrote it yet), the message to its channel.
+async fn settle_interrupted(ex: &Executors, d: &DeployRow, audit: bool) {
+    let now = ex.now();
+    let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)
+        .ok()
+        .and_then(|steps| {
+            steps
+                .iter()
+                .rev()
+                .find(|s| s["state"] == "running")
+                .or_else(|| steps.iter().rev().find(|s| s["state"] == "done"))
+                .and_then(|s| s["name"].as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| "lock".into());
+    let mut running = "unknown (Docker not configured)".to_string();
+    if let Some(docker) = &ex.docker {
+        if let Err(e) = docker.remove_deploy_leftovers(d.id).await {
+            tracing::warn!(error = %e, deploy = d.id, "could not remove an interrupted deploy's one-off containers");
         }
+        running = match service_containers(ex, docker).await {
+            Ok(s) => describe_running(&s),
+            Err(f) => format!("unknown ({})", f.reason),
+        };
+    }
+    if audit {
         let entry = crate::audit::AuditEntry::new(
             d.invocation_id.clone(),
             crate::audit::Step::Interrupted,
@@ -1254,26 +1274,25 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
         if let Err(e) = ex.audit.append(entry).await {
             tracing::error!(error = %e, deploy = d.id, "could not audit an interrupted deploy");
         }
-        let text = format!(
-            "⚠️ The {} of **{}** by **{}** (#{}) was interrupted during **{step}**: runbot stopped. The deploy lock is released. Running now: {running}. Check /status, then /deploy or /rollback again.",
-            d.kind, d.tag, d.actor, d.id
-        );
-        if let Err(e) = ex
-            .store
-            .announce(
-                &d.platform,
-                d.channel_id.as_deref(),
-                &text,
-                &format_time(now),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "could not queue the interrupted-deploy message");
-        }
-        metrics::counter!(crate::telemetry::DEPLOYS, "kind" => d.kind.clone(), "result" => "interrupted").increment(1);
-        tracing::warn!(deploy = d.id, tag = %d.tag, step = %step, "found an interrupted deploy; lock released");
     }
-    Ok(interrupted.len())
+    let text = format!(
+        "⚠️ The {} of **{}** by **{}** (#{}) was interrupted during **{step}**: runbot stopped. The deploy lock is released. Running now: {running}. Check /status, then /deploy or /rollback again.",
+        d.kind, d.tag, d.actor, d.id
+    );
+    if let Err(e) = ex
+        .store
+        .announce(
+            &d.platform,
+            d.channel_id.as_deref(),
+            &text,
+            &format_time(now),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not queue the interrupted-deploy message");
+    }
+    metrics::counter!(crate::telemetry::DEPLOYS, "kind" => d.kind.clone(), "result" => "interrupted").increment(1);
+    tracing::warn!(deploy = d.id, tag = %d.tag, step = %step, "found an interrupted deploy; lock released");
 }
 
 /// "backend v2 ×1 (running), worker v1 ×2 (running)".

@@ -70,6 +70,11 @@ pub struct Dispatcher {
     /// Refusals by the rate limit not written yet, per person: see [`Dispatcher::rate_limited`].
     refused: std::sync::Mutex<HashMap<String, Refused>>,
     clock: Clock,
+    /// Commands running now, so a shutdown can wait for them ([`Dispatcher::finish_runs`]).
+    runs: tokio_util::task::TaskTracker,
+    /// Cancelled when a shutdown's grace runs out: the executors still running are dropped and
+    /// their runs record `interrupted`.
+    interrupt: tokio_util::sync::CancellationToken,
 }
 
 /// A person's refusals by the rate limit since the first one in this window was written.
@@ -87,6 +92,8 @@ struct Refused {
 const REFUSED_WINDOW_SECS: i64 = 60;
 /// People whose refusals are counted in memory at once; past this, counts are written early.
 const REFUSED_KEPT: usize = 10_000;
+/// How long interrupted runs get to record their outcome once the grace ran out.
+const INTERRUPT_RECORDING: Duration = Duration::from_secs(5);
 /// Command names counted one by one per person; the rest are counted together.
 const REFUSED_NAMES: usize = 20;
 
@@ -233,6 +240,8 @@ impl Dispatcher {
             refused: Default::default(),
             settings,
             clock,
+            runs: Default::default(),
+            interrupt: Default::default(),
         }
     }
 
@@ -1160,7 +1169,7 @@ impl Dispatcher {
         approvals: Option<Vec<Approval>>,
     ) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.runs.spawn(async move {
             use futures_util::FutureExt;
             // A panic inside an executor must not leave the request without an outcome: it is
             // recorded as failed, and the requester is told.
@@ -1186,8 +1195,7 @@ impl Dispatcher {
         panic: Box<dyn std::any::Any + Send>,
     ) -> Reply {
         // A panic's text may hold values a secret could be among.
-        let message =
-            executors::redact::redact(&crate::supervise::panic_message(panic)).into_owned();
+        let message = executors::redact::redact(&crate::workers::panic_message(panic)).into_owned();
         tracing::error!(command = %spec.name, panic = %message, "a command panicked");
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "failed").increment(1);
         let reason = "runbot hit an internal error while running it; what it had done so far is in its log. Check the state before trying again.";
@@ -1200,6 +1208,57 @@ impl Dispatcher {
             tracing::error!(command = %spec.name, "panicked, and the failure could not be audited");
         }
         text::failed(&text::invocation_line(spec, &ready.args), reason)
+    }
+
+    /// What a run stopped by a shutdown leaves: an `interrupted` row and an answer saying so.
+    async fn interrupted(&self, spec: &CommandSpec, ready: &Ready, began: Instant) -> Reply {
+        tracing::warn!(command = %spec.name, invocation = %ready.invocation_id, "runbot is stopping: a running command was interrupted");
+        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "interrupted").increment(1);
+        let reason = "runbot stopped before this finished (shutdown.grace_secs ran out); what it had done so far is in its log. Check the state before trying again.";
+        let entry = Flight::of_ready(ready, spec)
+            .entry(Step::Interrupted)
+            .reason(reason.to_string())
+            .detail(json!({ "duration_ms": began.elapsed().as_millis() as u64 }));
+        if self.record(entry).await.is_err() {
+            tracing::error!(command = %spec.name, "interrupted, and that could not be audited");
+        }
+        text::failed(&text::invocation_line(spec, &ready.args), reason)
+    }
+
+    /// At shutdown: waits until `deadline` for the commands running now to finish, then
+    /// interrupts those still going (each records `interrupted`) and releases what their
+    /// deploys held. Answers how many were interrupted.
+    pub async fn finish_runs(&self, deadline: tokio::time::Instant) -> usize {
+        self.runs.close();
+        if tokio::time::timeout_at(deadline, self.runs.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let left = self.runs.len();
+        self.interrupt.cancel();
+        // A few database writes and chat edits each; bounded so a dead store cannot hold the exit.
+        if tokio::time::timeout(INTERRUPT_RECORDING, self.runs.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left,
+                "interrupted commands could not record their outcome in time"
+            );
+        }
+        match executors::deploy::interrupt_own(&self.executors).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                deploys = n,
+                "marked this runbot's running deploys interrupted"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "could not mark this runbot's deploys interrupted; the next runbot will")
+            }
+        }
+        left
     }
 
     async fn run(
@@ -1248,7 +1307,13 @@ impl Dispatcher {
             progress: Some(responder),
             approved_by: &approved_by,
         };
-        let result = self.executors.run(&ctx).await;
+        let result = tokio::select! {
+            biased;
+            result = self.executors.run(&ctx) => result,
+            // runbot is stopping and its grace ran out: the executor stops at its next await
+            // (never an audit write), and the trail says so instead of ending without an outcome.
+            () = self.interrupt.cancelled() => return self.interrupted(spec, ready, began).await,
+        };
         let ms = began.elapsed().as_millis() as u64;
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "failed" }).increment(1);
         match result {

@@ -144,16 +144,11 @@ fn number_groups(specs: &[GroupSpec]) -> Vec<OpenGroup> {
 }
 
 /// The open groups `runbot serve` sees now, from `database.url`.
-fn live_groups(settings: &Settings) -> anyhow::Result<Vec<OpenGroup>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let store = crate::audit::open_store(&settings.database).await?;
-        let rows = store.open_group_targets(&TARGET_LABELS).await;
-        store.close().await;
-        Ok(OpenGroup::from_stored(rows?))
-    })
+async fn live_groups(settings: &Settings) -> anyhow::Result<Vec<OpenGroup>> {
+    let store = crate::audit::open_store(&settings.database).await?;
+    let rows = store.open_group_targets(&TARGET_LABELS).await;
+    store.close().await;
+    Ok(OpenGroup::from_stored(rows?))
 }
 
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -163,7 +158,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// Runs one `runbot policy …` command; returns the exit code.
-pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> u8 {
+pub async fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> u8 {
     let commands_dir = settings.commands.resolve("commands");
     let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
         let policies = Policies::load(&settings.policy, &commands)?;
@@ -180,7 +175,7 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
     let result = match command {
         PolicyCommand::Explain(args) => {
             let open = if args.live {
-                match live_groups(settings) {
+                match live_groups(settings).await {
                     Ok(groups) => groups,
                     Err(e) => {
                         eprintln!("runbot: --live: {e:#}");

@@ -209,6 +209,23 @@ impl Store {
         .collect()
     }
 
+    /// Marks the running deploys of `owner` (this process, stopping) interrupted, and returns them.
+    pub async fn interrupt_own_deploys(&self, owner: &str) -> Result<Vec<DeployRow>, sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
+             error = 'runbot stopped while it ran (shutdown.grace_secs ran out)' \
+             WHERE state = 'running' AND owner = $1 \
+             RETURNING {DEPLOY_COLUMNS}",
+            now = db_now(self.backend),
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(deploy_from_row)
+        .collect()
+    }
+
     /// The newest deploys of a project, newest first.
     pub async fn recent_deploys(
         &self,

@@ -553,6 +553,27 @@ impl Serve {
     pub fn interactions_url(&self) -> String {
         format!("{}/discord/interactions", self.url)
     }
+
+    /// SIGTERM, as systemd or Docker stop it, then waits up to `within` for it to exit: its
+    /// exit status, and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let sent = Instant::now();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, sent.elapsed());
+            }
+            assert!(
+                sent.elapsed() < within,
+                "runbot did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Serve {

@@ -1,0 +1,139 @@
+//! `runbot check-config`: what runbot would use, read from the settings and data files.
+
+use super::Data;
+use crate::config::Settings;
+
+/// Prints the report to stdout (problems to stderr); returns the exit code: 2 when the data
+/// files are wrong. (Wrong settings never get here: loading them failed with exit 2.)
+pub fn check_config(settings: &Settings) -> u8 {
+    let data = match Data::load(settings) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("invalid data files: {e:#}");
+            return 2;
+        }
+    };
+    let auth = match (
+        &settings.alertmanager.webhook_token,
+        &settings.alertmanager.basic_auth,
+    ) {
+        (Some(_), Some(_)) => "bearer token or basic auth",
+        (Some(_), None) => "bearer token",
+        (None, Some(_)) => "basic auth",
+        (None, None) => "none: loopback callers only",
+    };
+    println!("settings ok");
+    println!("  http.listen          {}", settings.http.listen);
+    println!("  http.max_body_bytes  {}", settings.http.max_body_bytes);
+    let h = &settings.http;
+    println!(
+        "  http limits          headers {} s, body {} s, {} connections, shutdown {} s",
+        h.header_timeout_secs, h.body_timeout_secs, h.max_connections, h.shutdown_timeout_secs
+    );
+    println!(
+        "  http hosts           {}",
+        match &h.allowed_hosts {
+            Some(list) => list.join(", "),
+            None if h.loopback_only() => "127.0.0.1, localhost, [::1] (with the port)".into(),
+            None => "any".into(),
+        }
+    );
+    println!(
+        "  console              {}",
+        if settings.console.token.is_some() {
+            "this machine, and others with console.token"
+        } else {
+            "this machine only (console.token unset)"
+        }
+    );
+    println!(
+        "  database             {:?}",
+        settings.database.backend().expect("validated")
+    );
+    println!("  webhook auth         {auth}");
+    println!("  policies             {}", data.policy_source);
+    let roles: Vec<&str> = data.policies.roles().names().collect();
+    println!(
+        "  roles                {} ({})",
+        roles.len(),
+        roles.join(", ")
+    );
+    println!(
+        "  policy rules         {} in runbot.cedar, valid against the schema of {} commands",
+        data.policies.rules().len(),
+        data.commands.len()
+    );
+    let clock = data.policies.clock();
+    println!(
+        "  policy clock         {}, business hours {}",
+        clock.tz.name(),
+        clock.business
+    );
+    println!(
+        "  commands             {} ({} runbook entries)",
+        data.commands_source,
+        data.runbook.len()
+    );
+    match &settings.docker.project {
+        Some(project) => println!(
+            "  docker               project {project} at {}",
+            settings.docker.host
+        ),
+        None => {
+            println!("  docker               docker.project not set: /status and /logs will say so")
+        }
+    }
+    match crate::app_database::AppDatabase::from_settings(&settings.app_database) {
+        Ok(Some(db)) => println!(
+            "  app database         {}, backups in {}",
+            db.target(),
+            db.backup_dir().display()
+        ),
+        Ok(None) => println!(
+            "  app database         app_database.url not set: /backup, /restore and /db will say so"
+        ),
+        Err(e) => println!("  app database         {e}"),
+    }
+    let d = &settings.deploy;
+    if d.services.is_empty() {
+        println!(
+            "  deploy               deploy.services not set: /deploy and /rollback will say so"
+        );
+    } else {
+        println!(
+            "  deploy               {}; backup {}; migrate {}; {} health and {} smoke checks",
+            d.services.join(", "),
+            if d.backup { "first" } else { "off" },
+            d.migrate
+                .as_ref()
+                .map(|m| format!("`{}` in {}", m.command.join(" "), m.service))
+                .unwrap_or_else(|| "none".into()),
+            d.health.len(),
+            d.smoke.len()
+        );
+    }
+    let n = &settings.nginx;
+    match &n.deny_file {
+        None => println!(
+            "  nginx                nginx.deny_file not set: /block-ip, /unblock-ip and /blocked will say so"
+        ),
+        Some(f) => println!(
+            "  nginx                deny list {} ({}); test `{}`, reload `{}`; approval beyond /{} and /{}; {} allow-listed",
+            f.display(),
+            match n.mode {
+                crate::config::NginxMode::Host => "on this host".to_string(),
+                crate::config::NginxMode::Container => format!("in service {}", n.service),
+            },
+            n.test.join(" "),
+            n.reload.join(" "),
+            n.max_prefix_v4,
+            n.max_prefix_v6,
+            n.allow_list.len()
+        ),
+    }
+    match &settings.security.log_path {
+        None => println!("  security log         security.log_path not set: /security will say so"),
+        Some(p) => println!("  security log         {}", p.display()),
+    }
+    0
+}
