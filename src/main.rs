@@ -250,7 +250,7 @@ fn audit(settings: &Settings, command: AuditCommand) -> ExitCode {
 
 /// `runbot discord register-commands`. Tracing stays off: stdout says what was registered.
 fn register_commands(settings: &Settings, guild: Option<u64>) -> ExitCode {
-    use runbot::chat::discord_commands::{register_from_settings, RegisterError};
+    use runbot::chat::discord::commands::{register_from_settings, RegisterError};
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1027,7 +1027,7 @@ fn reply(text: &str, buttons: &[&str]) -> ChatReply {
 
 fn runbot_commands() -> Value {
     let commands = runbot::commands::Commands::load(None).unwrap();
-    serde_json::to_value(runbot::chat::discord_commands::build_all(&commands)).unwrap()
+    serde_json::to_value(runbot::chat::discord::commands::build_all(&commands)).unwrap()
 }
 
 async fn put_commands(

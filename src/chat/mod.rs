@@ -2,11 +2,9 @@
 //!
 //! The core renders a platform-neutral [`Card`] or [`Reply`]; an adapter ([`discord`]) turns it
 //! into the platform's message and sends it. Adapters translate and hold no business rules.
-//! [`discord_commands`] turns `commands/` into Discord's slash commands.
 
 pub mod announce;
 pub mod discord;
-pub mod discord_commands;
 pub mod outbox;
 pub mod render;
 

@@ -31,8 +31,10 @@ use serenity::all::{
 };
 use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 
-use super::render::human_duration;
-use super::{Card, DeliveryError, Posted};
+pub mod commands;
+
+use crate::chat::render::human_duration;
+use crate::chat::{Card, DeliveryError, Posted};
 use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
 use crate::policy::Severity;
