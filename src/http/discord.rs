@@ -20,7 +20,8 @@ use serde_json::json;
 use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
-use crate::chat::discord::{deferred_response, initial_response, update_message, DiscordAdapter};
+use crate::chat::discord::render::{deferred_response, initial_response, update_message};
+use crate::chat::discord::DiscordAdapter;
 use crate::chat::DeliveryError;
 use crate::config::DiscordSettings;
 use crate::request::RawValue;
