@@ -206,7 +206,8 @@ impl Application {
             None
         };
         let discord_interactions =
-            crate::http::discord::InteractionGuard::from_settings(&settings.discord)?.map(Arc::new);
+            crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
+                .map(Arc::new);
         let card_wake = outbox.as_ref().map(|o| o.wake.clone());
         let dispatcher = Arc::new(build_dispatcher(
             &settings,

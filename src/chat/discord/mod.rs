@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod render;
 mod send;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
