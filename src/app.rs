@@ -10,7 +10,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::chat::discord::DiscordAdapter;
-use crate::chat::outbox::{self, Outbox};
+use crate::chat::outbox::Outbox;
+use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
 use crate::config::Settings;
 use crate::executors::{Alertmanager, Executors};
@@ -133,8 +134,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     writer_done: WriterDone,
-    /// The chat outbox worker, when a platform is configured.
-    outbox: Option<Arc<Outbox>>,
+    /// One chat outbox worker per platform configured.
+    outboxes: Vec<Arc<Outbox>>,
     limits: crate::http::server::Limits,
     /// The supervised background loops, stopped at shutdown.
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -144,13 +145,19 @@ impl Application {
     /// Connects the store, loads the data and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data = Data::load(&settings)?;
-        let mut chat_platforms = Vec::new();
-        if settings.discord.enabled() {
-            chat_platforms.push(outbox::DISCORD.to_string());
+        // The chat platforms configured, each built once; a new platform is one line here.
+        let discord = if settings.discord.enabled() {
+            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
+        } else {
+            None
+        };
+        let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+        if let Some(d) = &discord {
+            platforms.push(d.clone());
         }
         let store = Store::connect(&settings.database)
             .await?
-            .with_chat_platforms(chat_platforms);
+            .with_chat_platforms(platforms.iter().map(|p| p.name().to_string()).collect());
         let (writer, writer_done) = Writer::spawn(store.clone(), settings.database.write_batch_max)
             .context("starting the writer thread")?;
         let listener = TcpListener::bind(&settings.http.listen)
@@ -193,22 +200,23 @@ impl Application {
                  keep it only if Discord raised your bot's limit"
             );
         }
-        let outbox = if settings.discord.enabled() {
-            Some(Arc::new(Outbox {
-                store: store.clone(),
-                failing: Default::default(),
-                runbook: runbook.clone(),
-                discord: DiscordAdapter::new(&settings.discord)?,
-                settings: settings.discord.clone(),
-                wake: chat_wake.clone(),
-            }))
-        } else {
-            None
-        };
+        // One outbox per platform. They share the wake, which ingestion notifies once: with a
+        // second platform, the other outbox finds its cards at its next poll (within a second).
+        let outboxes: Vec<Arc<Outbox>> = platforms
+            .iter()
+            .map(|p| {
+                Arc::new(Outbox::new(
+                    store.clone(),
+                    runbook.clone(),
+                    p.clone(),
+                    chat_wake.clone(),
+                ))
+            })
+            .collect();
         let discord_interactions =
             crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
                 .map(Arc::new);
-        let card_wake = outbox.as_ref().map(|o| o.wake.clone());
+        let card_wake = (!outboxes.is_empty()).then(|| chat_wake.clone());
         let dispatcher = Arc::new(build_dispatcher(
             &settings,
             Arc::new(data.commands),
@@ -294,15 +302,13 @@ impl Application {
                 },
             ));
         }
-        let discord = if settings.discord.enabled() {
-            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
-        } else {
-            None
-        };
-        if let (Some(d), Some(channel)) = (&discord, &settings.discord.alert_channel_id) {
-            let (store, d, channel) = (store.clone(), d.clone(), channel.clone());
+        for p in &platforms {
+            let Some(channel) = p.alert_channel() else {
+                continue;
+            };
+            let (store, p, channel) = (store.clone(), p.clone(), channel.to_string());
             workers.push(crate::supervise::spawn("announcements", move || {
-                crate::chat::announce::deliver(store.clone(), d.clone(), channel.clone())
+                crate::chat::announce::deliver(store.clone(), p.clone(), channel.clone())
             }));
         }
         let state = AppState {
@@ -331,7 +337,7 @@ impl Application {
             listener,
             state,
             writer_done,
-            outbox,
+            outboxes,
             limits: crate::http::server::Limits::from_settings(&settings.http),
             workers,
         })
@@ -362,12 +368,12 @@ impl Application {
             listener,
             state,
             writer_done,
-            outbox,
+            outboxes,
             limits,
             mut workers,
         } = self;
-        // Anything it has not sent stays in the outbox for the next start.
-        if let Some(o) = outbox {
+        // Anything they have not sent stays in the outbox for the next start.
+        for o in outboxes {
             workers.push(crate::supervise::spawn("outbox", move || o.clone().run()));
         }
         let store = state.store.clone();

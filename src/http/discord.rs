@@ -4,7 +4,6 @@
 //! recorded) that changes nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,10 +16,9 @@ use serde_json::json;
 use super::AppState;
 use crate::chat::discord::render::{deferred_response, initial_response, update_message};
 use crate::chat::discord::verify::Refusal;
-use crate::chat::discord::DiscordAdapter;
-use crate::chat::DeliveryError;
+use crate::chat::platform::ReplyEditor;
 use crate::request::RawValue;
-use crate::request::{Actor, Answer, BoxFuture, Origin, Platform, Reply, Request, Responder};
+use crate::request::{Actor, Answer, Origin, Platform, Reply, Request};
 
 /// Interaction types (Discord API).
 const PING: u64 = 1;
@@ -92,10 +90,8 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         .and_then(|t| t.as_str())
         .unwrap_or_default()
         .to_string();
-    let responder = Arc::new(DiscordResponder {
-        adapter: adapter.clone(),
-        token,
-    });
+    // Later answers edit this one through the interaction's token (valid 15 minutes).
+    let responder = Arc::new(ReplyEditor::new(adapter.clone(), token));
     let answer = dispatcher.handle(request, responder).await;
     Json(answer_json(&answer, component)).into_response()
 }
@@ -223,42 +219,5 @@ fn answer_json(answer: &Answer, component: bool) -> serde_json::Value {
         // Only a button's message can be replaced; anything else gets a new message.
         Answer::Update(reply) if component => update_message(reply),
         Answer::Update(reply) => initial_response(reply),
-    }
-}
-
-/// Edits the answer through the interaction's token (valid 15 minutes).
-struct DiscordResponder {
-    adapter: Arc<DiscordAdapter>,
-    token: String,
-}
-
-impl Responder for DiscordResponder {
-    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            // A result must not be lost to a rate limit (a deploy edits its message often) or
-            // to a refused upload: wait out the limit a few times, then send the text alone.
-            let mut reply = reply;
-            for _ in 0..4 {
-                match self
-                    .adapter
-                    .interaction_edit_original(&self.token, &reply)
-                    .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(DeliveryError::RateLimited { retry_after }) => {
-                        tokio::time::sleep(retry_after.min(Duration::from_secs(10))).await;
-                    }
-                    Err(DeliveryError::Permanent(e)) if reply.attachment.is_some() => {
-                        tracing::warn!(error = %e, "Discord refused the attachment; sending the text alone");
-                        reply.attachment = None;
-                        reply
-                            .text
-                            .push_str("\n(the attached file was refused by Discord)");
-                    }
-                    Err(e) => return Err(anyhow::anyhow!("{e:?}")),
-                }
-            }
-            Err(anyhow::anyhow!("Discord kept rate-limiting the edit"))
-        })
     }
 }

@@ -27,9 +27,12 @@ use serenity::http::{LightMethod, Route};
 
 use self::render::{digest_embed, edit_original_body, edit_original_upload, followup_body};
 use self::send::{interaction_bucket, to_json, Body, Bucket, BucketKey, Pacing};
+use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method};
 use crate::chat::{Card, DeliveryError, Posted};
-use crate::config::DiscordSettings;
-use crate::request::Reply;
+use crate::config::{DiscordRoute, DiscordSettings};
+use crate::policy::Severity;
+use crate::request::{BoxFuture, Platform, Reply};
+use crate::store::GroupView;
 
 /// Discord's documented limits for one message.
 pub mod limits {
@@ -62,6 +65,11 @@ pub struct DiscordAdapter {
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
     /// A global 429 pauses everything until then.
     global_pause: Mutex<Option<Instant>>,
+    /// `discord.alert_channel_id`: cards no route takes, and announcements.
+    alert_channel_id: Option<String>,
+    /// `discord.routes`: the first that matches a group picks its channel.
+    routes: Vec<DiscordRoute>,
+    delivery: Delivery,
 }
 
 impl DiscordAdapter {
@@ -90,6 +98,12 @@ impl DiscordAdapter {
             global: RateLimiter::direct(quota),
             buckets: Mutex::new(HashMap::new()),
             global_pause: Mutex::new(None),
+            alert_channel_id: settings.alert_channel_id.clone(),
+            routes: settings.routes.clone(),
+            delivery: Delivery {
+                digest_after: settings.digest_after,
+                refire_window: Duration::from_secs(settings.refire_window_secs),
+            },
         })
     }
 
@@ -265,4 +279,123 @@ impl DiscordAdapter {
             ))),
         }
     }
+}
+
+impl ChatPlatform for DiscordAdapter {
+    fn name(&self) -> Platform {
+        Platform::Discord
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            text: limits::CONTENT,
+            buttons: limits::ROWS * limits::BUTTONS_PER_ROW,
+            attachment_bytes: limits::ATTACHMENT_BYTES,
+        }
+    }
+
+    fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The first route that matches the group, else the alert channel.
+    fn channel_for(&self, group: &GroupView) -> String {
+        self.routes
+            .iter()
+            .find(|r| route_matches(r, group))
+            .map(|r| r.channel_id.clone())
+            .or_else(|| self.alert_channel_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn alert_channel(&self) -> Option<&str> {
+        self.alert_channel_id.as_deref()
+    }
+
+    fn room(&self, method: Method, channel: &str) -> Option<u64> {
+        let method = match method {
+            Method::Post => LightMethod::Post,
+            Method::Edit => LightMethod::Patch,
+        };
+        self.room_for(method, channel)
+    }
+
+    fn post_card<'a>(
+        &'a self,
+        channel: &'a str,
+        card: &'a Card,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(self.post(channel, card, nonce))
+    }
+
+    fn edit_card<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        card: &'a Card,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.edit(channel, message_id, card))
+    }
+
+    fn post_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        title: &'a str,
+        list: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(DiscordAdapter::post_digest(
+            self, channel, title, list, nonce,
+        ))
+    }
+
+    fn edit_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        title: &'a str,
+        list: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(DiscordAdapter::edit_digest(
+            self, channel, message_id, title, list,
+        ))
+    }
+
+    fn post_text<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(DiscordAdapter::post_text(self, channel, text, nonce))
+    }
+
+    fn edit_reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        reply: &'a Reply,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.interaction_edit_original(reply_to, reply))
+    }
+}
+
+fn route_matches(route: &DiscordRoute, group: &GroupView) -> bool {
+    let label = |k: &str| {
+        group
+            .common_labels
+            .get(k)
+            .or_else(|| group.group_labels.get(k))
+    };
+    let severity_ok = route.severities.is_empty()
+        || route
+            .severities
+            .iter()
+            .filter_map(|s| Severity::parse(s))
+            .any(|s| Some(s) == Severity::parse(&group.severity));
+    severity_ok
+        && route
+            .matchers
+            .iter()
+            .all(|(k, v)| label(k).is_some_and(|have| have == v))
 }

@@ -93,7 +93,7 @@ impl DiscordAdapter {
 
     /// Requests this channel's bucket lets out now, as Discord last said: what is left of the
     /// window, or a whole window once it has passed. None before the first answer.
-    pub fn room(&self, method: LightMethod, channel: &str) -> Option<u64> {
+    pub(super) fn room_for(&self, method: LightMethod, channel: &str) -> Option<u64> {
         let buckets = self.buckets.lock().unwrap();
         let b = buckets.get(&bucket_key(method, channel))?;
         match b.reset_at {
@@ -103,7 +103,7 @@ impl DiscordAdapter {
     }
 
     /// How long until a request to this channel may go out without breaking a limit.
-    pub fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
+    fn wait_for(&self, method: LightMethod, channel: &str) -> Option<Duration> {
         self.global_wait()
             .or_else(|| self.bucket_wait(method, channel))
     }
