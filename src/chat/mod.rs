@@ -7,6 +7,8 @@
 
 pub mod announce;
 pub mod discord;
+#[cfg(test)]
+pub mod memory;
 pub mod outbox;
 pub mod platform;
 pub mod render;
