@@ -10,7 +10,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::chat::discord::DiscordAdapter;
-use crate::chat::outbox::{self, Outbox};
+use crate::chat::outbox::Outbox;
+use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
 use crate::config::Settings;
 use crate::executors::{Alertmanager, Executors};
@@ -136,8 +137,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     writer_done: WriterDone,
-    /// The chat outbox worker, when a platform is configured.
-    outbox: Option<Arc<Outbox>>,
+    /// One chat outbox worker per platform configured.
+    outboxes: Vec<Arc<Outbox>>,
     limits: crate::http::server::Limits,
     /// Every background loop, stopped together at shutdown.
     workers: Workers,
@@ -149,13 +150,19 @@ impl Application {
     /// Connects the store, loads the data and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data = Data::load(&settings)?;
-        let mut chat_platforms = Vec::new();
-        if settings.discord.enabled() {
-            chat_platforms.push(outbox::DISCORD.to_string());
+        // The chat platforms configured, each built once; a new platform is one line here.
+        let discord = if settings.discord.enabled() {
+            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
+        } else {
+            None
+        };
+        let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+        if let Some(d) = &discord {
+            platforms.push(d.clone());
         }
         let store = Store::connect(&settings.database)
             .await?
-            .with_chat_platforms(chat_platforms);
+            .with_chat_platforms(platforms.iter().map(|p| p.name().to_string()).collect());
         let (writer, writer_done) = Writer::spawn(
             store.clone(),
             settings.database.write_batch_max,
@@ -202,25 +209,23 @@ impl Application {
                  keep it only if Discord raised your bot's limit"
             );
         }
-        // One adapter for cards, announcements and answers: they share Discord's global limit.
-        let discord = if settings.discord.enabled() {
-            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
-        } else {
-            None
-        };
-        let outbox = discord.as_ref().map(|discord| {
-            Arc::new(Outbox {
-                store: store.clone(),
-                failing: Default::default(),
-                runbook: runbook.clone(),
-                discord: discord.clone(),
-                settings: settings.discord.clone(),
-                wake: chat_wake.clone(),
+        // One outbox per platform. They share the wake, which ingestion notifies once: with a
+        // second platform, the other outbox finds its cards at its next poll (within a second).
+        let outboxes: Vec<Arc<Outbox>> = platforms
+            .iter()
+            .map(|p| {
+                Arc::new(Outbox::new(
+                    store.clone(),
+                    runbook.clone(),
+                    p.clone(),
+                    chat_wake.clone(),
+                ))
             })
-        });
+            .collect();
         let discord_interactions =
-            crate::http::discord::InteractionGuard::from_settings(&settings.discord)?.map(Arc::new);
-        let card_wake = outbox.as_ref().map(|o| o.wake.clone());
+            crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
+                .map(Arc::new);
+        let card_wake = (!outboxes.is_empty()).then(|| chat_wake.clone());
         let dispatcher = Arc::new(build_dispatcher(
             &settings,
             Arc::new(data.commands),
@@ -294,10 +299,13 @@ impl Application {
                 },
             );
         }
-        if let (Some(d), Some(channel)) = (&discord, &settings.discord.alert_channel_id) {
-            let (store, d, channel) = (store.clone(), d.clone(), channel.clone());
+        for p in &platforms {
+            let Some(channel) = p.alert_channel() else {
+                continue;
+            };
+            let (store, p, channel) = (store.clone(), p.clone(), channel.to_string());
             workers.spawn("announcements", move || {
-                crate::chat::announce::deliver(store.clone(), d.clone(), channel.clone())
+                crate::chat::announce::deliver(store.clone(), p.clone(), channel.clone())
             });
         }
         let state = AppState {
@@ -326,7 +334,7 @@ impl Application {
             listener,
             state,
             writer_done,
-            outbox,
+            outboxes,
             limits: crate::http::server::Limits::from_settings(&settings.http),
             workers,
             grace: Duration::from_secs(settings.shutdown.grace_secs),
@@ -361,14 +369,18 @@ impl Application {
             listener,
             state,
             writer_done,
-            outbox,
+            outboxes,
             limits,
             workers,
             grace,
         } = self;
         // Started here, not in build: an application only built (tests) sends nothing.
-        let delivering = outbox.is_some();
-        if let Some(o) = outbox {
+        // Anything they have not sent stays in the outbox for the next start.
+        let delivering: Vec<String> = outboxes
+            .iter()
+            .map(|o| o.platform.name().to_string())
+            .collect();
+        for o in outboxes {
             workers.spawn("outbox", move || o.clone().run());
         }
         let store = state.store.clone();
@@ -386,11 +398,11 @@ impl Application {
         let deadline = tokio::time::Instant::now() + grace;
         let (queued, interrupted) = tokio::join!(
             async {
-                if delivering {
-                    outbox_drained(&store, deadline).await
-                } else {
-                    0
+                let mut left = 0;
+                for platform in &delivering {
+                    left += outbox_drained(&store, platform, deadline).await;
                 }
+                left
             },
             async {
                 match &dispatcher {
@@ -419,11 +431,11 @@ impl Application {
 /// How long workers get to end once told to stop: each stops at its next await.
 const WORKERS_STOP: Duration = Duration::from_secs(5);
 
-/// Waits until the outbox has delivered everything queued, or until `deadline`. Answers how
+/// Waits until `platform`'s outbox has delivered everything queued, or until `deadline`. Answers how
 /// many notices are still queued (they stay in the database for the next start).
-async fn outbox_drained(store: &Store, deadline: tokio::time::Instant) -> i64 {
+async fn outbox_drained(store: &Store, platform: &str, deadline: tokio::time::Instant) -> i64 {
     loop {
-        let left = match store.notice_backlog(outbox::DISCORD).await {
+        let left = match store.notice_backlog(platform).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the chat outbox while stopping");

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
                 runbot::policy::cli::run(&settings, command, &mut std::io::stdout().lock()).await
             }
             Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
-                runbot::chat::discord_commands::register_cli(&settings, guild).await
+                runbot::chat::discord::commands::register_cli(&settings, guild).await
             }
             Command::CheckConfig => runbot::app::report::check_config(&settings),
             Command::Config(ConfigCommand::Reference) => unreachable!("printed above"),

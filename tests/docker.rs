@@ -92,7 +92,8 @@ fn block_lines(reply: &Reply) -> Vec<&str> {
 
 /// The content Discord would get for the reply.
 fn discord_content(reply: &Reply) -> String {
-    let body = serde_json::to_value(runbot::chat::discord::edit_original_body(reply)).unwrap();
+    let body =
+        serde_json::to_value(runbot::chat::discord::render::edit_original_body(reply)).unwrap();
     body["content"].as_str().unwrap_or_default().to_string()
 }
 

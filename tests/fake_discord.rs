@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use common::fake_discord::{
     self, FakeDiscord, FakeUser, APPLICATION_ID, CREATE_SCHEMA, EDIT_SCHEMA, GUILD_ID,
 };
-use runbot::chat::discord::{
-    deferred_response, deferred_update, initial_response, update_message, DiscordAdapter,
+use runbot::chat::discord::render::{
+    deferred_response, deferred_update, initial_response, update_message,
 };
+use runbot::chat::discord::DiscordAdapter;
 use runbot::chat::DeliveryError;
 use runbot::request::{ButtonStyle, Reply as ChatReply, ReplyButton};
 use serde_json::{json, Value};
@@ -1027,7 +1028,7 @@ fn reply(text: &str, buttons: &[&str]) -> ChatReply {
 
 fn runbot_commands() -> Value {
     let commands = runbot::commands::Commands::load(None).unwrap();
-    serde_json::to_value(runbot::chat::discord_commands::build_all(&commands)).unwrap()
+    serde_json::to_value(runbot::chat::discord::commands::build_all(&commands)).unwrap()
 }
 
 async fn put_commands(

@@ -1,14 +1,13 @@
 //! Delivers announcements: messages to a channel that are not alert cards (a deploy started,
-//! finished, or was interrupted). They wait in the store until sent, so a restart or a Discord
-//! outage loses none.
+//! finished, or was interrupted). They wait in the store until sent, so a restart or a platform
+//! outage loses none. One worker runs per chat platform, over that platform's rows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::discord::DiscordAdapter;
-use super::outbox::DISCORD;
+use super::platform::ChatPlatform;
 use super::DeliveryError;
 use crate::domain::format_time;
 use crate::store::Store;
@@ -39,14 +38,15 @@ async fn mark_sent(store: &Store, id: i64) -> bool {
     }
 }
 
-/// Posts Discord announcements to their channel (or `default_channel`), oldest first.
-pub async fn deliver(store: Store, discord: Arc<DiscordAdapter>, default_channel: String) {
+/// Posts a platform's announcements to their channel (or `default_channel`), oldest first.
+pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_channel: String) {
+    let name = platform.name();
     let mut backoff = POLL;
     // Sent (or refused for good) but not yet marked: only the mark is tried again.
     let mut unmarked = std::collections::HashSet::new();
     loop {
         let mut pause = POLL;
-        match store.due_announcements(DISCORD, 20).await {
+        match store.due_announcements(name.as_str(), 20).await {
             Ok(due) => {
                 unmarked.retain(|id| due.iter().any(|a| a.id == *id));
                 for a in due {
@@ -61,7 +61,7 @@ pub async fn deliver(store: Store, discord: Arc<DiscordAdapter>, default_channel
                     }
                     let channel = a.channel_id.as_deref().unwrap_or(&default_channel);
                     let nonce = format!("rb-ann-{}", a.id);
-                    match discord.post_text(channel, &a.text, &nonce).await {
+                    match platform.post_text(channel, &a.text, &nonce).await {
                         Ok(_) => {
                             backoff = POLL;
                             if !mark_sent(&store, a.id).await {
@@ -82,7 +82,7 @@ pub async fn deliver(store: Store, discord: Arc<DiscordAdapter>, default_channel
                         }
                         // Refused for good (e.g. no access to that channel): recorded, not retried.
                         Err(e) => {
-                            tracing::error!(error = %e, channel, "Discord refused an announcement");
+                            tracing::error!(error = %e, channel, "{} refused an announcement", name.title());
                             if let Err(e) = store.announcement_failed(a.id, &e.to_string()).await {
                                 store_failed(&e, "record a refused announcement");
                             }

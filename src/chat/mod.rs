@@ -1,13 +1,16 @@
-//! Chat: the card an alert group shows, the outbox that delivers it, one adapter per platform.
+//! Chat: the card an alert group shows, the outbox that delivers it, one folder per platform.
 //!
-//! The core renders a platform-neutral [`Card`] or [`Reply`]; an adapter ([`discord`]) turns it
-//! into the platform's message and sends it. Adapters translate and hold no business rules.
-//! [`discord_commands`] turns `commands/` into Discord's slash commands.
+//! The core renders a platform-neutral [`Card`] or [`Reply`](crate::request::Reply); the
+//! outbox, announcements and replies hand it to a [`platform::ChatPlatform`], which turns it
+//! into the platform's message and sends it ([`discord`]). Platforms translate and hold no
+//! business rules.
 
 pub mod announce;
 pub mod discord;
-pub mod discord_commands;
+#[cfg(test)]
+pub mod memory;
 pub mod outbox;
+pub mod platform;
 pub mod render;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Delivers the outbox: each group whose card is out of date gets it posted the first time and
 //! edited afterwards. The outbox row is written with the change itself (see the store), so a
-//! crash or a Discord outage loses nothing: whatever is still queued is sent when it can be.
+//! crash or a platform outage loses nothing: whatever is still queued is sent when it can be.
+//! One outbox runs per chat platform, over that platform's rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,19 +10,13 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use serenity::http::LightMethod;
-
-use super::discord::DiscordAdapter;
+use super::platform::{ChatPlatform, Method};
 use super::{render, Card, DeliveryError, Digest};
 use crate::alerts::lifecycle;
-use crate::config::{DiscordRoute, DiscordSettings};
-use crate::domain::Severity;
 use crate::domain::{format_time, parse_stored_time};
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Notice, Store};
 use crate::telemetry;
-
-pub const DISCORD: &str = "discord";
 
 /// Notices taken per round.
 const ROUND: i64 = 500;
@@ -34,8 +29,7 @@ pub struct Outbox {
     /// Set by a temporary failure, cleared by the next success (which releases the backlog).
     pub failing: std::sync::atomic::AtomicBool,
     pub runbook: Arc<Runbook>,
-    pub discord: Arc<DiscordAdapter>,
-    pub settings: DiscordSettings,
+    pub platform: Arc<dyn ChatPlatform>,
     /// Notified by ingestion after each stored webhook.
     pub wake: Arc<Notify>,
 }
@@ -68,14 +62,34 @@ struct DigestMessage {
 }
 
 impl Outbox {
+    pub fn new(
+        store: Store,
+        runbook: Arc<Runbook>,
+        platform: Arc<dyn ChatPlatform>,
+        wake: Arc<Notify>,
+    ) -> Outbox {
+        Outbox {
+            store,
+            failing: Default::default(),
+            runbook,
+            platform,
+            wake,
+        }
+    }
+
+    /// The platform's name: its rows in the store, and the label of its metrics.
+    fn name(&self) -> &'static str {
+        self.platform.name().as_str()
+    }
+
     /// Delivers notices until aborted; run again after a panic, it picks up where the outbox
     /// table says (a storm's digest message is then posted anew).
     pub async fn run(self: Arc<Self>) {
         let mut digests: HashMap<String, DigestMessage> = HashMap::new();
         loop {
             let (sleep, progressed, full) = self.round(&mut digests).await;
-            if let Ok(n) = self.store.notice_backlog(DISCORD).await {
-                metrics::gauge!(telemetry::CHAT_BACKLOG, "platform" => DISCORD).set(n as f64);
+            if let Ok(n) = self.store.notice_backlog(self.name()).await {
+                metrics::gauge!(telemetry::CHAT_BACKLOG, "platform" => self.name()).set(n as f64);
             }
             if progressed && full {
                 continue;
@@ -83,7 +97,7 @@ impl Outbox {
             let mut sleep = sleep;
             // A notice in backoff: wake when it falls due. (Notices due but held by a rate
             // limit set `sleep` already.)
-            if let Ok(Some(next)) = self.store.next_notice_due(DISCORD).await {
+            if let Ok(Some(next)) = self.store.next_notice_due(self.name()).await {
                 if let Some(t) = parse_stored_time(&next) {
                     let until = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                     if !until.is_zero() {
@@ -109,7 +123,7 @@ impl Outbox {
     /// anything was sent, and whether the round was full (more may be due).
     async fn round(&self, digests: &mut HashMap<String, DigestMessage>) -> (Duration, bool, bool) {
         let now = format_time(Utc::now());
-        let due = match self.store.due_notices(DISCORD, &now, ROUND).await {
+        let due = match self.store.due_notices(self.name(), &now, ROUND).await {
             Ok(due) => due,
             Err(e) => {
                 metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
@@ -150,14 +164,14 @@ impl Outbox {
             });
             // A storm: more new cards than the digest threshold, and more than the channel's
             // limit lets out now. Without a binding limit the cards themselves go out at once.
-            let room = self.discord.room(LightMethod::Post, &channel);
-            let storm = new.len() > self.settings.digest_after
+            let room = self.platform.room(Method::Post, &channel);
+            let storm = new.len() > self.platform.delivery().digest_after
                 && room.is_some_and(|r| (r as usize) < new.len());
             // First make every waiting group visible, then post cards as limits allow: until
             // the digest is out, it has the channel's next post. The last post of a window also
             // goes to the digest rather than a card (below): once it is out, groups that arrive
-            // while the channel's posts are spent show on it through edits, which Discord
-            // limits separately.
+            // while the channel's posts are spent show on it through edits, which platforms
+            // limit separately.
             let digest_out = digests
                 .get(&channel)
                 .is_some_and(|d| d.message_id.is_some());
@@ -181,7 +195,7 @@ impl Outbox {
                 let digest_out = digests
                     .get(&channel)
                     .is_some_and(|d| d.message_id.is_some());
-                if !digest_out && self.discord.room(LightMethod::Post, &channel) == Some(1) {
+                if !digest_out && self.platform.room(Method::Post, &channel) == Some(1) {
                     // The window's last post: the digest, naming this group and the rest.
                     waiting.push(job);
                     waiting.extend(new.by_ref());
@@ -222,13 +236,16 @@ impl Outbox {
     async fn prepare(&self, notice: Notice) -> Result<Option<Job>, sqlx::Error> {
         let gid = notice.group_id;
         let Some(group) = self.store.group_view(gid).await? else {
-            self.store.notice_done(gid, DISCORD, notice.version).await?;
+            self.store
+                .notice_done(gid, self.name(), notice.version)
+                .await?;
             return Ok(None);
         };
         let card = render::card(&group, &self.runbook);
         let now = Utc::now();
-        let window = chrono::Duration::seconds(self.settings.refire_window_secs as i64);
-        let record = self.store.chat_card(gid, DISCORD).await?;
+        let window =
+            chrono::Duration::seconds(self.platform.delivery().refire_window.as_secs() as i64);
+        let record = self.store.chat_card(gid, self.name()).await?;
         let (channel, message_id, planned_nonce) = match record {
             // It fires again long after resolving: a new card; the old one stays as history.
             Some(r)
@@ -240,13 +257,13 @@ impl Outbox {
                     window,
                 ) =>
             {
-                (pick_channel(&group, &self.settings), None, None)
+                (self.platform.channel_for(&group), None, None)
             }
-            // A post that was never answered (crash, timeout): the same nonce makes Discord
-            // return that message if it did go through.
+            // A post that was never answered (crash, timeout): the same nonce makes the
+            // platform return that message if it did go through.
             Some(r) if r.message_id.is_none() => (r.channel_id, None, Some(r.nonce)),
             Some(r) => (r.channel_id, r.message_id, None),
-            None => (pick_channel(&group, &self.settings), None, None),
+            None => (self.platform.channel_for(&group), None, None),
         };
         Ok(Some(Job {
             notice,
@@ -286,12 +303,12 @@ impl Outbox {
         }
         let result = match &entry.message_id {
             None => self
-                .discord
+                .platform
                 .post_digest(channel, &text.0, &text.1, &entry.nonce)
                 .await
                 .map(|p| Some(p.message_id)),
             Some(m) => self
-                .discord
+                .platform
                 .edit_digest(channel, m, &text.0, &text.1)
                 .await
                 .map(|()| None),
@@ -342,19 +359,19 @@ impl Outbox {
                     None => {
                         let nonce = new_nonce(gid, now.timestamp_millis());
                         self.store
-                            .card_planned(gid, DISCORD, channel, &nonce, &now_s)
+                            .card_planned(gid, self.name(), channel, &nonce, &now_s)
                             .await?;
                         nonce
                     }
                 };
-                self.discord
-                    .post(channel, card, &nonce)
+                self.platform
+                    .post_card(channel, card, &nonce)
                     .await
                     .map(|p| (p.message_id, "posted"))
             }
             Some(m) => self
-                .discord
-                .edit(channel, m, card)
+                .platform
+                .edit_card(channel, m, card)
                 .await
                 .map(|()| (m.clone(), "edited")),
         };
@@ -363,19 +380,21 @@ impl Outbox {
                 self.store
                     .card_shown(
                         gid,
-                        DISCORD,
+                        self.name(),
                         &message_id,
                         group.status,
                         group.resolved_at.as_deref(),
                         &now_s,
                     )
                     .await?;
-                self.store.notice_done(gid, DISCORD, notice.version).await?;
-                metrics::counter!(telemetry::CHAT_DELIVERED, "platform" => DISCORD, "action" => what)
+                self.store
+                    .notice_done(gid, self.name(), notice.version)
+                    .await?;
+                metrics::counter!(telemetry::CHAT_DELIVERED, "platform" => self.name(), "action" => what)
                     .increment(1);
                 if let Some(changed) = parse_stored_time(&group.updated_at) {
                     if let Ok(lag) = (Utc::now() - changed).to_std() {
-                        metrics::histogram!(telemetry::CHAT_DELIVERY_LAG, "platform" => DISCORD)
+                        metrics::histogram!(telemetry::CHAT_DELIVERY_LAG, "platform" => self.name())
                             .record(lag.as_secs_f64());
                     }
                 }
@@ -384,8 +403,12 @@ impl Outbox {
                     .failing
                     .swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
-                    let released = self.store.release_backoff(DISCORD, &now_s).await?;
-                    tracing::info!(released, "Discord answers again; sending the backlog now");
+                    let released = self.store.release_backoff(self.name(), &now_s).await?;
+                    tracing::info!(
+                        released,
+                        "{} answers again; sending the backlog now",
+                        self.platform.name().title()
+                    );
                 }
                 Ok(Outcome::Done)
             }
@@ -394,11 +417,12 @@ impl Outbox {
                 // Someone deleted the card: post a new one.
                 let nonce = new_nonce(gid, now.timestamp_millis() + 1);
                 self.store
-                    .card_planned(gid, DISCORD, channel, &nonce, &now_s)
+                    .card_planned(gid, self.name(), channel, &nonce, &now_s)
                     .await?;
                 tracing::info!(
                     group_id = gid,
-                    "the card was deleted in Discord; posting a new one"
+                    "the card was deleted in {}; posting a new one",
+                    self.platform.name().title()
                 );
                 Ok(Outcome::Later(Duration::ZERO))
             }
@@ -409,7 +433,7 @@ impl Outbox {
                 let delay = backoff(attempts, gid);
                 let due = format_time(now + chrono::Duration::from_std(delay).unwrap_or_default());
                 self.store
-                    .notice_retry(gid, DISCORD, &due, attempts, &e)
+                    .notice_retry(gid, self.name(), &due, attempts, &e)
                     .await?;
                 if attempts <= 3 || attempts % 20 == 0 {
                     tracing::warn!(group_id = gid, attempts, retry_in = ?delay, error = %e, "card not delivered; will retry");
@@ -418,48 +442,17 @@ impl Outbox {
             }
             Err(DeliveryError::Permanent(e)) => {
                 self.store
-                    .notice_dead(gid, DISCORD, notice.version, &e)
+                    .notice_dead(gid, self.name(), notice.version, &e)
                     .await?;
-                metrics::counter!(telemetry::CHAT_FAILED, "platform" => DISCORD).increment(1);
-                tracing::error!(group_id = gid, error = %e, "Discord refused the card; not retrying until the group changes");
+                metrics::counter!(telemetry::CHAT_FAILED, "platform" => self.name()).increment(1);
+                tracing::error!(group_id = gid, error = %e, "{} refused the card; not retrying until the group changes", self.platform.name().title());
                 Ok(Outcome::Done)
             }
         }
     }
 }
 
-/// The first route that matches the group, else the alert channel.
-pub fn pick_channel(group: &GroupView, settings: &DiscordSettings) -> String {
-    settings
-        .routes
-        .iter()
-        .find(|r| route_matches(r, group))
-        .map(|r| r.channel_id.clone())
-        .or_else(|| settings.alert_channel_id.clone())
-        .unwrap_or_default()
-}
-
-fn route_matches(route: &DiscordRoute, group: &GroupView) -> bool {
-    let label = |k: &str| {
-        group
-            .common_labels
-            .get(k)
-            .or_else(|| group.group_labels.get(k))
-    };
-    let severity_ok = route.severities.is_empty()
-        || route
-            .severities
-            .iter()
-            .filter_map(|s| Severity::parse(s))
-            .any(|s| s == group.severity);
-    severity_ok
-        && route
-            .matchers
-            .iter()
-            .all(|(k, v)| label(k).is_some_and(|have| have == v))
-}
-
-/// A nonce for a new card: Discord keeps at most 25 characters.
+/// A nonce for a new card, within Discord's 25 characters (the shortest limit).
 fn new_nonce(group_id: i64, millis: i64) -> String {
     let mut n = format!("rb{group_id:x}.{millis:x}");
     n.truncate(25);

@@ -1,14 +1,9 @@
-//! `POST /discord/interactions`: Discord's HTTP interactions, signed with Ed25519.
-//!
-//! Every request is checked before anything else is read from it: the signature over
-//! `timestamp ‖ raw body` (serenity's `Verifier`), a timestamp no older (or newer) than
-//! `discord.interaction_max_age_secs`, and an interaction id not seen before by any replica
-//! (kept in the database, so a replay to another replica or after a restart is refused too).
-//! Any failure is a 401 that changes nothing; Discord itself sends bad signatures on purpose to
-//! check this.
+//! `POST /discord/interactions`: Discord's HTTP interactions, signed with Ed25519. A thin
+//! route: verify ([`crate::chat::discord::verify`]), parse into the core's [`Request`], hand
+//! over to the dispatcher. Any failed check is a 401 (503 when the replay check could not be
+//! recorded) that changes nothing.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,151 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use serenity::interactions_endpoint::Verifier;
 
 use super::AppState;
-use crate::chat::discord::{deferred_response, initial_response, update_message, DiscordAdapter};
-use crate::chat::DeliveryError;
-use crate::config::DiscordSettings;
+use crate::chat::discord::render::{deferred_response, initial_response, update_message};
+use crate::chat::discord::verify::Refusal;
+use crate::chat::platform::ReplyEditor;
 use crate::request::RawValue;
-use crate::request::{Actor, Answer, BoxFuture, Origin, Platform, Reply, Request, Responder};
+use crate::request::{Actor, Answer, Origin, Platform, Reply, Request};
 
 /// Interaction types (Discord API).
 const PING: u64 = 1;
 /// Response types.
 const PONG: u64 = 1;
-
-/// Checks Discord's signature, the request's age and replays.
-pub struct InteractionGuard {
-    verifier: Verifier,
-    max_age: Duration,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    MissingSignature,
-    BadSignature,
-    Stale,
-    Replayed,
-    /// The database could not record the id, so a replay could not be told apart.
-    Unrecorded,
-}
-
-impl Refusal {
-    /// 503 when runbot could not check it (Discord may send the next one), else 401.
-    fn status(&self) -> StatusCode {
-        match self {
-            Refusal::Unrecorded => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    /// The metric label: one of a closed set.
-    fn label(&self) -> &'static str {
-        match self {
-            Refusal::MissingSignature => "MissingSignature",
-            Refusal::BadSignature => "BadSignature",
-            Refusal::Stale => "Stale",
-            Refusal::Replayed => "Replayed",
-            Refusal::Unrecorded => "Unrecorded",
-        }
-    }
-
-    fn message(&self) -> &'static str {
-        match self {
-            Refusal::MissingSignature => "missing X-Signature-Ed25519 or X-Signature-Timestamp",
-            Refusal::BadSignature => "invalid request signature",
-            Refusal::Stale => "request timestamp too old or in the future",
-            Refusal::Replayed => "interaction already received",
-            Refusal::Unrecorded => "runbot cannot record interactions right now; try again",
-        }
-    }
-}
-
-impl InteractionGuard {
-    /// None when Discord interactions are not configured (no `discord.public_key`).
-    pub fn from_settings(settings: &DiscordSettings) -> anyhow::Result<Option<InteractionGuard>> {
-        let Some(hex) = &settings.public_key else {
-            return Ok(None);
-        };
-        let bytes = decode_hex32(hex)
-            .ok_or_else(|| anyhow::anyhow!("discord.public_key must be 64 hex characters"))?;
-        let verifier = Verifier::try_new(bytes).map_err(|e| {
-            anyhow::anyhow!("discord.public_key is not a valid Ed25519 public key: {e}")
-        })?;
-        Ok(Some(InteractionGuard {
-            verifier,
-            max_age: Duration::from_secs(settings.interaction_max_age_secs),
-        }))
-    }
-
-    /// Checks a request's signature and age; on success answers the parsed interaction. Whether
-    /// it is a replay is [`InteractionGuard::first_sight`]'s to say.
-    pub fn check(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Result<serde_json::Value, Refusal> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(signature), Some(timestamp)) = (
-            header("x-signature-ed25519"),
-            header("x-signature-timestamp"),
-        ) else {
-            return Err(Refusal::MissingSignature);
-        };
-        self.verifier
-            .verify(signature, timestamp, body)
-            .map_err(|()| Refusal::BadSignature)?;
-        let sent: i64 = timestamp.trim().parse().map_err(|_| Refusal::Stale)?;
-        if now_unix.abs_diff(sent) > self.max_age.as_secs() {
-            return Err(Refusal::Stale);
-        }
-        // Signed by Discord, so a body that is not JSON is Discord's to fix; still refused.
-        let interaction: serde_json::Value =
-            serde_json::from_slice(body).map_err(|_| Refusal::BadSignature)?;
-        Ok(interaction)
-    }
-
-    /// Records the interaction's id in the database: a replay (to any replica, before or after
-    /// a restart) is refused. Kept twice the freshness window, so a request is never both
-    /// fresh and forgotten whatever the clocks of the replicas say. A store that cannot be
-    /// written refuses the request: its freshness cannot be proven.
-    pub async fn first_sight(
-        &self,
-        store: &crate::store::Store,
-        interaction: &serde_json::Value,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), Refusal> {
-        let id = interaction
-            .get("id")
-            .and_then(|v| v.as_str())
-            .filter(|id| !id.is_empty() && id.len() <= 32)
-            .ok_or(Refusal::BadSignature)?;
-        let keep =
-            chrono::Duration::from_std(self.max_age * 2).unwrap_or(chrono::Duration::hours(2));
-        let expires = crate::domain::format_time(now + keep);
-        match store.first_sight("discord", id, &expires).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Refusal::Replayed),
-            Err(e) => {
-                tracing::error!(error = %e, "could not record a Discord interaction id");
-                Err(Refusal::Unrecorded)
-            }
-        }
-    }
-}
-
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/discord/interactions", post(interactions))
@@ -176,7 +38,13 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
             .into_response();
     };
     let now = chrono::Utc::now();
-    let checked = match guard.check(&headers, &body, now.timestamp()) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let checked = match guard.check(
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+        &body,
+        now.timestamp(),
+    ) {
         Ok(i) => guard.first_sight(&state.store, &i, now).await.map(|()| i),
         Err(refusal) => Err(refusal),
     };
@@ -185,7 +53,7 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         Err(refusal) => {
             metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => refusal.label()).increment(1);
             tracing::warn!(reason = refusal.message(), "Discord interaction refused");
-            return (refusal.status(), refusal.message()).into_response();
+            return (status(&refusal), refusal.message()).into_response();
         }
     };
     let kind = interaction.get("type").and_then(|t| t.as_u64());
@@ -222,12 +90,18 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         .and_then(|t| t.as_str())
         .unwrap_or_default()
         .to_string();
-    let responder = Arc::new(DiscordResponder {
-        adapter: adapter.clone(),
-        token,
-    });
+    // Later answers edit this one through the interaction's token (valid 15 minutes).
+    let responder = Arc::new(ReplyEditor::new(adapter.clone(), token));
     let answer = dispatcher.handle(request, responder).await;
     Json(answer_json(&answer, component)).into_response()
+}
+
+/// 503 when runbot could not check it (Discord may send the next one), else 401.
+fn status(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::Unrecorded => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    }
 }
 
 /// Interaction types.
@@ -345,42 +219,5 @@ fn answer_json(answer: &Answer, component: bool) -> serde_json::Value {
         // Only a button's message can be replaced; anything else gets a new message.
         Answer::Update(reply) if component => update_message(reply),
         Answer::Update(reply) => initial_response(reply),
-    }
-}
-
-/// Edits the answer through the interaction's token (valid 15 minutes).
-struct DiscordResponder {
-    adapter: Arc<DiscordAdapter>,
-    token: String,
-}
-
-impl Responder for DiscordResponder {
-    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            // A result must not be lost to a rate limit (a deploy edits its message often) or
-            // to a refused upload: wait out the limit a few times, then send the text alone.
-            let mut reply = reply;
-            for _ in 0..4 {
-                match self
-                    .adapter
-                    .interaction_edit_original(&self.token, &reply)
-                    .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(DeliveryError::RateLimited { retry_after }) => {
-                        tokio::time::sleep(retry_after.min(Duration::from_secs(10))).await;
-                    }
-                    Err(DeliveryError::Permanent(e)) if reply.attachment.is_some() => {
-                        tracing::warn!(error = %e, "Discord refused the attachment; sending the text alone");
-                        reply.attachment = None;
-                        reply
-                            .text
-                            .push_str("\n(the attached file was refused by Discord)");
-                    }
-                    Err(e) => return Err(anyhow::anyhow!("{e:?}")),
-                }
-            }
-            Err(anyhow::anyhow!("Discord kept rate-limiting the edit"))
-        })
     }
 }

@@ -39,7 +39,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
     /// Checks Discord interactions; None without `discord.public_key`.
-    pub discord_interactions: Option<Arc<discord::InteractionGuard>>,
+    pub discord_interactions: Option<Arc<crate::chat::discord::verify::InteractionGuard>>,
     /// Wakes the chat outbox after a webhook is stored; None when no chat platform is on.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
     /// The invocation core: people's commands and buttons.

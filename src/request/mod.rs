@@ -41,6 +41,16 @@ impl Platform {
             Platform::Cli => "cli",
         }
     }
+
+    /// The platform's name in a sentence: "refused by Discord".
+    pub fn title(self) -> &'static str {
+        match self {
+            Platform::Discord => "Discord",
+            Platform::Slack => "Slack",
+            Platform::Console => "the console",
+            Platform::Cli => "the command line",
+        }
+    }
 }
 
 impl FromStr for Platform {

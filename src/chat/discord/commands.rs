@@ -9,8 +9,8 @@ use serenity::all::{
     InteractionContext,
 };
 
-use super::discord::DiscordAdapter;
-use super::DeliveryError;
+use super::DiscordAdapter;
+use crate::chat::DeliveryError;
 use crate::commands::{CommandSpec, Commands, OptionKind, OptionSpec};
 use crate::config::Settings;
 

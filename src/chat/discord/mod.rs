@@ -1,0 +1,401 @@
+//! Discord: one chat platform. The adapter turns a [`Card`] or a [`Reply`] into Discord's
+//! messages ([`render`]), sends them with its own pacing ([`send`]), registers the slash
+//! commands ([`commands`]) and checks the signature of each interaction ([`verify`]).
+//!
+//! Interaction replies: the first answer is the HTTP response to Discord's request
+//! ([`render::initial_response`] and its siblings), later ones are requests to the
+//! interaction's webhook ([`DiscordAdapter::interaction_edit_original`],
+//! [`DiscordAdapter::interaction_followup`]). A reply's file goes up with the edit of
+//! `@original`, where command results arrive: `multipart/form-data` with the message as
+//! `payload_json` and the file as `files[0]` (Discord's "Uploading Files"); the other answers
+//! carry no files.
+
+pub mod commands;
+pub mod render;
+mod send;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
+use serenity::all::{ApplicationId, CreateCommand, CreateMessage, EditMessage, GuildId};
+use serenity::http::{LightMethod, Route};
+
+use self::render::{digest_embed, edit_original_body, edit_original_upload, followup_body};
+use self::send::{interaction_bucket, to_json, Body, Bucket, BucketKey, Pacing};
+use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method};
+use crate::chat::{Card, DeliveryError, Posted};
+use crate::config::{DiscordRoute, DiscordSettings};
+use crate::domain::Severity;
+use crate::request::{BoxFuture, Platform, Reply};
+use crate::store::GroupView;
+
+/// Discord's documented limits for one message.
+pub mod limits {
+    pub const TITLE: usize = 256;
+    pub const DESCRIPTION: usize = 4096;
+    pub const FIELDS: usize = 25;
+    pub const FIELD_NAME: usize = 256;
+    pub const FIELD_VALUE: usize = 1024;
+    pub const FOOTER: usize = 2048;
+    pub const EMBED_TOTAL: usize = 6000;
+    pub const ROWS: usize = 5;
+    pub const BUTTONS_PER_ROW: usize = 5;
+    pub const BUTTON_LABEL: usize = 80;
+    pub const CUSTOM_ID: usize = 100;
+    pub const NONCE: usize = 25;
+    pub const CONTENT: usize = 2000;
+    /// Per file, for bots in a guild without boosts; more is refused with 413 (code 40005).
+    pub const ATTACHMENT_BYTES: usize = crate::request::ATTACHMENT_MAX_BYTES;
+    pub const ATTACHMENTS: usize = 10;
+}
+
+pub struct DiscordAdapter {
+    client: reqwest::Client,
+    /// `Bot <token>`; never logged.
+    authorization: String,
+    api_base: String,
+    /// `discord.application_id`: needed for interaction webhooks and commands only.
+    application_id: Option<ApplicationId>,
+    global: DefaultDirectRateLimiter,
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    /// A global 429 pauses everything until then.
+    global_pause: Mutex<Option<Instant>>,
+    /// `discord.alert_channel_id`: cards no route takes, and announcements.
+    alert_channel_id: Option<String>,
+    /// `discord.routes`: the first that matches a group picks its channel.
+    routes: Vec<DiscordRoute>,
+    delivery: Delivery,
+}
+
+impl DiscordAdapter {
+    pub fn new(settings: &DiscordSettings) -> anyhow::Result<DiscordAdapter> {
+        let token = settings
+            .bot_token
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("discord.bot_token is not set"))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.request_timeout_ms.min(5000)))
+            .build()?;
+        let per_sec = NonZeroU32::new(settings.global_requests_per_sec.max(1)).expect("at least 1");
+        // Evenly spaced, no burst: at most per_sec + 1 requests in any one-second window.
+        let quota = Quota::per_second(per_sec).allow_burst(NonZeroU32::MIN);
+        Ok(DiscordAdapter {
+            client,
+            authorization: format!("Bot {}", token.expose_secret()),
+            api_base: settings.api_base.trim_end_matches('/').to_string(),
+            application_id: settings
+                .application_id
+                .as_deref()
+                .and_then(|id| id.parse::<u64>().ok())
+                .filter(|&id| id != 0)
+                .map(ApplicationId::new),
+            global: RateLimiter::direct(quota),
+            buckets: Mutex::new(HashMap::new()),
+            global_pause: Mutex::new(None),
+            alert_channel_id: settings.alert_channel_id.clone(),
+            routes: settings.routes.clone(),
+            delivery: Delivery {
+                digest_after: settings.digest_after,
+                refire_window: Duration::from_secs(settings.refire_window_secs),
+            },
+        })
+    }
+
+    /// Posts a new card. `nonce` makes a retried post return the first message instead of
+    /// making a second one.
+    pub async fn post(
+        &self,
+        channel: &str,
+        card: &Card,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let (embed, rows) = render::card(card);
+        let body = CreateMessage::new().embed(embed).components(rows);
+        self.create(channel, body, nonce).await
+    }
+
+    /// Edits a card in place; a resolved card loses its buttons.
+    pub async fn edit(
+        &self,
+        channel: &str,
+        message_id: &str,
+        card: &Card,
+    ) -> Result<(), DeliveryError> {
+        let (embed, rows) = render::card(card);
+        self.patch(
+            channel,
+            message_id,
+            EditMessage::new().embed(embed).components(rows),
+        )
+        .await
+    }
+
+    /// Posts a plain message (an announcement such as "the deploy was interrupted"), with no
+    /// mentions allowed: the text may quote what people typed.
+    pub async fn post_text(
+        &self,
+        channel: &str,
+        text: &str,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        let body = CreateMessage::new()
+            .content(crate::invocation::text::clip(text, 1999))
+            .allowed_mentions(serenity::builder::CreateAllowedMentions::new());
+        self.create(channel, body, nonce).await
+    }
+
+    /// Posts a channel's storm digest (see [`crate::chat::Digest`]).
+    pub async fn post_digest(
+        &self,
+        channel: &str,
+        title: &str,
+        list: &str,
+        nonce: &str,
+    ) -> Result<Posted, DeliveryError> {
+        self.create(
+            channel,
+            CreateMessage::new().embed(digest_embed(title, list)),
+            nonce,
+        )
+        .await
+    }
+
+    pub async fn edit_digest(
+        &self,
+        channel: &str,
+        message_id: &str,
+        title: &str,
+        list: &str,
+    ) -> Result<(), DeliveryError> {
+        self.patch(
+            channel,
+            message_id,
+            EditMessage::new().embed(digest_embed(title, list)),
+        )
+        .await
+    }
+
+    fn application_id(&self) -> Result<ApplicationId, DeliveryError> {
+        self.application_id.ok_or_else(|| {
+            DeliveryError::Permanent(
+                "discord.application_id is not set: copy it from Developer Portal → General Information".into(),
+            )
+        })
+    }
+
+    /// Replaces the interaction's first answer (`@original`): the deferred "thinking…"
+    /// message, the reply, or, for a button, the message the button is on.
+    pub async fn interaction_edit_original(
+        &self,
+        token: &str,
+        reply: &Reply,
+    ) -> Result<(), DeliveryError> {
+        let route = Route::WebhookOriginalInteractionResponse {
+            application_id: self.application_id()?,
+            token,
+        };
+        let body = match &reply.attachment {
+            None => Body::Json(to_json(&edit_original_body(reply))?),
+            Some(file) => Body::Upload {
+                payload_json: String::from_utf8(to_json(&edit_original_upload(reply))?)
+                    .map_err(|e| DeliveryError::Permanent(format!("encoding: {e}")))?,
+                file: file.clone(),
+            },
+        };
+        self.send(
+            route,
+            LightMethod::Patch,
+            &interaction_bucket(token),
+            Pacing::InteractionWebhook,
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends one more message for the interaction; answers its message id, so it can be edited
+    /// and its buttons clicked later. Discord always waits for the message on this route.
+    pub async fn interaction_followup(
+        &self,
+        token: &str,
+        reply: &Reply,
+    ) -> Result<String, DeliveryError> {
+        let route = Route::WebhookFollowupMessages {
+            application_id: self.application_id()?,
+            token,
+        };
+        let body = followup_body(reply);
+        let answer = self
+            .send(
+                route,
+                LightMethod::Post,
+                &interaction_bucket(token),
+                Pacing::InteractionWebhook,
+                Some(Body::Json(to_json(&body)?)),
+            )
+            .await?;
+        answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))
+    }
+
+    /// Replaces every command of the application, globally or in one guild, with `commands`
+    /// (Discord's bulk overwrite). Answers the commands as Discord now has them.
+    pub async fn overwrite_commands(
+        &self,
+        guild: Option<u64>,
+        commands: &[CreateCommand],
+    ) -> Result<Vec<serde_json::Value>, DeliveryError> {
+        let application_id = self.application_id()?;
+        let route = match guild {
+            Some(g) => Route::GuildCommands {
+                application_id,
+                guild_id: GuildId::new(g.max(1)),
+            },
+            None => Route::Commands { application_id },
+        };
+        let answer = self
+            .send(
+                route,
+                LightMethod::Put,
+                &format!("commands:{application_id}"),
+                Pacing::Bot,
+                Some(Body::Json(to_json(&commands)?)),
+            )
+            .await?;
+        match answer {
+            serde_json::Value::Array(list) => Ok(list),
+            other => Err(DeliveryError::Permanent(format!(
+                "Discord answered something other than a list of commands: {}",
+                other.to_string().chars().take(300).collect::<String>()
+            ))),
+        }
+    }
+}
+
+impl ChatPlatform for DiscordAdapter {
+    fn name(&self) -> Platform {
+        Platform::Discord
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            text: limits::CONTENT,
+            buttons: limits::ROWS * limits::BUTTONS_PER_ROW,
+            attachment_bytes: limits::ATTACHMENT_BYTES,
+        }
+    }
+
+    fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The first route that matches the group, else the alert channel.
+    fn channel_for(&self, group: &GroupView) -> String {
+        self.routes
+            .iter()
+            .find(|r| route_matches(r, group))
+            .map(|r| r.channel_id.clone())
+            .or_else(|| self.alert_channel_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn alert_channel(&self) -> Option<&str> {
+        self.alert_channel_id.as_deref()
+    }
+
+    fn room(&self, method: Method, channel: &str) -> Option<u64> {
+        let method = match method {
+            Method::Post => LightMethod::Post,
+            Method::Edit => LightMethod::Patch,
+        };
+        self.room_for(method, channel)
+    }
+
+    fn post_card<'a>(
+        &'a self,
+        channel: &'a str,
+        card: &'a Card,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(self.post(channel, card, nonce))
+    }
+
+    fn edit_card<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        card: &'a Card,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.edit(channel, message_id, card))
+    }
+
+    fn post_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        title: &'a str,
+        list: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(DiscordAdapter::post_digest(
+            self, channel, title, list, nonce,
+        ))
+    }
+
+    fn edit_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        title: &'a str,
+        list: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(DiscordAdapter::edit_digest(
+            self, channel, message_id, title, list,
+        ))
+    }
+
+    fn post_text<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
+        Box::pin(DiscordAdapter::post_text(self, channel, text, nonce))
+    }
+
+    fn edit_reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        reply: &'a Reply,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(self.interaction_edit_original(reply_to, reply))
+    }
+}
+
+fn route_matches(route: &DiscordRoute, group: &GroupView) -> bool {
+    let label = |k: &str| {
+        group
+            .common_labels
+            .get(k)
+            .or_else(|| group.group_labels.get(k))
+    };
+    let severity_ok = route.severities.is_empty()
+        || route
+            .severities
+            .iter()
+            .filter_map(|s| Severity::parse(s))
+            .any(|s| s == group.severity);
+    severity_ok
+        && route
+            .matchers
+            .iter()
+            .all(|(k, v)| label(k).is_some_and(|have| have == v))
+}

@@ -1,0 +1,150 @@
+//! The seam between runbot's chat delivery and one chat platform. The outbox, announcements and
+//! the answers to requests talk to a [`ChatPlatform`] and never name one: adding a platform is a
+//! folder that implements this trait, plus one line where `app.rs` lists the platforms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Card, DeliveryError, Posted};
+use crate::request::{BoxFuture, Platform, Reply, Responder};
+use crate::store::GroupView;
+
+/// A kind of request, as a platform paces them: new messages and edits are limited apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Edit,
+}
+
+/// What one message can hold on a platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Characters of plain text.
+    pub text: usize,
+    pub buttons: usize,
+    /// Bytes of one attached file.
+    pub attachment_bytes: usize,
+}
+
+/// How the outbox delivers cards to a platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// More new cards waiting for one channel than this, and more than its limits let out now,
+    /// is a storm: one digest message names them all until their cards follow.
+    pub digest_after: usize,
+    /// A group firing again within this long of resolving gets its old card back; later, a
+    /// new card (the old one stays as history).
+    pub refire_window: Duration,
+}
+
+/// One chat platform, as the outbox, announcements and replies use it. Sends answer a
+/// [`DeliveryError`] that says what to do next; the platform translates and holds no business
+/// rules. `channel` and message ids are the platform's own, kept by the store as text.
+pub trait ChatPlatform: Send + Sync + 'static {
+    /// Also the store's `platform` column for the platform's outbox and announcements.
+    fn name(&self) -> Platform;
+
+    fn limits(&self) -> Limits;
+
+    fn delivery(&self) -> Delivery;
+
+    /// The channel a group's card goes to (the platform's routes).
+    fn channel_for(&self, group: &GroupView) -> String;
+
+    /// Where cards go when no route matches, and announcements without a channel of their own.
+    fn alert_channel(&self) -> Option<&str>;
+
+    /// Requests of this kind the platform's limits let out now for this channel; None while
+    /// unknown (no limit learnt yet, or none).
+    fn room(&self, method: Method, channel: &str) -> Option<u64>;
+
+    /// Posts a new card. `nonce` makes a retried post give back the first message instead of
+    /// making a second one.
+    fn post_card<'a>(
+        &'a self,
+        channel: &'a str,
+        card: &'a Card,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
+
+    /// Edits a card in place; a resolved card loses its buttons.
+    fn edit_card<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        card: &'a Card,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// Posts a channel's storm digest (see [`super::Digest`]).
+    fn post_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        title: &'a str,
+        list: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
+
+    fn edit_digest<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        title: &'a str,
+        list: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+
+    /// Posts plain text (an announcement) that pings nobody: it may quote what people typed.
+    fn post_text<'a>(
+        &'a self,
+        channel: &'a str,
+        text: &'a str,
+        nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
+
+    /// Replaces the answer to one request; `reply_to` is the platform's handle for it (Discord:
+    /// the interaction's token).
+    fn edit_reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        reply: &'a Reply,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// The core's [`Responder`] on any platform: edits the answer to one request.
+pub struct ReplyEditor {
+    platform: Arc<dyn ChatPlatform>,
+    reply_to: String,
+}
+
+impl ReplyEditor {
+    pub fn new(platform: Arc<dyn ChatPlatform>, reply_to: String) -> ReplyEditor {
+        ReplyEditor { platform, reply_to }
+    }
+}
+
+impl Responder for ReplyEditor {
+    fn edit(&self, reply: Reply) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let title = self.platform.name().title();
+            // A result must not be lost to a rate limit (a deploy edits its message often) or
+            // to a refused upload: wait out the limit a few times, then send the text alone.
+            let mut reply = reply;
+            for _ in 0..4 {
+                match self.platform.edit_reply(&self.reply_to, &reply).await {
+                    Ok(()) => return Ok(()),
+                    Err(DeliveryError::RateLimited { retry_after }) => {
+                        tokio::time::sleep(retry_after.min(Duration::from_secs(10))).await;
+                    }
+                    Err(DeliveryError::Permanent(e)) if reply.attachment.is_some() => {
+                        tracing::warn!(error = %e, "{title} refused the attachment; sending the text alone");
+                        reply.attachment = None;
+                        reply
+                            .text
+                            .push_str(&format!("\n(the attached file was refused by {title})"));
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("{e:?}")),
+                }
+            }
+            Err(anyhow::anyhow!("{title} kept rate-limiting the edit"))
+        })
+    }
+}
