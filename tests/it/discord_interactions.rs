@@ -1,11 +1,11 @@
 //! `POST /discord/interactions`: only requests signed with the application's key, fresh, and
 //! not seen before get an answer; everything else is a 401 that changes nothing.
 
-mod common;
+use crate::common;
 
-use common::fake_discord::{FakeDiscord, FakeUser};
 use common::{Db, Options, TestApp};
 use ed25519_dalek::{Signer, SigningKey};
+use fake_discord::{FakeDiscord, FakeUser};
 use serde_json::{json, Value};
 
 fn key(seed: u8) -> SigningKey {

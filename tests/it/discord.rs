@@ -1,12 +1,12 @@
 //! Alert cards in Discord: a real Alertmanager → runbot → the fake Discord, which accepts only
 //! what Discord accepts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::fake_discord::{FakeDiscord, FakeMessage};
 use common::{webhook, Alertmanager, Db, Options, TestApp, BOTH, TOKEN};
+use fake_discord::{FakeDiscord, FakeMessage};
 use serde_json::{json, Value};
 use sqlx::Connection;
 

@@ -2,7 +2,7 @@
 //! (Debian's nginx-light, under scripts/test): what counts is the status nginx answers a
 //! client, and the deny file nginx reads.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -698,7 +698,7 @@ async fn security_top_ips_under_a_spray_says_its_counts_are_estimates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_block_due_while_runbot_was_down_is_lifted_when_it_starts_and_the_channel_is_told()
 {
-    use common::fake_discord::{FakeDiscord, FakeUser};
+    use fake_discord::{FakeDiscord, FakeUser};
     use serde_json::json;
     let nginx = TestNginx::start().await;
     let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;

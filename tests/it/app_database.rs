@@ -2,7 +2,7 @@
 //! starts): each test makes its own application database and role with a password, asks the
 //! commands through the real dispatcher, and checks what PostgreSQL then holds.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

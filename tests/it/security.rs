@@ -3,7 +3,7 @@
 //! network; "local" is not a credential; slow clients cannot hold sockets; refusals cannot flood
 //! the audit trail.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,10 +1,8 @@
 //! Test helpers: the real application on a random port, against real databases and a real
 //! Alertmanager. Each test gets its own database.
-#![allow(dead_code)]
 
 pub mod app_db;
 pub mod docker;
-pub mod fake_discord;
 pub mod nginx;
 pub mod rig;
 
@@ -78,7 +76,8 @@ pub struct TestApp {
     pub url: String,
     pub database_url: String,
     pub client: reqwest::Client,
-    pub dir: tempfile::TempDir,
+    /// Holds the app's files (the SQLite database) until the test ends.
+    _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -157,7 +156,7 @@ impl TestApp {
             url: format!("http://{addr}"),
             database_url,
             client: reqwest::Client::new(),
-            dir,
+            _dir: dir,
             shutdown: Some(tx),
             task: Some(task),
         }

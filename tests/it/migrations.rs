@@ -1,7 +1,7 @@
 //! Upgrading a database an older runbot wrote: later migrations keep every group, alert and
 //! timeline entry, and new entries follow the old ones.
 
-mod common;
+use crate::common;
 
 use common::{fresh_database, webhook, Options, TestApp, BOTH};
 use serde_json::{json, Value};
