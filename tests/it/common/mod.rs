@@ -30,6 +30,12 @@ pub enum Db {
 
 pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
 
+/// All tests share one PostgreSQL server and, since they are one binary, run side by side.
+/// `/db slow` and `/db locks` list every database's sessions, so the test that counts what
+/// they list holds this, and so does each test that leaves a slow query or a lock wait on the
+/// server.
+pub static PG_SERVER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
