@@ -2,8 +2,9 @@
 //! crate are compiled and linked once. Run one area with `cargo test --test it webhook::`.
 //!
 //! Every test gets its own database, ports and temp dirs, so tests run side by side in this
-//! process. What a process has once is shared: the Prometheus recorder (metrics), and the
-//! tracing subscriber; a test that counts a metric's series runs `runbot serve` as a child.
+//! process. What a process has once is shared by all of them: the metrics recorder (a test
+//! reads only what its own app adds, or polls until its value shows) and the PostgreSQL
+//! server's activity (see `common::PG_SERVER_WIDE`).
 
 mod common;
 
