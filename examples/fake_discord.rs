@@ -1,4 +1,4 @@
-//! The test suite's fake Discord API (`tests/common/fake_discord.rs`) as a standalone server,
+//! The test suite's fake Discord API (`crates/fake-discord`) as a standalone server,
 //! for `scripts/bench`: runbot posts its cards to it, and the bench reads back what arrived
 //! and when from a small stats endpoint on a second port.
 //!
@@ -23,10 +23,6 @@
 //!   and one per applied edit.
 //!
 //! `GET /stats?history=0` leaves out `history`.
-
-#[allow(dead_code)]
-#[path = "../tests/common/fake_discord.rs"]
-mod fake_discord;
 
 #[path = "support/flags.rs"]
 mod flags;

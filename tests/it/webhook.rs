@@ -1,6 +1,6 @@
 //! `POST /webhooks/alertmanager` against the real app, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::{fixtures, webhook, Db, Options, TestApp, BOTH, TOKEN};
 use serde_json::{json, Value};

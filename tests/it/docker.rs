@@ -3,7 +3,7 @@
 //! with compose's labels, created through the engine's API, then runs the commands through
 //! the real dispatcher and checks the answers against what the engine runs.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -733,7 +733,7 @@ async fn logs_over_the_upload_limit_attach_the_newest_lines_that_fit() {
 
 #[tokio::test]
 async fn logs_asked_from_discord_arrive_with_every_line_attached() {
-    use common::fake_discord::{FakeDiscord, FakeUser};
+    use fake_discord::{FakeDiscord, FakeUser};
     const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";
     const CHANNEL: u64 = 111_111_111_111_111_111;
     let p = Project::new().await;

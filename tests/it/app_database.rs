@@ -2,7 +2,7 @@
 //! starts): each test makes its own application database and role with a password, asks the
 //! commands through the real dispatcher, and checks what PostgreSQL then holds.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,23 @@ fn other_dba() -> Actor {
 
 fn system() -> Clock {
     runbot::invocation::system_clock()
+}
+
+/// Polls `sql` (one boolean) on the application database until it is true, for up to 20 s.
+async fn wait_for_server(app: &AppDb, what: &str, sql: &str) {
+    let mut c = app.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sqlx::query_scalar::<_, bool>(sql)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 20 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn rig_for(url: &str, backups: &Path) -> Rig {
@@ -208,6 +225,8 @@ async fn backup_then_restore_with_another_dbas_approval_brings_back_the_data() {
 
 #[tokio::test]
 async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
+    // `/db slow` and `/db locks` see every database of the server.
+    let _alone = common::PG_SERVER_WIDE.lock().await;
     let app = AppDb::new().await;
     app.exec(
         "CREATE TABLE big (id serial PRIMARY KEY, payload text);
@@ -235,17 +254,26 @@ async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
         .await
         .unwrap();
     let sleeping = tokio::spawn(async move {
-        sqlx::query("SELECT pg_sleep(4)")
+        // Far longer than the check can take on a loaded machine; cancelled once seen.
+        let cancelled = sqlx::query("SELECT pg_sleep(120)")
             .execute(&mut sleeper)
-            .await
-            .unwrap();
+            .await;
+        assert!(cancelled.is_err(), "pg_sleep(120) is cancelled");
         sleeper
     });
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    wait_for_server(
+        &app,
+        "the sleeper's query running for over 1 s",
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {sleeper_pid} \
+             AND state = 'active' AND query_start < clock_timestamp() - interval '1.2 seconds')"
+        ),
+    )
+    .await;
     let slow = run(&rig, dba(), "db", &db("slow")).await;
     let block = slow.code_block.clone().unwrap_or_default();
     assert!(
-        block.contains(&sleeper_pid.to_string()) && block.contains("pg_sleep(4)"),
+        block.contains(&sleeper_pid.to_string()) && block.contains("pg_sleep(120)"),
         "{slow:?}"
     );
     assert!(block.contains("Timeout:PgSleep"), "the wait event: {block}");
@@ -273,7 +301,12 @@ async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
             .unwrap();
         n
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_server(
+        &app,
+        "the reader waiting for the holder's lock",
+        &format!("SELECT {holder_pid} = ANY(pg_blocking_pids({waiter_pid}))"),
+    )
+    .await;
     let locks = run(&rig, dba(), "db", &db("locks")).await;
     let block = locks.code_block.clone().unwrap_or_default();
     let line = block
@@ -302,6 +335,8 @@ async fn db_checks_see_real_connections_slow_queries_sizes_and_locks() {
 
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     assert_eq!(waiting.await.unwrap(), 20000);
+    app.exec(&format!("SELECT pg_cancel_backend({sleeper_pid})"))
+        .await;
     drop(sleeping.await.unwrap());
 
     // With nothing slow or waiting, the checks say so.
@@ -676,6 +711,8 @@ fn gzip_file(path: &Path, sql: &[u8]) {
 
 #[tokio::test]
 async fn a_restore_stopped_part_way_commits_nothing() {
+    // Its stalled restore is a slow query that `/db slow` would see from another test.
+    let _alone = common::PG_SERVER_WIDE.lock().await;
     let app = AppDb::new().await;
     app.seed().await;
     let dir = tempfile::tempdir().unwrap();

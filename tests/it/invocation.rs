@@ -3,7 +3,7 @@
 //! clock, dry runs, rate limits, acknowledgements and silences. Every refusal leaves exactly
 //! one audit row and changes nothing else.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

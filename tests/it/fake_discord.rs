@@ -1,10 +1,9 @@
 //! The fake Discord API refuses what the real one refuses: each test sends real HTTP requests.
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fake_discord::{
+use fake_discord::{
     self, FakeDiscord, FakeUser, APPLICATION_ID, CREATE_SCHEMA, EDIT_SCHEMA, GUILD_ID,
 };
 use runbot::chat::discord::render::{
@@ -1763,7 +1762,7 @@ async fn upload(f: &FakeDiscord, token: &str, parts: &[(&str, Option<&str>, &[u8
 
 /// A deferred slash command, ready for its `@original` to be edited, and the app that answered
 /// it (keep it while the test runs).
-async fn deferred(f: &FakeDiscord) -> (App, common::fake_discord::Sent) {
+async fn deferred(f: &FakeDiscord) -> (App, fake_discord::Sent) {
     let app = app(&f.public_key_hex(), |_: &Value| {
         (Duration::ZERO, deferred_response(true))
     })

@@ -3,7 +3,7 @@
 //! test's own, so runbot's HTTP health checks and smoke tests reach it as they would in
 //! production; the checks are on what the engine runs afterwards.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -608,7 +608,7 @@ async fn sqlite_rows(db: &std::path::Path, sql: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_says_what_runs() {
-    use common::fake_discord::{FakeDiscord, FakeUser};
+    use fake_discord::{FakeDiscord, FakeUser};
     use serde_json::json;
     let p = Project::new().await;
     let port = free_port();
@@ -701,7 +701,7 @@ async fn a_deploy_killed_mid_way_is_marked_interrupted_by_the_next_runbot_which_
 /// nothing left to recover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_running_at_sigterm_is_marked_interrupted_by_the_stopping_runbot() {
-    use common::fake_discord::{FakeDiscord, FakeUser};
+    use fake_discord::{FakeDiscord, FakeUser};
     use serde_json::json;
     let p = Project::new().await;
     let port = free_port();

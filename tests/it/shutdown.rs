@@ -1,16 +1,15 @@
 //! SIGTERM to the real binary: runbot stops taking requests, gives the outbox and running
 //! commands `shutdown.grace_secs`, records what it could not finish, and exits 0.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common;
 use bollard::models::HealthStatusEnum;
 use common::docker::{docker_host, Project};
-use common::fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use common::{Serve, BOT_TOKEN, CHANNEL, TOKEN};
+use fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use serde_json::json;
 
 async fn sqlite_column(db: &Path, sql: &str) -> Vec<String> {
@@ -153,7 +152,7 @@ async fn restart_rig(p: &Project, fake: &FakeDiscord, grace: u64) -> (tempfile::
 
 /// Asks for `/restart backend` and confirms it: the restart is running when this returns.
 /// Answers the click, whose message the result edits.
-async fn restart_backend(fake: &FakeDiscord, runbot: &Serve) -> common::fake_discord::Sent {
+async fn restart_backend(fake: &FakeDiscord, runbot: &Serve) -> fake_discord::Sent {
     let interactions = runbot.interactions_url();
     let dana = FakeUser::new(1_300_000_000_000_000_001, "Dana", &["DevOps Lead"]);
     let sent = fake

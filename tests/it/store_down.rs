@@ -1,6 +1,6 @@
 //! The store goes away and comes back: 503 and not ready meanwhile, nothing lost after.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

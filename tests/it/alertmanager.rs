@@ -1,6 +1,6 @@
 //! A real Alertmanager (Debian's prometheus-alertmanager) sending to the real app.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The `runbot` binary itself: check-config, --version, --help, and serve with SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

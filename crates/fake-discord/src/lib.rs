@@ -10,7 +10,7 @@
 //! - `User-Agent: DiscordBot ($url, $versionNumber)` (Discord documents it as required) and
 //!   `Authorization: Bot <token>`.
 //! - Bodies must be `application/json` and are validated against the request schemas of
-//!   Discord's official OpenAPI description (`tests/fixtures/discord-openapi.json`:
+//!   Discord's official OpenAPI description (`crates/fake-discord/discord-openapi.json`:
 //!   `MessageCreateRequest`, `MessageEditRequestPartial`), then against the documented limits
 //!   that the description does not carry (2000 characters of content, 6000 characters of embed
 //!   text, 5 action rows, button rules, unique custom ids, ...).
@@ -3400,10 +3400,7 @@ async fn wait_for_answer(shared: &Shared, token: &str) {
 pub fn openapi() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/discord-openapi.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/discord-openapi.json");
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("read Discord's OpenAPI description {path}: {e}"));
         serde_json::from_str(&text).expect("Discord's OpenAPI description is JSON")

@@ -4,7 +4,7 @@
 //! `runbot audit verify|export` say so from the command line. Appends are on disk before they
 //! return; the head (`runbot audit head`, logged by `serve`) catches a cut-off tail.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -936,8 +936,8 @@ fn parse_strace(text: &str) -> Vec<Syscall> {
 ///   file: an attempt where that happens proves nothing either way and is tried again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_audit_row_is_fsynced_before_the_request_is_answered() {
-    use common::fake_discord::{FakeDiscord, FakeUser};
     use common::{BOT_TOKEN, CHANNEL};
+    use fake_discord::{FakeDiscord, FakeUser};
     if Command::new("strace").arg("-V").output().is_err() {
         panic!("strace is not installed: scripts/test installs it (apt-get install strace)");
     }

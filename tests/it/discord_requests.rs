@@ -2,13 +2,13 @@
 //! as Discord does, runbot answers within the deadline, decides by the Discord roles people
 //! hold (policies/roles.toml), and edits its answers and the alert card.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use common::rig::policies_dir;
 use common::{webhook, Db, Options, TestApp};
+use fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use serde_json::{json, Value};
 
 const BOT_TOKEN: &str = "fake-bot-token-0123456789abcdef";

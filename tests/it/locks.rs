@@ -4,7 +4,7 @@
 //! database here, each with its own dispatcher and process owner, against the real Docker
 //! engine and PostgreSQL; every age is by the database's clock.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,12 +1,10 @@
 //! `runbot discord register-commands`: the real binary registers every command of `commands/`
 //! with the fake Discord, which refuses what Discord refuses.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::fake_discord::{FakeDiscord, APPLICATION_ID, GUILD_ID};
+use fake_discord::{FakeDiscord, APPLICATION_ID, GUILD_ID};
 use runbot::commands::{Commands, OptionKind};
 use serde_json::{json, Value};
 

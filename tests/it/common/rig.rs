@@ -14,11 +14,11 @@ use runbot::request::{Actor, Answer, BoxFuture, Origin, Platform, Request, Respo
 use runbot::store::Store;
 use sqlx::Connection;
 
-use super::fake_discord::FakeDiscord;
 use super::{fresh_database, Db};
+use fake_discord::FakeDiscord;
 
 /// Everyone on call around the clock, so these tests do not depend on the hour; hours are
-/// covered by tests/policy.rs.
+/// covered by tests/it/policy.rs.
 pub const ROLES: &str = r#"
 [roles.devops-lead]
 discord_users = ["100000000000000001"]

@@ -1,10 +1,8 @@
 //! Test helpers: the real application on a random port, against real databases and a real
 //! Alertmanager. Each test gets its own database.
-#![allow(dead_code)]
 
 pub mod app_db;
 pub mod docker;
-pub mod fake_discord;
 pub mod nginx;
 pub mod rig;
 
@@ -31,6 +29,12 @@ pub enum Db {
 }
 
 pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+
+/// All tests share one PostgreSQL server and, since they are one binary, run side by side.
+/// `/db slow` and `/db locks` list every database's sessions, so the test that counts what
+/// they list holds this, and so does each test that leaves a slow query or a lock wait on the
+/// server.
+pub static PG_SERVER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn unique() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -78,7 +82,8 @@ pub struct TestApp {
     pub url: String,
     pub database_url: String,
     pub client: reqwest::Client,
-    pub dir: tempfile::TempDir,
+    /// Holds the app's files (the SQLite database) until the test ends.
+    _dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -163,7 +168,7 @@ impl TestApp {
                 .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
-            dir,
+            _dir: dir,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -1,0 +1,30 @@
+//! runbot's integration tests: one binary, one module per area, so the test helpers and the
+//! crate are compiled and linked once. Run one area with `cargo test --test it webhook::`.
+//!
+//! Every test gets its own database, ports and temp dirs, so tests run side by side in this
+//! process. What a process has once is shared by all of them: the metrics recorder (a test
+//! reads only what its own app adds, or polls until its value shows) and the PostgreSQL
+//! server's activity (see `common::PG_SERVER_WIDE`).
+
+mod common;
+
+mod alertmanager;
+mod app_database;
+mod audit;
+mod cli;
+mod deploy;
+mod discord;
+mod discord_commands;
+mod discord_interactions;
+mod discord_requests;
+mod docker;
+mod fake_discord;
+mod invocation;
+mod locks;
+mod migrations;
+mod nginx;
+mod policy;
+mod security;
+mod shutdown;
+mod store_down;
+mod webhook;
