@@ -106,7 +106,7 @@ fn build_dispatcher(
         policies: policies.clone(),
         alertmanager,
         nginx: crate::nginx::Nginx::from_settings(&settings.nginx, docker.clone()),
-        guard: crate::nginx::Guard::from_settings(&settings.nginx)?,
+        guard: settings.nginx.guard()?,
         security: settings.security.clone(),
         docker,
         app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,

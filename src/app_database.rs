@@ -29,8 +29,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::config::AppDatabaseSettings;
-use crate::executors::format::short_duration;
-use crate::executors::redact::{redact, MASK};
+use crate::domain::duration;
+use crate::domain::redact::{redact, MASK};
 use crate::psql_script::{Problem, Refusal, Scanner};
 
 /// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
@@ -356,7 +356,7 @@ fn took(started: Instant) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
-        short_duration(d)
+        duration::short(d)
     }
 }
 
@@ -1146,7 +1146,7 @@ fn refusal_text(r: &Refusal, client: &PsqlClient) -> String {
 fn clip_query(q: &str, max: usize) -> String {
     // Other sessions' statements can hold passwords (ALTER ROLE … PASSWORD '…') or tokens.
     let one_line = q.split_whitespace().collect::<Vec<_>>().join(" ");
-    let one_line = crate::executors::redact::redact(&one_line).into_owned();
+    let one_line = crate::domain::redact::redact(&one_line).into_owned();
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -1160,7 +1160,7 @@ fn seconds(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.1}s")
     } else {
-        short_duration(Duration::from_secs_f64(s.max(0.0)))
+        duration::short(Duration::from_secs_f64(s.max(0.0)))
     }
 }
 
@@ -1289,7 +1289,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                 summary: format!(
                     "The database is {total}; its {} largest table{}:",
                     rows.len(),
-                    crate::executors::format::plural(rows.len())
+                    crate::domain::text::plural(rows.len())
                 ),
                 header: header(&["TABLE", "TOTAL", "DATA", "INDEXES", "~ROWS"]),
                 rows,
@@ -1327,7 +1327,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                 summary: format!(
                     "{} lock{} waiting.",
                     rows.len(),
-                    crate::executors::format::plural(rows.len())
+                    crate::domain::text::plural(rows.len())
                 ),
                 header: header(&[
                     "PID",

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -344,9 +343,9 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     )));
                 }
                 OptionKind::Cidr => {
-                    let net = crate::nginx::parse_range(t)
+                    let net = crate::domain::net::parse_range(t)
                         .map_err(|e| ArgError(format!("{name}: {e}")))?;
-                    return Ok(Value::Text(crate::nginx::canonical(&net)));
+                    return Ok(Value::Text(crate::domain::net::canonical(&net)));
                 }
                 OptionKind::Tag => {
                     let ok = t.len() <= 128
@@ -360,7 +359,7 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     }
                 }
                 OptionKind::Duration => {
-                    parse_duration(t).ok_or_else(|| {
+                    crate::domain::duration::parse(t).ok_or_else(|| {
                         ArgError(format!(
                             "{name}: {t:?} is not a duration such as 30m, 2h or 1d"
                         ))
@@ -388,21 +387,17 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
     Ok(value)
 }
 
-/// `30s`, `15m`, `2h`, `7d`: at least a minute's silence makes sense, at most 30 days.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    (1..=30 * 86_400)
-        .contains(&secs)
-        .then(|| Duration::from_secs(secs))
+/// Whether a command's cidr argument (e.g. /block-ip address) is wider than `guard` allows
+/// without approval: `context.wide_range` for the policies.
+pub fn wide_range(guard: &crate::domain::net::Guard, spec: &CommandSpec, args: &Args) -> bool {
+    spec.options
+        .iter()
+        .filter(|o| o.kind == OptionKind::Cidr)
+        .filter_map(|o| match args.get(&o.name) {
+            Some(Value::Text(t)) => crate::domain::net::parse_range(t).ok(),
+            _ => None,
+        })
+        .any(|net| guard.is_wide(&net))
 }
 
 /// Validates what a platform sent against the command's options: unknown options, missing
@@ -597,14 +592,5 @@ mod tests {
             err.contains("commands/oops.toml") && err.contains("lowercase"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("0m"), None);
-        assert_eq!(parse_duration("31d"), None);
-        assert_eq!(parse_duration("1w"), None);
     }
 }

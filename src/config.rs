@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::net::{parse_range, Guard};
+
 /// The file read when neither `--config` nor `RUNBOT_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "runbot.toml";
 const ENV_PREFIX: &str = "RUNBOT";
@@ -113,6 +115,22 @@ impl Default for NginxSettings {
     }
 }
 
+impl NginxSettings {
+    /// What may never be blocked, and how wide a block may be without approval.
+    pub fn guard(&self) -> anyhow::Result<Guard> {
+        let allow_list = self
+            .allow_list
+            .iter()
+            .map(|a| parse_range(a).map_err(|e| anyhow::anyhow!("nginx.allow_list: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Guard {
+            allow_list,
+            max_prefix_v4: self.max_prefix_v4,
+            max_prefix_v6: self.max_prefix_v6,
+        })
+    }
+}
+
 /// `[security]`: the stack's security log, which `/security top-ips` reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -212,7 +230,7 @@ pub struct DockerSettings {
 impl Default for DockerSettings {
     fn default() -> Self {
         Self {
-            host: crate::docker::DockerHost::DEFAULT.into(),
+            host: crate::domain::names::DockerHost::DEFAULT.into(),
             project: None,
             timeout_secs: 30,
         }
@@ -308,7 +326,7 @@ impl HttpCheck {
     pub fn label(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => crate::executors::redact::shown_url(&self.url),
+            None => crate::domain::redact::shown_url(&self.url),
         }
     }
 }
@@ -873,7 +891,7 @@ impl Settings {
         if !(d.api_base.starts_with("https://") || d.api_base.starts_with("http://")) {
             problems.push(format!(
                 "discord.api_base = {:?} must be an http(s) URL (default https://discord.com)",
-                crate::executors::redact::shown_url(&d.api_base)
+                crate::domain::redact::shown_url(&d.api_base)
             ));
         }
         for (key, value) in [
@@ -958,7 +976,7 @@ impl Settings {
         }
         if let Some(url) = &self.alertmanager.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let url = crate::executors::redact::shown_url(url);
+                let url = crate::domain::redact::shown_url(url);
                 problems.push(format!(
                     "alertmanager.url = {url:?} must be Alertmanager's http(s) root, e.g. http://alertmanager:9093"
                 ));
@@ -967,12 +985,12 @@ impl Settings {
     }
 
     fn validate_docker(&self, problems: &mut Vec<String>) {
-        use crate::docker::{DockerHost, ProjectName};
+        use crate::domain::names::{DockerHost, ProjectName};
         let d = &self.docker;
         if let Err(e) = DockerHost::parse(&d.host) {
             problems.push(format!(
                 "docker.host = {:?}: {e}; {}",
-                crate::executors::redact::shown_url(&d.host),
+                crate::domain::redact::shown_url(&d.host),
                 DockerHost::FORM
             ));
         }
@@ -1065,7 +1083,7 @@ impl Settings {
             ));
         }
         for a in &n.allow_list {
-            if let Err(e) = crate::nginx::parse_range(a) {
+            if let Err(e) = parse_range(a) {
                 problems.push(format!("nginx.allow_list: {e}"));
             }
         }
@@ -1111,11 +1129,7 @@ impl Settings {
     fn validate_deploy(&self, problems: &mut Vec<String>) {
         let d = &self.deploy;
         for s in &d.services {
-            if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-            {
+            if crate::domain::names::ServiceName::parse(s).is_none() {
                 problems.push(format!(
                     "deploy.services: {s:?} is not a compose service name"
                 ));
@@ -1138,7 +1152,7 @@ impl Settings {
                     Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                     _ => problems.push(format!(
                         "{key}: url {:?} is not an http(s) URL",
-                        crate::executors::redact::shown_url(&c.url)
+                        crate::domain::redact::shown_url(&c.url)
                     )),
                 }
                 if !(1..=3600).contains(&c.timeout_secs) {

@@ -37,6 +37,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod domain;
 pub mod executors;
 pub mod http;
 pub mod invocation;

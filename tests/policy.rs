@@ -235,8 +235,8 @@ fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
         at: a.at,
         approver_roles: &approvals,
         // As the dispatcher computes it, with the default nginx settings.
-        wide_range: runbot::nginx::wide_range(
-            &runbot::nginx::Guard::from_settings(&Default::default()).unwrap(),
+        wide_range: runbot::commands::wide_range(
+            &runbot::config::NginxSettings::default().guard().unwrap(),
             spec,
             &args,
         ),

@@ -31,7 +31,6 @@ use serenity::all::{
 };
 use serenity::http::{LightMethod, Multipart, MultipartUpload, Request, Route};
 
-use super::render::human_duration;
 use super::{Card, DeliveryError, Posted};
 use crate::alerts::parse_stored_time;
 use crate::config::DiscordSettings;
@@ -164,7 +163,7 @@ impl DiscordAdapter {
         nonce: &str,
     ) -> Result<Posted, DeliveryError> {
         let body = CreateMessage::new()
-            .content(crate::invocation::text::clip(text, 1999))
+            .content(crate::domain::text::clip(text, 1999))
             .allowed_mentions(serenity::builder::CreateAllowedMentions::new());
         self.create(channel, body, nonce).await
     }
@@ -890,9 +889,10 @@ pub fn render(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
     let mut description = String::new();
     if card.resolved {
         match card.fired_for {
-            Some(d) => {
-                description.push_str(&format!("✅ **Resolved** after {}\n", human_duration(d)))
-            }
+            Some(d) => description.push_str(&format!(
+                "✅ **Resolved** after {}\n",
+                crate::domain::duration::short(d)
+            )),
             None => description.push_str("✅ **Resolved**\n"),
         }
     }

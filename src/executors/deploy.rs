@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::format::{plural, short_duration, table};
+use super::format::table;
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::config::HttpCheck;
 use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
+use crate::domain::duration;
+use crate::domain::text::plural;
 use crate::request::Reply;
 use crate::store::{DeployRow, Lock, NewDeploy};
 
@@ -73,7 +75,7 @@ impl Board {
         let mut text = format!(
             "{} ({})\n",
             self.title,
-            short_duration(self.began.elapsed())
+            duration::short(self.began.elapsed())
         );
         for s in &self.steps {
             let icon = match s.state {
@@ -98,7 +100,7 @@ impl Board {
         if let Some(o) = &self.outcome {
             text.push_str(o);
         }
-        reply(crate::invocation::text::clip(&text, 1990), false)
+        reply(crate::domain::text::clip(&text, 1990), false)
     }
 
     fn json(&self) -> String {
@@ -110,7 +112,7 @@ fn secs(d: Duration) -> String {
     if d < Duration::from_secs(60) {
         format!("{:.1} s", d.as_secs_f64())
     } else {
-        short_duration(d)
+        duration::short(d)
     }
 }
 
@@ -423,7 +425,7 @@ async fn pipeline(
             let since = parse_stored_time(&d.started_at)
                 .zip(now)
                 .and_then(|(t, now)| (now - t).to_std().ok())
-                .map(short_duration)
+                .map(duration::short)
                 .unwrap_or_else(|| "a moment".into());
             return Err(failure(format!(
                 "a {} of {} by {} is running (started {since} ago, deploy #{}): one at a time per stack. Nothing was changed; watch it with /deploys.",
@@ -651,7 +653,10 @@ async fn steps(
                             .rev()
                             .find(|l| !l.trim().is_empty())
                             .map(|l| {
-                                crate::invocation::text::clip(&super::redact::redact(l.trim()), 120)
+                                crate::domain::text::clip(
+                                    &crate::domain::redact::redact(l.trim()),
+                                    120,
+                                )
                             })
                             .unwrap_or_default();
                         match done.exit_code {
@@ -909,7 +914,7 @@ async fn conclude(
     let ex = run.ex;
     let ctx = run.ctx;
     let what = kind.as_str();
-    let elapsed = short_duration(run.board.lock().expect("board lock").began.elapsed());
+    let elapsed = duration::short(run.board.lock().expect("board lock").began.elapsed());
     let (state, failed_step, error, line, announce_line) = match &outcome {
         Outcome::Succeeded => (
             "succeeded",
@@ -1029,7 +1034,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 .timeout(left.clamp(Duration::from_millis(200), Duration::from_secs(10)))
                 .send()
                 .await
-                .map_err(super::redact::request_error)?;
+                .map_err(crate::domain::redact::request_error)?;
             let status = r.status();
             let ok_status = match c.status {
                 Some(want) => status.as_u16() == want,
@@ -1039,7 +1044,10 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 return Err(format!("answered {status}"));
             }
             if let Some(want) = &c.contains {
-                let body = r.text().await.map_err(super::redact::request_error)?;
+                let body = r
+                    .text()
+                    .await
+                    .map_err(crate::domain::redact::request_error)?;
                 if !body.contains(want.as_str()) {
                     return Err(format!("answered {status} without {want:?} in the body"));
                 }
@@ -1053,7 +1061,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 return Err(format!(
                     "{}: GET {} {why} ({tries} tr{} in {} s)",
                     c.label(),
-                    super::redact::shown_url(&c.url),
+                    crate::domain::redact::shown_url(&c.url),
                     if tries == 1 { "y" } else { "ies" },
                     c.timeout_secs
                 ));
@@ -1166,7 +1174,7 @@ pub async fn history(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             "\n\n#{} {}: {}",
             d.id,
             d.failed_step.as_deref().unwrap_or(&d.state),
-            crate::invocation::text::clip(d.error.as_deref().unwrap_or_default(), 300)
+            crate::domain::text::clip(d.error.as_deref().unwrap_or_default(), 300)
         );
     }
     r.code_block = Some(block);
@@ -1182,7 +1190,7 @@ fn history_row(d: &DeployRow) -> [String; 6] {
         started,
         d.finished_at.as_deref().and_then(parse_stored_time),
     ) {
-        (Some(a), Some(b)) => (b - a).to_std().map(short_duration).unwrap_or_default(),
+        (Some(a), Some(b)) => (b - a).to_std().map(duration::short).unwrap_or_default(),
         _ => "…".into(),
     };
     let what = match d.kind.as_str() {

@@ -5,12 +5,13 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::format::{bytes, percent, plural, short_duration, table};
+use super::format::{bytes, percent, table};
 use super::lease::{self, Lease};
-use super::redact::redact_lines;
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::commands::parse_duration;
 use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
+use crate::domain::duration;
+use crate::domain::redact::redact_lines;
+use crate::domain::text::plural;
 use crate::request::{Attachment, ATTACHMENT_MAX_BYTES};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
@@ -236,7 +237,7 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
         };
         let age = since
             .and_then(|t| (now - t).to_std().ok())
-            .map(short_duration)
+            .map(duration::short)
             .unwrap_or_else(|| "-".into());
         rows.push([
             name,
@@ -277,7 +278,7 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         .text("service")
         .ok_or_else(|| ExecError("/logs needs service".into()))?;
     let tail = ctx.integer("tail").unwrap_or(100).clamp(1, 5000) as u32;
-    let since = ctx.text("since").and_then(parse_duration);
+    let since = ctx.text("since").and_then(duration::parse);
     let grep = ctx.text("grep");
     let containers = docker.service(service).await?;
     let query = LogQuery {
@@ -834,7 +835,6 @@ async fn scale_held(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn replica_numbered(n: Option<u32>) -> Container {
         Container {
@@ -949,17 +949,6 @@ mod tests {
         assert_eq!(
             short_image("nginx@sha256:0123456789abcdef0123"),
             "nginx@0123456789ab"
-        );
-    }
-
-    #[test]
-    fn durations_are_short() {
-        assert_eq!(short_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(short_duration(Duration::from_secs(12 * 60 + 5)), "12m");
-        assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 300)), "3h 5m");
-        assert_eq!(
-            short_duration(Duration::from_secs(4 * 86_400 + 7200)),
-            "4d 2h"
         );
     }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::format::short_duration;
 use super::{reply, Ctx, Executors};
+use crate::domain::duration;
 use crate::store::{LockHolder, Store, TakeLock};
 
 /// How often a waiting request asks again.
@@ -136,8 +136,8 @@ impl Lease {
                     "{} still holds {} (running {}); runbot waited {} (deploy.lock_wait_secs) and gave up {}. Nothing was changed: try again once it is done.",
                     holder.holder,
                     want.what,
-                    short_duration(holder.held),
-                    short_duration(started.elapsed()),
+                    duration::short(holder.held),
+                    duration::short(started.elapsed()),
                     want.doing
                 ));
             }
@@ -220,7 +220,7 @@ fn waiting_line(h: &LockHolder, doing: &str) -> String {
     format!(
         "⏳ Waiting for {} (running {}) to finish before {doing}…",
         h.holder,
-        short_duration(h.held)
+        duration::short(h.held)
     )
 }
 

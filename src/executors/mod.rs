@@ -8,7 +8,6 @@ pub mod docker;
 pub mod format;
 pub mod lease;
 pub mod nginx;
-pub mod redact;
 pub mod security;
 
 use std::sync::Arc;
@@ -18,7 +17,8 @@ use chrono::{DateTime, Utc};
 
 use crate::alerts::{format_time, parse_stored_time};
 use crate::audit::Audit;
-use crate::commands::{parse_duration, Args, CommandSpec, Value};
+use crate::commands::{Args, CommandSpec, Value};
+use crate::domain::duration;
 use crate::policy::Policies;
 use crate::request::Actor;
 use crate::request::Reply;
@@ -119,7 +119,7 @@ pub struct Executors {
     /// None when `nginx.deny_file` is not set.
     pub nginx: Option<crate::nginx::Nginx>,
     /// What may never be blocked, and how wide a block may be without approval.
-    pub guard: crate::nginx::Guard,
+    pub guard: crate::domain::net::Guard,
     pub security: crate::config::SecuritySettings,
 }
 
@@ -167,7 +167,7 @@ impl Executors {
     pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
         if spec.executor == "nginx.block_ip" {
             if let Some(Value::Text(a)) = args.get("address") {
-                let net = crate::nginx::parse_range(a)?;
+                let net = crate::domain::net::parse_range(a)?;
                 self.guard.refuse_dangerous(&net, &[])?;
             }
         }
@@ -195,7 +195,7 @@ impl Executors {
                     .unwrap_or_default();
                 format!(
                     "create an Alertmanager silence on {{{matchers}}} for {}, until {}",
-                    crate::invocation::text::duration(d),
+                    duration::span(d),
                     utc_minute(until)
                 )
             }
@@ -235,7 +235,7 @@ impl Executors {
     fn silence_span(&self, ctx: &Ctx<'_>) -> (Duration, DateTime<Utc>) {
         let d = ctx
             .text("duration")
-            .and_then(parse_duration)
+            .and_then(duration::parse)
             .unwrap_or(Duration::from_secs(3600));
         (
             d,
@@ -378,7 +378,7 @@ impl Executors {
                 format!(
                     "🔕 **{}** silenced {name} for {}, until {}. Silence id `{id}` (undo with /unsilence).",
                     ctx.actor.name,
-                    crate::invocation::text::duration(d),
+                    duration::span(d),
                     utc_minute(until)
                 ),
                 false,
@@ -478,7 +478,7 @@ impl Executors {
                 let why = r
                     .reason
                     .as_deref()
-                    .map(|w| format!(" · {}", crate::invocation::text::clip(w, 80)))
+                    .map(|w| format!(" · {}", crate::domain::text::clip(w, 80)))
                     .unwrap_or_default();
                 format!(
                     "#{} {when} {:<12} /{} by {}{why}",

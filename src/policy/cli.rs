@@ -166,7 +166,7 @@ pub fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> 
     let commands_dir = settings.commands.resolve("commands");
     let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
         let policies = Policies::load(&settings.policy, &commands)?;
-        let guard = crate::nginx::Guard::from_settings(&settings.nginx)?;
+        let guard = settings.nginx.guard()?;
         Ok((commands, policies, guard))
     });
     let (commands, policies, guard) = match loaded {
@@ -257,7 +257,7 @@ struct Asked {
 fn ask(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     a: &Ask<'_>,
 ) -> anyhow::Result<Asked> {
     let spec = commands.get(a.command).ok_or_else(|| {
@@ -316,7 +316,7 @@ fn ask(
         severity,
         at: a.at,
         approver_roles: a.approvals,
-        wide_range: crate::nginx::wide_range(guard, spec, &args),
+        wide_range: crate::commands::wide_range(guard, spec, &args),
     });
     Ok(Asked {
         from_file,
@@ -331,7 +331,7 @@ fn ask(
 fn explain(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     args: &ExplainArgs,
     open_groups: &[OpenGroup],
     out: &mut dyn Write,
@@ -564,7 +564,7 @@ struct TestGroup {
 fn test(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     file: Option<&Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -649,7 +649,7 @@ fn test(
 fn check_row(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     row: &TestRow,
 ) -> Result<Option<String>, String> {
     let at = parse_time(&row.at).map_err(|e| format!("at: {e}"))?;

@@ -1,0 +1,13 @@
+//! Leaf values that several layers share. Nothing here imports the rest of the crate.
+//!
+//! - [`net`]. Addresses and ranges as /block-ip takes them, and what may never be blocked.
+//! - [`names`]. The Docker engine's address, compose project and service names.
+//! - [`duration`]. Durations as people write them, and the shapes runbot shows them in.
+//! - [`text`]. Clipping, plurals, hex.
+//! - [`redact`]. Secrets masked out of text that leaves runbot (logs, replies, URLs).
+
+pub mod duration;
+pub mod names;
+pub mod net;
+pub mod redact;
+pub mod text;
