@@ -13,7 +13,8 @@ use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::{self, Outbox};
 use crate::commands::Commands;
 use crate::config::Settings;
-use crate::executors::{Alertmanager, Executors};
+use crate::executors::alertmanager::engine::Alertmanager;
+use crate::executors::Executors;
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::invocation::{Clock, Dispatcher};
 use crate::policy::{Policies, SeverityMap};
@@ -99,17 +100,22 @@ fn build_dispatcher(
         .as_deref()
         .map(Alertmanager::new)
         .transpose()?;
-    let docker = crate::docker::Docker::from_settings(&settings.docker)?;
+    let docker = crate::executors::docker::engine::Docker::from_settings(&settings.docker)?;
     let executors = Executors {
         store: store.clone(),
         audit: crate::audit::Audit::new(store.clone()),
         policies: policies.clone(),
         alertmanager,
-        nginx: crate::nginx::Nginx::from_settings(&settings.nginx, docker.clone()),
+        nginx: crate::executors::nginx::engine::Nginx::from_settings(
+            &settings.nginx,
+            docker.clone(),
+        ),
         guard: settings.nginx.guard()?,
         security: settings.security.clone(),
         docker,
-        app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,
+        app_db: crate::executors::database::engine::AppDatabase::from_settings(
+            &settings.app_database,
+        )?,
         chat_wake,
         deploy: settings.deploy.clone(),
         owner: uuid::Uuid::new_v4().simple().to_string(),
@@ -272,7 +278,7 @@ impl Application {
         let stale = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
         workers.push(every("deploy-recovery", stale, move || {
             let executors = executors.clone();
-            async move { crate::executors::deploy::recover(&executors).await }
+            async move { crate::executors::docker::deploy::recover(&executors).await }
         }));
         // Timed blocks: those due while no runbot ran are lifted at start, then every
         // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.

@@ -202,7 +202,7 @@ impl std::fmt::Debug for AppDatabaseSettings {
         let url = self
             .url
             .as_ref()
-            .map(|u| crate::app_database::masked_url(u.expose_secret()));
+            .map(|u| crate::executors::database::engine::masked_url(u.expose_secret()));
         f.debug_struct("AppDatabaseSettings")
             .field("url", &url)
             .field("backup_dir", &self.backup_dir)
@@ -1013,7 +1013,7 @@ impl Settings {
         let a = &self.app_database;
         if let Some(url) = &a.url {
             // Never echo the URL: it holds a password.
-            if let Err(e) = crate::app_database::check_url(url.expose_secret()) {
+            if let Err(e) = crate::executors::database::engine::check_url(url.expose_secret()) {
                 problems.push(format!("app_database.url is not usable: {e}"));
             }
         }

@@ -14,9 +14,9 @@ use chrono::Utc;
 use common::app_db::{files, gunzip, AppDb};
 use common::rig::{button, message, person, text, Edits, Rig, ROLES};
 use common::Db;
-use runbot::app_database::{AppDatabase, AppDbError};
 use runbot::audit::Step;
 use runbot::config::AppDatabaseSettings;
+use runbot::executors::database::engine::{AppDatabase, AppDbError};
 use runbot::invocation::Clock;
 use runbot::request::RawValue;
 use runbot::request::Reply;
@@ -112,7 +112,7 @@ async fn backup_then_restore_with_another_dbas_approval_brings_back_the_data() {
     assert_eq!(made.len(), 1, "{made:?}");
     let name = made[0].clone();
     assert!(
-        runbot::app_database::backup_time(&name).is_some(),
+        runbot::executors::database::engine::backup_time(&name).is_some(),
         "{name} is named backup_YYYYmmdd_HHMMSS.sql.gz"
     );
     assert!(done.text.contains(&name), "{}", done.text);
@@ -645,7 +645,7 @@ async fn a_backup_that_takes_too_long_is_stopped_and_leaves_no_partial_file() {
     let again = real.backup(now).await.unwrap();
     assert_eq!(
         again.name,
-        runbot::app_database::backup_name(now + chrono::Duration::seconds(1))
+        runbot::executors::database::engine::backup_name(now + chrono::Duration::seconds(1))
     );
     assert_eq!(
         real.list().await.unwrap(),

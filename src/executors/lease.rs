@@ -51,7 +51,11 @@ pub fn stack(ex: &Executors, holder: String, doing: String) -> Option<Want> {
 }
 
 /// The application database's lock.
-pub fn database(db: &crate::app_database::AppDatabase, holder: String, doing: String) -> Want {
+pub fn database(
+    db: &crate::executors::database::engine::AppDatabase,
+    holder: String,
+    doing: String,
+) -> Want {
     Want {
         name: format!("database:{}", db.target()),
         what: format!("database {}", db.target()),

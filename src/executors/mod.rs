@@ -3,7 +3,6 @@
 
 pub mod alertmanager;
 pub mod database;
-pub mod deploy;
 pub mod docker;
 pub mod format;
 pub mod lease;
@@ -24,7 +23,7 @@ use crate::request::Actor;
 use crate::request::Reply;
 use crate::store::{Acked, GroupView, Store};
 
-pub use alertmanager::Alertmanager;
+use alertmanager::engine::Alertmanager;
 
 /// What an executor gets.
 pub struct Ctx<'a> {
@@ -104,9 +103,9 @@ pub struct Executors {
     /// None when `alertmanager.url` is not set.
     pub alertmanager: Option<Alertmanager>,
     /// None when `docker.project` is not set.
-    pub docker: Option<crate::docker::Docker>,
+    pub docker: Option<crate::executors::docker::engine::Docker>,
     /// The stack's application database; None when `app_database.url` is not set.
-    pub app_db: Option<crate::app_database::AppDatabase>,
+    pub app_db: Option<crate::executors::database::engine::AppDatabase>,
     /// Wakes the chat outbox when a group's card changed.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
     pub deploy: crate::config::DeploySettings,
@@ -117,7 +116,7 @@ pub struct Executors {
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
     /// None when `nginx.deny_file` is not set.
-    pub nginx: Option<crate::nginx::Nginx>,
+    pub nginx: Option<crate::executors::nginx::engine::Nginx>,
     /// What may never be blocked, and how wide a block may be without approval.
     pub guard: crate::domain::net::Guard,
     pub security: crate::config::SecuritySettings,
@@ -223,7 +222,7 @@ impl Executors {
                 Some(db) => database::plan_restore(db, ctx).await,
                 None => "nothing: app_database.url is not set".into(),
             },
-            "deploy.run" | "deploy.rollback" => deploy::plan(self, ctx).await,
+            "deploy.run" | "deploy.rollback" => docker::deploy::plan(self, ctx).await,
             "nginx.block_ip" | "nginx.unblock_ip" => nginx::plan(self, ctx).await,
             other => format!(
                 "run {other} with {}",
@@ -245,15 +244,15 @@ impl Executors {
 
     pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, Failure> {
         match ctx.spec.executor.as_str() {
-            "deploy.run" => deploy::deploy(self, ctx).await,
-            "deploy.rollback" => deploy::rollback(self, ctx).await,
+            "deploy.run" => docker::deploy::deploy(self, ctx).await,
+            "deploy.rollback" => docker::deploy::rollback(self, ctx).await,
             _ => self.run_simple(ctx).await.map_err(Failure::from),
         }
     }
 
     async fn run_simple(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         match ctx.spec.executor.as_str() {
-            "deploy.history" => deploy::history(self, ctx).await,
+            "deploy.history" => docker::deploy::history(self, ctx).await,
             "nginx.block_ip" => nginx::block(self, ctx).await,
             "nginx.unblock_ip" => nginx::unblock(self, ctx).await,
             "nginx.blocked" => nginx::blocked(self, ctx).await,
@@ -327,7 +326,7 @@ impl Executors {
         })
     }
 
-    fn docker(&self) -> Result<&crate::docker::Docker, ExecError> {
+    fn docker(&self) -> Result<&crate::executors::docker::engine::Docker, ExecError> {
         self.docker.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
@@ -336,7 +335,7 @@ impl Executors {
         })
     }
 
-    fn app_db(&self) -> Result<&crate::app_database::AppDatabase, ExecError> {
+    fn app_db(&self) -> Result<&crate::executors::database::engine::AppDatabase, ExecError> {
         self.app_db.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know the application database: set app_database.url (RUNBOT__APP_DATABASE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE. Nothing was changed."

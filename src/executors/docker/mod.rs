@@ -1,5 +1,10 @@
 //! `/status`, `/stats` and `/logs`: what the stack's containers are doing, read from the Docker
 //! engine; `/restart` and `/scale`: the changes runbot makes to them.
+//!
+//! The engine itself is [`engine`]; the deploy pipeline (`/deploy`, `/rollback`, `/deploys`) is [`deploy`].
+
+pub mod deploy;
+pub mod engine;
 
 use std::collections::BTreeSet;
 
@@ -8,10 +13,10 @@ use chrono::{DateTime, Utc};
 use super::format::{bytes, percent, table};
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 use crate::domain::duration;
 use crate::domain::redact::redact_lines;
 use crate::domain::text::plural;
+use crate::executors::docker::engine::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 use crate::request::{Attachment, ATTACHMENT_MAX_BYTES};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
@@ -19,8 +24,8 @@ const MESSAGE_MAX: usize = 2000;
 /// "\n```\n" before the block and "\n```" after it.
 const FENCES: usize = 9;
 
-impl From<crate::docker::DockerError> for ExecError {
-    fn from(e: crate::docker::DockerError) -> Self {
+impl From<crate::executors::docker::engine::DockerError> for ExecError {
+    fn from(e: crate::executors::docker::engine::DockerError) -> Self {
         ExecError(e.to_string())
     }
 }
@@ -545,7 +550,7 @@ pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
             "restart {} of project {project}, one after another, each waited for until it runs (and is healthy, if it has a health check)",
             names(&cs)
         ),
-        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e @ crate::executors::docker::engine::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
         Err(e) => format!(
             "restart every container of service {service} in project {project} (which ones cannot be said now: {e})"
         ),
@@ -718,7 +723,9 @@ pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
             };
             format!("scale {service} from {have} to {want}: {what}")
         }
-        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e @ crate::executors::docker::engine::DockerError::NoSuchService { .. }) => {
+            format!("nothing: {e}")
+        }
         Err(e) => format!(
             "scale {service} in project {} to {want} replicas (which ones cannot be said now: {e})",
             docker.project()

@@ -9,6 +9,10 @@
 //! Other replicas' nginx follow the database ([`follow`], every `nginx.sync_secs`), and each
 //! host records the version of the list it applied, which `/blocked` compares with the
 //! current one.
+//!
+//! The deny file and nginx itself are [`engine`].
+
+pub mod engine;
 
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use crate::alerts::{format_time, parse_stored_time};
 use crate::domain::duration;
 use crate::domain::net::{canonical, overlaps, parse_range};
 use crate::domain::text::plural;
-use crate::nginx::{render, version, Entry, Nginx};
+use crate::executors::nginx::engine::{render, version, Entry, Nginx};
 use crate::store::{Added, BlockRow, NewBlock, NginxHost};
 
 /// A claim on an expiring block older than this is taken over: its runbot stopped.
@@ -89,7 +93,7 @@ fn entries(rows: &[BlockRow]) -> Vec<Entry> {
 async fn apply(
     ex: &Executors,
     nginx: &Nginx,
-    lock: &crate::nginx::Lock,
+    lock: &crate::executors::nginx::engine::Lock,
 ) -> Result<Vec<BlockRow>, String> {
     let rows = ex
         .store

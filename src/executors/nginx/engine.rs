@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::config::{NginxMode, NginxSettings};
-use crate::docker::Docker;
+use crate::executors::docker::engine::Docker;
 
 /// One line of the deny file.
 #[derive(Debug, Clone)]

@@ -1,14 +1,17 @@
 //! `/backup`, `/backups`, `/restore` and `/db CHECK`: the stack's application database,
-//! through [`crate::app_database`].
+//! through its [`engine`].
+
+pub mod engine;
+pub mod psql_script;
 
 use std::time::{Duration, Instant};
 
 use super::format::{bytes, table};
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::app_database::{backup_name, AppDatabase, AppDbError, Check};
 use crate::domain::duration;
 use crate::domain::text::plural;
+use crate::executors::database::engine::{backup_name, AppDatabase, AppDbError, Check};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;

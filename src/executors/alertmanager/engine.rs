@@ -5,7 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Labels;
+/// Alert labels, name to value.
+type Labels = std::collections::BTreeMap<String, String>;
 
 /// Alertmanager's API at `alertmanager.url`.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! they ran before. The lock and the history are rows in the store (shared by replicas); a
 //! running deploy renews its heartbeat, so one whose runbot was killed is found and marked
 //! interrupted (see [`recover`]). For its whole run a deploy also holds the stack's lease
-//! (see [`super::lease`]), which `/restart`, `/scale` and `/restore` wait for, and the
+//! (see [`crate::executors::lease`]), which `/restart`, `/scale` and `/restore` wait for, and the
 //! database's while it backs up or restores.
 
 use std::fmt::Write as _;
@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::format::table;
-use super::lease::{self, Lease};
-use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::alerts::{format_time, parse_stored_time};
 use crate::config::HttpCheck;
-use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
 use crate::domain::duration;
 use crate::domain::text::plural;
+use crate::executors::docker::engine::{
+    is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck,
+};
+use crate::executors::format::table;
+use crate::executors::lease::{self, Lease};
+use crate::executors::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::request::Reply;
 use crate::store::{DeployRow, Lock, NewDeploy};
 
@@ -1309,7 +1311,7 @@ fn backups_configured(ex: &Executors) -> bool {
 /// The database's lease for the run's `step`, its wait shown on that step of the board.
 async fn database_lease(
     run: &Run<'_>,
-    db: &crate::app_database::AppDatabase,
+    db: &crate::executors::database::engine::AppDatabase,
     step: &'static str,
     doing: String,
 ) -> Result<Lease, String> {
@@ -1333,7 +1335,7 @@ async fn take_backup(run: &Run<'_>) -> Result<(String, String), String> {
         .during(db.backup(run.ex.now()))
         .await
         .map_err(|e| e.to_string())?;
-    Ok((f.name, super::format::bytes(f.bytes)))
+    Ok((f.name, crate::executors::format::bytes(f.bytes)))
 }
 
 /// Restores `name` (after the safety backup the restore takes), holding the database's lease;

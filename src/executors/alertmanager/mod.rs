@@ -1,0 +1,3 @@
+//! Alertmanager: its API client ([`engine`]).
+
+pub mod engine;
