@@ -363,7 +363,7 @@ fn check_config(settings: &Settings) -> ExitCode {
             println!("  docker               docker.project not set: /status and /logs will say so")
         }
     }
-    match runbot::executors::database::engine::AppDatabase::from_settings(&settings.app_database) {
+    match runbot::app::app_database(&settings.app_database) {
         Ok(Some(db)) => println!(
             "  app database         {}, backups in {}",
             db.target(),

@@ -617,7 +617,7 @@ fn direct(url: &str, dir: &Path, pg_dump: &str, timeout_secs: u64) -> AppDatabas
         timeout_secs,
         ..AppDatabaseSettings::default()
     };
-    AppDatabase::from_settings(&settings).unwrap().unwrap()
+    runbot::app::app_database(&settings).unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -798,7 +798,7 @@ fn with_psql(url: &str, dir: &Path, psql: &Path) -> AppDatabase {
         psql: psql.display().to_string(),
         ..AppDatabaseSettings::default()
     };
-    AppDatabase::from_settings(&settings).unwrap().unwrap()
+    runbot::app::app_database(&settings).unwrap().unwrap()
 }
 
 /// Backups that would each run something as runbot (or change data) through a psql

@@ -4,10 +4,12 @@
 //! - [`names`]. The Docker engine's address, compose project and service names.
 //! - [`duration`]. Durations as people write them, and the shapes runbot shows them in.
 //! - [`text`]. Clipping, plurals, hex.
+//! - [`pg_url`]. The application database's address, parsed from its URL.
 //! - [`redact`]. Secrets masked out of text that leaves runbot (logs, replies, URLs).
 
 pub mod duration;
 pub mod names;
 pub mod net;
+pub mod pg_url;
 pub mod redact;
 pub mod text;

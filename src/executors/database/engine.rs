@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use regex::Regex;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -29,8 +29,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::psql_script::{Problem, Refusal, Scanner};
-use crate::config::AppDatabaseSettings;
 use crate::domain::duration;
+use crate::domain::pg_url::PgUrl;
 use crate::domain::redact::{redact, MASK};
 
 /// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
@@ -161,100 +161,14 @@ pub enum AppDbError {
     Query { check: &'static str, reason: String },
 }
 
-/// The connection, from `app_database.url`, in the parts libpq's variables take.
-#[derive(Clone)]
-struct Conn {
-    host: Option<String>,
-    port: Option<u16>,
-    user: Option<String>,
-    password: Option<SecretString>,
-    database: String,
+/// What libpq's clients (pg_dump, psql) and sqlx make of the parsed URL.
+trait Libpq {
+    fn apply(&self, cmd: &mut Command);
+    fn options(&self) -> PgConnectOptions;
+    fn scrub(&self, text: &str) -> String;
 }
 
-/// The shape a URL must have, for error messages.
-const URL_FORM: &str =
-    "use postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://prod_user:PASSWORD@postgres:5432/saas_cafeterias_prod";
-
-fn decode(s: &str) -> Result<String, String> {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| "its percent-encoding is not UTF-8".to_string())
-}
-
-/// Never shows the password.
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Conn").field(&self.target()).finish()
-    }
-}
-
-impl Conn {
-    /// Errors never repeat the URL: it may hold a password.
-    fn parse(raw: &str) -> Result<Conn, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("it is not a URL ({e}); {URL_FORM}"))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "its scheme is {:?}, not postgres or postgresql; {URL_FORM}",
-                url.scheme()
-            ));
-        }
-        let mut host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .map(|h| h.trim_matches(['[', ']']).to_string());
-        let mut port = url.port();
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                // libpq's way to name a unix socket folder: postgres:///db?host=/run/postgresql
-                "host" => host = Some(v.into_owned()),
-                "port" => {
-                    port = Some(
-                        v.parse()
-                            .map_err(|_| format!("its port parameter {v:?} is not a port"))?,
-                    )
-                }
-                other => {
-                    return Err(format!(
-                        "runbot understands only the host and port parameters, not {other:?}"
-                    ))
-                }
-            }
-        }
-        let user = match url.username() {
-            "" => None,
-            u => Some(decode(u)?),
-        };
-        let password = url
-            .password()
-            .map(decode)
-            .transpose()?
-            .map(SecretString::from);
-        let database = decode(url.path().trim_start_matches('/'))?;
-        if database.is_empty() || database.contains('/') {
-            return Err(format!("it must name one database; {URL_FORM}"));
-        }
-        Ok(Conn {
-            host,
-            port,
-            user,
-            password,
-            database,
-        })
-    }
-
-    /// `prod_user@postgres:5432/saas_cafeterias_prod`: how replies name it, with no password.
-    fn target(&self) -> String {
-        let user = self
-            .user
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        let host = self.host.as_deref().unwrap_or("localhost");
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{user}{host}{port}/{}", self.database)
-    }
-
+impl Libpq for PgUrl {
     /// What pg_dump and psql get instead of a connection string on their command line.
     fn apply(&self, cmd: &mut Command) {
         // Ours win over whatever runbot's own environment says.
@@ -319,16 +233,6 @@ impl Conn {
         }
         out
     }
-}
-
-/// Checks `app_database.url` for the settings' validation; the error never holds the URL.
-pub fn check_url(url: &str) -> Result<(), String> {
-    Conn::parse(url).map(|_| ())
-}
-
-/// `postgres://prod_user:***@postgres:5432/db`: a URL fit for logs.
-pub fn masked_url(url: &str) -> String {
-    redact(url).into_owned()
 }
 
 /// The name of a backup taken at `now`.
@@ -398,7 +302,7 @@ pub struct AppDatabase {
 }
 
 struct Inner {
-    conn: Conn,
+    conn: PgUrl,
     backup_dir: PathBuf,
     pg_dump: String,
     psql: String,
@@ -417,23 +321,25 @@ impl std::fmt::Debug for AppDatabase {
 }
 
 impl AppDatabase {
-    /// None when `app_database.url` is not set.
-    pub fn from_settings(s: &AppDatabaseSettings) -> anyhow::Result<Option<AppDatabase>> {
-        let Some(url) = &s.url else {
-            return Ok(None);
-        };
-        let conn = Conn::parse(url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("app_database.url: {e}"))?;
-        Ok(Some(AppDatabase {
+    /// The database at `conn`, backed up into `backup_dir` with these client programs, each
+    /// run stopped after `timeout`.
+    pub fn new(
+        conn: PgUrl,
+        backup_dir: PathBuf,
+        pg_dump: String,
+        psql: String,
+        timeout: Duration,
+    ) -> AppDatabase {
+        AppDatabase {
             inner: Arc::new(Inner {
                 conn,
-                backup_dir: s.backup_dir.clone(),
-                pg_dump: s.pg_dump.clone(),
-                psql: s.psql.clone(),
-                timeout: Duration::from_secs(s.timeout_secs),
+                backup_dir,
+                pg_dump,
+                psql,
+                timeout,
                 psql_client: tokio::sync::OnceCell::new(),
             }),
-        }))
+        }
     }
 
     /// What the configured psql can do; asked once, again after a failure.
@@ -1351,26 +1257,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_split_and_their_errors_never_hold_the_password() {
-        let c =
-            Conn::parse("postgres://prod_user:p%40ss@postgres:5432/saas_cafeterias_prod").unwrap();
-        assert_eq!(c.user.as_deref(), Some("prod_user"));
-        assert_eq!(c.password.as_ref().unwrap().expose_secret(), "p@ss");
-        assert_eq!(c.target(), "prod_user@postgres:5432/saas_cafeterias_prod");
-        let s = Conn::parse("postgresql:///app?host=/run/postgresql").unwrap();
-        assert_eq!(s.host.as_deref(), Some("/run/postgresql"));
-        for bad in [
-            "mysql://u:hunter22@db/app",
-            "postgres://u:hunter22@db/",
-            "postgres://u:hunter22@db/app?sslmode=require",
-            "not a url hunter22",
-        ] {
-            let e = Conn::parse(bad).unwrap_err();
-            assert!(!e.contains("hunter22"), "{e}");
-        }
-    }
-
-    #[test]
     fn backup_names_are_strict_and_carry_their_time() {
         let t = Utc.with_ymd_and_hms(2026, 11, 27, 3, 15, 0).unwrap();
         assert_eq!(backup_name(t), "backup_20261127_031500.sql.gz");
@@ -1413,7 +1299,7 @@ mod tests {
 
     #[test]
     fn scrub_masks_the_password_wherever_it_appears() {
-        let c = Conn::parse("postgres://app:s3cretpw@db/app").unwrap();
+        let c = PgUrl::parse("postgres://app:s3cretpw@db/app").unwrap();
         let out = c.scrub("FATAL: password s3cretpw rejected for postgres://app:s3cretpw@db/app");
         assert!(!out.contains("s3cretpw"), "{out}");
     }

@@ -25,7 +25,6 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use crate::config::DockerSettings;
 use crate::domain::names::{DockerHost, ProjectName};
 
 mod deploy;
@@ -208,24 +207,8 @@ struct Inner {
 }
 
 impl Docker {
-    /// None when `docker.project` is unset: runbot cannot tell which containers are the stack's.
-    pub fn from_settings(settings: &DockerSettings) -> anyhow::Result<Option<Docker>> {
-        let Some(project) = &settings.project else {
-            return Ok(None);
-        };
-        let host = DockerHost::parse(&settings.host).map_err(|e| {
-            let shown = crate::domain::redact::shown_url(&settings.host);
-            anyhow::anyhow!("docker.host = {shown:?}: {e}")
-        })?;
-        let project = ProjectName::parse(project)
-            .map_err(|e| anyhow::anyhow!("docker.project = {project:?}: {e}"))?;
-        Ok(Some(Docker::new(
-            host,
-            project,
-            Duration::from_secs(settings.timeout_secs),
-        )))
-    }
-
+    /// The engine at `host`, acting on `project`'s containers, each answer awaited at most
+    /// `timeout`.
     pub fn new(host: DockerHost, project: ProjectName, timeout: Duration) -> Docker {
         Docker {
             inner: Arc::new(Inner {

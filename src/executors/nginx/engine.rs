@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::{NginxMode, NginxSettings};
 use crate::executors::docker::engine::Docker;
 
 /// One line of the deny file.
@@ -77,15 +76,35 @@ pub enum NginxError {
     Other(String),
 }
 
+/// Where nginx's commands run.
+#[derive(Clone)]
+pub enum RunsIn {
+    /// On runbot's host.
+    Host,
+    /// Inside a running container of this compose service of the stack.
+    Container { docker: Docker, service: String },
+}
+
+/// What [`Nginx`] is built from (`[nginx]`, checked by the settings).
+pub struct Options {
+    pub deny_file: PathBuf,
+    pub runs_in: RunsIn,
+    /// Argument vectors, never a shell.
+    pub test: Vec<String>,
+    pub reload: Vec<String>,
+    /// Longest wait for `test` or `reload`.
+    pub timeout: Duration,
+    pub host_id: String,
+    pub sync: Duration,
+}
+
 /// How runbot reaches nginx: the deny file, and its test and reload commands.
 #[derive(Clone)]
 pub struct Nginx {
     pub deny_file: PathBuf,
-    mode: NginxMode,
+    runs_in: RunsIn,
     test: Vec<String>,
     reload: Vec<String>,
-    service: String,
-    docker: Option<Docker>,
     timeout: Duration,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// This host, as /blocked names it (`nginx.host_id`).
@@ -105,21 +124,18 @@ pub struct Lock {
 }
 
 impl Nginx {
-    /// None when `nginx.deny_file` is unset.
-    pub fn from_settings(s: &NginxSettings, docker: Option<Docker>) -> Option<Nginx> {
-        Some(Nginx {
-            deny_file: s.deny_file.clone()?,
-            mode: s.mode,
-            test: s.test.clone(),
-            reload: s.reload.clone(),
-            service: s.service.clone(),
-            docker,
-            timeout: Duration::from_secs(s.timeout_secs),
+    pub fn new(o: Options) -> Nginx {
+        Nginx {
+            deny_file: o.deny_file,
+            runs_in: o.runs_in,
+            test: o.test,
+            reload: o.reload,
+            timeout: o.timeout,
             lock: Default::default(),
-            host_id: s.host_id.clone(),
-            sync: Duration::from_secs(s.sync_secs),
+            host_id: o.host_id,
+            sync: o.sync,
             refused: Default::default(),
-        })
+        }
     }
 
     /// How long a list nginx refused waits before it is tried again (a changed list is tried
@@ -254,21 +270,14 @@ impl Nginx {
 
     /// Runs one of the commands where nginx runs; Err holds what it said.
     async fn run(&self, argv: &[String]) -> Result<String, String> {
-        match self.mode {
-            NginxMode::Host => run_host(argv, self.timeout).await,
-            NginxMode::Container => {
-                let docker = self
-                    .docker
-                    .as_ref()
-                    .ok_or("nginx.mode is container but docker.project is not set")?;
-                let containers = docker
-                    .service(&self.service)
-                    .await
-                    .map_err(|e| e.to_string())?;
+        match &self.runs_in {
+            RunsIn::Host => run_host(argv, self.timeout).await,
+            RunsIn::Container { docker, service } => {
+                let containers = docker.service(service).await.map_err(|e| e.to_string())?;
                 let c = containers
                     .iter()
                     .find(|c| c.is_running())
-                    .ok_or_else(|| format!("no running container of service {}", self.service))?;
+                    .ok_or_else(|| format!("no running container of service {service}"))?;
                 let (code, out) = docker.exec(&c.id, argv).await.map_err(|e| e.to_string())?;
                 if code == 0 {
                     Ok(out)
