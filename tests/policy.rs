@@ -722,7 +722,7 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
 
     let cmds = commands_with(
         "purge.toml",
-        "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n",
+        "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"docker.disk_cleanup\"\n",
     );
     let commands = Commands::load(Some(cmds.path())).unwrap();
     let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
@@ -833,7 +833,7 @@ fn commands_with(file: &str, text: &str) -> tempfile::TempDir {
 
 #[test]
 fn two_commands_may_share_an_option_name_only_with_the_same_type() {
-    let purge = "name = \"purge\"\ndescription = \"Purge a service's cache\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n\n\
+    let purge = "name = \"purge\"\ndescription = \"Purge a service's cache\"\nrisk = \"write\"\nexecutor = \"docker.disk_cleanup\"\n\n\
                  [[options]]\nname = \"service\"\ndescription = \"Which\"\ntype = \"integer\"\n";
     let cmds = commands_with("purge.toml", purge);
     let commands = Commands::load(Some(cmds.path())).unwrap();

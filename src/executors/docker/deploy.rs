@@ -1073,8 +1073,8 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
     }
 }
 
-/// What a deploy would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
+/// What a deploy (or, with `rollback`, a rollback) would do, for a dry run.
+pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, rollback: bool) -> String {
     let Ok(docker) = ex.docker() else {
         return "nothing: docker.project is not set".into();
     };
@@ -1083,9 +1083,9 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
         Err(f) => return format!("nothing: {}", f.reason),
     };
     let from = running_versions(&services);
-    let tag = match (ctx.spec.executor.as_str(), ctx.text("tag")) {
+    let tag = match (rollback, ctx.text("tag")) {
         (_, Some(t)) => t.to_string(),
-        ("deploy.rollback", None) => match previous_version(ex).await {
+        (true, None) => match previous_version(ex).await {
             Ok(t) => t,
             Err(f) => return format!("nothing: {}", f.reason),
         },
@@ -1097,7 +1097,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
         .map(|(_, cs)| with_tag(&cs[0].image, &tag))
         .collect();
     steps.push(format!("check {} exist (or pull)", images.join(", ")));
-    if ctx.spec.executor == "deploy.run" {
+    if !rollback {
         if ex.deploy.backup {
             steps.push("back up the application database (pg_dump)".into());
         }

@@ -647,8 +647,8 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     })
 }
 
-/// What a block or unblock would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
+/// What a block (or, with `unblock`, an unblock) would do, for a dry run.
+pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, unblock: bool) -> String {
     let Ok(nginx) = ex.nginx() else {
         return "nothing: nginx.deny_file is not set".into();
     };
@@ -658,7 +658,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
     };
     let shown = canonical(&net);
     let file = nginx.path().display();
-    if ctx.spec.executor == "nginx.unblock_ip" {
+    if unblock {
         return match ex.store.active_block(&shown).await {
             Ok(Some(b)) => format!(
                 "remove `deny {shown};` (blocked by {}) from {file}, run nginx -t, reload nginx",
