@@ -13,13 +13,14 @@ use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::{self, Outbox};
 use crate::commands::Commands;
 use crate::config::{AppDatabaseSettings, DockerSettings, NginxMode, NginxSettings, Settings};
+use crate::domain::clock::Clock;
 use crate::executors::alertmanager::engine::Alertmanager;
 use crate::executors::database::engine::AppDatabase;
 use crate::executors::docker::engine::Docker;
 use crate::executors::nginx::engine::{self as nginx, Nginx, RunsIn};
 use crate::executors::Executors;
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
-use crate::invocation::{Clock, Dispatcher};
+use crate::invocation::Dispatcher;
 use crate::policy::{Policies, SeverityMap};
 use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
@@ -269,7 +270,7 @@ impl Application {
             Arc::new(data.policies),
             store.clone(),
             card_wake.clone(),
-            crate::invocation::system_clock(),
+            crate::domain::clock::system_clock(),
         )?);
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();

@@ -526,6 +526,23 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
     Ok(value)
 }
 
+/// `service:backend tail:100`.
+pub fn args_line(args: &Args) -> String {
+    let parts: Vec<String> = args
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Text(t) => format!("{k}:{}", crate::domain::text::clip(t, 60)),
+            Value::Integer(i) => format!("{k}:{i}"),
+            Value::Boolean(b) => format!("{k}:{b}"),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no arguments".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Whether a command's cidr argument (e.g. /block-ip address) is wider than `guard` allows
 /// without approval: `context.wide_range` for the policies.
 pub fn wide_range(guard: &crate::domain::net::Guard, spec: &CommandSpec, args: &Args) -> bool {

@@ -16,8 +16,8 @@ use common::rig::{button, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::audit::Step;
 use runbot::config::AppDatabaseSettings;
+use runbot::domain::clock::Clock;
 use runbot::executors::database::engine::{AppDatabase, AppDbError};
-use runbot::invocation::Clock;
 use runbot::request::RawValue;
 use runbot::request::Reply;
 use runbot::request::{Actor, Answer};
@@ -38,7 +38,7 @@ fn other_dba() -> Actor {
 }
 
 fn system() -> Clock {
-    runbot::invocation::system_clock()
+    runbot::domain::clock::system_clock()
 }
 
 async fn rig_for(url: &str, backups: &Path) -> Rig {

@@ -18,7 +18,7 @@ use common::docker::{docker_host, Project};
 use common::rig::{button, devops, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::audit::Step;
-use runbot::invocation::{system_clock, Clock};
+use runbot::domain::clock::{system_clock, Clock};
 use runbot::request::Answer;
 use runbot::request::RawValue;
 use runbot::request::Reply;

@@ -114,7 +114,7 @@ pub struct Executors {
     /// This process, as the owner of the deploys it runs (random per start).
     pub owner: String,
     /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
-    pub clock: crate::invocation::Clock,
+    pub clock: crate::domain::clock::Clock,
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
     /// None when `nginx.deny_file` is not set.
@@ -257,7 +257,7 @@ impl Executors {
             ) => planned(format!(
                 "run {} with {}",
                 ctx.spec.executor,
-                crate::invocation::text::args_line(ctx.args)
+                crate::commands::args_line(ctx.args)
             )),
         }
     }

@@ -32,11 +32,9 @@ use crate::request::{
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Store};
 
+use crate::domain::clock::Clock;
 pub use pending::PendingKind;
 use pending::{Approval, Pending};
-
-/// The current time. A function so tests can drive it (e.g. from tokio's paused clock).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Who a person is to the policy.
 fn identity(actor: &Actor) -> Identity {
@@ -45,10 +43,6 @@ fn identity(actor: &Actor) -> Identity {
         user_id: actor.user_id.clone(),
         platform_roles: actor.platform_roles.clone(),
     }
-}
-
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
 }
 
 type Limiter = RateLimiter<

@@ -24,23 +24,6 @@ pub fn invocation_line(spec: &CommandSpec, args: &Args) -> String {
     line
 }
 
-/// `service:backend tail:100`.
-pub fn args_line(args: &Args) -> String {
-    let parts: Vec<String> = args
-        .iter()
-        .map(|(k, v)| match v {
-            Value::Text(t) => format!("{k}:{}", clip(t, 60)),
-            Value::Integer(i) => format!("{k}:{i}"),
-            Value::Boolean(b) => format!("{k}:{b}"),
-        })
-        .collect();
-    if parts.is_empty() {
-        "no arguments".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
 pub fn or_list(roles: &[String]) -> String {
     match roles {
         [] => "an eligible role".into(),
