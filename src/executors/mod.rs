@@ -179,62 +179,72 @@ impl Executors {
     /// an executor kind meets its code.
     async fn dispatch(&self, ctx: &Ctx<'_>, plan: bool) -> Result<Outcome, Failure> {
         use ExecutorKind as K;
-        let planned = |p: String| Ok(Outcome::Plan(p));
-        let ran = |r: Result<Done, ExecError>| r.map(Outcome::Done).map_err(Failure::from);
+        // Macros, not closures: a closure returning Result<_, Failure> trips clippy's
+        // result_large_err, which async fns are spared.
+        macro_rules! planned {
+            ($plan:expr) => {
+                Ok(Outcome::Plan($plan))
+            };
+        }
+        macro_rules! ran {
+            ($done:expr) => {
+                $done.map(Outcome::Done).map_err(Failure::from)
+            };
+        }
         match (ctx.spec.executor, plan) {
-            (K::AlertsAck, true) => planned(match ctx.group {
+            (K::AlertsAck, true) => planned!(match ctx.group {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
                 None => "acknowledge an alert group".into(),
             }),
-            (K::AlertsAck, false) => ran(self.ack(ctx).await),
-            (K::AlertmanagerSilence, true) => planned(self.plan_silence(ctx)),
-            (K::AlertmanagerSilence, false) => ran(self.silence(ctx).await),
-            (K::AlertmanagerUnsilence, true) => planned(self.plan_unsilence(ctx)),
-            (K::AlertmanagerUnsilence, false) => ran(self.unsilence(ctx).await),
-            (K::PolicyOncall, false) => ran(Ok(self.oncall(ctx))),
-            (K::AuditRecent, false) => ran(self.audit_recent(ctx).await),
-            (K::DockerRestart, true) => planned(match &self.docker {
+            (K::AlertsAck, false) => ran!(self.ack(ctx).await),
+            (K::AlertmanagerSilence, true) => planned!(self.plan_silence(ctx)),
+            (K::AlertmanagerSilence, false) => ran!(self.silence(ctx).await),
+            (K::AlertmanagerUnsilence, true) => planned!(self.plan_unsilence(ctx)),
+            (K::AlertmanagerUnsilence, false) => ran!(self.unsilence(ctx).await),
+            (K::PolicyOncall, false) => Ok(Outcome::Done(self.oncall(ctx))),
+            (K::AuditRecent, false) => ran!(self.audit_recent(ctx).await),
+            (K::DockerRestart, true) => planned!(match &self.docker {
                 Some(d) => docker::plan_restart(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
             }),
-            (K::DockerScale, true) => planned(match &self.docker {
+            (K::DockerScale, true) => planned!(match &self.docker {
                 Some(d) => docker::plan_scale(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
             }),
-            (K::DockerStatus, false) => ran(docker::status(self.docker()?, ctx).await),
-            (K::DockerStats, false) => ran(docker::stats(self.docker()?, ctx).await),
-            (K::DockerLogs, false) => ran(docker::logs(self.docker()?, ctx).await),
-            (K::DockerRestart, false) => ran(docker::restart(self, self.docker()?, ctx).await),
-            (K::DockerScale, false) => ran(docker::scale(self, self.docker()?, ctx).await),
-            (K::DeployRun, true) => planned(docker::deploy::plan(self, ctx, false).await),
-            (K::DeployRollback, true) => planned(docker::deploy::plan(self, ctx, true).await),
+            (K::DockerStatus, false) => ran!(docker::status(self.docker()?, ctx).await),
+            (K::DockerStats, false) => ran!(docker::stats(self.docker()?, ctx).await),
+            (K::DockerLogs, false) => ran!(docker::logs(self.docker()?, ctx).await),
+            (K::DockerRestart, false) => ran!(docker::restart(self, self.docker()?, ctx).await),
+            (K::DockerScale, false) => ran!(docker::scale(self, self.docker()?, ctx).await),
+            (K::DeployRun, true) => planned!(docker::deploy::plan(self, ctx, false).await),
+            (K::DeployRollback, true) => planned!(docker::deploy::plan(self, ctx, true).await),
             (K::DeployRun, false) => docker::deploy::deploy(self, ctx).await.map(Outcome::Done),
             (K::DeployRollback, false) => {
                 docker::deploy::rollback(self, ctx).await.map(Outcome::Done)
             }
-            (K::DeployHistory, false) => ran(docker::deploy::history(self, ctx).await),
-            (K::DatabaseBackup, true) => planned(match &self.app_db {
+            (K::DeployHistory, false) => ran!(docker::deploy::history(self, ctx).await),
+            (K::DatabaseBackup, true) => planned!(match &self.app_db {
                 Some(db) => database::plan_backup(db, ctx),
                 None => "nothing: app_database.url is not set".into(),
             }),
-            (K::DatabaseRestore, true) => planned(match &self.app_db {
+            (K::DatabaseRestore, true) => planned!(match &self.app_db {
                 Some(db) => database::plan_restore(db, ctx).await,
                 None => "nothing: app_database.url is not set".into(),
             }),
-            (K::DatabaseBackup, false) => ran(database::backup(self, self.app_db()?, ctx).await),
-            (K::DatabaseBackups, false) => ran(database::backups(self.app_db()?, ctx).await),
+            (K::DatabaseBackup, false) => ran!(database::backup(self, self.app_db()?, ctx).await),
+            (K::DatabaseBackups, false) => ran!(database::backups(self.app_db()?, ctx).await),
             (K::DatabaseRestore, false) => {
-                ran(database::restore(self, self.app_db()?, ctx).await)
+                ran!(database::restore(self, self.app_db()?, ctx).await)
             }
             (K::DatabaseDiagnostics, false) => {
-                ran(database::diagnostics(self.app_db()?, ctx).await)
+                ran!(database::diagnostics(self.app_db()?, ctx).await)
             }
-            (K::NginxBlockIp, true) => planned(nginx::plan(self, ctx, false).await),
-            (K::NginxUnblockIp, true) => planned(nginx::plan(self, ctx, true).await),
-            (K::NginxBlockIp, false) => ran(nginx::block(self, ctx).await),
-            (K::NginxUnblockIp, false) => ran(nginx::unblock(self, ctx).await),
-            (K::NginxBlocked, false) => ran(nginx::blocked(self, ctx).await),
-            (K::SecurityTopIps, false) => ran(security::top_ips(self, ctx).await),
+            (K::NginxBlockIp, true) => planned!(nginx::plan(self, ctx, false).await),
+            (K::NginxUnblockIp, true) => planned!(nginx::plan(self, ctx, true).await),
+            (K::NginxBlockIp, false) => ran!(nginx::block(self, ctx).await),
+            (K::NginxUnblockIp, false) => ran!(nginx::unblock(self, ctx).await),
+            (K::NginxBlocked, false) => ran!(nginx::blocked(self, ctx).await),
+            (K::SecurityTopIps, false) => ran!(security::top_ips(self, ctx).await),
             (K::NotYet(name), false) => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {name} is not part of this version. Nothing was changed.",
                 ctx.spec.name
@@ -254,7 +264,7 @@ impl Executors {
                 | K::SecurityTopIps
                 | K::NotYet(_),
                 true,
-            ) => planned(format!(
+            ) => planned!(format!(
                 "run {} with {}",
                 ctx.spec.executor,
                 crate::commands::args_line(ctx.args)
