@@ -13,10 +13,15 @@ use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
-use crate::config::Settings;
-use crate::executors::{Alertmanager, Executors};
+use crate::config::{AppDatabaseSettings, DockerSettings, NginxMode, NginxSettings, Settings};
+use crate::domain::clock::Clock;
+use crate::executors::alertmanager::engine::Alertmanager;
+use crate::executors::database::engine::AppDatabase;
+use crate::executors::docker::engine::Docker;
+use crate::executors::nginx::engine::{self as nginx, Nginx, RunsIn};
+use crate::executors::Executors;
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
-use crate::invocation::{Clock, Dispatcher};
+use crate::invocation::Dispatcher;
 use crate::policy::{Policies, SeverityMap};
 use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
@@ -88,6 +93,56 @@ pub fn dispatcher(
     )
 }
 
+/// The Docker engine; None when `docker.project` is unset (runbot cannot tell which
+/// containers are the stack's).
+pub fn docker(s: &DockerSettings) -> anyhow::Result<Option<Docker>> {
+    let Some(project) = s.project().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    let host = s.engine_host().map_err(anyhow::Error::msg)?;
+    Ok(Some(Docker::new(host, project, s.timeout())))
+}
+
+/// The nginx whose deny file runbot keeps; None when `nginx.deny_file` is unset.
+pub fn nginx(s: &NginxSettings, docker: Option<&Docker>) -> anyhow::Result<Option<Nginx>> {
+    let Some(deny_file) = s.deny_file.clone() else {
+        return Ok(None);
+    };
+    let runs_in = match (s.mode, docker) {
+        (NginxMode::Host, _) => RunsIn::Host,
+        (NginxMode::Container, Some(docker)) => RunsIn::Container {
+            docker: docker.clone(),
+            service: s.service.clone(),
+        },
+        (NginxMode::Container, None) => anyhow::bail!(
+            "nginx.mode = \"container\" needs docker.project (the stack nginx runs in)"
+        ),
+    };
+    Ok(Some(Nginx::new(nginx::Options {
+        deny_file,
+        runs_in,
+        test: s.test.clone(),
+        reload: s.reload.clone(),
+        timeout: s.timeout(),
+        host_id: s.host_id.clone(),
+        sync: s.sync(),
+    })))
+}
+
+/// The stack's application database; None when `app_database.url` is unset.
+pub fn app_database(s: &AppDatabaseSettings) -> anyhow::Result<Option<AppDatabase>> {
+    let Some(url) = s.target().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
+    Ok(Some(AppDatabase::new(
+        url,
+        s.backup_dir.clone(),
+        s.pg_dump.clone(),
+        s.psql.clone(),
+        s.timeout(),
+    )))
+}
+
 fn build_dispatcher(
     settings: &Settings,
     commands: Arc<Commands>,
@@ -103,17 +158,17 @@ fn build_dispatcher(
         .as_deref()
         .map(Alertmanager::new)
         .transpose()?;
-    let docker = crate::docker::Docker::from_settings(&settings.docker)?;
+    let docker = docker(&settings.docker)?;
     let executors = Executors {
         store: store.clone(),
         audit: crate::audit::Audit::new(store.clone()),
         policies: policies.clone(),
         alertmanager,
-        nginx: crate::nginx::Nginx::from_settings(&settings.nginx, docker.clone()),
-        guard: crate::nginx::Guard::from_settings(&settings.nginx)?,
+        nginx: nginx(&settings.nginx, docker.as_ref())?,
+        guard: settings.nginx.guard()?,
         security: settings.security.clone(),
         docker,
-        app_db: crate::app_database::AppDatabase::from_settings(&settings.app_database)?,
+        app_db: app_database(&settings.app_database)?,
         chat_wake,
         deploy: settings.deploy.clone(),
         owner: uuid::Uuid::new_v4().simple().to_string(),
@@ -233,7 +288,7 @@ impl Application {
             Arc::new(data.policies),
             store.clone(),
             card_wake.clone(),
-            crate::invocation::system_clock(),
+            crate::domain::clock::system_clock(),
         )?);
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();
@@ -278,7 +333,7 @@ impl Application {
         let stale = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
         workers.every("deploy-recovery", stale, move || {
             let executors = executors.clone();
-            async move { crate::executors::deploy::recover(&executors).await }
+            async move { crate::executors::docker::deploy::recover(&executors).await }
         });
         // Timed blocks: those due while no runbot ran are lifted at start, then every
         // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.

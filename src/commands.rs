@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -110,6 +109,131 @@ pub struct OptionSpec {
     pub default: Option<toml::Value>,
 }
 
+/// What runs a command: the `executor` its file in `commands/` names. A name runbot does not
+/// know is refused when the commands load (and so by `runbot check-config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutorKind {
+    AlertsAck,
+    AlertmanagerSilence,
+    AlertmanagerUnsilence,
+    AuditRecent,
+    PolicyOncall,
+    DockerStatus,
+    DockerStats,
+    DockerLogs,
+    DockerRestart,
+    DockerScale,
+    DeployRun,
+    DeployRollback,
+    DeployHistory,
+    DatabaseBackup,
+    DatabaseBackups,
+    DatabaseRestore,
+    DatabaseDiagnostics,
+    NginxBlockIp,
+    NginxUnblockIp,
+    NginxBlocked,
+    SecurityTopIps,
+    /// Registered (the command shows in chat) but not part of this version: `/disk`,
+    /// `/disk-cleanup`. Running it says so and changes nothing.
+    NotYet(&'static str),
+}
+
+/// Every executor name, as the files in `commands/` write it.
+const EXECUTORS: &[(&str, ExecutorKind)] = &[
+    ("alerts.ack", ExecutorKind::AlertsAck),
+    ("alertmanager.silence", ExecutorKind::AlertmanagerSilence),
+    (
+        "alertmanager.unsilence",
+        ExecutorKind::AlertmanagerUnsilence,
+    ),
+    ("audit.recent", ExecutorKind::AuditRecent),
+    ("policy.oncall", ExecutorKind::PolicyOncall),
+    ("docker.status", ExecutorKind::DockerStatus),
+    ("docker.stats", ExecutorKind::DockerStats),
+    ("docker.logs", ExecutorKind::DockerLogs),
+    ("docker.restart", ExecutorKind::DockerRestart),
+    ("docker.scale", ExecutorKind::DockerScale),
+    ("deploy.run", ExecutorKind::DeployRun),
+    ("deploy.rollback", ExecutorKind::DeployRollback),
+    ("deploy.history", ExecutorKind::DeployHistory),
+    ("database.backup", ExecutorKind::DatabaseBackup),
+    ("database.backups", ExecutorKind::DatabaseBackups),
+    ("database.restore", ExecutorKind::DatabaseRestore),
+    ("database.diagnostics", ExecutorKind::DatabaseDiagnostics),
+    ("nginx.block_ip", ExecutorKind::NginxBlockIp),
+    ("nginx.unblock_ip", ExecutorKind::NginxUnblockIp),
+    ("nginx.blocked", ExecutorKind::NginxBlocked),
+    ("security.top_ips", ExecutorKind::SecurityTopIps),
+    ("docker.disk", ExecutorKind::NotYet("docker.disk")),
+    (
+        "docker.disk_cleanup",
+        ExecutorKind::NotYet("docker.disk_cleanup"),
+    ),
+];
+
+/// An executor name runbot does not know, and the known one closest to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownExecutor {
+    pub name: String,
+    pub closest: &'static str,
+}
+
+impl ExecutorKind {
+    pub fn parse(name: &str) -> Result<ExecutorKind, UnknownExecutor> {
+        if let Some((_, kind)) = EXECUTORS.iter().find(|(n, _)| *n == name) {
+            return Ok(*kind);
+        }
+        let closest = EXECUTORS
+            .iter()
+            .map(|(n, _)| *n)
+            .max_by(|a, b| strsim::jaro_winkler(name, a).total_cmp(&strsim::jaro_winkler(name, b)))
+            .unwrap_or_default();
+        Err(UnknownExecutor {
+            name: name.to_string(),
+            closest,
+        })
+    }
+
+    /// The name the command's file gives, e.g. `docker.restart`.
+    pub fn as_str(self) -> &'static str {
+        EXECUTORS
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .expect("every kind has a name")
+    }
+}
+
+impl std::fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for UnknownExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown executor {:?}; did you mean {:?}?",
+            self.name, self.closest
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for ExecutorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ExecutorKind::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ExecutorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
@@ -120,13 +244,10 @@ pub struct CommandSpec {
     #[serde(default)]
     pub confirm: bool,
     /// Which executor runs it, e.g. `docker.restart`.
-    pub executor: String,
+    pub executor: ExecutorKind,
     #[serde(default)]
     pub options: Vec<OptionSpec>,
 }
-
-/// Executors that act on one alert group.
-const GROUP_EXECUTORS: &[&str] = &["alerts.ack", "alertmanager.silence"];
 
 impl CommandSpec {
     /// Mutating commands take `dry_run`, which shows what would happen and changes nothing.
@@ -137,7 +258,10 @@ impl CommandSpec {
     /// Whether it acts on one alert group, and cannot run without one (from its card or a
     /// `group` option).
     pub fn acts_on_group(&self) -> bool {
-        GROUP_EXECUTORS.contains(&self.executor.as_str())
+        matches!(
+            self.executor,
+            ExecutorKind::AlertsAck | ExecutorKind::AlertmanagerSilence
+        )
     }
 }
 
@@ -191,6 +315,20 @@ impl Commands {
         }
         let mut by_name = BTreeMap::new();
         for (file, text) in files {
+            // Said first and plainly: a misspelt executor would otherwise surface as a TOML
+            // error, or (before) only when someone ran the command.
+            if let Some(name) = toml::from_str::<toml::Table>(&text)
+                .ok()
+                .and_then(|t| t.get("executor")?.as_str().map(str::to_string))
+            {
+                if let Err(e) = ExecutorKind::parse(&name) {
+                    bail!(
+                        "unknown executor {:?} in commands/{file}; did you mean {:?}?",
+                        e.name,
+                        e.closest
+                    );
+                }
+            }
             let spec: CommandSpec =
                 toml::from_str(&text).with_context(|| format!("commands/{file}"))?;
             check(&spec).with_context(|| format!("commands/{file}"))?;
@@ -344,9 +482,9 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     )));
                 }
                 OptionKind::Cidr => {
-                    let net = crate::nginx::parse_range(t)
+                    let net = crate::domain::net::parse_range(t)
                         .map_err(|e| ArgError(format!("{name}: {e}")))?;
-                    return Ok(Value::Text(crate::nginx::canonical(&net)));
+                    return Ok(Value::Text(crate::domain::net::canonical(&net)));
                 }
                 OptionKind::Tag => {
                     let ok = t.len() <= 128
@@ -360,7 +498,7 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     }
                 }
                 OptionKind::Duration => {
-                    parse_duration(t).ok_or_else(|| {
+                    crate::domain::duration::parse(t).ok_or_else(|| {
                         ArgError(format!(
                             "{name}: {t:?} is not a duration such as 30m, 2h or 1d"
                         ))
@@ -388,21 +526,34 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
     Ok(value)
 }
 
-/// `30s`, `15m`, `2h`, `7d`: at least a minute's silence makes sense, at most 30 days.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    (1..=30 * 86_400)
-        .contains(&secs)
-        .then(|| Duration::from_secs(secs))
+/// `service:backend tail:100`.
+pub fn args_line(args: &Args) -> String {
+    let parts: Vec<String> = args
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Text(t) => format!("{k}:{}", crate::domain::text::clip(t, 60)),
+            Value::Integer(i) => format!("{k}:{i}"),
+            Value::Boolean(b) => format!("{k}:{b}"),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no arguments".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Whether a command's cidr argument (e.g. /block-ip address) is wider than `guard` allows
+/// without approval: `context.wide_range` for the policies.
+pub fn wide_range(guard: &crate::domain::net::Guard, spec: &CommandSpec, args: &Args) -> bool {
+    spec.options
+        .iter()
+        .filter(|o| o.kind == OptionKind::Cidr)
+        .filter_map(|o| match args.get(&o.name) {
+            Some(Value::Text(t)) => crate::domain::net::parse_range(t).ok(),
+            _ => None,
+        })
+        .any(|net| guard.is_wide(&net))
 }
 
 /// Validates what a platform sent against the command's options: unknown options, missing
@@ -585,11 +736,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_executor_is_refused_with_the_closest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("restart.toml"),
+            "name = \"restart\"\ndescription = \"x\"\nrisk = \"write\"\nexecutor = \"docker.restrat\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Commands::load(Some(dir.path())).unwrap_err());
+        assert_eq!(
+            err,
+            "unknown executor \"docker.restrat\" in commands/restart.toml; did you mean \"docker.restart\"?"
+        );
+    }
+
+    #[test]
+    fn every_executor_name_reads_back_as_itself() {
+        for (name, kind) in EXECUTORS {
+            assert_eq!(ExecutorKind::parse(name), Ok(*kind));
+            assert_eq!(kind.as_str(), *name);
+        }
+        let shipped = Commands::load(None).unwrap();
+        let disk = shipped.get("disk").unwrap();
+        assert_eq!(disk.executor, ExecutorKind::NotYet("docker.disk"));
+    }
+
+    #[test]
     fn a_bad_command_file_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("oops.toml"),
-            "name = \"Oops!\"\ndescription = \"x\"\nrisk = \"read\"\nexecutor = \"x\"\n",
+            "name = \"Oops!\"\ndescription = \"x\"\nrisk = \"read\"\nexecutor = \"alerts.ack\"\n",
         )
         .unwrap();
         let err = format!("{:#}", Commands::load(Some(dir.path())).unwrap_err());
@@ -597,14 +774,5 @@ mod tests {
             err.contains("commands/oops.toml") && err.contains("lowercase"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("0m"), None);
-        assert_eq!(parse_duration("31d"), None);
-        assert_eq!(parse_duration("1w"), None);
     }
 }

@@ -2,11 +2,18 @@
 //!
 //! Loaded once at start and validated; every problem names the key and how to fix it.
 
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::domain::names::{DockerHost, ProjectName};
+use crate::domain::net::{parse_range, Guard};
+use crate::domain::pg_url::PgUrl;
 
 pub mod reference;
 pub use reference::{Key, Section};
@@ -201,6 +208,48 @@ impl NginxSettings {
     };
 }
 
+impl NginxSettings {
+    /// What may never be blocked, and how wide a block may be without approval.
+    pub fn guard(&self) -> anyhow::Result<Guard> {
+        let allow_list = self
+            .allow_list()
+            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        Ok(Guard {
+            allow_list,
+            max_prefix_v4: self.max_prefix_v4,
+            max_prefix_v6: self.max_prefix_v6,
+        })
+    }
+
+    /// `nginx.allow_list` parsed, or a problem for each entry that is not a range.
+    fn allow_list(&self) -> Result<Vec<IpNet>, Vec<String>> {
+        let (nets, problems): (Vec<_>, Vec<_>) = self
+            .allow_list
+            .iter()
+            .map(|a| parse_range(a))
+            .partition(Result::is_ok);
+        if problems.is_empty() {
+            Ok(nets.into_iter().flatten().collect())
+        } else {
+            Err(problems
+                .into_iter()
+                .filter_map(Result::err)
+                .map(|e| format!("nginx.allow_list: {e}"))
+                .collect())
+        }
+    }
+
+    /// How long `nginx -t` and the reload may take (`nginx.timeout_secs`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// How often this runbot makes its nginx follow the database (`nginx.sync_secs`).
+    pub fn sync(&self) -> Duration {
+        Duration::from_secs(self.sync_secs)
+    }
+}
+
 /// `[security]`: the stack's security log, which `/security top-ips` reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -385,7 +434,7 @@ impl std::fmt::Debug for AppDatabaseSettings {
         let url = self
             .url
             .as_ref()
-            .map(|u| crate::app_database::masked_url(u.expose_secret()));
+            .map(|u| crate::domain::redact::redact(u.expose_secret()).into_owned());
         f.debug_struct("AppDatabaseSettings")
             .field("url", &url)
             .field("backup_dir", &self.backup_dir)
@@ -393,6 +442,25 @@ impl std::fmt::Debug for AppDatabaseSettings {
             .field("psql", &self.psql)
             .field("timeout_secs", &self.timeout_secs)
             .finish()
+    }
+}
+
+impl AppDatabaseSettings {
+    /// `app_database.url` parsed; None when unset. The error never holds the URL (it holds a
+    /// password).
+    pub fn target(&self) -> Result<Option<PgUrl>, String> {
+        self.url
+            .as_ref()
+            .map(|u| {
+                PgUrl::parse(u.expose_secret())
+                    .map_err(|e| format!("app_database.url is not usable: {e}"))
+            })
+            .transpose()
+    }
+
+    /// Longest a backup or a restore may run (`app_database.timeout_secs`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
     }
 }
 
@@ -413,7 +481,7 @@ pub struct DockerSettings {
 impl Default for DockerSettings {
     fn default() -> Self {
         Self {
-            host: crate::docker::DockerHost::DEFAULT.into(),
+            host: DockerHost::DEFAULT.into(),
             project: None,
             timeout_secs: 30,
         }
@@ -447,6 +515,36 @@ impl DockerSettings {
             },
         ],
     };
+}
+
+impl DockerSettings {
+    /// Where the engine listens (`docker.host`).
+    pub fn engine_host(&self) -> Result<DockerHost, String> {
+        DockerHost::parse(&self.host).map_err(|e| {
+            format!(
+                "docker.host = {:?}: {e}; {}",
+                crate::domain::redact::shown_url(&self.host),
+                DockerHost::FORM
+            )
+        })
+    }
+
+    /// The stack's compose project (`docker.project`); None when unset.
+    pub fn project(&self) -> Result<Option<ProjectName>, String> {
+        self.project
+            .as_deref()
+            .map(|p| {
+                ProjectName::parse(p).map_err(|e| {
+                    format!("docker.project = {p:?} is not a compose project name: {e}")
+                })
+            })
+            .transpose()
+    }
+
+    /// Longest wait for one answer from the engine (`docker.timeout_secs`).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
 }
 
 /// `[deploy]`: the runbook's deploy pipeline (`/deploy`, `/rollback`, `/deploys`).
@@ -609,7 +707,7 @@ impl HttpCheck {
     pub fn label(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => crate::executors::redact::shown_url(&self.url),
+            None => crate::domain::redact::shown_url(&self.url),
         }
     }
 }
@@ -1499,7 +1597,7 @@ impl Settings {
         if !(d.api_base.starts_with("https://") || d.api_base.starts_with("http://")) {
             problems.push(format!(
                 "discord.api_base = {:?} must be an http(s) URL (default https://discord.com)",
-                crate::executors::redact::shown_url(&d.api_base)
+                crate::domain::redact::shown_url(&d.api_base)
             ));
         }
         for (key, value) in [
@@ -1584,7 +1682,7 @@ impl Settings {
         }
         if let Some(url) = &self.alertmanager.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let url = crate::executors::redact::shown_url(url);
+                let url = crate::domain::redact::shown_url(url);
                 problems.push(format!(
                     "alertmanager.url = {url:?} must be Alertmanager's http(s) root, e.g. http://alertmanager:9093"
                 ));
@@ -1593,21 +1691,12 @@ impl Settings {
     }
 
     fn validate_docker(&self, problems: &mut Vec<String>) {
-        use crate::docker::{DockerHost, ProjectName};
         let d = &self.docker;
-        if let Err(e) = DockerHost::parse(&d.host) {
-            problems.push(format!(
-                "docker.host = {:?}: {e}; {}",
-                crate::executors::redact::shown_url(&d.host),
-                DockerHost::FORM
-            ));
+        if let Err(e) = d.engine_host() {
+            problems.push(e);
         }
-        if let Some(p) = &d.project {
-            if let Err(e) = ProjectName::parse(p) {
-                problems.push(format!(
-                    "docker.project = {p:?} is not a compose project name: {e}"
-                ));
-            }
+        if let Err(e) = d.project() {
+            problems.push(e);
         }
         if !(1..=300).contains(&d.timeout_secs) {
             problems.push(format!(
@@ -1619,11 +1708,8 @@ impl Settings {
 
     fn validate_app_database(&self, problems: &mut Vec<String>) {
         let a = &self.app_database;
-        if let Some(url) = &a.url {
-            // Never echo the URL: it holds a password.
-            if let Err(e) = crate::app_database::check_url(url.expose_secret()) {
-                problems.push(format!("app_database.url is not usable: {e}"));
-            }
+        if let Err(e) = a.target() {
+            problems.push(e);
         }
         for (key, program) in [
             ("app_database.pg_dump", &a.pg_dump),
@@ -1690,10 +1776,8 @@ impl Settings {
                 n.max_prefix_v6
             ));
         }
-        for a in &n.allow_list {
-            if let Err(e) = crate::nginx::parse_range(a) {
-                problems.push(format!("nginx.allow_list: {e}"));
-            }
+        if let Err(e) = n.allow_list() {
+            problems.extend(e);
         }
         if !(1..=600).contains(&n.timeout_secs) {
             problems.push(format!(
@@ -1737,11 +1821,7 @@ impl Settings {
     fn validate_deploy(&self, problems: &mut Vec<String>) {
         let d = &self.deploy;
         for s in &d.services {
-            if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-            {
+            if crate::domain::names::ServiceName::parse(s).is_none() {
                 problems.push(format!(
                     "deploy.services: {s:?} is not a compose service name"
                 ));
@@ -1764,7 +1844,7 @@ impl Settings {
                     Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                     _ => problems.push(format!(
                         "{key}: url {:?} is not an http(s) URL",
-                        crate::executors::redact::shown_url(&c.url)
+                        crate::domain::redact::shown_url(&c.url)
                     )),
                 }
                 if !(1..=3600).contains(&c.timeout_secs) {
@@ -2044,6 +2124,54 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("docker.timeout_secs = 0"), "{err}");
+    }
+
+    #[test]
+    fn the_engines_get_the_values_the_settings_checked() {
+        let ok = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__DOCKER__HOST", "tcp://docker.internal:2375"),
+                ("RUNBOT__DOCKER__PROJECT", "saas_cafeterias"),
+                (
+                    "RUNBOT__APP_DATABASE__URL",
+                    "postgres://app:pw@db:5432/saas_cafeterias_prod",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.docker.engine_host().unwrap(),
+            DockerHost::Http("docker.internal:2375".into())
+        );
+        assert_eq!(
+            ok.docker.project().unwrap().unwrap().as_str(),
+            "saas_cafeterias"
+        );
+        assert_eq!(
+            ok.app_database.target().unwrap().unwrap().target(),
+            "app@db:5432/saas_cafeterias_prod"
+        );
+        assert!(ok.nginx.guard().unwrap().allow_list.is_empty());
+
+        // The problems, word for word and in order, as `runbot check-config` prints them.
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("RUNBOT__DOCKER__HOST", "ftp://docker"),
+                ("RUNBOT__DOCKER__PROJECT", "SaaS"),
+                ("RUNBOT__APP_DATABASE__URL", "mysql://u:hunter22@db/app"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "docker.host = \"ftp://docker\": unknown scheme; use unix:///path/to/docker.sock, tcp://HOST:PORT or http://HOST:PORT (default unix:///var/run/docker.sock)",
+                "docker.project = \"SaaS\" is not a compose project name: lowercase letters, digits, - and _, starting with a letter or digit (`docker compose ls` lists the projects)",
+                "app_database.url is not usable: its scheme is \"mysql\", not postgres or postgresql; use postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://prod_user:PASSWORD@postgres:5432/saas_cafeterias_prod",
+            ]
+        );
     }
 
     #[test]

@@ -19,15 +19,12 @@
 //!   retried, edited in place), and one adapter per platform (Discord).
 //! - [`invocation`]: the core of a request: rate limit → validate → decide (policy) → audit →
 //!   confirm or collect approval → execute → reply → audit the outcome.
-//! - [`executors`]: what commands run (acknowledgements, Alertmanager silences, Docker status
-//!   and logs, …).
-//! - [`docker`]: the Docker engine (bollard): a compose project's containers, found by their
-//!   labels, and their logs.
-//! - [`nginx`]: the deny list `/block-ip` keeps: strict address parsing, what may never be
-//!   blocked, the include file written atomically, `nginx -t` and reload, rollback on refusal.
-//! - [`app_database`]: the stack's application database: pg_dump backups into gzip files,
-//!   restores through psql in one transaction, read-only diagnostic queries.
-//! - [`psql_script`]: reads a backup's SQL the way psql will, refusing psql meta-commands.
+//! - [`executors`]: what commands run (acknowledgements, silences, Docker, deploys, nginx,
+//!   the application database), one folder per outside system holding its engine (driver)
+//!   and its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
+//!   `alertmanager/`.
+//! - [`domain`]: leaf values shared by every layer: address ranges and the block guard,
+//!   names, durations, text helpers, redaction.
 //! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
 //! - [`workers`]: every background loop, named, on one task tracker and cancellation token;
 //!   restarted (logged, counted) when it panics, stopped together at shutdown.
@@ -35,19 +32,15 @@
 
 pub mod alerts;
 pub mod app;
-pub mod app_database;
 pub mod audit;
 pub mod chat;
 pub mod commands;
 pub mod config;
-pub mod docker;
 pub mod domain;
 pub mod executors;
 pub mod http;
 pub mod invocation;
-pub mod nginx;
 pub mod policy;
-pub mod psql_script;
 pub mod request;
 pub mod runbook;
 pub mod store;

@@ -83,7 +83,7 @@ pub fn check_config(settings: &Settings) -> u8 {
             println!("  docker               docker.project not set: /status and /logs will say so")
         }
     }
-    match crate::app_database::AppDatabase::from_settings(&settings.app_database) {
+    match super::app_database(&settings.app_database) {
         Ok(Some(db)) => println!(
             "  app database         {}, backups in {}",
             db.target(),

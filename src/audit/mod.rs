@@ -415,7 +415,7 @@ pub fn row_hash(row: &AuditRow) -> String {
     h.update(row.prev_hash.as_bytes());
     h.update(b"\n");
     h.update(canonical_content(row).as_bytes());
-    hex(&h.finalize())
+    crate::domain::text::hex(&h.finalize())
 }
 
 /// The row's columns except `hash`, as described in the module documentation.
@@ -478,17 +478,6 @@ pub fn canonical_json(value: &Value) -> String {
         }
     }
     serde_json::to_string(&Sorted(value)).expect("a JSON value always serializes")
-}
-
-/// Lowercase hex, as the chain's hashes are written (and nginx's deny-list versions).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 /// Opens the configured database for the `audit` commands. Unlike `serve`, a SQLite file that

@@ -1,7 +1,5 @@
 //! A group as stored, with its runbook entry, becomes a [`Card`].
 
-use std::time::Duration;
-
 use crate::domain::{parse_stored_time, AlertStatus, GroupStatus};
 use crate::request::ButtonId;
 use crate::runbook::Runbook;
@@ -191,18 +189,6 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// "3h 12m", "45m", "40s": how long something lasted, for people.
-pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (days, hours, mins) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,19 +275,9 @@ mod tests {
         let c = card(&group(GroupStatus::Resolved), &rb);
         assert!(c.resolved);
         assert!(c.actions.is_empty());
-        assert_eq!(c.fired_for.map(human_duration).as_deref(), Some("42m"));
-    }
-
-    #[test]
-    fn durations_read_like_a_person_would_say_them() {
-        assert_eq!(human_duration(Duration::from_secs(40)), "40s");
         assert_eq!(
-            human_duration(Duration::from_secs(3 * 3600 + 12 * 60)),
-            "3h 12m"
-        );
-        assert_eq!(
-            human_duration(Duration::from_secs(2 * 86_400 + 3600)),
-            "2d 1h"
+            c.fired_for.map(crate::domain::duration::short).as_deref(),
+            Some("42m")
         );
     }
 }

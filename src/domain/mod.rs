@@ -5,10 +5,24 @@
 //! - [`time`]. The stored form of a timestamp.
 //! - [`alert`]. An alert group as the store keeps it: the classified webhook that comes in,
 //!   the typed state the lifecycle changes, the timeline entries it records.
+//! - [`clock`]. The clock runbot decides its own times by (tests drive it).
+//! - [`net`]. Addresses and ranges as /block-ip takes them, and what may never be blocked.
+//! - [`names`]. The Docker engine's address, compose project and service names.
+//! - [`duration`]. Durations as people write them, and the shapes runbot shows them in.
+//! - [`text`]. Clipping, plurals, hex.
+//! - [`pg_url`]. The application database's address, parsed from its URL.
+//! - [`redact`]. Secrets masked out of text that leaves runbot (logs, replies, URLs).
 
 pub mod alert;
+pub mod clock;
+pub mod duration;
+pub mod names;
+pub mod net;
+pub mod pg_url;
+pub mod redact;
 pub mod severity;
 pub mod status;
+pub mod text;
 pub mod time;
 
 pub use severity::Severity;

@@ -1,15 +1,5 @@
 //! Text shapes several executors' replies share.
 
-use std::time::Duration;
-
-pub fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 /// Rows as left-aligned columns two spaces apart, for a code block. Rows are arrays when
 /// the columns are fixed, vectors when a query decides them; all have the first row's width.
 pub fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
@@ -64,17 +54,6 @@ pub fn bytes(n: u64) -> String {
 /// `12.34%`, as `docker stats` prints percentages.
 pub fn percent(p: f64) -> String {
     format!("{p:.2}%")
-}
-
-/// `45s`, `12m`, `3h 5m`, `4d 3h`.
-pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::format::short_duration;
 use super::{reply, Ctx, Executors};
+use crate::domain::duration;
 use crate::store::{LockHolder, Store, TakeLock};
 
 /// How often a waiting request asks again.
@@ -51,7 +51,11 @@ pub fn stack(ex: &Executors, holder: String, doing: String) -> Option<Want> {
 }
 
 /// The application database's lock.
-pub fn database(db: &crate::app_database::AppDatabase, holder: String, doing: String) -> Want {
+pub fn database(
+    db: &crate::executors::database::engine::AppDatabase,
+    holder: String,
+    doing: String,
+) -> Want {
     Want {
         name: format!("database:{}", db.target()),
         what: format!("database {}", db.target()),
@@ -136,8 +140,8 @@ impl Lease {
                     "{} still holds {} (running {}); runbot waited {} (deploy.lock_wait_secs) and gave up {}. Nothing was changed: try again once it is done.",
                     holder.holder,
                     want.what,
-                    short_duration(holder.held),
-                    short_duration(started.elapsed()),
+                    duration::short(holder.held),
+                    duration::short(started.elapsed()),
                     want.doing
                 ));
             }
@@ -220,7 +224,7 @@ fn waiting_line(h: &LockHolder, doing: &str) -> String {
     format!(
         "⏳ Waiting for {} (running {}) to finish before {doing}…",
         h.holder,
-        short_duration(h.held)
+        duration::short(h.held)
     )
 }
 

@@ -3,28 +3,23 @@
 
 pub mod alertmanager;
 pub mod database;
-pub mod deploy;
 pub mod docker;
 pub mod format;
 pub mod lease;
 pub mod nginx;
-pub mod redact;
 pub mod security;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::audit::Audit;
-use crate::commands::{parse_duration, Args, CommandSpec, Value};
+use crate::commands::{Args, CommandSpec, ExecutorKind, Value};
 use crate::domain::{format_time, parse_stored_time};
 use crate::policy::Policies;
 use crate::request::Actor;
 use crate::request::Reply;
 use crate::store::{Acked, GroupView, Store};
-
-pub use alertmanager::Alertmanager;
 
 /// What an executor gets.
 pub struct Ctx<'a> {
@@ -68,6 +63,12 @@ impl Ctx<'_> {
     }
 }
 
+/// What [`Executors::dispatch`] answers: a dry run's plan, or a finished command.
+enum Outcome {
+    Plan(String),
+    Done(Done),
+}
+
 /// A finished command: what to show, and a short summary for the audit trail.
 pub struct Done {
     pub reply: Reply,
@@ -102,24 +103,24 @@ pub struct Executors {
     pub audit: Audit,
     pub policies: Arc<Policies>,
     /// None when `alertmanager.url` is not set.
-    pub alertmanager: Option<Alertmanager>,
+    pub alertmanager: Option<alertmanager::engine::Alertmanager>,
     /// None when `docker.project` is not set.
-    pub docker: Option<crate::docker::Docker>,
+    pub docker: Option<crate::executors::docker::engine::Docker>,
     /// The stack's application database; None when `app_database.url` is not set.
-    pub app_db: Option<crate::app_database::AppDatabase>,
+    pub app_db: Option<crate::executors::database::engine::AppDatabase>,
     /// Wakes the chat outbox when a group's card changed.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
     pub deploy: crate::config::DeploySettings,
     /// This process, as the owner of the deploys it runs (random per start).
     pub owner: String,
     /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
-    pub clock: crate::invocation::Clock,
+    pub clock: crate::domain::clock::Clock,
     /// For the deploy's HTTP health checks and smoke tests.
     pub http: reqwest::Client,
     /// None when `nginx.deny_file` is not set.
-    pub nginx: Option<crate::nginx::Nginx>,
+    pub nginx: Option<crate::executors::nginx::engine::Nginx>,
     /// What may never be blocked, and how wide a block may be without approval.
-    pub guard: crate::nginx::Guard,
+    pub guard: crate::domain::net::Guard,
     pub security: crate::config::SecuritySettings,
 }
 
@@ -165,117 +166,130 @@ impl Executors {
     /// is asked or confirmed: an address that must never be blocked. The executor checks
     /// again when it runs.
     pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
-        if spec.executor == "nginx.block_ip" {
+        if spec.executor == ExecutorKind::NginxBlockIp {
             if let Some(Value::Text(a)) = args.get("address") {
-                let net = crate::nginx::parse_range(a)?;
+                let net = crate::domain::net::parse_range(a)?;
                 self.guard.refuse_dangerous(&net, &[])?;
             }
         }
         Ok(())
     }
 
-    /// What the command would do, for a dry run. Reads nothing it would change.
-    pub async fn plan(&self, ctx: &Ctx<'_>) -> String {
-        match ctx.spec.executor.as_str() {
-            "alerts.ack" => match ctx.group {
+    /// What the command would do, for a dry run (`plan`), or does it (`run`): the one place
+    /// an executor kind meets its code.
+    async fn dispatch(&self, ctx: &Ctx<'_>, plan: bool) -> Result<Outcome, Failure> {
+        use ExecutorKind as K;
+        // Macros, not closures: a closure returning Result<_, Failure> trips clippy's
+        // result_large_err, which async fns are spared.
+        macro_rules! planned {
+            ($plan:expr) => {
+                Ok(Outcome::Plan($plan))
+            };
+        }
+        macro_rules! ran {
+            ($done:expr) => {
+                $done.map(Outcome::Done).map_err(Failure::from)
+            };
+        }
+        match (ctx.spec.executor, plan) {
+            (K::AlertsAck, true) => planned!(match ctx.group {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
                 None => "acknowledge an alert group".into(),
-            },
-            "alertmanager.silence" => {
-                let (d, until) = self.silence_span(ctx);
-                let matchers = ctx
-                    .group
-                    .map(|g| {
-                        Alertmanager::matchers(&g.group_labels, &g.common_labels)
-                            .iter()
-                            .map(|(k, v)| format!("{k}=\"{v}\""))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "create an Alertmanager silence on {{{matchers}}} for {}, until {}",
-                    crate::invocation::text::duration(d),
-                    utc_minute(until)
-                )
-            }
-            "alertmanager.unsilence" => match (ctx.text("silence_id"), ctx.group) {
-                (Some(id), _) => format!("expire Alertmanager silence {id}"),
-                (None, Some(g)) => match &g.silence_id {
-                    Some(id) => format!("expire silence {id} of {}", group_name(g)),
-                    None => format!("nothing: {} has no silence made by runbot", group_name(g)),
-                },
-                (None, None) => "expire a silence".into(),
-            },
-            "docker.restart" => match &self.docker {
+            }),
+            (K::AlertsAck, false) => ran!(self.ack(ctx).await),
+            (K::AlertmanagerSilence, true) => planned!(self.plan_silence(ctx)),
+            (K::AlertmanagerSilence, false) => ran!(self.silence(ctx).await),
+            (K::AlertmanagerUnsilence, true) => planned!(self.plan_unsilence(ctx)),
+            (K::AlertmanagerUnsilence, false) => ran!(self.unsilence(ctx).await),
+            (K::PolicyOncall, false) => Ok(Outcome::Done(self.oncall(ctx))),
+            (K::AuditRecent, false) => ran!(self.audit_recent(ctx).await),
+            (K::DockerRestart, true) => planned!(match &self.docker {
                 Some(d) => docker::plan_restart(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
-            },
-            "docker.scale" => match &self.docker {
+            }),
+            (K::DockerScale, true) => planned!(match &self.docker {
                 Some(d) => docker::plan_scale(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
-            },
-            "database.backup" => match &self.app_db {
+            }),
+            (K::DockerStatus, false) => ran!(docker::status(self.docker()?, ctx).await),
+            (K::DockerStats, false) => ran!(docker::stats(self.docker()?, ctx).await),
+            (K::DockerLogs, false) => ran!(docker::logs(self.docker()?, ctx).await),
+            (K::DockerRestart, false) => ran!(docker::restart(self, self.docker()?, ctx).await),
+            (K::DockerScale, false) => ran!(docker::scale(self, self.docker()?, ctx).await),
+            (K::DeployRun, true) => planned!(docker::deploy::plan(self, ctx, false).await),
+            (K::DeployRollback, true) => planned!(docker::deploy::plan(self, ctx, true).await),
+            (K::DeployRun, false) => docker::deploy::deploy(self, ctx).await.map(Outcome::Done),
+            (K::DeployRollback, false) => {
+                docker::deploy::rollback(self, ctx).await.map(Outcome::Done)
+            }
+            (K::DeployHistory, false) => ran!(docker::deploy::history(self, ctx).await),
+            (K::DatabaseBackup, true) => planned!(match &self.app_db {
                 Some(db) => database::plan_backup(db, ctx),
                 None => "nothing: app_database.url is not set".into(),
-            },
-            "database.restore" => match &self.app_db {
+            }),
+            (K::DatabaseRestore, true) => planned!(match &self.app_db {
                 Some(db) => database::plan_restore(db, ctx).await,
                 None => "nothing: app_database.url is not set".into(),
-            },
-            "deploy.run" | "deploy.rollback" => deploy::plan(self, ctx).await,
-            "nginx.block_ip" | "nginx.unblock_ip" => nginx::plan(self, ctx).await,
-            other => format!(
-                "run {other} with {}",
-                crate::invocation::text::args_line(ctx.args)
-            ),
+            }),
+            (K::DatabaseBackup, false) => ran!(database::backup(self, self.app_db()?, ctx).await),
+            (K::DatabaseBackups, false) => ran!(database::backups(self.app_db()?, ctx).await),
+            (K::DatabaseRestore, false) => {
+                ran!(database::restore(self, self.app_db()?, ctx).await)
+            }
+            (K::DatabaseDiagnostics, false) => {
+                ran!(database::diagnostics(self.app_db()?, ctx).await)
+            }
+            (K::NginxBlockIp, true) => planned!(nginx::plan(self, ctx, false).await),
+            (K::NginxUnblockIp, true) => planned!(nginx::plan(self, ctx, true).await),
+            (K::NginxBlockIp, false) => ran!(nginx::block(self, ctx).await),
+            (K::NginxUnblockIp, false) => ran!(nginx::unblock(self, ctx).await),
+            (K::NginxBlocked, false) => ran!(nginx::blocked(self, ctx).await),
+            (K::SecurityTopIps, false) => ran!(security::top_ips(self, ctx).await),
+            (K::NotYet(name), false) => Err(ExecError(format!(
+                "this runbot cannot run /{} yet: its executor {name} is not part of this version. Nothing was changed.",
+                ctx.spec.name
+            ))
+            .into()),
+            // Read-only commands take no dry run; a plan says what would run.
+            (
+                K::PolicyOncall
+                | K::AuditRecent
+                | K::DockerStatus
+                | K::DockerStats
+                | K::DockerLogs
+                | K::DeployHistory
+                | K::DatabaseBackups
+                | K::DatabaseDiagnostics
+                | K::NginxBlocked
+                | K::SecurityTopIps
+                | K::NotYet(_),
+                true,
+            ) => planned!(format!(
+                "run {} with {}",
+                ctx.spec.executor,
+                crate::commands::args_line(ctx.args)
+            )),
         }
     }
 
-    fn silence_span(&self, ctx: &Ctx<'_>) -> (Duration, DateTime<Utc>) {
-        let d = ctx
-            .text("duration")
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(3600));
-        (
-            d,
-            ctx.now + chrono::Duration::from_std(d).unwrap_or_default(),
-        )
+    /// What the command would do, for a dry run. Reads nothing it would change.
+    pub async fn plan(&self, ctx: &Ctx<'_>) -> String {
+        match self.dispatch(ctx, true).await {
+            Ok(Outcome::Plan(p)) => p,
+            // Not reached: asked to plan, dispatch only plans. Said plainly all the same.
+            Ok(Outcome::Done(d)) => d.summary,
+            Err(f) => format!("nothing: {}", f.reason),
+        }
     }
 
     pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, Failure> {
-        match ctx.spec.executor.as_str() {
-            "deploy.run" => deploy::deploy(self, ctx).await,
-            "deploy.rollback" => deploy::rollback(self, ctx).await,
-            _ => self.run_simple(ctx).await.map_err(Failure::from),
-        }
-    }
-
-    async fn run_simple(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-        match ctx.spec.executor.as_str() {
-            "deploy.history" => deploy::history(self, ctx).await,
-            "nginx.block_ip" => nginx::block(self, ctx).await,
-            "nginx.unblock_ip" => nginx::unblock(self, ctx).await,
-            "nginx.blocked" => nginx::blocked(self, ctx).await,
-            "security.top_ips" => security::top_ips(self, ctx).await,
-            "alerts.ack" => self.ack(ctx).await,
-            "alertmanager.silence" => self.silence(ctx).await,
-            "alertmanager.unsilence" => self.unsilence(ctx).await,
-            "policy.oncall" => Ok(self.oncall(ctx)),
-            "audit.recent" => self.audit_recent(ctx).await,
-            "docker.status" => docker::status(self.docker()?, ctx).await,
-            "docker.stats" => docker::stats(self.docker()?, ctx).await,
-            "docker.logs" => docker::logs(self.docker()?, ctx).await,
-            "docker.restart" => docker::restart(self, self.docker()?, ctx).await,
-            "docker.scale" => docker::scale(self, self.docker()?, ctx).await,
-            "database.backup" => database::backup(self, self.app_db()?, ctx).await,
-            "database.backups" => database::backups(self.app_db()?, ctx).await,
-            "database.restore" => database::restore(self, self.app_db()?, ctx).await,
-            "database.diagnostics" => database::diagnostics(self.app_db()?, ctx).await,
-            other => Err(ExecError(format!(
-                "this runbot cannot run /{} yet: its executor {other} is not part of this version. Nothing was changed.",
-                ctx.spec.name
-            ))),
+        match self.dispatch(ctx, false).await? {
+            Outcome::Done(d) => Ok(d),
+            // Not reached: asked to run, dispatch only runs.
+            Outcome::Plan(p) => Ok(Done {
+                reply: reply(p.clone(), true),
+                summary: p,
+            }),
         }
     }
 
@@ -318,16 +332,7 @@ impl Executors {
         })
     }
 
-    fn alertmanager(&self) -> Result<&Alertmanager, ExecError> {
-        self.alertmanager.as_ref().ok_or_else(|| {
-            ExecError(
-                "runbot does not know where Alertmanager is: set alertmanager.url (e.g. http://alertmanager:9093). Nothing was changed."
-                    .into(),
-            )
-        })
-    }
-
-    fn docker(&self) -> Result<&crate::docker::Docker, ExecError> {
+    fn docker(&self) -> Result<&crate::executors::docker::engine::Docker, ExecError> {
         self.docker.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
@@ -336,102 +341,12 @@ impl Executors {
         })
     }
 
-    fn app_db(&self) -> Result<&crate::app_database::AppDatabase, ExecError> {
+    fn app_db(&self) -> Result<&crate::executors::database::engine::AppDatabase, ExecError> {
         self.app_db.as_ref().ok_or_else(|| {
             ExecError(
                 "runbot does not know the application database: set app_database.url (RUNBOT__APP_DATABASE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE. Nothing was changed."
                     .into(),
             )
-        })
-    }
-
-    async fn silence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-        let g = ctx.group()?;
-        let am = self.alertmanager()?;
-        let (d, until) = self.silence_span(ctx);
-        let matchers = Alertmanager::matchers(&g.group_labels, &g.common_labels);
-        let by = format!("{} via runbot", ctx.actor.name);
-        let comment = ctx
-            .text("comment")
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("Silenced from runbot for {}", group_name(g)));
-        let id = am
-            .create_silence(&matchers, ctx.now, until, &by, &comment)
-            .await
-            .map_err(|e| ExecError(e.to_string()))?;
-        // Alertmanager holds the silence now; failing to note it on the card loses nothing.
-        if let Err(e) = self
-            .store
-            .set_group_silence(
-                g.id,
-                Some((&id, &ctx.actor.name, &format_time(until))),
-                &format_time(ctx.now),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, silence = %id, "silence made but not noted on the group");
-        }
-        self.card_changed();
-        let name = group_name(g);
-        Ok(Done {
-            reply: reply(
-                format!(
-                    "🔕 **{}** silenced {name} for {}, until {}. Silence id `{id}` (undo with /unsilence).",
-                    ctx.actor.name,
-                    crate::invocation::text::duration(d),
-                    utc_minute(until)
-                ),
-                false,
-            ),
-            summary: format!("silence {id} until {}", format_time(until)),
-        })
-    }
-
-    async fn unsilence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-        let am = self.alertmanager()?;
-        let id = match (ctx.text("silence_id"), ctx.group) {
-            (Some(id), _) => id.to_string(),
-            (None, Some(g)) => g.silence_id.clone().ok_or_else(|| {
-                ExecError(format!(
-                    "{} has no silence made by runbot; give silence_id for others",
-                    group_name(g)
-                ))
-            })?,
-            (None, None) => {
-                return Err(ExecError(
-                    "/unsilence needs group or silence_id. Nothing was changed.".into(),
-                ))
-            }
-        };
-        am.expire_silence(&id)
-            .await
-            .map_err(|e| ExecError(e.to_string()))?;
-        let group = match ctx.group {
-            Some(g) if g.silence_id.as_deref() == Some(id.as_str()) => Some(g.id),
-            _ => match self.store.group_of_silence(&id).await {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(error = %e, silence = %id, "silence expired, but its group cannot be read to clear the note");
-                    None
-                }
-            },
-        };
-        if let Some(gid) = group {
-            if let Err(e) = self
-                .store
-                .set_group_silence(gid, None, &format_time(ctx.now))
-                .await
-            {
-                tracing::warn!(error = %e, silence = %id, "silence expired but still noted on the group");
-            }
-            self.card_changed();
-        }
-        Ok(Done {
-            reply: reply(
-                format!("🔔 **{}** removed silence `{id}`.", ctx.actor.name),
-                false,
-            ),
-            summary: format!("expired silence {id}"),
         })
     }
 
@@ -478,7 +393,7 @@ impl Executors {
                 let why = r
                     .reason
                     .as_deref()
-                    .map(|w| format!(" · {}", crate::invocation::text::clip(w, 80)))
+                    .map(|w| format!(" · {}", crate::domain::text::clip(w, 80)))
                     .unwrap_or_default();
                 format!(
                     "#{} {when} {:<12} /{} by {}{why}",

@@ -28,7 +28,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::format::table;
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::commands::parse_duration;
+use crate::domain::duration;
 use crate::request::{ButtonId, ButtonStyle, ReplyButton};
 
 /// Bytes read per step backwards.
@@ -382,7 +382,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         )
     })?;
     let window_text = ctx.text("window").unwrap_or("1h").to_string();
-    let window = parse_duration(&window_text).unwrap_or(std::time::Duration::from_secs(3600));
+    let window = duration::parse(&window_text).unwrap_or(std::time::Duration::from_secs(3600));
     let since = ctx.now - chrono::Duration::from_std(window).unwrap_or_default();
     let shown = path.display().to_string();
     let scanned = tokio::task::spawn_blocking(move || scan(&path, since))
@@ -400,7 +400,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             ))
         })?
         .iter()
-        .filter_map(|b| crate::nginx::parse_range(&b.network).ok())
+        .filter_map(|b| crate::domain::net::parse_range(&b.network).ok())
         .collect();
     let mut notes = Vec::new();
     if scanned.estimated {
@@ -453,7 +453,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         } else {
             format!("{at_least}-{failures}")
         };
-        let net = crate::nginx::parse_range(ip).ok();
+        let net = crate::domain::net::parse_range(ip).ok();
         let note = match &net {
             Some(net) if blocked.iter().any(|b| b.contains(net)) => "blocked".to_string(),
             Some(net) => {
@@ -480,7 +480,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
                         if let Some(id) = id {
                             buttons.push(ReplyButton {
                                 id,
-                                label: crate::invocation::text::clip(&format!("Block {ip}"), 78),
+                                label: crate::domain::text::clip(&format!("Block {ip}"), 78),
                                 style: ButtonStyle::Danger,
                             });
                         }

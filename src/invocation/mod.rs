@@ -33,11 +33,9 @@ use crate::request::{
 use crate::runbook::Runbook;
 use crate::store::{GroupView, Store};
 
+use crate::domain::clock::Clock;
 pub use pending::PendingKind;
 use pending::{Approval, Pending};
-
-/// The current time. A function so tests can drive it (e.g. from tokio's paused clock).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Who a person is to the policy.
 fn identity(actor: &Actor) -> Identity {
@@ -46,10 +44,6 @@ fn identity(actor: &Actor) -> Identity {
         user_id: actor.user_id.clone(),
         platform_roles: actor.platform_roles.clone(),
     }
-}
-
-pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
 }
 
 type Limiter = RateLimiter<
@@ -173,11 +167,11 @@ fn raw_json(raw: &[(String, RawValue)]) -> Map<String, Json> {
     raw.iter()
         .map(|(k, v)| {
             let v = match v {
-                RawValue::Text(t) => json!(text::clip(t, 200)),
+                RawValue::Text(t) => json!(crate::domain::text::clip(t, 200)),
                 RawValue::Integer(i) => json!(i),
                 RawValue::Boolean(b) => json!(b),
             };
-            (text::clip(k, 64), v)
+            (crate::domain::text::clip(k, 64), v)
         })
         .collect()
 }
@@ -326,7 +320,7 @@ impl Dispatcher {
         group: Option<GroupView>,
         responder: Arc<dyn Responder>,
     ) -> Answer {
-        let mut flight = Flight::new(&actor, &text::clip(&command, 64), &origin);
+        let mut flight = Flight::new(&actor, &crate::domain::text::clip(&command, 64), &origin);
         flight.args = raw_json(&raw);
         if let Some(wait) = self.over_limit(&actor) {
             return self.rate_limited(&flight, wait).await;
@@ -630,7 +624,7 @@ impl Dispatcher {
             severity: ready.severity,
             at: (self.clock)(),
             approver_roles,
-            wide_range: crate::nginx::wide_range(&self.executors.guard, spec, &ready.args),
+            wide_range: crate::commands::wide_range(&self.executors.guard, spec, &ready.args),
         })
     }
 
@@ -802,7 +796,7 @@ impl Dispatcher {
         let flight = pending.flight();
         let entry = flight.entry(Step::Expired).reason(format!(
             "nobody answered within {}",
-            text::duration(pending.timeout())
+            crate::domain::duration::span(pending.timeout())
         ));
         if self.record(entry).await.is_err() {
             tracing::error!(id, "a request expired, and its expiry could not be audited");
@@ -872,7 +866,7 @@ impl Dispatcher {
             &flight,
             Step::Invalid,
             reason,
-            Some(json!({ "custom_id": text::clip(&custom_id, 100) })),
+            Some(json!({ "custom_id": crate::domain::text::clip(&custom_id, 100) })),
         )
         .await
     }
@@ -1195,7 +1189,8 @@ impl Dispatcher {
         panic: Box<dyn std::any::Any + Send>,
     ) -> Reply {
         // A panic's text may hold values a secret could be among.
-        let message = executors::redact::redact(&crate::workers::panic_message(panic)).into_owned();
+        let message =
+            crate::domain::redact::redact(&crate::workers::panic_message(panic)).into_owned();
         tracing::error!(command = %spec.name, panic = %message, "a command panicked");
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "failed").increment(1);
         let reason = "runbot hit an internal error while running it; what it had done so far is in its log. Check the state before trying again.";
@@ -1203,7 +1198,7 @@ impl Dispatcher {
         let entry = flight
             .entry(Step::Failed)
             .reason(reason.to_string())
-            .detail(json!({ "panic": text::clip(&message, 300) }));
+            .detail(json!({ "panic": crate::domain::text::clip(&message, 300) }));
         if self.record(entry).await.is_err() {
             tracing::error!(command = %spec.name, "panicked, and the failure could not be audited");
         }
@@ -1248,7 +1243,7 @@ impl Dispatcher {
                 "interrupted commands could not record their outcome in time"
             );
         }
-        match executors::deploy::interrupt_own(&self.executors).await {
+        match executors::docker::deploy::interrupt_own(&self.executors).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 deploys = n,

@@ -3,29 +3,9 @@
 use std::time::Duration;
 
 use crate::commands::{Args, CommandSpec, Commands, Value};
+use crate::domain::duration::span;
+use crate::domain::text::clip;
 use crate::request::{Reply, ReplyButton};
-
-/// At most `max` characters, with an ellipsis when cut.
-pub fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-/// `90 s`, `2 min`, `15 min`, `1 h`, `90 min`, `2 d`.
-pub fn duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 120 {
-        format!("{s} s")
-    } else if s.is_multiple_of(86_400) {
-        format!("{} d", s / 86_400)
-    } else if s.is_multiple_of(3600) {
-        format!("{} h", s / 3600)
-    } else {
-        format!("{} min", s / 60)
-    }
-}
 
 /// `/restart service:backend`, as the person would type it.
 pub fn invocation_line(spec: &CommandSpec, args: &Args) -> String {
@@ -42,23 +22,6 @@ pub fn invocation_line(spec: &CommandSpec, args: &Args) -> String {
         line.push_str(&format!(" {k}:{v}"));
     }
     line
-}
-
-/// `service:backend tail:100`.
-pub fn args_line(args: &Args) -> String {
-    let parts: Vec<String> = args
-        .iter()
-        .map(|(k, v)| match v {
-            Value::Text(t) => format!("{k}:{}", clip(t, 60)),
-            Value::Integer(i) => format!("{k}:{i}"),
-            Value::Boolean(b) => format!("{k}:{b}"),
-        })
-        .collect();
-    if parts.is_empty() {
-        "no arguments".into()
-    } else {
-        parts.join(" ")
-    }
 }
 
 pub fn or_list(roles: &[String]) -> String {
@@ -131,7 +94,7 @@ pub fn confirm_prompt(
     message(
         format!(
             "Run `{line}`? {warning}\nConfirm within {}, or it is dropped.",
-            duration(timeout)
+            span(timeout)
         ),
         true,
         buttons,
@@ -155,7 +118,7 @@ pub fn approval_prompt(
         format!(
             "🔐 **{requester}** asks to run `{line}`{on}.\n{why}\nAn approver must hold {} and be someone other than {requester}. Expires in {}.",
             or_list(eligible),
-            duration(timeout)
+            span(timeout)
         ),
         false,
         buttons,
@@ -208,7 +171,7 @@ pub fn expired(line: &str, kind: super::PendingKind, timeout: Duration) -> Reply
     message(
         format!(
             "⌛ `{line}` expired: nobody {who} it within {}. Nothing was changed; run the command again if it is still needed.",
-            duration(timeout)
+            span(timeout)
         ),
         kind == super::PendingKind::Confirm,
         Vec::new(),

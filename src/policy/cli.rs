@@ -162,7 +162,7 @@ pub async fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Writ
     let commands_dir = settings.commands.resolve("commands");
     let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
         let policies = Policies::load(&settings.policy, &commands)?;
-        let guard = crate::nginx::Guard::from_settings(&settings.nginx)?;
+        let guard = settings.nginx.guard()?;
         Ok((commands, policies, guard))
     });
     let (commands, policies, guard) = match loaded {
@@ -253,7 +253,7 @@ struct Asked {
 fn ask(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     a: &Ask<'_>,
 ) -> anyhow::Result<Asked> {
     let spec = commands.get(a.command).ok_or_else(|| {
@@ -312,7 +312,7 @@ fn ask(
         severity,
         at: a.at,
         approver_roles: a.approvals,
-        wide_range: crate::nginx::wide_range(guard, spec, &args),
+        wide_range: crate::commands::wide_range(guard, spec, &args),
     });
     Ok(Asked {
         from_file,
@@ -327,7 +327,7 @@ fn ask(
 fn explain(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     args: &ExplainArgs,
     open_groups: &[OpenGroup],
     out: &mut dyn Write,
@@ -560,7 +560,7 @@ struct TestGroup {
 fn test(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     file: Option<&Path>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -645,7 +645,7 @@ fn test(
 fn check_row(
     policies: &Policies,
     commands: &Commands,
-    guard: &crate::nginx::Guard,
+    guard: &crate::domain::net::Guard,
     row: &TestRow,
 ) -> Result<Option<String>, String> {
     let at = parse_time(&row.at).map_err(|e| format!("at: {e}"))?;

@@ -199,7 +199,7 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NginxHost {
     pub host_id: String,
-    /// The hash of the deny file it last applied (see [`crate::nginx::version`]).
+    /// The hash of the deny file it last applied (the SHA-256 of its text).
     pub applied: Option<String>,
     pub blocks: Option<i64>,
     pub applied_at: Option<String>,

@@ -14,10 +14,10 @@ use chrono::Utc;
 use common::app_db::{files, gunzip, AppDb};
 use common::rig::{button, message, person, text, Edits, Rig, ROLES};
 use common::Db;
-use runbot::app_database::{AppDatabase, AppDbError};
 use runbot::audit::Step;
 use runbot::config::AppDatabaseSettings;
-use runbot::invocation::Clock;
+use runbot::domain::clock::Clock;
+use runbot::executors::database::engine::{AppDatabase, AppDbError};
 use runbot::request::RawValue;
 use runbot::request::Reply;
 use runbot::request::{Actor, Answer};
@@ -38,7 +38,7 @@ fn other_dba() -> Actor {
 }
 
 fn system() -> Clock {
-    runbot::invocation::system_clock()
+    runbot::domain::clock::system_clock()
 }
 
 /// Polls `sql` (one boolean) on the application database until it is true, for up to 20 s.
@@ -129,7 +129,7 @@ async fn backup_then_restore_with_another_dbas_approval_brings_back_the_data() {
     assert_eq!(made.len(), 1, "{made:?}");
     let name = made[0].clone();
     assert!(
-        runbot::app_database::backup_time(&name).is_some(),
+        runbot::executors::database::engine::backup_time(&name).is_some(),
         "{name} is named backup_YYYYmmdd_HHMMSS.sql.gz"
     );
     assert!(done.text.contains(&name), "{}", done.text);
@@ -652,7 +652,7 @@ fn direct(url: &str, dir: &Path, pg_dump: &str, timeout_secs: u64) -> AppDatabas
         timeout_secs,
         ..AppDatabaseSettings::default()
     };
-    AppDatabase::from_settings(&settings).unwrap().unwrap()
+    runbot::app::app_database(&settings).unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -680,7 +680,7 @@ async fn a_backup_that_takes_too_long_is_stopped_and_leaves_no_partial_file() {
     let again = real.backup(now).await.unwrap();
     assert_eq!(
         again.name,
-        runbot::app_database::backup_name(now + chrono::Duration::seconds(1))
+        runbot::executors::database::engine::backup_name(now + chrono::Duration::seconds(1))
     );
     assert_eq!(
         real.list().await.unwrap(),
@@ -835,7 +835,7 @@ fn with_psql(url: &str, dir: &Path, psql: &Path) -> AppDatabase {
         psql: psql.display().to_string(),
         ..AppDatabaseSettings::default()
     };
-    AppDatabase::from_settings(&settings).unwrap().unwrap()
+    runbot::app::app_database(&settings).unwrap().unwrap()
 }
 
 /// Backups that would each run something as runbot (or change data) through a psql

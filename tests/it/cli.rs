@@ -107,6 +107,39 @@ fn check_config_accepts_good_settings_and_explains_bad_ones() {
 }
 
 #[test]
+fn check_config_refuses_an_unknown_executor_and_names_the_closest() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("commands");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, commands.join(path.file_name().unwrap())).unwrap();
+    }
+    let restart = commands.join("restart.toml");
+    let text = std::fs::read_to_string(&restart).unwrap();
+    std::fs::write(
+        &restart,
+        text.replace("\"docker.restart\"", "\"docker.restrat\""),
+    )
+    .unwrap();
+    let out = runbot()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .env("RUNBOT__COMMANDS__DIR", &commands)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "unknown executor \"docker.restrat\" in commands/restart.toml; did you mean \"docker.restart\"?"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn version_and_help_list_the_commands() {
     let out = runbot().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("runbot "));

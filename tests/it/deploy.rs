@@ -85,7 +85,7 @@ async fn rig_for(p: &Project, port: u16, migrate: &str) -> Rig {
         Db::Sqlite,
         &settings(p, port, migrate),
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await
 }
@@ -380,7 +380,7 @@ async fn a_tag_outside_the_pattern_or_not_on_the_engine_changes_nothing() {
             "services = [\"backend\", \"api\"]",
         ),
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await;
     let edits = confirmed(&rig3, "deploy", &[("tag", text("v2"))]).await;
@@ -523,7 +523,13 @@ async fn a_deploy_backs_up_first_and_a_rollback_restores_a_backup_once_a_dba_app
             "\n[app_database]\nurl = \"{app_url}\"\nbackup_dir = \"{}\"\n",
             backups.path().display()
         );
-    let rig = Rig::with_config(Db::Sqlite, &toml, &[], runbot::invocation::system_clock()).await;
+    let rig = Rig::with_config(
+        Db::Sqlite,
+        &toml,
+        &[],
+        runbot::domain::clock::system_clock(),
+    )
+    .await;
 
     let edits = confirmed(&rig, "deploy", &[("tag", text("v2"))]).await;
     let last = edits.last().unwrap();

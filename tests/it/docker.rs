@@ -24,7 +24,7 @@ use runbot::request::Reply;
 /// The dispatcher with the shipped commands and policies, a fresh SQLite database and the
 /// given Docker settings.
 async fn rig_with(docker: &[(&str, &str)]) -> Rig {
-    Rig::new(Db::Sqlite, docker, runbot::invocation::system_clock()).await
+    Rig::new(Db::Sqlite, docker, runbot::domain::clock::system_clock()).await
 }
 
 /// For the test engine and this project.

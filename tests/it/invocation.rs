@@ -14,7 +14,7 @@ use common::rig::{
 };
 use common::{Alertmanager, Db, BOTH};
 use runbot::audit::Step;
-use runbot::invocation::Clock;
+use runbot::domain::clock::Clock;
 use runbot::request::RawValue;
 use runbot::request::{Actor, Answer, Origin, Request};
 use serde_json::Value;
@@ -29,7 +29,7 @@ type Case = (
 );
 
 fn system() -> Clock {
-    runbot::invocation::system_clock()
+    runbot::domain::clock::system_clock()
 }
 
 #[tokio::test]

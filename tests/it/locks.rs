@@ -18,7 +18,7 @@ use common::docker::{docker_host, Project};
 use common::rig::{button, devops, message, person, text, Edits, Rig, ROLES};
 use common::Db;
 use runbot::audit::Step;
-use runbot::invocation::{system_clock, Clock};
+use runbot::domain::clock::{system_clock, Clock};
 use runbot::request::Answer;
 use runbot::request::RawValue;
 use runbot::request::Reply;
@@ -514,7 +514,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_keeps_a_live_deploy_and_takes_ov
     .await;
     // Longer than deploy.lock_stale_secs (3 s): by B's clock, A's heartbeats are an hour old.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let marked = runbot::executors::deploy::recover(b.dispatcher.executors())
+    let marked = runbot::executors::docker::deploy::recover(b.dispatcher.executors())
         .await
         .unwrap();
     assert_eq!(marked, 0, "B took A's live deploy for dead");
@@ -542,7 +542,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_keeps_a_live_deploy_and_takes_ov
         ),
     )
     .await;
-    let marked = runbot::executors::deploy::recover(b.dispatcher.executors())
+    let marked = runbot::executors::docker::deploy::recover(b.dispatcher.executors())
         .await
         .unwrap();
     assert_eq!(marked, 1, "the dead runbot's deploy is marked interrupted");
@@ -623,8 +623,8 @@ async fn two_backups_asked_of_two_replicas_in_one_second_both_succeed_one_after_
         "one waited for the other, and said so"
     );
     let names = [
-        runbot::app_database::backup_name(at),
-        runbot::app_database::backup_name(at + chrono::Duration::seconds(1)),
+        runbot::executors::database::engine::backup_name(at),
+        runbot::executors::database::engine::backup_name(at + chrono::Duration::seconds(1)),
     ];
     assert_eq!(files(&backups), names, "two files, no partial one left");
     for name in &names {

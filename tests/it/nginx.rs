@@ -21,7 +21,7 @@ async fn rig(db: Db, nginx: &TestNginx, extra_toml: &str) -> Rig {
         db,
         &format!("{}\n{extra_toml}", nginx.settings()),
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await
 }
@@ -450,7 +450,7 @@ async fn a_wide_range_is_blocked_once_security_approves() {
     let rig = Rig::with_config_and_roles(
         Db::Sqlite,
         &nginx.settings(),
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
         &roles_with_security(),
     )
     .await;
@@ -680,7 +680,7 @@ async fn security_top_ips_without_the_blocks_says_so_and_offers_no_button() {
             db,
             &format!("[security]\nlog_path = {:?}\n", log.display().to_string()),
             &[],
-            runbot::invocation::system_clock(),
+            runbot::domain::clock::system_clock(),
         )
         .await;
         rig.execute("ALTER TABLE ip_blocks RENAME TO ip_blocks_gone")
@@ -863,7 +863,7 @@ async fn in_container_mode_nginx_is_tested_and_reloaded_inside_its_container_thr
         Db::Sqlite,
         &settings,
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await;
     assert_eq!(nginx.status("203.0.113.7").await, 200);
@@ -942,7 +942,7 @@ async fn the_stack_own_networks_and_containers_are_never_blocked() {
         Db::Sqlite,
         &settings,
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await;
     let before = nginx.deny_file();
@@ -976,7 +976,7 @@ async fn two_hosts(db: Db) -> (TestNginx, Rig, TestNginx, Rig) {
         db,
         &nginx_1.settings_as("web-1"),
         &[],
-        runbot::invocation::system_clock(),
+        runbot::domain::clock::system_clock(),
     )
     .await;
     let nginx_2 = TestNginx::start().await;

@@ -236,8 +236,8 @@ fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
         at: a.at,
         approver_roles: &approvals,
         // As the dispatcher computes it, with the default nginx settings.
-        wide_range: runbot::nginx::wide_range(
-            &runbot::nginx::Guard::from_settings(&Default::default()).unwrap(),
+        wide_range: runbot::commands::wide_range(
+            &runbot::config::NginxSettings::default().guard().unwrap(),
             spec,
             &args,
         ),
@@ -723,7 +723,7 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
 
     let cmds = commands_with(
         "purge.toml",
-        "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n",
+        "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"docker.disk_cleanup\"\n",
     );
     let commands = Commands::load(Some(cmds.path())).unwrap();
     let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
@@ -834,7 +834,7 @@ fn commands_with(file: &str, text: &str) -> tempfile::TempDir {
 
 #[test]
 fn two_commands_may_share_an_option_name_only_with_the_same_type() {
-    let purge = "name = \"purge\"\ndescription = \"Purge a service's cache\"\nrisk = \"write\"\nexecutor = \"x.purge\"\n\n\
+    let purge = "name = \"purge\"\ndescription = \"Purge a service's cache\"\nrisk = \"write\"\nexecutor = \"docker.disk_cleanup\"\n\n\
                  [[options]]\nname = \"service\"\ndescription = \"Which\"\ntype = \"integer\"\n";
     let cmds = commands_with("purge.toml", purge);
     let commands = Commands::load(Some(cmds.path())).unwrap();

@@ -145,7 +145,7 @@ impl DiscordAdapter {
         nonce: &str,
     ) -> Result<Posted, DeliveryError> {
         let body = CreateMessage::new()
-            .content(crate::invocation::text::clip(text, 1999))
+            .content(crate::domain::text::clip(text, 1999))
             .allowed_mentions(serenity::builder::CreateAllowedMentions::new());
         self.create(channel, body, nonce).await
     }

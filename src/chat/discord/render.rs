@@ -8,7 +8,6 @@ use serenity::all::{
 };
 
 use super::limits;
-use crate::chat::render::human_duration;
 use crate::chat::Card;
 use crate::domain::parse_stored_time;
 use crate::domain::Severity;
@@ -335,9 +334,10 @@ pub fn card(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
     let mut description = String::new();
     if card.resolved {
         match card.fired_for {
-            Some(d) => {
-                description.push_str(&format!("✅ **Resolved** after {}\n", human_duration(d)))
-            }
+            Some(d) => description.push_str(&format!(
+                "✅ **Resolved** after {}\n",
+                crate::domain::duration::short(d)
+            )),
             None => description.push_str("✅ **Resolved**\n"),
         }
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use runbot::audit::{Audit, AuditFilter, Step};
 use runbot::config::Settings;
-use runbot::invocation::{Clock, Dispatcher};
+use runbot::domain::clock::Clock;
+use runbot::invocation::Dispatcher;
 use runbot::request::RawValue;
 use runbot::request::Reply;
 use runbot::request::{Actor, Answer, BoxFuture, Origin, Platform, Request, Responder};
@@ -259,7 +260,7 @@ impl Rig {
         ];
         let settings = Settings::load_from(Some(&file), env).expect("valid settings");
         let store = Store::connect(&settings.database).await.unwrap();
-        let clock = runbot::invocation::system_clock();
+        let clock = runbot::domain::clock::system_clock();
         let dispatcher = runbot::app::dispatcher(&settings, store.clone(), None, clock).unwrap();
         Rig {
             dispatcher: Arc::new(dispatcher),

@@ -10,7 +10,6 @@
 //! newer client ("client version 1.53 is too new").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use bollard::query_parameters::{
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
-use crate::config::DockerSettings;
+use crate::domain::names::{DockerHost, ProjectName};
 
 mod deploy;
 pub use deploy::{is_set_aside, tag_of, with_tag, ImageCheck, Oneoff, DEPLOY_LABEL};
@@ -42,86 +41,6 @@ pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a container is looked at while waiting for it to come up.
 const POLL: Duration = Duration::from_millis(250);
-
-/// Where the engine listens: `unix:///var/run/docker.sock`, `tcp://HOST:PORT`, `http://HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DockerHost {
-    Unix(String),
-    /// `HOST:PORT`, spoken to in plain HTTP.
-    Http(String),
-}
-
-impl DockerHost {
-    pub const DEFAULT: &'static str = "unix:///var/run/docker.sock";
-    pub const FORM: &'static str =
-        "use unix:///path/to/docker.sock, tcp://HOST:PORT or http://HOST:PORT (default unix:///var/run/docker.sock)";
-
-    pub fn parse(s: &str) -> Result<DockerHost, String> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            if !path.starts_with('/') || path.len() < 2 {
-                return Err("a unix socket needs an absolute path".into());
-            }
-            return Ok(DockerHost::Unix(path.to_string()));
-        }
-        if s.starts_with("https://") {
-            return Err("TLS connections are not supported".into());
-        }
-        let Some(addr) = s
-            .strip_prefix("tcp://")
-            .or_else(|| s.strip_prefix("http://"))
-        else {
-            return Err("unknown scheme".into());
-        };
-        let addr = addr.trim_end_matches('/');
-        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        }) && !addr.contains(['/', '@', '?', '#', ' ']);
-        if !valid {
-            return Err("expected HOST:PORT after the scheme".into());
-        }
-        Ok(DockerHost::Http(addr.to_string()))
-    }
-}
-
-impl fmt::Display for DockerHost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DockerHost::Unix(path) => write!(f, "unix://{path}"),
-            DockerHost::Http(addr) => write!(f, "tcp://{addr}"),
-        }
-    }
-}
-
-/// A docker-compose project name, as compose accepts it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectName(String);
-
-impl ProjectName {
-    pub const FORM: &'static str =
-        "lowercase letters, digits, - and _, starting with a letter or digit (`docker compose ls` lists the projects)";
-
-    pub fn parse(s: &str) -> Result<ProjectName, String> {
-        let ok = s.len() <= 128
-            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok {
-            Ok(ProjectName(s.to_string()))
-        } else {
-            Err(Self::FORM.into())
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ProjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What went wrong, in words for the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -288,24 +207,8 @@ struct Inner {
 }
 
 impl Docker {
-    /// None when `docker.project` is unset: runbot cannot tell which containers are the stack's.
-    pub fn from_settings(settings: &DockerSettings) -> anyhow::Result<Option<Docker>> {
-        let Some(project) = &settings.project else {
-            return Ok(None);
-        };
-        let host = DockerHost::parse(&settings.host).map_err(|e| {
-            let shown = crate::executors::redact::shown_url(&settings.host);
-            anyhow::anyhow!("docker.host = {shown:?}: {e}")
-        })?;
-        let project = ProjectName::parse(project)
-            .map_err(|e| anyhow::anyhow!("docker.project = {project:?}: {e}"))?;
-        Ok(Some(Docker::new(
-            host,
-            project,
-            Duration::from_secs(settings.timeout_secs),
-        )))
-    }
-
+    /// The engine at `host`, acting on `project`'s containers, each answer awaited at most
+    /// `timeout`.
     pub fn new(host: DockerHost, project: ProjectName, timeout: Duration) -> Docker {
         Docker {
             inner: Arc::new(Inner {

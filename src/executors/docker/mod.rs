@@ -1,16 +1,22 @@
 //! `/status`, `/stats` and `/logs`: what the stack's containers are doing, read from the Docker
 //! engine; `/restart` and `/scale`: the changes runbot makes to them.
+//!
+//! The engine itself is [`engine`]; the deploy pipeline (`/deploy`, `/rollback`, `/deploys`) is [`deploy`].
+
+pub mod deploy;
+pub mod engine;
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::format::{bytes, percent, plural, short_duration, table};
+use super::format::{bytes, percent, table};
 use super::lease::{self, Lease};
-use super::redact::redact_lines;
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::commands::parse_duration;
-use crate::docker::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
+use crate::domain::duration;
+use crate::domain::redact::redact_lines;
+use crate::domain::text::plural;
+use crate::executors::docker::engine::{Container, Docker, DockerError, LogLine, LogQuery, Usage};
 use crate::request::{Attachment, ATTACHMENT_MAX_BYTES};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
@@ -18,8 +24,8 @@ const MESSAGE_MAX: usize = 2000;
 /// "\n```\n" before the block and "\n```" after it.
 const FENCES: usize = 9;
 
-impl From<crate::docker::DockerError> for ExecError {
-    fn from(e: crate::docker::DockerError) -> Self {
+impl From<crate::executors::docker::engine::DockerError> for ExecError {
+    fn from(e: crate::executors::docker::engine::DockerError) -> Self {
         ExecError(e.to_string())
     }
 }
@@ -236,7 +242,7 @@ fn status_table(containers: &[Container], now: DateTime<Utc>) -> String {
         };
         let age = since
             .and_then(|t| (now - t).to_std().ok())
-            .map(short_duration)
+            .map(duration::short)
             .unwrap_or_else(|| "-".into());
         rows.push([
             name,
@@ -277,7 +283,7 @@ pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         .text("service")
         .ok_or_else(|| ExecError("/logs needs service".into()))?;
     let tail = ctx.integer("tail").unwrap_or(100).clamp(1, 5000) as u32;
-    let since = ctx.text("since").and_then(parse_duration);
+    let since = ctx.text("since").and_then(duration::parse);
     let grep = ctx.text("grep");
     let containers = docker.service(service).await?;
     let query = LogQuery {
@@ -544,7 +550,7 @@ pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
             "restart {} of project {project}, one after another, each waited for until it runs (and is healthy, if it has a health check)",
             names(&cs)
         ),
-        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e @ crate::executors::docker::engine::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
         Err(e) => format!(
             "restart every container of service {service} in project {project} (which ones cannot be said now: {e})"
         ),
@@ -717,7 +723,9 @@ pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
             };
             format!("scale {service} from {have} to {want}: {what}")
         }
-        Err(e @ crate::docker::DockerError::NoSuchService { .. }) => format!("nothing: {e}"),
+        Err(e @ crate::executors::docker::engine::DockerError::NoSuchService { .. }) => {
+            format!("nothing: {e}")
+        }
         Err(e) => format!(
             "scale {service} in project {} to {want} replicas (which ones cannot be said now: {e})",
             docker.project()
@@ -834,7 +842,6 @@ async fn scale_held(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn replica_numbered(n: Option<u32>) -> Container {
         Container {
@@ -949,17 +956,6 @@ mod tests {
         assert_eq!(
             short_image("nginx@sha256:0123456789abcdef0123"),
             "nginx@0123456789ab"
-        );
-    }
-
-    #[test]
-    fn durations_are_short() {
-        assert_eq!(short_duration(Duration::from_secs(45)), "45s");
-        assert_eq!(short_duration(Duration::from_secs(12 * 60 + 5)), "12m");
-        assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 300)), "3h 5m");
-        assert_eq!(
-            short_duration(Duration::from_secs(4 * 86_400 + 7200)),
-            "4d 2h"
         );
     }
 

@@ -95,7 +95,7 @@ impl Alertmanager {
             .build()?;
         let base = url.trim_end_matches('/').to_string();
         Ok(Alertmanager {
-            shown: super::redact::shown_url(&base),
+            shown: crate::domain::redact::shown_url(&base),
             base,
             client,
         })
@@ -151,7 +151,7 @@ impl Alertmanager {
             return Err(refused(status.as_u16(), response).await);
         }
         let created: Created = response.json().await.map_err(|e| {
-            AlertmanagerError::Refused(status.as_u16(), super::redact::request_error(e))
+            AlertmanagerError::Refused(status.as_u16(), crate::domain::redact::request_error(e))
         })?;
         Ok(created.silence_id)
     }
@@ -197,7 +197,7 @@ impl Alertmanager {
             return Err(refused(status.as_u16(), response).await);
         }
         response.json().await.map(Some).map_err(|e| {
-            AlertmanagerError::Refused(status.as_u16(), super::redact::request_error(e))
+            AlertmanagerError::Refused(status.as_u16(), crate::domain::redact::request_error(e))
         })
     }
 
@@ -207,7 +207,7 @@ impl Alertmanager {
         } else if e.is_connect() {
             "connection refused".to_string()
         } else {
-            super::redact::request_error(e)
+            crate::domain::redact::request_error(e)
         };
         AlertmanagerError::Unreachable(self.shown.clone(), why)
     }
@@ -216,5 +216,5 @@ impl Alertmanager {
 async fn refused(status: u16, response: reqwest::Response) -> AlertmanagerError {
     let text = response.text().await.unwrap_or_default();
     let text: String = text.trim().chars().take(300).collect();
-    AlertmanagerError::Refused(status, super::redact::redact(&text).into_owned())
+    AlertmanagerError::Refused(status, crate::domain::redact::redact(&text).into_owned())
 }

@@ -1,12 +1,17 @@
 //! `/backup`, `/backups`, `/restore` and `/db CHECK`: the stack's application database,
-//! through [`crate::app_database`].
+//! through its [`engine`].
+
+pub mod engine;
+pub mod psql_script;
 
 use std::time::{Duration, Instant};
 
-use super::format::{bytes, plural, short_duration, table};
+use super::format::{bytes, table};
 use super::lease::{self, Lease};
 use super::{reply, Ctx, Done, ExecError, Executors};
-use crate::app_database::{backup_name, AppDatabase, AppDbError, Check};
+use crate::domain::duration;
+use crate::domain::text::plural;
+use crate::executors::database::engine::{backup_name, AppDatabase, AppDbError, Check};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;
@@ -25,7 +30,7 @@ fn took(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
-        short_duration(d)
+        duration::short(d)
     }
 }
 
@@ -107,7 +112,7 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
     for b in all.iter().take(LIST_MAX) {
         // A safety backup taken in a second already named is named for the next one, so it
         // may be up to a few seconds "ahead": that is age 0, not an error.
-        let age = short_duration(
+        let age = duration::short(
             (ctx.now - b.created)
                 .max(chrono::Duration::zero())
                 .to_std()

@@ -9,17 +9,23 @@
 //! Other replicas' nginx follow the database ([`follow`], every `nginx.sync_secs`), and each
 //! host records the version of the list it applied, which `/blocked` compares with the
 //! current one.
+//!
+//! The deny file and nginx itself are [`engine`].
+
+pub mod engine;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
-use super::format::{plural, table};
+use super::format::table;
 use super::{reply, utc_minute, Ctx, Done, ExecError, Executors};
-use crate::commands::parse_duration;
+use crate::domain::duration;
+use crate::domain::net::{canonical, overlaps, parse_range};
+use crate::domain::text::plural;
 use crate::domain::{format_time, parse_stored_time};
-use crate::nginx::{canonical, overlaps, parse_range, render, version, Entry, Nginx};
+use crate::executors::nginx::engine::{render, version, Entry, Nginx};
 use crate::store::{Added, BlockRow, NewBlock, NginxHost};
 
 /// A claim on an expiring block older than this is taken over: its runbot stopped.
@@ -87,7 +93,7 @@ fn entries(rows: &[BlockRow]) -> Vec<Entry> {
 async fn apply(
     ex: &Executors,
     nginx: &Nginx,
-    lock: &crate::nginx::Lock,
+    lock: &crate::executors::nginx::engine::Lock,
 ) -> Result<Vec<BlockRow>, String> {
     let rows = ex
         .store
@@ -287,7 +293,7 @@ fn and_list(items: &[String]) -> String {
 /// What `/blocked` says of the hosts: where the current list is applied, and where not and
 /// why.
 fn hosts_text(states: &[(String, HostState)], sync: Duration) -> String {
-    use super::format::short_duration as d;
+    use crate::domain::duration::short as d;
     let applied: Vec<String> = states
         .iter()
         .filter_map(|(id, s)| match s {
@@ -312,7 +318,7 @@ fn hosts_text(states: &[(String, HostState)], sync: Duration) -> String {
             } => lines.push(format!(
                 "⚠ {id} has not applied the last change ({}): {}",
                 last(l),
-                crate::invocation::text::clip(e, 400)
+                crate::domain::text::clip(e, 400)
             )),
             HostState::Behind { last: l, error: None } => lines.push(format!(
                 "{id} has not applied the last change yet (it follows within {}; {}).",
@@ -373,10 +379,9 @@ async fn others_follow(ex: &Executors, nginx: &Nginx) -> String {
     let silent: Vec<String> = others
         .iter()
         .filter_map(|(id, s)| match s {
-            HostState::Silent { for_, .. } => Some(format!(
-                "{id} (silent for {})",
-                super::format::short_duration(*for_)
-            )),
+            HostState::Silent { for_, .. } => {
+                Some(format!("{id} (silent for {})", duration::short(*for_)))
+            }
             _ => None,
         })
         .collect();
@@ -386,7 +391,7 @@ async fn others_follow(ex: &Executors, nginx: &Nginx) -> String {
             " {} follow{} within {} (/blocked says when).",
             and_list(&following),
             if following.len() == 1 { "s" } else { "" },
-            super::format::short_duration(nginx.sync)
+            duration::short(nginx.sync)
         ));
     }
     if !silent.is_empty() {
@@ -423,7 +428,7 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             if net.addr().is_ipv4() { 4 } else { 6 }
         )));
     }
-    let ttl = ctx.text("ttl").and_then(parse_duration);
+    let ttl = ctx.text("ttl").and_then(duration::parse);
     let expires: Option<DateTime<Utc>> =
         ttl.map(|d| ctx.now + chrono::Duration::from_std(d).unwrap_or_default());
     let reason = ctx.text("reason");
@@ -488,7 +493,7 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         "⛔ **{}** blocked **{shown}** {}{}. nginx checked and reloaded the deny list ({total} entr{}).",
         ctx.actor.name,
         match ttl {
-            Some(d) => format!("for {}, {}", crate::invocation::text::duration(d), until_text(expires.map(format_time).as_deref())),
+            Some(d) => format!("for {}, {}", duration::span(d), until_text(expires.map(format_time).as_deref())),
             None => until_text(None),
         },
         reason.map(|r| format!(" — {r}")).unwrap_or_default(),
@@ -616,11 +621,7 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             .and_then(parse_stored_time)
             .map(|t| {
                 let d = (t - ctx.now).to_std().unwrap_or_default();
-                format!(
-                    "{} ({} left)",
-                    when(&format_time(t)),
-                    super::format::short_duration(d)
-                )
+                format!("{} ({} left)", when(&format_time(t)), duration::short(d))
             })
             .unwrap_or_else(|| "no expiry".into());
         t.push([
@@ -628,7 +629,7 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             b.actor.clone(),
             when(&b.created_at),
             left,
-            crate::invocation::text::clip(b.reason.as_deref().unwrap_or("—"), 60),
+            crate::domain::text::clip(b.reason.as_deref().unwrap_or("—"), 60),
         ]);
     }
     let mut r = reply(
@@ -646,8 +647,8 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     })
 }
 
-/// What a block or unblock would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
+/// What a block (or, with `unblock`, an unblock) would do, for a dry run.
+pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, unblock: bool) -> String {
     let Ok(nginx) = ex.nginx() else {
         return "nothing: nginx.deny_file is not set".into();
     };
@@ -657,7 +658,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
     };
     let shown = canonical(&net);
     let file = nginx.path().display();
-    if ctx.spec.executor == "nginx.unblock_ip" {
+    if unblock {
         return match ex.store.active_block(&shown).await {
             Ok(Some(b)) => format!(
                 "remove `deny {shown};` (blocked by {}) from {file}, run nginx -t, reload nginx",
@@ -675,11 +676,11 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
         }
         Err(e) => return format!("nothing: {e}"),
     }
-    let ttl = ctx.text("ttl").and_then(parse_duration);
+    let ttl = ctx.text("ttl").and_then(duration::parse);
     format!(
         "add `deny {shown};` to {file} {}, run nginx -t (the previous file comes back if it fails), then reload nginx (no restart){}",
         match ttl {
-            Some(d) => format!("for {}", crate::invocation::text::duration(d)),
+            Some(d) => format!("for {}", duration::span(d)),
             None => "with no expiry".into(),
         },
         if ex.guard.is_wide(&net) {

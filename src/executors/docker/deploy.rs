@@ -5,7 +5,7 @@
 //! they ran before. The lock and the history are rows in the store (shared by replicas); a
 //! running deploy renews its heartbeat, so one whose runbot was killed is found and marked
 //! interrupted (see [`recover`]). For its whole run a deploy also holds the stack's lease
-//! (see [`super::lease`]), which `/restart`, `/scale` and `/restore` wait for, and the
+//! (see [`crate::executors::lease`]), which `/restart`, `/scale` and `/restore` wait for, and the
 //! database's while it backs up or restores.
 
 use std::fmt::Write as _;
@@ -15,12 +15,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::format::{plural, short_duration, table};
-use super::lease::{self, Lease};
-use super::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::config::HttpCheck;
-use crate::docker::{is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck};
+use crate::domain::duration;
+use crate::domain::text::plural;
 use crate::domain::{format_time, parse_stored_time};
+use crate::executors::docker::engine::{
+    is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck,
+};
+use crate::executors::format::table;
+use crate::executors::lease::{self, Lease};
+use crate::executors::{reply, Ctx, Done, ExecError, Executors, Failure};
 use crate::request::Reply;
 use crate::store::{DeployRow, Lock, NewDeploy};
 
@@ -73,7 +77,7 @@ impl Board {
         let mut text = format!(
             "{} ({})\n",
             self.title,
-            short_duration(self.began.elapsed())
+            duration::short(self.began.elapsed())
         );
         for s in &self.steps {
             let icon = match s.state {
@@ -98,7 +102,7 @@ impl Board {
         if let Some(o) = &self.outcome {
             text.push_str(o);
         }
-        reply(crate::invocation::text::clip(&text, 1990), false)
+        reply(crate::domain::text::clip(&text, 1990), false)
     }
 
     fn json(&self) -> String {
@@ -110,7 +114,7 @@ fn secs(d: Duration) -> String {
     if d < Duration::from_secs(60) {
         format!("{:.1} s", d.as_secs_f64())
     } else {
-        short_duration(d)
+        duration::short(d)
     }
 }
 
@@ -423,7 +427,7 @@ async fn pipeline(
             let since = parse_stored_time(&d.started_at)
                 .zip(now)
                 .and_then(|(t, now)| (now - t).to_std().ok())
-                .map(short_duration)
+                .map(duration::short)
                 .unwrap_or_else(|| "a moment".into());
             return Err(failure(format!(
                 "a {} of {} by {} is running (started {since} ago, deploy #{}): one at a time per stack. Nothing was changed; watch it with /deploys.",
@@ -651,7 +655,10 @@ async fn steps(
                             .rev()
                             .find(|l| !l.trim().is_empty())
                             .map(|l| {
-                                crate::invocation::text::clip(&super::redact::redact(l.trim()), 120)
+                                crate::domain::text::clip(
+                                    &crate::domain::redact::redact(l.trim()),
+                                    120,
+                                )
                             })
                             .unwrap_or_default();
                         match done.exit_code {
@@ -909,7 +916,7 @@ async fn conclude(
     let ex = run.ex;
     let ctx = run.ctx;
     let what = kind.as_str();
-    let elapsed = short_duration(run.board.lock().expect("board lock").began.elapsed());
+    let elapsed = duration::short(run.board.lock().expect("board lock").began.elapsed());
     let (state, failed_step, error, line, announce_line) = match &outcome {
         Outcome::Succeeded => (
             "succeeded",
@@ -1029,7 +1036,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 .timeout(left.clamp(Duration::from_millis(200), Duration::from_secs(10)))
                 .send()
                 .await
-                .map_err(super::redact::request_error)?;
+                .map_err(crate::domain::redact::request_error)?;
             let status = r.status();
             let ok_status = match c.status {
                 Some(want) => status.as_u16() == want,
@@ -1039,7 +1046,10 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 return Err(format!("answered {status}"));
             }
             if let Some(want) = &c.contains {
-                let body = r.text().await.map_err(super::redact::request_error)?;
+                let body = r
+                    .text()
+                    .await
+                    .map_err(crate::domain::redact::request_error)?;
                 if !body.contains(want.as_str()) {
                     return Err(format!("answered {status} without {want:?} in the body"));
                 }
@@ -1053,7 +1063,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
                 return Err(format!(
                     "{}: GET {} {why} ({tries} tr{} in {} s)",
                     c.label(),
-                    super::redact::shown_url(&c.url),
+                    crate::domain::redact::shown_url(&c.url),
                     if tries == 1 { "y" } else { "ies" },
                     c.timeout_secs
                 ));
@@ -1063,8 +1073,8 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
     }
 }
 
-/// What a deploy would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
+/// What a deploy (or, with `rollback`, a rollback) would do, for a dry run.
+pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, rollback: bool) -> String {
     let Ok(docker) = ex.docker() else {
         return "nothing: docker.project is not set".into();
     };
@@ -1073,9 +1083,9 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
         Err(f) => return format!("nothing: {}", f.reason),
     };
     let from = running_versions(&services);
-    let tag = match (ctx.spec.executor.as_str(), ctx.text("tag")) {
+    let tag = match (rollback, ctx.text("tag")) {
         (_, Some(t)) => t.to_string(),
-        ("deploy.rollback", None) => match previous_version(ex).await {
+        (true, None) => match previous_version(ex).await {
             Ok(t) => t,
             Err(f) => return format!("nothing: {}", f.reason),
         },
@@ -1087,7 +1097,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>) -> String {
         .map(|(_, cs)| with_tag(&cs[0].image, &tag))
         .collect();
     steps.push(format!("check {} exist (or pull)", images.join(", ")));
-    if ctx.spec.executor == "deploy.run" {
+    if !rollback {
         if ex.deploy.backup {
             steps.push("back up the application database (pg_dump)".into());
         }
@@ -1166,7 +1176,7 @@ pub async fn history(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
             "\n\n#{} {}: {}",
             d.id,
             d.failed_step.as_deref().unwrap_or(&d.state),
-            crate::invocation::text::clip(d.error.as_deref().unwrap_or_default(), 300)
+            crate::domain::text::clip(d.error.as_deref().unwrap_or_default(), 300)
         );
     }
     r.code_block = Some(block);
@@ -1182,7 +1192,7 @@ fn history_row(d: &DeployRow) -> [String; 6] {
         started,
         d.finished_at.as_deref().and_then(parse_stored_time),
     ) {
-        (Some(a), Some(b)) => (b - a).to_std().map(short_duration).unwrap_or_default(),
+        (Some(a), Some(b)) => (b - a).to_std().map(duration::short).unwrap_or_default(),
         _ => "…".into(),
     };
     let what = match d.kind.as_str() {
@@ -1320,7 +1330,7 @@ fn backups_configured(ex: &Executors) -> bool {
 /// The database's lease for the run's `step`, its wait shown on that step of the board.
 async fn database_lease(
     run: &Run<'_>,
-    db: &crate::app_database::AppDatabase,
+    db: &crate::executors::database::engine::AppDatabase,
     step: &'static str,
     doing: String,
 ) -> Result<Lease, String> {
@@ -1344,7 +1354,7 @@ async fn take_backup(run: &Run<'_>) -> Result<(String, String), String> {
         .during(db.backup(run.ex.now()))
         .await
         .map_err(|e| e.to_string())?;
-    Ok((f.name, super::format::bytes(f.bytes)))
+    Ok((f.name, crate::executors::format::bytes(f.bytes)))
 }
 
 /// Restores `name` (after the safety backup the restore takes), holding the database's lease;

@@ -7,7 +7,7 @@
 //! command line where `ps` would show it.
 //!
 //! A backup file is not trusted: a `\! command` line in it would run as runbot when psql
-//! reads it. A restore reads it through [`crate::psql_script`] first and refuses one holding
+//! reads it. A restore reads it through [`super::psql_script`] first and refuses one holding
 //! any psql meta-command, reads it through again as it feeds psql, and, where psql supports
 //! it (13.22, 14.19, 15.14, 16.10, 17.6 and later), starts psql's input with `\restrict` so
 //! that psql itself refuses whatever the check might miss.
@@ -21,17 +21,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use regex::Regex;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use crate::config::AppDatabaseSettings;
-use crate::executors::format::short_duration;
-use crate::executors::redact::{redact, MASK};
-use crate::psql_script::{Problem, Refusal, Scanner};
+use super::psql_script::{Problem, Refusal, Scanner};
+use crate::domain::duration;
+use crate::domain::pg_url::PgUrl;
+use crate::domain::redact::{redact, MASK};
 
 /// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
 static BACKUP_NAME: LazyLock<Regex> = LazyLock::new(|| {
@@ -161,100 +161,14 @@ pub enum AppDbError {
     Query { check: &'static str, reason: String },
 }
 
-/// The connection, from `app_database.url`, in the parts libpq's variables take.
-#[derive(Clone)]
-struct Conn {
-    host: Option<String>,
-    port: Option<u16>,
-    user: Option<String>,
-    password: Option<SecretString>,
-    database: String,
+/// What libpq's clients (pg_dump, psql) and sqlx make of the parsed URL.
+trait Libpq {
+    fn apply(&self, cmd: &mut Command);
+    fn options(&self) -> PgConnectOptions;
+    fn scrub(&self, text: &str) -> String;
 }
 
-/// The shape a URL must have, for error messages.
-const URL_FORM: &str =
-    "use postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://prod_user:PASSWORD@postgres:5432/saas_cafeterias_prod";
-
-fn decode(s: &str) -> Result<String, String> {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| "its percent-encoding is not UTF-8".to_string())
-}
-
-/// Never shows the password.
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Conn").field(&self.target()).finish()
-    }
-}
-
-impl Conn {
-    /// Errors never repeat the URL: it may hold a password.
-    fn parse(raw: &str) -> Result<Conn, String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("it is not a URL ({e}); {URL_FORM}"))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "its scheme is {:?}, not postgres or postgresql; {URL_FORM}",
-                url.scheme()
-            ));
-        }
-        let mut host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .map(|h| h.trim_matches(['[', ']']).to_string());
-        let mut port = url.port();
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
-                // libpq's way to name a unix socket folder: postgres:///db?host=/run/postgresql
-                "host" => host = Some(v.into_owned()),
-                "port" => {
-                    port = Some(
-                        v.parse()
-                            .map_err(|_| format!("its port parameter {v:?} is not a port"))?,
-                    )
-                }
-                other => {
-                    return Err(format!(
-                        "runbot understands only the host and port parameters, not {other:?}"
-                    ))
-                }
-            }
-        }
-        let user = match url.username() {
-            "" => None,
-            u => Some(decode(u)?),
-        };
-        let password = url
-            .password()
-            .map(decode)
-            .transpose()?
-            .map(SecretString::from);
-        let database = decode(url.path().trim_start_matches('/'))?;
-        if database.is_empty() || database.contains('/') {
-            return Err(format!("it must name one database; {URL_FORM}"));
-        }
-        Ok(Conn {
-            host,
-            port,
-            user,
-            password,
-            database,
-        })
-    }
-
-    /// `prod_user@postgres:5432/saas_cafeterias_prod`: how replies name it, with no password.
-    fn target(&self) -> String {
-        let user = self
-            .user
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        let host = self.host.as_deref().unwrap_or("localhost");
-        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{user}{host}{port}/{}", self.database)
-    }
-
+impl Libpq for PgUrl {
     /// What pg_dump and psql get instead of a connection string on their command line.
     fn apply(&self, cmd: &mut Command) {
         // Ours win over whatever runbot's own environment says.
@@ -321,16 +235,6 @@ impl Conn {
     }
 }
 
-/// Checks `app_database.url` for the settings' validation; the error never holds the URL.
-pub fn check_url(url: &str) -> Result<(), String> {
-    Conn::parse(url).map(|_| ())
-}
-
-/// `postgres://prod_user:***@postgres:5432/db`: a URL fit for logs.
-pub fn masked_url(url: &str) -> String {
-    redact(url).into_owned()
-}
-
 /// The name of a backup taken at `now`.
 pub fn backup_name(now: DateTime<Utc>) -> String {
     format!("backup_{}.sql.gz", now.format("%Y%m%d_%H%M%S"))
@@ -356,7 +260,7 @@ fn took(started: Instant) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
-        short_duration(d)
+        duration::short(d)
     }
 }
 
@@ -398,7 +302,7 @@ pub struct AppDatabase {
 }
 
 struct Inner {
-    conn: Conn,
+    conn: PgUrl,
     backup_dir: PathBuf,
     pg_dump: String,
     psql: String,
@@ -417,23 +321,25 @@ impl std::fmt::Debug for AppDatabase {
 }
 
 impl AppDatabase {
-    /// None when `app_database.url` is not set.
-    pub fn from_settings(s: &AppDatabaseSettings) -> anyhow::Result<Option<AppDatabase>> {
-        let Some(url) = &s.url else {
-            return Ok(None);
-        };
-        let conn = Conn::parse(url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("app_database.url: {e}"))?;
-        Ok(Some(AppDatabase {
+    /// The database at `conn`, backed up into `backup_dir` with these client programs, each
+    /// run stopped after `timeout`.
+    pub fn new(
+        conn: PgUrl,
+        backup_dir: PathBuf,
+        pg_dump: String,
+        psql: String,
+        timeout: Duration,
+    ) -> AppDatabase {
+        AppDatabase {
             inner: Arc::new(Inner {
                 conn,
-                backup_dir: s.backup_dir.clone(),
-                pg_dump: s.pg_dump.clone(),
-                psql: s.psql.clone(),
-                timeout: Duration::from_secs(s.timeout_secs),
+                backup_dir,
+                pg_dump,
+                psql,
+                timeout,
                 psql_client: tokio::sync::OnceCell::new(),
             }),
-        }))
+        }
     }
 
     /// What the configured psql can do; asked once, again after a failure.
@@ -1146,7 +1052,7 @@ fn refusal_text(r: &Refusal, client: &PsqlClient) -> String {
 fn clip_query(q: &str, max: usize) -> String {
     // Other sessions' statements can hold passwords (ALTER ROLE … PASSWORD '…') or tokens.
     let one_line = q.split_whitespace().collect::<Vec<_>>().join(" ");
-    let one_line = crate::executors::redact::redact(&one_line).into_owned();
+    let one_line = crate::domain::redact::redact(&one_line).into_owned();
     if one_line.chars().count() <= max {
         one_line
     } else {
@@ -1160,7 +1066,7 @@ fn seconds(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.1}s")
     } else {
-        short_duration(Duration::from_secs_f64(s.max(0.0)))
+        duration::short(Duration::from_secs_f64(s.max(0.0)))
     }
 }
 
@@ -1289,7 +1195,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                 summary: format!(
                     "The database is {total}; its {} largest table{}:",
                     rows.len(),
-                    crate::executors::format::plural(rows.len())
+                    crate::domain::text::plural(rows.len())
                 ),
                 header: header(&["TABLE", "TOTAL", "DATA", "INDEXES", "~ROWS"]),
                 rows,
@@ -1327,7 +1233,7 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
                 summary: format!(
                     "{} lock{} waiting.",
                     rows.len(),
-                    crate::executors::format::plural(rows.len())
+                    crate::domain::text::plural(rows.len())
                 ),
                 header: header(&[
                     "PID",
@@ -1349,26 +1255,6 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_split_and_their_errors_never_hold_the_password() {
-        let c =
-            Conn::parse("postgres://prod_user:p%40ss@postgres:5432/saas_cafeterias_prod").unwrap();
-        assert_eq!(c.user.as_deref(), Some("prod_user"));
-        assert_eq!(c.password.as_ref().unwrap().expose_secret(), "p@ss");
-        assert_eq!(c.target(), "prod_user@postgres:5432/saas_cafeterias_prod");
-        let s = Conn::parse("postgresql:///app?host=/run/postgresql").unwrap();
-        assert_eq!(s.host.as_deref(), Some("/run/postgresql"));
-        for bad in [
-            "mysql://u:hunter22@db/app",
-            "postgres://u:hunter22@db/",
-            "postgres://u:hunter22@db/app?sslmode=require",
-            "not a url hunter22",
-        ] {
-            let e = Conn::parse(bad).unwrap_err();
-            assert!(!e.contains("hunter22"), "{e}");
-        }
-    }
 
     #[test]
     fn backup_names_are_strict_and_carry_their_time() {
@@ -1413,7 +1299,7 @@ mod tests {
 
     #[test]
     fn scrub_masks_the_password_wherever_it_appears() {
-        let c = Conn::parse("postgres://app:s3cretpw@db/app").unwrap();
+        let c = PgUrl::parse("postgres://app:s3cretpw@db/app").unwrap();
         let out = c.scrub("FATAL: password s3cretpw rejected for postgres://app:s3cretpw@db/app");
         assert!(!out.contains("s3cretpw"), "{out}");
     }
