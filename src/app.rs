@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,11 +42,6 @@ pub struct Data {
     pub commands_source: String,
 }
 
-fn describe(dir: &Option<PathBuf>) -> String {
-    dir.as_ref()
-        .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
-}
-
 impl Data {
     pub fn load(settings: &Settings) -> anyhow::Result<Data> {
         // An unset folder means `./<name>` when it exists, else the copy built into the binary.
@@ -59,19 +53,10 @@ impl Data {
             runbook: Runbook::load(commands_dir.as_deref())?,
             policies: Policies::load_from(policy.as_deref(), &settings.policy, &commands)?,
             commands,
-            policy_source: describe(&policy),
-            commands_source: describe(&commands_dir),
+            policy_source: crate::config::describe_dir(&policy),
+            commands_source: crate::config::describe_dir(&commands_dir),
         })
     }
-}
-
-/// The commands of `commands/` (or the built-in set), and where they came from.
-pub fn load_commands(settings: &Settings) -> anyhow::Result<(crate::commands::Commands, String)> {
-    let dir = settings.commands.resolve("commands");
-    Ok((
-        crate::commands::Commands::load(dir.as_deref())?,
-        describe(&dir),
-    ))
 }
 
 /// The invocation core, built from settings with its own copy of the data (tests use this).

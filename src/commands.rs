@@ -290,6 +290,16 @@ pub struct Commands {
 }
 
 impl Commands {
+    /// The commands of `commands/` as the settings say (or the built-in set), and where they
+    /// came from.
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<(Commands, String)> {
+        let dir = settings.commands.resolve("commands");
+        Ok((
+            Commands::load(dir.as_deref())?,
+            crate::config::describe_dir(&dir),
+        ))
+    }
+
     /// Loads every `*.toml` of `dir` but the runbook, or the built-in set when `dir` is None.
     pub fn load(dir: Option<&Path>) -> anyhow::Result<Commands> {
         let mut files: Vec<(String, String)> = Vec::new();

@@ -1343,19 +1343,19 @@ impl PolicySettings {
     }
 
     /// The clock, or a message naming the key at fault.
-    pub fn clock(&self) -> Result<crate::policy::hours::Clock, Vec<String>> {
-        let tz = crate::policy::hours::parse_timezone(&self.timezone)
+    pub fn clock(&self) -> Result<crate::domain::hours::Clock, Vec<String>> {
+        let tz = crate::domain::hours::parse_timezone(&self.timezone)
             .map_err(|e| format!("policy.timezone = {e}"));
         let business =
-            crate::policy::hours::BusinessHours::parse(&self.business_hours).map_err(|e| {
+            crate::domain::hours::BusinessHours::parse(&self.business_hours).map_err(|e| {
                 format!(
                     "policy.business_hours = {:?}: {e}; {}",
                     self.business_hours,
-                    crate::policy::hours::BusinessHours::FORM
+                    crate::domain::hours::BusinessHours::FORM
                 )
             });
         match (tz, business) {
-            (Ok(tz), Ok(business)) => Ok(crate::policy::hours::Clock { tz, business }),
+            (Ok(tz), Ok(business)) => Ok(crate::domain::hours::Clock { tz, business }),
             (tz, business) => Err(tz.err().into_iter().chain(business.err()).collect()),
         }
     }
@@ -2387,4 +2387,10 @@ mod tests {
         assert!(ok.discord.enabled());
         assert_eq!(ok.discord.api_base, "https://discord.com");
     }
+}
+
+/// Where data came from, for `check-config` and the start-up log: a folder, or `built-in`.
+pub fn describe_dir(dir: &Option<PathBuf>) -> String {
+    dir.as_ref()
+        .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
 }

@@ -8,6 +8,7 @@
 //! - [`clock`]. The clock runbot decides its own times by (tests drive it).
 //! - [`net`]. Addresses and ranges as /block-ip takes them, and what may never be blocked.
 //! - [`names`]. The Docker engine's address, compose project and service names.
+//! - [`hours`]. When a role is on call: always, business hours, weekends, in a time zone.
 //! - [`duration`]. Durations as people write them, and the shapes runbot shows them in.
 //! - [`text`]. Clipping, plurals, hex.
 //! - [`pg_url`]. The application database's address, parsed from its URL.
@@ -16,6 +17,7 @@
 pub mod alert;
 pub mod clock;
 pub mod duration;
+pub mod hours;
 pub mod names;
 pub mod net;
 pub mod pg_url;

@@ -9,10 +9,10 @@ use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 
 use super::cedar::{Engine, Kind, Rule, Situation, POLICY_FILE};
-use super::hours::Clock;
 use super::roles::Roles;
 use crate::commands::{Args, CommandSpec, Commands, Value};
 use crate::config::PolicySettings;
+use crate::domain::hours::Clock;
 use crate::domain::Severity;
 
 /// Who asks, as their platform knows them.
@@ -197,14 +197,14 @@ impl Policies {
             .collect()
     }
 
-    fn hours_text(&self, h: super::hours::Hours) -> String {
+    fn hours_text(&self, h: crate::domain::hours::Hours) -> String {
         let c = &self.inner.clock;
         match h {
-            super::hours::Hours::Always => "on call 24/7".into(),
-            super::hours::Hours::Business => {
+            crate::domain::hours::Hours::Always => "on call 24/7".into(),
+            crate::domain::hours::Hours::Business => {
                 format!("on call in business hours, {} {}", c.business, c.tz.name())
             }
-            super::hours::Hours::Weekends => {
+            crate::domain::hours::Hours::Weekends => {
                 format!(
                     "on call at weekends, {} {}",
                     c.business.weekend_days(),

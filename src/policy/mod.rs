@@ -10,7 +10,6 @@
 
 pub mod cedar;
 pub mod cli;
-pub mod hours;
 pub mod incident;
 pub mod roles;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::hours::Hours;
+use crate::domain::hours::Hours;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

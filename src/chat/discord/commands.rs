@@ -175,7 +175,7 @@ pub async fn register_from_settings(
                 .into(),
         ));
     }
-    let (commands, source) = crate::app::load_commands(settings)
+    let (commands, source) = crate::commands::Commands::from_settings(settings)
         .map_err(|e| RegisterError::Setup(format!("invalid command files: {e:#}")))?;
     let adapter = DiscordAdapter::new(d).map_err(|e| RegisterError::Setup(format!("{e:#}")))?;
     let answer = register(&adapter, &commands, guild)
