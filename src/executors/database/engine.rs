@@ -7,10 +7,12 @@
 //! command line where `ps` would show it.
 //!
 //! A backup file is not trusted: a `\! command` line in it would run as runbot when psql
-//! reads it. A restore reads it through [`super::psql_script`] first and refuses one holding
+//! reads it. A restore reads it through [`psql_script`] first and refuses one holding
 //! any psql meta-command, reads it through again as it feeds psql, and, where psql supports
 //! it (13.22, 14.19, 15.14, 16.10, 17.6 and later), starts psql's input with `\restrict` so
 //! that psql itself refuses whatever the check might miss.
+
+pub mod psql_script;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -28,10 +30,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::psql_script::{Problem, Refusal, Scanner};
 use crate::domain::duration;
 use crate::domain::pg_url::PgUrl;
 use crate::domain::redact::{redact, MASK};
+use psql_script::{Problem, Refusal, Scanner};
 
 /// `backup_YYYYmmdd_HHMMSS.sql.gz`, the runbook's names; the only files runbot lists or restores.
 static BACKUP_NAME: LazyLock<Regex> = LazyLock::new(|| {

@@ -2,7 +2,6 @@
 //! through its [`engine`].
 
 pub mod engine;
-pub mod psql_script;
 
 use std::time::{Duration, Instant};
 
