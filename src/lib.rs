@@ -1,34 +1,39 @@
 //! runbot: a ChatOps bot for incident response.
 //!
-//! The path of a request, and the module that owns each step:
+//! ## Layers
 //!
-//! - [`config`]: settings (defaults < `runbot.toml` < `RUNBOT__*` environment), validated once.
-//! - [`telemetry`]: tracing (JSON when not on a terminal) and the Prometheus recorder.
-//! - [`app`]: wiring. Builds the store, the writer and the HTTP server from settings; shuts down cleanly.
-//! - [`http`]: axum routes, one module per inbound party (Alertmanager, console, ops).
-//! - [`domain`]: leaf values several layers share (severities, statuses, stored times, an alert
-//!   group's typed state); imports nothing of the crate.
-//! - [`alerts`]: the Alertmanager webhook model, parsed into validated domain types, and the
-//!   group lifecycle (firing → resolved → firing again) as pure code the writer runs.
-//! - [`policy`]: data from `policies/`: severity mapping, roles and on-call hours, Cedar
-//!   policies; decides allow / deny / needs approval with a reason, and `runbot policy explain|test`.
-//! - [`runbook`]: data from `commands/` (the runbook entry for each alert).
-//! - [`commands`]: data from `commands/`: one file per command, its typed options and risk;
-//!   parses and validates arguments.
-//! - [`chat`]: the card each alert group shows, the outbox that delivers it (rate-limited,
-//!   retried, edited in place), and one adapter per platform (Discord).
-//! - [`invocation`]: the core of a request: rate limit → validate → decide (policy) → audit →
-//!   confirm or collect approval → execute → reply → audit the outcome.
-//! - [`executors`]: what commands run (acknowledgements, silences, Docker, deploys, nginx,
-//!   the application database), one folder per outside system holding its engine (driver)
-//!   and its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
-//!   `alertmanager/`.
-//! - [`domain`]: leaf values shared by every layer: address ranges and the block guard,
-//!   names, durations, text helpers, redaction.
-//! - [`audit`]: the append-only audit trail: rows chained by SHA-256, verify, export.
-//! - [`workers`]: every background loop, named, on one task tracker and cancellation token;
-//!   restarted (logged, counted) when it panics, stopped together at shutdown.
-//! - [`store`]: sqlx storage (SQLite by default, PostgreSQL at scale) and the single batching writer.
+//! Lowest first. A module imports modules of lower layers, and of its own layer without a
+//! circle; never a higher one. `tests/it/architecture.rs` reads the numbered lines below and
+//! checks every `crate::` path in `src/` against them, naming the file and line.
+//!
+//! 1. `domain`, `request`: leaves. [`domain`]: values every layer shares (severities,
+//!    statuses, stored times, an alert group's typed state, address ranges and the block guard,
+//!    names, durations and their formatter, text helpers, redaction, the clock).
+//!    [`request`]: who asks, from where, what the core answers, every button id, the
+//!    `Responder` seam.
+//! 2. `config`, `telemetry`, `workers`: [`config`]: settings (defaults < `runbot.toml` <
+//!    `RUNBOT__*`) parsed into domain values, and `runbot config reference`. [`telemetry`]:
+//!    tracing and the Prometheus recorder. [`workers`]: every background loop, named, on one
+//!    task tracker and cancellation token, restarted when it panics.
+//! 3. `commands`, `runbook`: the data of `commands/`: each command's options, risk and
+//!    executor kind; the runbook entry of each alert.
+//! 4. `store`: rows and SQL only (SQLite by default, PostgreSQL at scale), the batching writer.
+//! 5. `alerts`, `policy`, `audit`: [`alerts`]: the webhook model and the group lifecycle as
+//!    pure code. [`policy`]: roles, hours and Cedar policies from `policies/`; decides and
+//!    explains. [`audit`]: the hash-chained trail: append, verify, export.
+//! 6. `executors`: what commands run, one folder per outside system holding its engine
+//!    (driver) and its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
+//!    `alertmanager/`.
+//! 7. `invocation`: a request's path: rate limit → validate → decide → audit → confirm or
+//!    approve → execute → reply → audit the outcome.
+//! 8. `chat`: cards, the outbox, announcements, the `ChatPlatform` seam, and one folder per
+//!    platform (`discord/`).
+//! 9. `http`: thin routes per inbound party: verify, parse, hand over.
+//! 10. `app`: wiring: builds the parts the settings enable, runs and stops them.
+//!
+//! Beyond the layers: the core (`alerts`, `policy`, `executors`, `invocation`) never names a
+//! chat platform or `http`; an engine (`executors/*/engine.rs`) imports only `domain`,
+//! `request` and other engines.
 
 pub mod alerts;
 pub mod app;

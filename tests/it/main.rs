@@ -10,6 +10,7 @@ mod common;
 
 mod alertmanager;
 mod app_database;
+mod architecture;
 mod audit;
 mod cli;
 mod deploy;
