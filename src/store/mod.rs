@@ -114,6 +114,11 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        if backend == Backend::Sqlite {
+            upgrade_first_release(&pool)
+                .await
+                .context("upgrading a database made by runbot's first release")?;
+        }
         migrator
             .run(&pool)
             .await
@@ -199,6 +204,73 @@ impl Store {
 /// run until one is quick, and the writer is asked to copy the little written since (see
 /// [`WalShared::finish_wanted`]). A RESTART checkpoint would do the same but wait for the write
 /// lock, meanwhile letting the writer add far more for it to copy while the writer waits.
+/// The checksum (SHA-384) of the first release's `migrations/sqlite/0001_alerts.sql`. The file
+/// was edited after that release (`alerts` became a rowid table with an `id`), so sqlx refuses a
+/// database it made as "previously applied but modified".
+const SQLITE_FIRST_RELEASE_0001: &str =
+    "e806308c27b4274865c19075285e1c0cb82fecbdb4a68c5685dc4335fef595dfd808349a14839c029ee4d049aa69880b";
+
+/// Brings a SQLite database made by the first release to today's migration 1, once: the
+/// `alerts` table is rebuilt in today's shape with every row, and migration 1 is recorded with
+/// today's checksum, in one transaction. Any other database is left as it is.
+async fn upgrade_first_release(pool: &AnyPool) -> anyhow::Result<()> {
+    let recorded: Option<Vec<u8>> =
+        match sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = 1")
+            .fetch_optional(pool)
+            .await
+        {
+            Ok(c) => c,
+            // A new database has no migrations table yet.
+            Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => None,
+            Err(e) => return Err(e.into()),
+        };
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    if crate::domain::text::hex(&recorded) != SQLITE_FIRST_RELEASE_0001 {
+        return Ok(());
+    }
+    let today = SQLITE_MIGRATIONS
+        .iter()
+        .find(|m| m.version == 1)
+        .expect("migration 1 is built in");
+    tracing::warn!("this database was made by runbot's first release: rebuilding its alerts table in today's shape");
+    let mut tx = pool.begin().await?;
+    for sql in [
+        "CREATE TABLE alerts_today (
+            id            INTEGER PRIMARY KEY,
+            group_id      INTEGER NOT NULL REFERENCES alert_groups (id),
+            fingerprint   TEXT    NOT NULL,
+            status        TEXT    NOT NULL,
+            severity      TEXT    NOT NULL,
+            labels        TEXT    NOT NULL,
+            annotations   TEXT    NOT NULL,
+            starts_at     TEXT    NOT NULL,
+            ends_at       TEXT,
+            generator_url TEXT    NOT NULL,
+            first_seen_at TEXT    NOT NULL,
+            updated_at    TEXT    NOT NULL,
+            UNIQUE (group_id, fingerprint)
+        )",
+        "INSERT INTO alerts_today (group_id, fingerprint, status, severity, labels, annotations,
+            starts_at, ends_at, generator_url, first_seen_at, updated_at)
+         SELECT group_id, fingerprint, status, severity, labels, annotations,
+            starts_at, ends_at, generator_url, first_seen_at, updated_at
+         FROM alerts ORDER BY group_id, fingerprint",
+        "DROP TABLE alerts",
+        "ALTER TABLE alerts_today RENAME TO alerts",
+        "CREATE INDEX alerts_firing ON alerts (status, severity)",
+    ] {
+        tx.execute(sql).await?;
+    }
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1")
+        .bind(today.checksum.to_vec())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn checkpoint_wal(pool: AnyPool, wal: Arc<WalShared>) {
     const TICK: Duration = Duration::from_millis(20);
     // About 4,000 webhooks/s: above this, checkpoint by amount written rather than by time.

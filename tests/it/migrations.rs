@@ -96,7 +96,6 @@ async fn upgrading_keeps_every_group_alert_and_timeline_entry_postgres() {
 /// `runbot serve` on a database that release made exits 1 with "applying database
 /// migrations: migration 1 was previously applied but has been modified".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a known bug: runbot cannot open a SQLite database made by its first release"]
 async fn upgrading_keeps_every_group_alert_and_timeline_entry_sqlite() {
     upgrading_keeps_every_group_alert_and_timeline_entry(&[Db::Sqlite]).await
 }
