@@ -1943,6 +1943,12 @@ fn explain(message: &str) -> String {
     )
 }
 
+/// Where data came from, for `check-config` and the start-up log: a folder, or `built-in`.
+pub fn describe_dir(dir: &Option<PathBuf>) -> String {
+    dir.as_ref()
+        .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2387,10 +2393,4 @@ mod tests {
         assert!(ok.discord.enabled());
         assert_eq!(ok.discord.api_base, "https://discord.com");
     }
-}
-
-/// Where data came from, for `check-config` and the start-up log: a folder, or `built-in`.
-pub fn describe_dir(dir: &Option<PathBuf>) -> String {
-    dir.as_ref()
-        .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
 }
