@@ -2,55 +2,45 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
+/// Firing or resolved, stored and shown as `firing` / `resolved`. Two types from one shape, so
+/// a group's status and an alert's are not mixed up.
+macro_rules! status {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            Firing,
+            Resolved,
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    Self::Firing => "firing",
+                    Self::Resolved => "resolved",
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    "firing" => Some(Self::Firing),
+                    "resolved" => Some(Self::Resolved),
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl AlertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "firing" => Some(Self::Firing),
-            "resolved" => Some(Self::Resolved),
-            _ => None,
-        }
-    }
-}
-
-/// A group fires while Alertmanager says so (while any of its alerts fires); its own type, so a
-/// group's status and an alert's are not mixed up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupStatus {
-    Firing,
-    Resolved,
-}
-
-impl GroupStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "firing" => Some(Self::Firing),
-            "resolved" => Some(Self::Resolved),
-            _ => None,
-        }
-    }
-}
+status!(
+    /// An alert's status, as Alertmanager sends it.
+    AlertStatus
+);
+status!(
+    /// A group fires while Alertmanager says so (while any of its alerts fires).
+    GroupStatus
+);
 
 #[cfg(test)]
 mod tests {
