@@ -75,54 +75,95 @@ fn layers() -> Vec<Vec<String>> {
     layers
 }
 
-/// Every `crate::name` outside comments, per file and line.
-fn imports() -> Vec<Import> {
+/// One path into the crate, outside comments and unit-test modules: `crate::a::b` as `a::b`,
+/// or `super::x` as written.
+struct Use {
+    rel: PathBuf,
+    line: usize,
+    path: String,
+}
+
+/// Every path into the crate in `src/`, once: the layer rules and the engine rule read the same
+/// list. Items of a `use crate::{…}` spread over several lines count as `crate::` paths.
+fn uses() -> Vec<Use> {
     let src = root().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
     let mut out = Vec::new();
-    for path in files {
-        let rel = path.strip_prefix(&src).unwrap().to_path_buf();
-        let from_module = module_of(&rel);
-        if from_module == "main" || from_module == "lib" {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
+    for file in files {
+        let rel = file.strip_prefix(&src).unwrap().to_path_buf();
+        let text = std::fs::read_to_string(&file).unwrap();
         let mut in_use_block = false;
         for (i, raw) in production_lines(&text) {
             let code = raw.split("//").next().unwrap();
-            // `use crate::{a::X, b::Y};` spread over several lines names modules without `crate::`.
+            let mut push = |path: String| {
+                out.push(Use {
+                    rel: rel.clone(),
+                    line: i + 1,
+                    path,
+                })
+            };
             let trimmed = code.trim_start();
-            if trimmed.starts_with("use crate::{") || trimmed.starts_with("pub use crate::{") {
+            if trimmed.starts_with("use super::") {
+                push(path_at(&trimmed["use ".len()..]));
+            }
+            if let Some((_, list)) = code.split_once("crate::{") {
                 in_use_block = !code.contains("};");
-                for name in braced_modules(code.split_once("crate::{").unwrap().1) {
-                    push(&mut out, &from_module, &rel, i, name);
-                }
+                braced_paths(list).into_iter().for_each(&mut push);
                 continue;
             }
             if in_use_block {
                 in_use_block = !code.contains("};");
-                for name in braced_modules(code) {
-                    push(&mut out, &from_module, &rel, i, name);
-                }
+                braced_paths(code).into_iter().for_each(&mut push);
                 continue;
             }
             let mut rest = code;
             while let Some(at) = rest.find("crate::") {
-                let after = &rest[at + "crate::".len()..];
-                let name: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    push(&mut out, &from_module, &rel, i, name);
+                rest = &rest[at + "crate::".len()..];
+                let path = path_at(rest);
+                if !path.is_empty() {
+                    push(path);
                 }
-                rest = after;
             }
         }
     }
     out
+}
+
+/// The path at the start of `text`: `a::b::C` of `a::b::C;`.
+fn path_at(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+        .collect::<String>()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// The paths at the start of each item of a braced `use` list that name a module (`a::…`).
+fn braced_paths(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|item| path_at(item.trim().trim_start_matches('{')))
+        .filter(|p| p.contains("::"))
+        .collect()
+}
+
+/// Every use of another top-level module.
+fn imports() -> Vec<Import> {
+    uses()
+        .into_iter()
+        .filter_map(|u| {
+            let from_module = module_of(&u.rel);
+            let to = u.path.split("::").next().unwrap().to_string();
+            (from_module != "main" && from_module != "lib" && to != "super" && to != from_module)
+                .then(|| Import {
+                    from_module,
+                    file: format!("src/{}", u.rel.display()),
+                    line: u.line,
+                    to,
+                })
+        })
+        .collect()
 }
 
 /// A file's lines up to its unit-test module: `#[cfg(test)]` followed by `mod …`, which by
@@ -134,31 +175,6 @@ fn production_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod "))
         .unwrap_or(lines.len());
     lines.into_iter().take(end).enumerate()
-}
-
-/// The module names at the start of each item of a braced `use` list.
-fn braced_modules(list: &str) -> Vec<String> {
-    list.split(',')
-        .filter_map(|item| {
-            let item = item.trim().trim_start_matches('{');
-            let name: String = item
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            (!name.is_empty() && item[name.len()..].starts_with("::")).then_some(name)
-        })
-        .collect()
-}
-
-fn push(out: &mut Vec<Import>, from: &str, rel: &Path, line: usize, to: String) {
-    if to != from {
-        out.push(Import {
-            from_module: from.to_string(),
-            file: format!("src/{}", rel.display()),
-            line: line + 1,
-            to,
-        });
-    }
 }
 
 fn show(i: &Import) -> String {
@@ -257,51 +273,23 @@ fn no_circle_between_top_level_modules() {
 
 #[test]
 fn engines_import_only_leaves_and_other_engines() {
-    let src = root().join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
     let mut broken = Vec::new();
-    for path in files {
-        let rel = path.strip_prefix(&src).unwrap().to_path_buf();
-        if !is_engine(&rel) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (i, raw) in production_lines(&text) {
-            let code = raw.split("//").next().unwrap();
-            let mut rest = code;
-            while let Some(at) = rest.find("crate::") {
-                let after = &rest[at + "crate::".len()..];
-                let path: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                    .collect();
-                let segments: Vec<&str> = path.split("::").collect();
-                let allowed = matches!(segments[0], "domain" | "request")
-                    || (segments[0] == "executors" && segments.get(2) == Some(&"engine"));
-                if !allowed {
-                    broken.push(format!(
-                        "src/{}:{}: an engine imports crate::{path}",
-                        rel.display(),
-                        i + 1
-                    ));
-                }
-                rest = after;
-            }
-            // `super::` from an engine reaches its commands; only a test module may.
-            let trimmed = code.trim_start();
-            if trimmed.starts_with("use super::") {
-                let from_engine_rs = rel.file_name().is_some_and(|n| n == "engine.rs");
-                if from_engine_rs {
-                    broken.push(format!(
-                        "src/{}:{}: an engine imports its commands ({})",
-                        rel.display(),
-                        i + 1,
-                        trimmed.trim()
-                    ));
-                }
-            }
+    for u in uses().into_iter().filter(|u| is_engine(&u.rel)) {
+        let segments: Vec<&str> = u.path.split("::").collect();
+        let allowed = match segments[0] {
+            "domain" | "request" => true,
+            "executors" => segments.get(2) == Some(&"engine"),
+            // From `engine.rs`, `super` is its commands; from under `engine/`, the engine.
+            "super" => u.rel.file_name().is_none_or(|n| n != "engine.rs"),
+            _ => false,
+        };
+        if !allowed {
+            broken.push(format!(
+                "src/{}:{}: an engine imports {}",
+                u.rel.display(),
+                u.line,
+                u.path
+            ));
         }
     }
     assert!(
