@@ -190,20 +190,6 @@ impl Store {
     }
 }
 
-/// Copies SQLite's write-ahead log into the database file from a reader connection, so the
-/// writer never runs a long checkpoint in the middle of answering webhooks.
-///
-/// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
-/// filesystem, the writer's included; the pause grows with what the checkpoint copies. So a
-/// checkpoint runs every 20 ms at ordinary rates, and in a storm once 5,000 webhooks have
-/// been written since the last one: fewer fsyncs while it lasts, and never a big copy left for
-/// the first quiet moment after it.
-///
-/// A passive checkpoint never catches the tail of a log that is still being written, and the
-/// log only starts over once one has. So when the log holds more than 64 MiB, passive passes
-/// run until one is quick, and the writer is asked to copy the little written since (see
-/// [`WalShared::finish_wanted`]). A RESTART checkpoint would do the same but wait for the write
-/// lock, meanwhile letting the writer add far more for it to copy while the writer waits.
 /// The checksum (SHA-384) of the first release's `migrations/sqlite/0001_alerts.sql`. The file
 /// was edited after that release (`alerts` became a rowid table with an `id`), so sqlx refuses a
 /// database it made as "previously applied but modified".
@@ -271,6 +257,20 @@ async fn upgrade_first_release(pool: &AnyPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies SQLite's write-ahead log into the database file from a reader connection, so the
+/// writer never runs a long checkpoint in the middle of answering webhooks.
+///
+/// A checkpoint ends with an fsync, and on ext4 that briefly holds up every write to the
+/// filesystem, the writer's included; the pause grows with what the checkpoint copies. So a
+/// checkpoint runs every 20 ms at ordinary rates, and in a storm once 5,000 webhooks have
+/// been written since the last one: fewer fsyncs while it lasts, and never a big copy left for
+/// the first quiet moment after it.
+///
+/// A passive checkpoint never catches the tail of a log that is still being written, and the
+/// log only starts over once one has. So when the log holds more than 64 MiB, passive passes
+/// run until one is quick, and the writer is asked to copy the little written since (see
+/// [`WalShared::finish_wanted`]). A RESTART checkpoint would do the same but wait for the write
+/// lock, meanwhile letting the writer add far more for it to copy while the writer waits.
 async fn checkpoint_wal(pool: AnyPool, wal: Arc<WalShared>) {
     const TICK: Duration = Duration::from_millis(20);
     // About 4,000 webhooks/s: above this, checkpoint by amount written rather than by time.
