@@ -159,8 +159,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// Runs one `runbot policy …` command; returns the exit code.
 pub async fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> u8 {
-    let commands_dir = settings.commands.resolve("commands");
-    let loaded = Commands::load(commands_dir.as_deref()).and_then(|commands| {
+    let loaded = Commands::from_settings(settings).and_then(|(commands, _)| {
         let policies = Policies::load(&settings.policy, &commands)?;
         let guard = settings.nginx.guard()?;
         Ok((commands, policies, guard))
