@@ -42,6 +42,12 @@ pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
 /// The last audit row's id, set every `audit.head_log_secs` (the hash goes to the log only).
 pub const AUDIT_HEAD_ID: &str = "runbot_audit_head_id";
 
+/// Counts a failed pass of background work `worker` (a fixed name from the code) in
+/// [`WORKER_ERRORS`]; the caller logs what failed.
+pub fn worker_error(worker: &'static str) {
+    metrics::counter!(WORKER_ERRORS, "worker" => worker).increment(1);
+}
+
 /// A label for an HTTP method: the ones runbot's routes serve, else `other`. The method is
 /// the caller's to choose (`FOO123` is a valid token), so it never becomes a label as sent:
 /// each new value would be a new series held forever.

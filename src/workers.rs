@@ -109,8 +109,7 @@ impl Workers {
                 loop {
                     tick.tick().await;
                     if let Err(e) = pass().await {
-                        metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => name)
-                            .increment(1);
+                        crate::telemetry::worker_error(name);
                         tracing::warn!(worker = name, error = %e, "a background pass failed; the next one tries again");
                     }
                 }

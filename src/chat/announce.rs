@@ -20,7 +20,7 @@ const WORKER: &str = "announcements";
 /// A store write this loop could not make: logged and counted, since a mark that is lost
 /// means the message is posted again.
 fn store_failed(e: &sqlx::Error, what: &str) {
-    metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => WORKER).increment(1);
+    crate::telemetry::worker_error(WORKER);
     tracing::warn!(worker = WORKER, error = %e, "could not {what}");
 }
 

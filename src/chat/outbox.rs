@@ -126,7 +126,7 @@ impl Outbox {
         let due = match self.store.due_notices(self.name(), &now, ROUND).await {
             Ok(due) => due,
             Err(e) => {
-                metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
+                crate::telemetry::worker_error("outbox");
                 tracing::warn!(error = %e, "reading the chat outbox failed; retrying");
                 return (IDLE_POLL, false, false);
             }
@@ -143,7 +143,7 @@ impl Outbox {
                 },
                 Ok(None) => progressed = true,
                 Err(e) => {
-                    metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
+                    crate::telemetry::worker_error("outbox");
                     tracing::warn!(error = %e, "chat outbox: store error; will retry")
                 }
             }
@@ -340,7 +340,7 @@ impl Outbox {
         match self.try_send(job).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                metrics::counter!(telemetry::WORKER_ERRORS, "worker" => "outbox").increment(1);
+                crate::telemetry::worker_error("outbox");
                 tracing::warn!(group_id = job.notice.group_id, error = %e, "chat outbox: store error; will retry");
                 Outcome::Later(IDLE_POLL)
             }

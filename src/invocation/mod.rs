@@ -765,8 +765,7 @@ impl Dispatcher {
                 Ok(None) => {}
                 // The prompt-sweeper expires it once the database answers again.
                 Err(e) => {
-                    metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => "prompt-timer")
-                        .increment(1);
+                    crate::telemetry::worker_error("prompt-timer");
                     tracing::warn!(error = %e, "could not mark a prompt expired; the sweep tries again");
                 }
             }

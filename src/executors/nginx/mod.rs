@@ -220,8 +220,7 @@ pub async fn follow_every(ex: Executors) {
     loop {
         tick.tick().await;
         if let Err(e) = follow(&ex).await {
-            metrics::counter!(crate::telemetry::WORKER_ERRORS, "worker" => "nginx-follow")
-                .increment(1);
+            crate::telemetry::worker_error("nginx-follow");
             tracing::warn!(error = %e, "could not make this host's nginx follow the blocks in the database");
         }
         if std::mem::take(&mut first) {
