@@ -28,6 +28,7 @@ use crate::store::Store;
 use crate::telemetry;
 use crate::workers::Workers;
 
+pub mod memory;
 pub mod report;
 
 /// The data runbot serves, loaded from `policies/` and `commands/`.
@@ -501,6 +502,18 @@ pub async fn serve(settings: Settings) -> u8 {
     telemetry::init_tracing(&settings.log);
     let result = async {
         let app = Application::build(settings).await?;
+        // Start-up is over once the listener is bound and the workers run; a second later,
+        // the code only start-up ran goes back to the kernel (most of an idle runbot's RSS).
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let asked = tokio::task::spawn_blocking(memory::release_startup_code)
+                .await
+                .unwrap_or(0);
+            tracing::debug!(
+                mib = asked >> 20,
+                "handed start-up code pages back to the kernel"
+            );
+        });
         app.run(shutdown_signal()).await
     };
     match result.await {
