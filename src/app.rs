@@ -193,7 +193,7 @@ impl Application {
         let data = Data::load(&settings)?;
         // The chat platforms configured, each built once; a new platform is one line here.
         let discord = if settings.discord.enabled() {
-            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
+            Some(Arc::new(DiscordAdapter::new(&settings)?))
         } else {
             None
         };

@@ -15,6 +15,7 @@ use crate::domain::hours::{BusinessHours, Clock};
 use crate::domain::names::{DockerHost, ProjectName};
 use crate::domain::net::{parse_range, Guard};
 use crate::domain::pg_url::PgUrl;
+use crate::domain::Severity;
 
 pub mod reference;
 pub use reference::{Key, Section};
@@ -81,6 +82,19 @@ pub struct Parsed {
     pub guard: Guard,
     /// `policy.timezone` and `policy.business_hours`.
     pub policy_clock: Clock,
+    /// `discord.application_id` as a number; None when unset.
+    pub discord_application_id: Option<u64>,
+    /// `discord.routes`, in order, with their severities parsed.
+    pub discord_routes: Vec<AlertRoute>,
+}
+
+/// A `discord.routes` entry: a group goes to `channel_id` when every matcher equals one of its
+/// labels and, when `severities` is not empty, its severity is one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRoute {
+    pub channel_id: String,
+    pub matchers: std::collections::BTreeMap<String, String>,
+    pub severities: Vec<Severity>,
 }
 
 /// The documented defaults, parsed from the sections' defaults so they are stated once.
@@ -95,6 +109,8 @@ impl Default for Parsed {
             app_database: None,
             guard: NginxSettings::default().guard().expect(VALID),
             policy_clock: PolicySettings::default().clock().expect(VALID),
+            discord_application_id: None,
+            discord_routes: Vec::new(),
         }
     }
 }
@@ -1546,7 +1562,7 @@ impl Settings {
                 }
             }
         }
-        self.validate_discord(&mut problems);
+        let (discord_application_id, discord_routes) = self.validate_discord(&mut problems);
         self.validate_interactions(&mut problems);
         let (docker_host, docker_project) = self.validate_docker(&mut problems);
         let app_database = self.validate_app_database(&mut problems);
@@ -1588,6 +1604,8 @@ impl Settings {
                 app_database,
                 guard,
                 policy_clock,
+                discord_application_id,
+                discord_routes,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -1664,7 +1682,8 @@ impl Settings {
         allowed_hosts
     }
 
-    fn validate_discord(&self, problems: &mut Vec<String>) {
+    /// Checks `[discord]`; returns the application id and the routes, parsed.
+    fn validate_discord(&self, problems: &mut Vec<String>) -> (Option<u64>, Vec<AlertRoute>) {
         let d = &self.discord;
         let snowflake =
             |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
@@ -1689,6 +1708,7 @@ impl Settings {
                 problems.push("discord.public_key must be the 64 hex characters shown in the Developer Portal".into());
             }
         }
+        let mut routes = Vec::with_capacity(d.routes.len());
         for (i, r) in d.routes.iter().enumerate() {
             if !snowflake(&r.channel_id) {
                 problems.push(format!(
@@ -1696,11 +1716,18 @@ impl Settings {
                     r.channel_id
                 ));
             }
+            let mut severities = Vec::with_capacity(r.severities.len());
             for s in &r.severities {
-                if crate::domain::Severity::parse(s).is_none() {
-                    problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4"));
+                match Severity::parse(s) {
+                    Some(severity) => severities.push(severity),
+                    None => problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4")),
                 }
             }
+            routes.push(AlertRoute {
+                channel_id: r.channel_id.clone(),
+                matchers: r.matchers.clone(),
+                severities,
+            });
         }
         if let Some(token) = &d.bot_token {
             let t = token.expose_secret();
@@ -1729,6 +1756,9 @@ impl Settings {
         if d.request_timeout_ms < 100 {
             problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());
         }
+        // Up to 20 digits can still overflow a u64: such an id is left unset, as before.
+        let application_id = d.application_id.as_deref().and_then(|id| id.parse().ok());
+        (application_id, routes)
     }
 
     fn validate_interactions(&self, problems: &mut Vec<String>) {
@@ -2291,7 +2321,7 @@ mod tests {
 
         std::fs::write(
             &file,
-            "[http]\nlisten = \"0.0.0.0:9000\"\nallowed_hosts = [\"Runbot.Example.com\", \"[::1]:9000\"]\n\n[alertmanager]\nwebhook_token = \"0123456789abcdef\"\n\n[docker]\nhost = \"unix:///run/docker.sock\"\nproject = \"shop\"\n\n[nginx]\nallow_list = [\"10.0.0.0/8\", \"192.0.2.7\"]\nmax_prefix_v4 = 24\n\n[policy]\ntimezone = \"America/New_York\"\nbusiness_hours = \"Sun-Thu 08:00-17:00\"\n",
+            "[http]\nlisten = \"0.0.0.0:9000\"\nallowed_hosts = [\"Runbot.Example.com\", \"[::1]:9000\"]\n\n[alertmanager]\nwebhook_token = \"0123456789abcdef\"\n\n[docker]\nhost = \"unix:///run/docker.sock\"\nproject = \"shop\"\n\n[nginx]\nallow_list = [\"10.0.0.0/8\", \"192.0.2.7\"]\nmax_prefix_v4 = 24\n\n[policy]\ntimezone = \"America/New_York\"\nbusiness_hours = \"Sun-Thu 08:00-17:00\"\n\n[discord]\nbot_token = \"a-bot-token-long-enough\"\napplication_id = \"1180000000000000001\"\nalert_channel_id = \"1200000000000000001\"\n\n[[discord.routes]]\nchannel_id = \"1200000000000000002\"\nmatchers = { team = \"db\" }\nseverities = [\"sev1\", \"SEV2\"]\n",
         )
         .unwrap();
         let p = Settings::load_from(Some(&file), vec![]).unwrap().parsed;
@@ -2322,6 +2352,15 @@ mod tests {
         assert_eq!((p.guard.max_prefix_v4, p.guard.max_prefix_v6), (24, 48));
         assert_eq!(p.policy_clock.tz.name(), "America/New_York");
         assert_eq!(p.policy_clock.business.to_string(), "Sun-Thu 08:00-17:00");
+        assert_eq!(p.discord_application_id, Some(1_180_000_000_000_000_001));
+        assert_eq!(
+            p.discord_routes,
+            [AlertRoute {
+                channel_id: "1200000000000000002".into(),
+                matchers: [("team".to_string(), "db".to_string())].into(),
+                severities: vec![Severity::Sev1, Severity::Sev2],
+            }]
+        );
     }
 
     #[test]
