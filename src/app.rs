@@ -12,7 +12,7 @@ use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
-use crate::config::{AppDatabaseSettings, DockerSettings, NginxMode, NginxSettings, Settings};
+use crate::config::{NginxMode, NginxSettings, Settings};
 use crate::domain::clock::Clock;
 use crate::executors::alertmanager::engine::Alertmanager;
 use crate::executors::database::engine::AppDatabase;
@@ -52,7 +52,11 @@ impl Data {
         Ok(Data {
             severities: SeverityMap::load(policy.as_deref())?,
             runbook: Runbook::load(commands_dir.as_deref())?,
-            policies: Policies::load_from(policy.as_deref(), &settings.policy, &commands)?,
+            policies: Policies::load_from(
+                policy.as_deref(),
+                &settings.parsed.policy_clock,
+                &commands,
+            )?,
             commands,
             policy_source: crate::config::describe_dir(&policy),
             commands_source: crate::config::describe_dir(&commands_dir),
@@ -81,12 +85,10 @@ pub fn dispatcher(
 
 /// The Docker engine; None when `docker.project` is unset (runbot cannot tell which
 /// containers are the stack's).
-pub fn docker(s: &DockerSettings) -> anyhow::Result<Option<Docker>> {
-    let Some(project) = s.project().map_err(anyhow::Error::msg)? else {
-        return Ok(None);
-    };
-    let host = s.engine_host().map_err(anyhow::Error::msg)?;
-    Ok(Some(Docker::new(host, project, s.timeout())))
+pub fn docker(settings: &Settings) -> Option<Docker> {
+    let project = settings.parsed.docker_project.clone()?;
+    let host = settings.parsed.docker_host.clone();
+    Some(Docker::new(host, project, settings.docker.timeout()))
 }
 
 /// The nginx whose deny file runbot keeps; None when `nginx.deny_file` is unset.
@@ -116,17 +118,16 @@ pub fn nginx(s: &NginxSettings, docker: Option<&Docker>) -> anyhow::Result<Optio
 }
 
 /// The stack's application database; None when `app_database.url` is unset.
-pub fn app_database(s: &AppDatabaseSettings) -> anyhow::Result<Option<AppDatabase>> {
-    let Some(url) = s.target().map_err(anyhow::Error::msg)? else {
-        return Ok(None);
-    };
-    Ok(Some(AppDatabase::new(
+pub fn app_database(settings: &Settings) -> Option<AppDatabase> {
+    let url = settings.parsed.app_database.clone()?;
+    let s = &settings.app_database;
+    Some(AppDatabase::new(
         url,
         s.backup_dir.clone(),
         s.pg_dump.clone(),
         s.psql.clone(),
         s.timeout(),
-    )))
+    ))
 }
 
 fn build_dispatcher(
@@ -144,17 +145,17 @@ fn build_dispatcher(
         .as_deref()
         .map(Alertmanager::new)
         .transpose()?;
-    let docker = docker(&settings.docker)?;
+    let docker = docker(settings);
     let executors = Executors {
         store: store.clone(),
         audit: crate::audit::Audit::new(store.clone()),
         policies: policies.clone(),
         alertmanager,
         nginx: nginx(&settings.nginx, docker.as_ref())?,
-        guard: settings.nginx.guard()?,
+        guard: settings.parsed.guard.clone(),
         security: settings.security.clone(),
         docker,
-        app_db: app_database(&settings.app_database)?,
+        app_db: app_database(settings),
         chat_wake,
         deploy: settings.deploy.clone(),
         owner: uuid::Uuid::new_v4().simple().to_string(),
@@ -193,7 +194,7 @@ impl Application {
         let data = Data::load(&settings)?;
         // The chat platforms configured, each built once; a new platform is one line here.
         let discord = if settings.discord.enabled() {
-            Some(Arc::new(DiscordAdapter::new(&settings.discord)?))
+            Some(Arc::new(DiscordAdapter::new(&settings)?))
         } else {
             None
         };
@@ -210,7 +211,7 @@ impl Application {
             crate::alerts::lifecycle::apply,
         )
         .context("starting the writer thread")?;
-        let listener = TcpListener::bind(&settings.http.listen)
+        let listener = TcpListener::bind(settings.parsed.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
         if settings.discord.public_key.is_some() && settings.console.token.is_none() {
@@ -363,7 +364,7 @@ impl Application {
             max_body_bytes: settings.http.max_body_bytes,
             edge: Arc::new(crate::http::guard::Edge {
                 hosts: crate::http::guard::HostGuard::new(
-                    &settings.http,
+                    &settings.parsed,
                     listener.local_addr()?.port(),
                     settings.discord.public_key.is_some(),
                 ),

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::domain::hours::{BusinessHours, Clock};
 use crate::domain::names::{DockerHost, ProjectName};
 use crate::domain::net::{parse_range, Guard};
 use crate::domain::pg_url::PgUrl;
+use crate::domain::Severity;
 
 pub mod reference;
 pub use reference::{Key, Section};
@@ -57,6 +59,71 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub shutdown: ShutdownSettings,
+    /// The values validation parsed from the strings above; filled by [`Settings::load_from`].
+    #[serde(skip)]
+    pub parsed: Parsed,
+}
+
+/// Settings that are strings in the file, parsed once by [`Settings::validate`] so that
+/// nothing downstream parses them again (or could find them wrong after start-up).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// `http.listen`.
+    pub listen: SocketAddr,
+    /// `http.allowed_hosts`; None when unset.
+    pub allowed_hosts: Option<Vec<HostPattern>>,
+    /// `docker.host`.
+    pub docker_host: DockerHost,
+    /// `docker.project`; None when unset.
+    pub docker_project: Option<ProjectName>,
+    /// `app_database.url`; None when unset.
+    pub app_database: Option<PgUrl>,
+    /// `nginx.allow_list`, `nginx.max_prefix_v4` and `nginx.max_prefix_v6`.
+    pub guard: Guard,
+    /// `policy.timezone` and `policy.business_hours`.
+    pub policy_clock: Clock,
+    /// `discord.application_id` as a number; None when unset.
+    pub discord_application_id: Option<u64>,
+    /// `discord.routes`, in order, with their severities parsed.
+    pub discord_routes: Vec<AlertRoute>,
+}
+
+/// A `discord.routes` entry: a group goes to `channel_id` when every matcher equals one of its
+/// labels and, when `severities` is not empty, its severity is one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRoute {
+    pub channel_id: String,
+    pub matchers: std::collections::BTreeMap<String, String>,
+    pub severities: Vec<Severity>,
+}
+
+/// The documented defaults, parsed from the sections' defaults so they are stated once.
+impl Default for Parsed {
+    fn default() -> Self {
+        const VALID: &str = "the documented defaults are valid";
+        Parsed {
+            listen: HttpSettings::default().listen.parse().expect(VALID),
+            allowed_hosts: None,
+            docker_host: DockerSettings::default().engine_host().expect(VALID),
+            docker_project: None,
+            app_database: None,
+            guard: NginxSettings::default().guard().expect(VALID),
+            policy_clock: PolicySettings::default().clock().expect(VALID),
+            discord_application_id: None,
+            discord_routes: Vec::new(),
+        }
+    }
+}
+
+impl Parsed {
+    /// Whether `http.listen` is a loopback address: nobody else can connect.
+    pub fn loopback_only(&self) -> bool {
+        is_loopback(&self.listen)
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// Where nginx runs: its commands run on runbot's host, or inside a container of the stack.
@@ -209,13 +276,11 @@ impl NginxSettings {
 }
 
 impl NginxSettings {
-    /// What may never be blocked, and how wide a block may be without approval.
-    pub fn guard(&self) -> anyhow::Result<Guard> {
-        let allow_list = self
-            .allow_list()
-            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    /// What may never be blocked, and how wide a block may be without approval; or a problem
+    /// for each `nginx.allow_list` entry that is not a range. Read it in [`Parsed::guard`].
+    fn guard(&self) -> Result<Guard, Vec<String>> {
         Ok(Guard {
-            allow_list,
+            allow_list: self.allow_list()?,
             max_prefix_v4: self.max_prefix_v4,
             max_prefix_v6: self.max_prefix_v6,
         })
@@ -447,8 +512,8 @@ impl std::fmt::Debug for AppDatabaseSettings {
 
 impl AppDatabaseSettings {
     /// `app_database.url` parsed; None when unset. The error never holds the URL (it holds a
-    /// password).
-    pub fn target(&self) -> Result<Option<PgUrl>, String> {
+    /// password). Read it in [`Parsed::app_database`].
+    fn target(&self) -> Result<Option<PgUrl>, String> {
         self.url
             .as_ref()
             .map(|u| {
@@ -518,8 +583,8 @@ impl DockerSettings {
 }
 
 impl DockerSettings {
-    /// Where the engine listens (`docker.host`).
-    pub fn engine_host(&self) -> Result<DockerHost, String> {
+    /// Where the engine listens (`docker.host`). Read it in [`Parsed::docker_host`].
+    fn engine_host(&self) -> Result<DockerHost, String> {
         DockerHost::parse(&self.host).map_err(|e| {
             format!(
                 "docker.host = {:?}: {e}; {}",
@@ -529,8 +594,9 @@ impl DockerSettings {
         })
     }
 
-    /// The stack's compose project (`docker.project`); None when unset.
-    pub fn project(&self) -> Result<Option<ProjectName>, String> {
+    /// The stack's compose project (`docker.project`); None when unset. Read it in
+    /// [`Parsed::docker_project`].
+    fn project(&self) -> Result<Option<ProjectName>, String> {
         self.project
             .as_deref()
             .map(|p| {
@@ -860,15 +926,6 @@ impl HttpSettings {
             },
         ],
     };
-}
-
-impl HttpSettings {
-    /// Whether `listen` is a loopback address: nobody else can connect.
-    pub fn loopback_only(&self) -> bool {
-        self.listen
-            .parse::<SocketAddr>()
-            .is_ok_and(|a| a.ip().to_canonical().is_loopback())
-    }
 }
 
 /// One entry of `http.allowed_hosts`, or a `Host` header: a name or address (lowercase, IPv6 in
@@ -1342,20 +1399,19 @@ impl PolicySettings {
         resolve_data_dir(&self.dir, "policies")
     }
 
-    /// The clock, or a message naming the key at fault.
-    pub fn clock(&self) -> Result<crate::domain::hours::Clock, Vec<String>> {
+    /// The clock, or a message naming the key at fault. Read it in [`Parsed::policy_clock`].
+    fn clock(&self) -> Result<Clock, Vec<String>> {
         let tz = crate::domain::hours::parse_timezone(&self.timezone)
             .map_err(|e| format!("policy.timezone = {e}"));
-        let business =
-            crate::domain::hours::BusinessHours::parse(&self.business_hours).map_err(|e| {
-                format!(
-                    "policy.business_hours = {:?}: {e}; {}",
-                    self.business_hours,
-                    crate::domain::hours::BusinessHours::FORM
-                )
-            });
+        let business = BusinessHours::parse(&self.business_hours).map_err(|e| {
+            format!(
+                "policy.business_hours = {:?}: {e}; {}",
+                self.business_hours,
+                BusinessHours::FORM
+            )
+        });
         match (tz, business) {
-            (Ok(tz), Ok(business)) => Ok(crate::domain::hours::Clock { tz, business }),
+            (Ok(tz), Ok(business)) => Ok(Clock { tz, business }),
             (tz, business) => Err(tz.err().into_iter().chain(business.err()).collect()),
         }
     }
@@ -1426,17 +1482,19 @@ impl Settings {
         let raw = builder
             .build()
             .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
-        let settings: Settings = raw
+        let mut settings: Settings = raw
             .try_deserialize()
             .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
-        settings.validate()?;
+        settings.parsed = settings.validate()?;
         Ok(settings)
     }
 
-    /// Checks what serde cannot: addresses, URLs, ranges, pairs that go together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what serde cannot (addresses, URLs, ranges, pairs that go together) and parses
+    /// what is a string in the file into its typed value; every problem is reported at once.
+    pub fn validate(&self) -> Result<Parsed, ConfigError> {
         let mut problems = Vec::new();
-        if self.http.listen.parse::<SocketAddr>().is_err() {
+        let listen = self.http.listen.parse::<SocketAddr>().ok();
+        if listen.is_none() {
             problems.push(format!(
                 "http.listen = {:?} is not an address: use IP:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
                 self.http.listen
@@ -1448,7 +1506,7 @@ impl Settings {
                 self.http.max_body_bytes
             ));
         }
-        self.validate_http(&mut problems);
+        let allowed_hosts = self.validate_http(listen, &mut problems);
         if self.database.backend().is_none() {
             // Never echo the URL: it may hold a password.
             problems.push(
@@ -1490,9 +1548,7 @@ impl Settings {
                 self.log.level
             ));
         }
-        if let Err(e) = self.policy.clock() {
-            problems.extend(e);
-        }
+        let policy_clock = self.policy.clock().map_err(|e| problems.extend(e)).ok();
         for (key, dir) in [
             ("policy.dir", &self.policy.dir),
             ("commands.dir", &self.commands.dir),
@@ -1506,12 +1562,12 @@ impl Settings {
                 }
             }
         }
-        self.validate_discord(&mut problems);
+        let (discord_application_id, discord_routes) = self.validate_discord(&mut problems);
         self.validate_interactions(&mut problems);
-        self.validate_docker(&mut problems);
-        self.validate_app_database(&mut problems);
+        let (docker_host, docker_project) = self.validate_docker(&mut problems);
+        let app_database = self.validate_app_database(&mut problems);
         self.validate_deploy(&mut problems);
-        self.validate_nginx(&mut problems);
+        let guard = self.validate_nginx(&mut problems);
         if !(10..=86_400).contains(&self.audit.head_log_secs) {
             problems.push(format!(
                 "audit.head_log_secs = {} must be 10 to 86400 (default 300)",
@@ -1524,14 +1580,43 @@ impl Settings {
                 self.shutdown.grace_secs
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
+        // A value is missing only where a problem was noted, so no problems means all are here.
+        match (
+            listen,
+            docker_host,
+            docker_project,
+            app_database,
+            guard,
+            policy_clock,
+        ) {
+            (
+                Some(listen),
+                Some(docker_host),
+                Some(docker_project),
+                Some(app_database),
+                Some(guard),
+                Some(policy_clock),
+            ) if problems.is_empty() => Ok(Parsed {
+                listen,
+                allowed_hosts,
+                docker_host,
+                docker_project,
+                app_database,
+                guard,
+                policy_clock,
+                discord_application_id,
+                discord_routes,
+            }),
+            _ => Err(ConfigError(problems)),
         }
     }
 
-    fn validate_http(&self, problems: &mut Vec<String>) {
+    /// Checks `[http]` and what makes runbot reachable; returns `http.allowed_hosts` parsed.
+    fn validate_http(
+        &self,
+        listen: Option<SocketAddr>,
+        problems: &mut Vec<String>,
+    ) -> Option<Vec<HostPattern>> {
         let h = &self.http;
         for (key, value, range, default) in [
             (
@@ -1562,16 +1647,22 @@ impl Settings {
                 h.max_connections
             ));
         }
-        for host in h.allowed_hosts.iter().flatten() {
-            if HostPattern::parse(host).is_none() {
-                problems.push(format!(
-                    "http.allowed_hosts: {host:?} is not a host name or address, with an optional port (e.g. runbot.example.com or 10.0.0.5:8080)"
-                ));
-            }
-        }
+        let allowed_hosts = h.allowed_hosts.as_ref().map(|list| {
+            list.iter()
+                .filter_map(|host| {
+                    let pattern = HostPattern::parse(host);
+                    if pattern.is_none() {
+                        problems.push(format!(
+                            "http.allowed_hosts: {host:?} is not a host name or address, with an optional port (e.g. runbot.example.com or 10.0.0.5:8080)"
+                        ));
+                    }
+                    pattern
+                })
+                .collect()
+        });
         // A listener others can reach would take alerts from anyone: "the caller is local" is
         // no credential once a proxy on this host forwards to runbot.
-        if !h.loopback_only() && !self.webhook_auth_configured() {
+        if !listen.is_some_and(|a| is_loopback(&a)) && !self.webhook_auth_configured() {
             problems.push(format!(
                 "http.listen = {} can be reached from other machines, but no webhook credentials are set, so anyone could post alerts: set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth, or listen on 127.0.0.1",
                 h.listen
@@ -1588,9 +1679,11 @@ impl Settings {
                 problems.push("console.token must be at least 16 characters with no spaces: generate one with `openssl rand -hex 32`".into());
             }
         }
+        allowed_hosts
     }
 
-    fn validate_discord(&self, problems: &mut Vec<String>) {
+    /// Checks `[discord]`; returns the application id and the routes, parsed.
+    fn validate_discord(&self, problems: &mut Vec<String>) -> (Option<u64>, Vec<AlertRoute>) {
         let d = &self.discord;
         let snowflake =
             |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
@@ -1615,6 +1708,7 @@ impl Settings {
                 problems.push("discord.public_key must be the 64 hex characters shown in the Developer Portal".into());
             }
         }
+        let mut routes = Vec::with_capacity(d.routes.len());
         for (i, r) in d.routes.iter().enumerate() {
             if !snowflake(&r.channel_id) {
                 problems.push(format!(
@@ -1622,11 +1716,18 @@ impl Settings {
                     r.channel_id
                 ));
             }
+            let mut severities = Vec::with_capacity(r.severities.len());
             for s in &r.severities {
-                if crate::domain::Severity::parse(s).is_none() {
-                    problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4"));
+                match Severity::parse(s) {
+                    Some(severity) => severities.push(severity),
+                    None => problems.push(format!("discord.routes[{i}].severities: {s:?} is not one of sev1, sev2, sev3, sev4")),
                 }
             }
+            routes.push(AlertRoute {
+                channel_id: r.channel_id.clone(),
+                matchers: r.matchers.clone(),
+                severities,
+            });
         }
         if let Some(token) = &d.bot_token {
             let t = token.expose_secret();
@@ -1655,6 +1756,9 @@ impl Settings {
         if d.request_timeout_ms < 100 {
             problems.push("discord.request_timeout_ms must be at least 100 (default 10000)".into());
         }
+        // Up to 20 digits can still overflow a u64: such an id is left unset, as before.
+        let application_id = d.application_id.as_deref().and_then(|id| id.parse().ok());
+        (application_id, routes)
     }
 
     fn validate_interactions(&self, problems: &mut Vec<String>) {
@@ -1690,27 +1794,27 @@ impl Settings {
         }
     }
 
-    fn validate_docker(&self, problems: &mut Vec<String>) {
+    /// Checks `[docker]`; returns the engine's address and the project, each None when wrong.
+    fn validate_docker(
+        &self,
+        problems: &mut Vec<String>,
+    ) -> (Option<DockerHost>, Option<Option<ProjectName>>) {
         let d = &self.docker;
-        if let Err(e) = d.engine_host() {
-            problems.push(e);
-        }
-        if let Err(e) = d.project() {
-            problems.push(e);
-        }
+        let host = d.engine_host().map_err(|e| problems.push(e)).ok();
+        let project = d.project().map_err(|e| problems.push(e)).ok();
         if !(1..=300).contains(&d.timeout_secs) {
             problems.push(format!(
                 "docker.timeout_secs = {} must be 1 to 300 (default 30)",
                 d.timeout_secs
             ));
         }
+        (host, project)
     }
 
-    fn validate_app_database(&self, problems: &mut Vec<String>) {
+    /// Checks `[app_database]`; returns its URL (Some(None) when unset), None when wrong.
+    fn validate_app_database(&self, problems: &mut Vec<String>) -> Option<Option<PgUrl>> {
         let a = &self.app_database;
-        if let Err(e) = a.target() {
-            problems.push(e);
-        }
+        let target = a.target().map_err(|e| problems.push(e)).ok();
         for (key, program) in [
             ("app_database.pg_dump", &a.pg_dump),
             ("app_database.psql", &a.psql),
@@ -1730,9 +1834,11 @@ impl Settings {
                 a.timeout_secs
             ));
         }
+        target
     }
 
-    fn validate_nginx(&self, problems: &mut Vec<String>) {
+    /// Checks `[nginx]` and `[security]`; returns the block guard, None when wrong.
+    fn validate_nginx(&self, problems: &mut Vec<String>) -> Option<Guard> {
         let n = &self.nginx;
         if let Some(f) = &n.deny_file {
             if f.file_name().is_none()
@@ -1776,9 +1882,7 @@ impl Settings {
                 n.max_prefix_v6
             ));
         }
-        if let Err(e) = n.allow_list() {
-            problems.extend(e);
-        }
+        let guard = n.guard().map_err(|e| problems.extend(e)).ok();
         if !(1..=600).contains(&n.timeout_secs) {
             problems.push(format!(
                 "nginx.timeout_secs = {} must be 1 to 600 (default 30)",
@@ -1816,6 +1920,7 @@ impl Settings {
                 self.security.top
             ));
         }
+        guard
     }
 
     fn validate_deploy(&self, problems: &mut Vec<String>) {
@@ -2046,7 +2151,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.policy.timezone, "Europe/Madrid");
-        assert!(s.policy.clock().is_ok());
+        assert_eq!(s.parsed.policy_clock.tz.name(), "Europe/Madrid");
+        assert_eq!(
+            s.parsed.policy_clock.business.to_string(),
+            "Mon-Fri 08:30-17:30"
+        );
         assert_eq!(PolicySettings::default().timezone, "UTC");
 
         let err = Settings::load_from(
@@ -2147,18 +2256,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            ok.docker.engine_host().unwrap(),
+            ok.parsed.docker_host,
             DockerHost::Http("docker.internal:2375".into())
         );
         assert_eq!(
-            ok.docker.project().unwrap().unwrap().as_str(),
+            ok.parsed.docker_project.as_ref().unwrap().as_str(),
             "saas_cafeterias"
         );
         assert_eq!(
-            ok.app_database.target().unwrap().unwrap().target(),
+            ok.parsed.app_database.as_ref().unwrap().target(),
             "app@db:5432/saas_cafeterias_prod"
         );
-        assert!(ok.nginx.guard().unwrap().allow_list.is_empty());
+        assert!(ok.parsed.guard.allow_list.is_empty());
 
         // The problems, word for word and in order, as `runbot check-config` prints them.
         let err = Settings::load_from(
@@ -2177,6 +2286,80 @@ mod tests {
                 "docker.project = \"SaaS\" is not a compose project name: lowercase letters, digits, - and _, starting with a letter or digit (`docker compose ls` lists the projects)",
                 "app_database.url is not usable: its scheme is \"mysql\", not postgres or postgresql; use postgres://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgres://prod_user:PASSWORD@postgres:5432/saas_cafeterias_prod",
             ]
+        );
+    }
+
+    #[test]
+    fn loading_parses_every_value_once_and_the_defaults_match_the_documented_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.toml");
+        std::fs::write(&file, "").unwrap();
+        let defaults = Settings::load_from(Some(&file), vec![]).unwrap().parsed;
+        assert_eq!(defaults.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(defaults.loopback_only());
+        assert_eq!(defaults.allowed_hosts, None);
+        assert_eq!(
+            defaults.docker_host,
+            DockerHost::Unix("/var/run/docker.sock".into())
+        );
+        assert!(defaults.docker_project.is_none());
+        assert!(defaults.app_database.is_none());
+        assert_eq!(
+            (defaults.guard.max_prefix_v4, defaults.guard.max_prefix_v6),
+            (16, 48)
+        );
+        assert_eq!(defaults.policy_clock.tz.name(), "UTC");
+        assert_eq!(
+            defaults.policy_clock.business.to_string(),
+            "Mon-Fri 09:00-18:00"
+        );
+        // `Settings::default()` (tests, and serde's skipped field) holds the same values.
+        assert_eq!(
+            format!("{:?}", Settings::default().parsed),
+            format!("{defaults:?}")
+        );
+
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"0.0.0.0:9000\"\nallowed_hosts = [\"Runbot.Example.com\", \"[::1]:9000\"]\n\n[alertmanager]\nwebhook_token = \"0123456789abcdef\"\n\n[docker]\nhost = \"unix:///run/docker.sock\"\nproject = \"shop\"\n\n[nginx]\nallow_list = [\"10.0.0.0/8\", \"192.0.2.7\"]\nmax_prefix_v4 = 24\n\n[policy]\ntimezone = \"America/New_York\"\nbusiness_hours = \"Sun-Thu 08:00-17:00\"\n\n[discord]\nbot_token = \"a-bot-token-long-enough\"\napplication_id = \"1180000000000000001\"\nalert_channel_id = \"1200000000000000001\"\n\n[[discord.routes]]\nchannel_id = \"1200000000000000002\"\nmatchers = { team = \"db\" }\nseverities = [\"sev1\", \"SEV2\"]\n",
+        )
+        .unwrap();
+        let p = Settings::load_from(Some(&file), vec![]).unwrap().parsed;
+        assert_eq!(p.listen, "0.0.0.0:9000".parse().unwrap());
+        assert!(!p.loopback_only());
+        assert_eq!(
+            p.allowed_hosts,
+            Some(vec![
+                HostPattern {
+                    host: "runbot.example.com".into(),
+                    port: None
+                },
+                HostPattern {
+                    host: "[::1]".into(),
+                    port: Some(9000)
+                },
+            ])
+        );
+        assert_eq!(p.docker_host, DockerHost::Unix("/run/docker.sock".into()));
+        assert_eq!(p.docker_project.unwrap().as_str(), "shop");
+        assert_eq!(
+            p.guard.allow_list,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
+        assert_eq!((p.guard.max_prefix_v4, p.guard.max_prefix_v6), (24, 48));
+        assert_eq!(p.policy_clock.tz.name(), "America/New_York");
+        assert_eq!(p.policy_clock.business.to_string(), "Sun-Thu 08:00-17:00");
+        assert_eq!(p.discord_application_id, Some(1_180_000_000_000_000_001));
+        assert_eq!(
+            p.discord_routes,
+            [AlertRoute {
+                channel_id: "1200000000000000002".into(),
+                matchers: [("team".to_string(), "db".to_string())].into(),
+                severities: vec![Severity::Sev1, Severity::Sev2],
+            }]
         );
     }
 

@@ -34,7 +34,8 @@ pub fn check_config(settings: &Settings) -> u8 {
         "  http hosts           {}",
         match &h.allowed_hosts {
             Some(list) => list.join(", "),
-            None if h.loopback_only() => "127.0.0.1, localhost, [::1] (with the port)".into(),
+            None if settings.parsed.loopback_only() =>
+                "127.0.0.1, localhost, [::1] (with the port)".into(),
             None => "any".into(),
         }
     );
@@ -83,16 +84,15 @@ pub fn check_config(settings: &Settings) -> u8 {
             println!("  docker               docker.project not set: /status and /logs will say so")
         }
     }
-    match super::app_database(&settings.app_database) {
-        Ok(Some(db)) => println!(
+    match super::app_database(settings) {
+        Some(db) => println!(
             "  app database         {}, backups in {}",
             db.target(),
             db.backup_dir().display()
         ),
-        Ok(None) => println!(
+        None => println!(
             "  app database         app_database.url not set: /backup, /restore and /db will say so"
         ),
-        Err(e) => println!("  app database         {e}"),
     }
     let d = &settings.deploy;
     if d.services.is_empty() {

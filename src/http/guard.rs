@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::config::{HostPattern, HttpSettings};
+use crate::config::{HostPattern, Parsed};
 
 /// Who sent a request, as far as runbot can tell; every request carries one.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ pub struct HostGuard {
 impl HostGuard {
     /// `port` is the port runbot listens on (the bound one, when `listen` asked for port 0);
     /// `exposed`: runbot takes requests from the internet, so no caller counts as local.
-    pub fn new(settings: &HttpSettings, port: u16, exposed: bool) -> HostGuard {
+    pub fn new(settings: &Parsed, port: u16, exposed: bool) -> HostGuard {
         let loopback: Vec<HostPattern> = ["127.0.0.1", "localhost", "[::1]"]
             .iter()
             .map(|h| HostPattern {
@@ -76,7 +76,7 @@ impl HostGuard {
             })
             .collect();
         let allowed = match &settings.allowed_hosts {
-            Some(list) => Some(list.iter().filter_map(|h| HostPattern::parse(h)).collect()),
+            Some(list) => Some(list.clone()),
             None if settings.loopback_only() => Some(loopback.clone()),
             None => None,
         };

@@ -160,8 +160,8 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 /// Runs one `runbot policy …` command; returns the exit code.
 pub async fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Write) -> u8 {
     let loaded = Commands::from_settings(settings).and_then(|(commands, _)| {
-        let policies = Policies::load(&settings.policy, &commands)?;
-        let guard = settings.nginx.guard()?;
+        let policies = Policies::load(settings, &commands)?;
+        let guard = settings.parsed.guard.clone();
         Ok((commands, policies, guard))
     });
     let (commands, policies, guard) = match loaded {

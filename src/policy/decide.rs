@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::cedar::{Engine, Kind, Rule, Situation, POLICY_FILE};
 use super::roles::Roles;
 use crate::commands::{Args, CommandSpec, Commands, Value};
-use crate::config::PolicySettings;
+use crate::config::Settings;
 use crate::domain::hours::Clock;
 use crate::domain::Severity;
 
@@ -122,17 +122,19 @@ impl Policies {
     /// Loads `roles.toml`, `runbot.cedarschema` and `runbot.cedar` from `policy.dir` (unset:
     /// `./policies` when it exists, else the built-in copy) and checks the policies against
     /// the schema generated with the roles and `commands`.
-    pub fn load(settings: &PolicySettings, commands: &Commands) -> anyhow::Result<Policies> {
-        Self::load_from(settings.resolve_dir().as_deref(), settings, commands)
+    pub fn load(settings: &Settings, commands: &Commands) -> anyhow::Result<Policies> {
+        let dir = settings.policy.resolve_dir();
+        Self::load_from(dir.as_deref(), &settings.parsed.policy_clock, commands)
     }
 
-    /// Like [`Policies::load`] from a folder already resolved (None: the built-in copy).
+    /// Like [`Policies::load`] from a folder already resolved (None: the built-in copy), with
+    /// the clock the settings give (`policy.timezone`, `policy.business_hours`).
     pub fn load_from(
         dir: Option<&Path>,
-        settings: &PolicySettings,
+        clock: &Clock,
         commands: &Commands,
     ) -> anyhow::Result<Policies> {
-        let clock = settings.clock().map_err(|e| anyhow!(e.join("; ")))?;
+        let clock = clock.clone();
         let read = |name: &str, embedded: &str| -> anyhow::Result<String> {
             match dir {
                 Some(dir) => {
@@ -526,7 +528,8 @@ mod tests {
     #[test]
     fn the_shipped_files_load() {
         let commands = Commands::load(None).unwrap();
-        let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
+        let p =
+            Policies::load_from(None, &Settings::default().parsed.policy_clock, &commands).unwrap();
         assert_eq!(p.source(), "built-in");
         assert!(p.rules().iter().any(|r| r.id == "sev1-second-approver"));
     }

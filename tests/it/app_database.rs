@@ -17,6 +17,7 @@ use common::Db;
 use runbot::audit::Step;
 use runbot::config::AppDatabaseSettings;
 use runbot::domain::clock::Clock;
+use runbot::domain::pg_url::PgUrl;
 use runbot::executors::database::engine::{AppDatabase, AppDbError};
 use runbot::request::RawValue;
 use runbot::request::Reply;
@@ -644,15 +645,16 @@ async fn without_app_database_url_the_commands_say_what_to_set() {
     );
 }
 
+/// The engine built directly, not through settings: some tests need a timeout shorter than
+/// `app_database.timeout_secs` allows.
 fn direct(url: &str, dir: &Path, pg_dump: &str, timeout_secs: u64) -> AppDatabase {
-    let settings = AppDatabaseSettings {
-        url: Some(url.to_string().into()),
-        backup_dir: PathBuf::from(dir),
-        pg_dump: pg_dump.into(),
-        timeout_secs,
-        ..AppDatabaseSettings::default()
-    };
-    runbot::app::app_database(&settings).unwrap().unwrap()
+    AppDatabase::new(
+        PgUrl::parse(url).unwrap(),
+        PathBuf::from(dir),
+        pg_dump.into(),
+        AppDatabaseSettings::default().psql,
+        Duration::from_secs(timeout_secs),
+    )
 }
 
 #[tokio::test]
@@ -829,13 +831,14 @@ fn psql_claiming(dir: &Path, version: &str) -> PathBuf {
 }
 
 fn with_psql(url: &str, dir: &Path, psql: &Path) -> AppDatabase {
-    let settings = AppDatabaseSettings {
-        url: Some(url.to_string().into()),
-        backup_dir: PathBuf::from(dir),
-        psql: psql.display().to_string(),
-        ..AppDatabaseSettings::default()
-    };
-    runbot::app::app_database(&settings).unwrap().unwrap()
+    let defaults = AppDatabaseSettings::default();
+    AppDatabase::new(
+        PgUrl::parse(url).unwrap(),
+        PathBuf::from(dir),
+        defaults.pg_dump.clone(),
+        psql.display().to_string(),
+        defaults.timeout(),
+    )
 }
 
 /// Backups that would each run something as runbot (or change data) through a psql

@@ -1001,12 +1001,26 @@ fn ana() -> FakeUser {
 }
 
 fn adapter(f: &FakeDiscord) -> DiscordAdapter {
-    let settings = runbot::config::DiscordSettings {
-        bot_token: Some(TOKEN.to_string().into()),
-        application_id: Some(APPLICATION_ID.into()),
-        api_base: f.base_url(),
-        ..Default::default()
-    };
+    adapter_with(f, &[])
+}
+
+/// An adapter for the fake, built from settings as runbot builds it, plus `more` of them.
+fn adapter_with(f: &FakeDiscord, more: &[(&str, &str)]) -> DiscordAdapter {
+    let mut env = vec![
+        ("RUNBOT__DISCORD__BOT_TOKEN".to_string(), TOKEN.to_string()),
+        (
+            "RUNBOT__DISCORD__APPLICATION_ID".to_string(),
+            APPLICATION_ID.to_string(),
+        ),
+        ("RUNBOT__DISCORD__API_BASE".to_string(), f.base_url()),
+        // Required with a bot token; these tests name their channels.
+        (
+            "RUNBOT__DISCORD__ALERT_CHANNEL_ID".to_string(),
+            CH.to_string(),
+        ),
+    ];
+    env.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = runbot::config::Settings::load_from(None, env).unwrap();
     DiscordAdapter::new(&settings).unwrap()
 }
 
@@ -1686,15 +1700,8 @@ async fn oversized_or_invalid_interaction_answers_are_refused() {
 async fn interaction_webhooks_are_not_held_to_the_bots_global_pace() {
     let f = unlimited().await;
     let app = app(&f.public_key_hex(), now_answer(deferred_response(false))).await;
-    let settings = runbot::config::DiscordSettings {
-        bot_token: Some(TOKEN.to_string().into()),
-        application_id: Some(APPLICATION_ID.into()),
-        api_base: f.base_url(),
-        // One bot request a second: four would take three seconds.
-        global_requests_per_sec: 1,
-        ..Default::default()
-    };
-    let adapter = DiscordAdapter::new(&settings).unwrap();
+    // One bot request a second: four would take three seconds.
+    let adapter = adapter_with(&f, &[("RUNBOT__DISCORD__GLOBAL_REQUESTS_PER_SEC", "1")]);
     let sent = f
         .send_interaction(&app.url, f.slash_command("status", &[], &ana(), CH))
         .await;

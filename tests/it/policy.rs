@@ -8,7 +8,8 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 use runbot::commands::{Args, Commands, Value};
-use runbot::config::PolicySettings;
+use runbot::config::Settings;
+use runbot::domain::hours::Clock;
 use runbot::domain::Severity;
 use runbot::policy::{Decision, Effect, Identity, Policies, PolicyRequest};
 use sqlx::Connection;
@@ -166,12 +167,18 @@ fn shipped() -> (Policies, Commands) {
 
 fn shipped_in(timezone: &str) -> (Policies, Commands) {
     let commands = Commands::load(None).unwrap();
-    let settings = PolicySettings {
-        timezone: timezone.into(),
-        ..PolicySettings::default()
-    };
-    let policies = Policies::load_from(None, &settings, &commands).unwrap();
+    let settings = Settings::load_from(
+        None,
+        vec![("RUNBOT__POLICY__TIMEZONE".into(), timezone.into())],
+    )
+    .unwrap();
+    let policies = Policies::load_from(None, &settings.parsed.policy_clock, &commands).unwrap();
     (policies, commands)
+}
+
+/// The clock of the default settings (UTC, 09:00-18:00).
+fn default_clock() -> Clock {
+    Settings::default().parsed.policy_clock
 }
 
 fn who() -> Identity {
@@ -236,11 +243,7 @@ fn decide(p: &Policies, c: &Commands, a: &Ask<'_>) -> Decision {
         at: a.at,
         approver_roles: &approvals,
         // As the dispatcher computes it, with the default nginx settings.
-        wide_range: runbot::commands::wide_range(
-            &runbot::config::NginxSettings::default().guard().unwrap(),
-            spec,
-            &args,
-        ),
+        wide_range: runbot::commands::wide_range(&Settings::default().parsed.guard, spec, &args),
     })
 }
 
@@ -595,7 +598,7 @@ fn load_error(dir: &Path) -> String {
     let commands = Commands::load(None).unwrap();
     format!(
         "{:#}",
-        Policies::load_from(Some(dir), &PolicySettings::default(), &commands).unwrap_err()
+        Policies::load_from(Some(dir), &default_clock(), &commands).unwrap_err()
     )
 }
 
@@ -703,7 +706,7 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
              forbid (principal, action == Action::\"deploy\", resource);\n"
     });
     let commands = Commands::load(None).unwrap();
-    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let p = Policies::load_from(Some(dir.path()), &default_clock(), &commands).unwrap();
     let d = decide(
         &p,
         &commands,
@@ -726,7 +729,7 @@ fn a_plain_forbid_and_an_ungranted_command_say_so() {
         "name = \"purge\"\ndescription = \"Purge the caches\"\nrisk = \"write\"\nexecutor = \"docker.disk_cleanup\"\n",
     );
     let commands = Commands::load(Some(cmds.path())).unwrap();
-    let p = Policies::load_from(None, &PolicySettings::default(), &commands).unwrap();
+    let p = Policies::load_from(None, &default_clock(), &commands).unwrap();
     let d = decide(
         &p,
         &commands,
@@ -759,7 +762,7 @@ fn a_policy_can_read_any_argument_with_its_type() {
              unless { context.approver_roles.contains(Role::\"cto\") };\n"
     });
     let commands = Commands::load(None).unwrap();
-    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let p = Policies::load_from(Some(dir.path()), &default_clock(), &commands).unwrap();
     let ask = |command, args: &[(&str, Value)]| {
         decide(
             &p,
@@ -840,7 +843,7 @@ fn two_commands_may_share_an_option_name_only_with_the_same_type() {
     let commands = Commands::load(Some(cmds.path())).unwrap();
     let e = format!(
         "{:#}",
-        Policies::load_from(None, &PolicySettings::default(), &commands).unwrap_err()
+        Policies::load_from(None, &default_clock(), &commands).unwrap_err()
     );
     assert!(
         e.contains("commands/logs.toml and commands/purge.toml both have an option \"service\", as String and Long"),
@@ -857,7 +860,7 @@ fn two_commands_may_share_an_option_name_only_with_the_same_type() {
              permit (principal, action == Action::\"purge\", resource)\n\
              when { context.args has \"max-age\" && context.args[\"max-age\"] == \"7d\" };\n"
     });
-    let p = Policies::load_from(Some(dir.path()), &PolicySettings::default(), &commands).unwrap();
+    let p = Policies::load_from(Some(dir.path()), &default_clock(), &commands).unwrap();
     let d = decide(
         &p,
         &commands,

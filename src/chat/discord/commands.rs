@@ -177,7 +177,8 @@ pub async fn register_from_settings(
     }
     let (commands, source) = crate::commands::Commands::from_settings(settings)
         .map_err(|e| RegisterError::Setup(format!("invalid command files: {e:#}")))?;
-    let adapter = DiscordAdapter::new(d).map_err(|e| RegisterError::Setup(format!("{e:#}")))?;
+    let adapter =
+        DiscordAdapter::new(settings).map_err(|e| RegisterError::Setup(format!("{e:#}")))?;
     let answer = register(&adapter, &commands, guild)
         .await
         .map_err(RegisterError::Discord)?;

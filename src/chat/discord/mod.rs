@@ -29,8 +29,7 @@ use self::render::{digest_embed, edit_original_body, edit_original_upload, follo
 use self::send::{interaction_bucket, to_json, Body, Bucket, BucketKey, Pacing};
 use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method};
 use crate::chat::{Card, DeliveryError, Posted};
-use crate::config::{DiscordRoute, DiscordSettings};
-use crate::domain::Severity;
+use crate::config::{AlertRoute, Settings};
 use crate::request::{BoxFuture, Platform, Reply};
 use crate::store::GroupView;
 
@@ -68,12 +67,13 @@ pub struct DiscordAdapter {
     /// `discord.alert_channel_id`: cards no route takes, and announcements.
     alert_channel_id: Option<String>,
     /// `discord.routes`: the first that matches a group picks its channel.
-    routes: Vec<DiscordRoute>,
+    routes: Vec<AlertRoute>,
     delivery: Delivery,
 }
 
 impl DiscordAdapter {
-    pub fn new(settings: &DiscordSettings) -> anyhow::Result<DiscordAdapter> {
+    pub fn new(all: &Settings) -> anyhow::Result<DiscordAdapter> {
+        let settings = &all.discord;
         let token = settings
             .bot_token
             .as_ref()
@@ -89,17 +89,17 @@ impl DiscordAdapter {
             client,
             authorization: format!("Bot {}", token.expose_secret()),
             api_base: settings.api_base.trim_end_matches('/').to_string(),
-            application_id: settings
-                .application_id
-                .as_deref()
-                .and_then(|id| id.parse::<u64>().ok())
+            // serenity's ids are never 0.
+            application_id: all
+                .parsed
+                .discord_application_id
                 .filter(|&id| id != 0)
                 .map(ApplicationId::new),
             global: RateLimiter::direct(quota),
             buckets: Mutex::new(HashMap::new()),
             global_pause: Mutex::new(None),
             alert_channel_id: settings.alert_channel_id.clone(),
-            routes: settings.routes.clone(),
+            routes: all.parsed.discord_routes.clone(),
             delivery: Delivery {
                 digest_after: settings.digest_after,
                 refire_window: Duration::from_secs(settings.refire_window_secs),
@@ -380,19 +380,14 @@ impl ChatPlatform for DiscordAdapter {
     }
 }
 
-fn route_matches(route: &DiscordRoute, group: &GroupView) -> bool {
+fn route_matches(route: &AlertRoute, group: &GroupView) -> bool {
     let label = |k: &str| {
         group
             .common_labels
             .get(k)
             .or_else(|| group.group_labels.get(k))
     };
-    let severity_ok = route.severities.is_empty()
-        || route
-            .severities
-            .iter()
-            .filter_map(|s| Severity::parse(s))
-            .any(|s| s == group.severity);
+    let severity_ok = route.severities.is_empty() || route.severities.contains(&group.severity);
     severity_ok
         && route
             .matchers
