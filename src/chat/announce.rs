@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::platform::ChatPlatform;
+use super::platform::{ChatPlatform, Outgoing};
 use super::DeliveryError;
 use crate::domain::format_time;
 use crate::store::Store;
@@ -61,7 +61,10 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                     }
                     let channel = a.channel_id.as_deref().unwrap_or(&default_channel);
                     let nonce = format!("rb-ann-{}", a.id);
-                    match platform.post_text(channel, &a.text, &nonce).await {
+                    match platform
+                        .post(channel, Outgoing::Text(&a.text), &nonce)
+                        .await
+                    {
                         Ok(_) => {
                             backoff = POLL;
                             if !mark_sent(&store, a.id).await {

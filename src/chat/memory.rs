@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::platform::{ChatPlatform, Delivery, Limits, Method};
+use super::platform::{ChatPlatform, Delivery, Limits, Method, Outgoing};
 use super::{Card, DeliveryError, Posted};
 use crate::request::{BoxFuture, Platform, Reply};
 use crate::store::GroupView;
@@ -90,7 +90,25 @@ impl MemoryPlatform {
         }
     }
 
-    fn post(&self, channel: &str, nonce: &str, body: Body) -> Result<Posted, DeliveryError> {
+    /// What the platform keeps of a message; text over its limit is refused for good.
+    fn body(&self, message: Outgoing<'_>) -> Result<Body, DeliveryError> {
+        Ok(match message {
+            Outgoing::Card(card) => Body::Card(Box::new(card.clone())),
+            Outgoing::Digest { title, list } => Body::Digest {
+                title: title.into(),
+                list: list.into(),
+            },
+            Outgoing::Text(text) if text.chars().count() > self.limits.text => {
+                return Err(DeliveryError::Permanent(format!(
+                    "text over {} characters",
+                    self.limits.text
+                )))
+            }
+            Outgoing::Text(text) => Body::Text(text.into()),
+        })
+    }
+
+    fn keep(&self, channel: &str, nonce: &str, body: Body) -> Result<Posted, DeliveryError> {
         let mut shown = self.shown.lock().unwrap();
         shown.posts += 1;
         if let Some(m) = shown.messages.iter().find(|m| m.nonce == nonce) {
@@ -109,7 +127,7 @@ impl MemoryPlatform {
         Ok(Posted { message_id: id })
     }
 
-    fn edit(&self, channel: &str, message_id: &str, body: Body) -> Result<(), DeliveryError> {
+    fn replace(&self, channel: &str, message_id: &str, body: Body) -> Result<(), DeliveryError> {
         let mut shown = self.shown.lock().unwrap();
         shown.edits += 1;
         let m = shown
@@ -152,66 +170,27 @@ impl ChatPlatform for MemoryPlatform {
         None
     }
 
-    fn post_card<'a>(
+    fn post<'a>(
         &'a self,
         channel: &'a str,
-        card: &'a Card,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
-        Box::pin(async move { self.post(channel, nonce, Body::Card(Box::new(card.clone()))) })
-    }
-
-    fn edit_card<'a>(
-        &'a self,
-        channel: &'a str,
-        message_id: &'a str,
-        card: &'a Card,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move { self.edit(channel, message_id, Body::Card(Box::new(card.clone()))) })
-    }
-
-    fn post_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        title: &'a str,
-        list: &'a str,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
-        let body = Body::Digest {
-            title: title.into(),
-            list: list.into(),
-        };
-        Box::pin(async move { self.post(channel, nonce, body) })
-    }
-
-    fn edit_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        message_id: &'a str,
-        title: &'a str,
-        list: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        let body = Body::Digest {
-            title: title.into(),
-            list: list.into(),
-        };
-        Box::pin(async move { self.edit(channel, message_id, body) })
-    }
-
-    fn post_text<'a>(
-        &'a self,
-        channel: &'a str,
-        text: &'a str,
+        message: Outgoing<'a>,
         nonce: &'a str,
     ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
         Box::pin(async move {
-            if text.chars().count() > self.limits.text {
-                return Err(DeliveryError::Permanent(format!(
-                    "text over {} characters",
-                    self.limits.text
-                )));
-            }
-            self.post(channel, nonce, Body::Text(text.into()))
+            let body = self.body(message)?;
+            self.keep(channel, nonce, body)
+        })
+    }
+
+    fn edit<'a>(
+        &'a self,
+        channel: &'a str,
+        message_id: &'a str,
+        message: Outgoing<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let body = self.body(message)?;
+            self.replace(channel, message_id, body)
         })
     }
 
@@ -392,7 +371,7 @@ mod tests {
         let platform = Arc::new(MemoryPlatform::new(Platform::Console));
         let long = "x".repeat(platform.limits().text + 1);
         assert!(matches!(
-            platform.post_text("alerts", &long, "n1").await,
+            platform.post("alerts", Outgoing::Text(&long), "n1").await,
             Err(DeliveryError::Permanent(_))
         ));
         assert!(platform.shown().messages.is_empty());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use super::platform::{ChatPlatform, Method};
+use super::platform::{ChatPlatform, Method, Outgoing};
 use super::{render, Card, DeliveryError, Digest};
 use crate::alerts::lifecycle;
 use crate::domain::{format_time, parse_stored_time};
@@ -301,17 +301,17 @@ impl Outbox {
         if entry.shown.as_ref() == Some(&text) {
             return Outcome::Done;
         }
+        let message = Outgoing::Digest {
+            title: &text.0,
+            list: &text.1,
+        };
         let result = match &entry.message_id {
             None => self
                 .platform
-                .post_digest(channel, &text.0, &text.1, &entry.nonce)
+                .post(channel, message, &entry.nonce)
                 .await
                 .map(|p| Some(p.message_id)),
-            Some(m) => self
-                .platform
-                .edit_digest(channel, m, &text.0, &text.1)
-                .await
-                .map(|()| None),
+            Some(m) => self.platform.edit(channel, m, message).await.map(|()| None),
         };
         match result {
             Ok(posted) => {
@@ -365,13 +365,13 @@ impl Outbox {
                     }
                 };
                 self.platform
-                    .post_card(channel, card, &nonce)
+                    .post(channel, Outgoing::Card(card), &nonce)
                     .await
                     .map(|p| (p.message_id, "posted"))
             }
             Some(m) => self
                 .platform
-                .edit_card(channel, m, card)
+                .edit(channel, m, Outgoing::Card(card))
                 .await
                 .map(|()| (m.clone(), "edited")),
         };

@@ -37,6 +37,17 @@ pub struct Delivery {
     pub refire_window: Duration,
 }
 
+/// What runbot posts to a channel, or puts in place of what it posted there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outgoing<'a> {
+    /// An alert group's card.
+    Card(&'a Card),
+    /// A channel's storm digest (see [`super::Digest`]).
+    Digest { title: &'a str, list: &'a str },
+    /// Plain text (an announcement) that pings nobody: it may quote what people typed.
+    Text(&'a str),
+}
+
 /// One chat platform, as the outbox, announcements and replies use it. Sends answer a
 /// [`DeliveryError`] that says what to do next; the platform translates and holds no business
 /// rules. `channel` and message ids are the platform's own, kept by the store as text.
@@ -58,47 +69,22 @@ pub trait ChatPlatform: Send + Sync + 'static {
     /// unknown (no limit learnt yet, or none).
     fn room(&self, method: Method, channel: &str) -> Option<u64>;
 
-    /// Posts a new card. `nonce` makes a retried post give back the first message instead of
-    /// making a second one.
-    fn post_card<'a>(
+    /// Posts a message; `nonce` makes a retried post give back the message it first made
+    /// instead of a second one.
+    fn post<'a>(
         &'a self,
         channel: &'a str,
-        card: &'a Card,
+        message: Outgoing<'a>,
         nonce: &'a str,
     ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
 
-    /// Edits a card in place; a resolved card loses its buttons.
-    fn edit_card<'a>(
+    /// Puts `message` in place of one posted before; a resolved card loses its buttons.
+    fn edit<'a>(
         &'a self,
         channel: &'a str,
         message_id: &'a str,
-        card: &'a Card,
+        message: Outgoing<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
-
-    /// Posts a channel's storm digest (see [`super::Digest`]).
-    fn post_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        title: &'a str,
-        list: &'a str,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
-
-    fn edit_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        message_id: &'a str,
-        title: &'a str,
-        list: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
-
-    /// Posts plain text (an announcement) that pings nobody: it may quote what people typed.
-    fn post_text<'a>(
-        &'a self,
-        channel: &'a str,
-        text: &'a str,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>>;
 
     /// Replaces the answer to one request; `reply_to` is the platform's handle for it (Discord:
     /// the interaction's token).

@@ -27,8 +27,8 @@ use serenity::http::{LightMethod, Route};
 
 use self::render::{digest_embed, edit_original_body, edit_original_upload, followup_body};
 use self::send::{interaction_bucket, to_json, Body, Bucket, BucketKey, Pacing};
-use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method};
-use crate::chat::{Card, DeliveryError, Posted};
+use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method, Outgoing};
+use crate::chat::{DeliveryError, Posted};
 use crate::config::{AlertRoute, Settings};
 use crate::request::{BoxFuture, Platform, Reply};
 use crate::store::GroupView;
@@ -107,78 +107,48 @@ impl DiscordAdapter {
         })
     }
 
-    /// Posts a new card. `nonce` makes a retried post return the first message instead of
+    /// Posts a message. `nonce` makes a retried post return the first message instead of
     /// making a second one.
     pub async fn post(
         &self,
         channel: &str,
-        card: &Card,
+        message: Outgoing<'_>,
         nonce: &str,
     ) -> Result<Posted, DeliveryError> {
-        let (embed, rows) = render::card(card);
-        let body = CreateMessage::new().embed(embed).components(rows);
+        let body = match message {
+            Outgoing::Card(card) => {
+                let (embed, rows) = render::card(card);
+                CreateMessage::new().embed(embed).components(rows)
+            }
+            Outgoing::Digest { title, list } => {
+                CreateMessage::new().embed(digest_embed(title, list))
+            }
+            // No mentions allowed: the text may quote what people typed.
+            Outgoing::Text(text) => CreateMessage::new()
+                .content(crate::domain::text::clip(text, 1999))
+                .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
+        };
         self.create(channel, body, nonce).await
     }
 
-    /// Edits a card in place; a resolved card loses its buttons.
+    /// Edits a message in place; a resolved card loses its buttons.
     pub async fn edit(
         &self,
         channel: &str,
         message_id: &str,
-        card: &Card,
+        message: Outgoing<'_>,
     ) -> Result<(), DeliveryError> {
-        let (embed, rows) = render::card(card);
-        self.patch(
-            channel,
-            message_id,
-            EditMessage::new().embed(embed).components(rows),
-        )
-        .await
-    }
-
-    /// Posts a plain message (an announcement such as "the deploy was interrupted"), with no
-    /// mentions allowed: the text may quote what people typed.
-    pub async fn post_text(
-        &self,
-        channel: &str,
-        text: &str,
-        nonce: &str,
-    ) -> Result<Posted, DeliveryError> {
-        let body = CreateMessage::new()
-            .content(crate::domain::text::clip(text, 1999))
-            .allowed_mentions(serenity::builder::CreateAllowedMentions::new());
-        self.create(channel, body, nonce).await
-    }
-
-    /// Posts a channel's storm digest (see [`crate::chat::Digest`]).
-    pub async fn post_digest(
-        &self,
-        channel: &str,
-        title: &str,
-        list: &str,
-        nonce: &str,
-    ) -> Result<Posted, DeliveryError> {
-        self.create(
-            channel,
-            CreateMessage::new().embed(digest_embed(title, list)),
-            nonce,
-        )
-        .await
-    }
-
-    pub async fn edit_digest(
-        &self,
-        channel: &str,
-        message_id: &str,
-        title: &str,
-        list: &str,
-    ) -> Result<(), DeliveryError> {
-        self.patch(
-            channel,
-            message_id,
-            EditMessage::new().embed(digest_embed(title, list)),
-        )
-        .await
+        let body = match message {
+            Outgoing::Card(card) => {
+                let (embed, rows) = render::card(card);
+                EditMessage::new().embed(embed).components(rows)
+            }
+            Outgoing::Digest { title, list } => EditMessage::new().embed(digest_embed(title, list)),
+            Outgoing::Text(text) => EditMessage::new()
+                .content(crate::domain::text::clip(text, 1999))
+                .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
+        };
+        self.patch(channel, message_id, body).await
     }
 
     fn application_id(&self) -> Result<ApplicationId, DeliveryError> {
@@ -320,55 +290,22 @@ impl ChatPlatform for DiscordAdapter {
         self.room_for(method, channel)
     }
 
-    fn post_card<'a>(
+    fn post<'a>(
         &'a self,
         channel: &'a str,
-        card: &'a Card,
+        message: Outgoing<'a>,
         nonce: &'a str,
     ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
-        Box::pin(self.post(channel, card, nonce))
+        Box::pin(DiscordAdapter::post(self, channel, message, nonce))
     }
 
-    fn edit_card<'a>(
+    fn edit<'a>(
         &'a self,
         channel: &'a str,
         message_id: &'a str,
-        card: &'a Card,
+        message: Outgoing<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.edit(channel, message_id, card))
-    }
-
-    fn post_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        title: &'a str,
-        list: &'a str,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
-        Box::pin(DiscordAdapter::post_digest(
-            self, channel, title, list, nonce,
-        ))
-    }
-
-    fn edit_digest<'a>(
-        &'a self,
-        channel: &'a str,
-        message_id: &'a str,
-        title: &'a str,
-        list: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(DiscordAdapter::edit_digest(
-            self, channel, message_id, title, list,
-        ))
-    }
-
-    fn post_text<'a>(
-        &'a self,
-        channel: &'a str,
-        text: &'a str,
-        nonce: &'a str,
-    ) -> BoxFuture<'a, Result<Posted, DeliveryError>> {
-        Box::pin(DiscordAdapter::post_text(self, channel, text, nonce))
+        Box::pin(DiscordAdapter::edit(self, channel, message_id, message))
     }
 
     fn edit_reply<'a>(
