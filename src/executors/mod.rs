@@ -14,7 +14,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::audit::Audit;
-use crate::commands::{Args, CommandSpec, ExecutorKind, Value};
+use crate::commands::{
+    Args, CommandSpec, CoreOp, DatabaseOp, DeployOp, DockerOp, ExecutorKind, NginxOp, SecurityOp,
+    SilenceOp, Value,
+};
 use crate::domain::{format_time, parse_stored_time};
 use crate::policy::Policies;
 use crate::request::Actor;
@@ -166,7 +169,7 @@ impl Executors {
     /// is asked or confirmed: an address that must never be blocked. The executor checks
     /// again when it runs.
     pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
-        if spec.executor == ExecutorKind::NginxBlockIp {
+        if spec.executor == ExecutorKind::Nginx(NginxOp::BlockIp) {
             if let Some(Value::Text(a)) = args.get("address") {
                 let net = crate::domain::net::parse_range(a)?;
                 self.guard.refuse_dangerous(&net, &[])?;
@@ -192,59 +195,59 @@ impl Executors {
             };
         }
         match (ctx.spec.executor, plan) {
-            (K::AlertsAck, true) => planned!(match ctx.group {
+            (K::Core(CoreOp::Ack), true) => planned!(match ctx.group {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
                 None => "acknowledge an alert group".into(),
             }),
-            (K::AlertsAck, false) => ran!(self.ack(ctx).await),
-            (K::AlertmanagerSilence, true) => planned!(self.plan_silence(ctx)),
-            (K::AlertmanagerSilence, false) => ran!(self.silence(ctx).await),
-            (K::AlertmanagerUnsilence, true) => planned!(self.plan_unsilence(ctx)),
-            (K::AlertmanagerUnsilence, false) => ran!(self.unsilence(ctx).await),
-            (K::PolicyOncall, false) => Ok(Outcome::Done(self.oncall(ctx))),
-            (K::AuditRecent, false) => ran!(self.audit_recent(ctx).await),
-            (K::DockerRestart, true) => planned!(match &self.docker {
+            (K::Core(CoreOp::Ack), false) => ran!(self.ack(ctx).await),
+            (K::Silences(SilenceOp::Silence), true) => planned!(self.plan_silence(ctx)),
+            (K::Silences(SilenceOp::Silence), false) => ran!(self.silence(ctx).await),
+            (K::Silences(SilenceOp::Unsilence), true) => planned!(self.plan_unsilence(ctx)),
+            (K::Silences(SilenceOp::Unsilence), false) => ran!(self.unsilence(ctx).await),
+            (K::Core(CoreOp::Oncall), false) => Ok(Outcome::Done(self.oncall(ctx))),
+            (K::Core(CoreOp::AuditRecent), false) => ran!(self.audit_recent(ctx).await),
+            (K::Docker(DockerOp::Restart), true) => planned!(match &self.docker {
                 Some(d) => docker::plan_restart(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
             }),
-            (K::DockerScale, true) => planned!(match &self.docker {
+            (K::Docker(DockerOp::Scale), true) => planned!(match &self.docker {
                 Some(d) => docker::plan_scale(d, ctx).await,
                 None => "nothing: docker.project is not set".into(),
             }),
-            (K::DockerStatus, false) => ran!(docker::status(self.docker()?, ctx).await),
-            (K::DockerStats, false) => ran!(docker::stats(self.docker()?, ctx).await),
-            (K::DockerLogs, false) => ran!(docker::logs(self.docker()?, ctx).await),
-            (K::DockerRestart, false) => ran!(docker::restart(self, self.docker()?, ctx).await),
-            (K::DockerScale, false) => ran!(docker::scale(self, self.docker()?, ctx).await),
-            (K::DeployRun, true) => planned!(docker::deploy::plan(self, ctx, false).await),
-            (K::DeployRollback, true) => planned!(docker::deploy::plan(self, ctx, true).await),
-            (K::DeployRun, false) => docker::deploy::deploy(self, ctx).await.map(Outcome::Done),
-            (K::DeployRollback, false) => {
+            (K::Docker(DockerOp::Status), false) => ran!(docker::status(self.docker()?, ctx).await),
+            (K::Docker(DockerOp::Stats), false) => ran!(docker::stats(self.docker()?, ctx).await),
+            (K::Docker(DockerOp::Logs), false) => ran!(docker::logs(self.docker()?, ctx).await),
+            (K::Docker(DockerOp::Restart), false) => ran!(docker::restart(self, self.docker()?, ctx).await),
+            (K::Docker(DockerOp::Scale), false) => ran!(docker::scale(self, self.docker()?, ctx).await),
+            (K::Deploy(DeployOp::Run), true) => planned!(docker::deploy::plan(self, ctx, false).await),
+            (K::Deploy(DeployOp::Rollback), true) => planned!(docker::deploy::plan(self, ctx, true).await),
+            (K::Deploy(DeployOp::Run), false) => docker::deploy::deploy(self, ctx).await.map(Outcome::Done),
+            (K::Deploy(DeployOp::Rollback), false) => {
                 docker::deploy::rollback(self, ctx).await.map(Outcome::Done)
             }
-            (K::DeployHistory, false) => ran!(docker::deploy::history(self, ctx).await),
-            (K::DatabaseBackup, true) => planned!(match &self.app_db {
+            (K::Deploy(DeployOp::History), false) => ran!(docker::deploy::history(self, ctx).await),
+            (K::Database(DatabaseOp::Backup), true) => planned!(match &self.app_db {
                 Some(db) => database::plan_backup(db, ctx),
                 None => "nothing: app_database.url is not set".into(),
             }),
-            (K::DatabaseRestore, true) => planned!(match &self.app_db {
+            (K::Database(DatabaseOp::Restore), true) => planned!(match &self.app_db {
                 Some(db) => database::plan_restore(db, ctx).await,
                 None => "nothing: app_database.url is not set".into(),
             }),
-            (K::DatabaseBackup, false) => ran!(database::backup(self, self.app_db()?, ctx).await),
-            (K::DatabaseBackups, false) => ran!(database::backups(self.app_db()?, ctx).await),
-            (K::DatabaseRestore, false) => {
+            (K::Database(DatabaseOp::Backup), false) => ran!(database::backup(self, self.app_db()?, ctx).await),
+            (K::Database(DatabaseOp::Backups), false) => ran!(database::backups(self.app_db()?, ctx).await),
+            (K::Database(DatabaseOp::Restore), false) => {
                 ran!(database::restore(self, self.app_db()?, ctx).await)
             }
-            (K::DatabaseDiagnostics, false) => {
+            (K::Database(DatabaseOp::Diagnostics), false) => {
                 ran!(database::diagnostics(self.app_db()?, ctx).await)
             }
-            (K::NginxBlockIp, true) => planned!(nginx::plan(self, ctx, false).await),
-            (K::NginxUnblockIp, true) => planned!(nginx::plan(self, ctx, true).await),
-            (K::NginxBlockIp, false) => ran!(nginx::block(self, ctx).await),
-            (K::NginxUnblockIp, false) => ran!(nginx::unblock(self, ctx).await),
-            (K::NginxBlocked, false) => ran!(nginx::blocked(self, ctx).await),
-            (K::SecurityTopIps, false) => ran!(security::top_ips(self, ctx).await),
+            (K::Nginx(NginxOp::BlockIp), true) => planned!(nginx::plan(self, ctx, false).await),
+            (K::Nginx(NginxOp::UnblockIp), true) => planned!(nginx::plan(self, ctx, true).await),
+            (K::Nginx(NginxOp::BlockIp), false) => ran!(nginx::block(self, ctx).await),
+            (K::Nginx(NginxOp::UnblockIp), false) => ran!(nginx::unblock(self, ctx).await),
+            (K::Nginx(NginxOp::Blocked), false) => ran!(nginx::blocked(self, ctx).await),
+            (K::Security(SecurityOp::TopIps), false) => ran!(security::top_ips(self, ctx).await),
             (K::NotYet(name), false) => Err(ExecError(format!(
                 "this runbot cannot run /{} yet: its executor {name} is not part of this version. Nothing was changed.",
                 ctx.spec.name
@@ -252,16 +255,16 @@ impl Executors {
             .into()),
             // Read-only commands take no dry run; a plan says what would run.
             (
-                K::PolicyOncall
-                | K::AuditRecent
-                | K::DockerStatus
-                | K::DockerStats
-                | K::DockerLogs
-                | K::DeployHistory
-                | K::DatabaseBackups
-                | K::DatabaseDiagnostics
-                | K::NginxBlocked
-                | K::SecurityTopIps
+                K::Core(CoreOp::Oncall)
+                | K::Core(CoreOp::AuditRecent)
+                | K::Docker(DockerOp::Status)
+                | K::Docker(DockerOp::Stats)
+                | K::Docker(DockerOp::Logs)
+                | K::Deploy(DeployOp::History)
+                | K::Database(DatabaseOp::Backups)
+                | K::Database(DatabaseOp::Diagnostics)
+                | K::Nginx(NginxOp::Blocked)
+                | K::Security(SecurityOp::TopIps)
                 | K::NotYet(_),
                 true,
             ) => planned!(format!(
