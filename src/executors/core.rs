@@ -14,7 +14,6 @@ use crate::policy::Policies;
 use crate::store::{Acked, Store};
 
 /// `/ack`, `/oncall` and `/audit`.
-#[derive(Clone)]
 pub struct Core {
     pub store: Store,
     pub audit: Audit,

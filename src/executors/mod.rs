@@ -132,7 +132,6 @@ fn read_only_plan(ctx: &Ctx<'_>) -> String {
 }
 
 /// Every family of commands, each built once (in `app`).
-#[derive(Clone)]
 pub struct Executors {
     pub core: core::Core,
     pub silences: alertmanager::Silences,

@@ -378,7 +378,6 @@ pub fn scan(path: &Path, since: DateTime<Utc>) -> std::io::Result<Scan> {
 }
 
 /// `/security`.
-#[derive(Clone)]
 pub struct Security {
     pub settings: SecuritySettings,
     /// Addresses that must never be blocked get no Block button.

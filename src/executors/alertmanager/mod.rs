@@ -15,7 +15,6 @@ use crate::store::Store;
 use engine::Alertmanager;
 
 /// `/silence` and `/unsilence`.
-#[derive(Clone)]
 pub struct Silences {
     /// None when `alertmanager.url` is not set.
     pub alertmanager: Option<Alertmanager>,

@@ -22,7 +22,6 @@ const FENCES: usize = 9;
 const LIST_MAX: usize = 30;
 
 /// `/backup`, `/backups`, `/restore` and `/db`.
-#[derive(Clone)]
 pub struct Database {
     /// The stack's application database; None when `app_database.url` is not set.
     pub app_db: Option<AppDatabase>,

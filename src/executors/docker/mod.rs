@@ -32,7 +32,6 @@ impl From<crate::executors::docker::engine::DockerError> for ExecError {
 }
 
 /// `/status`, `/stats`, `/logs`, `/restart` and `/scale`.
-#[derive(Clone)]
 pub struct DockerOps {
     /// None when `docker.project` is not set.
     pub docker: Option<Docker>,
