@@ -15,10 +15,18 @@ use crate::commands::Commands;
 use crate::config::{NginxMode, NginxSettings, Settings};
 use crate::domain::clock::Clock;
 use crate::executors::alertmanager::engine::Alertmanager;
+use crate::executors::alertmanager::Silences;
+use crate::executors::core::Core;
 use crate::executors::database::engine::AppDatabase;
+use crate::executors::database::Database;
+use crate::executors::docker::deploy::Deploys;
 use crate::executors::docker::engine::Docker;
+use crate::executors::docker::DockerOps;
+use crate::executors::lease::Locks;
 use crate::executors::nginx::engine::{self as nginx, Nginx, RunsIn};
-use crate::executors::Executors;
+use crate::executors::nginx::Blocks;
+use crate::executors::security::Security;
+use crate::executors::{CardWake, Executors};
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::invocation::Dispatcher;
 use crate::policy::{Policies, SeverityMap};
@@ -146,23 +154,66 @@ fn build_dispatcher(
         .map(Alertmanager::new)
         .transpose()?;
     let docker = docker(settings);
+    let nginx = nginx(&settings.nginx, docker.as_ref())?;
+    let guard = settings.parsed.guard.clone();
+    let app_db = app_database(settings);
+    // This process, as the owner of the deploys it runs and the block expiries it claims.
+    let owner = uuid::Uuid::new_v4().simple().to_string();
+    let audit = crate::audit::Audit::new(store.clone());
+    let cards = CardWake(chat_wake);
+    let locks = Locks::new(
+        store.clone(),
+        &settings.deploy,
+        docker.as_ref().map(|d| d.project().clone()),
+    );
+    // Each family built once, with only the engines it uses.
     let executors = Executors {
-        store: store.clone(),
-        audit: crate::audit::Audit::new(store.clone()),
-        policies: policies.clone(),
-        alertmanager,
-        nginx: nginx(&settings.nginx, docker.as_ref())?,
-        guard: settings.parsed.guard.clone(),
-        security: settings.security.clone(),
-        docker,
-        app_db: app_database(settings),
-        chat_wake,
-        deploy: settings.deploy.clone(),
-        owner: uuid::Uuid::new_v4().simple().to_string(),
-        clock: clock.clone(),
-        http: reqwest::Client::builder()
-            .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
-            .build()?,
+        core: Core {
+            store: store.clone(),
+            audit: audit.clone(),
+            policies: policies.clone(),
+            cards: cards.clone(),
+        },
+        silences: Silences {
+            alertmanager,
+            store: store.clone(),
+            cards,
+        },
+        docker: DockerOps {
+            docker: docker.clone(),
+            locks: locks.clone(),
+        },
+        deploys: Deploys {
+            docker: docker.clone(),
+            app_db: app_db.clone(),
+            deploy: settings.deploy.clone(),
+            store: store.clone(),
+            audit: audit.clone(),
+            http: reqwest::Client::builder()
+                .user_agent(concat!("runbot/", env!("CARGO_PKG_VERSION")))
+                .build()?,
+            owner: owner.clone(),
+            clock: clock.clone(),
+            locks: locks.clone(),
+        },
+        database: Database {
+            app_db,
+            locks,
+            clock: clock.clone(),
+        },
+        blocks: Blocks {
+            nginx,
+            store: store.clone(),
+            audit,
+            guard: guard.clone(),
+            docker,
+            owner,
+        },
+        security: Security {
+            settings: settings.security.clone(),
+            guard,
+            store: store.clone(),
+        },
     };
     Ok(Dispatcher::new(
         store,
@@ -316,16 +367,16 @@ impl Application {
         );
         // Deploys a killed runbot left running: marked interrupted at start, and then whenever
         // a heartbeat goes stale (another replica may die too).
-        let executors = dispatcher.executors().clone();
-        let stale = Duration::from_secs((executors.deploy.lock_stale_secs / 2).max(1));
+        let deploys = dispatcher.executors().deploys.clone();
+        let stale = Duration::from_secs((deploys.deploy.lock_stale_secs / 2).max(1));
         workers.every("deploy-recovery", stale, move || {
-            let executors = executors.clone();
-            async move { crate::executors::docker::deploy::recover(&executors).await }
+            let deploys = deploys.clone();
+            async move { crate::executors::docker::deploy::recover(&deploys).await }
         });
         // Timed blocks: those due while no runbot ran are lifted at start, then every
         // nginx.expiry_check_secs; each replica sweeps, and a claim lets only one act on a block.
-        if dispatcher.executors().nginx.is_some() {
-            let blocks = dispatcher.executors().clone();
+        if dispatcher.executors().blocks.nginx.is_some() {
+            let blocks = dispatcher.executors().blocks.clone();
             // This host's nginx follows the blocks in the database, at start and every
             // nginx.sync_secs, whichever replica made them.
             let follow = blocks.clone();

@@ -110,61 +110,117 @@ pub struct OptionSpec {
 }
 
 /// What runs a command: the `executor` its file in `commands/` names. A name runbot does not
-/// know is refused when the commands load (and so by `runbot check-config`).
+/// know is refused when the commands load (and so by `runbot check-config`). One variant per
+/// family of commands, each family built once with only the engines it needs
+/// ([`crate::executors::Executors`]), so each matches only its own operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecutorKind {
-    AlertsAck,
-    AlertmanagerSilence,
-    AlertmanagerUnsilence,
-    AuditRecent,
-    PolicyOncall,
-    DockerStatus,
-    DockerStats,
-    DockerLogs,
-    DockerRestart,
-    DockerScale,
-    DeployRun,
-    DeployRollback,
-    DeployHistory,
-    DatabaseBackup,
-    DatabaseBackups,
-    DatabaseRestore,
-    DatabaseDiagnostics,
-    NginxBlockIp,
-    NginxUnblockIp,
-    NginxBlocked,
-    SecurityTopIps,
+    Core(CoreOp),
+    Silences(SilenceOp),
+    Docker(DockerOp),
+    Deploy(DeployOp),
+    Database(DatabaseOp),
+    Nginx(NginxOp),
+    Security(SecurityOp),
     /// Registered (the command shows in chat) but not part of this version: `/disk`,
     /// `/disk-cleanup`. Running it says so and changes nothing.
     NotYet(&'static str),
 }
 
+/// Alert groups, on-call roles and the audit trail: runbot's own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoreOp {
+    Ack,
+    Oncall,
+    AuditRecent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SilenceOp {
+    Silence,
+    Unsilence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DockerOp {
+    Status,
+    Stats,
+    Logs,
+    Restart,
+    Scale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeployOp {
+    Run,
+    Rollback,
+    History,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatabaseOp {
+    Backup,
+    Backups,
+    Restore,
+    Diagnostics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NginxOp {
+    BlockIp,
+    UnblockIp,
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityOp {
+    TopIps,
+}
+
 /// Every executor name, as the files in `commands/` write it.
 const EXECUTORS: &[(&str, ExecutorKind)] = &[
-    ("alerts.ack", ExecutorKind::AlertsAck),
-    ("alertmanager.silence", ExecutorKind::AlertmanagerSilence),
+    ("alerts.ack", ExecutorKind::Core(CoreOp::Ack)),
+    (
+        "alertmanager.silence",
+        ExecutorKind::Silences(SilenceOp::Silence),
+    ),
     (
         "alertmanager.unsilence",
-        ExecutorKind::AlertmanagerUnsilence,
+        ExecutorKind::Silences(SilenceOp::Unsilence),
     ),
-    ("audit.recent", ExecutorKind::AuditRecent),
-    ("policy.oncall", ExecutorKind::PolicyOncall),
-    ("docker.status", ExecutorKind::DockerStatus),
-    ("docker.stats", ExecutorKind::DockerStats),
-    ("docker.logs", ExecutorKind::DockerLogs),
-    ("docker.restart", ExecutorKind::DockerRestart),
-    ("docker.scale", ExecutorKind::DockerScale),
-    ("deploy.run", ExecutorKind::DeployRun),
-    ("deploy.rollback", ExecutorKind::DeployRollback),
-    ("deploy.history", ExecutorKind::DeployHistory),
-    ("database.backup", ExecutorKind::DatabaseBackup),
-    ("database.backups", ExecutorKind::DatabaseBackups),
-    ("database.restore", ExecutorKind::DatabaseRestore),
-    ("database.diagnostics", ExecutorKind::DatabaseDiagnostics),
-    ("nginx.block_ip", ExecutorKind::NginxBlockIp),
-    ("nginx.unblock_ip", ExecutorKind::NginxUnblockIp),
-    ("nginx.blocked", ExecutorKind::NginxBlocked),
-    ("security.top_ips", ExecutorKind::SecurityTopIps),
+    ("audit.recent", ExecutorKind::Core(CoreOp::AuditRecent)),
+    ("policy.oncall", ExecutorKind::Core(CoreOp::Oncall)),
+    ("docker.status", ExecutorKind::Docker(DockerOp::Status)),
+    ("docker.stats", ExecutorKind::Docker(DockerOp::Stats)),
+    ("docker.logs", ExecutorKind::Docker(DockerOp::Logs)),
+    ("docker.restart", ExecutorKind::Docker(DockerOp::Restart)),
+    ("docker.scale", ExecutorKind::Docker(DockerOp::Scale)),
+    ("deploy.run", ExecutorKind::Deploy(DeployOp::Run)),
+    ("deploy.rollback", ExecutorKind::Deploy(DeployOp::Rollback)),
+    ("deploy.history", ExecutorKind::Deploy(DeployOp::History)),
+    (
+        "database.backup",
+        ExecutorKind::Database(DatabaseOp::Backup),
+    ),
+    (
+        "database.backups",
+        ExecutorKind::Database(DatabaseOp::Backups),
+    ),
+    (
+        "database.restore",
+        ExecutorKind::Database(DatabaseOp::Restore),
+    ),
+    (
+        "database.diagnostics",
+        ExecutorKind::Database(DatabaseOp::Diagnostics),
+    ),
+    ("nginx.block_ip", ExecutorKind::Nginx(NginxOp::BlockIp)),
+    ("nginx.unblock_ip", ExecutorKind::Nginx(NginxOp::UnblockIp)),
+    ("nginx.blocked", ExecutorKind::Nginx(NginxOp::Blocked)),
+    (
+        "security.top_ips",
+        ExecutorKind::Security(SecurityOp::TopIps),
+    ),
     ("docker.disk", ExecutorKind::NotYet("docker.disk")),
     (
         "docker.disk_cleanup",
@@ -260,7 +316,7 @@ impl CommandSpec {
     pub fn acts_on_group(&self) -> bool {
         matches!(
             self.executor,
-            ExecutorKind::AlertsAck | ExecutorKind::AlertmanagerSilence
+            ExecutorKind::Core(CoreOp::Ack) | ExecutorKind::Silences(SilenceOp::Silence)
         )
     }
 }

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{reply, Ctx, Executors};
+use super::{reply, Ctx};
 use crate::domain::duration;
+use crate::domain::names::ProjectName;
 use crate::store::{LockHolder, Store, TakeLock};
 
 /// How often a waiting request asks again.
@@ -38,16 +39,63 @@ pub struct Want {
     pub doing: String,
 }
 
-/// The stack's lock, for `holder` to do `doing`. None when no stack is configured
-/// (`docker.project`): there is nothing to lock.
-pub fn stack(ex: &Executors, holder: String, doing: String) -> Option<Want> {
-    let docker = ex.docker.as_ref()?;
-    Some(Want {
-        name: format!("stack:{}", docker.project()),
-        what: format!("the stack {}", docker.project()),
-        holder,
-        doing,
-    })
+/// What the locks need: the database that holds them, how long to wait and when a holder is
+/// stale (`deploy.*`), and the stack (`docker.project`) whose lock changes of it take.
+#[derive(Clone)]
+pub struct Locks {
+    store: Store,
+    /// `deploy.lock_wait_secs`.
+    wait: Duration,
+    /// `deploy.lock_stale_secs`.
+    stale_secs: u64,
+    /// `deploy.heartbeat_secs`.
+    heartbeat: Duration,
+    /// `docker.project`; None when no stack is configured.
+    stack: Option<ProjectName>,
+}
+
+impl Locks {
+    pub fn new(
+        store: Store,
+        deploy: &crate::config::DeploySettings,
+        stack: Option<ProjectName>,
+    ) -> Locks {
+        Locks {
+            store,
+            wait: Duration::from_secs(deploy.lock_wait_secs),
+            stale_secs: deploy.lock_stale_secs,
+            heartbeat: Duration::from_secs(deploy.heartbeat_secs.max(1)),
+            stack,
+        }
+    }
+
+    /// The stack's lock, for `holder` to do `doing`. None when no stack is configured
+    /// (`docker.project`): there is nothing to lock.
+    pub fn stack(&self, holder: String, doing: String) -> Option<Want> {
+        let project = self.stack.as_ref()?;
+        Some(Want {
+            name: format!("stack:{project}"),
+            what: format!("the stack {project}"),
+            holder,
+            doing,
+        })
+    }
+
+    /// Takes the lock for a plain command, saying in its message while it waits.
+    pub async fn for_command(&self, ctx: &Ctx<'_>, want: Want) -> Result<Lease, String> {
+        let progress = ctx.progress.clone();
+        Lease::acquire(self, want, ctx.invocation_id, move |line| {
+            let progress = progress.clone();
+            async move {
+                if let Some(p) = progress {
+                    if let Err(e) = p.edit(reply(line, false)).await {
+                        tracing::debug!(error = %e, "could not say that the request waits");
+                    }
+                }
+            }
+        })
+        .await
+    }
 }
 
 /// The application database's lock.
@@ -94,7 +142,7 @@ impl Lease {
     /// `waiting` is told so (now, then every few seconds) in a sentence for the requester. At
     /// the bound, the error names the holder and says nothing was changed.
     pub async fn acquire<F, Fut>(
-        ex: &Executors,
+        locks: &Locks,
         want: Want,
         invocation_id: &str,
         mut waiting: F,
@@ -106,17 +154,17 @@ impl Lease {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let invocation_id = Some(invocation_id).filter(|i| !i.is_empty());
         let started = Instant::now();
-        let deadline = started + Duration::from_secs(ex.deploy.lock_wait_secs);
+        let deadline = started + locks.wait;
         let mut said: Option<Instant> = None;
         loop {
-            let taken = ex
+            let taken = locks
                 .store
                 .take_lock(
                     &want.name,
                     &owner,
                     &want.holder,
                     invocation_id,
-                    ex.deploy.lock_stale_secs,
+                    locks.stale_secs,
                 )
                 .await
                 .map_err(|e| {
@@ -130,7 +178,7 @@ impl Lease {
                     if said.is_some() {
                         tracing::info!(lock = %want.name, waited = ?started.elapsed(), "took the lock after waiting");
                     }
-                    return Ok(Lease::start(ex, want.name, owner));
+                    return Ok(Lease::start(locks, want.name, owner));
                 }
                 TakeLock::Held(h) => h,
             };
@@ -153,17 +201,17 @@ impl Lease {
         }
     }
 
-    fn start(ex: &Executors, name: String, owner: String) -> Lease {
+    fn start(locks: &Locks, name: String, owner: String) -> Lease {
         let lost = Arc::new(AtomicBool::new(false));
         let beat = tokio::spawn(heartbeat(
-            ex.store.clone(),
+            locks.store.clone(),
             name.clone(),
             owner.clone(),
-            Duration::from_secs(ex.deploy.heartbeat_secs.max(1)),
+            locks.heartbeat,
             lost.clone(),
         ));
         Lease {
-            store: ex.store.clone(),
+            store: locks.store.clone(),
             name,
             owner,
             lost,
@@ -249,20 +297,4 @@ async fn heartbeat(
             Err(e) => tracing::warn!(error = %e, lock = %name, "could not renew a lock"),
         }
     }
-}
-
-/// Takes the lock for a plain command, saying in its message while it waits.
-pub async fn for_command(ex: &Executors, ctx: &Ctx<'_>, want: Want) -> Result<Lease, String> {
-    let progress = ctx.progress.clone();
-    Lease::acquire(ex, want, ctx.invocation_id, move |line| {
-        let progress = progress.clone();
-        async move {
-            if let Some(p) = progress {
-                if let Err(e) = p.edit(reply(line, false)).await {
-                    tracing::debug!(error = %e, "could not say that the request waits");
-                }
-            }
-        }
-    })
-    .await
 }

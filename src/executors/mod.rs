@@ -1,7 +1,9 @@
-//! What commands run, by the `executor` their file in `commands/` names. Each executor says
-//! what it would do (dry runs) and does it.
+//! What commands run, by the `executor` their file in `commands/` names: one [`Executor`] per
+//! family of commands, each built once with only the engines it needs. Each says what it
+//! would refuse early, what it would do (dry runs), and does it.
 
 pub mod alertmanager;
+pub mod core;
 pub mod database;
 pub mod docker;
 pub mod format;
@@ -13,13 +15,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::Audit;
 use crate::commands::{Args, CommandSpec, ExecutorKind, Value};
-use crate::domain::{format_time, parse_stored_time};
-use crate::policy::Policies;
 use crate::request::Actor;
 use crate::request::Reply;
-use crate::store::{Acked, GroupView, Store};
+use crate::store::GroupView;
 
 /// What an executor gets.
 pub struct Ctx<'a> {
@@ -63,12 +62,6 @@ impl Ctx<'_> {
     }
 }
 
-/// What [`Executors::dispatch`] answers: a dry run's plan, or a finished command.
-enum Outcome {
-    Plan(String),
-    Done(Done),
-}
-
 /// A finished command: what to show, and a short summary for the audit trail.
 pub struct Done {
     pub reply: Reply,
@@ -97,31 +90,56 @@ impl From<ExecError> for Failure {
     }
 }
 
-#[derive(Clone)]
+/// Wakes the chat outbox when a group's card changed; empty when no platform shows cards.
+#[derive(Clone, Default)]
+pub struct CardWake(pub Option<Arc<tokio::sync::Notify>>);
+
+impl CardWake {
+    fn changed(&self) {
+        if let Some(w) = &self.0 {
+            w.notify_one();
+        }
+    }
+}
+
+/// One family of commands (the operations of one [`ExecutorKind`] variant).
+// Native async fns: dispatch is static (one match in `Executors::ask`, over concrete
+// families), so no caller needs the trait to promise `Send` futures.
+#[allow(async_fn_in_trait)]
+pub trait Executor {
+    type Op: Copy;
+
+    /// Checks of valid arguments that need no policy and no outside call, run before anything
+    /// is asked or confirmed (an address that must never be blocked). The executor checks
+    /// again when it runs.
+    fn precheck(&self, _op: Self::Op, _args: &Args) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// What the command would do, for a dry run. Reads nothing it would change.
+    async fn plan(&self, op: Self::Op, ctx: &Ctx<'_>) -> String;
+
+    async fn run(&self, op: Self::Op, ctx: &Ctx<'_>) -> Result<Done, Failure>;
+}
+
+/// The plan of a read-only command, which takes no dry run: what would run.
+fn read_only_plan(ctx: &Ctx<'_>) -> String {
+    format!(
+        "run {} with {}",
+        ctx.spec.executor,
+        crate::commands::args_line(ctx.args)
+    )
+}
+
+/// Every family of commands, each built once (in `app`).
 pub struct Executors {
-    pub store: Store,
-    pub audit: Audit,
-    pub policies: Arc<Policies>,
-    /// None when `alertmanager.url` is not set.
-    pub alertmanager: Option<alertmanager::engine::Alertmanager>,
-    /// None when `docker.project` is not set.
-    pub docker: Option<crate::executors::docker::engine::Docker>,
-    /// The stack's application database; None when `app_database.url` is not set.
-    pub app_db: Option<crate::executors::database::engine::AppDatabase>,
-    /// Wakes the chat outbox when a group's card changed.
-    pub chat_wake: Option<Arc<tokio::sync::Notify>>,
-    pub deploy: crate::config::DeploySettings,
-    /// This process, as the owner of the deploys it runs (random per start).
-    pub owner: String,
-    /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
-    pub clock: crate::domain::clock::Clock,
-    /// For the deploy's HTTP health checks and smoke tests.
-    pub http: reqwest::Client,
-    /// None when `nginx.deny_file` is not set.
-    pub nginx: Option<crate::executors::nginx::engine::Nginx>,
-    /// What may never be blocked, and how wide a block may be without approval.
-    pub guard: crate::domain::net::Guard,
-    pub security: crate::config::SecuritySettings,
+    pub core: core::Core,
+    pub silences: alertmanager::Silences,
+    pub docker: docker::DockerOps,
+    pub deploys: docker::deploy::Deploys,
+    pub database: database::Database,
+    pub blocks: nginx::Blocks,
+    pub security: security::Security,
 }
 
 fn reply(text: String, ephemeral: bool) -> Reply {
@@ -150,272 +168,87 @@ fn utc_minute(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-impl Executors {
-    /// Now, by this runbot's clock.
-    pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
-    }
+/// One thing asked of the family that runs a command.
+trait Ask {
+    type Answer;
+    async fn ask<E: Executor>(self, family: &E, op: E::Op) -> Self::Answer;
+    /// For a command registered without an executor in this version (`/disk`).
+    fn not_yet(self, name: &'static str) -> Self::Answer;
+}
 
-    fn card_changed(&self) {
-        if let Some(w) = &self.chat_wake {
-            w.notify_one();
-        }
-    }
+struct Precheck<'c>(&'c Args);
 
-    /// Checks of valid arguments that need no policy and no outside call, run before anything
-    /// is asked or confirmed: an address that must never be blocked. The executor checks
-    /// again when it runs.
-    pub fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
-        if spec.executor == ExecutorKind::NginxBlockIp {
-            if let Some(Value::Text(a)) = args.get("address") {
-                let net = crate::domain::net::parse_range(a)?;
-                self.guard.refuse_dangerous(&net, &[])?;
-            }
-        }
+impl Ask for Precheck<'_> {
+    type Answer = Result<(), String>;
+    async fn ask<E: Executor>(self, family: &E, op: E::Op) -> Self::Answer {
+        family.precheck(op, self.0)
+    }
+    fn not_yet(self, _: &'static str) -> Self::Answer {
         Ok(())
     }
+}
 
-    /// What the command would do, for a dry run (`plan`), or does it (`run`): the one place
-    /// an executor kind meets its code.
-    async fn dispatch(&self, ctx: &Ctx<'_>, plan: bool) -> Result<Outcome, Failure> {
+struct Plan<'c, 'a>(&'c Ctx<'a>);
+
+impl Ask for Plan<'_, '_> {
+    type Answer = String;
+    async fn ask<E: Executor>(self, family: &E, op: E::Op) -> String {
+        family.plan(op, self.0).await
+    }
+    fn not_yet(self, _: &'static str) -> String {
+        read_only_plan(self.0)
+    }
+}
+
+struct Run<'c, 'a>(&'c Ctx<'a>);
+
+impl Ask for Run<'_, '_> {
+    type Answer = Result<Done, Failure>;
+    async fn ask<E: Executor>(self, family: &E, op: E::Op) -> Self::Answer {
+        family.run(op, self.0).await
+    }
+    fn not_yet(self, name: &'static str) -> Self::Answer {
+        Err(ExecError(format!(
+            "this runbot cannot run /{} yet: its executor {name} is not part of this version. Nothing was changed.",
+            self.0.spec.name
+        ))
+        .into())
+    }
+}
+
+impl Executors {
+    /// The one place an executor kind meets the family that runs it.
+    async fn ask<A: Ask>(&self, kind: ExecutorKind, asked: A) -> A::Answer {
         use ExecutorKind as K;
-        // Macros, not closures: a closure returning Result<_, Failure> trips clippy's
-        // result_large_err, which async fns are spared.
-        macro_rules! planned {
-            ($plan:expr) => {
-                Ok(Outcome::Plan($plan))
-            };
+        match kind {
+            K::Core(op) => asked.ask(&self.core, op).await,
+            K::Silences(op) => asked.ask(&self.silences, op).await,
+            K::Docker(op) => asked.ask(&self.docker, op).await,
+            K::Deploy(op) => asked.ask(&self.deploys, op).await,
+            K::Database(op) => asked.ask(&self.database, op).await,
+            K::Nginx(op) => asked.ask(&self.blocks, op).await,
+            K::Security(op) => asked.ask(&self.security, op).await,
+            K::NotYet(name) => asked.not_yet(name),
         }
-        macro_rules! ran {
-            ($done:expr) => {
-                $done.map(Outcome::Done).map_err(Failure::from)
-            };
-        }
-        match (ctx.spec.executor, plan) {
-            (K::AlertsAck, true) => planned!(match ctx.group {
-                Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
-                None => "acknowledge an alert group".into(),
-            }),
-            (K::AlertsAck, false) => ran!(self.ack(ctx).await),
-            (K::AlertmanagerSilence, true) => planned!(self.plan_silence(ctx)),
-            (K::AlertmanagerSilence, false) => ran!(self.silence(ctx).await),
-            (K::AlertmanagerUnsilence, true) => planned!(self.plan_unsilence(ctx)),
-            (K::AlertmanagerUnsilence, false) => ran!(self.unsilence(ctx).await),
-            (K::PolicyOncall, false) => Ok(Outcome::Done(self.oncall(ctx))),
-            (K::AuditRecent, false) => ran!(self.audit_recent(ctx).await),
-            (K::DockerRestart, true) => planned!(match &self.docker {
-                Some(d) => docker::plan_restart(d, ctx).await,
-                None => "nothing: docker.project is not set".into(),
-            }),
-            (K::DockerScale, true) => planned!(match &self.docker {
-                Some(d) => docker::plan_scale(d, ctx).await,
-                None => "nothing: docker.project is not set".into(),
-            }),
-            (K::DockerStatus, false) => ran!(docker::status(self.docker()?, ctx).await),
-            (K::DockerStats, false) => ran!(docker::stats(self.docker()?, ctx).await),
-            (K::DockerLogs, false) => ran!(docker::logs(self.docker()?, ctx).await),
-            (K::DockerRestart, false) => ran!(docker::restart(self, self.docker()?, ctx).await),
-            (K::DockerScale, false) => ran!(docker::scale(self, self.docker()?, ctx).await),
-            (K::DeployRun, true) => planned!(docker::deploy::plan(self, ctx, false).await),
-            (K::DeployRollback, true) => planned!(docker::deploy::plan(self, ctx, true).await),
-            (K::DeployRun, false) => docker::deploy::deploy(self, ctx).await.map(Outcome::Done),
-            (K::DeployRollback, false) => {
-                docker::deploy::rollback(self, ctx).await.map(Outcome::Done)
-            }
-            (K::DeployHistory, false) => ran!(docker::deploy::history(self, ctx).await),
-            (K::DatabaseBackup, true) => planned!(match &self.app_db {
-                Some(db) => database::plan_backup(db, ctx),
-                None => "nothing: app_database.url is not set".into(),
-            }),
-            (K::DatabaseRestore, true) => planned!(match &self.app_db {
-                Some(db) => database::plan_restore(db, ctx).await,
-                None => "nothing: app_database.url is not set".into(),
-            }),
-            (K::DatabaseBackup, false) => ran!(database::backup(self, self.app_db()?, ctx).await),
-            (K::DatabaseBackups, false) => ran!(database::backups(self.app_db()?, ctx).await),
-            (K::DatabaseRestore, false) => {
-                ran!(database::restore(self, self.app_db()?, ctx).await)
-            }
-            (K::DatabaseDiagnostics, false) => {
-                ran!(database::diagnostics(self.app_db()?, ctx).await)
-            }
-            (K::NginxBlockIp, true) => planned!(nginx::plan(self, ctx, false).await),
-            (K::NginxUnblockIp, true) => planned!(nginx::plan(self, ctx, true).await),
-            (K::NginxBlockIp, false) => ran!(nginx::block(self, ctx).await),
-            (K::NginxUnblockIp, false) => ran!(nginx::unblock(self, ctx).await),
-            (K::NginxBlocked, false) => ran!(nginx::blocked(self, ctx).await),
-            (K::SecurityTopIps, false) => ran!(security::top_ips(self, ctx).await),
-            (K::NotYet(name), false) => Err(ExecError(format!(
-                "this runbot cannot run /{} yet: its executor {name} is not part of this version. Nothing was changed.",
-                ctx.spec.name
-            ))
-            .into()),
-            // Read-only commands take no dry run; a plan says what would run.
-            (
-                K::PolicyOncall
-                | K::AuditRecent
-                | K::DockerStatus
-                | K::DockerStats
-                | K::DockerLogs
-                | K::DeployHistory
-                | K::DatabaseBackups
-                | K::DatabaseDiagnostics
-                | K::NginxBlocked
-                | K::SecurityTopIps
-                | K::NotYet(_),
-                true,
-            ) => planned!(format!(
-                "run {} with {}",
-                ctx.spec.executor,
-                crate::commands::args_line(ctx.args)
-            )),
-        }
+    }
+
+    /// See [`Executor::precheck`].
+    pub async fn precheck(&self, spec: &CommandSpec, args: &Args) -> Result<(), String> {
+        self.ask(spec.executor, Precheck(args)).await
     }
 
     /// What the command would do, for a dry run. Reads nothing it would change.
     pub async fn plan(&self, ctx: &Ctx<'_>) -> String {
-        match self.dispatch(ctx, true).await {
-            Ok(Outcome::Plan(p)) => p,
-            // Not reached: asked to plan, dispatch only plans. Said plainly all the same.
-            Ok(Outcome::Done(d)) => d.summary,
-            Err(f) => format!("nothing: {}", f.reason),
-        }
+        self.ask(ctx.spec.executor, Plan(ctx)).await
     }
 
     pub async fn run(&self, ctx: &Ctx<'_>) -> Result<Done, Failure> {
-        match self.dispatch(ctx, false).await? {
-            Outcome::Done(d) => Ok(d),
-            // Not reached: asked to run, dispatch only runs.
-            Outcome::Plan(p) => Ok(Done {
-                reply: reply(p.clone(), true),
-                summary: p,
-            }),
-        }
+        self.ask(ctx.spec.executor, Run(ctx)).await
     }
 
-    async fn ack(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-        let g = ctx.group()?;
-        let acked = self
-            .store
-            .ack_group(g.id, &ctx.actor.name, &format_time(ctx.now))
-            .await
-            .map_err(|e| {
-                ExecError(format!(
-                    "the database did not take the acknowledgement ({e})"
-                ))
-            })?;
-        let name = group_name(g);
-        if acked == Acked::Now {
-            self.card_changed();
-        }
-        let (text, summary) = match acked {
-            Acked::Now => (
-                format!("👀 **{}** acknowledged {name}.", ctx.actor.name),
-                format!("acknowledged {name}"),
-            ),
-            Acked::Already { by, at } => {
-                let when = parse_stored_time(&at).map(utc_minute).unwrap_or(at);
-                (
-                    format!("{name} was already acknowledged by {by} at {when}; nothing changed."),
-                    format!("already acknowledged by {by}"),
-                )
-            }
-            Acked::Resolved => (
-                format!("{name} is resolved; there is nothing to acknowledge."),
-                "already resolved".into(),
-            ),
-            Acked::NoSuchGroup => return Err(ExecError(format!("alert group #{} is gone", g.id))),
-        };
-        Ok(Done {
-            reply: reply(text, false),
-            summary,
-        })
-    }
-
-    fn docker(&self) -> Result<&crate::executors::docker::engine::Docker, ExecError> {
-        self.docker.as_ref().ok_or_else(|| {
-            ExecError(
-                "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
-                    .into(),
-            )
-        })
-    }
-
-    fn app_db(&self) -> Result<&crate::executors::database::engine::AppDatabase, ExecError> {
-        self.app_db.as_ref().ok_or_else(|| {
-            ExecError(
-                "runbot does not know the application database: set app_database.url (RUNBOT__APP_DATABASE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE. Nothing was changed."
-                    .into(),
-            )
-        })
-    }
-
-    fn oncall(&self, ctx: &Ctx<'_>) -> Done {
-        let mut r = reply(format!("On call now ({}):", utc_minute(ctx.now)), true);
-        for role in self.policies.oncall(ctx.now) {
-            let mut who: Vec<String> = Vec::new();
-            who.extend(role.discord_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(role.discord_roles.iter().map(|r| format!("<@&{r}>")));
-            who.extend(role.slack_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(role.console_users.iter().cloned());
-            let state = if role.on_call_now {
-                "🟢 on call"
-            } else {
-                "⚪ off"
-            };
-            let who = if who.is_empty() {
-                "nobody assigned (policies/roles.toml)".to_string()
-            } else {
-                who.join(", ")
-            };
-            r.fields
-                .push((format!("{} · {} · {state}", role.name, role.hours), who));
-        }
-        Done {
-            reply: r,
-            summary: "listed on-call roles".into(),
-        }
-    }
-
-    async fn audit_recent(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-        let limit = ctx.integer("limit").unwrap_or(20);
-        let rows = self
-            .audit
-            .recent(limit.max(1) as usize, &crate::audit::AuditFilter::default())
-            .await
-            .map_err(|e| ExecError(format!("the audit trail cannot be read ({e})")))?;
-        let mut lines: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                let when = parse_stored_time(&r.at)
-                    .map(|t| t.format("%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| r.at.clone());
-                let why = r
-                    .reason
-                    .as_deref()
-                    .map(|w| format!(" · {}", crate::domain::text::clip(w, 80)))
-                    .unwrap_or_default();
-                format!(
-                    "#{} {when} {:<12} /{} by {}{why}",
-                    r.id,
-                    r.step.as_str(),
-                    r.command,
-                    r.actor_name
-                )
-            })
-            .collect();
-        lines.reverse();
-        let mut r = reply(
-            format!(
-                "The last {} entries of the audit trail, oldest first:",
-                lines.len()
-            ),
-            true,
-        );
-        r.code_block = Some(lines.join("\n"));
-        Ok(Done {
-            reply: r,
-            summary: format!("showed {} audit rows", rows.len()),
-        })
+    /// What may never be blocked, and how wide a block may be without approval (the
+    /// policies' `context.wide_range`).
+    pub fn guard(&self) -> &crate::domain::net::Guard {
+        &self.blocks.guard
     }
 }

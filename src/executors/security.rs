@@ -27,9 +27,13 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::format::table;
-use super::{reply, Ctx, Done, ExecError, Executors};
+use super::{read_only_plan, reply, Ctx, Done, ExecError, Executor, Failure};
+use crate::commands::SecurityOp;
+use crate::config::SecuritySettings;
 use crate::domain::duration;
+use crate::domain::net::Guard;
 use crate::request::{ButtonId, ButtonStyle, ReplyButton};
+use crate::store::Store;
 
 /// Bytes read per step backwards.
 const CHUNK: u64 = 64 * 1024;
@@ -373,9 +377,34 @@ pub fn scan(path: &Path, since: DateTime<Utc>) -> std::io::Result<Scan> {
     Ok(scan)
 }
 
+/// `/security`.
+pub struct Security {
+    pub settings: SecuritySettings,
+    /// Addresses that must never be blocked get no Block button.
+    pub guard: Guard,
+    /// The active blocks, so that blocked addresses get none either.
+    pub store: Store,
+}
+
+impl Executor for Security {
+    type Op = SecurityOp;
+
+    async fn plan(&self, op: SecurityOp, ctx: &Ctx<'_>) -> String {
+        match op {
+            SecurityOp::TopIps => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: SecurityOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        match op {
+            SecurityOp::TopIps => Ok(top_ips(self, ctx).await?),
+        }
+    }
+}
+
 /// `/security report:top-ips [window]`.
-pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-    let path = ex.security.log_path.clone().ok_or_else(|| {
+async fn top_ips(ex: &Security, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    let path = ex.settings.log_path.clone().ok_or_else(|| {
         ExecError(
             "runbot does not know where the security log is: set security.log_path (RUNBOT__SECURITY__LOG_PATH) to the stack's logs/security.log"
                 .into(),
@@ -412,7 +441,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     if scanned
         .top
         .iter()
-        .take(ex.security.top)
+        .take(ex.settings.top)
         .any(|t| t.source.ends_with("/64"))
     {
         notes.push("IPv6 counted by /64 network where several of its addresses failed".into());
@@ -446,7 +475,7 @@ pub async fn top_ips(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         source: ip,
         failures,
         at_least,
-    } in scanned.top.iter().take(ex.security.top)
+    } in scanned.top.iter().take(ex.settings.top)
     {
         let shown = if at_least == failures {
             failures.to_string()

@@ -339,7 +339,7 @@ impl Dispatcher {
         flight.args = args_json(&args);
         // Refusals that need no policy (an address that must never be blocked) come before
         // any prompt: nobody should confirm what will be refused anyway.
-        if let Err(why) = self.executors.precheck(spec, &args) {
+        if let Err(why) = self.executors.precheck(spec, &args).await {
             let reason = format!("/{}: {why}. Nothing was changed.", spec.name);
             return self.refuse(&flight, Step::Invalid, reason, None).await;
         }
@@ -624,7 +624,7 @@ impl Dispatcher {
             severity: ready.severity,
             at: (self.clock)(),
             approver_roles,
-            wide_range: crate::commands::wide_range(&self.executors.guard, spec, &ready.args),
+            wide_range: crate::commands::wide_range(self.executors.guard(), spec, &ready.args),
         })
     }
 
@@ -1242,7 +1242,7 @@ impl Dispatcher {
                 "interrupted commands could not record their outcome in time"
             );
         }
-        match executors::docker::deploy::interrupt_own(&self.executors).await {
+        match executors::docker::deploy::interrupt_own(&self.executors.deploys).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 deploys = n,

@@ -514,7 +514,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_keeps_a_live_deploy_and_takes_ov
     .await;
     // Longer than deploy.lock_stale_secs (3 s): by B's clock, A's heartbeats are an hour old.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let marked = runbot::executors::docker::deploy::recover(b.dispatcher.executors())
+    let marked = runbot::executors::docker::deploy::recover(&b.dispatcher.executors().deploys)
         .await
         .unwrap();
     assert_eq!(marked, 0, "B took A's live deploy for dead");
@@ -542,7 +542,7 @@ async fn a_replica_whose_clock_is_an_hour_ahead_keeps_a_live_deploy_and_takes_ov
         ),
     )
     .await;
-    let marked = runbot::executors::docker::deploy::recover(b.dispatcher.executors())
+    let marked = runbot::executors::docker::deploy::recover(&b.dispatcher.executors().deploys)
         .await
         .unwrap();
     assert_eq!(marked, 1, "the dead runbot's deploy is marked interrupted");

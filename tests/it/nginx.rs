@@ -152,11 +152,9 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     .await
     .unwrap();
     // Not yet due: the sweep leaves it. (Asked at once, well within the block's 5 s.)
-    let executors = rig.dispatcher.executors();
+    let blocks = &rig.dispatcher.executors().blocks;
     assert_eq!(
-        runbot::executors::nginx::expire_due(executors)
-            .await
-            .unwrap(),
+        runbot::executors::nginx::expire_due(blocks).await.unwrap(),
         0
     );
     assert_eq!(nginx.denied(), ["2001:db8::7", "203.0.113.0/24"]);
@@ -168,9 +166,7 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     // Once due, a sweep lifts it: polled, since a loaded machine may get there late.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let expired = runbot::executors::nginx::expire_due(executors)
-            .await
-            .unwrap();
+        let expired = runbot::executors::nginx::expire_due(blocks).await.unwrap();
         if expired > 0 {
             assert_eq!(expired, 1);
             break;
@@ -208,9 +204,7 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     );
     // Once only.
     assert_eq!(
-        runbot::executors::nginx::expire_due(executors)
-            .await
-            .unwrap(),
+        runbot::executors::nginx::expire_due(blocks).await.unwrap(),
         0
     );
 
@@ -218,11 +212,11 @@ async fn ipv6_and_ranges_are_written_in_canonical_form_and_a_timed_block_expires
     // block and writing the file) is put back from the database by the next pass.
     std::fs::write(&nginx.deny, "").unwrap();
     assert_eq!(
-        follow(executors).await.unwrap(),
+        follow(blocks).await.unwrap(),
         Followed::Applied { entries: 1 }
     );
     assert_eq!(nginx.denied(), ["2001:db8::7"]);
-    assert_eq!(follow(executors).await.unwrap(), Followed::Unchanged);
+    assert_eq!(follow(blocks).await.unwrap(), Followed::Unchanged);
 }
 
 /// An address inside a range already blocked is blocked too, and the answer names the range
@@ -536,12 +530,10 @@ async fn a_deny_list_nginx_refuses_is_rolled_back_with_nginx_own_words() {
     // An expiry nginx refuses: the block stays, the failure is audited once, and it is not
     // tried again at every sweep (only once its claim is stale).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let executors = rig.dispatcher.executors();
+    let blocks = &rig.dispatcher.executors().blocks;
     for _ in 0..2 {
         assert_eq!(
-            runbot::executors::nginx::expire_due(executors)
-                .await
-                .unwrap(),
+            runbot::executors::nginx::expire_due(blocks).await.unwrap(),
             0
         );
     }
@@ -1020,8 +1012,8 @@ async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_na
         // A replica replaced over a week ago is forgotten when a runbot starts following.
         silent_host(&web_1, "web-0", chrono::Duration::days(8)).await;
         // Each runbot follows the database as `runbot serve` has it do.
-        let followers =
-            [&web_1, &web_2].map(|r| tokio::spawn(follow_every(r.dispatcher.executors().clone())));
+        let followers = [&web_1, &web_2]
+            .map(|r| tokio::spawn(follow_every(r.dispatcher.executors().blocks.clone())));
         let attacker = "203.0.113.7";
         blocked_until(&web_1, &["Applied on web-1 (", " and web-2 ("]).await;
         assert_eq!(
@@ -1071,7 +1063,7 @@ async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_na
         );
         assert_eq!(nginx_2.worker_pids(), workers, "{db:?}: nginx was reloaded");
         assert_eq!(
-            follow(web_2.dispatcher.executors()).await.unwrap(),
+            follow(&web_2.dispatcher.executors().blocks).await.unwrap(),
             Followed::Unchanged
         );
 
@@ -1102,7 +1094,10 @@ async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_na
 async fn a_host_whose_nginx_refuses_the_list_keeps_the_old_one_and_blocked_shows_nginx_words() {
     let (nginx_1, web_1, nginx_2, web_2) = two_hosts(Db::Postgres).await;
     // No loops here: the test makes each host's passes itself, to see each outcome.
-    let (ex_1, ex_2) = (web_1.dispatcher.executors(), web_2.dispatcher.executors());
+    let (ex_1, ex_2) = (
+        &web_1.dispatcher.executors().blocks,
+        &web_2.dispatcher.executors().blocks,
+    );
     run(&web_1, "block-ip", &[("address", text("203.0.113.7"))])
         .await
         .unwrap();

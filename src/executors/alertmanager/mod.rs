@@ -7,13 +7,41 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{group_name, reply, utc_minute, Ctx, Done, ExecError, Executors};
+use super::{group_name, reply, utc_minute, CardWake, Ctx, Done, ExecError, Executor, Failure};
+use crate::commands::SilenceOp;
 use crate::domain::duration;
 use crate::domain::format_time;
+use crate::store::Store;
 use engine::Alertmanager;
 
-impl Executors {
-    pub(super) fn plan_unsilence(&self, ctx: &Ctx<'_>) -> String {
+/// `/silence` and `/unsilence`.
+pub struct Silences {
+    /// None when `alertmanager.url` is not set.
+    pub alertmanager: Option<Alertmanager>,
+    pub store: Store,
+    pub cards: CardWake,
+}
+
+impl Executor for Silences {
+    type Op = SilenceOp;
+
+    async fn plan(&self, op: SilenceOp, ctx: &Ctx<'_>) -> String {
+        match op {
+            SilenceOp::Silence => self.plan_silence(ctx),
+            SilenceOp::Unsilence => self.plan_unsilence(ctx),
+        }
+    }
+
+    async fn run(&self, op: SilenceOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        Ok(match op {
+            SilenceOp::Silence => self.silence(ctx).await?,
+            SilenceOp::Unsilence => self.unsilence(ctx).await?,
+        })
+    }
+}
+
+impl Silences {
+    fn plan_unsilence(&self, ctx: &Ctx<'_>) -> String {
         match (ctx.text("silence_id"), ctx.group) {
             (Some(id), _) => format!("expire Alertmanager silence {id}"),
             (None, Some(g)) => match &g.silence_id {
@@ -24,7 +52,7 @@ impl Executors {
         }
     }
 
-    pub(super) fn plan_silence(&self, ctx: &Ctx<'_>) -> String {
+    fn plan_silence(&self, ctx: &Ctx<'_>) -> String {
         let (d, until) = self.silence_span(ctx);
         let matchers = ctx
             .group
@@ -63,7 +91,7 @@ impl Executors {
         })
     }
 
-    pub(super) async fn silence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    async fn silence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         let g = ctx.group()?;
         let am = self.alertmanager()?;
         let (d, until) = self.silence_span(ctx);
@@ -89,7 +117,7 @@ impl Executors {
         {
             tracing::warn!(error = %e, silence = %id, "silence made but not noted on the group");
         }
-        self.card_changed();
+        self.cards.changed();
         let name = group_name(g);
         Ok(Done {
             reply: reply(
@@ -105,7 +133,7 @@ impl Executors {
         })
     }
 
-    pub(super) async fn unsilence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+    async fn unsilence(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         let am = self.alertmanager()?;
         let id = match (ctx.text("silence_id"), ctx.group) {
             (Some(id), _) => id.to_string(),
@@ -142,7 +170,7 @@ impl Executors {
             {
                 tracing::warn!(error = %e, silence = %id, "silence expired but still noted on the group");
             }
-            self.card_changed();
+            self.cards.changed();
         }
         Ok(Done {
             reply: reply(

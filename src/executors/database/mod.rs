@@ -6,8 +6,10 @@ pub mod engine;
 use std::time::{Duration, Instant};
 
 use super::format::{bytes, table};
-use super::lease::{self, Lease};
-use super::{reply, Ctx, Done, ExecError, Executors};
+use super::lease::{self, Lease, Locks};
+use super::{read_only_plan, reply, Ctx, Done, ExecError, Executor, Failure};
+use crate::commands::DatabaseOp;
+use crate::domain::clock::Clock;
 use crate::domain::duration;
 use crate::domain::text::plural;
 use crate::executors::database::engine::{backup_name, AppDatabase, AppDbError, Check};
@@ -18,6 +20,55 @@ const MESSAGE_MAX: usize = 2000;
 const FENCES: usize = 9;
 /// The most backups `/backups` lists; older ones are counted.
 const LIST_MAX: usize = 30;
+
+/// `/backup`, `/backups`, `/restore` and `/db`.
+pub struct Database {
+    /// The stack's application database; None when `app_database.url` is not set.
+    pub app_db: Option<AppDatabase>,
+    pub locks: Locks,
+    /// The dispatcher's clock (tests drive it): names the backups.
+    pub clock: Clock,
+}
+
+impl Executor for Database {
+    type Op = DatabaseOp;
+
+    async fn plan(&self, op: DatabaseOp, ctx: &Ctx<'_>) -> String {
+        let Some(db) = &self.app_db else {
+            return match op {
+                DatabaseOp::Backup | DatabaseOp::Restore => {
+                    "nothing: app_database.url is not set".into()
+                }
+                DatabaseOp::Backups | DatabaseOp::Diagnostics => read_only_plan(ctx),
+            };
+        };
+        match op {
+            DatabaseOp::Backup => plan_backup(db, ctx),
+            DatabaseOp::Restore => plan_restore(db, ctx).await,
+            DatabaseOp::Backups | DatabaseOp::Diagnostics => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: DatabaseOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        let db = configured(&self.app_db)?;
+        Ok(match op {
+            DatabaseOp::Backup => self.backup(db, ctx).await?,
+            DatabaseOp::Backups => backups(db, ctx).await?,
+            DatabaseOp::Restore => self.restore(db, ctx).await?,
+            DatabaseOp::Diagnostics => diagnostics(db, ctx).await?,
+        })
+    }
+}
+
+/// The application database, or what to set when `app_database.url` is not.
+fn configured(app_db: &Option<AppDatabase>) -> Result<&AppDatabase, ExecError> {
+    app_db.as_ref().ok_or_else(|| {
+        ExecError(
+            "runbot does not know the application database: set app_database.url (RUNBOT__APP_DATABASE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE. Nothing was changed."
+                .into(),
+        )
+    })
+}
 
 impl From<AppDbError> for ExecError {
     fn from(e: AppDbError) -> Self {
@@ -43,7 +94,7 @@ fn backup_arg<'a>(ctx: &'a Ctx<'_>) -> Result<&'a str, ExecError> {
 }
 
 /// What `/backup` would do.
-pub fn plan_backup(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
+fn plan_backup(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
     format!(
         "back up database {} to {} (pg_dump, gzip)",
         db.target(),
@@ -52,7 +103,7 @@ pub fn plan_backup(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
 }
 
 /// What `/restore` would do; reads the folder, changes nothing.
-pub async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
+async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
     let Ok(name) = backup_arg(ctx) else {
         return "restore the database from a backup".into();
     };
@@ -69,32 +120,76 @@ pub async fn plan_restore(db: &AppDatabase, ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// `/backup`, holding the database's lease: one backup or restore of it at a time, across
-/// replicas.
-pub async fn backup(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-    let want = lease::database(db, lease::holder(ctx), "backing up the database".into());
-    let held = lease::for_command(ex, ctx, want).await.map_err(ExecError)?;
-    let started = Instant::now();
-    // Named for when the dump starts: the request may have waited for the lease.
-    let b = held.during(db.backup(ex.now())).await?;
-    let took = took(started.elapsed());
-    Ok(Done {
-        reply: reply(
-            format!(
-                "💾 **{}** backed up database {} to `{}` ({}) in {took}.",
-                ctx.actor.name,
-                db.target(),
-                b.path.display(),
-                bytes(b.bytes)
+impl Database {
+    /// `/backup`, holding the database's lease: one backup or restore of it at a time, across
+    /// replicas.
+    async fn backup(&self, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let want = lease::database(db, lease::holder(ctx), "backing up the database".into());
+        let held = self.locks.for_command(ctx, want).await.map_err(ExecError)?;
+        let started = Instant::now();
+        // Named for when the dump starts: the request may have waited for the lease.
+        let b = held.during(db.backup((self.clock)())).await?;
+        let took = took(started.elapsed());
+        Ok(Done {
+            reply: reply(
+                format!(
+                    "💾 **{}** backed up database {} to `{}` ({}) in {took}.",
+                    ctx.actor.name,
+                    db.target(),
+                    b.path.display(),
+                    bytes(b.bytes)
+                ),
+                false,
             ),
-            false,
-        ),
-        summary: format!("backup {} ({} bytes, {took})", b.name, b.bytes),
-    })
+            summary: format!("backup {} ({} bytes, {took})", b.name, b.bytes),
+        })
+    }
+
+    /// `/restore backup`, holding the stack's lease (when there is a stack: the application must
+    /// not be mid-deploy while its data is replaced) and then the database's.
+    async fn restore(&self, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let name = backup_arg(ctx)?;
+        // A missing or misnamed backup is said at once, not after waiting for the locks.
+        db.find(name).await?;
+        let doing = format!("restoring {name}");
+        let stack: Option<Lease> = match self.locks.stack(lease::holder(ctx), doing.clone()) {
+            Some(want) => Some(self.locks.for_command(ctx, want).await.map_err(ExecError)?),
+            None => None,
+        };
+        let restored = async {
+            let held = self
+                .locks
+                .for_command(ctx, lease::database(db, lease::holder(ctx), doing))
+                .await
+                .map_err(ExecError)?;
+            held.during(db.restore(name, (self.clock)()))
+                .await
+                .map_err(ExecError::from)
+        };
+        let r = match stack {
+            Some(l) => l.during(restored).await,
+            None => restored.await,
+        }?;
+        Ok(Done {
+            reply: reply(
+                format!(
+                    "♻️ **{}** restored database {} from `{}` in {}. The state just before was saved as `{}`: to undo, /restore backup:{}.",
+                    ctx.actor.name,
+                    db.target(),
+                    r.name,
+                    took(r.took),
+                    r.safety_backup,
+                    r.safety_backup
+                ),
+                false,
+            ),
+            summary: format!("restored {} (safety backup {})", r.name, r.safety_backup),
+        })
+    }
 }
 
 /// `/backups`: newest first.
-pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let all = db.list().await?;
     let dir = db.backup_dir().display().to_string();
     if all.is_empty() {
@@ -135,48 +230,8 @@ pub async fn backups(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError>
     Ok(Done { reply: r, summary })
 }
 
-/// `/restore backup`, holding the stack's lease (when there is a stack: the application must
-/// not be mid-deploy while its data is replaced) and then the database's.
-pub async fn restore(ex: &Executors, db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
-    let name = backup_arg(ctx)?;
-    // A missing or misnamed backup is said at once, not after waiting for the locks.
-    db.find(name).await?;
-    let doing = format!("restoring {name}");
-    let stack: Option<Lease> = match lease::stack(ex, lease::holder(ctx), doing.clone()) {
-        Some(want) => Some(lease::for_command(ex, ctx, want).await.map_err(ExecError)?),
-        None => None,
-    };
-    let restored = async {
-        let held = lease::for_command(ex, ctx, lease::database(db, lease::holder(ctx), doing))
-            .await
-            .map_err(ExecError)?;
-        held.during(db.restore(name, ex.now()))
-            .await
-            .map_err(ExecError::from)
-    };
-    let r = match stack {
-        Some(l) => l.during(restored).await,
-        None => restored.await,
-    }?;
-    Ok(Done {
-        reply: reply(
-            format!(
-                "♻️ **{}** restored database {} from `{}` in {}. The state just before was saved as `{}`: to undo, /restore backup:{}.",
-                ctx.actor.name,
-                db.target(),
-                r.name,
-                took(r.took),
-                r.safety_backup,
-                r.safety_backup
-            ),
-            false,
-        ),
-        summary: format!("restored {} (safety backup {})", r.name, r.safety_backup),
-    })
-}
-
 /// `/db check`.
-pub async fn diagnostics(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn diagnostics(db: &AppDatabase, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let check = ctx
         .text("check")
         .and_then(Check::parse)

@@ -15,18 +15,71 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::HttpCheck;
+use crate::audit::Audit;
+use crate::commands::DeployOp;
+use crate::config::{DeploySettings, HttpCheck};
+use crate::domain::clock::Clock;
 use crate::domain::duration;
 use crate::domain::text::plural;
 use crate::domain::{format_time, parse_stored_time};
+use crate::executors::database::engine::AppDatabase;
 use crate::executors::docker::engine::{
     is_set_aside, tag_of, with_tag, Container, Docker, ImageCheck,
 };
 use crate::executors::format::table;
-use crate::executors::lease::{self, Lease};
-use crate::executors::{reply, Ctx, Done, ExecError, Executors, Failure};
+use crate::executors::lease::{self, Lease, Locks};
+use crate::executors::{read_only_plan, reply, Ctx, Done, ExecError, Executor, Failure};
 use crate::request::Reply;
-use crate::store::{DeployRow, Lock, NewDeploy};
+use crate::store::{DeployRow, Lock, NewDeploy, Store};
+
+/// `/deploy`, `/rollback` and `/deploys`, and the recovery of deploys a runbot left running.
+#[derive(Clone)]
+pub struct Deploys {
+    /// None when `docker.project` is not set.
+    pub docker: Option<Docker>,
+    /// For the backup and restore steps; None when `app_database.url` is not set.
+    pub app_db: Option<AppDatabase>,
+    pub deploy: DeploySettings,
+    pub store: Store,
+    pub audit: Audit,
+    /// For the health checks and smoke tests.
+    pub http: reqwest::Client,
+    /// This process, as the owner of the deploys it runs (random per start).
+    pub owner: String,
+    /// The dispatcher's clock (tests drive it), for the times runbot itself decides.
+    pub clock: Clock,
+    pub locks: Locks,
+}
+
+impl Executor for Deploys {
+    type Op = DeployOp;
+
+    async fn plan(&self, op: DeployOp, ctx: &Ctx<'_>) -> String {
+        match op {
+            DeployOp::Run => plan(self, ctx, false).await,
+            DeployOp::Rollback => plan(self, ctx, true).await,
+            DeployOp::History => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: DeployOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        match op {
+            DeployOp::Run => deploy(self, ctx).await,
+            DeployOp::Rollback => rollback(self, ctx).await,
+            DeployOp::History => Ok(history(self, ctx).await?),
+        }
+    }
+}
+
+impl Deploys {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
+    }
+
+    fn docker(&self) -> Result<&Docker, ExecError> {
+        super::configured(&self.docker)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -120,7 +173,7 @@ fn secs(d: Duration) -> String {
 
 /// One pipeline run: its row, its board, and the task that keeps both fresh.
 struct Run<'a> {
-    ex: &'a Executors,
+    ex: &'a Deploys,
     docker: &'a Docker,
     ctx: &'a Ctx<'a>,
     id: i64,
@@ -279,7 +332,7 @@ fn failure(reason: impl Into<String>) -> Failure {
 
 /// The services a deploy changes and their containers, in `deploy.services` order.
 async fn service_containers(
-    ex: &Executors,
+    ex: &Deploys,
     docker: &Docker,
 ) -> Result<Vec<(String, Vec<Container>)>, Failure> {
     if ex.deploy.services.is_empty() {
@@ -335,13 +388,13 @@ fn running_versions(services: &[(String, Vec<Container>)]) -> String {
 }
 
 /// `/deploy tag`.
-pub async fn deploy(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+async fn deploy(ex: &Deploys, ctx: &Ctx<'_>) -> Result<Done, Failure> {
     let tag = ctx.text("tag").unwrap_or_default().to_string();
     pipeline(ex, ctx, Kind::Deploy, tag, None).await
 }
 
 /// `/rollback [tag] [backup]`: to the named tag, or to the version before the one running.
-pub async fn rollback(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+async fn rollback(ex: &Deploys, ctx: &Ctx<'_>) -> Result<Done, Failure> {
     let backup = ctx.text("backup").map(str::to_string);
     let tag = match ctx.text("tag") {
         Some(t) => t.to_string(),
@@ -351,7 +404,7 @@ pub async fn rollback(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, Failure> {
 }
 
 /// The version before the one running: the newest successful deploy of another tag.
-async fn previous_version(ex: &Executors) -> Result<String, Failure> {
+async fn previous_version(ex: &Deploys) -> Result<String, Failure> {
     let docker = ex.docker().map_err(Failure::from)?;
     let services = service_containers(ex, docker).await?;
     let running = running_versions(&services);
@@ -380,7 +433,7 @@ fn is_single_tag(t: &str) -> bool {
 }
 
 async fn pipeline(
-    ex: &Executors,
+    ex: &Deploys,
     ctx: &Ctx<'_>,
     kind: Kind,
     tag: String,
@@ -503,11 +556,11 @@ async fn pipeline(
         Kind::Rollback => format!("rolling back to {tag}"),
     };
     let mut stack = None;
-    if let Some(want) = lease::stack(ex, run.holder.clone(), doing) {
+    if let Some(want) = ex.locks.stack(run.holder.clone(), doing) {
         run.set("lock", State::Running, "taking the stack's lock");
         run.show().await;
         let r = &run;
-        match Lease::acquire(ex, want, ctx.invocation_id, move |line| {
+        match Lease::acquire(&ex.locks, want, ctx.invocation_id, move |line| {
             r.set("lock", State::Running, line.trim_start_matches("⏳ "));
             r.show()
         })
@@ -974,7 +1027,7 @@ async fn conclude(
 /// Renews the lock and saves the steps every `deploy.heartbeat_secs`, and refreshes the
 /// message so the elapsed times move.
 async fn heartbeat(
-    ex: Executors,
+    ex: Deploys,
     id: i64,
     board: Arc<Mutex<Board>>,
     lost: Arc<AtomicBool>,
@@ -1012,7 +1065,7 @@ async fn heartbeat(
 
 /// A message to the channel the request came from, so the whole team sees deploys (the
 /// requester's own message may be visible to them alone), delivered even after a restart.
-async fn announce(ex: &Executors, ctx: &Ctx<'_>, text: &str) {
+async fn announce(ex: &Deploys, ctx: &Ctx<'_>, text: &str) {
     let platform = ctx.actor.platform.as_str();
     if let Err(e) = ex
         .store
@@ -1074,7 +1127,7 @@ pub async fn http_check(client: &reqwest::Client, c: &HttpCheck) -> Result<(), S
 }
 
 /// What a deploy (or, with `rollback`, a rollback) would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, rollback: bool) -> String {
+async fn plan(ex: &Deploys, ctx: &Ctx<'_>, rollback: bool) -> String {
     let Ok(docker) = ex.docker() else {
         return "nothing: docker.project is not set".into();
     };
@@ -1132,7 +1185,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, rollback: bool) -> String {
 }
 
 /// `/deploys [limit]`.
-pub async fn history(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn history(ex: &Deploys, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let docker = ex.docker()?;
     let limit = ctx.integer("limit").unwrap_or(10).clamp(1, 50);
     let rows = ex
@@ -1219,7 +1272,7 @@ fn history_row(d: &DeployRow) -> [String; 6] {
 /// Marks deploys whose runbot stopped (no heartbeat for `deploy.lock_stale_secs`) interrupted:
 /// appends `interrupted` to their audit trail, removes their one-off containers, and tells
 /// their channel which version is running now. Their lock is free again.
-pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
+pub async fn recover(ex: &Deploys) -> anyhow::Result<usize> {
     // Stale by the database's clock, never this runbot's: the deploy's own runbot may run on
     // a host whose clock differs.
     let interrupted = ex
@@ -1235,7 +1288,7 @@ pub async fn recover(ex: &Executors) -> anyhow::Result<usize> {
 /// At shutdown, once this runbot's running deploys were interrupted (their runs already
 /// recorded `interrupted` in the trail): marks them so, removes their one-off containers and
 /// tells their channel, instead of leaving the lock to go stale for the next runbot.
-pub async fn interrupt_own(ex: &Executors) -> anyhow::Result<usize> {
+pub async fn interrupt_own(ex: &Deploys) -> anyhow::Result<usize> {
     let interrupted = ex.store.interrupt_own_deploys(&ex.owner).await?;
     for d in &interrupted {
         settle_interrupted(ex, d, false).await;
@@ -1245,7 +1298,7 @@ pub async fn interrupt_own(ex: &Executors) -> anyhow::Result<usize> {
 
 /// What an interrupted deploy leaves to do: its leftovers removed, the trail's `interrupted`
 /// row (when `audit`: nobody wrote it yet), the message to its channel.
-async fn settle_interrupted(ex: &Executors, d: &DeployRow, audit: bool) {
+async fn settle_interrupted(ex: &Deploys, d: &DeployRow, audit: bool) {
     let now = ex.now();
     let step = serde_json::from_str::<Vec<serde_json::Value>>(&d.steps)
         .ok()
@@ -1323,7 +1376,7 @@ fn describe_running(services: &[(String, Vec<Container>)]) -> String {
         .join(", ")
 }
 
-fn backups_configured(ex: &Executors) -> bool {
+fn backups_configured(ex: &Deploys) -> bool {
     ex.app_db.is_some()
 }
 
@@ -1335,7 +1388,7 @@ async fn database_lease(
     doing: String,
 ) -> Result<Lease, String> {
     let want = lease::database(db, run.holder.clone(), doing);
-    Lease::acquire(run.ex, want, run.ctx.invocation_id, move |line| {
+    Lease::acquire(&run.ex.locks, want, run.ctx.invocation_id, move |line| {
         run.set(step, State::Running, line.trim_start_matches("⏳ "));
         run.show()
     })

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::format::{bytes, percent, table};
-use super::lease::{self, Lease};
-use super::{reply, Ctx, Done, ExecError, Executors};
+use super::lease::{self, Lease, Locks};
+use super::{read_only_plan, reply, Ctx, Done, ExecError, Executor, Failure};
+use crate::commands::DockerOp;
 use crate::domain::duration;
 use crate::domain::redact::redact_lines;
 use crate::domain::text::plural;
@@ -28,6 +29,52 @@ impl From<crate::executors::docker::engine::DockerError> for ExecError {
     fn from(e: crate::executors::docker::engine::DockerError) -> Self {
         ExecError(e.to_string())
     }
+}
+
+/// `/status`, `/stats`, `/logs`, `/restart` and `/scale`.
+pub struct DockerOps {
+    /// None when `docker.project` is not set.
+    pub docker: Option<Docker>,
+    pub locks: Locks,
+}
+
+impl Executor for DockerOps {
+    type Op = DockerOp;
+
+    async fn plan(&self, op: DockerOp, ctx: &Ctx<'_>) -> String {
+        let Some(docker) = &self.docker else {
+            return match op {
+                DockerOp::Restart | DockerOp::Scale => "nothing: docker.project is not set".into(),
+                DockerOp::Status | DockerOp::Stats | DockerOp::Logs => read_only_plan(ctx),
+            };
+        };
+        match op {
+            DockerOp::Restart => plan_restart(docker, ctx).await,
+            DockerOp::Scale => plan_scale(docker, ctx).await,
+            DockerOp::Status | DockerOp::Stats | DockerOp::Logs => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: DockerOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        let docker = configured(&self.docker)?;
+        Ok(match op {
+            DockerOp::Status => status(docker, ctx).await?,
+            DockerOp::Stats => stats(docker, ctx).await?,
+            DockerOp::Logs => logs(docker, ctx).await?,
+            DockerOp::Restart => restart(&self.locks, docker, ctx).await?,
+            DockerOp::Scale => scale(&self.locks, docker, ctx).await?,
+        })
+    }
+}
+
+/// The engine, or what to set when `docker.project` is not.
+fn configured(docker: &Option<Docker>) -> Result<&Docker, ExecError> {
+    docker.as_ref().ok_or_else(|| {
+        ExecError(
+            "runbot does not know which docker-compose project is the stack: set docker.project (RUNBOT__DOCKER__PROJECT) to its name, as `docker compose ls` shows it. Nothing was changed."
+                .into(),
+        )
+    })
 }
 
 /// The containers a read asks about (the `service` option's, or all), or the answer that the
@@ -54,7 +101,7 @@ async fn asked(docker: &Docker, ctx: &Ctx<'_>) -> Result<Result<Vec<Container>, 
 }
 
 /// `/status [service]`: one row per container.
-pub async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn status(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let containers = match asked(docker, ctx).await? {
         Ok(c) => c,
         Err(none) => return Ok(none),
@@ -99,7 +146,7 @@ fn display_name(c: &Container, containers: &[Container]) -> String {
 }
 
 /// `/stats [service]`: CPU, memory and PIDs of each container, as `docker stats --no-stream`.
-pub async fn stats(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn stats(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let containers = match asked(docker, ctx).await? {
         Ok(c) => c,
         Err(none) => return Ok(none),
@@ -278,7 +325,7 @@ fn short_image(image: &str) -> String {
 }
 
 /// `/logs service [tail] [since] [grep]`.
-pub async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn logs(docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = ctx
         .text("service")
         .ok_or_else(|| ExecError("/logs needs service".into()))?;
@@ -540,7 +587,7 @@ fn service_arg<'a>(ctx: &'a Ctx<'_>) -> Result<&'a str, ExecError> {
 }
 
 /// Dry run of `/restart`: which containers, read from the engine when it answers.
-pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
+async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
     let Some(service) = ctx.text("service") else {
         return "restart a service".into();
     };
@@ -559,17 +606,18 @@ pub async fn plan_restart(docker: &Docker, ctx: &Ctx<'_>) -> String {
 
 /// Takes the stack's lease for a change of its containers, waiting (and saying so) while a
 /// deploy or another change runs.
-async fn stack_lease(ex: &Executors, ctx: &Ctx<'_>, doing: String) -> Result<Lease, ExecError> {
-    let want = lease::stack(ex, lease::holder(ctx), doing)
+async fn stack_lease(locks: &Locks, ctx: &Ctx<'_>, doing: String) -> Result<Lease, ExecError> {
+    let want = locks
+        .stack(lease::holder(ctx), doing)
         .ok_or_else(|| ExecError("docker.project is not set. Nothing was changed.".into()))?;
-    lease::for_command(ex, ctx, want).await.map_err(ExecError)
+    locks.for_command(ctx, want).await.map_err(ExecError)
 }
 
 /// `/restart service`, holding the stack's lease: the containers are read once it is held,
 /// so a deploy that ran meanwhile is seen.
-pub async fn restart(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn restart(locks: &Locks, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = service_arg(ctx)?;
-    stack_lease(ex, ctx, format!("restarting {service}"))
+    stack_lease(locks, ctx, format!("restarting {service}"))
         .await?
         .during(restart_held(docker, ctx, service))
         .await
@@ -697,7 +745,7 @@ fn refuse_count(service: &str, want: i64) -> Option<String> {
 }
 
 /// Dry run of `/scale`: the replicas it would create or remove.
-pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
+async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
     let (Some(service), Some(want)) = (ctx.text("service"), ctx.integer("replicas")) else {
         return "scale a service".into();
     };
@@ -734,7 +782,7 @@ pub async fn plan_scale(docker: &Docker, ctx: &Ctx<'_>) -> String {
 }
 
 /// `/scale service replicas`, holding the stack's lease.
-pub async fn scale(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn scale(locks: &Locks, docker: &Docker, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let service = service_arg(ctx)?;
     let want = ctx
         .integer("replicas")
@@ -742,7 +790,7 @@ pub async fn scale(ex: &Executors, docker: &Docker, ctx: &Ctx<'_>) -> Result<Don
     if let Some(no) = refuse_count(service, want) {
         return Err(ExecError(no));
     }
-    stack_lease(ex, ctx, format!("scaling {service} to {want}"))
+    stack_lease(locks, ctx, format!("scaling {service} to {want}"))
         .await?
         .during(scale_held(docker, ctx, service, want as usize))
         .await

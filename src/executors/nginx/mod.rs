@@ -20,13 +20,17 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use super::format::table;
-use super::{reply, utc_minute, Ctx, Done, ExecError, Executors};
+use super::{read_only_plan, reply, utc_minute, Ctx, Done, ExecError, Executor, Failure};
+use crate::audit::Audit;
+use crate::commands::{Args, NginxOp, Value};
 use crate::domain::duration;
+use crate::domain::net::Guard;
 use crate::domain::net::{canonical, overlaps, parse_range};
 use crate::domain::text::plural;
 use crate::domain::{format_time, parse_stored_time};
+use crate::executors::docker::engine::Docker;
 use crate::executors::nginx::engine::{render, version, Entry, Nginx};
-use crate::store::{Added, BlockRow, NewBlock, NginxHost};
+use crate::store::{Added, BlockRow, NewBlock, NginxHost, Store};
 
 /// A claim on an expiring block older than this is taken over: its runbot stopped.
 const CLAIM_STALE: Duration = Duration::from_secs(120);
@@ -37,7 +41,54 @@ const SILENT_PERIODS: u32 = 10;
 /// A host silent this long is forgotten (a replica replaced long ago).
 const FORGET_AFTER: Duration = Duration::from_secs(7 * 86_400);
 
-impl Executors {
+/// `/block-ip`, `/unblock-ip` and `/blocked`; this host's nginx following the database, and
+/// the expiry of timed blocks.
+#[derive(Clone)]
+pub struct Blocks {
+    /// None when `nginx.deny_file` is not set.
+    pub nginx: Option<Nginx>,
+    pub store: Store,
+    pub audit: Audit,
+    /// What may never be blocked, and how wide a block may be without approval.
+    pub guard: Guard,
+    /// The stack, whose own networks are never blocked; None when `docker.project` is not set.
+    pub docker: Option<Docker>,
+    /// This process, as the one claiming an expiring block (random per start).
+    pub owner: String,
+}
+
+impl Executor for Blocks {
+    type Op = NginxOp;
+
+    /// An address that must never be blocked is refused before anyone is asked to confirm.
+    fn precheck(&self, op: NginxOp, args: &Args) -> Result<(), String> {
+        if op == NginxOp::BlockIp {
+            if let Some(Value::Text(a)) = args.get("address") {
+                let net = parse_range(a)?;
+                self.guard.refuse_dangerous(&net, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, op: NginxOp, ctx: &Ctx<'_>) -> String {
+        match op {
+            NginxOp::BlockIp => plan(self, ctx, false).await,
+            NginxOp::UnblockIp => plan(self, ctx, true).await,
+            NginxOp::Blocked => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: NginxOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        Ok(match op {
+            NginxOp::BlockIp => block(self, ctx).await?,
+            NginxOp::UnblockIp => unblock(self, ctx).await?,
+            NginxOp::Blocked => blocked(self, ctx).await?,
+        })
+    }
+}
+
+impl Blocks {
     fn nginx(&self) -> Result<&Nginx, ExecError> {
         self.nginx.as_ref().ok_or_else(|| {
             ExecError(
@@ -57,7 +108,7 @@ fn address(ctx: &Ctx<'_>) -> Result<IpNet, ExecError> {
 
 /// The stack's own networks, from Docker when `docker.project` is set. When Docker cannot be
 /// asked, nothing is blocked: the check is what keeps the stack from locking itself out.
-async fn stack_networks(ex: &Executors) -> Result<Vec<IpNet>, ExecError> {
+async fn stack_networks(ex: &Blocks) -> Result<Vec<IpNet>, ExecError> {
     let Some(docker) = &ex.docker else {
         return Ok(Vec::new());
     };
@@ -91,7 +142,7 @@ fn entries(rows: &[BlockRow]) -> Vec<Entry> {
 /// Writes the deny file from the store's active blocks and has nginx take it; the blocks it
 /// wrote.
 async fn apply(
-    ex: &Executors,
+    ex: &Blocks,
     nginx: &Nginx,
     lock: &crate::executors::nginx::engine::Lock,
 ) -> Result<Vec<BlockRow>, String> {
@@ -111,7 +162,7 @@ async fn apply(
 
 /// Records that this host's nginx took `content`. Not fatal when it cannot be recorded: the
 /// list is applied, and the next pass of [`follow`] records it.
-async fn applied(ex: &Executors, nginx: &Nginx, content: &str, entries: usize) {
+async fn applied(ex: &Blocks, nginx: &Nginx, content: &str, entries: usize) {
     nginx.note_refused(None);
     if let Err(e) = ex
         .store
@@ -138,7 +189,7 @@ pub enum Followed {
 }
 
 /// The deny file the database asks for: its text, version and number of entries.
-async fn wanted(ex: &Executors) -> Result<(String, String, usize), sqlx::Error> {
+async fn wanted(ex: &Blocks) -> Result<(String, String, usize), sqlx::Error> {
     let rows = ex.store.active_blocks().await?;
     let content = render(&entries(&rows));
     Ok((version(&content), content, rows.len()))
@@ -148,7 +199,7 @@ async fn wanted(ex: &Executors) -> Result<(String, String, usize), sqlx::Error> 
 /// it, and records what it applied (or why nginx refused) for `/blocked`. Also puts right a
 /// file edited by hand or left behind by a runbot stopped midway. Cheap when nothing changed:
 /// two reads and one small write, no file written and no reload.
-pub async fn follow(ex: &Executors) -> anyhow::Result<Followed> {
+pub async fn follow(ex: &Blocks) -> anyhow::Result<Followed> {
     let Some(nginx) = &ex.nginx else {
         return Ok(Followed::NotManaged);
     };
@@ -200,7 +251,7 @@ pub async fn follow(ex: &Executors) -> anyhow::Result<Followed> {
 }
 
 /// Nothing to do: the host reports in (and an error about a list since replaced is cleared).
-async fn seen(ex: &Executors, nginx: &Nginx, row: &Option<NginxHost>) -> Result<(), sqlx::Error> {
+async fn seen(ex: &Blocks, nginx: &Nginx, row: &Option<NginxHost>) -> Result<(), sqlx::Error> {
     let error_cleared = row.as_ref().is_some_and(|r| r.error.is_some());
     ex.store
         .nginx_host_seen(&nginx.host_id, error_cleared)
@@ -210,7 +261,7 @@ async fn seen(ex: &Executors, nginx: &Nginx, row: &Option<NginxHost>) -> Result<
 /// [`follow`] at start and then every `nginx.sync_secs`, for as long as the task runs; at
 /// start it also forgets hosts silent for a week. Returns at once when `nginx.deny_file` is
 /// not set.
-pub async fn follow_every(ex: Executors) {
+pub async fn follow_every(ex: Blocks) {
     let Some(every) = ex.nginx.as_ref().map(|n| n.sync) else {
         return;
     };
@@ -338,11 +389,7 @@ fn hosts_text(states: &[(String, HostState)], sync: Duration) -> String {
 }
 
 /// The hosts' state against the current list, for `/blocked`.
-async fn hosts_report(
-    ex: &Executors,
-    nginx: &Nginx,
-    rows: &[BlockRow],
-) -> Result<String, ExecError> {
+async fn hosts_report(ex: &Blocks, nginx: &Nginx, rows: &[BlockRow]) -> Result<String, ExecError> {
     let unreadable = |e: sqlx::Error| {
         ExecError(format!(
             "the hosts' state cannot be read from the database ({e})"
@@ -358,7 +405,7 @@ async fn hosts_report(
 }
 
 /// For a /block-ip or /unblock-ip answer: the other hosts, which follow within a sync period.
-async fn others_follow(ex: &Executors, nginx: &Nginx) -> String {
+async fn others_follow(ex: &Blocks, nginx: &Nginx) -> String {
     let (hosts, now) = match (ex.store.nginx_hosts().await, ex.store.database_now().await) {
         (Ok(h), Ok(n)) => (h, n),
         (Err(e), _) | (_, Err(e)) => {
@@ -410,7 +457,7 @@ fn until_text(expires_at: Option<&str>) -> String {
 }
 
 /// `/block-ip address [ttl] [reason]`.
-pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn block(ex: &Blocks, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let nginx = ex.nginx()?;
     let net = address(ctx)?;
     let shown = canonical(&net);
@@ -515,7 +562,7 @@ pub async fn block(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 }
 
 /// `/unblock-ip address`.
-pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn unblock(ex: &Blocks, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let nginx = ex.nginx()?;
     let net = address(ctx)?;
     let shown = canonical(&net);
@@ -581,7 +628,7 @@ pub async fn unblock(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 }
 
 /// `/blocked`.
-pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+async fn blocked(ex: &Blocks, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
     let nginx = ex.nginx()?;
     let rows = ex
         .store
@@ -647,7 +694,7 @@ pub async fn blocked(ex: &Executors, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
 }
 
 /// What a block (or, with `unblock`, an unblock) would do, for a dry run.
-pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, unblock: bool) -> String {
+async fn plan(ex: &Blocks, ctx: &Ctx<'_>, unblock: bool) -> String {
     let Ok(nginx) = ex.nginx() else {
         return "nothing: nginx.deny_file is not set".into();
     };
@@ -693,7 +740,7 @@ pub async fn plan(ex: &Executors, ctx: &Ctx<'_>, unblock: bool) -> String {
 /// Lifts the timed blocks that are due: claims each (so one replica acts), removes it from
 /// nginx, audits it with runbot as the actor, and tells the channel the block was made from.
 /// A block nginx will not lift stays active and is tried again at the next sweep.
-pub async fn expire_due(ex: &Executors) -> anyhow::Result<usize> {
+pub async fn expire_due(ex: &Blocks) -> anyhow::Result<usize> {
     let Some(nginx) = &ex.nginx else {
         return Ok(0);
     };

@@ -1,0 +1,154 @@
+//! `/ack`, `/oncall` and `/audit`: runbot's own data (alert groups, on-call roles, the audit
+//! trail), no outside system.
+
+use std::sync::Arc;
+
+use super::{
+    group_name, read_only_plan, reply, utc_minute, CardWake, Ctx, Done, ExecError, Executor,
+    Failure,
+};
+use crate::audit::Audit;
+use crate::commands::CoreOp;
+use crate::domain::{format_time, parse_stored_time};
+use crate::policy::Policies;
+use crate::store::{Acked, Store};
+
+/// `/ack`, `/oncall` and `/audit`.
+pub struct Core {
+    pub store: Store,
+    pub audit: Audit,
+    pub policies: Arc<Policies>,
+    pub cards: CardWake,
+}
+
+impl Executor for Core {
+    type Op = CoreOp;
+
+    async fn plan(&self, op: CoreOp, ctx: &Ctx<'_>) -> String {
+        match op {
+            CoreOp::Ack => match ctx.group {
+                Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
+                None => "acknowledge an alert group".into(),
+            },
+            CoreOp::Oncall | CoreOp::AuditRecent => read_only_plan(ctx),
+        }
+    }
+
+    async fn run(&self, op: CoreOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
+        match op {
+            CoreOp::Ack => Ok(self.ack(ctx).await?),
+            CoreOp::Oncall => Ok(self.oncall(ctx)),
+            CoreOp::AuditRecent => Ok(self.audit_recent(ctx).await?),
+        }
+    }
+}
+
+impl Core {
+    async fn ack(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let g = ctx.group()?;
+        let acked = self
+            .store
+            .ack_group(g.id, &ctx.actor.name, &format_time(ctx.now))
+            .await
+            .map_err(|e| {
+                ExecError(format!(
+                    "the database did not take the acknowledgement ({e})"
+                ))
+            })?;
+        let name = group_name(g);
+        if acked == Acked::Now {
+            self.cards.changed();
+        }
+        let (text, summary) = match acked {
+            Acked::Now => (
+                format!("👀 **{}** acknowledged {name}.", ctx.actor.name),
+                format!("acknowledged {name}"),
+            ),
+            Acked::Already { by, at } => {
+                let when = parse_stored_time(&at).map(utc_minute).unwrap_or(at);
+                (
+                    format!("{name} was already acknowledged by {by} at {when}; nothing changed."),
+                    format!("already acknowledged by {by}"),
+                )
+            }
+            Acked::Resolved => (
+                format!("{name} is resolved; there is nothing to acknowledge."),
+                "already resolved".into(),
+            ),
+            Acked::NoSuchGroup => return Err(ExecError(format!("alert group #{} is gone", g.id))),
+        };
+        Ok(Done {
+            reply: reply(text, false),
+            summary,
+        })
+    }
+
+    fn oncall(&self, ctx: &Ctx<'_>) -> Done {
+        let mut r = reply(format!("On call now ({}):", utc_minute(ctx.now)), true);
+        for role in self.policies.oncall(ctx.now) {
+            let mut who: Vec<String> = Vec::new();
+            who.extend(role.discord_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(role.discord_roles.iter().map(|r| format!("<@&{r}>")));
+            who.extend(role.slack_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(role.console_users.iter().cloned());
+            let state = if role.on_call_now {
+                "🟢 on call"
+            } else {
+                "⚪ off"
+            };
+            let who = if who.is_empty() {
+                "nobody assigned (policies/roles.toml)".to_string()
+            } else {
+                who.join(", ")
+            };
+            r.fields
+                .push((format!("{} · {} · {state}", role.name, role.hours), who));
+        }
+        Done {
+            reply: r,
+            summary: "listed on-call roles".into(),
+        }
+    }
+
+    async fn audit_recent(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
+        let limit = ctx.integer("limit").unwrap_or(20);
+        let rows = self
+            .audit
+            .recent(limit.max(1) as usize, &crate::audit::AuditFilter::default())
+            .await
+            .map_err(|e| ExecError(format!("the audit trail cannot be read ({e})")))?;
+        let mut lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let when = parse_stored_time(&r.at)
+                    .map(|t| t.format("%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| r.at.clone());
+                let why = r
+                    .reason
+                    .as_deref()
+                    .map(|w| format!(" · {}", crate::domain::text::clip(w, 80)))
+                    .unwrap_or_default();
+                format!(
+                    "#{} {when} {:<12} /{} by {}{why}",
+                    r.id,
+                    r.step.as_str(),
+                    r.command,
+                    r.actor_name
+                )
+            })
+            .collect();
+        lines.reverse();
+        let mut r = reply(
+            format!(
+                "The last {} entries of the audit trail, oldest first:",
+                lines.len()
+            ),
+            true,
+        );
+        r.code_block = Some(lines.join("\n"));
+        Ok(Done {
+            reply: r,
+            summary: format!("showed {} audit rows", rows.len()),
+        })
+    }
+}
