@@ -85,13 +85,14 @@ impl Core {
 
     fn oncall(&self, ctx: &Ctx<'_>) -> Done {
         let mut r = reply(format!("On call now ({}):", utc_minute(ctx.now)), true);
-        for role in self.policies.oncall(ctx.now) {
+        for on in self.policies.oncall(ctx.now) {
+            let (role, holders) = (&on.role, &on.role.holders);
             let mut who: Vec<String> = Vec::new();
-            who.extend(role.discord_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(role.discord_roles.iter().map(|r| format!("<@&{r}>")));
-            who.extend(role.slack_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(role.console_users.iter().cloned());
-            let state = if role.on_call_now {
+            who.extend(holders.discord_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(holders.discord_roles.iter().map(|r| format!("<@&{r}>")));
+            who.extend(holders.slack_users.iter().map(|u| format!("<@{u}>")));
+            who.extend(holders.console_users.iter().cloned());
+            let state = if on.on_call_now {
                 "🟢 on call"
             } else {
                 "⚪ off"
@@ -101,8 +102,10 @@ impl Core {
             } else {
                 who.join(", ")
             };
-            r.fields
-                .push((format!("{} · {} · {state}", role.name, role.hours), who));
+            r.fields.push((
+                format!("{} · {} · {state}", role.name, role.hours.as_str()),
+                who,
+            ));
         }
         Done {
             reply: r,

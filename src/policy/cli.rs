@@ -422,11 +422,11 @@ fn explain(
     let on_call: Vec<String> = policies
         .oncall(at)
         .into_iter()
-        .filter(|o| asked.roles.contains(&o.name))
+        .filter(|o| asked.roles.contains(&o.role.name))
         .map(|o| {
             format!(
                 "{} {}{}",
-                o.name,
+                o.role.name,
                 o.hours_text,
                 if o.on_call_now { ": on call now" } else { "" }
             )

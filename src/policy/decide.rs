@@ -82,17 +82,11 @@ pub struct Decision {
 /// One role's on-call state, for `/oncall`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnCall {
-    pub name: String,
-    /// As in roles.toml: `24/7`, `business` or `weekends`.
-    pub hours: String,
+    /// The role as roles.toml gives it: name, hours and who holds it.
+    pub role: super::roles::Role,
     /// For people: `on call in business hours, Mon-Fri 09:00-18:00 Europe/Madrid`.
     pub hours_text: String,
     pub on_call_now: bool,
-    pub discord_users: Vec<String>,
-    pub discord_roles: Vec<String>,
-    pub slack_users: Vec<String>,
-    pub console_users: Vec<String>,
-    pub cli_users: Vec<String>,
 }
 
 /// Everything `policies/` says about who may do what. Cheap to clone.
@@ -186,15 +180,9 @@ impl Policies {
             .roles
             .iter()
             .map(|r| OnCall {
-                name: r.name.clone(),
-                hours: r.hours.as_str().to_string(),
+                role: r.clone(),
                 hours_text: self.hours_text(r.hours),
                 on_call_now: self.inner.clock.covers(r.hours, at),
-                discord_users: r.discord_users.clone(),
-                discord_roles: r.discord_roles.clone(),
-                slack_users: r.slack_users.clone(),
-                console_users: r.console_users.clone(),
-                cli_users: r.cli_users.clone(),
             })
             .collect()
     }

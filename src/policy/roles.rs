@@ -14,20 +14,19 @@ struct RolesFile {
     roles: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoleEntry {
-    #[serde(default)]
-    discord_roles: Vec<String>,
-    #[serde(default)]
-    discord_users: Vec<String>,
-    #[serde(default)]
-    slack_users: Vec<String>,
-    #[serde(default)]
-    console_users: Vec<String>,
-    #[serde(default)]
-    cli_users: Vec<String>,
-    hours: String,
+/// Who holds a role, per platform: a `[roles.NAME]` table without its `hours`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Holders {
+    /// Discord role ids (snowflakes): anyone with one of these Discord roles.
+    pub discord_roles: Vec<String>,
+    pub discord_users: Vec<String>,
+    /// Slack member ids (`U024BE7LH`).
+    pub slack_users: Vec<String>,
+    /// The console's user names.
+    pub console_users: Vec<String>,
+    /// Names `runbot policy explain --user` and other command-line tools act as.
+    pub cli_users: Vec<String>,
 }
 
 /// One runbot role and the identities that hold it.
@@ -35,16 +34,18 @@ struct RoleEntry {
 pub struct Role {
     pub name: String,
     pub hours: Hours,
-    pub discord_roles: Vec<String>,
-    pub discord_users: Vec<String>,
-    pub slack_users: Vec<String>,
-    pub console_users: Vec<String>,
-    pub cli_users: Vec<String>,
+    pub holders: Holders,
 }
 
 impl Role {
     /// Whether this identity holds the role on its platform.
     pub fn held_by(&self, who: &super::Identity) -> bool {
+        self.holders.include(who)
+    }
+}
+
+impl Holders {
+    fn include(&self, who: &super::Identity) -> bool {
         let has = |list: &[String], id: &str| list.iter().any(|x| x == id);
         match who.platform.as_str() {
             "discord" => {
@@ -104,14 +105,23 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
     if !valid_name {
         bail!("the role name: use 1-32 lowercase letters, digits or -, starting with a letter");
     }
-    let entry: RoleEntry = value.try_into()?;
-    let hours = Hours::parse(&entry.hours)
-        .ok_or_else(|| anyhow::anyhow!("hours = {:?}: use {}", entry.hours, Hours::CHOICES))?;
+    let toml::Value::Table(mut table) = value else {
+        bail!("expected a table of the role's holders and hours");
+    };
+    let Some(hours) = table.remove("hours") else {
+        bail!("missing field `hours`: use {}", Hours::CHOICES);
+    };
+    let hours = match hours.as_str() {
+        Some(text) => Hours::parse(text)
+            .ok_or_else(|| anyhow::anyhow!("hours = {text:?}: use {}", Hours::CHOICES))?,
+        None => bail!("hours must be text: use {}", Hours::CHOICES),
+    };
+    let holders: Holders = toml::Value::Table(table).try_into()?;
     // Discord ids are snowflakes: 17 to 20 digits today.
     let snowflake = |v: &str| (17..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
     for (key, list) in [
-        ("discord_roles", &entry.discord_roles),
-        ("discord_users", &entry.discord_users),
+        ("discord_roles", &holders.discord_roles),
+        ("discord_users", &holders.discord_users),
     ] {
         if let Some(bad) = list.iter().find(|v| !snowflake(v)) {
             bail!("{key}: {bad:?} is not a Discord id (17 to 20 digits): turn on Developer Mode in Discord and use Copy ID");
@@ -124,12 +134,12 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
             && v.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     };
-    if let Some(bad) = entry.slack_users.iter().find(|v| !slack(v)) {
+    if let Some(bad) = holders.slack_users.iter().find(|v| !slack(v)) {
         bail!("slack_users: {bad:?} is not a Slack member id such as U024BE7LH (profile → ⋮ → Copy member ID)");
     }
     for (key, list) in [
-        ("console_users", &entry.console_users),
-        ("cli_users", &entry.cli_users),
+        ("console_users", &holders.console_users),
+        ("cli_users", &holders.cli_users),
     ] {
         let ok = |v: &str| {
             !v.is_empty()
@@ -143,11 +153,7 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
     Ok(Role {
         name: name.to_string(),
         hours,
-        discord_roles: entry.discord_roles,
-        discord_users: entry.discord_users,
-        slack_users: entry.slack_users,
-        console_users: entry.console_users,
-        cli_users: entry.cli_users,
+        holders,
     })
 }
 

@@ -890,18 +890,26 @@ fn roles_come_from_roles_toml_per_platform_and_oncall_lists_them() {
     );
 
     let on = p.oncall(When::WeekendNight.at());
-    let get = |n: &str| on.iter().find(|o| o.name == n).unwrap();
+    let get = |n: &str| on.iter().find(|o| o.role.name == n).unwrap();
     assert!(get("dba").on_call_now && get("devops-lead").on_call_now);
     assert!(!get("backend-lead").on_call_now);
-    assert_eq!(get("backend-lead").hours, "business");
+    assert_eq!(get("backend-lead").role.hours.as_str(), "business");
     assert_eq!(
         get("backend-lead").hours_text,
         "on call in business hours, Mon-Fri 09:00-18:00 UTC"
     );
     assert_eq!(get("dba").hours_text, "on call at weekends, Sat-Sun UTC");
-    assert_eq!(get("devops-lead").discord_roles, ["111111111111111111"]);
+    assert_eq!(
+        get("devops-lead").role.holders.discord_roles,
+        ["111111111111111111"]
+    );
     let on = p.oncall(When::BusinessHours.at());
-    assert!(!on.iter().find(|o| o.name == "dba").unwrap().on_call_now);
+    assert!(
+        !on.iter()
+            .find(|o| o.role.name == "dba")
+            .unwrap()
+            .on_call_now
+    );
 }
 
 fn runbot(cwd: &Path) -> Command {
