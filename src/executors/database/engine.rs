@@ -313,6 +313,33 @@ struct Inner {
     psql_client: tokio::sync::OnceCell<PsqlClient>,
 }
 
+impl Inner {
+    /// Starts `pg_dump` or `psql` (`key`, the setting naming `program`) against the target:
+    /// the connection goes in the environment, never the arguments, under `session` as its
+    /// application name when given; stderr is kept for error messages; the process dies with
+    /// the future that holds it.
+    fn start(
+        &self,
+        mut cmd: Command,
+        program: &str,
+        key: &'static str,
+        session: Option<&str>,
+    ) -> Result<(tokio::process::Child, tokio::task::JoinHandle<String>), AppDbError> {
+        self.conn.apply(&mut cmd);
+        if let Some(name) = session {
+            cmd.env("PGAPPNAME", name);
+        }
+        cmd.stderr(Stdio::piped()).kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| AppDbError::Spawn {
+            program: program.into(),
+            key,
+            reason: e.to_string(),
+        })?;
+        let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
+        Ok((child, stderr))
+    }
+}
+
 impl std::fmt::Debug for AppDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppDatabase")
@@ -414,18 +441,9 @@ impl AppDatabase {
             "--no-privileges",
             "--format=plain",
         ]);
-        inner.conn.apply(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| AppDbError::Spawn {
-            program: inner.pg_dump.clone(),
-            key: "pg_dump",
-            reason: e.to_string(),
-        })?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let (mut child, stderr) = inner.start(cmd, &inner.pg_dump, "pg_dump", None)?;
         let stdout = child.stdout.take();
-        let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
 
         // gzip on a blocking thread; the async side only moves chunks from the pipe.
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
@@ -660,21 +678,11 @@ impl AppDatabase {
         let inner = &self.inner;
         let mut cmd = Command::new(&inner.psql);
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
-        inner.conn.apply(&mut cmd);
         // A name of its own, so a psql that must be stopped can have its server session
         // ended too (see end_session).
         let session = format!("runbot-restore-{}", uuid::Uuid::new_v4().simple());
-        cmd.env("PGAPPNAME", &session);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| AppDbError::Spawn {
-            program: inner.psql.clone(),
-            key: "psql",
-            reason: e.to_string(),
-        })?;
-        let stderr = tokio::spawn(stderr_tail(child.stderr.take()));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+        let (mut child, stderr) = inner.start(cmd, &inner.psql, "psql", Some(&session))?;
         let stdin = child.stdin.take();
         let mut psql = Psql { child, stdin };
 
