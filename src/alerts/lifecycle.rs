@@ -296,6 +296,22 @@ mod tests {
         }
     }
 
+    /// The group's row changed and it opened, resolved or fired again.
+    fn became(status: GroupStatus) -> Transition {
+        Transition {
+            group_changed: true,
+            group_became: Some(status),
+        }
+    }
+
+    /// The group's row changed, its status did not.
+    fn became_nothing() -> Transition {
+        Transition {
+            group_changed: true,
+            group_became: None,
+        }
+    }
+
     fn entry(fingerprint: Option<&str>, kind: EventKind, at: u32) -> AlertEvent {
         AlertEvent {
             fingerprint: fingerprint.map(str::to_string),
@@ -309,13 +325,7 @@ mod tests {
         let mut g = Group::default();
         let w = webhook(GroupStatus::Firing, vec![firing("a1", 5), firing("a2", 3)]);
         let (did, added) = g.send(&w, 6);
-        assert_eq!(
-            did,
-            Transition {
-                group_changed: true,
-                group_became: Some(GroupStatus::Firing)
-            }
-        );
+        assert_eq!(did, became(GroupStatus::Firing));
         assert_eq!(
             added,
             [
@@ -353,13 +363,7 @@ mod tests {
         w.severity = Severity::Sev1;
         let (did, added) = g.send(&w, 8);
         assert!(added.is_empty(), "{added:?}");
-        assert_eq!(
-            did,
-            Transition {
-                group_changed: true,
-                group_became: None
-            }
-        );
+        assert_eq!(did, became_nothing());
         assert_eq!(g.changed_alerts(), ["a1"]);
         assert_eq!(g.alert("a1").severity, Severity::Sev1);
         assert_eq!(g.alert("a1").first_seen_at, t(6), "first seen stays");
@@ -426,13 +430,7 @@ mod tests {
         assert_eq!(g.group().started_at, t(1), "a resolve keeps the start");
 
         let (did, added) = g.send(&webhook(GroupStatus::Firing, vec![firing("a1", 20)]), 21);
-        assert_eq!(
-            did,
-            Transition {
-                group_changed: true,
-                group_became: Some(GroupStatus::Firing)
-            }
-        );
+        assert_eq!(did, became(GroupStatus::Firing));
         assert_eq!(
             added,
             [
@@ -500,14 +498,7 @@ mod tests {
         w.truncated_alerts = 2;
         let (did, added) = g.send(&w, 5);
         assert!(added.is_empty(), "{added:?}");
-        assert_eq!(
-            did,
-            Transition {
-                group_changed: true,
-                group_became: None
-            },
-            "only the truncated count changed"
-        );
+        assert_eq!(did, became_nothing(), "only the truncated count changed");
         assert_eq!(g.group().truncated_alerts, 2);
         assert!(g.changed_alerts().is_empty());
         for fp in ["a2", "a3"] {
