@@ -193,6 +193,28 @@ pub(crate) struct Ready {
 }
 
 impl Ready {
+    /// What the executor gets to plan or run this request.
+    fn ctx<'a>(
+        &'a self,
+        spec: &'a CommandSpec,
+        group: Option<&'a GroupView>,
+        now: DateTime<Utc>,
+        progress: Option<Arc<dyn crate::request::Responder>>,
+        approved_by: &'a [String],
+    ) -> executors::Ctx<'a> {
+        executors::Ctx {
+            actor: &self.actor,
+            spec,
+            args: &self.args,
+            group,
+            now,
+            invocation_id: &self.invocation_id,
+            channel_id: self.origin.channel_id.as_deref(),
+            progress,
+            approved_by,
+        }
+    }
+
     /// Which group set the severity, when it is not simply the one the request came from.
     fn incident_note(&self) -> Option<String> {
         self.incident
@@ -635,17 +657,7 @@ impl Dispatcher {
         ready: &Ready,
         group: Option<GroupView>,
     ) -> Answer {
-        let ctx = executors::Ctx {
-            actor: &ready.actor,
-            spec,
-            args: &ready.args,
-            group: group.as_ref(),
-            now: (self.clock)(),
-            invocation_id: &ready.invocation_id,
-            channel_id: ready.origin.channel_id.as_deref(),
-            progress: None,
-            approved_by: &[],
-        };
+        let ctx = ready.ctx(spec, group.as_ref(), (self.clock)(), None, &[]);
         let plan = self.executors.plan(&ctx).await;
         let entry = flight.entry(Step::DryRun).detail(json!({ "plan": plan }));
         if let Err(a) = self.record(entry).await {
@@ -1290,17 +1302,13 @@ impl Dispatcher {
             }
         };
         let approved_by: Vec<String> = approvals.iter().flatten().map(|a| a.name.clone()).collect();
-        let ctx = executors::Ctx {
-            actor: &ready.actor,
+        let ctx = ready.ctx(
             spec,
-            args: &ready.args,
-            group: group.as_ref(),
-            now: (self.clock)(),
-            invocation_id: &ready.invocation_id,
-            channel_id: ready.origin.channel_id.as_deref(),
-            progress: Some(responder),
-            approved_by: &approved_by,
-        };
+            group.as_ref(),
+            (self.clock)(),
+            Some(responder),
+            &approved_by,
+        );
         let result = tokio::select! {
             biased;
             result = self.executors.run(&ctx) => result,
