@@ -1203,30 +1203,43 @@ impl Dispatcher {
         let message =
             crate::domain::redact::redact(&crate::workers::panic_message(panic)).into_owned();
         tracing::error!(command = %spec.name, panic = %message, "a command panicked");
-        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "failed").increment(1);
         let reason = "runbot hit an internal error while running it; what it had done so far is in its log. Check the state before trying again.";
-        let flight = Flight::of_ready(ready, spec);
-        let entry = flight
-            .entry(Step::Failed)
-            .reason(reason.to_string())
-            .detail(json!({ "panic": crate::domain::text::clip(&message, 300) }));
-        if self.record(entry).await.is_err() {
-            tracing::error!(command = %spec.name, "panicked, and the failure could not be audited");
-        }
-        text::failed(&text::invocation_line(spec, &ready.args), reason)
+        let detail = json!({ "panic": crate::domain::text::clip(&message, 300) });
+        self.cut_short(spec, ready, Step::Failed, reason, detail)
+            .await
     }
 
     /// What a run stopped by a shutdown leaves: an `interrupted` row and an answer saying so.
     async fn interrupted(&self, spec: &CommandSpec, ready: &Ready, began: Instant) -> Reply {
         tracing::warn!(command = %spec.name, invocation = %ready.invocation_id, "runbot is stopping: a running command was interrupted");
-        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => "interrupted").increment(1);
         let reason = "runbot stopped before this finished (shutdown.grace_secs ran out); what it had done so far is in its log. Check the state before trying again.";
+        let detail = json!({ "duration_ms": began.elapsed().as_millis() as u64 });
+        self.cut_short(spec, ready, Step::Interrupted, reason, detail)
+            .await
+    }
+
+    /// A run that ended without its executor's answer (a panic, a shutdown): counted, audited
+    /// as `step` with `reason`, and answered with the reason.
+    async fn cut_short(
+        &self,
+        spec: &CommandSpec,
+        ready: &Ready,
+        step: Step,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> Reply {
+        let result = if step == Step::Interrupted {
+            "interrupted"
+        } else {
+            "failed"
+        };
+        metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => result).increment(1);
         let entry = Flight::of_ready(ready, spec)
-            .entry(Step::Interrupted)
+            .entry(step)
             .reason(reason.to_string())
-            .detail(json!({ "duration_ms": began.elapsed().as_millis() as u64 }));
+            .detail(detail);
         if self.record(entry).await.is_err() {
-            tracing::error!(command = %spec.name, "interrupted, and that could not be audited");
+            tracing::error!(command = %spec.name, step = step.as_str(), "a run cut short could not be audited");
         }
         text::failed(&text::invocation_line(spec, &ready.args), reason)
     }
