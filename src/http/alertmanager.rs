@@ -9,11 +9,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::guard::{presented, Presented};
 use super::AppState;
 use crate::alerts::{classify, Webhook};
 use crate::config::AlertmanagerSettings;
@@ -54,34 +54,25 @@ impl WebhookAuth {
 
     /// Checks the Authorization header; every comparison takes the same time whatever matches.
     fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err("missing Authorization header: send the credentials configured in alertmanager.webhook_token or alertmanager.basic_auth");
-        };
-        let value = value.as_bytes();
-        let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
-            Some(i) => (&value[..i], value[i + 1..].trim_ascii()),
-            None => (value, &b""[..]),
-        };
-        if scheme.eq_ignore_ascii_case(b"bearer") {
-            if let Some(token) = &self.token {
-                if bool::from(rest.ct_eq(token.expose_secret().as_bytes())) {
-                    return Ok(());
+        match (presented(headers), &self.token, &self.basic) {
+            (Presented::Missing, _, _) => Err("missing Authorization header: send the credentials configured in alertmanager.webhook_token or alertmanager.basic_auth"),
+            (Presented::Bearer(t), Some(token), _) => {
+                if bool::from(t.ct_eq(token.expose_secret().as_bytes())) {
+                    Ok(())
+                } else {
+                    Err("invalid bearer token")
                 }
-                return Err("invalid bearer token");
             }
-        } else if scheme.eq_ignore_ascii_case(b"basic") {
-            if let Some((user, pass)) = &self.basic {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(rest)
-                    .unwrap_or_default();
+            (Presented::Basic(decoded), _, Some((user, pass))) => {
                 let expected = format!("{user}:{}", pass.expose_secret());
-                if bool::from(decoded.as_slice().ct_eq(expected.as_bytes())) {
-                    return Ok(());
+                if bool::from(decoded.ct_eq(expected.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err("invalid basic auth credentials")
                 }
-                return Err("invalid basic auth credentials");
             }
+            _ => Err("unsupported Authorization scheme: use the one configured (Bearer for alertmanager.webhook_token, Basic for alertmanager.basic_auth)"),
         }
-        Err("unsupported Authorization scheme: use the one configured (Bearer for alertmanager.webhook_token, Basic for alertmanager.basic_auth)")
     }
 }
 

@@ -240,31 +240,52 @@ async fn body_deadline(timeout: Duration, req: Request, next: Next) -> Response 
     response
 }
 
+/// What an `Authorization` header presents, parsed once for every route that checks one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Presented {
+    Missing,
+    /// `Bearer TOKEN`: the token's bytes.
+    Bearer(Vec<u8>),
+    /// `Basic …`: the decoded `user:password` (empty when it was not base64).
+    Basic(Vec<u8>),
+    /// Another scheme.
+    Other,
+}
+
+pub(crate) fn presented(headers: &HeaderMap) -> Presented {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Presented::Missing;
+    };
+    let value = value.as_bytes();
+    let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
+        Some(i) => (&value[..i], value[i + 1..].trim_ascii()),
+        None => (value, &b""[..]),
+    };
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        Presented::Bearer(rest.to_vec())
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        Presented::Basic(
+            base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .unwrap_or_default(),
+        )
+    } else {
+        Presented::Other
+    }
+}
+
 /// Whether `headers` carry the console token: `Authorization: Bearer TOKEN`, or basic auth
 /// with TOKEN as the password (which a browser asks for by itself).
 fn carries_token(headers: &HeaderMap, token: &SecretString) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let rest = rest.trim();
-    let presented = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.as_bytes().to_vec()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .unwrap_or_default();
-        match decoded.iter().position(|b| *b == b':') {
+    let password = match presented(headers) {
+        Presented::Bearer(t) => t,
+        Presented::Basic(decoded) => match decoded.iter().position(|b| *b == b':') {
             Some(i) => decoded[i + 1..].to_vec(),
             None => return false,
-        }
-    } else {
-        return false;
+        },
+        Presented::Missing | Presented::Other => return false,
     };
-    bool::from(presented.ct_eq(token.expose_secret().as_bytes()))
+    bool::from(password.ct_eq(token.expose_secret().as_bytes()))
 }
 
 /// The console and its JSON API show every alert's labels, annotations and silences: served to
@@ -293,5 +314,44 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
             "the console is served only to this machine: set console.token to open it to others",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn one_parser_reads_every_authorization_header() {
+        assert_eq!(presented(&HeaderMap::new()), Presented::Missing);
+        assert_eq!(
+            presented(&with("bearer  s3cret ")),
+            Presented::Bearer(b"s3cret".to_vec())
+        );
+        // "am:pass word" in base64.
+        assert_eq!(
+            presented(&with("Basic YW06cGFzcyB3b3Jk")),
+            Presented::Basic(b"am:pass word".to_vec())
+        );
+        assert_eq!(presented(&with("Basic !!!")), Presented::Basic(Vec::new()));
+        assert_eq!(presented(&with("Digest x")), Presented::Other);
+        let token = SecretString::from("console-token-0123456789");
+        assert!(carries_token(
+            &with("Bearer console-token-0123456789"),
+            &token
+        ));
+        // A browser's basic auth: any user, the token as the password.
+        assert!(carries_token(
+            &with("Basic eDpjb25zb2xlLXRva2VuLTAxMjM0NTY3ODk="),
+            &token
+        ));
+        assert!(!carries_token(&with("Bearer console-token"), &token));
+        assert!(!carries_token(&with("Basic !!!"), &token));
     }
 }
