@@ -379,10 +379,7 @@ impl Application {
             let blocks = dispatcher.executors().blocks.clone();
             // This host's nginx follows the blocks in the database, at start and every
             // nginx.sync_secs, whichever replica made them.
-            let follow = blocks.clone();
-            workers.spawn("nginx-follow", move || {
-                crate::executors::nginx::follow_every(follow.clone())
-            });
+            crate::executors::nginx::start_following(&workers, &blocks);
             workers.every(
                 "nginx-expiry",
                 Duration::from_secs(settings.nginx.expiry_check_secs),

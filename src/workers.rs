@@ -106,6 +106,8 @@ impl Workers {
             let pass = pass.clone();
             async move {
                 let mut tick = tokio::time::interval(period);
+                // After a stall (a slow pass, a suspended host), one pass, not a burst.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     if let Err(e) = pass().await {

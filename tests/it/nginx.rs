@@ -11,7 +11,7 @@ use common::nginx::TestNginx;
 use common::rig::{devops, message, person, text, Edits, Rig, ROLES};
 use common::{Db, Serve, BOTH, BOT_TOKEN, CHANNEL};
 use runbot::audit::Step;
-use runbot::executors::nginx::{follow, follow_every, Followed};
+use runbot::executors::nginx::{follow, start_following, Followed};
 use runbot::request::RawValue;
 use runbot::request::Reply;
 use runbot::request::{Actor, Answer};
@@ -1012,8 +1012,10 @@ async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_na
         // A replica replaced over a week ago is forgotten when a runbot starts following.
         silent_host(&web_1, "web-0", chrono::Duration::days(8)).await;
         // Each runbot follows the database as `runbot serve` has it do.
-        let followers = [&web_1, &web_2]
-            .map(|r| tokio::spawn(follow_every(r.dispatcher.executors().blocks.clone())));
+        let followers = runbot::workers::Workers::new();
+        for r in [&web_1, &web_2] {
+            start_following(&followers, &r.dispatcher.executors().blocks);
+        }
         let attacker = "203.0.113.7";
         blocked_until(&web_1, &["Applied on web-1 (", " and web-2 ("]).await;
         assert_eq!(
@@ -1084,9 +1086,7 @@ async fn a_block_made_through_one_runbot_is_applied_on_every_host_and_blocked_na
             "{db:?}: {}",
             listed.text
         );
-        for f in followers {
-            f.abort();
-        }
+        assert!(followers.stop(Duration::from_secs(5)).await);
     }
 }
 

@@ -31,6 +31,7 @@ use crate::domain::{format_time, parse_stored_time};
 use crate::executors::docker::engine::Docker;
 use crate::executors::nginx::engine::{render, version, Entry, Nginx};
 use crate::store::{Added, BlockRow, NewBlock, NginxHost, Store};
+use crate::workers::Workers;
 
 /// A claim on an expiring block older than this is taken over: its runbot stopped.
 const CLAIM_STALE: Duration = Duration::from_secs(120);
@@ -258,30 +259,32 @@ async fn seen(ex: &Blocks, nginx: &Nginx, row: &Option<NginxHost>) -> Result<(),
         .await
 }
 
-/// [`follow`] at start and then every `nginx.sync_secs`, for as long as the task runs; at
-/// start it also forgets hosts silent for a week. Returns at once when `nginx.deny_file` is
-/// not set.
-pub async fn follow_every(ex: Blocks) {
-    let Some(every) = ex.nginx.as_ref().map(|n| n.sync) else {
+/// Starts the workers that keep this host's nginx following the database: [`follow`] at
+/// start and then every `nginx.sync_secs`, and once at start, forgetting hosts silent for a
+/// week (replicas replaced or gone). Nothing when `nginx.deny_file` is not set.
+pub fn start_following(workers: &Workers, blocks: &Blocks) {
+    let Some(every) = blocks.nginx.as_ref().map(|n| n.sync) else {
         return;
     };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut first = true;
-    loop {
-        tick.tick().await;
-        if let Err(e) = follow(&ex).await {
-            crate::telemetry::worker_error("nginx-follow");
-            tracing::warn!(error = %e, "could not make this host's nginx follow the blocks in the database");
-        }
-        if std::mem::take(&mut first) {
-            match ex.store.forget_nginx_hosts(FORGET_AFTER).await {
+    let follower = blocks.clone();
+    workers.every("nginx-follow", every, move || {
+        let blocks = follower.clone();
+        async move { follow(&blocks).await }
+    });
+    let store = blocks.store.clone();
+    workers.spawn("nginx-forget", move || {
+        let store = store.clone();
+        async move {
+            match store.forget_nginx_hosts(FORGET_AFTER).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(hosts = n, "forgot nginx hosts silent for a week"),
-                Err(e) => tracing::warn!(error = %e, "could not forget long-silent nginx hosts"),
+                Err(e) => {
+                    crate::telemetry::worker_error("nginx-forget");
+                    tracing::warn!(error = %e, "could not forget long-silent nginx hosts");
+                }
             }
         }
-    }
+    });
 }
 
 /// Where each host stands against the current list.
