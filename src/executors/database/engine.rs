@@ -1080,6 +1080,49 @@ fn seconds(s: f64) -> String {
     }
 }
 
+/// How one column of a check's answer becomes a table cell.
+#[derive(Clone, Copy)]
+enum Cell {
+    Text(&'static str),
+    /// A process id (int4).
+    Pid(&'static str),
+    /// A count (int8).
+    Count(&'static str),
+    /// Seconds (float8), shown as `2.5s` or `3m 10s`.
+    Seconds(&'static str),
+    /// Statement text (or a name), on one line, secrets masked, clipped to this many characters.
+    Query(&'static str, usize),
+    /// A row estimate (float8); -1 means never vacuumed or analyzed, so no estimate yet.
+    Estimate(&'static str),
+}
+
+/// A check's rows as table cells, column by column.
+fn cells(
+    rows: &[sqlx::postgres::PgRow],
+    columns: &[Cell],
+) -> Result<Vec<Vec<String>>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| {
+                    Ok(match *c {
+                        Cell::Text(name) => r.try_get::<String, _>(name)?,
+                        Cell::Pid(name) => r.try_get::<i32, _>(name)?.to_string(),
+                        Cell::Count(name) => r.try_get::<i64, _>(name)?.to_string(),
+                        Cell::Seconds(name) => seconds(r.try_get(name)?),
+                        Cell::Query(name, max) => clip_query(&r.try_get::<String, _>(name)?, max),
+                        Cell::Estimate(name) => match r.try_get::<f64, _>(name)? {
+                            est if est < 0.0 => "?".into(),
+                            est => format!("{est:.0}"),
+                        },
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query("SET TRANSACTION READ ONLY")
@@ -1102,20 +1145,19 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             )
             .fetch_all(&mut *tx)
             .await?;
-            let mut total = 0i64;
-            let rows: Vec<Vec<String>> = rows
+            let total = rows
                 .iter()
-                .map(|r| -> Result<Vec<String>, sqlx::Error> {
-                    let n: i64 = r.try_get("n")?;
-                    total += n;
-                    Ok(vec![
-                        r.try_get::<String, _>("state")?,
-                        r.try_get::<String, _>("usename")?,
-                        r.try_get::<String, _>("datname")?,
-                        n.to_string(),
-                    ])
-                })
-                .collect::<Result<_, _>>()?;
+                .map(|r| r.try_get::<i64, _>("n"))
+                .sum::<Result<i64, _>>()?;
+            let rows = cells(
+                &rows,
+                &[
+                    Cell::Text("state"),
+                    Cell::Text("usename"),
+                    Cell::Text("datname"),
+                    Cell::Count("n"),
+                ],
+            )?;
             let pct = max
                 .parse::<f64>()
                 .ok()
@@ -1142,18 +1184,16 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             )
             .fetch_all(&mut *tx)
             .await?;
-            let rows: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| -> Result<Vec<String>, sqlx::Error> {
-                    Ok(vec![
-                        r.try_get::<i32, _>("pid")?.to_string(),
-                        r.try_get::<String, _>("usename")?,
-                        seconds(r.try_get("secs")?),
-                        r.try_get::<String, _>("wait")?,
-                        clip_query(&r.try_get::<String, _>("query")?, 60),
-                    ])
-                })
-                .collect::<Result<_, _>>()?;
+            let rows = cells(
+                &rows,
+                &[
+                    Cell::Pid("pid"),
+                    Cell::Text("usename"),
+                    Cell::Seconds("secs"),
+                    Cell::Text("wait"),
+                    Cell::Query("query", 60),
+                ],
+            )?;
             Table {
                 summary: format!(
                     "{} quer{} running for over 1 s.",
@@ -1183,24 +1223,16 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             )
             .fetch_all(&mut *tx)
             .await?;
-            let rows: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| -> Result<Vec<String>, sqlx::Error> {
-                    let est: f64 = r.try_get("est")?;
-                    Ok(vec![
-                        clip_query(&r.try_get::<String, _>("name")?, 40),
-                        r.try_get::<String, _>("total")?,
-                        r.try_get::<String, _>("heap")?,
-                        r.try_get::<String, _>("indexes")?,
-                        // -1: never vacuumed or analyzed, so PostgreSQL has no estimate yet.
-                        if est < 0.0 {
-                            "?".into()
-                        } else {
-                            format!("{est:.0}")
-                        },
-                    ])
-                })
-                .collect::<Result<_, _>>()?;
+            let rows = cells(
+                &rows,
+                &[
+                    Cell::Query("name", 40),
+                    Cell::Text("total"),
+                    Cell::Text("heap"),
+                    Cell::Text("indexes"),
+                    Cell::Estimate("est"),
+                ],
+            )?;
             Table {
                 summary: format!(
                     "The database is {total}; its {} largest table{}:",
@@ -1225,20 +1257,18 @@ async fn run_check(db: &mut PgConnection, check: Check) -> Result<Table, sqlx::E
             )
             .fetch_all(&mut *tx)
             .await?;
-            let rows: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| -> Result<Vec<String>, sqlx::Error> {
-                    Ok(vec![
-                        r.try_get::<i32, _>("pid")?.to_string(),
-                        r.try_get::<String, _>("usename")?,
-                        r.try_get::<String, _>("wants")?,
-                        seconds(r.try_get("secs")?),
-                        r.try_get::<String, _>("blockers")?,
-                        clip_query(&r.try_get::<String, _>("blocker_query")?, 40),
-                        clip_query(&r.try_get::<String, _>("query")?, 40),
-                    ])
-                })
-                .collect::<Result<_, _>>()?;
+            let rows = cells(
+                &rows,
+                &[
+                    Cell::Pid("pid"),
+                    Cell::Text("usename"),
+                    Cell::Text("wants"),
+                    Cell::Seconds("secs"),
+                    Cell::Text("blockers"),
+                    Cell::Query("blocker_query", 40),
+                    Cell::Query("query", 40),
+                ],
+            )?;
             Table {
                 summary: format!(
                     "{} lock{} waiting.",
