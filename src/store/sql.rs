@@ -1,0 +1,124 @@
+//! Small helpers for writing sqlx statements without a line per bound value or per column.
+
+use std::future::Future;
+
+use sqlx::any::AnyArguments;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{Any, AnyPool, Encode, Row, Type};
+
+/// A statement on the `Any` driver, its values not yet all bound.
+pub(super) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
+
+/// What a value needs to be bound to a statement of the `Any` driver.
+pub(super) trait AnyValue<'q>: Encode<'q, Any> + Type<Any> + Send + 'q {}
+impl<'q, T: Encode<'q, Any> + Type<Any> + Send + 'q> AnyValue<'q> for T {}
+
+/// A statement that takes values: `sqlx::query` and `sqlx::query_as`.
+pub(super) trait Bind<'q>: Sized {
+    fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self;
+
+    /// Binds a tuple of values to `$1, $2, …` in order: `.bind_all((id, platform, now))`.
+    fn bind_all(self, values: impl Values<'q>) -> Self {
+        values.bind_to(self)
+    }
+}
+
+impl<'q> Bind<'q> for AnyQuery<'q> {
+    fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> Bind<'q> for QueryAs<'q, Any, O, AnyArguments<'q>> {
+    fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+/// Values bound in order by [`Bind::bind_all`]: tuples of up to sixteen.
+pub(super) trait Values<'q> {
+    fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q;
+}
+
+macro_rules! tuple_values {
+    ($($v:ident),+) => {
+        impl<'q, $($v: AnyValue<'q>),+> Values<'q> for ($($v,)+) {
+            #[allow(non_snake_case)]
+            fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q {
+                let ($($v,)+) = self;
+                q$(.bind_one($v))+
+            }
+        }
+    };
+}
+
+tuple_values!(A);
+tuple_values!(A, B);
+tuple_values!(A, B, C);
+tuple_values!(A, B, C, D);
+tuple_values!(A, B, C, D, E);
+tuple_values!(A, B, C, D, E, F);
+tuple_values!(A, B, C, D, E, F, G);
+tuple_values!(A, B, C, D, E, F, G, H);
+tuple_values!(A, B, C, D, E, F, G, H, I);
+tuple_values!(A, B, C, D, E, F, G, H, I, J);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P);
+
+/// Implements `sqlx::FromRow` for a struct whose fields are all columns of the same name, read
+/// as stored, so `sqlx::query_as` can return it. Without sqlx's derive feature, which would
+/// cost compile time.
+macro_rules! from_row {
+    ($ty:ident { $($col:ident),+ $(,)? }) => {
+        impl sqlx::FromRow<'_, sqlx::any::AnyRow> for $ty {
+            fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row;
+                Ok($ty {
+                    $($col: r.try_get(stringify!($col))?,)+
+                })
+            }
+        }
+    };
+}
+pub(super) use from_row;
+
+/// Runs `insert`, which returns the new row's `id`. When a unique index refuses the row, the
+/// row that holds its place is read with `holder` and returned as `Err`. If that one is gone by
+/// then (it ended between the two statements), the violation is returned: the caller may try
+/// again.
+pub(super) async fn insert_or_holder<T, F>(
+    pool: &AnyPool,
+    insert: AnyQuery<'_>,
+    holder: impl FnOnce() -> F,
+) -> Result<Result<i64, T>, sqlx::Error>
+where
+    F: Future<Output = Result<Option<T>, sqlx::Error>>,
+{
+    match insert.fetch_one(pool).await {
+        Ok(row) => Ok(Ok(row.try_get("id")?)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => match holder().await? {
+            Some(holder) => Ok(Err(holder)),
+            None => Err(sqlx::Error::Database(e)),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+impl super::Store {
+    /// Runs one statement with `values` on the shared pool; answers how many rows it changed.
+    pub(super) async fn run<'q>(
+        &self,
+        sql: &'q str,
+        values: impl Values<'q>,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(sql)
+            .bind_all(values)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
