@@ -2,9 +2,13 @@
 
 use std::future::Future;
 
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::error::BoxDynError;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Any, AnyPool, Encode, Row, Type};
+use sqlx::{Any, AnyPool, Arguments, Encode, Row, Transaction, Type};
+
+use super::values_list;
+use crate::config::Backend;
 
 /// A statement on the `Any` driver, its values not yet all bound.
 pub(super) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
@@ -32,6 +36,26 @@ impl<'q> Bind<'q> for AnyQuery<'q> {
 impl<'q, O> Bind<'q> for QueryAs<'q, Any, O, AnyArguments<'q>> {
     fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
         self.bind(value)
+    }
+}
+
+/// Values bound before the statement's text is made, for text that depends on how many rows
+/// there are. The first value that fails to encode is kept, as a query keeps it.
+pub(super) struct Args<'q>(Result<AnyArguments<'q>, BoxDynError>);
+
+impl<'q> Args<'q> {
+    pub fn new() -> Self {
+        Args(Ok(AnyArguments::default()))
+    }
+
+    pub fn into_inner(self) -> Result<AnyArguments<'q>, sqlx::Error> {
+        self.0.map_err(sqlx::Error::Encode)
+    }
+}
+
+impl<'q> Bind<'q> for Args<'q> {
+    fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
+        Args(self.0.and_then(|mut args| args.add(value).map(|()| args)))
     }
 }
 
@@ -121,4 +145,25 @@ impl super::Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Writes `rows` with multi-row statements `{head} (…),(…) {tail}` of at most `per_statement`
+/// rows each, so a large batch costs a few round trips; `bind` adds one row's values, which
+/// also says how many placeholders a row takes. Answers the rows the statements return.
+pub(super) async fn write_rows<'a, T>(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    (head, tail): (&str, &str),
+    rows: &'a [T],
+    per_statement: usize,
+    bind: impl Fn(Args<'a>, &'a T) -> Args<'a>,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut returned = Vec::new();
+    for chunk in rows.chunks(per_statement) {
+        let args = chunk.iter().fold(Args::new(), &bind).into_inner()?;
+        let values = values_list(backend, chunk.len(), args.len() / chunk.len(), 1);
+        let sql = format!("{head} {values} {tail}");
+        returned.extend(sqlx::query_with(&sql, args).fetch_all(&mut **tx).await?);
+    }
+    Ok(returned)
 }
