@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
 use super::sql::{from_row, Bind};
 use super::Store;
@@ -123,12 +123,10 @@ impl Store {
 
     /// The hash of row `id`, when there is such a row.
     pub async fn audit_hash_of(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query("SELECT hash FROM audit_log WHERE id = $1")
+        sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("hash"))
-            .transpose()
+            .await
     }
 
     /// Up to `limit` rows with an id above `after`, in id order: one page of a walk.
@@ -171,14 +169,12 @@ impl Store {
             AuditHashColumn::Hash => "hash",
             AuditHashColumn::PrevHash => "prev_hash",
         };
-        sqlx::query(&format!(
+        sqlx::query_scalar(&format!(
             "SELECT id FROM audit_log WHERE {col} = $1 ORDER BY id LIMIT 1"
         ))
         .bind(value)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get("id"))
-        .transpose()
+        .await
     }
 }
 

@@ -84,26 +84,20 @@ impl Store {
     /// Takes back a block nginx did not accept.
     pub async fn delete_block(&self, id: i64) -> Result<(), sqlx::Error> {
         let sql = "DELETE FROM ip_blocks WHERE id = $1 AND state = 'active'";
-        self.run(sql, (id,)).await?;
+        self.execute(sql, (id,)).await?;
         Ok(())
     }
 
     pub async fn active_block(&self, network: &str) -> Result<Option<BlockRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM ip_blocks WHERE network = $1 AND state = 'active'"
-        ))
-        .bind(network)
-        .fetch_optional(&self.pool)
-        .await
+        let sql =
+            format!("SELECT {COLUMNS} FROM ip_blocks WHERE network = $1 AND state = 'active'");
+        self.fetch_optional(&sql, (network,)).await
     }
 
     /// Every active block, oldest first: the deny file's content.
     pub async fn active_blocks(&self) -> Result<Vec<BlockRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await
+        let sql = format!("SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' ORDER BY id");
+        self.fetch_all(&sql, ()).await
     }
 
     /// Ends an active block (`removed` or `expired`); false when it was not active any more.
@@ -116,7 +110,7 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let sql = "UPDATE ip_blocks SET state = $1, ended_by = $2, ended_at = $3 \
                    WHERE id = $4 AND state = 'active'";
-        Ok(self.run(sql, (state, by, now, id)).await? == 1)
+        Ok(self.execute(sql, (state, by, now, id)).await? == 1)
     }
 
     /// Makes an ended block active again (nginx refused the file without it). An expiry's
@@ -124,7 +118,7 @@ impl Store {
     pub async fn reopen_block(&self, id: i64) -> Result<(), sqlx::Error> {
         let sql = "UPDATE ip_blocks SET state = 'active', ended_by = NULL, ended_at = NULL \
                    WHERE id = $1";
-        self.run(sql, (id,)).await?;
+        self.execute(sql, (id,)).await?;
         Ok(())
     }
 
@@ -137,18 +131,16 @@ impl Store {
         now: &str,
         stale_before: &str,
     ) -> Result<Vec<BlockRow>, sqlx::Error> {
-        let due: Vec<BlockRow> = sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' AND expires_at IS NOT NULL \
              AND expires_at <= $1 AND (claimed_at IS NULL OR claimed_at < $2) ORDER BY expires_at"
-        ))
-        .bind_all((now, stale_before))
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let due: Vec<BlockRow> = self.fetch_all(&sql, (now, stale_before)).await?;
         let mut claimed = Vec::new();
         for b in due {
             let sql = "UPDATE ip_blocks SET claimed_by = $1, claimed_at = $2 WHERE id = $3 \
                        AND state = 'active' AND (claimed_at IS NULL OR claimed_at < $4)";
-            if self.run(sql, (owner, now, b.id, stale_before)).await? == 1 {
+            if self.execute(sql, (owner, now, b.id, stale_before)).await? == 1 {
                 claimed.push(b);
             }
         }
@@ -183,21 +175,14 @@ from_row!(NginxHost {
 
 impl Store {
     pub async fn nginx_host(&self, host_id: &str) -> Result<Option<NginxHost>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1"
-        ))
-        .bind(host_id)
-        .fetch_optional(&self.pool)
-        .await
+        let sql = format!("SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1");
+        self.fetch_optional(&sql, (host_id,)).await
     }
 
     /// Every host that reported, by name.
     pub async fn nginx_hosts(&self) -> Result<Vec<NginxHost>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {HOST_COLUMNS} FROM nginx_hosts ORDER BY host_id"
-        ))
-        .fetch_all(&self.pool)
-        .await
+        let sql = format!("SELECT {HOST_COLUMNS} FROM nginx_hosts ORDER BY host_id");
+        self.fetch_all(&sql, ()).await
     }
 
     /// `host_id`'s nginx took the deny file hashed `applied`, with `blocks` lines; any earlier
@@ -215,7 +200,7 @@ impl Store {
              ON CONFLICT (host_id) DO UPDATE SET applied = excluded.applied, blocks = excluded.blocks, \
              applied_at = excluded.applied_at, seen_at = excluded.seen_at, error = NULL, failed_at = NULL"
         );
-        self.run(&sql, (host_id, applied, blocks)).await?;
+        self.execute(&sql, (host_id, applied, blocks)).await?;
         Ok(())
     }
 
@@ -227,7 +212,7 @@ impl Store {
              ON CONFLICT (host_id) DO UPDATE SET seen_at = excluded.seen_at, error = excluded.error, \
              failed_at = excluded.failed_at"
         );
-        self.run(&sql, (host_id, error)).await?;
+        self.execute(&sql, (host_id, error)).await?;
         Ok(())
     }
 
@@ -247,7 +232,7 @@ impl Store {
                 ""
             }
         );
-        self.run(&sql, (host_id,)).await?;
+        self.execute(&sql, (host_id,)).await?;
         Ok(())
     }
 
@@ -261,7 +246,7 @@ impl Store {
         let before = chrono::Duration::from_std(silent_for)
             .map(|d| crate::domain::format_time(now - d))
             .map_err(|e| sqlx::Error::Decode(e.into()))?;
-        self.run("DELETE FROM nginx_hosts WHERE seen_at < $1", (before,))
+        self.execute("DELETE FROM nginx_hosts WHERE seen_at < $1", (before,))
             .await
     }
 }

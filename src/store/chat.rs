@@ -43,13 +43,9 @@ impl Store {
         now: &str,
         limit: i64,
     ) -> Result<Vec<Notice>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT group_id, version, attempts FROM chat_outbox \
-             WHERE dead = 0 AND platform = $1 AND due_at <= $2 ORDER BY due_at, group_id LIMIT $3",
-        )
-        .bind_all((platform, now, limit))
-        .fetch_all(&self.pool)
-        .await
+        let sql = "SELECT group_id, version, attempts FROM chat_outbox \
+             WHERE dead = 0 AND platform = $1 AND due_at <= $2 ORDER BY due_at, group_id LIMIT $3";
+        self.fetch_all(sql, (platform, now, limit)).await
     }
 
     /// When the next notice falls due (RFC 3339), if any is waiting.
@@ -77,7 +73,7 @@ impl Store {
         platform: &str,
         version: i64,
     ) -> Result<(), sqlx::Error> {
-        self.run(
+        self.execute(
             "DELETE FROM chat_outbox WHERE group_id = $1 AND platform = $2 AND version = $3",
             (group_id, platform, version),
         )
@@ -94,7 +90,7 @@ impl Store {
         attempts: i64,
         error: &str,
     ) -> Result<(), sqlx::Error> {
-        self.run(
+        self.execute(
             "UPDATE chat_outbox SET due_at = $1, attempts = $2, last_error = $3 \
              WHERE group_id = $4 AND platform = $5",
             (due_at, attempts, error, group_id, platform),
@@ -112,7 +108,7 @@ impl Store {
         version: i64,
         error: &str,
     ) -> Result<(), sqlx::Error> {
-        self.run(
+        self.execute(
             "UPDATE chat_outbox SET dead = 1, last_error = $1 \
              WHERE group_id = $2 AND platform = $3 AND version = $4",
             (error, group_id, platform, version),
@@ -125,7 +121,7 @@ impl Store {
     pub async fn release_backoff(&self, platform: &str, now: &str) -> Result<u64, sqlx::Error> {
         let sql = "UPDATE chat_outbox SET due_at = $1 WHERE dead = 0 AND platform = $2 \
                    AND attempts > 0 AND due_at > $1";
-        self.run(sql, (now, platform)).await
+        self.execute(sql, (now, platform)).await
     }
 
     pub async fn chat_card(
@@ -161,7 +157,7 @@ impl Store {
         nonce: &str,
         now: &str,
     ) -> Result<(), sqlx::Error> {
-        self.run(
+        self.execute(
             "INSERT INTO chat_cards (group_id, platform, channel_id, nonce, updated_at) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (group_id, platform) DO UPDATE SET channel_id = excluded.channel_id, \
@@ -183,7 +179,7 @@ impl Store {
         resolved_at: Option<&str>,
         now: &str,
     ) -> Result<(), sqlx::Error> {
-        self.run(
+        self.execute(
             "UPDATE chat_cards SET message_id = $1, shown_status = $2, resolved_at = $3, \
              updated_at = $4 WHERE group_id = $5 AND platform = $6",
             (

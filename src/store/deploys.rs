@@ -120,12 +120,10 @@ impl Store {
     }
 
     pub async fn running_deploy(&self, project: &str) -> Result<Option<DeployRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE project = $1 AND state = 'running'"
-        ))
-        .bind(project)
-        .fetch_optional(&self.pool)
-        .await
+        );
+        self.fetch_optional(&sql, (project,)).await
     }
 
     /// Saves the steps so far and renews the heartbeat. False when the row is no longer
@@ -141,7 +139,7 @@ impl Store {
              WHERE id = $2 AND owner = $3 AND state = 'running'",
             db_now(self.backend)
         );
-        Ok(self.run(&sql, (steps, id, owner)).await? == 1)
+        Ok(self.execute(&sql, (steps, id, owner)).await? == 1)
     }
 
     /// Records the outcome, which releases the lock.
@@ -162,7 +160,7 @@ impl Store {
              WHERE id = $5 AND owner = $6 AND state = 'running'"
         );
         let values = (state, failed_step, error, steps, id, owner);
-        Ok(self.run(&sql, values).await? == 1)
+        Ok(self.execute(&sql, values).await? == 1)
     }
 
     /// Marks running deploys whose heartbeat is older than `stale_secs` by the database's
@@ -175,31 +173,27 @@ impl Store {
         stale_secs: u64,
         alive: &str,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let sql = format!(
             "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
              error = 'runbot stopped while it ran (no heartbeat since ' || heartbeat_at || ')' \
              WHERE state = 'running' AND owner <> $1 AND {age} > $2 \
              RETURNING {DEPLOY_COLUMNS}",
             now = db_now(self.backend),
             age = db_age(self.backend, "heartbeat_at"),
-        ))
-        .bind_all((alive, stale_secs as f64))
-        .fetch_all(&self.pool)
-        .await
+        );
+        self.fetch_all(&sql, (alive, stale_secs as f64)).await
     }
 
     /// Marks the running deploys of `owner` (this process, stopping) interrupted, and returns them.
     pub async fn interrupt_own_deploys(&self, owner: &str) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let sql = format!(
             "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
              error = 'runbot stopped while it ran (shutdown.grace_secs ran out)' \
              WHERE state = 'running' AND owner = $1 \
              RETURNING {DEPLOY_COLUMNS}",
             now = db_now(self.backend),
-        ))
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
+        );
+        self.fetch_all(&sql, (owner,)).await
     }
 
     /// The newest deploys of a project, newest first.
@@ -208,12 +202,10 @@ impl Store {
         project: &str,
         limit: i64,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE project = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind_all((project, limit))
-        .fetch_all(&self.pool)
-        .await
+        );
+        self.fetch_all(&sql, (project, limit)).await
     }
 
     /// Queues a message for a channel of `platform` (None: the platform's default channel).
@@ -226,7 +218,7 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO announcements (platform, channel_id, text, created_at) \
                    VALUES ($1, $2, $3, $4)";
-        self.run(sql, (platform, channel_id, text, now)).await?;
+        self.execute(sql, (platform, channel_id, text, now)).await?;
         Ok(())
     }
 
@@ -235,13 +227,9 @@ impl Store {
         platform: &str,
         limit: i64,
     ) -> Result<Vec<Announcement>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, channel_id, text FROM announcements \
-             WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2",
-        )
-        .bind_all((platform, limit))
-        .fetch_all(&self.pool)
-        .await
+        let sql = "SELECT id, channel_id, text FROM announcements \
+             WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2";
+        self.fetch_all(sql, (platform, limit)).await
     }
 
     /// Recent announcements, sent or not, newest first (the console shows them).
@@ -250,24 +238,20 @@ impl Store {
         platform: &str,
         limit: i64,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT created_at, text FROM announcements WHERE platform = $1 \
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind_all((platform, limit))
-        .fetch_all(&self.pool)
-        .await
+        let sql = "SELECT created_at, text FROM announcements WHERE platform = $1 \
+             ORDER BY id DESC LIMIT $2";
+        self.fetch_all(sql, (platform, limit)).await
     }
 
     pub async fn announcement_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
         let sql = "UPDATE announcements SET sent_at = $1 WHERE id = $2";
-        self.run(sql, (now, id)).await?;
+        self.execute(sql, (now, id)).await?;
         Ok(())
     }
 
     pub async fn announcement_failed(&self, id: i64, error: &str) -> Result<(), sqlx::Error> {
         let sql = "UPDATE announcements SET attempts = attempts + 1, last_error = $1 WHERE id = $2";
-        self.run(sql, (error, id)).await?;
+        self.execute(sql, (error, id)).await?;
         Ok(())
     }
 }

@@ -121,13 +121,13 @@ impl Store {
             "UPDATE locks SET heartbeat_at = {} WHERE name = $1 AND owner = $2",
             db_now(self.backend)
         );
-        Ok(self.run(&sql, (name, owner)).await? == 1)
+        Ok(self.execute(&sql, (name, owner)).await? == 1)
     }
 
     /// Frees the lock, only if `owner` still holds it. False when it did not.
     pub async fn release_lock(&self, name: &str, owner: &str) -> Result<bool, sqlx::Error> {
         let sql = "DELETE FROM locks WHERE name = $1 AND owner = $2";
-        Ok(self.run(sql, (name, owner)).await? == 1)
+        Ok(self.execute(sql, (name, owner)).await? == 1)
     }
 
     /// Who holds lock `name` (a stale holder too), with its ages by the database's clock.

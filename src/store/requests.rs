@@ -122,12 +122,10 @@ impl Store {
 
     /// The group that carries this silence, if runbot made it for one.
     pub async fn group_of_silence(&self, silence_id: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query("SELECT id FROM alert_groups WHERE silence_id = $1")
+        sqlx::query_scalar("SELECT id FROM alert_groups WHERE silence_id = $1")
             .bind(silence_id)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("id"))
-            .transpose()
+            .await
     }
 
     /// Runs `update` of group `group_id` in a new transaction and, when it changed the row,
@@ -176,17 +174,13 @@ impl Store {
             &row.expires_at,
             &row.resolved_by,
         );
-        self.run(&sql, values).await?;
+        self.execute(&sql, values).await?;
         Ok(())
     }
 
     pub async fn pending(&self, id: &str) -> Result<Option<PendingRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {PENDING_COLUMNS} FROM pending_requests WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        let sql = format!("SELECT {PENDING_COLUMNS} FROM pending_requests WHERE id = $1");
+        self.fetch_optional(&sql, (id,)).await
     }
 
     /// Moves a still-pending request to `state`. Only one caller wins: a double click, or two
@@ -208,7 +202,7 @@ impl Store {
             "UPDATE pending_requests SET state = $1, resolved_by = $2, resolved_at = $4 \
              WHERE id = $3 AND state = 'pending' AND {expiry}"
         );
-        Ok(self.run(&sql, (state, by, id, now)).await? == 1)
+        Ok(self.execute(&sql, (state, by, id, now)).await? == 1)
     }
 
     /// Records an approval that is not yet enough; fails (false) if the request moved on or
@@ -222,17 +216,15 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let sql = "UPDATE pending_requests SET approvals = $1 \
                    WHERE id = $2 AND state = 'pending' AND approvals = $3 AND expires_at > $4";
-        Ok(self.run(sql, (approvals, id, seen, now)).await? == 1)
+        Ok(self.execute(sql, (approvals, id, seen, now)).await? == 1)
     }
 
     /// Requests whose time ran out and nobody has marked yet.
     pub async fn overdue_pending(&self, now: &str) -> Result<Vec<PendingRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let sql = format!(
             "SELECT {PENDING_COLUMNS} FROM pending_requests \
              WHERE state = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT 100"
-        ))
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
+        );
+        self.fetch_all(&sql, (now,)).await
     }
 }

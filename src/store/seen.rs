@@ -15,12 +15,12 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let sql = "INSERT INTO seen_interactions (platform, id, expires_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (platform, id) DO NOTHING";
-        Ok(self.run(sql, (platform, id, expires_at)).await? == 1)
+        Ok(self.execute(sql, (platform, id, expires_at)).await? == 1)
     }
 
     /// Forgets ids whose time is up; answers how many.
     pub async fn forget_seen(&self, now: &str) -> Result<u64, sqlx::Error> {
-        self.run(
+        self.execute(
             "DELETE FROM seen_interactions WHERE expires_at < $1",
             (now,),
         )

@@ -5,7 +5,7 @@ use std::future::Future;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::error::BoxDynError;
 use sqlx::query::{Query, QueryAs};
-use sqlx::{Any, AnyPool, Arguments, Encode, Row, Transaction, Type};
+use sqlx::{Any, AnyPool, Arguments, Encode, FromRow, Row, Transaction, Type};
 
 use super::values_list;
 use crate::config::Backend;
@@ -62,6 +62,17 @@ impl<'q> Bind<'q> for Args<'q> {
 /// Values bound in order by [`Bind::bind_all`]: tuples of up to sixteen.
 pub(super) trait Values<'q> {
     fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q;
+}
+
+/// What `sqlx::query_as` can read a row as: see [`from_row!`].
+pub(super) trait Record: for<'r> FromRow<'r, AnyRow> + Send + Unpin {}
+impl<T: for<'r> FromRow<'r, AnyRow> + Send + Unpin> Record for T {}
+
+/// No values: a statement without placeholders.
+impl<'q> Values<'q> for () {
+    fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q {
+        q
+    }
 }
 
 macro_rules! tuple_values {
@@ -132,9 +143,10 @@ where
     }
 }
 
+/// One statement with its values on the shared pool: the store's reads and small writes.
 impl super::Store {
-    /// Runs one statement with `values` on the shared pool; answers how many rows it changed.
-    pub(super) async fn run<'q>(
+    /// Answers how many rows the statement changed.
+    pub(super) async fn execute<'q>(
         &self,
         sql: &'q str,
         values: impl Values<'q>,
@@ -144,6 +156,30 @@ impl super::Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The first row the statement returns, if any.
+    pub(super) async fn fetch_optional<'q, T: Record>(
+        &self,
+        sql: &'q str,
+        values: impl Values<'q>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        sqlx::query_as(sql)
+            .bind_all(values)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Every row the statement returns.
+    pub(super) async fn fetch_all<'q, T: Record>(
+        &self,
+        sql: &'q str,
+        values: impl Values<'q>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        sqlx::query_as(sql)
+            .bind_all(values)
+            .fetch_all(&self.pool)
+            .await
     }
 }
 
