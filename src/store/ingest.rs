@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::sql::{write_rows, Args, Bind};
+use super::sql::{write_rows, Bind};
 use super::{placeholders, Store};
 use crate::config::Backend;
 use crate::domain::alert::{
@@ -283,6 +283,33 @@ pub(super) const GROUP_COLUMNS: &str =
     group_labels, common_labels, common_annotations, external_url, truncated_alerts, \
     started_at, resolved_at, created_at, updated_at";
 
+/// The values of a group row in the order of `GROUP_COLUMNS`, after the `$first` values (its
+/// id, to update it): one tuple for sqlx's `bind_all` and for rusqlite alike.
+macro_rules! group_row {
+    ($($first:expr),*; $group:expr) => {{
+        let g: &crate::domain::alert::GroupState = $group;
+        (
+            $($first,)*
+            &g.receiver,
+            &g.group_key,
+            g.status.as_str(),
+            g.severity.as_str(),
+            &g.severity_note,
+            &g.runbook,
+            &g.group_labels,
+            &g.common_labels,
+            &g.common_annotations,
+            &g.external_url,
+            g.truncated_alerts,
+            &g.started_at,
+            &g.resolved_at,
+            &g.created_at,
+            &g.updated_at,
+        )
+    }};
+}
+pub(super) use group_row;
+
 async fn load_groups(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
@@ -350,6 +377,27 @@ pub(super) fn alert_from_row<R: Columns>(row: &R) -> Result<AlertState, R::Error
 pub(super) const ALERT_COLUMNS: &str =
     "status, severity, labels, annotations, starts_at, ends_at, \
     generator_url, first_seen_at, updated_at";
+
+/// The values of an alert row in the order of `ALERT_COLUMNS`, after the `$first` values
+/// (its group and fingerprint): one tuple for sqlx's `bind_all` and for rusqlite alike.
+macro_rules! alert_row {
+    ($($first:expr),*; $alert:expr) => {{
+        let s: &crate::domain::alert::AlertState = $alert;
+        (
+            $($first,)*
+            s.status.as_str(),
+            s.severity.as_str(),
+            &s.labels,
+            &s.annotations,
+            &s.starts_at,
+            &s.ends_at,
+            &s.generator_url,
+            &s.first_seen_at,
+            &s.updated_at,
+        )
+    }};
+}
+pub(super) use alert_row;
 
 /// What an alert row takes from a newer state (first_seen_at stays).
 pub(super) const ALERT_UPSERT: &str = "ON CONFLICT (group_id, fingerprint) DO UPDATE SET \
@@ -442,27 +490,6 @@ async fn load_alerts(
     Ok(())
 }
 
-/// Binds the columns of `GROUP_COLUMNS`, in order.
-fn bind_group<'q>(args: Args<'q>, g: &'q GroupState) -> Args<'q> {
-    args.bind_all((
-        &g.receiver,
-        &g.group_key,
-        g.status.as_str(),
-        g.severity.as_str(),
-        &g.severity_note,
-        &g.runbook,
-        &g.group_labels,
-        &g.common_labels,
-        &g.common_annotations,
-        &g.external_url,
-        g.truncated_alerts,
-        &g.started_at,
-        &g.resolved_at,
-        &g.created_at,
-        &g.updated_at,
-    ))
-}
-
 /// Inserts new groups and updates changed ones; returns every group's id by batch index.
 async fn write_groups(
     tx: &mut Transaction<'_, Any>,
@@ -482,7 +509,7 @@ async fn write_groups(
         (&insert, returning),
         &new,
         GROUPS_PER_STATEMENT,
-        |args, &i| bind_group(args, &groups[i]),
+        |args, &i| args.bind_all(group_row!(; &groups[i])),
     )
     .await?;
     let by_key: HashMap<(&str, &str), usize> = new
@@ -511,7 +538,7 @@ async fn write_groups(
         (&upsert, GROUP_UPSERT),
         &changed,
         GROUPS_PER_STATEMENT,
-        |args, (id, g)| bind_group(args.bind_one(*id), g),
+        |args, (id, g)| args.bind_all(group_row!(*id; g)),
     )
     .await?;
     Ok(ids)
@@ -535,21 +562,7 @@ async fn write_changes(
         (&upsert, ALERT_UPSERT),
         &alerts,
         ROWS_PER_STATEMENT,
-        |args, (gi, fp, s)| {
-            args.bind_all((
-                ids[*gi],
-                fp.as_str(),
-                s.status.as_str(),
-                s.severity.as_str(),
-                &s.labels,
-                &s.annotations,
-                &s.starts_at,
-                &s.ends_at,
-                &s.generator_url,
-                &s.first_seen_at,
-                &s.updated_at,
-            ))
-        },
+        |args, (gi, fp, s)| args.bind_all(alert_row!(ids[*gi], fp.as_str(); s)),
     )
     .await?;
 
