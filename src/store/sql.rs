@@ -64,10 +64,6 @@ pub(super) trait Values<'q> {
     fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q;
 }
 
-/// What `sqlx::query_as` can read a row as: see [`from_row!`].
-pub(super) trait Record: for<'r> FromRow<'r, AnyRow> + Send + Unpin {}
-impl<T: for<'r> FromRow<'r, AnyRow> + Send + Unpin> Record for T {}
-
 /// No values: a statement without placeholders.
 impl<'q> Values<'q> for () {
     fn bind_to<Q: Bind<'q>>(self, q: Q) -> Q {
@@ -104,9 +100,13 @@ tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N);
 tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O);
 tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P);
 
+/// What `sqlx::query_as` can read a row as: see [`from_row!`].
+pub(super) trait Record: for<'r> FromRow<'r, AnyRow> + Send + Unpin {}
+impl<T: for<'r> FromRow<'r, AnyRow> + Send + Unpin> Record for T {}
+
 /// Implements `sqlx::FromRow` for a struct whose fields are all columns of the same name, read
-/// as stored, so `sqlx::query_as` can return it. Without sqlx's derive feature, which would
-/// cost compile time.
+/// as stored, so `sqlx::query_as` can return it: what sqlx's derive would write for the plain
+/// case, kept to a declarative macro. Rows with computed fields are mapped by hand.
 macro_rules! from_row {
     ($ty:ident { $($col:ident),+ $(,)? }) => {
         impl sqlx::FromRow<'_, sqlx::any::AnyRow> for $ty {
