@@ -8,10 +8,10 @@
 //! [`Store::append_audit_row`].
 
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
+use super::sql::{from_row, Bind};
 use super::Store;
 use crate::config::Backend;
 
@@ -34,12 +34,33 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+from_row!(AuditRow {
+    id,
+    at,
+    invocation_id,
+    step,
+    actor_platform,
+    actor_id,
+    actor_name,
+    command,
+    args,
+    origin,
+    reason,
+    detail,
+    prev_hash,
+    hash,
+});
+
 /// The end of the chain when a row is appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditHead {
     pub id: i64,
     pub hash: String,
 }
+
+from_row!(AuditHead { id, hash });
+
+const HEAD: &str = "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
 
 /// Which rows to read. Every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,12 +123,10 @@ impl Store {
 
     /// The hash of row `id`, when there is such a row.
     pub async fn audit_hash_of(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query("SELECT hash FROM audit_log WHERE id = $1")
+        sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("hash"))
-            .transpose()
+            .await
     }
 
     /// Up to `limit` rows with an id above `after`, in id order: one page of a walk.
@@ -120,12 +139,7 @@ impl Store {
         let mut q = Query::new();
         q.and("id > ", Bound::Int(after));
         q.filter(filter);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY id LIMIT {}",
-            q.conditions(),
-            limit.max(0)
-        );
-        q.fetch(self, &sql).await
+        q.fetch(self, "ORDER BY id", limit).await
     }
 
     /// The `limit` most recent rows, newest first.
@@ -136,26 +150,12 @@ impl Store {
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         let mut q = Query::new();
         q.filter(filter);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY id DESC LIMIT {}",
-            q.conditions(),
-            limit.max(0)
-        );
-        q.fetch(self, &sql).await
+        q.fetch(self, "ORDER BY id DESC", limit).await
     }
 
     /// The last row's id and hash.
     pub async fn audit_head(&self) -> Result<Option<AuditHead>, sqlx::Error> {
-        sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| {
-                Ok(AuditHead {
-                    id: r.try_get("id")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .transpose()
+        sqlx::query_as(HEAD).fetch_optional(&self.pool).await
     }
 
     /// The id of a row whose `column` (`hash` or `prev_hash`) has this value. Only used to
@@ -169,14 +169,12 @@ impl Store {
             AuditHashColumn::Hash => "hash",
             AuditHashColumn::PrevHash => "prev_hash",
         };
-        sqlx::query(&format!(
+        sqlx::query_scalar(&format!(
             "SELECT id FROM audit_log WHERE {col} = $1 ORDER BY id LIMIT 1"
         ))
         .bind(value)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get("id"))
-        .transpose()
+        .await
     }
 }
 
@@ -185,36 +183,28 @@ async fn insert_sealed<F>(conn: &mut AnyConnection, seal: F) -> Result<AuditRow,
 where
     F: FnOnce(Option<AuditHead>) -> AuditRow + Send,
 {
-    let head = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| {
-            Ok::<_, sqlx::Error>(AuditHead {
-                id: r.try_get("id")?,
-                hash: r.try_get("hash")?,
-            })
-        })
-        .transpose()?;
+    let head = sqlx::query_as(HEAD).fetch_optional(&mut *conn).await?;
     let row = seal(head);
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, invocation_id, step, actor_platform, actor_id, \
-         actor_name, command, args, origin, reason, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(row.id)
-    .bind(&row.at)
-    .bind(&row.invocation_id)
-    .bind(&row.step)
-    .bind(&row.actor_platform)
-    .bind(&row.actor_id)
-    .bind(&row.actor_name)
-    .bind(&row.command)
-    .bind(&row.args)
-    .bind(&row.origin)
-    .bind(&row.reason)
-    .bind(&row.detail)
-    .bind(&row.prev_hash)
-    .bind(&row.hash)
+    sqlx::query(&format!(
+        "INSERT INTO audit_log ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind_all((
+        row.id,
+        &row.at,
+        &row.invocation_id,
+        &row.step,
+        &row.actor_platform,
+        &row.actor_id,
+        &row.actor_name,
+        &row.command,
+        &row.args,
+        &row.origin,
+        &row.reason,
+        &row.detail,
+        &row.prev_hash,
+        &row.hash,
+    ))
     .execute(&mut *conn)
     .await?;
     Ok(row)
@@ -335,34 +325,25 @@ impl Query {
         }
     }
 
-    async fn fetch(self, store: &Store, sql: &str) -> Result<Vec<AuditRow>, sqlx::Error> {
-        let mut q = sqlx::query(sql);
+    /// The rows that meet the conditions, in `order`, at most `limit` of them.
+    async fn fetch(
+        self,
+        store: &Store,
+        order: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE {} {order} LIMIT {}",
+            self.conditions(),
+            limit.max(0)
+        );
+        let mut q = sqlx::query_as(&sql);
         for v in self.values {
             q = match v {
                 Bound::Int(n) => q.bind(n),
                 Bound::Text(t) => q.bind(t),
             };
         }
-        let rows: Vec<AnyRow> = q.fetch_all(&store.pool).await?;
-        rows.iter().map(row_from).collect()
+        q.fetch_all(&store.pool).await
     }
-}
-
-fn row_from(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
-    Ok(AuditRow {
-        id: r.try_get("id")?,
-        at: r.try_get("at")?,
-        invocation_id: r.try_get("invocation_id")?,
-        step: r.try_get("step")?,
-        actor_platform: r.try_get("actor_platform")?,
-        actor_id: r.try_get("actor_id")?,
-        actor_name: r.try_get("actor_name")?,
-        command: r.try_get("command")?,
-        args: r.try_get("args")?,
-        origin: r.try_get("origin")?,
-        reason: r.try_get("reason")?,
-        detail: r.try_get("detail")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
-    })
 }

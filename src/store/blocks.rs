@@ -2,10 +2,8 @@
 //! and the durable schedule of their expiry; and which hosts' nginx applied them
 //! (`migrations/*/0009_nginx_hosts.sql`).
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
 use super::locks::db_now;
+use super::sql::{from_row, insert_or_holder, Bind};
 use super::Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,20 +23,18 @@ pub struct BlockRow {
 const COLUMNS: &str = "id, network, reason, actor, invocation_id, platform, channel_id, \
     created_at, expires_at, state";
 
-fn block_from_row(r: &AnyRow) -> Result<BlockRow, sqlx::Error> {
-    Ok(BlockRow {
-        id: r.try_get("id")?,
-        network: r.try_get("network")?,
-        reason: r.try_get("reason")?,
-        actor: r.try_get("actor")?,
-        invocation_id: r.try_get("invocation_id")?,
-        platform: r.try_get("platform")?,
-        channel_id: r.try_get("channel_id")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        state: r.try_get("state")?,
-    })
-}
+from_row!(BlockRow {
+    id,
+    network,
+    reason,
+    actor,
+    invocation_id,
+    platform,
+    channel_id,
+    created_at,
+    expires_at,
+    state,
+});
 
 /// A block to add.
 #[derive(Debug, Clone)]
@@ -64,62 +60,44 @@ impl Store {
     /// The unique index on active rows refuses a second block of one network, even from two
     /// requests at once; then the existing block is returned.
     pub async fn add_block(&self, b: &NewBlock<'_>) -> Result<Added, sqlx::Error> {
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO ip_blocks (network, reason, actor, invocation_id, platform, channel_id, \
              created_at, expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active') RETURNING id",
         )
-        .bind(b.network)
-        .bind(b.reason)
-        .bind(b.actor)
-        .bind(b.invocation_id)
-        .bind(b.platform)
-        .bind(b.channel_id)
-        .bind(b.now)
-        .bind(b.expires_at)
-        .fetch_one(&self.pool)
-        .await;
-        match inserted {
-            Ok(row) => Ok(Added::Added(row.try_get("id")?)),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                match self.active_block(b.network).await? {
-                    Some(holder) => Ok(Added::Already(Box::new(holder))),
-                    None => Err(sqlx::Error::Database(e)),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        .bind_all((
+            b.network,
+            b.reason,
+            b.actor,
+            b.invocation_id,
+            b.platform,
+            b.channel_id,
+            b.now,
+            b.expires_at,
+        ));
+        let holder = || self.active_block(b.network);
+        Ok(match insert_or_holder(&self.pool, insert, holder).await? {
+            Ok(id) => Added::Added(id),
+            Err(holder) => Added::Already(Box::new(holder)),
+        })
     }
 
     /// Takes back a block nginx did not accept.
     pub async fn delete_block(&self, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM ip_blocks WHERE id = $1 AND state = 'active'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let sql = "DELETE FROM ip_blocks WHERE id = $1 AND state = 'active'";
+        self.execute(sql, (id,)).await?;
         Ok(())
     }
 
     pub async fn active_block(&self, network: &str) -> Result<Option<BlockRow>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM ip_blocks WHERE network = $1 AND state = 'active'"
-        ))
-        .bind(network)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| block_from_row(&r))
-        .transpose()
+        let sql =
+            format!("SELECT {COLUMNS} FROM ip_blocks WHERE network = $1 AND state = 'active'");
+        self.fetch_optional(&sql, (network,)).await
     }
 
     /// Every active block, oldest first: the deny file's content.
     pub async fn active_blocks(&self) -> Result<Vec<BlockRow>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(block_from_row)
-        .collect()
+        let sql = format!("SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' ORDER BY id");
+        self.fetch_all(&sql, ()).await
     }
 
     /// Ends an active block (`removed` or `expired`); false when it was not active any more.
@@ -130,28 +108,17 @@ impl Store {
         by: &str,
         now: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE ip_blocks SET state = $1, ended_by = $2, ended_at = $3 \
-             WHERE id = $4 AND state = 'active'",
-        )
-        .bind(state)
-        .bind(by)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let sql = "UPDATE ip_blocks SET state = $1, ended_by = $2, ended_at = $3 \
+                   WHERE id = $4 AND state = 'active'";
+        Ok(self.execute(sql, (state, by, now, id)).await? == 1)
     }
 
     /// Makes an ended block active again (nginx refused the file without it). An expiry's
     /// claim stays, so a failing expiry is tried again once the claim is stale, not at once.
     pub async fn reopen_block(&self, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE ip_blocks SET state = 'active', ended_by = NULL, ended_at = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let sql = "UPDATE ip_blocks SET state = 'active', ended_by = NULL, ended_at = NULL \
+                   WHERE id = $1";
+        self.execute(sql, (id,)).await?;
         Ok(())
     }
 
@@ -164,30 +131,16 @@ impl Store {
         now: &str,
         stale_before: &str,
     ) -> Result<Vec<BlockRow>, sqlx::Error> {
-        let due: Vec<BlockRow> = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM ip_blocks WHERE state = 'active' AND expires_at IS NOT NULL \
              AND expires_at <= $1 AND (claimed_at IS NULL OR claimed_at < $2) ORDER BY expires_at"
-        ))
-        .bind(now)
-        .bind(stale_before)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(block_from_row)
-        .collect::<Result<_, _>>()?;
+        );
+        let due: Vec<BlockRow> = self.fetch_all(&sql, (now, stale_before)).await?;
         let mut claimed = Vec::new();
         for b in due {
-            let done = sqlx::query(
-                "UPDATE ip_blocks SET claimed_by = $1, claimed_at = $2 WHERE id = $3 \
-                 AND state = 'active' AND (claimed_at IS NULL OR claimed_at < $4)",
-            )
-            .bind(owner)
-            .bind(now)
-            .bind(b.id)
-            .bind(stale_before)
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 1 {
+            let sql = "UPDATE ip_blocks SET claimed_by = $1, claimed_at = $2 WHERE id = $3 \
+                       AND state = 'active' AND (claimed_at IS NULL OR claimed_at < $4)";
+            if self.execute(sql, (owner, now, b.id, stale_before)).await? == 1 {
                 claimed.push(b);
             }
         }
@@ -210,40 +163,26 @@ pub struct NginxHost {
 
 const HOST_COLUMNS: &str = "host_id, applied, blocks, applied_at, seen_at, error, failed_at";
 
-fn host_from_row(r: &AnyRow) -> Result<NginxHost, sqlx::Error> {
-    Ok(NginxHost {
-        host_id: r.try_get("host_id")?,
-        applied: r.try_get("applied")?,
-        blocks: r.try_get("blocks")?,
-        applied_at: r.try_get("applied_at")?,
-        seen_at: r.try_get("seen_at")?,
-        error: r.try_get("error")?,
-        failed_at: r.try_get("failed_at")?,
-    })
-}
+from_row!(NginxHost {
+    host_id,
+    applied,
+    blocks,
+    applied_at,
+    seen_at,
+    error,
+    failed_at,
+});
 
 impl Store {
     pub async fn nginx_host(&self, host_id: &str) -> Result<Option<NginxHost>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1"
-        ))
-        .bind(host_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| host_from_row(&r))
-        .transpose()
+        let sql = format!("SELECT {HOST_COLUMNS} FROM nginx_hosts WHERE host_id = $1");
+        self.fetch_optional(&sql, (host_id,)).await
     }
 
     /// Every host that reported, by name.
     pub async fn nginx_hosts(&self) -> Result<Vec<NginxHost>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {HOST_COLUMNS} FROM nginx_hosts ORDER BY host_id"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(host_from_row)
-        .collect()
+        let sql = format!("SELECT {HOST_COLUMNS} FROM nginx_hosts ORDER BY host_id");
+        self.fetch_all(&sql, ()).await
     }
 
     /// `host_id`'s nginx took the deny file hashed `applied`, with `blocks` lines; any earlier
@@ -255,32 +194,25 @@ impl Store {
         blocks: i64,
     ) -> Result<(), sqlx::Error> {
         let now = db_now(self.backend);
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO nginx_hosts (host_id, applied, blocks, applied_at, seen_at, error, failed_at) \
              VALUES ($1, $2, $3, {now}, {now}, NULL, NULL) \
              ON CONFLICT (host_id) DO UPDATE SET applied = excluded.applied, blocks = excluded.blocks, \
              applied_at = excluded.applied_at, seen_at = excluded.seen_at, error = NULL, failed_at = NULL"
-        ))
-        .bind(host_id)
-        .bind(applied)
-        .bind(blocks)
-        .execute(&self.pool)
-        .await?;
+        );
+        self.execute(&sql, (host_id, applied, blocks)).await?;
         Ok(())
     }
 
     /// `host_id`'s nginx did not take the newest list: it keeps what it applied before.
     pub async fn nginx_host_failed(&self, host_id: &str, error: &str) -> Result<(), sqlx::Error> {
         let now = db_now(self.backend);
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO nginx_hosts (host_id, seen_at, error, failed_at) VALUES ($1, {now}, $2, {now}) \
              ON CONFLICT (host_id) DO UPDATE SET seen_at = excluded.seen_at, error = excluded.error, \
              failed_at = excluded.failed_at"
-        ))
-        .bind(host_id)
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
+        );
+        self.execute(&sql, (host_id, error)).await?;
         Ok(())
     }
 
@@ -291,7 +223,7 @@ impl Store {
         host_id: &str,
         clear_error: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "UPDATE nginx_hosts SET seen_at = {}{} WHERE host_id = $1",
             db_now(self.backend),
             if clear_error {
@@ -299,10 +231,8 @@ impl Store {
             } else {
                 ""
             }
-        ))
-        .bind(host_id)
-        .execute(&self.pool)
-        .await?;
+        );
+        self.execute(&sql, (host_id,)).await?;
         Ok(())
     }
 
@@ -316,10 +246,7 @@ impl Store {
         let before = chrono::Duration::from_std(silent_for)
             .map(|d| crate::domain::format_time(now - d))
             .map_err(|e| sqlx::Error::Decode(e.into()))?;
-        Ok(sqlx::query("DELETE FROM nginx_hosts WHERE seen_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        self.execute("DELETE FROM nginx_hosts WHERE seen_at < $1", (before,))
+            .await
     }
 }

@@ -3,10 +3,10 @@
 //! The delivery worker writes through the shared pool: PostgreSQL's write pool belongs to the
 //! writer thread.
 
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::ingest::Columns;
+use super::sql::{from_row, Bind};
 use super::Store;
 use crate::domain::GroupStatus;
 
@@ -17,6 +17,12 @@ pub struct Notice {
     pub version: i64,
     pub attempts: i64,
 }
+
+from_row!(Notice {
+    group_id,
+    version,
+    attempts,
+});
 
 /// The card a group has on one platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,24 +43,9 @@ impl Store {
         now: &str,
         limit: i64,
     ) -> Result<Vec<Notice>, sqlx::Error> {
-        let rows: Vec<AnyRow> = sqlx::query(
-            "SELECT group_id, version, attempts FROM chat_outbox \
-             WHERE dead = 0 AND platform = $1 AND due_at <= $2 ORDER BY due_at, group_id LIMIT $3",
-        )
-        .bind(platform)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Notice {
-                    group_id: r.try_get("group_id")?,
-                    version: r.try_get("version")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        let sql = "SELECT group_id, version, attempts FROM chat_outbox \
+             WHERE dead = 0 AND platform = $1 AND due_at <= $2 ORDER BY due_at, group_id LIMIT $3";
+        self.fetch_all(sql, (platform, now, limit)).await
     }
 
     /// When the next notice falls due (RFC 3339), if any is waiting.
@@ -82,13 +73,10 @@ impl Store {
         platform: &str,
         version: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.execute(
             "DELETE FROM chat_outbox WHERE group_id = $1 AND platform = $2 AND version = $3",
+            (group_id, platform, version),
         )
-        .bind(group_id)
-        .bind(platform)
-        .bind(version)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -102,16 +90,11 @@ impl Store {
         attempts: i64,
         error: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.execute(
             "UPDATE chat_outbox SET due_at = $1, attempts = $2, last_error = $3 \
              WHERE group_id = $4 AND platform = $5",
+            (due_at, attempts, error, group_id, platform),
         )
-        .bind(due_at)
-        .bind(attempts)
-        .bind(error)
-        .bind(group_id)
-        .bind(platform)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -125,30 +108,20 @@ impl Store {
         version: i64,
         error: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.execute(
             "UPDATE chat_outbox SET dead = 1, last_error = $1 \
              WHERE group_id = $2 AND platform = $3 AND version = $4",
+            (error, group_id, platform, version),
         )
-        .bind(error)
-        .bind(group_id)
-        .bind(platform)
-        .bind(version)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// The platform answers again: notices waiting out a backoff are due now.
     pub async fn release_backoff(&self, platform: &str, now: &str) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
-            "UPDATE chat_outbox SET due_at = $1 WHERE dead = 0 AND platform = $2 AND attempts > 0 \
-             AND due_at > $1",
-        )
-        .bind(now)
-        .bind(platform)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        let sql = "UPDATE chat_outbox SET due_at = $1 WHERE dead = 0 AND platform = $2 \
+                   AND attempts > 0 AND due_at > $1";
+        self.execute(sql, (now, platform)).await
     }
 
     pub async fn chat_card(
@@ -160,8 +133,7 @@ impl Store {
             "SELECT channel_id, nonce, message_id, shown_status, resolved_at FROM chat_cards \
              WHERE group_id = $1 AND platform = $2",
         )
-        .bind(group_id)
-        .bind(platform)
+        .bind_all((group_id, platform))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
@@ -185,19 +157,14 @@ impl Store {
         nonce: &str,
         now: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.execute(
             "INSERT INTO chat_cards (group_id, platform, channel_id, nonce, updated_at) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (group_id, platform) DO UPDATE SET channel_id = excluded.channel_id, \
              nonce = excluded.nonce, message_id = NULL, shown_status = NULL, resolved_at = NULL, \
              updated_at = excluded.updated_at",
+            (group_id, platform, channel_id, nonce, now),
         )
-        .bind(group_id)
-        .bind(platform)
-        .bind(channel_id)
-        .bind(nonce)
-        .bind(now)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -212,17 +179,18 @@ impl Store {
         resolved_at: Option<&str>,
         now: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        self.execute(
             "UPDATE chat_cards SET message_id = $1, shown_status = $2, resolved_at = $3, \
              updated_at = $4 WHERE group_id = $5 AND platform = $6",
+            (
+                message_id,
+                status.as_str(),
+                resolved_at,
+                now,
+                group_id,
+                platform,
+            ),
         )
-        .bind(message_id)
-        .bind(status.as_str())
-        .bind(resolved_at)
-        .bind(now)
-        .bind(group_id)
-        .bind(platform)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }

@@ -5,10 +5,8 @@
 //! its heartbeat is stale is decided in SQL against that clock: replicas on hosts whose clocks
 //! disagree never take a live deploy for dead (see [`super::locks`]).
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
 use super::locks::{db_age, db_now};
+use super::sql::{from_row, insert_or_holder, Bind};
 use super::Store;
 
 /// One deploy or rollback as stored.
@@ -37,27 +35,25 @@ pub struct DeployRow {
 const DEPLOY_COLUMNS: &str = "id, project, kind, tag, from_tag, actor, invocation_id, platform, \
     channel_id, state, failed_step, error, steps, started_at, finished_at, heartbeat_at, owner";
 
-fn deploy_from_row(r: &AnyRow) -> Result<DeployRow, sqlx::Error> {
-    Ok(DeployRow {
-        id: r.try_get("id")?,
-        project: r.try_get("project")?,
-        kind: r.try_get("kind")?,
-        tag: r.try_get("tag")?,
-        from_tag: r.try_get("from_tag")?,
-        actor: r.try_get("actor")?,
-        invocation_id: r.try_get("invocation_id")?,
-        platform: r.try_get("platform")?,
-        channel_id: r.try_get("channel_id")?,
-        state: r.try_get("state")?,
-        failed_step: r.try_get("failed_step")?,
-        error: r.try_get("error")?,
-        steps: r.try_get("steps")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        heartbeat_at: r.try_get("heartbeat_at")?,
-        owner: r.try_get("owner")?,
-    })
-}
+from_row!(DeployRow {
+    id,
+    project,
+    kind,
+    tag,
+    from_tag,
+    actor,
+    invocation_id,
+    platform,
+    channel_id,
+    state,
+    failed_step,
+    error,
+    steps,
+    started_at,
+    finished_at,
+    heartbeat_at,
+    owner,
+});
 
 /// What a new deploy needs to take the lock.
 #[derive(Debug, Clone)]
@@ -88,49 +84,46 @@ pub struct Announcement {
     pub text: String,
 }
 
+from_row!(Announcement {
+    id,
+    channel_id,
+    text
+});
+
 impl Store {
     /// Takes the project's deploy lock by inserting a running deploy; the unique index refuses
     /// a second one, and then the holder is returned.
     pub async fn begin_deploy(&self, d: &NewDeploy<'_>) -> Result<Lock, sqlx::Error> {
         let now = db_now(self.backend);
-        let inserted = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO deploys (project, kind, tag, from_tag, actor, invocation_id, platform, \
              channel_id, state, steps, started_at, heartbeat_at, owner) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', '[]', {now}, {now}, $9) RETURNING id"
-        ))
-        .bind(d.project)
-        .bind(d.kind)
-        .bind(d.tag)
-        .bind(d.from_tag)
-        .bind(d.actor)
-        .bind(d.invocation_id)
-        .bind(d.platform)
-        .bind(d.channel_id)
-        .bind(d.owner)
-        .fetch_one(&self.pool)
-        .await;
-        match inserted {
-            Ok(row) => Ok(Lock::Taken(row.try_get("id")?)),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                match self.running_deploy(d.project).await? {
-                    Some(holder) => Ok(Lock::HeldBy(Box::new(holder))),
-                    // Finished between the two statements: the caller may try again.
-                    None => Err(sqlx::Error::Database(e)),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        );
+        let insert = sqlx::query(&sql).bind_all((
+            d.project,
+            d.kind,
+            d.tag,
+            d.from_tag,
+            d.actor,
+            d.invocation_id,
+            d.platform,
+            d.channel_id,
+            d.owner,
+        ));
+        // A holder that finished between the two statements: the caller may try again.
+        let holder = || self.running_deploy(d.project);
+        Ok(match insert_or_holder(&self.pool, insert, holder).await? {
+            Ok(id) => Lock::Taken(id),
+            Err(holder) => Lock::HeldBy(Box::new(holder)),
+        })
     }
 
     pub async fn running_deploy(&self, project: &str) -> Result<Option<DeployRow>, sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE project = $1 AND state = 'running'"
-        ))
-        .bind(project)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| deploy_from_row(&r))
-        .transpose()
+        );
+        self.fetch_optional(&sql, (project,)).await
     }
 
     /// Saves the steps so far and renews the heartbeat. False when the row is no longer
@@ -141,17 +134,12 @@ impl Store {
         owner: &str,
         steps: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE deploys SET steps = $1, heartbeat_at = {} \
              WHERE id = $2 AND owner = $3 AND state = 'running'",
             db_now(self.backend)
-        ))
-        .bind(steps)
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        );
+        Ok(self.execute(&sql, (steps, id, owner)).await? == 1)
     }
 
     /// Records the outcome, which releases the lock.
@@ -166,20 +154,13 @@ impl Store {
         steps: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = db_now(self.backend);
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE deploys SET state = $1, failed_step = $2, error = $3, steps = $4, \
              finished_at = {now}, heartbeat_at = {now} \
              WHERE id = $5 AND owner = $6 AND state = 'running'"
-        ))
-        .bind(state)
-        .bind(failed_step)
-        .bind(error)
-        .bind(steps)
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        );
+        let values = (state, failed_step, error, steps, id, owner);
+        Ok(self.execute(&sql, values).await? == 1)
     }
 
     /// Marks running deploys whose heartbeat is older than `stale_secs` by the database's
@@ -192,38 +173,27 @@ impl Store {
         stale_secs: u64,
         alive: &str,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
              error = 'runbot stopped while it ran (no heartbeat since ' || heartbeat_at || ')' \
              WHERE state = 'running' AND owner <> $1 AND {age} > $2 \
              RETURNING {DEPLOY_COLUMNS}",
             now = db_now(self.backend),
             age = db_age(self.backend, "heartbeat_at"),
-        ))
-        .bind(alive)
-        .bind(stale_secs as f64)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(deploy_from_row)
-        .collect()
+        );
+        self.fetch_all(&sql, (alive, stale_secs as f64)).await
     }
 
     /// Marks the running deploys of `owner` (this process, stopping) interrupted, and returns them.
     pub async fn interrupt_own_deploys(&self, owner: &str) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "UPDATE deploys SET state = 'interrupted', finished_at = {now}, \
              error = 'runbot stopped while it ran (shutdown.grace_secs ran out)' \
              WHERE state = 'running' AND owner = $1 \
              RETURNING {DEPLOY_COLUMNS}",
             now = db_now(self.backend),
-        ))
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(deploy_from_row)
-        .collect()
+        );
+        self.fetch_all(&sql, (owner,)).await
     }
 
     /// The newest deploys of a project, newest first.
@@ -232,16 +202,10 @@ impl Store {
         project: &str,
         limit: i64,
     ) -> Result<Vec<DeployRow>, sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE project = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(project)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(deploy_from_row)
-        .collect()
+        );
+        self.fetch_all(&sql, (project, limit)).await
     }
 
     /// Queues a message for a channel of `platform` (None: the platform's default channel).
@@ -252,15 +216,9 @@ impl Store {
         text: &str,
         now: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO announcements (platform, channel_id, text, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(platform)
-        .bind(channel_id)
-        .bind(text)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let sql = "INSERT INTO announcements (platform, channel_id, text, created_at) \
+                   VALUES ($1, $2, $3, $4)";
+        self.execute(sql, (platform, channel_id, text, now)).await?;
         Ok(())
     }
 
@@ -269,23 +227,9 @@ impl Store {
         platform: &str,
         limit: i64,
     ) -> Result<Vec<Announcement>, sqlx::Error> {
-        sqlx::query(
-            "SELECT id, channel_id, text FROM announcements \
-             WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2",
-        )
-        .bind(platform)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Announcement {
-                id: r.try_get("id")?,
-                channel_id: r.try_get("channel_id")?,
-                text: r.try_get("text")?,
-            })
-        })
-        .collect()
+        let sql = "SELECT id, channel_id, text FROM announcements \
+             WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2";
+        self.fetch_all(sql, (platform, limit)).await
     }
 
     /// Recent announcements, sent or not, newest first (the console shows them).
@@ -294,36 +238,20 @@ impl Store {
         platform: &str,
         limit: i64,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        sqlx::query(
-            "SELECT created_at, text FROM announcements WHERE platform = $1 \
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(platform)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("created_at")?, r.try_get("text")?)))
-        .collect()
+        let sql = "SELECT created_at, text FROM announcements WHERE platform = $1 \
+             ORDER BY id DESC LIMIT $2";
+        self.fetch_all(sql, (platform, limit)).await
     }
 
     pub async fn announcement_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE announcements SET sent_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let sql = "UPDATE announcements SET sent_at = $1 WHERE id = $2";
+        self.execute(sql, (now, id)).await?;
         Ok(())
     }
 
     pub async fn announcement_failed(&self, id: i64, error: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE announcements SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
-        )
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let sql = "UPDATE announcements SET attempts = attempts + 1, last_error = $1 WHERE id = $2";
+        self.execute(sql, (error, id)).await?;
         Ok(())
     }
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{placeholders, values_list, Store};
+use super::sql::{write_rows, Bind};
+use super::{placeholders, Store};
 use crate::config::Backend;
 use crate::domain::alert::{
     AlertEvent, AlertState, AlertStates, GroupState, IncomingGroup, Lifecycle,
@@ -31,6 +32,8 @@ pub struct Receipt {
 
 /// Rows per multi-row statement: well under SQLite's 32766 and PostgreSQL's 65535 parameters.
 const ROWS_PER_STATEMENT: usize = 400;
+/// Groups have more columns.
+const GROUPS_PER_STATEMENT: usize = ROWS_PER_STATEMENT / 4;
 const KEYS_PER_QUERY: usize = 1000;
 
 /// A stable 64-bit key for a PostgreSQL advisory lock on one group (FNV-1a).
@@ -251,9 +254,7 @@ impl Store {
         load_alerts(&mut tx, self.backend, &mut set).await?;
         let applied = set.apply_all(lifecycle);
         let ids = write_groups(&mut tx, self.backend, &applied).await?;
-        write_alerts(&mut tx, self.backend, &ids, &applied).await?;
-        write_events(&mut tx, self.backend, &ids, &applied, &now).await?;
-        write_outbox(
+        write_changes(
             &mut tx,
             self.backend,
             &ids,
@@ -281,6 +282,33 @@ pub(super) const GROUP_COLUMNS: &str =
     "receiver, group_key, status, severity, severity_note, runbook, \
     group_labels, common_labels, common_annotations, external_url, truncated_alerts, \
     started_at, resolved_at, created_at, updated_at";
+
+/// The values of a group row in the order of `GROUP_COLUMNS`, after the `$first` values (its
+/// id, to update it): one tuple for sqlx's `bind_all` and for rusqlite alike.
+macro_rules! group_row {
+    ($($first:expr),*; $group:expr) => {{
+        let g: &crate::domain::alert::GroupState = $group;
+        (
+            $($first,)*
+            &g.receiver,
+            &g.group_key,
+            g.status.as_str(),
+            g.severity.as_str(),
+            &g.severity_note,
+            &g.runbook,
+            &g.group_labels,
+            &g.common_labels,
+            &g.common_annotations,
+            &g.external_url,
+            g.truncated_alerts,
+            &g.started_at,
+            &g.resolved_at,
+            &g.created_at,
+            &g.updated_at,
+        )
+    }};
+}
+pub(super) use group_row;
 
 async fn load_groups(
     tx: &mut Transaction<'_, Any>,
@@ -349,6 +377,27 @@ pub(super) fn alert_from_row<R: Columns>(row: &R) -> Result<AlertState, R::Error
 pub(super) const ALERT_COLUMNS: &str =
     "status, severity, labels, annotations, starts_at, ends_at, \
     generator_url, first_seen_at, updated_at";
+
+/// The values of an alert row in the order of `ALERT_COLUMNS`, after the `$first` values
+/// (its group and fingerprint): one tuple for sqlx's `bind_all` and for rusqlite alike.
+macro_rules! alert_row {
+    ($($first:expr),*; $alert:expr) => {{
+        let s: &crate::domain::alert::AlertState = $alert;
+        (
+            $($first,)*
+            s.status.as_str(),
+            s.severity.as_str(),
+            &s.labels,
+            &s.annotations,
+            &s.starts_at,
+            &s.ends_at,
+            &s.generator_url,
+            &s.first_seen_at,
+            &s.updated_at,
+        )
+    }};
+}
+pub(super) use alert_row;
 
 /// What an alert row takes from a newer state (first_seen_at stays).
 pub(super) const ALERT_UPSERT: &str = "ON CONFLICT (group_id, fingerprint) DO UPDATE SET \
@@ -441,27 +490,6 @@ async fn load_alerts(
     Ok(())
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
-
-/// Binds the columns of `GROUP_COLUMNS`, in order.
-fn bind_group<'q>(q: AnyQuery<'q>, g: &'q GroupState) -> AnyQuery<'q> {
-    q.bind(&g.receiver)
-        .bind(&g.group_key)
-        .bind(g.status.as_str())
-        .bind(g.severity.as_str())
-        .bind(&g.severity_note)
-        .bind(&g.runbook)
-        .bind(&g.group_labels)
-        .bind(&g.common_labels)
-        .bind(&g.common_annotations)
-        .bind(&g.external_url)
-        .bind(g.truncated_alerts)
-        .bind(&g.started_at)
-        .bind(&g.resolved_at)
-        .bind(&g.created_at)
-        .bind(&g.updated_at)
-}
-
 /// Inserts new groups and updates changed ones; returns every group's id by batch index.
 async fn write_groups(
     tx: &mut Transaction<'_, Any>,
@@ -473,109 +501,52 @@ async fn write_groups(
     let new: Vec<usize> = (0..groups.len())
         .filter(|&i| applied.ids[i].is_none())
         .collect();
-    for chunk in new.chunks(ROWS_PER_STATEMENT / 4) {
-        let sql = format!(
-            "INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES {} RETURNING id, receiver, group_key",
-            values_list(backend, chunk.len(), 15, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for &i in chunk {
-            q = bind_group(q, &groups[i]);
-        }
-        let by_key: HashMap<(&str, &str), usize> = chunk
-            .iter()
-            .map(|&i| {
-                (
-                    (groups[i].receiver.as_str(), groups[i].group_key.as_str()),
-                    i,
-                )
-            })
-            .collect();
-        for row in q.fetch_all(&mut **tx).await? {
-            let receiver: String = row.try_get("receiver")?;
-            let group_key: String = row.try_get("group_key")?;
-            let i = by_key[&(receiver.as_str(), group_key.as_str())];
-            ids[i] = row.try_get("id")?;
-        }
+    let insert = format!("INSERT INTO alert_groups ({GROUP_COLUMNS}) VALUES");
+    let returning = "RETURNING id, receiver, group_key";
+    let inserted = write_rows(
+        tx,
+        backend,
+        (&insert, returning),
+        &new,
+        GROUPS_PER_STATEMENT,
+        |args, &i| args.bind_all(group_row!(; &groups[i])),
+    )
+    .await?;
+    let by_key: HashMap<(&str, &str), usize> = new
+        .iter()
+        .map(|&i| {
+            (
+                (groups[i].receiver.as_str(), groups[i].group_key.as_str()),
+                i,
+            )
+        })
+        .collect();
+    for row in inserted {
+        let receiver: String = row.try_get("receiver")?;
+        let group_key: String = row.try_get("group_key")?;
+        let i = by_key[&(receiver.as_str(), group_key.as_str())];
+        ids[i] = row.try_get("id")?;
     }
     // Changed existing groups: one multi-row upsert on the id rather than an UPDATE each.
     let changed: Vec<(i64, &GroupState)> = (0..groups.len())
         .filter_map(|i| Some((applied.ids[i]?, &groups[i])).filter(|_| applied.dirty[i]))
         .collect();
-    for chunk in changed.chunks(ROWS_PER_STATEMENT / 4) {
-        let sql = format!(
-            "INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES {} {GROUP_UPSERT}",
-            values_list(backend, chunk.len(), 16, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for (id, g) in chunk {
-            q = bind_group(q.bind(*id), g);
-        }
-        q.execute(&mut **tx).await?;
-    }
+    let upsert = format!("INSERT INTO alert_groups (id, {GROUP_COLUMNS}) VALUES");
+    write_rows(
+        tx,
+        backend,
+        (&upsert, GROUP_UPSERT),
+        &changed,
+        GROUPS_PER_STATEMENT,
+        |args, (id, g)| args.bind_all(group_row!(*id; g)),
+    )
+    .await?;
     Ok(ids)
 }
 
-async fn write_alerts(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    ids: &[i64],
-    applied: &Applied,
-) -> Result<(), sqlx::Error> {
-    let changed: Vec<(usize, &String, &AlertState)> = applied.changed_alerts().collect();
-    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) VALUES {} {ALERT_UPSERT}",
-            values_list(backend, chunk.len(), 11, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for (gi, fp, s) in chunk {
-            q = q
-                .bind(ids[*gi])
-                .bind(fp.as_str())
-                .bind(s.status.as_str())
-                .bind(s.severity.as_str())
-                .bind(&s.labels)
-                .bind(&s.annotations)
-                .bind(&s.starts_at)
-                .bind(&s.ends_at)
-                .bind(&s.generator_url)
-                .bind(&s.first_seen_at)
-                .bind(&s.updated_at);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn write_events(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    ids: &[i64],
-    applied: &Applied,
-    now: &str,
-) -> Result<(), sqlx::Error> {
-    let events: Vec<(usize, &AlertEvent)> = applied.events().collect();
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
-            values_list(backend, chunk.len(), 5, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for (gi, e) in chunk {
-            q = q
-                .bind(ids[*gi])
-                .bind(&e.fingerprint)
-                .bind(e.kind.as_str())
-                .bind(&e.at)
-                .bind(now);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn write_outbox(
+/// Writes the batch's changed alerts and timeline entries, and queues a card for each changed
+/// group on each chat platform.
+async fn write_changes(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     ids: &[i64],
@@ -583,23 +554,42 @@ async fn write_outbox(
     platforms: &[String],
     now: &str,
 ) -> Result<(), sqlx::Error> {
-    if platforms.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<(i64, &str)> = applied
+    let alerts: Vec<(usize, &String, &AlertState)> = applied.changed_alerts().collect();
+    let upsert = format!("INSERT INTO alerts (group_id, fingerprint, {ALERT_COLUMNS}) VALUES");
+    write_rows(
+        tx,
+        backend,
+        (&upsert, ALERT_UPSERT),
+        &alerts,
+        ROWS_PER_STATEMENT,
+        |args, (gi, fp, s)| args.bind_all(alert_row!(ids[*gi], fp.as_str(); s)),
+    )
+    .await?;
+
+    let events: Vec<(usize, &AlertEvent)> = applied.events().collect();
+    let insert = "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES";
+    write_rows(
+        tx,
+        backend,
+        (insert, ""),
+        &events,
+        ROWS_PER_STATEMENT,
+        |args, (gi, e)| args.bind_all((ids[*gi], &e.fingerprint, e.kind.as_str(), &e.at, now)),
+    )
+    .await?;
+
+    let cards: Vec<(i64, &str)> = applied
         .changed_groups()
         .flat_map(|gi| platforms.iter().map(move |p| (ids[gi], p.as_str())))
         .collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "{OUTBOX_INSERT} {} {OUTBOX_UPSERT}",
-            values_list(backend, chunk.len(), 4, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        for (id, platform) in chunk {
-            q = q.bind(*id).bind(*platform).bind(1_i64).bind(now);
-        }
-        q.execute(&mut **tx).await?;
-    }
+    write_rows(
+        tx,
+        backend,
+        (OUTBOX_INSERT, OUTBOX_UPSERT),
+        &cards,
+        ROWS_PER_STATEMENT,
+        |args, (id, platform)| args.bind_all((*id, *platform, 1_i64, now)),
+    )
+    .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::sql::Bind;
 use super::Store;
 use crate::config::Backend;
 
@@ -98,11 +99,7 @@ impl Store {
         // Freed between the two statements: try again (a few times; each is a fresh race).
         for _ in 0..3 {
             let taken = sqlx::query(&sql)
-                .bind(name)
-                .bind(owner)
-                .bind(holder)
-                .bind(invocation_id)
-                .bind(stale_secs as f64)
+                .bind_all((name, owner, holder, invocation_id, stale_secs as f64))
                 .fetch_optional(&self.pool)
                 .await?;
             if taken.is_some() {
@@ -120,25 +117,17 @@ impl Store {
     /// Renews the heartbeat. False when `owner` no longer holds the lock (it went stale and
     /// another runbot took it over): the caller has lost it.
     pub async fn renew_lock(&self, name: &str, owner: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE locks SET heartbeat_at = {} WHERE name = $1 AND owner = $2",
             db_now(self.backend)
-        ))
-        .bind(name)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        );
+        Ok(self.execute(&sql, (name, owner)).await? == 1)
     }
 
     /// Frees the lock, only if `owner` still holds it. False when it did not.
     pub async fn release_lock(&self, name: &str, owner: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM locks WHERE name = $1 AND owner = $2")
-            .bind(name)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let sql = "DELETE FROM locks WHERE name = $1 AND owner = $2";
+        Ok(self.execute(sql, (name, owner)).await? == 1)
     }
 
     /// Who holds lock `name` (a stale holder too), with its ages by the database's clock.

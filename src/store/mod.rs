@@ -13,6 +13,7 @@ mod locks;
 mod read;
 mod requests;
 mod seen;
+mod sql;
 mod sqlite_writer;
 pub mod writer;
 

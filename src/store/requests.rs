@@ -2,10 +2,10 @@
 //! shown on its card), and requests waiting for a confirmation or an approval
 //! (see `migrations/*/0005_requests.sql`).
 
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::ingest::{Columns, OUTBOX_INSERT, OUTBOX_UPSERT};
+use super::sql::{from_row, Bind, Values};
 use super::Store;
 use crate::domain::GroupStatus;
 
@@ -46,21 +46,19 @@ pub struct PendingRow {
 const PENDING_COLUMNS: &str = "id, kind, invocation_id, request, requester, eligible_roles, \
     approvals, state, created_at, expires_at, resolved_by";
 
-fn pending_from_row(r: &AnyRow) -> Result<PendingRow, sqlx::Error> {
-    Ok(PendingRow {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        invocation_id: r.try_get("invocation_id")?,
-        request: r.try_get("request")?,
-        requester: r.try_get("requester")?,
-        eligible_roles: r.try_get("eligible_roles")?,
-        approvals: r.try_get("approvals")?,
-        state: r.try_get("state")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-        resolved_by: r.try_get("resolved_by")?,
-    })
-}
+from_row!(PendingRow {
+    id,
+    kind,
+    invocation_id,
+    request,
+    requester,
+    eligible_roles,
+    approvals,
+    state,
+    created_at,
+    expires_at,
+    resolved_by,
+});
 
 impl Store {
     /// Records who acknowledged a firing group, unless someone already did, and queues its
@@ -71,21 +69,12 @@ impl Store {
         by: &str,
         now: &str,
     ) -> Result<Acked, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        // Write first: a deferred SQLite transaction that read first could not upgrade once
-        // the writer thread committed.
-        let done = sqlx::query(
-            "UPDATE alert_groups SET acknowledged_by = $1, acknowledged_at = $2, updated_at = $2 \
-             WHERE id = $3 AND status <> 'resolved' AND acknowledged_by IS NULL",
-        )
-        .bind(by)
-        .bind(now)
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done == 1 {
-            self.queue_card(&mut tx, group_id, now).await?;
+        let ack = "UPDATE alert_groups SET acknowledged_by = $1, acknowledged_at = $2, \
+                   updated_at = $2 WHERE id = $3 AND status <> 'resolved' AND acknowledged_by IS NULL";
+        let (mut tx, done) = self
+            .update_group(ack, (by, now, group_id), group_id, now)
+            .await?;
+        if done {
             tx.commit().await?;
             return Ok(Acked::Now);
         }
@@ -123,84 +112,75 @@ impl Store {
             Some((id, by, until)) => (Some(id), Some(by), Some(until)),
             None => (None, None, None),
         };
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE alert_groups SET silence_id = $1, silenced_by = $2, silenced_until = $3, \
-             updated_at = $4 WHERE id = $5",
-        )
-        .bind(id)
-        .bind(by)
-        .bind(until)
-        .bind(now)
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done == 1 {
-            self.queue_card(&mut tx, group_id, now).await?;
-        }
+        let silence = "UPDATE alert_groups SET silence_id = $1, silenced_by = $2, \
+                       silenced_until = $3, updated_at = $4 WHERE id = $5";
+        let values = (id, by, until, now, group_id);
+        let (tx, done) = self.update_group(silence, values, group_id, now).await?;
         tx.commit().await?;
-        Ok(done == 1)
+        Ok(done)
     }
 
     /// The group that carries this silence, if runbot made it for one.
     pub async fn group_of_silence(&self, silence_id: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query("SELECT id FROM alert_groups WHERE silence_id = $1")
+        sqlx::query_scalar("SELECT id FROM alert_groups WHERE silence_id = $1")
             .bind(silence_id)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("id"))
-            .transpose()
+            .await
     }
 
-    async fn queue_card(
+    /// Runs `update` of group `group_id` in a new transaction and, when it changed the row,
+    /// queues the group's card in the same transaction. Answers the transaction, still open,
+    /// and whether the row changed. Writes first: a deferred SQLite transaction that read
+    /// first could not upgrade once the writer thread committed.
+    async fn update_group<'q>(
         &self,
-        tx: &mut Transaction<'_, Any>,
+        update: &'q str,
+        values: impl Values<'q>,
         group_id: i64,
         now: &str,
-    ) -> Result<(), sqlx::Error> {
-        for platform in self.chat_platforms().iter() {
-            sqlx::query(&format!("{OUTBOX_INSERT} ($1, $2, 1, $3) {OUTBOX_UPSERT}"))
-                .bind(group_id)
-                .bind(platform)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
+    ) -> Result<(Transaction<'static, Any>, bool), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(update)
+            .bind_all(values)
+            .execute(&mut *tx)
+            .await?;
+        let changed = done.rows_affected() == 1;
+        if changed {
+            for platform in self.chat_platforms().iter() {
+                sqlx::query(&format!("{OUTBOX_INSERT} ($1, $2, 1, $3) {OUTBOX_UPSERT}"))
+                    .bind_all((group_id, platform, now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
-        Ok(())
+        Ok((tx, changed))
     }
 
     pub async fn insert_pending(&self, row: &PendingRow) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO pending_requests ({PENDING_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
-        .bind(&row.id)
-        .bind(&row.kind)
-        .bind(&row.invocation_id)
-        .bind(&row.request)
-        .bind(&row.requester)
-        .bind(&row.eligible_roles)
-        .bind(&row.approvals)
-        .bind(&row.state)
-        .bind(&row.created_at)
-        .bind(&row.expires_at)
-        .bind(&row.resolved_by)
-        .execute(&self.pool)
-        .await?;
+        );
+        let values = (
+            &row.id,
+            &row.kind,
+            &row.invocation_id,
+            &row.request,
+            &row.requester,
+            &row.eligible_roles,
+            &row.approvals,
+            &row.state,
+            &row.created_at,
+            &row.expires_at,
+            &row.resolved_by,
+        );
+        self.execute(&sql, values).await?;
         Ok(())
     }
 
     pub async fn pending(&self, id: &str) -> Result<Option<PendingRow>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {PENDING_COLUMNS} FROM pending_requests WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(pending_from_row)
-        .transpose()
+        let sql = format!("SELECT {PENDING_COLUMNS} FROM pending_requests WHERE id = $1");
+        self.fetch_optional(&sql, (id,)).await
     }
 
     /// Moves a still-pending request to `state`. Only one caller wins: a double click, or two
@@ -218,18 +198,11 @@ impl Store {
         } else {
             "expires_at > $4"
         };
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE pending_requests SET state = $1, resolved_by = $2, resolved_at = $4 \
              WHERE id = $3 AND state = 'pending' AND {expiry}"
-        ))
-        .bind(state)
-        .bind(by)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(done == 1)
+        );
+        Ok(self.execute(&sql, (state, by, id, now)).await? == 1)
     }
 
     /// Records an approval that is not yet enough; fails (false) if the request moved on or
@@ -241,29 +214,17 @@ impl Store {
         approvals: &str,
         now: &str,
     ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE pending_requests SET approvals = $1 \
-             WHERE id = $2 AND state = 'pending' AND approvals = $3 AND expires_at > $4",
-        )
-        .bind(approvals)
-        .bind(id)
-        .bind(seen)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(done == 1)
+        let sql = "UPDATE pending_requests SET approvals = $1 \
+                   WHERE id = $2 AND state = 'pending' AND approvals = $3 AND expires_at > $4";
+        Ok(self.execute(sql, (approvals, id, seen, now)).await? == 1)
     }
 
     /// Requests whose time ran out and nobody has marked yet.
     pub async fn overdue_pending(&self, now: &str) -> Result<Vec<PendingRow>, sqlx::Error> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {PENDING_COLUMNS} FROM pending_requests \
              WHERE state = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT 100"
-        ))
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(pending_from_row).collect()
+        );
+        self.fetch_all(&sql, (now,)).await
     }
 }

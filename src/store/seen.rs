@@ -13,26 +13,17 @@ impl Store {
         id: &str,
         expires_at: &str,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO seen_interactions (platform, id, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (platform, id) DO NOTHING",
-        )
-        .bind(platform)
-        .bind(id)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
+        let sql = "INSERT INTO seen_interactions (platform, id, expires_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (platform, id) DO NOTHING";
+        Ok(self.execute(sql, (platform, id, expires_at)).await? == 1)
     }
 
     /// Forgets ids whose time is up; answers how many.
     pub async fn forget_seen(&self, now: &str) -> Result<u64, sqlx::Error> {
-        Ok(
-            sqlx::query("DELETE FROM seen_interactions WHERE expires_at < $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+        self.execute(
+            "DELETE FROM seen_interactions WHERE expires_at < $1",
+            (now,),
         )
+        .await
     }
 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::ingest::{
-    alert_from_row, group_from_row, Applied, Columns, WorkingSet, ALERT_COLUMNS, ALERT_UPSERT,
-    GROUP_COLUMNS, GROUP_UPSERT, OUTBOX_INSERT, OUTBOX_UPSERT,
+    alert_from_row, alert_row, group_from_row, group_row, Applied, Columns, WorkingSet,
+    ALERT_COLUMNS, ALERT_UPSERT, GROUP_COLUMNS, GROUP_UPSERT, OUTBOX_INSERT, OUTBOX_UPSERT,
 };
 use super::{values_list, Receipt, UnknownValue, WalShared};
 use crate::config::Backend;
@@ -194,29 +194,10 @@ fn write(
         one_row(16)
     ))?;
     for (gi, g) in applied.groups.iter().enumerate() {
-        let values = params![
-            g.receiver,
-            g.group_key,
-            g.status.as_str(),
-            g.severity.as_str(),
-            g.severity_note,
-            g.runbook,
-            g.group_labels,
-            g.common_labels,
-            g.common_annotations,
-            g.external_url,
-            g.truncated_alerts,
-            g.started_at,
-            g.resolved_at,
-            g.created_at,
-            g.updated_at,
-        ];
         match applied.ids[gi] {
-            None => ids[gi] = insert_group.query_row(values, |r| r.get(0))?,
+            None => ids[gi] = insert_group.query_row(group_row!(; g), |r| r.get(0))?,
             Some(id) if applied.dirty[gi] => {
-                let mut with_id: Vec<&dyn rusqlite::ToSql> = vec![&id];
-                with_id.extend_from_slice(values);
-                update_group.execute(with_id.as_slice())?;
+                update_group.execute(group_row!(id; g))?;
             }
             Some(_) => {}
         }
@@ -226,19 +207,7 @@ fn write(
         one_row(11)
     ))?;
     for (gi, fp, s) in applied.changed_alerts() {
-        upsert_alert.execute(params![
-            ids[gi],
-            fp,
-            s.status.as_str(),
-            s.severity.as_str(),
-            s.labels,
-            s.annotations,
-            s.starts_at,
-            s.ends_at,
-            s.generator_url,
-            s.first_seen_at,
-            s.updated_at,
-        ])?;
+        upsert_alert.execute(alert_row!(ids[gi], fp; s))?;
     }
     let mut insert_event = tx.prepare_cached(&format!(
         "INSERT INTO alert_events (group_id, fingerprint, kind, at, recorded_at) VALUES {}",
