@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
-use super::sql::{from_row, Bind};
+use super::sql::Bind;
 use super::Store;
 use crate::config::Backend;
 
 /// One row as stored, every field as text the way it was hashed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
     pub at: String,
@@ -34,31 +34,12 @@ pub struct AuditRow {
     pub hash: String,
 }
 
-from_row!(AuditRow {
-    id,
-    at,
-    invocation_id,
-    step,
-    actor_platform,
-    actor_id,
-    actor_name,
-    command,
-    args,
-    origin,
-    reason,
-    detail,
-    prev_hash,
-    hash,
-});
-
 /// The end of the chain when a row is appended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditHead {
     pub id: i64,
     pub hash: String,
 }
-
-from_row!(AuditHead { id, hash });
 
 const HEAD: &str = "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
 

@@ -3,10 +3,10 @@
 //! (`migrations/*/0009_nginx_hosts.sql`).
 
 use super::locks::db_now;
-use super::sql::{from_row, insert_or_holder, Bind};
+use super::sql::{insert_or_holder, Bind};
 use super::Store;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BlockRow {
     pub id: i64,
     pub network: String,
@@ -22,19 +22,6 @@ pub struct BlockRow {
 
 const COLUMNS: &str = "id, network, reason, actor, invocation_id, platform, channel_id, \
     created_at, expires_at, state";
-
-from_row!(BlockRow {
-    id,
-    network,
-    reason,
-    actor,
-    invocation_id,
-    platform,
-    channel_id,
-    created_at,
-    expires_at,
-    state,
-});
 
 /// A block to add.
 #[derive(Debug, Clone)]
@@ -149,7 +136,7 @@ impl Store {
 }
 
 /// One host's nginx, as its runbot last reported it (`nginx_hosts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NginxHost {
     pub host_id: String,
     /// The hash of the deny file it last applied (the SHA-256 of its text).
@@ -162,16 +149,6 @@ pub struct NginxHost {
 }
 
 const HOST_COLUMNS: &str = "host_id, applied, blocks, applied_at, seen_at, error, failed_at";
-
-from_row!(NginxHost {
-    host_id,
-    applied,
-    blocks,
-    applied_at,
-    seen_at,
-    error,
-    failed_at,
-});
 
 impl Store {
     pub async fn nginx_host(&self, host_id: &str) -> Result<Option<NginxHost>, sqlx::Error> {

@@ -6,23 +6,17 @@
 use sqlx::Row;
 
 use super::ingest::Columns;
-use super::sql::{from_row, Bind};
+use super::sql::Bind;
 use super::Store;
 use crate::domain::GroupStatus;
 
 /// A group whose card is out of date on one platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Notice {
     pub group_id: i64,
     pub version: i64,
     pub attempts: i64,
 }
-
-from_row!(Notice {
-    group_id,
-    version,
-    attempts,
-});
 
 /// The card a group has on one platform.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,11 +6,11 @@
 //! disagree never take a live deploy for dead (see [`super::locks`]).
 
 use super::locks::{db_age, db_now};
-use super::sql::{from_row, insert_or_holder, Bind};
+use super::sql::{insert_or_holder, Bind};
 use super::Store;
 
 /// One deploy or rollback as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeployRow {
     pub id: i64,
     pub project: String,
@@ -35,26 +35,6 @@ pub struct DeployRow {
 const DEPLOY_COLUMNS: &str = "id, project, kind, tag, from_tag, actor, invocation_id, platform, \
     channel_id, state, failed_step, error, steps, started_at, finished_at, heartbeat_at, owner";
 
-from_row!(DeployRow {
-    id,
-    project,
-    kind,
-    tag,
-    from_tag,
-    actor,
-    invocation_id,
-    platform,
-    channel_id,
-    state,
-    failed_step,
-    error,
-    steps,
-    started_at,
-    finished_at,
-    heartbeat_at,
-    owner,
-});
-
 /// What a new deploy needs to take the lock.
 #[derive(Debug, Clone)]
 pub struct NewDeploy<'a> {
@@ -77,18 +57,12 @@ pub enum Lock {
 }
 
 /// A message for a channel, waiting to be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Announcement {
     pub id: i64,
     pub channel_id: Option<String>,
     pub text: String,
 }
-
-from_row!(Announcement {
-    id,
-    channel_id,
-    text
-});
 
 impl Store {
     /// Takes the project's deploy lock by inserting a running deploy; the unique index refuses

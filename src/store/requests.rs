@@ -5,7 +5,7 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::ingest::{Columns, OUTBOX_INSERT, OUTBOX_UPSERT};
-use super::sql::{from_row, Bind, Values};
+use super::sql::{Bind, Values};
 use super::Store;
 use crate::domain::GroupStatus;
 
@@ -25,7 +25,7 @@ pub enum Acked {
 }
 
 /// A request waiting for a click.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingRow {
     pub id: String,
     pub kind: String,
@@ -45,20 +45,6 @@ pub struct PendingRow {
 
 const PENDING_COLUMNS: &str = "id, kind, invocation_id, request, requester, eligible_roles, \
     approvals, state, created_at, expires_at, resolved_by";
-
-from_row!(PendingRow {
-    id,
-    kind,
-    invocation_id,
-    request,
-    requester,
-    eligible_roles,
-    approvals,
-    state,
-    created_at,
-    expires_at,
-    resolved_by,
-});
 
 impl Store {
     /// Records who acknowledged a firing group, unless someone already did, and queues its

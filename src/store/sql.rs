@@ -100,26 +100,9 @@ tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N);
 tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O);
 tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P);
 
-/// What `sqlx::query_as` can read a row as: see [`from_row!`].
+/// What `sqlx::query_as` can read a row as (`#[derive(sqlx::FromRow)]` for plain columns).
 pub(super) trait Record: for<'r> FromRow<'r, AnyRow> + Send + Unpin {}
 impl<T: for<'r> FromRow<'r, AnyRow> + Send + Unpin> Record for T {}
-
-/// Implements `sqlx::FromRow` for a struct whose fields are all columns of the same name, read
-/// as stored, so `sqlx::query_as` can return it: what sqlx's derive would write for the plain
-/// case, kept to a declarative macro. Rows with computed fields are mapped by hand.
-macro_rules! from_row {
-    ($ty:ident { $($col:ident),+ $(,)? }) => {
-        impl sqlx::FromRow<'_, sqlx::any::AnyRow> for $ty {
-            fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-                use sqlx::Row;
-                Ok($ty {
-                    $($col: r.try_get(stringify!($col))?,)+
-                })
-            }
-        }
-    };
-}
-pub(super) use from_row;
 
 /// Runs `insert`, which returns the new row's `id`. When a unique index refuses the row, the
 /// row that holds its place is read with `holder` and returned as `Err`. If that one is gone by
