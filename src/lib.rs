@@ -21,8 +21,9 @@
 //! 5. `alerts`, `policy`, `audit`: [`alerts`]: the webhook model and the group lifecycle as
 //!    pure code. [`policy`]: roles, hours and Cedar policies from `policies/`; decides and
 //!    explains. [`audit`]: the hash-chained trail: append, verify, export.
-//! 6. `executors`: what commands run, one folder per outside system holding its engine
-//!    (driver) and its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
+//! 6. `executors`: what commands run: one `Executor` per command family, each built with only
+//!    the engines it uses, and one folder per outside system holding its engine (driver) and
+//!    its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
 //!    `alertmanager/`.
 //! 7. `invocation`: a request's path: rate limit → validate → decide → audit → confirm or
 //!    approve → execute → reply → audit the outcome.
