@@ -552,7 +552,7 @@ pub async fn serve(settings: Settings) -> u8 {
     let result = async {
         let app = Application::build(settings).await?;
         // Start-up is over once the listener is bound and the workers run; a second later,
-        // the code only start-up ran goes back to the kernel (most of an idle runbot's RSS).
+        // runbot lets go of the code only start-up ran (most of an idle runbot's RSS).
         tokio::spawn(async {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let asked = tokio::task::spawn_blocking(memory::release_startup_code)

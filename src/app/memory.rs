@@ -1,11 +1,13 @@
-//! Gives the kernel back the pages of runbot's own code that only start-up used.
+//! Lets go of the pages of runbot's own code that only start-up used.
 //!
 //! Most of an idle runbot's resident memory is its executable, not its heap: start-up runs
 //! code from all over the binary (settings, Cedar's parser, migrations, the router), and the
 //! kernel maps each page touched together with its neighbours (fault-around, large readahead
-//! folios). Once started, runbot asks the kernel to reclaim those clean, file-backed pages
-//! (`MADV_PAGEOUT`); whatever the running server executes again is read back on first use.
-//! Nothing written is touched: the heap, the stacks and the relocated data stay.
+//! folios). Once started, runbot unmaps those clean, file-backed pages from itself
+//! (`MADV_DONTNEED`). They stay in the kernel's page cache, so whatever the running server
+//! executes again costs a minor fault, never a disk read (`MADV_PAGEOUT` would evict them
+//! and make the first requests after start wait for the disk). Nothing written is touched:
+//! the heap, the stacks and the relocated data stay.
 
 use std::path::Path;
 
@@ -49,8 +51,8 @@ fn clean_mappings(maps: &str, exe: &Path) -> Vec<(usize, usize)> {
     out
 }
 
-/// Asks the kernel to reclaim the executable's clean pages; returns how many bytes of mappings
-/// it asked about (0 where the kernel or the platform cannot).
+/// Unmaps the executable's clean pages from this process; returns how many bytes of mappings
+/// it let go of (0 where the platform cannot).
 pub fn release_startup_code() -> usize {
     #[cfg(target_os = "linux")]
     {
@@ -63,13 +65,14 @@ pub fn release_startup_code() -> usize {
         let mut asked = 0;
         for (start, len) in clean_mappings(&maps, &exe) {
             // SAFETY: the range is one of this process's own file-backed, read-only mappings,
-            // page-aligned as /proc/self/maps gives it. MADV_PAGEOUT never changes what the
-            // memory reads as: a reclaimed page is read back from the file on next use.
-            let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
+            // page-aligned as /proc/self/maps gives it, that nothing ever wrote: for such a
+            // private mapping MADV_DONTNEED changes nothing the memory reads as, a page is
+            // mapped again from the file (the page cache) on next use.
+            let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
             if rc == 0 {
                 asked += len;
             } else {
-                // Kernels before 5.4 do not know MADV_PAGEOUT: nothing lost, RSS stays.
+                // Nothing lost: RSS stays as it was.
                 tracing::debug!(
                     error = %std::io::Error::last_os_error(),
                     "could not hand start-up code pages back"
