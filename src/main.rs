@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use runbot::audit::cli::AuditCommand;
+use runbot::chat::console::cli::UserCommand;
 use runbot::config::Settings;
 use runbot::policy::cli::PolicyCommand;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Settings: print the reference of every key.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Console accounts: add, set a password, disable, list.
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 #[derive(Subcommand)]
@@ -114,6 +118,10 @@ fn main() -> ExitCode {
             }
             Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
                 runbot::chat::discord::commands::register_cli(&settings, guild).await
+            }
+            Command::User(command) => {
+                runbot::chat::console::cli::run(&settings, command, &mut std::io::stdout().lock())
+                    .await
             }
             Command::CheckConfig => runbot::app::report::check_config(&settings),
             Command::Config(ConfigCommand::Reference) => unreachable!("printed above"),

@@ -6,6 +6,7 @@
 //! business rules.
 
 pub mod announce;
+pub mod console;
 pub mod discord;
 #[cfg(test)]
 pub mod memory;

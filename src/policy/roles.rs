@@ -95,6 +95,13 @@ impl Roles {
     }
 }
 
+/// A console or command-line user name: 1 to 64 characters, no spaces or control characters.
+pub fn is_user_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.chars().count() <= 64
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
     let valid_name = !name.is_empty()
         && name.len() <= 32
@@ -141,12 +148,7 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
         ("console_users", &holders.console_users),
         ("cli_users", &holders.cli_users),
     ] {
-        let ok = |v: &str| {
-            !v.is_empty()
-                && v.chars().count() <= 64
-                && !v.chars().any(|c| c.is_whitespace() || c.is_control())
-        };
-        if let Some(bad) = list.iter().find(|v| !ok(v)) {
+        if let Some(bad) = list.iter().find(|v| !is_user_name(v)) {
             bail!("{key}: {bad:?} is not a user name (1 to 64 characters, no spaces)");
         }
     }

@@ -4,6 +4,7 @@
 //! driver; times are stored as fixed-width RFC 3339 text and label sets as JSON text, so no
 //! type differs between the two. Writes of alerts go through [`writer`], which batches them.
 
+mod accounts;
 pub mod audit;
 mod blocks;
 mod chat;
@@ -29,6 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
+pub use accounts::AccountRow;
 pub use blocks::{Added, BlockRow, NewBlock, NginxHost};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod accounts;
 mod alertmanager;
 mod app_database;
 mod architecture;

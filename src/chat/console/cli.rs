@@ -1,0 +1,311 @@
+//! `runbot user add|passwd|disable|list`: the console's accounts, kept from the command line.
+//! Every change, refused or not, is written to the audit trail as a `user.*` command by the
+//! person at the terminal (platform `cli`). A password is never printed, logged or audited.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use super::accounts::{check_name, check_password, hash_password};
+use crate::audit::{Audit, AuditEntry, Step};
+use crate::commands::Commands;
+use crate::config::Settings;
+use crate::domain::format_time;
+use crate::policy::Policies;
+use crate::request::Platform;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account that can sign in to the console.
+    Add {
+        name: String,
+        /// A role from policies/roles.toml the account holds on the console, on top of
+        /// `console_users` there; repeat it for more.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input instead of asking on the
+        /// terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an account's password.
+    Passwd {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account: it can no longer sign in, and its name stays taken.
+    Disable { name: String },
+    /// List the accounts: roles, state, when made.
+    List,
+}
+
+/// Why a `runbot user` command stopped: exit 1 (refused: the name is taken, no such account)
+/// or 2 (invalid input, or runbot cannot read its settings, data or database).
+struct Stop(u8, String);
+
+/// Who runs the command: the operating system's user.
+fn operator() -> (String, String) {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let name = std::env::var("USER")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("uid {uid}"));
+    (format!("uid:{uid}"), name)
+}
+
+/// Runs one `runbot user …` command, writing to `out`; answers the exit code.
+pub async fn run(settings: &Settings, command: UserCommand, out: &mut dyn Write) -> u8 {
+    let store = match Store::connect(&settings.database).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runbot: cannot open the database: {e:#}");
+            return 2;
+        }
+    };
+    let code = match command {
+        UserCommand::List => list(&store, out).await,
+        change => {
+            let audit = Audit::new(store.clone());
+            let (what, args) = describe(&change);
+            let result = apply(settings, &store, change).await;
+            let (id, name) = operator();
+            let entry = AuditEntry::new(
+                uuid::Uuid::new_v4().simple().to_string(),
+                match &result {
+                    Ok(_) => Step::Succeeded,
+                    Err(Stop(1, _)) => Step::Failed,
+                    Err(_) => Step::Invalid,
+                },
+                Platform::Cli,
+                id,
+                name,
+                what,
+            )
+            .args(args);
+            let entry = match &result {
+                Ok(_) => entry,
+                Err(Stop(_, reason)) => entry.reason(reason.clone()),
+            };
+            if let Err(e) = audit.append(entry).await {
+                // Nothing is kept that could not be audited: say so loudly.
+                eprintln!("runbot: the audit trail did not take this change: {e}");
+                store.close().await;
+                return 2;
+            }
+            match result {
+                Ok(said) => match writeln!(out, "{said}") {
+                    Ok(()) => 0,
+                    Err(_) => 2,
+                },
+                Err(Stop(code, reason)) => {
+                    eprintln!("runbot: {reason}");
+                    code
+                }
+            }
+        }
+    };
+    store.close().await;
+    code
+}
+
+/// The audit trail's command name and arguments for a change (never the password).
+fn describe(command: &UserCommand) -> (&'static str, Map<String, Value>) {
+    let (what, value) = match command {
+        UserCommand::Add { name, roles, .. } => {
+            ("user.add", json!({ "name": name, "roles": roles }))
+        }
+        UserCommand::Passwd { name, .. } => ("user.passwd", json!({ "name": name })),
+        UserCommand::Disable { name } => ("user.disable", json!({ "name": name })),
+        UserCommand::List => ("user.list", json!({})),
+    };
+    match value {
+        Value::Object(map) => (what, map),
+        _ => (what, Map::new()),
+    }
+}
+
+async fn apply(settings: &Settings, store: &Store, command: UserCommand) -> Result<String, Stop> {
+    let now = format_time(chrono::Utc::now());
+    let db = |e: sqlx::Error| Stop(2, format!("the database did not answer: {e}"));
+    match command {
+        UserCommand::Add {
+            name,
+            roles,
+            password_stdin,
+        } => {
+            check_name(&name).map_err(|e| Stop(2, e))?;
+            let roles = known_roles(settings, roles)?;
+            let password = read_password(password_stdin)?;
+            let hash = hash_password(&password).map_err(|e| Stop(2, e))?;
+            let roles_json = serde_json::to_string(&roles).expect("a list of strings serializes");
+            if !store
+                .add_account(&name, &hash, &roles_json, &now)
+                .await
+                .map_err(db)?
+            {
+                return Err(Stop(
+                    1,
+                    format!("an account named {name:?} exists already (disabled ones keep their name): pick another name, or `runbot user passwd {name}`"),
+                ));
+            }
+            Ok(format!(
+                "Created console account {name}{}.",
+                if roles.is_empty() {
+                    " with no roles of its own (it holds what console_users in policies/roles.toml gives it)".to_string()
+                } else {
+                    format!(
+                        " with role{} {}",
+                        crate::domain::text::plural(roles.len()),
+                        roles.join(", ")
+                    )
+                }
+            ))
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            check_name(&name).map_err(|e| Stop(2, e))?;
+            let password = read_password(password_stdin)?;
+            let hash = hash_password(&password).map_err(|e| Stop(2, e))?;
+            if !store
+                .set_account_password(&name, &hash, &now)
+                .await
+                .map_err(db)?
+            {
+                return Err(Stop(1, no_account(store, &name).await));
+            }
+            Ok(format!("Set a new password for {name}."))
+        }
+        UserCommand::Disable { name } => {
+            check_name(&name).map_err(|e| Stop(2, e))?;
+            if !store.disable_account(&name, &now).await.map_err(db)? {
+                return Err(Stop(1, no_account(store, &name).await));
+            }
+            Ok(format!(
+                "Disabled {name}: it can no longer sign in to the console."
+            ))
+        }
+        UserCommand::List => unreachable!("listed without a change"),
+    }
+}
+
+/// Why an account could not be changed: missing, or disabled.
+async fn no_account(store: &Store, name: &str) -> String {
+    match store.account(name).await {
+        Ok(Some(a)) if a.disabled_at.is_some() => {
+            format!(
+                "{name} is disabled (since {})",
+                a.disabled_at.unwrap_or_default()
+            )
+        }
+        _ => format!("there is no console account named {name:?}: `runbot user list` shows them"),
+    }
+}
+
+/// The roles asked for, each checked against policies/roles.toml, without repeats.
+fn known_roles(settings: &Settings, asked: Vec<String>) -> Result<Vec<String>, Stop> {
+    if asked.is_empty() {
+        return Ok(asked);
+    }
+    let policies = Commands::from_settings(settings)
+        .and_then(|(commands, _)| Policies::load(settings, &commands))
+        .map_err(|e| Stop(2, format!("cannot load the policies: {e:#}")))?;
+    let known: Vec<&str> = policies.roles().names().collect();
+    let mut roles: Vec<String> = Vec::new();
+    for role in asked {
+        if !known.contains(&role.as_str()) {
+            return Err(Stop(
+                2,
+                format!(
+                    "there is no role {role:?} in policies/roles.toml: use one of {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    Ok(roles)
+}
+
+/// The password, from standard input's first line or asked twice on the terminal.
+fn read_password(from_stdin: bool) -> Result<String, Stop> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+            Stop(
+                2,
+                format!("cannot read the password from standard input: {e}"),
+            )
+        })?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            return Err(Stop(
+                2,
+                "no terminal to ask the password on: pass it on standard input with --password-stdin".into(),
+            ));
+        }
+        let ask = |prompt: &str| {
+            rpassword::prompt_password(prompt)
+                .map_err(|e| Stop(2, format!("cannot read the password: {e}")))
+        };
+        let first = ask("Password: ")?;
+        if ask("Again: ")? != first {
+            return Err(Stop(
+                2,
+                "the two passwords differ: nothing was changed".into(),
+            ));
+        }
+        first
+    };
+    check_password(&password).map_err(|e| Stop(2, e))?;
+    Ok(password)
+}
+
+async fn list(store: &Store, out: &mut dyn Write) -> u8 {
+    let accounts = match store.accounts().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("runbot: cannot read the accounts: {e}");
+            return 2;
+        }
+    };
+    let mut text = String::new();
+    if accounts.is_empty() {
+        text.push_str("No console accounts yet: `runbot user add NAME --role ROLE` makes one.\n");
+    } else {
+        let mut rows: Vec<Vec<String>> = vec![["NAME", "ROLES", "STATE", "CREATED"]
+            .map(String::from)
+            .to_vec()];
+        rows.extend(accounts.iter().map(|a| {
+            let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
+            vec![
+                a.name.clone(),
+                if roles.is_empty() {
+                    "-".into()
+                } else {
+                    roles.join(",")
+                },
+                match &a.disabled_at {
+                    Some(at) => format!("disabled {at}"),
+                    None => "enabled".into(),
+                },
+                a.created_at.clone(),
+            ]
+        }));
+        text.push_str(&crate::executors::format::table(&rows));
+        text.push('\n');
+    }
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
+}

@@ -1,0 +1,97 @@
+//! Console accounts (`migrations/*/0011_console_accounts.sql`). Only SQL lives here; hashing and
+//! the rules for names, passwords and roles are in `chat::console::accounts`.
+
+use super::Store;
+
+/// One account as stored.
+#[derive(Clone, sqlx::FromRow)]
+pub struct AccountRow {
+    pub name: String,
+    /// Argon2id, PHC string format.
+    pub password_hash: String,
+    /// JSON array of role names.
+    pub roles: String,
+    pub disabled_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Never prints the hash: it is what an attacker would crack offline.
+impl std::fmt::Debug for AccountRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRow")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("disabled_at", &self.disabled_at)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "name, password_hash, roles, disabled_at, created_at, updated_at";
+
+impl Store {
+    /// Creates the account; false when the name is taken (disabled accounts included).
+    pub async fn add_account(
+        &self,
+        name: &str,
+        password_hash: &str,
+        roles: &str,
+        now: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let added = self
+            .execute(
+                "INSERT INTO console_accounts (name, password_hash, roles, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING",
+                (name, password_hash, roles, now),
+            )
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// Replaces the password of an enabled account; false when there is none by that name.
+    pub async fn set_account_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let changed = self
+            .execute(
+                "UPDATE console_accounts SET password_hash = $1, updated_at = $2 \
+                 WHERE name = $3 AND disabled_at IS NULL",
+                (password_hash, now, name),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Disables an enabled account; false when there is none by that name or it already is.
+    pub async fn disable_account(&self, name: &str, now: &str) -> Result<bool, sqlx::Error> {
+        let changed = self
+            .execute(
+                "UPDATE console_accounts SET disabled_at = $1, updated_at = $1 \
+                 WHERE name = $2 AND disabled_at IS NULL",
+                (now, name),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn account(&self, name: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+        self.fetch_optional(
+            &format!("SELECT {COLUMNS} FROM console_accounts WHERE name = $1"),
+            (name,),
+        )
+        .await
+    }
+
+    /// Every account, by name.
+    pub async fn accounts(&self) -> Result<Vec<AccountRow>, sqlx::Error> {
+        self.fetch_all(
+            &format!("SELECT {COLUMNS} FROM console_accounts ORDER BY name"),
+            (),
+        )
+        .await
+    }
+}
