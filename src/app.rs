@@ -36,6 +36,7 @@ use crate::store::Store;
 use crate::telemetry;
 use crate::workers::Workers;
 
+pub mod alert_test;
 pub mod memory;
 pub mod report;
 

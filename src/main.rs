@@ -48,6 +48,26 @@ enum Command {
     /// Console accounts: add, set a password, disable, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// Alerts: send a test one to a running runbot.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Post a sample Alertmanager webhook for one of the runbook's alerts to a running runbot,
+    /// with the credentials its settings configure, so its card shows within seconds.
+    Test {
+        /// The runbook's alert to fire.
+        #[arg(long, default_value = "APIDown")]
+        alertname: String,
+        /// The severity label's value, as an alert rule sets it.
+        #[arg(long, default_value = "critical")]
+        severity: String,
+        /// runbot's address (default: http.listen, on loopback when it listens on all).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +142,18 @@ fn main() -> ExitCode {
             Command::User(command) => {
                 runbot::chat::console::cli::run(&settings, command, &mut std::io::stdout().lock())
                     .await
+            }
+            Command::Alert(AlertCommand::Test {
+                alertname,
+                severity,
+                url,
+            }) => {
+                let asked = runbot::app::alert_test::AlertTest {
+                    alertname,
+                    severity,
+                    url,
+                };
+                runbot::app::alert_test::run(&settings, asked, &mut std::io::stdout().lock()).await
             }
             Command::CheckConfig => runbot::app::report::check_config(&settings),
             Command::Config(ConfigCommand::Reference) => unreachable!("printed above"),

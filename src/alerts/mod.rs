@@ -6,6 +6,7 @@
 
 mod classify;
 pub mod lifecycle;
+pub mod sample;
 
 pub use classify::classify;
 

@@ -84,6 +84,18 @@ impl SeverityMap {
         })
     }
 
+    /// The alert label that carries the severity.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The label values the map knows, sorted.
+    pub fn values(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.map.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
     pub fn classify(&self, labels: &std::collections::BTreeMap<String, String>) -> Classified {
         match labels.get(&self.label) {
             Some(value) => match self.map.get(&value.to_ascii_lowercase()) {

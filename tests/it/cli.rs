@@ -298,3 +298,87 @@ fn serve_runs_logs_json_stops_on_sigterm_and_keeps_what_it_accepted() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_test_fires_a_runbook_alert_whose_card_shows_and_says_what_went_wrong() {
+    use common::{Serve, BOT_TOKEN, CHANNEL, TOKEN};
+    let fake = fake_discord::FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runbot_server = Serve::start(dir.path(), &fake).await;
+    let port = runbot_server.url.rsplit(':').next().unwrap().to_string();
+    let alert_test = |token: &str, args: &[&str]| {
+        runbot()
+            .current_dir(dir.path())
+            .env("RUNBOT__HTTP__LISTEN", format!("0.0.0.0:{port}"))
+            .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", token)
+            .args(["alert", "test"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let said = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // The defaults: APIDown, critical, runbot's own http.listen (0.0.0.0 reached on loopback),
+    // the configured token.
+    let sent = alert_test(TOKEN, &[]);
+    assert!(sent.status.success(), "{}", said(&sent));
+    assert!(
+        said(&sent).contains("Sent a test APIDown (severity = critical)")
+            && said(&sent).contains("alert group #1"),
+        "{}",
+        said(&sent)
+    );
+    // A card, as a newcomer would see it, within seconds.
+    let cards = fake.wait_for_messages(1, Duration::from_secs(10)).await;
+    let card = cards[0].body.to_string();
+    assert!(card.contains("API down") && card.contains("Sev1"), "{card}");
+    assert!(
+        card.contains("a test alert sent by `runbot alert test`"),
+        "it says it is a test: {card}"
+    );
+
+    let refused = alert_test("not-the-token", &["--alertname", "HighErrorRate"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", said(&refused));
+    assert!(
+        said(&refused)
+            .contains("runbot refused the test alert (401 Unauthorized): invalid bearer token"),
+        "{}",
+        said(&refused)
+    );
+    let unknown = alert_test(TOKEN, &["--alertname", "APIDowm"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", said(&unknown));
+    assert!(
+        said(&unknown).contains("\"APIDowm\" is not an alert of the runbook: use one of")
+            && said(&unknown).contains("APIDown"),
+        "{}",
+        said(&unknown)
+    );
+    let severity = alert_test(TOKEN, &["--severity", "catastrophic"]);
+    assert_eq!(severity.status.code(), Some(2), "{}", said(&severity));
+    assert!(
+        said(&severity).contains("severity \"catastrophic\" is not in policies/severities.toml"),
+        "{}",
+        said(&severity)
+    );
+    let nobody = alert_test(
+        TOKEN,
+        &[
+            "--url",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ],
+    );
+    assert_eq!(nobody.status.code(), Some(1), "{}", said(&nobody));
+    assert!(
+        said(&nobody).contains("no runbot answered at") && said(&nobody).contains("runbot serve"),
+        "{}",
+        said(&nobody)
+    );
+    // Only the first reached runbot: one group, one card.
+    assert_eq!(fake.messages_in(CHANNEL).len(), 1);
+}
