@@ -419,6 +419,7 @@ impl Application {
                 ),
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),
+                metrics_token: settings.http.metrics_token.clone(),
             }),
         };
         Ok(Application {

@@ -859,6 +859,8 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// At shutdown, how long requests in flight may take before their connections are closed.
     pub shutdown_timeout_secs: u64,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<SecretString>,
 }
 
 impl Default for HttpSettings {
@@ -871,6 +873,7 @@ impl Default for HttpSettings {
             body_timeout_secs: 30,
             max_connections: 1024,
             shutdown_timeout_secs: 20,
+            metrics_token: None,
         }
     }
 }
@@ -923,6 +926,12 @@ impl HttpSettings {
                 kind: "seconds",
                 default: "`20`",
                 about: "at shutdown, how long requests in flight may take before their connections are closed (1–600)",
+            },
+            Key {
+                name: "metrics_token",
+                kind: "secret",
+                default: "unset",
+                about: "when set, `/metrics` answers only `Authorization: Bearer <token>` (Prometheus: `authorization: { credentials: … }` in the scrape config), others get 401; at least 16 characters, no spaces (`openssl rand -hex 32`). Unset: `/metrics` is open, as it is to a local Prometheus",
             },
         ],
     };
@@ -1672,6 +1681,12 @@ impl Settings {
         // often through a proxy on this host that makes every caller look local.
         if self.discord.public_key.is_some() && !self.webhook_auth_configured() {
             problems.push("discord.public_key is set, so runbot takes requests from the internet (Discord must reach /discord/interactions), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth".into());
+        }
+        if let Some(token) = &self.http.metrics_token {
+            let t = token.expose_secret();
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push("http.metrics_token must be at least 16 characters with no spaces: generate one with `openssl rand -hex 32`".into());
+            }
         }
         if let Some(token) = &self.console.token {
             let t = token.expose_secret();

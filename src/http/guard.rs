@@ -106,6 +106,8 @@ pub struct Edge {
     pub body_timeout: Duration,
     /// Opens the console to callers that are not local; None: local callers only.
     pub console_token: Option<SecretString>,
+    /// `http.metrics_token`: `/metrics` only with it; None: open, as Prometheus expects.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Every request: refuses a `Host` runbot does not answer to, tags the request with its
@@ -314,6 +316,31 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
             "the console is served only to this machine: set console.token to open it to others",
         )
         .into_response(),
+    }
+}
+
+/// `/metrics` when `http.metrics_token` is set: only for `Authorization: Bearer TOKEN`, as
+/// Prometheus sends it with `authorization: { credentials: … }` in its scrape config.
+pub async fn metrics_gate(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    let Some(token) = &edge.metrics_token else {
+        return next.run(req).await;
+    };
+    match presented(req.headers()) {
+        Presented::Bearer(t) if bool::from(t.ct_eq(token.expose_secret().as_bytes())) => {
+            next.run(req).await
+        }
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs http.metrics_token as a bearer token (Prometheus: authorization.credentials in the scrape config)",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"runbot metrics\""),
+            );
+            r
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
             state.edge.clone(),
             guard::console_gate,
         )))
-        .merge(ops::router())
+        .merge(ops::router(state.edge.clone()))
         // A route layer, so the matched route is known when latency is recorded.
         .route_layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn_with_state(

@@ -1,23 +1,29 @@
 //! `GET /healthz`, `GET /readyz`, `GET /metrics`: for orchestrators and Prometheus.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::guard::{metrics_gate, Edge};
 use super::AppState;
 use crate::domain::Severity;
 use crate::telemetry::ALERTS_FIRING;
 
-pub fn router() -> Router<AppState> {
+pub fn router(edge: Arc<Edge>) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(metrics_text).route_layer(middleware::from_fn_with_state(edge, metrics_gate)),
+        )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

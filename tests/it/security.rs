@@ -526,3 +526,76 @@ async fn slow_clients_are_cut_off_and_do_not_stall_a_shutdown() {
         started.elapsed()
     );
 }
+
+/// `/metrics` with `http.metrics_token`: only for the bearer token, whoever asks (even this
+/// machine: a scraper is not a person at the console); open without it, as before.
+#[tokio::test]
+async fn metrics_can_be_closed_with_a_token_of_their_own() {
+    const METRICS_TOKEN: &str = "metrics-token-0123456789";
+    let mut opts = Options::new(Db::Sqlite);
+    opts.env
+        .push(("RUNBOT__HTTP__METRICS_TOKEN".into(), METRICS_TOKEN.into()));
+    let app = TestApp::spawn_with(opts).await;
+    let get = |auth: Option<String>| {
+        let mut r = app.client.get(format!("{}/metrics", app.url));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let none = get(None).await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        "Bearer realm=\"runbot metrics\""
+    );
+    let body = none.text().await.unwrap();
+    assert!(body.contains("http.metrics_token"), "{body}");
+    assert!(!body.contains("runbot_"), "no metric leaks: {body}");
+    for wrong in [
+        format!("Bearer {METRICS_TOKEN}x"),
+        "Bearer metrics-token".to_string(),
+        format!("Basic {METRICS_TOKEN}"),
+    ] {
+        assert_eq!(
+            get(Some(wrong.clone())).await.unwrap().status(),
+            401,
+            "{wrong}"
+        );
+    }
+    let ok = get(Some(format!("Bearer {METRICS_TOKEN}"))).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("runbot_alerts_firing"));
+    // Health probes stay open to the orchestrator.
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let open = TestApp::spawn(Db::Sqlite).await;
+    let r = open
+        .client
+        .get(format!("{}/metrics", open.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "without the setting /metrics stays open");
+
+    // A short token is refused by the settings, with how to make one.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runbot.toml");
+    std::fs::write(&file, "").unwrap();
+    let e = runbot::config::Settings::load_from(
+        Some(&file),
+        vec![("RUNBOT__HTTP__METRICS_TOKEN".into(), "short".into())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("http.metrics_token must be at least 16 characters") && !e.contains("short\""),
+        "{e}"
+    );
+}
