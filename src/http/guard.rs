@@ -299,18 +299,10 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
     }
     match &edge.console_token {
         Some(token) if carries_token(req.headers(), token) => next.run(req).await,
-        Some(_) => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "the console needs console.token: send it as a bearer token, or as the password when the browser asks",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"runbot console\", charset=\"UTF-8\""),
-            );
-            r
-        }
+        Some(_) => unauthorized(
+            "the console needs console.token: send it as a bearer token, or as the password when the browser asks",
+            "Basic realm=\"runbot console\", charset=\"UTF-8\"",
+        ),
         None => ApiError::new(
             StatusCode::FORBIDDEN,
             "the console is served only to this machine: set console.token to open it to others",
@@ -329,19 +321,21 @@ pub async fn metrics_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
         Presented::Bearer(t) if bool::from(t.ct_eq(token.expose_secret().as_bytes())) => {
             next.run(req).await
         }
-        _ => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "/metrics needs http.metrics_token as a bearer token (Prometheus: authorization.credentials in the scrape config)",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"runbot metrics\""),
-            );
-            r
-        }
+        _ => unauthorized(
+            "/metrics needs http.metrics_token as a bearer token (Prometheus: authorization.credentials in the scrape config)",
+            "Bearer realm=\"runbot metrics\"",
+        ),
     }
+}
+
+/// 401 with what to send, and the challenge that tells a client (or a browser) how.
+fn unauthorized(message: &'static str, challenge: &'static str) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    r
 }
 
 #[cfg(test)]
