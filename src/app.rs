@@ -403,7 +403,7 @@ impl Application {
             dispatcher: Some(dispatcher),
             discord,
             discord_interactions,
-            store,
+            store: store.clone(),
             writer,
             severities: Arc::new(data.severities),
             runbook,
@@ -420,6 +420,7 @@ impl Application {
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),
                 metrics_token: settings.http.metrics_token.clone(),
+                store: store.clone(),
             }),
         };
         Ok(Application {

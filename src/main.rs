@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use runbot::audit::cli::AuditCommand;
-use runbot::chat::console::cli::UserCommand;
+use runbot::chat::console::cli::{TokenCommand, UserCommand};
 use runbot::config::Settings;
 use runbot::policy::cli::PolicyCommand;
 
@@ -48,6 +48,9 @@ enum Command {
     /// Console accounts: add, set a password, disable, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// API tokens for scripts: create, revoke, list.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Alerts: send a test one to a running runbot.
     #[command(subcommand)]
     Alert(AlertCommand),
@@ -154,6 +157,14 @@ fn main() -> ExitCode {
                     url,
                 };
                 runbot::app::alert_test::run(&settings, asked, &mut std::io::stdout().lock()).await
+            }
+            Command::Token(command) => {
+                runbot::chat::console::cli::run_token(
+                    &settings,
+                    command,
+                    &mut std::io::stdout().lock(),
+                )
+                .await
             }
             Command::CheckConfig => runbot::app::report::check_config(&settings),
             Command::Config(ConfigCommand::Reference) => unreachable!("printed above"),

@@ -28,6 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::chat::console::tokens;
 use crate::config::{HostPattern, Parsed};
 
 /// Who sent a request, as far as runbot can tell; every request carries one.
@@ -108,6 +109,8 @@ pub struct Edge {
     pub console_token: Option<SecretString>,
     /// `http.metrics_token`: `/metrics` only with it; None: open, as Prometheus expects.
     pub metrics_token: Option<SecretString>,
+    /// Where API tokens are checked.
+    pub store: crate::store::Store,
 }
 
 /// Every request: refuses a `Host` runbot does not answer to, tags the request with its
@@ -296,6 +299,30 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
     let caller = req.extensions().get::<Caller>().copied();
     if caller.is_some_and(|c| c.local) {
         return next.run(req).await;
+    }
+    // Scripts: an API token (`runbot token create`) opens /api/*, not the pages.
+    if req.uri().path().starts_with("/api/") {
+        if let Presented::Bearer(t) = presented(req.headers()) {
+            if tokens::looks_like_one(&t) {
+                return match tokens::check(&edge.store, &t).await {
+                    Ok(Some(_)) => next.run(req).await,
+                    Ok(None) => unauthorized(
+                        "invalid or revoked API token: `runbot token list` shows those in use, `runbot token create` makes one",
+                        "Bearer realm=\"runbot api\"",
+                    ),
+                    // Fail closed: a token that cannot be checked opens nothing.
+                    Err(e) => {
+                        crate::telemetry::worker_error("api-token-check");
+                        tracing::warn!(error = %e, "could not check an API token");
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot check the API token now: the database did not answer; try again",
+                        )
+                        .into_response()
+                    }
+                };
+            }
+        }
     }
     match &edge.console_token {
         Some(token) if carries_token(req.headers(), token) => next.run(req).await,

@@ -95,3 +95,85 @@ impl Store {
         .await
     }
 }
+
+/// One API token as stored (never the token, only its hash).
+#[derive(Clone, sqlx::FromRow)]
+pub struct ApiTokenRow {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the whole token, hex.
+    pub token_hash: String,
+    /// JSON array of role names.
+    pub roles: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl std::fmt::Debug for ApiTokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiTokenRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, token_hash, roles, created_at, revoked_at";
+
+impl Store {
+    /// Records a new token; false when a token in use has that name.
+    pub async fn add_api_token(&self, row: &ApiTokenRow) -> Result<bool, sqlx::Error> {
+        match self
+            .execute(
+                "INSERT INTO api_tokens (id, name, token_hash, roles, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                (
+                    &row.id,
+                    &row.name,
+                    &row.token_hash,
+                    &row.roles,
+                    &row.created_at,
+                ),
+            )
+            .await
+        {
+            Ok(n) => Ok(n == 1),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes the token in use by that name; false when there is none.
+    pub async fn revoke_api_token(&self, name: &str, now: &str) -> Result<bool, sqlx::Error> {
+        let changed = self
+            .execute(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                (now, name),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// The token with this id, revoked or not.
+    pub async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>, sqlx::Error> {
+        self.fetch_optional(
+            &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+            (id,),
+        )
+        .await
+    }
+
+    /// Every token, in use first, then by name.
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, sqlx::Error> {
+        self.fetch_all(
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens \
+                 ORDER BY CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END, name, created_at"
+            ),
+            (),
+        )
+        .await
+    }
+}

@@ -30,7 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor, Row};
 
-pub use accounts::AccountRow;
+pub use accounts::{AccountRow, ApiTokenRow};
 pub use blocks::{Added, BlockRow, NewBlock, NginxHost};
 pub use chat::{CardRecord, Notice};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};

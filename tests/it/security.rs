@@ -599,3 +599,123 @@ async fn metrics_can_be_closed_with_a_token_of_their_own() {
         "{e}"
     );
 }
+
+/// API tokens (`runbot token create`) open `/api/*` to scripts elsewhere, not the pages; a
+/// revoked, forged or malformed token opens nothing, and the token is shown once, never kept.
+#[tokio::test]
+async fn api_tokens_open_the_api_to_scripts_until_revoked() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let token_cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RUNBOT") {
+                c.env_remove(k);
+            }
+        }
+        c.current_dir(dir.path())
+            .env("RUNBOT__DATABASE__URL", &url)
+            .arg("token")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = token_cli(&["create", "--name", "grafana", "--role", "devops-lead"]);
+    let out = String::from_utf8_lossy(&made.stdout).to_string();
+    assert!(
+        made.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("rbt_"))
+        .expect("the token is printed")
+        .to_string();
+    assert_eq!(
+        token_cli(&["create", "--name", "grafana"]).status.code(),
+        Some(1),
+        "a name in use is refused"
+    );
+    let listed = String::from_utf8_lossy(&token_cli(&["list"]).stdout).to_string();
+    assert!(
+        listed.contains("grafana") && listed.contains("in use") && !listed.contains(&token),
+        "{listed}"
+    );
+
+    let file = dir.path().join("runbot.toml");
+    std::fs::write(&file, "").unwrap();
+    let settings = runbot::config::Settings::load_from(
+        Some(&file),
+        vec![
+            ("RUNBOT__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("RUNBOT__DATABASE__URL".into(), url.clone()),
+        ],
+    )
+    .unwrap();
+    let app = runbot::app::Application::build(settings).await.unwrap();
+    let host = format!("127.0.0.1:{}", app.port());
+    let status = |path: &'static str, auth: String| {
+        let req = request(
+            "GET",
+            path,
+            "10.1.2.3:4000",
+            &[("host", &host), ("authorization", &auth)],
+        );
+        let router = app.router();
+        async move { router.oneshot(req).await.unwrap().status().as_u16() }
+    };
+    let bearer = format!("Bearer {token}");
+    assert_eq!(status("/api/alert-groups", bearer.clone()).await, 200);
+    assert_eq!(
+        status("/", bearer.clone()).await,
+        403,
+        "a script's token does not open the pages"
+    );
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(
+        status("/api/alert-groups", format!("Bearer {forged}")).await,
+        401
+    );
+    assert_eq!(
+        status("/api/alert-groups", "Bearer rbt_nonsense".into()).await,
+        401
+    );
+
+    let revoked = token_cli(&["revoke", "grafana"]);
+    assert!(revoked.status.success());
+    assert_eq!(
+        status("/api/alert-groups", bearer.clone()).await,
+        401,
+        "a revoked token stops at once"
+    );
+    assert_eq!(token_cli(&["revoke", "grafana"]).status.code(), Some(1));
+
+    // The trail has both changes, and never the token.
+    let store = runbot::store::Store::connect(&runbot::config::DatabaseSettings {
+        url: url.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rows = runbot::audit::Audit::new(store.clone())
+        .recent(20, &Default::default())
+        .await
+        .unwrap();
+    let commands: Vec<&str> = rows.iter().map(|r| r.command.as_str()).collect();
+    assert_eq!(
+        commands,
+        [
+            "token.revoke",
+            "token.revoke",
+            "token.create",
+            "token.create"
+        ]
+    );
+    for r in &rows {
+        assert!(!serde_json::to_string(r).unwrap().contains(&token[12..]));
+    }
+}

@@ -70,47 +70,57 @@ pub async fn run(settings: &Settings, command: UserCommand, out: &mut dyn Write)
     let code = match command {
         UserCommand::List => list(&store, out).await,
         change => {
-            let audit = Audit::new(store.clone());
             let (what, args) = describe(&change);
             let result = apply(settings, &store, change).await;
-            let (id, name) = operator();
-            let entry = AuditEntry::new(
-                uuid::Uuid::new_v4().simple().to_string(),
-                match &result {
-                    Ok(_) => Step::Succeeded,
-                    Err(Stop(1, _)) => Step::Failed,
-                    Err(_) => Step::Invalid,
-                },
-                Platform::Cli,
-                id,
-                name,
-                what,
-            )
-            .args(args);
-            let entry = match &result {
-                Ok(_) => entry,
-                Err(Stop(_, reason)) => entry.reason(reason.clone()),
-            };
-            if let Err(e) = audit.append(entry).await {
-                // Nothing is kept that could not be audited: say so loudly.
-                eprintln!("runbot: the audit trail did not take this change: {e}");
-                store.close().await;
-                return 2;
-            }
-            match result {
-                Ok(said) => match writeln!(out, "{said}") {
-                    Ok(()) => 0,
-                    Err(_) => 2,
-                },
-                Err(Stop(code, reason)) => {
-                    eprintln!("runbot: {reason}");
-                    code
-                }
-            }
+            record(&store, what, args, result, out).await
         }
     };
     store.close().await;
     code
+}
+
+/// Writes a change's outcome to the audit trail, then says it: the answer on `out`, or the
+/// reason on stderr. Answers the exit code (2 when the trail did not take it).
+async fn record(
+    store: &Store,
+    what: &'static str,
+    args: Map<String, Value>,
+    result: Result<String, Stop>,
+    out: &mut dyn Write,
+) -> u8 {
+    let (id, name) = operator();
+    let entry = AuditEntry::new(
+        uuid::Uuid::new_v4().simple().to_string(),
+        match &result {
+            Ok(_) => Step::Succeeded,
+            Err(Stop(1, _)) => Step::Failed,
+            Err(_) => Step::Invalid,
+        },
+        Platform::Cli,
+        id,
+        name,
+        what,
+    )
+    .args(args);
+    let entry = match &result {
+        Ok(_) => entry,
+        Err(Stop(_, reason)) => entry.reason(reason.clone()),
+    };
+    if let Err(e) = Audit::new(store.clone()).append(entry).await {
+        // Nothing is kept that could not be audited: say so loudly.
+        eprintln!("runbot: the audit trail did not take this change: {e}");
+        return 2;
+    }
+    match result {
+        Ok(said) => match writeln!(out, "{said}") {
+            Ok(()) => 0,
+            Err(_) => 2,
+        },
+        Err(Stop(code, reason)) => {
+            eprintln!("runbot: {reason}");
+            code
+        }
+    }
 }
 
 /// The audit trail's command name and arguments for a change (never the password).
@@ -304,6 +314,146 @@ async fn list(store: &Store, out: &mut dyn Write) -> u8 {
         text.push_str(&crate::executors::format::table(&rows));
         text.push('\n');
     }
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make an API token for scripts (`Authorization: Bearer …` on /api/*); it is printed once.
+    Create {
+        /// What the token is for, e.g. `grafana`; unique among the tokens in use.
+        #[arg(long)]
+        name: String,
+        /// A role from policies/roles.toml the token holds; repeat it for more.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// Revoke the token in use by that name: it stops working at once, on every replica.
+    Revoke { name: String },
+    /// List the tokens: name, roles, when made, whether revoked (never the token).
+    List,
+}
+
+/// Runs one `runbot token …` command, writing to `out`; answers the exit code.
+pub async fn run_token(settings: &Settings, command: TokenCommand, out: &mut dyn Write) -> u8 {
+    let store = match Store::connect(&settings.database).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runbot: cannot open the database: {e:#}");
+            return 2;
+        }
+    };
+    let code = match command {
+        TokenCommand::List => list_tokens(&store, out).await,
+        TokenCommand::Create { name, roles } => {
+            let args = json!({ "name": name, "roles": roles });
+            let result = create_token(settings, &store, name, roles).await;
+            record(&store, "token.create", object(args), result, out).await
+        }
+        TokenCommand::Revoke { name } => {
+            let args = json!({ "name": name });
+            let result = revoke_token(&store, &name).await;
+            record(&store, "token.revoke", object(args), result, out).await
+        }
+    };
+    store.close().await;
+    code
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+async fn create_token(
+    settings: &Settings,
+    store: &Store,
+    name: String,
+    roles: Vec<String>,
+) -> Result<String, Stop> {
+    check_name(&name).map_err(|e| Stop(2, e.replace("account name", "token name")))?;
+    let roles = known_roles(settings, roles)?;
+    let new = super::tokens::generate();
+    let row = crate::store::ApiTokenRow {
+        id: new.id.clone(),
+        name: name.clone(),
+        token_hash: new.hash,
+        roles: serde_json::to_string(&roles).expect("a list of strings serializes"),
+        created_at: format_time(chrono::Utc::now()),
+        revoked_at: None,
+    };
+    let added = store
+        .add_api_token(&row)
+        .await
+        .map_err(|e| Stop(2, format!("the database did not answer: {e}")))?;
+    if !added {
+        return Err(Stop(
+            1,
+            format!("a token named {name:?} is in use: revoke it first (`runbot token revoke {name}`) or pick another name"),
+        ));
+    }
+    // The only time the token is shown; the audit row gets the line before it, not the token.
+    Ok(format!(
+        "Created API token {name} (id {}). Keep it now, it is not shown again:\n{}",
+        new.id, new.token
+    ))
+}
+
+async fn revoke_token(store: &Store, name: &str) -> Result<String, Stop> {
+    let revoked = store
+        .revoke_api_token(name, &format_time(chrono::Utc::now()))
+        .await
+        .map_err(|e| Stop(2, format!("the database did not answer: {e}")))?;
+    if revoked {
+        Ok(format!(
+            "Revoked API token {name}: it no longer opens /api/*."
+        ))
+    } else {
+        Err(Stop(
+            1,
+            format!("there is no API token in use named {name:?}: `runbot token list` shows them"),
+        ))
+    }
+}
+
+async fn list_tokens(store: &Store, out: &mut dyn Write) -> u8 {
+    let tokens = match store.api_tokens().await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("runbot: cannot read the tokens: {e}");
+            return 2;
+        }
+    };
+    let text = if tokens.is_empty() {
+        "No API tokens yet: `runbot token create --name NAME --role ROLE` makes one.\n".to_string()
+    } else {
+        let mut rows: Vec<Vec<String>> = vec![["NAME", "ID", "ROLES", "STATE", "CREATED"]
+            .map(String::from)
+            .to_vec()];
+        rows.extend(tokens.iter().map(|t| {
+            let roles: Vec<String> = serde_json::from_str(&t.roles).unwrap_or_default();
+            vec![
+                t.name.clone(),
+                t.id.clone(),
+                if roles.is_empty() {
+                    "-".into()
+                } else {
+                    roles.join(",")
+                },
+                match &t.revoked_at {
+                    Some(at) => format!("revoked {at}"),
+                    None => "in use".into(),
+                },
+                t.created_at.clone(),
+            ]
+        }));
+        format!("{}\n", crate::executors::format::table(&rows))
+    };
     match out.write_all(text.as_bytes()) {
         Ok(()) => 0,
         Err(_) => 2,
