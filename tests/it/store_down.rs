@@ -113,3 +113,68 @@ async fn a_locked_sqlite_file_answers_503_then_recovers_with_nothing_lost() {
     assert_eq!(groups[0]["alerts"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
+
+/// An API token that cannot be checked opens nothing: 503 while the database is away (a
+/// script retries), the token works again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_is_never_taken_unchecked_while_the_database_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_url = fresh_database(Db::Postgres, dir.path()).await;
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_runbot"))
+        .current_dir(dir.path())
+        .env_remove("RUNBOT_CONFIG")
+        .env("RUNBOT__DATABASE__URL", &real_url)
+        .args(["token", "create", "--name", "ci-script"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8_lossy(&made.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("rbt_"))
+        .unwrap()
+        .to_string();
+    let (head, db_name) = real_url.rsplit_once('/').unwrap();
+    let upstream: SocketAddr = head.rsplit_once('@').unwrap().1.parse().unwrap();
+    let mut proxy = Proxy::start(upstream).await;
+    let mut opts = Options::new(Db::Postgres).set("RUNBOT__DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
+    opts.database_url = Some(format!(
+        "postgres://runbot:runbot@127.0.0.1:{}/{db_name}",
+        proxy.port
+    ));
+    let app = TestApp::spawn_with(opts).await;
+    // Through a proxy on this host: not a local caller, so the token is what opens the API.
+    let ask = || {
+        app.client
+            .get(format!("{}/api/alert-groups", app.url))
+            .header("x-forwarded-for", "203.0.113.5")
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), 200);
+    proxy.cut();
+    let r = ask().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("cannot check the API token now"));
+    proxy.restore().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ask().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while it reconnects");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token never worked again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
