@@ -58,14 +58,46 @@ fn operator() -> (String, String) {
     (format!("uid:{uid}"), name)
 }
 
-/// Runs one `runbot user …` command, writing to `out`; answers the exit code.
-pub async fn run(settings: &Settings, command: UserCommand, out: &mut dyn Write) -> u8 {
-    let store = match Store::connect(&settings.database).await {
-        Ok(s) => s,
+/// The database, made and migrated if new (accounts may come before the first `serve`).
+async fn open(settings: &Settings) -> Option<Store> {
+    match Store::connect(&settings.database).await {
+        Ok(s) => Some(s),
         Err(e) => {
             eprintln!("runbot: cannot open the database: {e:#}");
-            return 2;
+            None
         }
+    }
+}
+
+/// Prints a table under `header`, or `empty` when there are no rows; answers the exit code.
+fn print_table(out: &mut dyn Write, header: &[&str], rows: Vec<Vec<String>>, empty: &str) -> u8 {
+    let text = if rows.is_empty() {
+        format!("{empty}\n")
+    } else {
+        let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+        all.extend(rows);
+        format!("{}\n", crate::executors::format::table(&all))
+    };
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
+}
+
+/// A JSON list of roles as a table cell.
+fn roles_cell(roles: &str) -> String {
+    let roles: Vec<String> = serde_json::from_str(roles).unwrap_or_default();
+    if roles.is_empty() {
+        "-".into()
+    } else {
+        roles.join(",")
+    }
+}
+
+/// Runs one `runbot user …` command, writing to `out`; answers the exit code.
+pub async fn run(settings: &Settings, command: UserCommand, out: &mut dyn Write) -> u8 {
+    let Some(store) = open(settings).await else {
+        return 2;
     };
     let code = match command {
         UserCommand::List => list(&store, out).await,
@@ -288,36 +320,26 @@ async fn list(store: &Store, out: &mut dyn Write) -> u8 {
             return 2;
         }
     };
-    let mut text = String::new();
-    if accounts.is_empty() {
-        text.push_str("No console accounts yet: `runbot user add NAME --role ROLE` makes one.\n");
-    } else {
-        let mut rows: Vec<Vec<String>> = vec![["NAME", "ROLES", "STATE", "CREATED"]
-            .map(String::from)
-            .to_vec()];
-        rows.extend(accounts.iter().map(|a| {
-            let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
+    let rows = accounts
+        .iter()
+        .map(|a| {
             vec![
                 a.name.clone(),
-                if roles.is_empty() {
-                    "-".into()
-                } else {
-                    roles.join(",")
-                },
+                roles_cell(&a.roles),
                 match &a.disabled_at {
                     Some(at) => format!("disabled {at}"),
                     None => "enabled".into(),
                 },
                 a.created_at.clone(),
             ]
-        }));
-        text.push_str(&crate::executors::format::table(&rows));
-        text.push('\n');
-    }
-    match out.write_all(text.as_bytes()) {
-        Ok(()) => 0,
-        Err(_) => 2,
-    }
+        })
+        .collect();
+    print_table(
+        out,
+        &["NAME", "ROLES", "STATE", "CREATED"],
+        rows,
+        "No console accounts yet: `runbot user add NAME --role ROLE` makes one.",
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,12 +361,8 @@ pub enum TokenCommand {
 
 /// Runs one `runbot token …` command, writing to `out`; answers the exit code.
 pub async fn run_token(settings: &Settings, command: TokenCommand, out: &mut dyn Write) -> u8 {
-    let store = match Store::connect(&settings.database).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("runbot: cannot open the database: {e:#}");
-            return 2;
-        }
+    let Some(store) = open(settings).await else {
+        return 2;
     };
     let code = match command {
         TokenCommand::List => list_tokens(&store, out).await,
@@ -429,33 +447,25 @@ async fn list_tokens(store: &Store, out: &mut dyn Write) -> u8 {
             return 2;
         }
     };
-    let text = if tokens.is_empty() {
-        "No API tokens yet: `runbot token create --name NAME --role ROLE` makes one.\n".to_string()
-    } else {
-        let mut rows: Vec<Vec<String>> = vec![["NAME", "ID", "ROLES", "STATE", "CREATED"]
-            .map(String::from)
-            .to_vec()];
-        rows.extend(tokens.iter().map(|t| {
-            let roles: Vec<String> = serde_json::from_str(&t.roles).unwrap_or_default();
+    let rows = tokens
+        .iter()
+        .map(|t| {
             vec![
                 t.name.clone(),
                 t.id.clone(),
-                if roles.is_empty() {
-                    "-".into()
-                } else {
-                    roles.join(",")
-                },
+                roles_cell(&t.roles),
                 match &t.revoked_at {
                     Some(at) => format!("revoked {at}"),
                     None => "in use".into(),
                 },
                 t.created_at.clone(),
             ]
-        }));
-        format!("{}\n", crate::executors::format::table(&rows))
-    };
-    match out.write_all(text.as_bytes()) {
-        Ok(()) => 0,
-        Err(_) => 2,
-    }
+        })
+        .collect();
+    print_table(
+        out,
+        &["NAME", "ID", "ROLES", "STATE", "CREATED"],
+        rows,
+        "No API tokens yet: `runbot token create --name NAME --role ROLE` makes one.",
+    )
 }
