@@ -151,6 +151,34 @@ async fn live_groups(settings: &Settings) -> anyhow::Result<Vec<OpenGroup>> {
     Ok(OpenGroup::from_stored(rows?))
 }
 
+/// A console account, as `policy explain --platform console` reports it.
+enum Account {
+    /// No database yet, so no accounts.
+    NoDatabase(String),
+    Missing,
+    Disabled,
+    Enabled(Vec<String>),
+}
+
+/// The console account `name`, from `database.url` (never made here: a missing SQLite file
+/// means there are no accounts yet).
+async fn console_account(settings: &Settings, name: &str) -> anyhow::Result<Account> {
+    let store = match crate::audit::open_store(&settings.database).await {
+        Ok(s) => s,
+        Err(e) if e.to_string().starts_with("no database at") => {
+            return Ok(Account::NoDatabase(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    let row = store.account(name).await;
+    store.close().await;
+    Ok(match row? {
+        None => Account::Missing,
+        Some(a) if a.disabled_at.is_some() => Account::Disabled,
+        Some(a) => Account::Enabled(serde_json::from_str(&a.roles).unwrap_or_default()),
+    })
+}
+
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
@@ -184,7 +212,26 @@ pub async fn run(settings: &Settings, command: PolicyCommand, out: &mut dyn Writ
             } else {
                 number_groups(&args.open_groups)
             };
-            explain(&policies, &commands, &guard, &args, &open, out)
+            let account = if args.platform == "console" {
+                match console_account(settings, &args.user).await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("runbot: cannot read the console accounts: {e:#}");
+                        return 2;
+                    }
+                }
+            } else {
+                None
+            };
+            explain(
+                &policies,
+                &commands,
+                &guard,
+                &args,
+                &open,
+                account.as_ref(),
+                out,
+            )
         }
         PolicyCommand::Test { file } => {
             let file = file.or_else(|| settings.policy.resolve_dir().map(|d| d.join("tests.toml")));
@@ -224,6 +271,8 @@ fn check_roles(policies: &Policies, what: &str, roles: &[String]) -> anyhow::Res
 /// One request as the CLI describes it.
 struct Ask<'a> {
     who: Identity,
+    /// What the person's console account holds (`runbot user add --role`).
+    account_roles: &'a [String],
     extra_roles: &'a [String],
     command: &'a str,
     severity: Option<Severity>,
@@ -240,6 +289,7 @@ struct Ask<'a> {
 
 struct Asked {
     from_file: Vec<String>,
+    from_account: Vec<String>,
     roles: Vec<String>,
     /// The validated arguments the decision saw.
     args: Args,
@@ -269,7 +319,12 @@ fn ask(
     check_roles(policies, "roles", a.extra_roles)?;
     check_roles(policies, "approvals", a.approvals)?;
     let from_file = policies.roles_of(&a.who);
-    let mut roles: Vec<String> = from_file.iter().chain(a.extra_roles).cloned().collect();
+    let mut roles: Vec<String> = from_file
+        .iter()
+        .chain(a.account_roles)
+        .chain(a.extra_roles)
+        .cloned()
+        .collect();
     roles.sort();
     roles.dedup();
     let mut raw = a.args.clone();
@@ -315,6 +370,7 @@ fn ask(
     });
     Ok(Asked {
         from_file,
+        from_account: a.account_roles.to_vec(),
         roles,
         args,
         incident,
@@ -329,6 +385,7 @@ fn explain(
     guard: &crate::domain::net::Guard,
     args: &ExplainArgs,
     open_groups: &[OpenGroup],
+    account: Option<&Account>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     let at = args.at.unwrap_or_else(Utc::now);
@@ -345,6 +402,10 @@ fn explain(
         guard,
         &Ask {
             who,
+            account_roles: match account {
+                Some(Account::Enabled(roles)) => roles,
+                _ => &[],
+            },
             extra_roles: &args.roles,
             command: &args.command,
             severity: sev,
@@ -402,12 +463,15 @@ fn explain(
         .roles
         .iter()
         .map(|r| {
-            let from = if asked.from_file.contains(r) {
-                "roles.toml"
-            } else {
-                "--roles"
-            };
-            format!("{r} ({from})")
+            let from: Vec<&str> = [
+                (asked.from_file.contains(r), "roles.toml"),
+                (asked.from_account.contains(r), "console account"),
+                (args.roles.contains(r), "--roles"),
+            ]
+            .into_iter()
+            .filter_map(|(held, from)| held.then_some(from))
+            .collect();
+            format!("{r} ({})", from.join(" + "))
         })
         .collect();
     writeln!(
@@ -419,6 +483,21 @@ fn explain(
             roles.join(", ")
         }
     )?;
+    if let Some(account) = account {
+        let user = &args.user;
+        let said = match account {
+            Account::NoDatabase(why) => format!("none: {why}"),
+            Account::Missing => format!("no console account named {user:?}"),
+            Account::Disabled => {
+                format!("{user} is disabled: it cannot sign in and holds no roles")
+            }
+            Account::Enabled(r) if r.is_empty() => {
+                format!("{user}, enabled, with no roles of its own")
+            }
+            Account::Enabled(r) => format!("{user}, enabled, holds {}", r.join(", ")),
+        };
+        writeln!(out, "account:  {said}")?;
+    }
     let on_call: Vec<String> = policies
         .oncall(at)
         .into_iter()
@@ -686,6 +765,7 @@ fn check_row(
         guard,
         &Ask {
             who,
+            account_roles: &[],
             extra_roles: &row.roles,
             command: &row.command,
             severity: sev,

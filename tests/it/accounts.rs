@@ -9,10 +9,29 @@ use runbot::chat::console::accounts::verify_password;
 use runbot::config::DatabaseSettings;
 use runbot::store::Store;
 
-use crate::common::{fresh_database, BOTH};
+use crate::common::{fresh_database, Db, BOTH};
 
 const FIRST: &str = "correct horse battery staple";
 const SECOND: &str = "a different long passphrase";
+
+/// `runbot policy explain` of a console user's `/restart backend`, against `url`.
+fn explain(url: &str, dir: &std::path::Path, name: &str) -> String {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbot"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNBOT") {
+            c.env_remove(k);
+        }
+    }
+    let o = c
+        .current_dir(dir)
+        .env("RUNBOT__DATABASE__URL", url)
+        .args(["policy", "explain", "--platform", "console", "--user", name])
+        .args(["--command", "restart", "--arg", "service=backend"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", said(&o));
+    said(&o)
+}
 
 /// `runbot user ARGS…` against `url`, with `stdin` on standard input (a pipe, not a terminal).
 fn user(url: &str, dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
@@ -68,6 +87,10 @@ async fn accounts_are_added_changed_disabled_and_listed_and_every_try_is_audited
             }
         };
 
+        if db == Db::Sqlite {
+            let none = explain(&url, dir.path(), "ana");
+            assert!(none.contains("account:  none: no database at"), "{none}");
+        }
         // Before any account, on a database `runbot serve` never made.
         expect(&run(&["list"], ""), 0, "No console accounts yet");
 
@@ -118,6 +141,19 @@ async fn accounts_are_added_changed_disabled_and_listed_and_every_try_is_audited
             "no terminal to ask the password on",
         );
 
+        // Where each role comes from, as a decision on the console would see it.
+        let explained = explain(&url, dir.path(), "ana");
+        assert!(
+            explained.contains("devops-lead (console account)")
+                && explained.contains("account:  ana, enabled, holds devops-lead"),
+            "{db:?}: {explained}"
+        );
+        let nobody = explain(&url, dir.path(), "zoe");
+        assert!(
+            nobody.contains("account:  no console account named \"zoe\""),
+            "{nobody}"
+        );
+
         let store = Store::connect(&DatabaseSettings {
             url: url.clone().into(),
             ..DatabaseSettings::default()
@@ -156,6 +192,12 @@ async fn accounts_are_added_changed_disabled_and_listed_and_every_try_is_audited
             &run(&["passwd", "ana", "--password-stdin"], &stdin),
             1,
             "ana is disabled",
+        );
+        let explained = explain(&url, dir.path(), "ana");
+        assert!(
+            explained.contains("account:  ana is disabled")
+                && !explained.contains("console account)"),
+            "{db:?}: {explained}"
         );
         let listed = run(&["list"], "");
         expect(&listed, 0, "NAME");
