@@ -165,10 +165,7 @@ fn describe(command: &UserCommand) -> (&'static str, Map<String, Value>) {
         UserCommand::Disable { name } => ("user.disable", json!({ "name": name })),
         UserCommand::List => ("user.list", json!({})),
     };
-    match value {
-        Value::Object(map) => (what, map),
-        _ => (what, Map::new()),
-    }
+    (what, object(value))
 }
 
 async fn apply(settings: &Settings, store: &Store, command: UserCommand) -> Result<String, Stop> {
