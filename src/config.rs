@@ -1534,12 +1534,11 @@ impl Settings {
         if self.database.write_batch_max == 0 {
             problems.push("database.write_batch_max must be at least 1 (default 512)".into());
         }
-        if let Some(token) = &self.alertmanager.webhook_token {
-            let t = token.expose_secret();
-            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push("alertmanager.webhook_token must be at least 8 characters with no spaces: generate one with `openssl rand -hex 32`".into());
-            }
-        }
+        problems.extend(weak_token(
+            "alertmanager.webhook_token",
+            &self.alertmanager.webhook_token,
+            8,
+        ));
         if let Some(basic) = &self.alertmanager.basic_auth {
             if basic.username.is_empty() || basic.username.contains(':') {
                 problems.push(
@@ -1682,18 +1681,12 @@ impl Settings {
         if self.discord.public_key.is_some() && !self.webhook_auth_configured() {
             problems.push("discord.public_key is set, so runbot takes requests from the internet (Discord must reach /discord/interactions), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth".into());
         }
-        if let Some(token) = &self.http.metrics_token {
-            let t = token.expose_secret();
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push("http.metrics_token must be at least 16 characters with no spaces: generate one with `openssl rand -hex 32`".into());
-            }
-        }
-        if let Some(token) = &self.console.token {
-            let t = token.expose_secret();
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                problems.push("console.token must be at least 16 characters with no spaces: generate one with `openssl rand -hex 32`".into());
-            }
-        }
+        problems.extend(weak_token(
+            "http.metrics_token",
+            &self.http.metrics_token,
+            16,
+        ));
+        problems.extend(weak_token("console.token", &self.console.token, 16));
         allowed_hosts
     }
 
@@ -2067,6 +2060,15 @@ fn explain(message: &str) -> String {
 pub fn describe_dir(dir: &Option<PathBuf>) -> String {
     dir.as_ref()
         .map_or_else(|| "built-in".to_string(), |d| d.display().to_string())
+}
+
+/// The problem with a shared secret that is set but too short or holds spaces (each says how
+/// to make a good one); None when it is unset or good.
+fn weak_token(key: &str, token: &Option<SecretString>, min: usize) -> Option<String> {
+    let t = token.as_ref()?.expose_secret();
+    (t.len() < min || t.chars().any(|c| c.is_whitespace() || c.is_control())).then(|| {
+        format!("{key} must be at least {min} characters with no spaces: generate one with `openssl rand -hex 32`")
+    })
 }
 
 #[cfg(test)]
