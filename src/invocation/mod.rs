@@ -1307,11 +1307,9 @@ impl Dispatcher {
                     "runbot cannot read alert group #{} from its database right now; nothing was run. Try again in a minute.",
                     ready.group_id.unwrap_or_default()
                 );
-                let entry = flight.entry(Step::Failed).reason(reason.clone());
-                if self.record(entry).await.is_err() {
-                    tracing::error!(command = %spec.name, "not run, and that could not be audited");
-                }
-                return text::failed(&text::invocation_line(spec, &ready.args), &reason);
+                return self
+                    .cut_short(spec, ready, Step::Failed, &reason, json!({}))
+                    .await;
             }
         };
         let approved_by: Vec<String> = approvals.iter().flatten().map(|a| a.name.clone()).collect();
