@@ -257,8 +257,8 @@ fn status_text(s: ExitStatus) -> String {
     }
 }
 
-fn took(started: Instant) -> String {
-    let d = started.elapsed();
+/// How long a backup or restore took: milliseconds under a second.
+pub(super) fn took(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
@@ -504,7 +504,7 @@ impl AppDatabase {
         if !status.success() {
             return Err(AppDbError::DumpFailed {
                 status: status_text(status),
-                took: took(started),
+                took: took(started.elapsed()),
                 stderr: inner.conn.scrub(&stderr),
             });
         }
@@ -797,7 +797,7 @@ impl AppDatabase {
             return Err(AppDbError::RestoreFailed {
                 name: name.into(),
                 status: status_text(status),
-                took: took(started),
+                took: took(started.elapsed()),
                 safety: safety.name,
                 stderr: inner.conn.scrub(&stderr),
             });

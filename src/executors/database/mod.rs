@@ -3,7 +3,7 @@
 
 pub mod engine;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::format::{bytes, table};
 use super::lease::{self, Lease, Locks};
@@ -12,7 +12,7 @@ use crate::commands::DatabaseOp;
 use crate::domain::clock::Clock;
 use crate::domain::duration;
 use crate::domain::text::plural;
-use crate::executors::database::engine::{backup_name, AppDatabase, AppDbError, Check};
+use crate::executors::database::engine::{backup_name, took, AppDatabase, AppDbError, Check};
 
 /// Discord's limit for one message's content, which the reply's text and code block share.
 const MESSAGE_MAX: usize = 2000;
@@ -73,14 +73,6 @@ fn configured(app_db: &Option<AppDatabase>) -> Result<&AppDatabase, ExecError> {
 impl From<AppDbError> for ExecError {
     fn from(e: AppDbError) -> Self {
         ExecError(e.to_string())
-    }
-}
-
-fn took(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        duration::short(d)
     }
 }
 
