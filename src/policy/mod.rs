@@ -108,7 +108,7 @@ impl SeverityMap {
                     note: Some(format!(
                         "label {}={:?} is not in policies/severities.toml; treated as {} (the default)",
                         self.label,
-                        truncate(value, 64),
+                        crate::domain::text::clip(value, 64),
                         self.default.title()
                     )),
                 },
@@ -122,13 +122,6 @@ impl SeverityMap {
                 )),
             },
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
     }
 }
 
