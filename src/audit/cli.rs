@@ -26,7 +26,7 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
         format: ExportFormat,
         /// Only rows written at or after this time (RFC 3339, e.g. 2026-05-01T00:00:00Z).
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = crate::domain::time::parse_cli_time)]
         since: Option<chrono::DateTime<chrono::Utc>>,
         /// Only rows of this actor (the platform's user id).
         #[arg(long, value_name = "ID")]
@@ -35,12 +35,6 @@ pub enum AuditCommand {
         #[arg(long, value_name = "NAME")]
         command: Option<String>,
     },
-}
-
-fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("not an RFC 3339 time such as 2026-05-01T00:00:00Z ({e})"))
 }
 
 /// Runs one `runbot audit …` command, writing to `out`; returns the exit code: 0 when done

@@ -483,19 +483,30 @@ pub fn canonical_json(value: &Value) -> String {
 /// Opens the configured database for the `audit` commands. Unlike `serve`, a SQLite file that
 /// does not exist is an error: an empty new database would "verify" and hide a wrong path.
 pub async fn open_store(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+    match open_existing_store(settings).await? {
+        Ok(store) => Ok(store),
+        Err(path) => anyhow::bail!(
+            "no database at {}: run this where `runbot serve` runs, or set database.url",
+            path.display()
+        ),
+    }
+}
+
+/// The configured database, or the path of the SQLite file that does not exist yet (never
+/// made here).
+pub async fn open_existing_store(
+    settings: &DatabaseSettings,
+) -> anyhow::Result<Result<Store, std::path::PathBuf>> {
     if settings.backend() == Some(Backend::Sqlite) {
         use secrecy::ExposeSecret;
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(settings.url.expose_secret())
             .context("database.url is not a SQLite URL")?;
         let path = options.get_filename();
         if !path.exists() {
-            anyhow::bail!(
-                "no database at {}: run this where `runbot serve` runs, or set database.url",
-                path.display()
-            );
+            return Ok(Err(path.to_path_buf()));
         }
     }
-    Store::connect(settings).await
+    Ok(Ok(Store::connect(settings).await?))
 }
 
 #[cfg(test)]

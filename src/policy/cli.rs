@@ -61,7 +61,7 @@ pub struct ExplainArgs {
     #[arg(long, conflicts_with = "open_groups")]
     pub live: bool,
     /// When (RFC 3339, e.g. 2026-11-28T03:00:00Z). Default: now.
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = crate::domain::time::parse_cli_time)]
     pub at: Option<DateTime<Utc>>,
     /// Ask for a dry run of a mutating command.
     #[arg(long)]
@@ -163,12 +163,14 @@ enum Account {
 /// The console account `name`, from `database.url` (never made here: a missing SQLite file
 /// means there are no accounts yet).
 async fn console_account(settings: &Settings, name: &str) -> anyhow::Result<Account> {
-    let store = match crate::audit::open_store(&settings.database).await {
+    let store = match crate::audit::open_existing_store(&settings.database).await? {
         Ok(s) => s,
-        Err(e) if e.to_string().starts_with("no database at") => {
-            return Ok(Account::NoDatabase(e.to_string()))
+        Err(path) => {
+            return Ok(Account::NoDatabase(format!(
+                "no database at {}",
+                path.display()
+            )))
         }
-        Err(e) => return Err(e),
     };
     let row = store.account(name).await;
     store.close().await;
@@ -177,12 +179,6 @@ async fn console_account(settings: &Settings, name: &str) -> anyhow::Result<Acco
         Some(a) if a.disabled_at.is_some() => Account::Disabled,
         Some(a) => Account::Enabled(serde_json::from_str(&a.roles).unwrap_or_default()),
     })
-}
-
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("not an RFC 3339 time such as 2026-11-28T03:00:00Z ({e})"))
 }
 
 /// Runs one `runbot policy …` command; returns the exit code.
@@ -726,7 +722,7 @@ fn check_row(
     guard: &crate::domain::net::Guard,
     row: &TestRow,
 ) -> Result<Option<String>, String> {
-    let at = parse_time(&row.at).map_err(|e| format!("at: {e}"))?;
+    let at = crate::domain::time::parse_cli_time(&row.at).map_err(|e| format!("at: {e}"))?;
     let sev = severity(row.severity.as_deref()).map_err(|e| e.to_string())?;
     let who = Identity {
         platform: row.platform.clone().unwrap_or_else(|| "discord".into()),
