@@ -125,10 +125,11 @@ const TOKEN_COLUMNS: &str = "id, name, token_hash, roles, created_at, revoked_at
 impl Store {
     /// Records a new token; false when a token in use has that name.
     pub async fn add_api_token(&self, row: &ApiTokenRow) -> Result<bool, sqlx::Error> {
-        match self
+        // Names are unique among the tokens in use (a partial index): a clash adds nothing.
+        let added = self
             .execute(
                 "INSERT INTO api_tokens (id, name, token_hash, roles, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 (
                     &row.id,
                     &row.name,
@@ -137,12 +138,8 @@ impl Store {
                     &row.created_at,
                 ),
             )
-            .await
-        {
-            Ok(n) => Ok(n == 1),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(added == 1)
     }
 
     /// Revokes the token in use by that name; false when there is none.
