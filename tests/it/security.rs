@@ -638,6 +638,14 @@ async fn api_tokens_open_the_api_to_scripts_until_revoked() {
         Some(1),
         "a name in use is refused"
     );
+    let bad_name = token_cli(&["create", "--name", "two words"]);
+    assert_eq!(bad_name.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_name.stderr)
+            .contains("\"two words\" is not a token name: use 1 to 64 characters, no spaces"),
+        "{}",
+        String::from_utf8_lossy(&bad_name.stderr)
+    );
     let listed = String::from_utf8_lossy(&token_cli(&["list"]).stdout).to_string();
     assert!(
         listed.contains("grafana") && listed.contains("in use") && !listed.contains(&token),
@@ -711,6 +719,7 @@ async fn api_tokens_open_the_api_to_scripts_until_revoked() {
         [
             "token.revoke",
             "token.revoke",
+            "token.create",
             "token.create",
             "token.create"
         ]

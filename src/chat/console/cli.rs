@@ -391,7 +391,12 @@ async fn create_token(
     name: String,
     roles: Vec<String>,
 ) -> Result<String, Stop> {
-    check_name(&name).map_err(|e| Stop(2, e.replace("account name", "token name")))?;
+    if !crate::policy::roles::is_user_name(&name) {
+        return Err(Stop(
+            2,
+            format!("{name:?} is not a token name: use 1 to 64 characters, no spaces"),
+        ));
+    }
     let roles = known_roles(settings, roles)?;
     let new = super::tokens::generate();
     let row = crate::store::ApiTokenRow {
