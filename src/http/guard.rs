@@ -28,7 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::chat::console::tokens;
+use crate::chat::console::{tokens, Via, Viewer};
 use crate::config::{HostPattern, Parsed};
 
 /// Who sent a request, as far as runbot can tell; every request carries one.
@@ -294,10 +294,16 @@ fn carries_token(headers: &HeaderMap, token: &SecretString) -> bool {
 }
 
 /// The console and its JSON API show every alert's labels, annotations and silences: served to
-/// local callers, and to others only with `console.token`.
-pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+/// local callers, and to others only with `console.token` or an API token. Puts the
+/// [`Viewer`] on the request.
+pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
     let caller = req.extensions().get::<Caller>().copied();
     if caller.is_some_and(|c| c.local) {
+        req.extensions_mut().insert(Viewer {
+            name: "local".into(),
+            roles: Vec::new(),
+            via: Via::ConsoleToken,
+        });
         return next.run(req).await;
     }
     // Scripts: an API token (`runbot token create`) opens /api/*, not the pages.
@@ -305,7 +311,14 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
         if let Presented::Bearer(t) = presented(req.headers()) {
             if tokens::looks_like_one(&t) {
                 return match tokens::check(&edge.store, &t).await {
-                    Ok(Some(_)) => next.run(req).await,
+                    Ok(Some(row)) => {
+                        req.extensions_mut().insert(Viewer {
+                            roles: serde_json::from_str(&row.roles).unwrap_or_default(),
+                            name: row.name,
+                            via: Via::ApiToken,
+                        });
+                        next.run(req).await
+                    }
                     Ok(None) => unauthorized(
                         "invalid or revoked API token: `runbot token list` shows those in use, `runbot token create` makes one",
                         "Bearer realm=\"runbot api\"",
@@ -325,7 +338,14 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, req: Request, next: Nex
         }
     }
     match &edge.console_token {
-        Some(token) if carries_token(req.headers(), token) => next.run(req).await,
+        Some(token) if carries_token(req.headers(), token) => {
+            req.extensions_mut().insert(Viewer {
+                name: "console.token".into(),
+                roles: Vec::new(),
+                via: Via::ConsoleToken,
+            });
+            next.run(req).await
+        }
         Some(_) => unauthorized(
             "the console needs console.token: send it as a bearer token, or as the password when the browser asks",
             "Basic realm=\"runbot console\", charset=\"UTF-8\"",

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             state.edge.clone(),
             guard::console_gate,
         )))
+        .merge(console::public_router())
         .merge(ops::router(state.edge.clone()))
         // A route layer, so the matched route is known when latency is recorded.
         .route_layer(middleware::from_fn(track_latency))

@@ -38,9 +38,11 @@ pub struct Role {
 }
 
 impl Role {
-    /// Whether this identity holds the role on its platform.
+    /// Whether this identity holds the role on its platform. On the console, `platform_roles`
+    /// are runbot role names: those its account or API token was given.
     pub fn held_by(&self, who: &super::Identity) -> bool {
         self.holders.include(who)
+            || (who.platform == "console" && who.platform_roles.contains(&self.name))
     }
 }
 
@@ -202,6 +204,9 @@ mod tests {
         assert!(dba.held_by(&who("cli", "ops", &[])));
         assert!(!dba.held_by(&who("slack", "ana", &[])));
         assert!(!dba.held_by(&who("console", "U024BE7LH", &[])));
+        // A console account's own roles are runbot role names.
+        assert!(dba.held_by(&who("console", "bo", &["dba"])));
+        assert!(!dba.held_by(&who("discord", "1", &["dba"])));
         assert!(!dba.held_by(&who("discord", "1", &[])));
     }
 

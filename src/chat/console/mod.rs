@@ -1,6 +1,58 @@
-//! The web console as a chat platform of its own. For now: its accounts (who may sign in) and
-//! the `runbot user` commands that keep them.
+//! The web console as a chat platform of its own: its accounts (who may sign in), sessions, API
+//! tokens, the `runbot user` and `runbot token` commands, and who is looking at a page
+//! ([`Viewer`]).
 
 pub mod accounts;
 pub mod cli;
 pub mod tokens;
+
+use crate::request::{Actor, Platform};
+
+/// Who a console request comes from, as the gate established it (a request extension on every
+/// route behind the gate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The console account's name, or the API token's name.
+    pub name: String,
+    /// runbot roles the account or token holds (`runbot user add --role`); `console_users` in
+    /// `policies/roles.toml` adds to them.
+    pub roles: Vec<String>,
+    pub via: Via,
+}
+
+/// How the viewer proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A signed-in browser: the session's id (its hash, as stored) and the anti-forgery token
+    /// its pages carry.
+    Session { session: String, csrf: String },
+    /// `Authorization: Bearer rbt_…` (`runbot token create`).
+    ApiToken,
+    /// `console.token`: reads everything, acts as nobody.
+    ConsoleToken,
+}
+
+impl Viewer {
+    /// Who the invocation core sees; None for `console.token`, which names no person.
+    pub fn actor(&self) -> Option<Actor> {
+        let user_id = match self.via {
+            Via::Session { .. } => self.name.clone(),
+            Via::ApiToken => format!("token:{}", self.name),
+            Via::ConsoleToken => return None,
+        };
+        Some(Actor {
+            platform: Platform::Console,
+            user_id,
+            name: self.name.clone(),
+            platform_roles: self.roles.clone(),
+        })
+    }
+
+    /// The anti-forgery token a page must send back with each change; None off a session.
+    pub fn csrf(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { csrf, .. } => Some(csrf),
+            _ => None,
+        }
+    }
+}

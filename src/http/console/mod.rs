@@ -1,0 +1,31 @@
+//! The web console: pages for people, `/api/*` for pages and scripts. Server-rendered with
+//! maud, which escapes every value it prints; one small script of runbot's own keeps pages live.
+//!
+//! Every route here sits behind the console's gate (`http::guard::console_gate`), which puts a
+//! [`Viewer`](crate::chat::console::Viewer) on the request; [`public_router`] holds the few
+//! that do not: the stylesheet and the script.
+
+pub mod api;
+pub mod layout;
+pub mod pages;
+
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+/// Routes behind the gate.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/groups/{id}", get(pages::group_page))
+        .route("/api/alert-groups", get(api::api_groups))
+        .route("/api/alert-groups/{id}", get(api::api_group))
+}
+
+/// Routes open to anyone: static assets (they hold nothing secret).
+pub fn public_router() -> Router<AppState> {
+    Router::new()
+        .route(layout::CSS_PATH, get(layout::css))
+        .route(layout::JS_PATH, get(layout::js))
+}

@@ -1,0 +1,1 @@
+// The console's script: filled in by the live-console work.
