@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::chat::console::events::Feed;
+use crate::chat::console::platform::ConsolePlatform;
 use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
@@ -250,13 +252,18 @@ impl Application {
         } else {
             None
         };
-        let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+        let store = Store::connect(&settings.database).await?;
+        // The console is always on: it is the chat of a runbot with no other configured.
+        let feed = Feed::new(store.clone())
+            .await
+            .context("reading the console's feed")?;
+        let console = Arc::new(ConsolePlatform::new(feed.clone()));
+        let mut platforms: Vec<Arc<dyn ChatPlatform>> = vec![console.clone()];
         if let Some(d) = &discord {
             platforms.push(d.clone());
         }
-        let store = Store::connect(&settings.database)
-            .await?
-            .with_chat_platforms(platforms.iter().map(|p| p.name().to_string()).collect());
+        let store =
+            store.with_chat_platforms(platforms.iter().map(|p| p.name().to_string()).collect());
         let (writer, writer_done) = Writer::spawn(
             store.clone(),
             settings.database.write_batch_max,
@@ -319,7 +326,7 @@ impl Application {
         let discord_interactions =
             crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
                 .map(Arc::new);
-        let card_wake = (!outboxes.is_empty()).then(|| chat_wake.clone());
+        let card_wake = Some(chat_wake.clone());
         let dispatcher = Arc::new(build_dispatcher(
             &settings,
             Arc::new(data.commands),
@@ -399,7 +406,20 @@ impl Application {
                 crate::chat::announce::deliver(store.clone(), p.clone(), channel.clone())
             });
         }
+        // The console's pages follow the feed; a day of it is kept for pages that reconnect.
+        workers.spawn("console-feed", move || feed.clone().follow());
+        let prune = store.clone();
+        workers.every("console-prune", Duration::from_secs(600), move || {
+            let prune = prune.clone();
+            async move {
+                let before = chrono::Utc::now() - chrono::Duration::hours(24);
+                prune
+                    .prune_console(&crate::domain::format_time(before))
+                    .await
+            }
+        });
         let state = AppState {
+            console,
             dispatcher: Some(dispatcher),
             discord,
             discord_interactions,

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::RawValue;
 
+pub mod line;
+
 /// The files built into the binary, used when there is no `commands/` folder.
 const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../commands/ack.toml")),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
     /// Answers Discord interactions later (edits); None without a bot token.
     pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
+    /// The console as a chat platform: its live feed and the answers it shows.
+    pub console: Arc<crate::chat::console::platform::ConsolePlatform>,
     /// The `Host` check, local callers, body deadlines and the console's token.
     pub edge: Arc<guard::Edge>,
 }

@@ -815,6 +815,11 @@ impl Dispatcher {
         Ok(Some(text::expired(line, pending.kind, pending.timeout())))
     }
 
+    /// The commands people may ask for (`commands/`).
+    pub fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
     /// What runs commands (the deploy recovery sweep uses it).
     pub fn executors(&self) -> &Executors {
         &self.executors

@@ -4,6 +4,9 @@
 
 pub mod accounts;
 pub mod cli;
+pub mod events;
+pub mod platform;
+pub mod render;
 pub mod tokens;
 
 use crate::request::{Actor, Platform};

@@ -7,9 +7,10 @@
 
 pub mod api;
 pub mod layout;
+pub mod live;
 pub mod pages;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use super::AppState;
@@ -21,6 +22,12 @@ pub fn router() -> Router<AppState> {
         .route("/groups/{id}", get(pages::group_page))
         .route("/api/alert-groups", get(api::api_groups))
         .route("/api/alert-groups/{id}", get(api::api_group))
+        .route("/api/events", get(live::events))
+        .route("/api/commands", get(live::catalog).post(live::command))
+        .route("/api/buttons", post(live::button))
+        .route("/api/prompts/{id}/{button}", post(live::prompt))
+        .route("/api/requests/{id}", get(live::request))
+        .route("/api/files/{id}", get(live::file))
 }
 
 /// Routes open to anyone: static assets (they hold nothing secret).

@@ -1,0 +1,164 @@
+//! The console's own message format: HTML fragments of a [`Card`], a [`Reply`] and an
+//! announcement, the same on the first page load and in the live feed. maud escapes every value;
+//! links are only those the card already vetted as http(s).
+
+use maud::{html, Markup};
+use serde_json::{json, Value};
+
+use crate::chat::Card;
+use crate::request::{ButtonId, ButtonStyle, Reply, ReplyButton};
+
+/// A time as the page shows it: the stored RFC 3339 value, which the script turns into "3m ago".
+fn time(at: &str) -> Markup {
+    html! { time datetime=(at) { (at) } }
+}
+
+/// How cards sort on the page: most severe first, then oldest.
+pub fn rank(card: &Card) -> String {
+    format!("{}|{}", card.severity.as_str(), card.started_at)
+}
+
+pub fn card(card: &Card) -> Markup {
+    let firing = card.alerts.iter().filter(|a| a.firing).count();
+    let state = if card.resolved { "resolved" } else { "firing" };
+    html! {
+        article class={ "card " (card.severity.as_str()) " " (state) } id={ "group-" (card.group_id) }
+            data-group-id=(card.group_id) data-rank=(rank(card)) data-resolved=(card.resolved) {
+            h2 {
+                span class={ "sev " (card.severity.as_str()) } { (card.severity.title()) } " "
+                a href={ "/groups/" (card.group_id) } { (card.title) }
+            }
+            p class="marks" {
+                @if card.resolved {
+                    span class="resolved" {
+                        "✅ Resolved"
+                        @if let Some(d) = card.fired_for { " after " (crate::domain::duration::short(d)) }
+                    }
+                } @else {
+                    span class="firing" { "🔴 Firing since " (time(&card.started_at)) }
+                }
+                @if let Some(ack) = &card.acknowledged {
+                    span class="ack" { "👀 Acknowledged by " strong { (ack.by) } " " (time(&ack.at)) }
+                }
+                @if let Some(s) = &card.silenced {
+                    span class="silenced" { "🔕 Silenced by " strong { (s.by) } " until " (time(&s.at)) }
+                }
+            }
+            @for part in [&card.summary, &card.description, &card.meaning].into_iter().flatten() {
+                p { (part) }
+            }
+            details open[!card.resolved] {
+                summary { "Alerts: " (firing) " firing, " (card.alerts.len() - firing) " resolved"
+                    @if card.truncated_alerts > 0 { " (+" (card.truncated_alerts) " not sent)" } }
+                ul class="alerts" {
+                    @for a in card.alerts.iter().take(50) {
+                        li class=(if a.firing { "firing" } else { "resolved" }) {
+                            (if a.firing { "🔴 " } else { "🟢 " }) (a.name) " · since " (time(&a.since))
+                        }
+                    }
+                    @if card.alerts.len() > 50 { li class="muted" { (card.alerts.len() - 50) " more on the group's page" } }
+                }
+            }
+            @if !card.checks.is_empty() && !card.resolved {
+                details {
+                    summary { "What to check" }
+                    ul { @for c in &card.checks { li { (c) } } }
+                }
+            }
+            @if !card.links.is_empty() {
+                p class="links" {
+                    @for l in &card.links {
+                        a href=(l.url) target="_blank" rel="noopener noreferrer" { (l.label) } " "
+                    }
+                }
+            }
+            @if !card.actions.is_empty() {
+                div class="actions" {
+                    @for a in &card.actions {
+                        button type="button" class=(if a.risky { "action danger" } else { "action" }) data-button=(a.id) { (a.label) }
+                    }
+                }
+            }
+            @if let Some(note) = &card.note { p class="note" { (note) } }
+        }
+    }
+}
+
+/// The pending request a prompt's buttons answer, if these are a prompt's.
+pub fn prompt_of(buttons: &[ReplyButton]) -> Option<String> {
+    buttons.iter().find_map(|b| match ButtonId::parse(&b.id) {
+        Some(ButtonId::Prompt { pending, .. }) => Some(pending),
+        _ => None,
+    })
+}
+
+fn style(s: ButtonStyle) -> &'static str {
+    match s {
+        ButtonStyle::Primary => "primary",
+        ButtonStyle::Secondary => "secondary",
+        ButtonStyle::Success => "success",
+        ButtonStyle::Danger => "danger",
+    }
+}
+
+/// A file kept for the requester: where to download it.
+pub struct FileLink {
+    pub url: String,
+    pub filename: String,
+    pub bytes: usize,
+}
+
+fn button(b: &ReplyButton) -> Markup {
+    match ButtonId::parse(&b.id) {
+        Some(ButtonId::Prompt { pending, verb }) => html! {
+            button type="button" class={ "prompt " (style(b.style)) } data-prompt=(pending) data-verb=(verb.as_str()) { (b.label) }
+        },
+        _ => html! {
+            button type="button" class=(style(b.style)) data-button=(b.id) { (b.label) }
+        },
+    }
+}
+
+/// An answer to request `request`.
+pub fn reply(request: &str, reply: &Reply, file: Option<&FileLink>) -> Markup {
+    let refused = reply.text.starts_with('🚫');
+    html! {
+        div class={ "result" @if refused { " refused" } } data-request=(request) {
+            @if !reply.text.is_empty() { div class="text" style="white-space:pre-wrap" { (reply.text) } }
+            @if !reply.fields.is_empty() {
+                dl class="fields" { @for (k, v) in &reply.fields { dt { (k) } dd style="white-space:pre-wrap" { (v) } } }
+            }
+            @if let Some(code) = &reply.code_block { pre { (code) } }
+            @if let Some(f) = file {
+                p { a class="file" href=(f.url) download=(f.filename) { "⬇ " (f.filename) } " (" (f.bytes) " bytes)" }
+            }
+            @if !reply.buttons.is_empty() {
+                div class="buttons" { @for b in &reply.buttons { (button(b)) } }
+            }
+        }
+    }
+}
+
+/// A reply as JSON for scripts: what Discord's message would carry.
+pub fn reply_json(reply: &Reply, file: Option<&FileLink>) -> Value {
+    json!({
+        "text": reply.text,
+        "ephemeral": reply.ephemeral,
+        "fields": reply.fields.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+        "code_block": reply.code_block,
+        "attachment": file.map(|f| json!({"url": f.url, "filename": f.filename, "bytes": f.bytes})),
+        "buttons": reply.buttons.iter().map(|b| {
+            let mut v = json!({"id": b.id, "label": b.label, "style": style(b.style)});
+            if let Some(ButtonId::Prompt { pending, verb }) = ButtonId::parse(&b.id) {
+                v["prompt"] = json!(pending);
+                v["verb"] = json!(verb.as_str());
+                v["answer"] = json!(format!("/api/prompts/{pending}/{}", verb.as_str()));
+            }
+            v
+        }).collect::<Vec<_>>(),
+    })
+}
+
+pub fn announcement(at: &str, text: &str) -> Markup {
+    html! { li { (time(at)) " " span style="white-space:pre-wrap" { (text) } } }
+}

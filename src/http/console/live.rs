@@ -1,0 +1,480 @@
+//! The console as a chat: the live feed (`GET /api/events`, Server-Sent Events), commands and
+//! buttons through the invocation core (`POST /api/commands`, `/api/buttons`,
+//! `/api/prompts/{id}/{button}`), the catalog the command bar completes from, and the files
+//! answers carry. Thin: who asks comes from the gate's [`Viewer`], what they ask goes to the
+//! core as a [`Request`] of platform `console`, and its answer comes back as JSON.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::chat::console::events::Entry;
+use crate::chat::console::platform::{reply_to, CHANNEL};
+use crate::chat::console::Viewer;
+use crate::chat::platform::{ChatPlatform, ReplyEditor};
+use crate::commands::line::{self, kind_name};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::request::{Actor, Answer, ButtonId, Origin, RawValue, Request, Verb};
+
+/// Entries a page that reconnects may have missed and still be given one by one; more, and
+/// it is told to reload (`event: resync`).
+const REPLAY_MAX: i64 = 2000;
+
+fn unavailable(e: sqlx::Error) -> ApiError {
+    tracing::warn!(error = %e, "console: the database did not answer");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database cannot be reached right now; nothing was done, try again",
+    )
+}
+
+fn sse_event(row: &Entry) -> Event {
+    Event::default()
+        .id(row.id.to_string())
+        .event(row.kind.as_str())
+        .data(&row.data)
+}
+
+/// `GET /api/events`: the feed from now on, or from after `Last-Event-ID` when a page
+/// reconnects: every card, answer and announcement this viewer may see, in order, each with
+/// its id. A page too far behind (or older than what is kept) gets `event: resync`.
+pub(super) async fn events(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let feed = state.console.feed().clone();
+    let me = viewer.actor().map(|a| a.user_id);
+    // Subscribed first, so nothing falls between what is read back and what follows.
+    let mut live = feed.subscribe();
+    // A browser that reconnects sends Last-Event-ID; a page opens with `after`, the feed's head
+    // when it was rendered, so nothing between the render and the stream is missed.
+    let resume: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(q.after)
+        .filter(|id: &i64| *id >= 0);
+    let start = match resume {
+        Some(id) => id,
+        None => feed.head(),
+    };
+    let store = feed.store().clone();
+    let stream = async_stream(move |tx| async move {
+        let mut sent = start;
+        // Where this stream starts, so a reconnect resumes here even if nothing came yet.
+        let hello = Event::default()
+            .event("hello")
+            .id(start.to_string())
+            .data(json!({ "after": start }).to_string());
+        if tx.send(hello).await.is_err() {
+            return;
+        }
+        // Resumed: what came after `start`, read back from the store.
+        let mut catch_up = resume.is_some();
+        loop {
+            if catch_up {
+                catch_up = false;
+                let tail = match store.console_tail().await {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+                let rows = match store.console_events_after(sent, REPLAY_MAX + 1).await {
+                    Ok(rows) => rows,
+                    Err(_) => return,
+                };
+                if rows.len() as i64 > REPLAY_MAX || (sent > 0 && tail > sent + 1) {
+                    let head = rows.last().map_or(sent, |r| r.id).max(feed.head());
+                    let _ = tx
+                        .send(
+                            Event::default()
+                                .event("resync")
+                                .id(head.to_string())
+                                .data("{}"),
+                        )
+                        .await;
+                    sent = head;
+                } else {
+                    for row in rows {
+                        sent = row.id;
+                        if row.visible_to(me.as_deref())
+                            && tx.send(sse_event(&Arc::new(row))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            match live.recv().await {
+                Ok(row) => {
+                    if row.id <= sent {
+                        continue;
+                    }
+                    sent = row.id;
+                    if row.visible_to(me.as_deref()) && tx.send(sse_event(&row)).await.is_err() {
+                        return;
+                    }
+                }
+                // Too slow for the channel: read what was missed from the store.
+                Err(RecvError::Lagged(_)) => catch_up = true,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    after: Option<i64>,
+}
+
+/// A stream fed by a task through a small channel: the task ends when the page goes away.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
+}
+
+/// The person asking, or 403 for `console.token` (it reads; it acts as nobody).
+fn actor_of(viewer: &Viewer) -> Result<Actor, ApiError> {
+    viewer.actor().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "console.token can read the console but acts as nobody: sign in, or use an API token (runbot token create)",
+        )
+    })
+}
+
+fn core(state: &AppState) -> Result<&Arc<crate::invocation::Dispatcher>, ApiError> {
+    state.dispatcher.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this runbot takes no commands",
+        )
+    })
+}
+
+/// Hands a request to the core with a responder that shows later answers on the console, and
+/// answers what the core answered first, as JSON (and in the feed).
+async fn ask(
+    state: &AppState,
+    actor: Actor,
+    request: Request,
+    answers: &str,
+) -> Result<Response, ApiError> {
+    let dispatcher = core(state)?;
+    let console = state.console.clone();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    // Later answers (a result, an expiry) replace the message this request answers.
+    let platform: Arc<dyn ChatPlatform> = console.clone();
+    let responder = Arc::new(ReplyEditor::new(
+        platform,
+        reply_to(answers, &actor.user_id),
+    ));
+    let answer = dispatcher.handle(request, responder).await;
+    let (kind, reply, at) = match answer {
+        Answer::Message(reply) => ("message", reply, id.as_str()),
+        Answer::Update(reply) => ("update", reply, answers),
+        Answer::Deferred { ephemeral } => (
+            "deferred",
+            crate::request::Reply {
+                text: "⏳ Working on it…".into(),
+                ephemeral,
+                ..Default::default()
+            },
+            answers,
+        ),
+    };
+    let data = console
+        .answer(at, &actor.user_id, &reply)
+        .await
+        .map_err(unavailable)?;
+    let mut body = json!({ "request_id": at, "answer": kind });
+    if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
+        b.extend(d);
+    }
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommandBody {
+    /// `logs`, `/logs`, or a whole line: `/logs service:backend tail:100`.
+    command: String,
+    #[serde(default)]
+    options: Map<String, Value>,
+    group_id: Option<i64>,
+}
+
+fn raw_value(name: &str, v: Value) -> Result<RawValue, ApiError> {
+    Ok(match v {
+        Value::String(s) => RawValue::Text(s),
+        Value::Bool(b) => RawValue::Boolean(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => RawValue::Integer(i),
+            None => RawValue::Text(n.to_string()),
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "option {:?} must be a string, a number or a boolean",
+                    crate::domain::text::clip(name, 64)
+                ),
+            ))
+        }
+    })
+}
+
+/// `POST /api/commands`: `{"command": "logs", "options": {"service": "backend"}, "group_id": 7}`
+/// or `{"command": "/logs service:backend tail:100"}`.
+pub(super) async fn command(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "expected {{\"command\": \"…\", \"options\": {{…}}, \"group_id\": N}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let actor = actor_of(&viewer)?;
+    if body.command.len() > line::MAX_LINE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the command is longer than {} characters", line::MAX_LINE),
+        ));
+    }
+    let (name, rest) = line::split_name(&body.command);
+    let mut args = Vec::new();
+    if !rest.is_empty() {
+        let dispatcher = core(&state)?;
+        // An unknown name goes on to the core, which refuses it (and audits the refusal).
+        if let Some(spec) = dispatcher.commands().get(name) {
+            args = line::parse_line(spec, rest)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("/{name}: {e}")))?;
+        }
+    }
+    for (k, v) in body.options {
+        let value = raw_value(&k, v)?;
+        args.push((k, value));
+    }
+    let request = Request::Command {
+        actor: actor.clone(),
+        command: name.to_string(),
+        args,
+        origin: Origin {
+            channel_id: Some(CHANNEL.into()),
+            message_id: None,
+            group_id: body.group_id,
+        },
+    };
+    ask(&state, actor, request, "").await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ButtonBody {
+    id: String,
+}
+
+/// `POST /api/buttons`: `{"id": "rb1:7:0"}`, a card's button (or a command button of an answer).
+pub(super) async fn button(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    body: Result<Json<ButtonBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"id\": \"…\"}}: {}", e.body_text()),
+        )
+    })?;
+    let actor = actor_of(&viewer)?;
+    let Some(parsed) = ButtonId::parse(&body.id) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not a button runbot made",
+        ));
+    };
+    if let ButtonId::Prompt { pending, verb } = parsed {
+        return prompt_answer(&state, actor, &pending, verb).await;
+    }
+    let group_id = match parsed {
+        ButtonId::CardAction { group_id, .. } => Some(group_id),
+        _ => None,
+    };
+    let request = Request::Button {
+        actor: actor.clone(),
+        custom_id: body.id,
+        origin: Origin {
+            channel_id: Some(CHANNEL.into()),
+            message_id: group_id.map(|g| format!("group-{g}")),
+            group_id,
+        },
+    };
+    ask(&state, actor, request, "").await
+}
+
+/// `POST /api/prompts/{id}/{button}`: Confirm, Cancel, Approve or Reject on prompt `id`.
+pub(super) async fn prompt(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path((pending, verb)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let actor = actor_of(&viewer)?;
+    let Some(verb) = Verb::parse(&verb) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "a prompt's buttons are confirm, cancel, approve and reject",
+        ));
+    };
+    prompt_answer(&state, actor, &pending, verb).await
+}
+
+async fn prompt_answer(
+    state: &AppState,
+    actor: Actor,
+    pending: &str,
+    verb: Verb,
+) -> Result<Response, ApiError> {
+    let custom_id = ButtonId::Prompt {
+        pending: pending.to_string(),
+        verb,
+    }
+    .format()
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such prompt"))?;
+    // The answer that showed the prompt: the core's reply replaces it.
+    let answers = state
+        .console
+        .feed()
+        .store()
+        .console_prompt_ref(pending)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    let request = Request::Button {
+        actor: actor.clone(),
+        custom_id,
+        origin: Origin {
+            channel_id: Some(CHANNEL.into()),
+            message_id: None,
+            group_id: None,
+        },
+    };
+    ask(state, actor, request, &answers).await
+}
+
+/// `GET /api/commands`: what the command bar completes from: each command, its options, and a
+/// usage line.
+pub(super) async fn catalog(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let dispatcher = core(&state)?;
+    let list: Vec<Value> = dispatcher
+        .commands()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "description": c.description,
+                "usage": line::usage(c),
+                "options": c.options.iter().map(|o| json!({
+                    "name": o.name,
+                    "description": o.description,
+                    "type": kind_name(o.kind),
+                    "required": o.required,
+                    "choices": o.choices,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `GET /api/requests/{id}`: the latest answer to one request (a script that got `deferred`
+/// asks here for the result, or follows `/api/events`).
+pub(super) async fn request(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let me = viewer.actor().map(|a| a.user_id);
+    let row = state
+        .console
+        .feed()
+        .store()
+        .console_latest(&crate::domain::text::clip(&id, 64))
+        .await
+        .map_err(unavailable)?
+        .filter(|r| r.visible_to(me.as_deref()));
+    match row {
+        Some(r) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], r.data.clone()).into_response())
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no answer to that request for you",
+        )),
+    }
+}
+
+/// `GET /api/files/{id}`: a file an answer carried, for the person it answered.
+pub(super) async fn file(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "no such file for you");
+    let me = viewer.actor().ok_or_else(missing)?.user_id;
+    if id.len() > 64 {
+        return Err(missing());
+    }
+    let Some((name, content)) = state
+        .console
+        .feed()
+        .store()
+        .console_file(&id, &me)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(missing());
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "private, no-store".to_string()),
+        ],
+        content,
+    )
+        .into_response())
+}
