@@ -164,11 +164,15 @@ impl What {
     }
 }
 
-/// `/restart service:backend`, from a request's stored arguments.
+/// `/restart service:backend`, from a request's stored arguments (`dry_run:false`, which every
+/// request carries, left out).
 pub(super) fn command_text(command: &str, args: &Value) -> String {
     let mut line = format!("/{command}");
     if let Some(map) = args.as_object() {
         for (k, v) in map {
+            if k == "dry_run" && v == &Value::Bool(false) {
+                continue;
+            }
             match v {
                 Value::String(s) => {
                     let _ = write!(line, " {k}:{s}");
@@ -569,7 +573,9 @@ mod tests {
 
     #[test]
     fn command_lines_show_arguments_as_typed() {
-        let args = serde_json::json!({"group": 3, "service": "backend"});
+        let args = serde_json::json!({"dry_run": false, "group": 3, "service": "backend"});
         assert_eq!(command_text("ack", &args), "/ack group:3 service:backend");
+        let args = serde_json::json!({"dry_run": true});
+        assert_eq!(command_text("restart", &args), "/restart dry_run:true");
     }
 }
