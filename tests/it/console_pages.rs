@@ -589,3 +589,55 @@ async fn deploys_lists_recorded_deploys_newest_first() {
         app.stop().await;
     }
 }
+
+/// The new pages sit behind the console's gate like `/`: a caller from the network without
+/// credentials is turned away (whatever way the gate turns it away) and sees no data.
+#[tokio::test]
+async fn the_incident_pages_are_behind_the_console_gate() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("runbot.toml"), "").unwrap();
+    let settings = runbot::config::Settings::load_from(
+        Some(&dir.path().join("runbot.toml")),
+        vec![
+            ("RUNBOT__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "RUNBOT__DATABASE__URL".into(),
+                format!("sqlite://{}", dir.path().join("r.db").display()),
+            ),
+        ],
+    )
+    .unwrap();
+    let app = runbot::app::Application::build(settings).await.unwrap();
+    let host = format!("127.0.0.1:{}", app.port());
+    for path in [
+        "/groups/1",
+        "/groups/1/timeline.md",
+        "/audit",
+        "/audit/export?format=csv",
+        "/oncall",
+        "/api/oncall",
+        "/deploys",
+        "/api/deploys",
+    ] {
+        let mut req = axum::http::Request::get(path)
+            .header("host", &host)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            "10.1.2.3:4000".parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        let r = app.router().oneshot(req).await.unwrap();
+        assert!(
+            matches!(r.status().as_u16(), 302 | 303 | 401 | 403),
+            "{path}: {}",
+            r.status()
+        );
+        let body = axum::body::to_bytes(r.into_body(), 100_000).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !body.contains("hash") && !body.contains("devops-lead"),
+            "{path}: {body}"
+        );
+    }
+}

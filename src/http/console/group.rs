@@ -536,7 +536,7 @@ pub(super) async fn group_page(
             }
             section id="markdown" {
                 h2 { label for="timeline-md" { "Copy as Markdown" } }
-                textarea id="timeline-md" readonly rows="12" style="width:100%" { (md_text) }
+                textarea id="timeline-md" readonly rows="12" { (md_text) }
                 p {
                     button type="button" data-copy="timeline-md" { "Copy" } " "
                     a href={ "/groups/" (g.id) "/timeline.md" } { "Open as a .md file" }
