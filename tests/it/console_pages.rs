@@ -94,6 +94,27 @@ async fn a_group_timeline_shows_the_alert_the_acknowledgement_and_commands_in_or
         )
         .await;
         edits.wait(2).await;
+        // Requests on other groups stay off this one's timeline, whatever their ids' digits.
+        for n in 0..10 {
+            rig.group_with(
+                json!({"alertname": "HighErrorRate", "n": n.to_string()}),
+                "sev2",
+            )
+            .await;
+        }
+        let other = rig.group("DiskFull", "sev3").await;
+        assert!(
+            other.to_string().starts_with(&id.to_string()),
+            "{id} is a prefix of {other}"
+        );
+        rig.ask(
+            devops(),
+            "ack",
+            &[("group", RawValue::Integer(other))],
+            &edits,
+        )
+        .await;
+        edits.wait(3).await;
 
         // JSON: `timeline` is what it was; `activity` is the merged timeline, oldest first.
         let g = app.group(id).await;
@@ -129,6 +150,10 @@ async fn a_group_timeline_shows_the_alert_the_acknowledgement_and_commands_in_or
             "{db:?}: {entries:#?}"
         );
         assert!(fired < mark && mark < again, "{db:?}: {entries:#?}");
+        assert!(
+            !entries.iter().any(|e| e["args"]["group"] == other),
+            "{db:?}: group {other}'s ack is not on {id}'s timeline: {entries:#?}"
+        );
         assert_eq!(entries[acked]["command"], "ack");
         assert_eq!(entries[acked]["args"]["group"], id);
         let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();

@@ -296,6 +296,20 @@ struct Capped {
     max: usize,
 }
 
+impl Capped {
+    fn new(max: usize) -> Capped {
+        Capped {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// The error a [`Capped`] writer fails with once full.
 #[derive(Debug)]
 struct TooLarge;
 
@@ -338,10 +352,7 @@ pub(super) async fn export(
             "other exports are being built: try again in a moment",
         ));
     };
-    let mut out = Capped {
-        buf: Vec::new(),
-        max: EXPORT_MAX_BYTES,
-    };
+    let mut out = Capped::new(EXPORT_MAX_BYTES);
     match Audit::new(state.store.clone())
         .export(format, &asked.filter, &mut out)
         .await
@@ -377,7 +388,37 @@ pub(super) async fn export(
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
-        out.buf,
+        out.into_inner(),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn an_export_stops_at_its_ceiling() {
+        let mut out = Capped::new(10);
+        out.write_all(b"0123456789").unwrap();
+        let e = out.write_all(b"x").unwrap_err();
+        assert!(e.get_ref().is_some_and(|i| i.is::<TooLarge>()));
+        assert_eq!(out.into_inner().len(), 10);
+    }
+
+    #[test]
+    fn times_are_rfc_3339_or_a_datetime_local_value_in_utc() {
+        let t = parse_time("since", "2026-12-07T01:30").unwrap();
+        assert_eq!(
+            crate::domain::format_time(t),
+            "2026-12-07T01:30:00.000000000Z"
+        );
+        let t = parse_time("since", "2026-12-07T02:30:05+01:00").unwrap();
+        assert_eq!(
+            crate::domain::format_time(t),
+            "2026-12-07T01:30:05.000000000Z"
+        );
+        assert!(parse_time("since", "yesterday").is_err());
+    }
 }

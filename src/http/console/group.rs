@@ -319,13 +319,14 @@ fn duration_text(g: &GroupView) -> String {
 }
 
 /// Text for Markdown: backslash before every character Markdown or HTML could read as
-/// markup, and no line breaks, so a label value stays one inert piece of text.
+/// markup inside a line, and no line breaks, so a label value stays one inert piece of text.
+/// (`-`, `+`, `.` only mean something at a line's start, where values never are.)
 pub(super) fn md(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '<' | '>' | '(' | ')' | '#' | '+'
-            | '-' | '.' | '!' | '|' | '~' | '&' | '"' | '\'' => {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '<' | '>' | '(' | ')' | '#' | '!'
+            | '|' | '~' | '&' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -569,6 +570,7 @@ mod tests {
         );
         assert_eq!(md("[x](javascript:evil)"), "\\[x\\]\\(javascript:evil\\)");
         assert_eq!(md("a\nb"), "a b");
+        assert_eq!(md("10.0.0.1 \"x\""), "10.0.0.1 \"x\"");
     }
 
     #[test]
