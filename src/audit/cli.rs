@@ -31,9 +31,15 @@ pub enum AuditCommand {
         /// Only rows of this actor (the platform's user id).
         #[arg(long, value_name = "ID")]
         actor: Option<String>,
+        /// Only rows written before this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = crate::domain::time::parse_cli_time)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
         /// Only rows of this command.
         #[arg(long, value_name = "NAME")]
         command: Option<String>,
+        /// Only rows of this step: requested, denied, succeeded, failed, …
+        #[arg(long, value_name = "STEP")]
+        step: Option<super::Step>,
     },
 }
 
@@ -61,13 +67,17 @@ pub async fn run(settings: &Settings, command: AuditCommand, out: &mut dyn Write
         AuditCommand::Export {
             format,
             since,
+            until,
             actor,
             command,
+            step,
         } => {
             let filter = AuditFilter {
                 since,
+                until,
                 actor_id: actor,
                 command,
+                step: step.map(|s| s.as_str().to_string()),
                 invocation_id: None,
             };
             match audit.export(format, &filter, out).await {

@@ -825,6 +825,11 @@ impl Dispatcher {
         &self.executors
     }
 
+    /// The policies it decides with (the console's on-call page shows their roles).
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
     /// Requests left waiting by a process that stopped: marked expired and recorded, so the
     /// trail says how each ended. (Their prompts cannot be edited any more.)
     pub async fn expire_overdue(&self) -> anyhow::Result<usize> {

@@ -48,8 +48,12 @@ const HEAD: &str = "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
 pub struct AuditFilter {
     /// Rows written at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Rows written before this time.
+    pub until: Option<DateTime<Utc>>,
     pub actor_id: Option<String>,
     pub command: Option<String>,
+    /// The step (`requested`, `succeeded`, …): what became of the request.
+    pub step: Option<String>,
     pub invocation_id: Option<String>,
 }
 
@@ -132,6 +136,53 @@ impl Store {
         let mut q = Query::new();
         q.filter(filter);
         q.fetch(self, "ORDER BY id DESC", limit).await
+    }
+
+    /// Up to `limit` rows below id `before` (all rows when None), newest first: one page of
+    /// the console's audit page.
+    pub async fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let mut q = Query::new();
+        if let Some(before) = before {
+            q.and("id < ", Bound::Int(before));
+        }
+        q.filter(filter);
+        q.fetch(self, "ORDER BY id DESC", limit).await
+    }
+
+    /// The last `limit` rows (oldest first) of every request that acted on alert group
+    /// `group_id`, written at or after `since` (the group's creation: nothing acts on a group
+    /// before it exists, and `at` is indexed, so older rows are never read).
+    ///
+    /// A request's origin names its group as `"group_id":N` in canonical JSON (keys sorted,
+    /// no whitespace: see [`crate::audit`]), which a text match finds the same way on both
+    /// databases; `_` is escaped, as LIKE reads it as any character. Every row of such a
+    /// request counts, including those written before its group was known (`requested`).
+    pub async fn audit_of_group(
+        &self,
+        group_id: i64,
+        since: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM audit_log WHERE at >= $1 AND \
+             invocation_id IN (SELECT invocation_id FROM audit_log WHERE at >= $1 AND \
+             (origin LIKE $2 ESCAPE '!' OR origin LIKE $3 ESCAPE '!')) \
+             ORDER BY id DESC LIMIT $4) AS last ORDER BY id"
+        );
+        sqlx::query_as(&sql)
+            .bind_all((
+                since,
+                format!("%\"group!_id\":{group_id},%"),
+                format!("%\"group!_id\":{group_id}}}%"),
+                limit.max(0),
+            ))
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// The last row's id and hash.
@@ -287,11 +338,17 @@ impl Query {
         if let Some(since) = f.since {
             self.and("at >= ", Bound::Text(crate::domain::format_time(since)));
         }
+        if let Some(until) = f.until {
+            self.and("at < ", Bound::Text(crate::domain::format_time(until)));
+        }
         if let Some(a) = &f.actor_id {
             self.and("actor_id = ", Bound::Text(a.clone()));
         }
         if let Some(c) = &f.command {
             self.and("command = ", Bound::Text(c.clone()));
+        }
+        if let Some(s) = &f.step {
+            self.and("step = ", Bound::Text(s.clone()));
         }
         if let Some(i) = &f.invocation_id {
             self.and("invocation_id = ", Bound::Text(i.clone()));

@@ -32,7 +32,8 @@ pub struct DeployRow {
     pub owner: String,
 }
 
-const DEPLOY_COLUMNS: &str = "id, project, kind, tag, from_tag, actor, invocation_id, platform, \
+pub(super) const DEPLOY_COLUMNS: &str =
+    "id, project, kind, tag, from_tag, actor, invocation_id, platform, \
     channel_id, state, failed_step, error, steps, started_at, finished_at, heartbeat_at, owner";
 
 /// What a new deploy needs to take the lock.

@@ -512,7 +512,7 @@ async fn exports_filter_rows_and_quote_csv_correctly() {
                     since: Some(since),
                     actor_id: Some("user-1".into()),
                     command: Some("restore".into()),
-                    invocation_id: None,
+                    ..AuditFilter::default()
                 },
                 vec![5],
             ),

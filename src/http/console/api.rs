@@ -175,7 +175,8 @@ pub(super) async fn api_groups(
     Ok(response)
 }
 
-/// `GET /api/alert-groups/{id}`: one group, its alerts and its timeline.
+/// `GET /api/alert-groups/{id}`: one group, its alerts, its timeline of alert changes and its
+/// merged `activity` (see [`super::group`]).
 pub(super) async fn api_group(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -187,9 +188,13 @@ pub(super) async fn api_group(
         .map_err(store_error)?
     {
         Some((group, timeline, total)) => {
+            // `timeline` stays the alert changes it always was; `activity` is the page's
+            // merged timeline (alerts, cards, acknowledgement, requests and their outcomes).
+            let activity = super::group::timeline(&state, &group, timeline.clone(), total).await?;
             let mut value = serde_json::to_value(group).expect("views serialize");
             value["timeline"] = serde_json::to_value(timeline).expect("views serialize");
             value["timeline_total"] = total.into();
+            value["activity"] = serde_json::to_value(activity).expect("views serialize");
             Ok(Json(value))
         }
         None => Err(ApiError::new(

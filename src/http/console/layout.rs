@@ -105,3 +105,17 @@ pub fn group_name(g: &GroupView) -> String {
         .cloned()
         .unwrap_or_else(|| g.group_key.clone())
 }
+
+/// A stored time as people read it: `2026-12-07 01:02:03 UTC` (the text itself when it is not
+/// a time).
+pub fn when(at: &str) -> String {
+    match parse_stored_time(at) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => at.to_string(),
+    }
+}
+
+/// A time element: readable text, the exact stored value for machines.
+pub fn time_cell(at: &str) -> Markup {
+    html! { time datetime=(at) { (when(at)) } }
+}

@@ -6,8 +6,12 @@
 //! that do not: the stylesheet and the script.
 
 pub mod api;
+pub mod audit;
+pub mod deploys;
+pub mod group;
 pub mod layout;
 pub mod live;
+pub mod oncall;
 pub mod pages;
 
 use axum::routing::{get, post};
@@ -19,9 +23,16 @@ use super::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::index))
-        .route("/groups/{id}", get(pages::group_page))
+        .route("/groups/{id}", get(group::group_page))
+        .route("/groups/{id}/timeline.md", get(group::timeline_md))
+        .route("/audit", get(audit::audit_page))
+        .route("/audit/export", get(audit::export))
+        .route("/oncall", get(oncall::oncall_page))
+        .route("/deploys", get(deploys::deploys_page))
         .route("/api/alert-groups", get(api::api_groups))
         .route("/api/alert-groups/{id}", get(api::api_group))
+        .route("/api/oncall", get(oncall::api_oncall))
+        .route("/api/deploys", get(deploys::api_deploys))
         .route("/api/events", get(live::events))
         .route("/api/commands", get(live::catalog).post(live::command))
         .route("/api/buttons", post(live::button))

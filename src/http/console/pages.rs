@@ -1,14 +1,10 @@
 //! The console's pages for alert groups.
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, State};
 use axum::Extension;
 use maud::{html, Markup};
 
-use super::api::{
-    encode_cursor, status_param, store_error, ListQuery, GROUP_ALERTS_MAX, GROUP_EVENTS_MAX,
-};
+use super::api::{encode_cursor, status_param, store_error, ListQuery};
 use super::layout::{age, group_name, page, severity_badge};
 use crate::chat::console::Viewer;
 use crate::http::error::ApiError;
@@ -83,79 +79,4 @@ fn checks(state: &AppState, g: &GroupView) -> Markup {
         Some((_, entry)) => html! { ul { @for c in &entry.checks { li { (c) } } } },
         None => html! { span class="muted" { "no runbook entry" } },
     }
-}
-
-pub(super) async fn group_page(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
-    let Some((g, timeline, events_total)) = state
-        .store
-        .group(id, GROUP_ALERTS_MAX, GROUP_EVENTS_MAX)
-        .await
-        .map_err(store_error)?
-    else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            page(
-                Some(&viewer),
-                "Not found",
-                html! { p { "No alert group " (id) "." } },
-            ),
-        )
-            .into_response());
-    };
-    let entry = g.runbook.as_deref().and_then(|k| state.runbook.entry(k));
-    let title = group_name(&g);
-    Ok(page(
-        Some(&viewer),
-        &title,
-        html! {
-            h1 { (severity_badge(g.severity)) " " (title) " " span class=(g.status.as_str()) { (g.status.as_str()) } }
-            p class="muted" {
-                "Receiver " (g.receiver) " · started " (g.started_at) " (" (age(&g.started_at)) " ago)"
-                @if let Some(r) = &g.resolved_at { " · resolved " (r) }
-            }
-            @if let Some(note) = &g.severity_note { p class="note" { "Severity: " (note) } }
-            @if let Some((_, e)) = entry {
-                section id="runbook" {
-                    h2 { "Runbook: " (e.title) }
-                    p { (e.meaning) }
-                    h3 { "Check" }
-                    ul { @for c in &e.checks { li { (c) } } }
-                    h3 { "Next steps" }
-                    ul { @for a in &e.actions { li { (a.label) } } }
-                }
-            }
-            h2 { "Alerts" }
-            table id="alerts" {
-                thead { tr { th { "Status" } th { "Severity" } th { "Labels" } th { "Summary" } th { "Since" } } }
-                tbody {
-                    @for a in &g.alerts {
-                        tr data-fingerprint=(a.fingerprint) {
-                            td class=(a.status.as_str()) { (a.status.as_str()) }
-                            td { (severity_badge(a.severity)) }
-                            td { @for (k, v) in &a.labels { div { (k) "=" (v) } } }
-                            td { (a.annotations.get("summary").map(String::as_str).unwrap_or("")) }
-                            td title=(a.starts_at) { (age(&a.starts_at)) }
-                        }
-                    }
-                }
-            }
-            @if g.alerts_total > g.alerts.len() as i64 { p class="muted" { (g.alerts_total - g.alerts.len() as i64) " more alerts are not shown here." } }
-            @if g.truncated_alerts > 0 { p class="muted" { (g.truncated_alerts) " more alerts were not sent by Alertmanager (max_alerts)." } }
-            h2 { "Timeline" }
-            @if events_total > timeline.len() as i64 { p class="muted" { "The last " (timeline.len()) " of " (events_total) " entries." } }
-            table id="timeline" {
-                thead { tr { th { "At" } th { "Event" } th { "Alert" } } }
-                tbody {
-                    @for e in &timeline {
-                        tr { td { (e.at) } td { (e.kind.as_str().replace('_', " ")) } td { (e.fingerprint.as_deref().unwrap_or("")) } }
-                    }
-                }
-            }
-        },
-    )
-    .into_response())
 }
