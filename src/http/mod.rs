@@ -46,8 +46,10 @@ pub struct AppState {
     pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
     /// Answers Discord interactions later (edits); None without a bot token.
     pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
-    /// The `Host` check, local callers, body deadlines and the console's token.
+    /// The `Host` check, local callers, body deadlines and the console's gate.
     pub edge: Arc<guard::Edge>,
+    /// Console sign-in: the throttle, sessions, the first-run setup link.
+    pub signin: Arc<crate::chat::console::signin::SignIn>,
 }
 
 pub fn router(state: AppState) -> Router {

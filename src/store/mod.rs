@@ -14,6 +14,7 @@ mod locks;
 mod read;
 mod requests;
 mod seen;
+mod sessions;
 mod sql;
 mod sqlite_writer;
 pub mod writer;
@@ -38,6 +39,7 @@ pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};
 pub use read::{AlertView, EventView, GroupCursor, GroupFilter, GroupTargets, GroupView};
 pub use requests::{Acked, PendingRow};
+pub use sessions::SessionRow;
 
 use crate::config::{Backend, DatabaseSettings};
 

@@ -4,6 +4,9 @@
 
 pub mod accounts;
 pub mod cli;
+pub mod sessions;
+pub mod signin;
+pub mod throttle;
 pub mod tokens;
 
 use crate::request::{Actor, Platform};
