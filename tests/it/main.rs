@@ -14,6 +14,7 @@ mod app_database;
 mod architecture;
 mod audit;
 mod cli;
+mod console_auth;
 mod deploy;
 mod discord;
 mod discord_commands;
