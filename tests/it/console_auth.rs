@@ -290,6 +290,15 @@ async fn failed_sign_ins_look_alike_and_the_sixth_is_locked_out() {
             .filter(|(c, s, _, _)| c == "login" && s == "rate_limited")
             .count();
         assert_eq!(locked, 1, "a locked-out flood is audited once: {audit:?}");
+        // The rest are counted, under a label from a fixed set (the recorder is the process's:
+        // other tests may add to it, never take away).
+        let page = app.get("/metrics").await.text().await.unwrap();
+        let counted: f64 = page
+            .lines()
+            .find(|l| l.starts_with("runbot_console_signins_total{outcome=\"locked\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        assert!(counted >= 4.0, "{page}");
         assert!(!audit.iter().any(|(_, s, _, _)| s == "succeeded"));
         // The attempted password is nowhere in the trail.
         let store = app.store().await;
@@ -728,4 +737,45 @@ async fn the_setup_link_makes_the_first_account_once() {
     assert!(rows.iter().any(|r| r.command == "user.add"
         && r.actor_platform == runbot::request::Platform::Console
         && r.step == runbot::audit::Step::Succeeded));
+}
+
+/// A session that cannot be checked (the database is away) opens nothing: 503, never the
+/// page; once the database is back, the same cookie works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_never_taken_unchecked_while_the_database_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_url = common::fresh_database(Db::Postgres, dir.path()).await;
+    let (head, db_name) = real_url.rsplit_once('/').unwrap();
+    let upstream: std::net::SocketAddr = head.rsplit_once('@').unwrap().1.parse().unwrap();
+    let mut proxy = common::Proxy::start(upstream).await;
+    let mut opts = Options::new(Db::Postgres).set("RUNBOT__DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
+    opts.database_url = Some(format!(
+        "postgres://runbot:runbot@127.0.0.1:{}/{db_name}",
+        proxy.port
+    ));
+    let app = TestApp::spawn_with(opts).await;
+    app.add_account("ana", ANA_PASSWORD, &[]).await;
+    let b = app.sign_in("ana", ANA_PASSWORD).await;
+    assert_eq!(b.get("/").await.status(), 200);
+    proxy.cut();
+    for path in ["/", "/api/alert-groups"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status(), 503, "{path}");
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("cannot check the session now"));
+    }
+    // Signing in cannot be decided either: 503, no session.
+    let fresh = app.browser();
+    let r = fresh.sign_in("ana", ANA_PASSWORD).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(fresh.cookie("runbot_session"), None);
+    proxy.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.get("/").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the session did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

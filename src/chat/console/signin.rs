@@ -99,6 +99,17 @@ fn kept_name(name: &str) -> String {
     }
 }
 
+/// The throttle's key for a client address: IPv4 whole, IPv6 by its /64.
+fn address_key(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => client.to_string(),
+    }
+}
+
 fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -169,7 +180,8 @@ impl SignIn {
         })
     }
 
-    /// One sign-in attempt for `name` from `client` (the peer's address).
+    /// One sign-in attempt for `name` from `client` (the peer's address; an IPv6 one is
+    /// throttled by its /64, which one subscriber usually holds whole).
     pub async fn sign_in(
         &self,
         name: &str,
@@ -177,11 +189,12 @@ impl SignIn {
         client: &str,
     ) -> Result<Outcome, SignInError> {
         let kept = kept_name(name);
+        let address = address_key(client);
         let gate = self
             .throttle
             .lock()
             .expect("the throttle's lock is never poisoned")
-            .gate(&kept, client, Instant::now());
+            .gate(&kept, &address, Instant::now());
         if let Gate::Locked { retry_after, first } = gate {
             metrics::counter!(crate::telemetry::CONSOLE_SIGNINS, "outcome" => "locked")
                 .increment(1);
@@ -202,7 +215,7 @@ impl SignIn {
                 self.throttle
                     .lock()
                     .expect("the throttle's lock is never poisoned")
-                    .failed(&kept, client, Instant::now());
+                    .failed(&kept, &address, Instant::now());
                 metrics::counter!(crate::telemetry::CONSOLE_SIGNINS, "outcome" => "failed")
                     .increment(1);
                 self.audit
@@ -354,6 +367,16 @@ mod tests {
         assert_eq!(params(DUMMY_HASH), params(&real));
         assert!(!verify_password(DUMMY_HASH, ""));
         assert!(argon2::password_hash::PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_throttled_by_their_64() {
+        assert_eq!(address_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            address_key("2001:db8:1:2:bbbb::9"),
+            address_key("2001:db8:1:2::1")
+        );
+        assert_eq!(address_key("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]
