@@ -2259,6 +2259,41 @@ mod tests {
     }
 
     #[test]
+    fn console_sessions_last_an_hour_idle_and_twelve_in_all_unless_set_within_range() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(
+            (
+                s.console.session_idle_minutes,
+                s.console.session_max_hours,
+                s.console.insecure_cookies
+            ),
+            (60, 12, false)
+        );
+        for (key, value, said) in [
+            (
+                "RUNBOT__CONSOLE__SESSION_IDLE_MINUTES",
+                "0",
+                "console.session_idle_minutes = 0 must be 1 to 1440",
+            ),
+            (
+                "RUNBOT__CONSOLE__SESSION_MAX_HOURS",
+                "721",
+                "console.session_max_hours = 721 must be 1 to 720",
+            ),
+            (
+                "RUNBOT__CONSOLE__SESSION_IDLE_MINUTES",
+                "900",
+                "console.session_idle_minutes = 900 is longer than console.session_max_hours = 12",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{err}");
+        }
+    }
+
+    #[test]
     fn the_shutdown_grace_is_ten_seconds_unless_set_within_range() {
         let s = Settings::load_from(None, vec![]).unwrap();
         assert_eq!(s.shutdown.grace_secs, 10);
