@@ -273,12 +273,6 @@ impl Application {
         let listener = TcpListener::bind(settings.parsed.listen)
             .await
             .with_context(|| format!("binding http.listen = {}", settings.http.listen))?;
-        if settings.discord.public_key.is_some() && settings.console.token.is_none() {
-            tracing::warn!(
-                "runbot takes Discord interactions, so it is reachable from the internet: the console \
-                 and /api/* are served to nobody until console.token is set"
-            );
-        }
         if !settings.webhook_auth_configured() {
             tracing::warn!(
                 "no webhook credentials configured: only loopback callers may post alerts; \
@@ -418,8 +412,37 @@ impl Application {
                     .await
             }
         });
+        let signin = Arc::new(crate::chat::console::signin::SignIn::new(
+            store.clone(),
+            crate::chat::console::sessions::Rules::from_settings(&settings.console),
+        ));
+        // First run: a one-time link that makes the first account, in memory only (it dies at
+        // restart). It is logged, once: it is how the person who started runbot gets in.
+        if let Some(token) = signin
+            .open_setup()
+            .await
+            .context("counting the console accounts")?
+        {
+            tracing::info!(
+                "first run: create the first account at http://{}/setup?token={token}",
+                listener.local_addr()?
+            );
+        }
+        // Sessions are kept past their end for the record, then forgotten a day after the
+        // longest a session can live.
+        let purge = store.clone();
+        let kept = chrono::Duration::hours(settings.console.session_max_hours as i64 + 24);
+        workers.every("console-sessions", Duration::from_secs(3600), move || {
+            let purge = purge.clone();
+            async move {
+                purge
+                    .purge_sessions(&crate::domain::format_time(chrono::Utc::now() - kept))
+                    .await
+            }
+        });
         let state = AppState {
             console,
+            signin: signin.clone(),
             dispatcher: Some(dispatcher),
             discord,
             discord_interactions,
@@ -439,6 +462,8 @@ impl Application {
                 ),
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),
+                sessions: signin.rules,
+                max_body_bytes: settings.http.max_body_bytes,
                 metrics_token: settings.http.metrics_token.clone(),
                 store: store.clone(),
             }),

@@ -988,27 +988,62 @@ impl HostPattern {
     }
 }
 
-/// The web console until it has accounts of its own.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// The web console: its sessions and the token for scripts.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleSettings {
-    /// A bearer token (or the password of basic auth, any user name) that opens the console
-    /// and `/api/*` to callers other than this machine. Unset: only local callers are served.
+    /// A bearer token that opens the console and `/api/*` to scripts (reads everything, acts as
+    /// nobody).
     pub token: Option<SecretString>,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: u64,
+    /// A session ends this many hours after sign-in, however busy.
+    pub session_max_hours: u64,
+    /// Cookies without `Secure`, for a browser on plain HTTP (loopback, no TLS proxy).
+    pub insecure_cookies: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_idle_minutes: 60,
+            session_max_hours: 12,
+            insecure_cookies: false,
+        }
+    }
 }
 
 /// `[console]` in the settings reference: one entry per field above.
 impl ConsoleSettings {
     pub const REFERENCE: Section = Section {
         name: "console",
-        about: "The web console until it has accounts of its own.",
+        about: "The web console: sign-in sessions, and a token for scripts.",
         defaults: || format!("{:?}", ConsoleSettings::default()),
         keys: &[
             Key {
                 name: "token",
                 kind: "secret string",
                 default: "unset",
-                about: "opens the console and `/api/*` to callers that are not on this machine: `Authorization: Bearer TOKEN`, or TOKEN as the password when the browser asks (basic auth, any user name). At least 16 characters, no spaces (`openssl rand -hex 32`). Unset: only local callers are served (see [Security](security.md#local-callers)); others get 403. With `discord.public_key` set no caller is local, so the console needs this token from everyone",
+                about: "opens the console and `/api/*` to scripts that send `Authorization: Bearer TOKEN` (basic auth with TOKEN as the password also works for GET and HEAD). It reads everything and acts as nobody; people sign in at `/login` instead, and scripts that act use an API token (`runbot token create`). At least 16 characters, no spaces (`openssl rand -hex 32`)",
+            },
+            Key {
+                name: "session_idle_minutes",
+                kind: "minutes",
+                default: "`60`",
+                about: "a console session ends after this many minutes without a request (1–1440, at most `session_max_hours`); checked at every request, to the minute",
+            },
+            Key {
+                name: "session_max_hours",
+                kind: "hours",
+                default: "`12`",
+                about: "a console session ends this many hours after sign-in, however busy (1–720)",
+            },
+            Key {
+                name: "insecure_cookies",
+                kind: "boolean",
+                default: "`false`",
+                about: "send the session cookie without `Secure`, for a browser that reaches runbot over plain HTTP (on loopback, or a trusted network without a TLS proxy). Leave it off behind HTTPS: a `Secure` cookie never travels unencrypted",
             },
         ],
     };
@@ -1687,6 +1722,24 @@ impl Settings {
             16,
         ));
         problems.extend(weak_token("console.token", &self.console.token, 16));
+        let c = &self.console;
+        if !(1..=720).contains(&c.session_max_hours) {
+            problems.push(format!(
+                "console.session_max_hours = {} must be 1 to 720 (default 12)",
+                c.session_max_hours
+            ));
+        }
+        if !(1..=1440).contains(&c.session_idle_minutes) {
+            problems.push(format!(
+                "console.session_idle_minutes = {} must be 1 to 1440 (default 60)",
+                c.session_idle_minutes
+            ));
+        } else if c.session_idle_minutes > c.session_max_hours.saturating_mul(60) {
+            problems.push(format!(
+                "console.session_idle_minutes = {} is longer than console.session_max_hours = {}: a session ends at the shorter one anyway; lower it or raise session_max_hours",
+                c.session_idle_minutes, c.session_max_hours
+            ));
+        }
         allowed_hosts
     }
 
@@ -2202,6 +2255,41 @@ mod tests {
                 err.contains(&format!("audit.head_log_secs = {bad} must be 10 to 86400")),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn console_sessions_last_an_hour_idle_and_twelve_in_all_unless_set_within_range() {
+        let s = Settings::load_from(None, vec![]).unwrap();
+        assert_eq!(
+            (
+                s.console.session_idle_minutes,
+                s.console.session_max_hours,
+                s.console.insecure_cookies
+            ),
+            (60, 12, false)
+        );
+        for (key, value, said) in [
+            (
+                "RUNBOT__CONSOLE__SESSION_IDLE_MINUTES",
+                "0",
+                "console.session_idle_minutes = 0 must be 1 to 1440",
+            ),
+            (
+                "RUNBOT__CONSOLE__SESSION_MAX_HOURS",
+                "721",
+                "console.session_max_hours = 721 must be 1 to 720",
+            ),
+            (
+                "RUNBOT__CONSOLE__SESSION_IDLE_MINUTES",
+                "900",
+                "console.session_idle_minutes = 900 is longer than console.session_max_hours = 12",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{err}");
         }
     }
 

@@ -41,6 +41,9 @@ pub const CHAT_BACKLOG: &str = "runbot_chat_backlog";
 pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
 /// The last audit row's id, set every `audit.head_log_secs` (the hash goes to the log only).
 pub const AUDIT_HEAD_ID: &str = "runbot_audit_head_id";
+/// Console sign-in attempts, by outcome: succeeded, failed, locked (refused by the throttle
+/// without a check; only each lock's first refusal is audited).
+pub const CONSOLE_SIGNINS: &str = "runbot_console_signins_total";
 
 /// Counts a failed pass of background work `worker` (a fixed name from the code) in
 /// [`WORKER_ERRORS`]; the caller logs what failed.

@@ -39,12 +39,20 @@ pub fn check_config(settings: &Settings) -> u8 {
             None => "any".into(),
         }
     );
+    let c = &settings.console;
     println!(
-        "  console              {}",
-        if settings.console.token.is_some() {
-            "this machine, and others with console.token"
+        "  console              signed-in sessions (idle {} min, at most {} h, {} cookies){}",
+        c.session_idle_minutes,
+        c.session_max_hours,
+        if c.insecure_cookies {
+            "plain"
         } else {
-            "this machine only (console.token unset)"
+            "Secure"
+        },
+        if c.token.is_some() {
+            ", and console.token to read"
+        } else {
+            ""
         }
     );
     println!(

@@ -7,8 +7,9 @@
 //! 127.0.0.1 (DNS rebinding: the browser sends that page's name as `Host`). So a caller is
 //! local only when it connects from loopback, names runbot by a loopback name in `Host`, and
 //! carries no header a proxy adds. And once runbot takes Discord interactions, it is reachable
-//! from the internet (through a proxy that may add no header at all), so nobody is local then:
-//! the console needs `console.token` from every caller.
+//! from the internet (through a proxy that may add no header at all), so nobody is local then.
+//! Only the webhook without credentials trusts a local caller; the console trusts nobody for
+//! where they are: it needs a session or a token from every caller ([`console_gate`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -28,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::chat::console::{tokens, Via, Viewer};
+use crate::chat::console::{sessions, tokens, Via, Viewer};
 use crate::config::{HostPattern, Parsed};
 
 /// Who sent a request, as far as runbot can tell; every request carries one.
@@ -105,8 +106,12 @@ pub struct Edge {
     pub hosts: HostGuard,
     /// How long a request's body may take to arrive.
     pub body_timeout: Duration,
-    /// Opens the console to callers that are not local; None: local callers only.
+    /// `console.token`: opens the console and `/api/*` to scripts (reads only).
     pub console_token: Option<SecretString>,
+    /// How long console sessions live, and their cookies.
+    pub sessions: sessions::Rules,
+    /// `http.max_body_bytes`: the most the gate reads of a form to find its anti-forgery token.
+    pub max_body_bytes: usize,
     /// `http.metrics_token`: `/metrics` only with it; None: open, as Prometheus expects.
     pub metrics_token: Option<SecretString>,
     /// Where API tokens are checked.
@@ -279,35 +284,33 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented {
     }
 }
 
-/// Whether `headers` carry the console token: `Authorization: Bearer TOKEN`, or basic auth
-/// with TOKEN as the password (which a browser asks for by itself).
-fn carries_token(headers: &HeaderMap, token: &SecretString) -> bool {
+/// Whether `headers` carry the console token: `Authorization: Bearer TOKEN`, or, when `basic`
+/// (a request that changes nothing), basic auth with TOKEN as the password.
+fn carries_token(headers: &HeaderMap, token: &SecretString, basic: bool) -> bool {
     let password = match presented(headers) {
         Presented::Bearer(t) => t,
-        Presented::Basic(decoded) => match decoded.iter().position(|b| *b == b':') {
+        Presented::Basic(decoded) if basic => match decoded.iter().position(|b| *b == b':') {
             Some(i) => decoded[i + 1..].to_vec(),
             None => return false,
         },
-        Presented::Missing | Presented::Other => return false,
+        Presented::Basic(_) | Presented::Missing | Presented::Other => return false,
     };
     bool::from(password.ct_eq(token.expose_secret().as_bytes()))
 }
 
-/// The console and its JSON API show every alert's labels, annotations and silences: served to
-/// local callers, and to others only with `console.token` or an API token. Puts the
-/// [`Viewer`] on the request.
+/// The console and its JSON API show every alert's labels, annotations and silences, and take
+/// commands: everything behind this gate needs a signed-in session (the `runbot_session`
+/// cookie), an API token (`Authorization: Bearer rbt_…`, on `/api/*` only) or `console.token`.
+/// Being on this machine is no credential here. Anonymous pages are sent to `/login`, anonymous
+/// API calls get 401. A change (any method but GET and HEAD) made with a session must carry the
+/// session's anti-forgery token, as `X-CSRF-Token` or the form field `csrf_token`: a browser
+/// sends the cookie with a request another site makes it send, but that site cannot know the
+/// token. Puts the [`Viewer`] on the request.
 pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
-    let caller = req.extensions().get::<Caller>().copied();
-    if caller.is_some_and(|c| c.local) {
-        req.extensions_mut().insert(Viewer {
-            name: "local".into(),
-            roles: Vec::new(),
-            via: Via::ConsoleToken,
-        });
-        return next.run(req).await;
-    }
+    let api = req.uri().path().starts_with("/api/");
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
     // Scripts: an API token (`runbot token create`) opens /api/*, not the pages.
-    if req.uri().path().starts_with("/api/") {
+    if api {
         if let Presented::Bearer(t) = presented(req.headers()) {
             if tokens::looks_like_one(&t) {
                 return match tokens::check(&edge.store, &t).await {
@@ -327,35 +330,165 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next:
                     // Counted with every answer, by its status (503).
                     Err(e) => {
                         tracing::warn!(error = %e, "could not check an API token");
-                        ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "cannot check the API token now: the database did not answer; try again",
-                        )
-                        .into_response()
+                        unavailable("cannot check the API token now: the database did not answer; try again")
                     }
                 };
             }
         }
     }
-    match &edge.console_token {
-        Some(token) if carries_token(req.headers(), token) => {
+    if let Some(token) = &edge.console_token {
+        // Basic auth is what a browser sends by itself once it has the password, to any site's
+        // request: good enough to read, never to change anything.
+        if carries_token(req.headers(), token, safe) {
             req.extensions_mut().insert(Viewer {
                 name: "console.token".into(),
                 roles: Vec::new(),
                 via: Via::ConsoleToken,
             });
-            next.run(req).await
+            return next.run(req).await;
         }
-        Some(_) => unauthorized(
-            "the console needs console.token: send it as a bearer token, or as the password when the browser asks",
-            "Basic realm=\"runbot console\", charset=\"UTF-8\"",
-        ),
-        None => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the console is served only to this machine: set console.token to open it to others",
-        )
-        .into_response(),
     }
+    let cookie = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| sessions::cookie_value(h, sessions::COOKIE))
+        .map(str::to_string);
+    if let Some(cookie) = cookie {
+        match sessions::check(&edge.store, &edge.sessions, &cookie, chrono::Utc::now()).await {
+            Ok(Some(live)) => {
+                let req = if safe {
+                    req
+                } else {
+                    match carries_csrf(req, &live.csrf, edge.max_body_bytes).await {
+                        Ok(req) => req,
+                        Err(refused) => return refused,
+                    }
+                };
+                let mut req = req;
+                req.extensions_mut().insert(Viewer {
+                    name: live.account,
+                    roles: live.roles,
+                    via: Via::Session {
+                        session: live.id_hash,
+                        csrf: live.csrf,
+                    },
+                });
+                return next.run(req).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check a console session");
+                return unavailable(
+                    "cannot check the session now: the database did not answer; try again",
+                );
+            }
+        }
+    }
+    if api {
+        unauthorized(
+            "sign in at /login, or send an API token (`runbot token create`) as `Authorization: Bearer …`",
+            "Bearer realm=\"runbot api\"",
+        )
+    } else {
+        to_login(&req)
+    }
+}
+
+/// 503 for a check the database could not answer: the caller may retry, nothing was let in.
+fn unavailable(message: &'static str) -> Response {
+    let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// 303 to the sign-in page, which comes back to this page (a GET) once signed in.
+fn to_login(req: &Request) -> Response {
+    let mut location = String::from("/login");
+    if req.method() == Method::GET {
+        if let Some(pq) = req.uri().path_and_query() {
+            if pq.as_str() != "/" {
+                location.push_str("?next=");
+                location.extend(percent_encoding::utf8_percent_encode(
+                    pq.as_str(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                ));
+            }
+        }
+    }
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("percent-encoded text is a header value"),
+    );
+    r
+}
+
+/// The request, if it carries `csrf` as `X-CSRF-Token` or as the form field `csrf_token`;
+/// else the 403 that refuses it. A form's body is read (within `http.max_body_bytes`) and put
+/// back for the route.
+async fn carries_csrf(req: Request, csrf: &str, max_body: usize) -> Result<Request, Response> {
+    let same = |v: &[u8]| bool::from(v.ct_eq(csrf.as_bytes()));
+    let api = req.uri().path().starts_with("/api/");
+    if let Some(v) = req.headers().get(CSRF_HEADER) {
+        return if same(v.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(forged(api))
+        };
+    }
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(forged(api));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the form is larger than http.max_body_bytes, or did not arrive in time",
+            )
+            .into_response())
+        }
+    };
+    let ok = url::form_urlencoded::parse(&bytes)
+        .filter(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| same(v.as_bytes()))
+        .next()
+        .unwrap_or(false);
+    if ok {
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    } else {
+        Err(forged(api))
+    }
+}
+
+/// The header a page's script sends its anti-forgery token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// What a change without the right anti-forgery token is told.
+pub const FORGED: &str = "missing or wrong anti-forgery token";
+
+/// 403 for a change without the session's anti-forgery token: JSON for the API, a page else.
+fn forged(api: bool) -> Response {
+    tracing::warn!("a change was refused: missing or wrong anti-forgery token");
+    if api {
+        return ApiError::new(StatusCode::FORBIDDEN, FORGED).into_response();
+    }
+    let page = super::console::layout::page(
+        None,
+        "Refused",
+        maud::html! {
+            p { (FORGED) ": nothing was changed. Reload the page and try again." }
+        },
+    );
+    (StatusCode::FORBIDDEN, page).into_response()
 }
 
 /// `/metrics` when `http.metrics_token` is set: only for `Authorization: Bearer TOKEN`, as
@@ -412,14 +545,14 @@ mod tests {
         let token = SecretString::from("console-token-0123456789");
         assert!(carries_token(
             &with("Bearer console-token-0123456789"),
-            &token
+            &token,
+            false
         ));
-        // A browser's basic auth: any user, the token as the password.
-        assert!(carries_token(
-            &with("Basic eDpjb25zb2xlLXRva2VuLTAxMjM0NTY3ODk="),
-            &token
-        ));
-        assert!(!carries_token(&with("Bearer console-token"), &token));
-        assert!(!carries_token(&with("Basic !!!"), &token));
+        // A browser's basic auth: any user, the token as the password; only to read.
+        let basic = with("Basic eDpjb25zb2xlLXRva2VuLTAxMjM0NTY3ODk=");
+        assert!(carries_token(&basic, &token, true));
+        assert!(!carries_token(&basic, &token, false));
+        assert!(!carries_token(&with("Bearer console-token"), &token, true));
+        assert!(!carries_token(&with("Basic !!!"), &token, true));
     }
 }

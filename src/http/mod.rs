@@ -49,7 +49,10 @@ pub struct AppState {
     /// The console as a chat platform: its live feed and the answers it shows.
     pub console: Arc<crate::chat::console::platform::ConsolePlatform>,
     /// The `Host` check, local callers, body deadlines and the console's token.
+    /// The `Host` check, local callers, body deadlines and the console's gate.
     pub edge: Arc<guard::Edge>,
+    /// Console sign-in: the throttle, sessions, the first-run setup link.
+    pub signin: Arc<crate::chat::console::signin::SignIn>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -16,6 +16,7 @@ mod pages;
 mod read;
 mod requests;
 mod seen;
+mod sessions;
 mod sql;
 mod sqlite_writer;
 pub mod writer;
@@ -42,6 +43,7 @@ pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};
 pub use read::{AlertView, EventView, GroupCursor, GroupFilter, GroupTargets, GroupView};
 pub use requests::{Acked, PendingRow};
+pub use sessions::SessionRow;
 
 use crate::config::{Backend, DatabaseSettings};
 

@@ -175,7 +175,7 @@ async fn accounts_are_added_changed_disabled_and_listed_and_every_try_is_audited
                 &format!("{SECOND}\r\n"),
             ),
             0,
-            "Set a new password for ana.",
+            "Set a new password for ana; its open console sessions ended.",
         );
         let ana = store.account("ana").await.unwrap().unwrap();
         assert!(verify_password(&ana.password_hash, SECOND), "{db:?}");

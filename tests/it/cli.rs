@@ -163,6 +163,7 @@ fn serve_runs_logs_json_stops_on_sigterm_and_keeps_what_it_accepted() {
             .arg("serve")
             .env("RUNBOT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN", "fixture-token")
+            .env("RUNBOT__CONSOLE__TOKEN", "console-token-0123456789")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -287,6 +288,7 @@ fn serve_runs_logs_json_stops_on_sigterm_and_keeps_what_it_accepted() {
     let groups: serde_json::Value = rt.block_on(async {
         client
             .get(format!("{base}/api/alert-groups"))
+            .bearer_auth("console-token-0123456789")
             .send()
             .await
             .unwrap()

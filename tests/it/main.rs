@@ -15,6 +15,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod console_pages;
+mod console_auth;
 mod deploy;
 mod discord;
 mod discord_commands;

@@ -219,15 +219,29 @@ async fn apply(settings: &Settings, store: &Store, command: UserCommand) -> Resu
             {
                 return Err(Stop(1, no_account(store, &name).await));
             }
-            Ok(format!("Set a new password for {name}."))
+            // Whoever knew the old password is signed out with it.
+            store.end_account_sessions(&name, &now).await.map_err(db)?;
+            Ok(format!(
+                "Set a new password for {name}; its open console sessions ended."
+            ))
         }
         UserCommand::Disable { name } => {
             check_name(&name).map_err(|e| Stop(2, e))?;
             if !store.disable_account(&name, &now).await.map_err(db)? {
                 return Err(Stop(1, no_account(store, &name).await));
             }
+            // The gate reads the account with every session anyway; ending them says so in
+            // the sessions' rows too.
+            let ended = store.end_account_sessions(&name, &now).await.map_err(db)?;
             Ok(format!(
-                "Disabled {name}: it can no longer sign in to the console."
+                "Disabled {name}: it can no longer sign in to the console{}.",
+                match ended {
+                    0 => String::new(),
+                    n => format!(
+                        ", and its {n} open session{} ended",
+                        crate::domain::text::plural(n as usize)
+                    ),
+                }
             ))
         }
         UserCommand::List => unreachable!("listed without a change"),

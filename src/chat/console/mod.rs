@@ -7,6 +7,9 @@ pub mod cli;
 pub mod events;
 pub mod platform;
 pub mod render;
+pub mod sessions;
+pub mod signin;
+pub mod throttle;
 pub mod tokens;
 
 use crate::request::{Actor, Platform};

@@ -3,12 +3,13 @@
 //!
 //! Every route here sits behind the console's gate (`http::guard::console_gate`), which puts a
 //! [`Viewer`](crate::chat::console::Viewer) on the request; [`public_router`] holds the few
-//! that do not: the stylesheet and the script.
+//! that do not: the stylesheet and the script, and ([`auth`]) signing in and the setup link.
 
 pub mod api;
 pub mod audit;
 pub mod deploys;
 pub mod group;
+pub mod auth;
 pub mod layout;
 pub mod live;
 pub mod oncall;
@@ -39,11 +40,13 @@ pub fn router() -> Router<AppState> {
         .route("/api/prompts/{id}/{button}", post(live::prompt))
         .route("/api/requests/{id}", get(live::request))
         .route("/api/files/{id}", get(live::file))
+        .merge(auth::router())
 }
 
-/// Routes open to anyone: static assets (they hold nothing secret).
+/// Routes open to anyone: static assets (they hold nothing secret), signing in, the setup link.
 pub fn public_router() -> Router<AppState> {
     Router::new()
+        .merge(auth::public_router())
         .route(layout::CSS_PATH, get(layout::css))
         .route(layout::JS_PATH, get(layout::js))
 }

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 pub const TOKEN: &str = "fixture-token";
 pub const BASIC_USER: &str = "am";
 pub const BASIC_PASS: &str = "fixture-pass";
+/// `console.token` of every [`TestApp`] unless told otherwise; [`TestApp::get`] sends it.
+pub const CONSOLE_TOKEN: &str = "console-token-0123456789";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Db {
@@ -99,6 +101,8 @@ pub struct Options {
     /// The settings file's text (empty by default), for what environment variables cannot
     /// say, such as lists of tables.
     pub config_toml: String,
+    /// Set `console.token` to [`CONSOLE_TOKEN`] (and cookies without `Secure`, for plain HTTP).
+    pub console_token: bool,
 }
 
 impl Options {
@@ -109,6 +113,7 @@ impl Options {
             database_url: None,
             auth: true,
             config_toml: String::new(),
+            console_token: true,
         }
     }
 
@@ -147,6 +152,10 @@ impl TestApp {
                 BASIC_PASS.into(),
             ));
         }
+        if opts.console_token {
+            env.push(("RUNBOT__CONSOLE__TOKEN".into(), CONSOLE_TOKEN.into()));
+        }
+        env.push(("RUNBOT__CONSOLE__INSECURE_COOKIES".into(), "true".into()));
         env.extend(opts.env);
         let file = dir.path().join("runbot.toml");
         std::fs::write(&file, &opts.config_toml).unwrap();
@@ -200,12 +209,52 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET with `console.token`, which opens every console page and `/api/*` to read.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))
+            .bearer_auth(CONSOLE_TOKEN)
             .send()
             .await
             .unwrap()
+    }
+
+    /// The app's database, opened again (for arranging rows and checking them).
+    pub async fn store(&self) -> runbot::store::Store {
+        runbot::store::Store::connect(&runbot::config::DatabaseSettings {
+            url: self.database_url.clone().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Creates a console account straight in the store, as `runbot user add` would.
+    pub async fn add_account(&self, name: &str, password: &str, roles: &[&str]) {
+        let store = self.store().await;
+        let hash = runbot::chat::console::accounts::hash_password(password).unwrap();
+        let roles = serde_json::to_string(roles).unwrap();
+        let now = runbot::domain::format_time(chrono::Utc::now());
+        assert!(store.add_account(name, &hash, &roles, &now).await.unwrap());
+        store.close().await;
+    }
+
+    /// A browser with no cookies yet.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// A browser signed in as `name`.
+    pub async fn sign_in(&self, name: &str, password: &str) -> Browser {
+        let b = self.browser();
+        let r = b.sign_in(name, password).await;
+        assert_eq!(
+            r.status(),
+            303,
+            "sign-in of {name}: {}",
+            r.text().await.unwrap()
+        );
+        b
     }
 
     /// Every group, following the API's pages.
@@ -269,6 +318,115 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// A browser, as far as runbot can tell: it keeps the cookies runbot sets (whatever their
+/// `Secure`, since tests speak plain HTTP) and sends them back, and follows no redirect, so a
+/// test sees each 303.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub url: String,
+    cookies: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl Browser {
+    pub fn new(url: &str) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+            url: url.to_string(),
+            cookies: Default::default(),
+        }
+    }
+
+    /// The cookie `name`'s value, if the browser holds it.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.cookies
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), value.to_string());
+    }
+
+    /// Sends `req` with the cookies held; keeps those the answer sets.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> reqwest::Response {
+        let header = self
+            .cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let req = if header.is_empty() {
+            req
+        } else {
+            req.header("cookie", header)
+        };
+        let r = req.send().await.unwrap();
+        for set in r.headers().get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let (pair, attrs) = set.split_once(';').unwrap_or((set, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            let mut jar = self.cookies.lock().unwrap();
+            if v.is_empty() || attrs.contains("Max-Age=0") {
+                jar.remove(k);
+            } else {
+                jar.insert(k.to_string(), v.to_string());
+            }
+        }
+        r
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.send(self.client.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.send(self.client.post(format!("{}{path}", self.url)).form(form))
+            .await
+    }
+
+    /// GET /login, then posts the form with its anti-forgery field.
+    pub async fn sign_in(&self, name: &str, password: &str) -> reqwest::Response {
+        let page = self.get("/login").await.text().await.unwrap();
+        let token = hidden_field(&page, "csrf_token").expect("the form has its token");
+        self.post_form(
+            "/login",
+            &[
+                ("username", name),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// The session's anti-forgery token, from a page's `<meta name="csrf-token">`.
+    pub async fn csrf(&self) -> String {
+        let r = self.get("/").await;
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        let at = page
+            .find("name=\"csrf-token\" content=\"")
+            .expect("a signed-in page has its anti-forgery token");
+        let rest = &page[at + "name=\"csrf-token\" content=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+/// The value of a hidden form field `name` in a page.
+pub fn hidden_field(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &page[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
 }
 
 /// One captured webhook from `shared/fixtures/alertmanager`.
