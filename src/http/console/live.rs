@@ -175,7 +175,8 @@ fn core(state: &AppState) -> Result<&Arc<crate::invocation::Dispatcher>, ApiErro
 }
 
 /// Hands a request to the core with a responder that shows later answers on the console, and
-/// answers what the core answered first, as JSON (and in the feed).
+/// answers what the core answered first, as JSON (and in the feed). `answers` is the request
+/// whose message this one's answers replace (a prompt's); empty for a new command.
 async fn ask(
     state: &AppState,
     actor: Actor,
@@ -185,6 +186,12 @@ async fn ask(
     let dispatcher = core(state)?;
     let console = state.console.clone();
     let id = uuid::Uuid::new_v4().simple().to_string();
+    // A new command answers with a message of its own; a prompt's button, the prompt's.
+    let answers = if answers.is_empty() {
+        id.as_str()
+    } else {
+        answers
+    };
     // Later answers (a result, an expiry) replace the message this request answers.
     let platform: Arc<dyn ChatPlatform> = console.clone();
     let responder = Arc::new(ReplyEditor::new(

@@ -7,9 +7,9 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod deploys;
 pub mod group;
-pub mod auth;
 pub mod layout;
 pub mod live;
 pub mod oncall;

@@ -1,82 +1,116 @@
-//! The console's pages for alert groups.
+//! The console's front page: the command bar, the open groups as live cards (most severe
+//! first), the recently resolved ones, and the activity feed. The page script keeps it live from
+//! `GET /api/events`, starting after the feed's head read before anything else, so nothing
+//! that happens while the page is built is missed.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Extension;
 use maud::{html, Markup};
 
-use super::api::{encode_cursor, status_param, store_error, ListQuery};
-use super::layout::{age, group_name, page, severity_badge};
-use crate::chat::console::Viewer;
+use super::api::store_error;
+use super::layout::page;
+use crate::chat::console::{events::Kind, render, Viewer};
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::store::{GroupFilter, GroupView};
+use crate::store::GroupFilter;
+
+/// Open groups shown as cards; past this, the page says how to see the rest.
+const OPEN_MAX: i64 = 500;
+/// Resolved groups shown, most recently changed first.
+const RESOLVED_SHOWN: i64 = 20;
+/// Alerts read per group (a card lists 50).
+const ALERTS_EACH: i64 = 51;
+/// Activity entries shown.
+const ACTIVITY_SHOWN: i64 = 30;
 
 pub(super) async fn index(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
-    Query(q): Query<ListQuery>,
 ) -> Result<Markup, ApiError> {
-    let (filter, limit) = q.parse(GroupFilter::Open)?;
-    // One more than shown tells whether there is a next page; the counts come without alerts.
-    let mut groups = state
-        .store
-        .list_groups(filter, limit + 1, q.cursor()?.as_ref(), Some(0))
+    let after = state.console.feed().head();
+    let store = &state.store;
+    let mut open = store
+        .list_groups(GroupFilter::Open, OPEN_MAX + 1, None, Some(ALERTS_EACH))
         .await
         .map_err(store_error)?;
-    let next = if groups.len() as i64 > limit {
-        groups.truncate(limit as usize);
-        groups.last().map(|g| encode_cursor(&g.cursor()))
-    } else {
-        None
-    };
-    let status = status_param(filter);
-    let heading = match filter {
-        GroupFilter::Open => "Open alert groups",
-        GroupFilter::Resolved => "Resolved alert groups",
-        GroupFilter::All => "All alert groups",
-    };
+    let more_open = open.len() as i64 > OPEN_MAX;
+    open.truncate(OPEN_MAX as usize);
+    let resolved = store
+        .list_groups(
+            GroupFilter::Resolved,
+            RESOLVED_SHOWN,
+            None,
+            Some(ALERTS_EACH),
+        )
+        .await
+        .map_err(store_error)?;
+    let activity = store
+        .console_recent(Kind::Announcement.as_str(), ACTIVITY_SHOWN)
+        .await
+        .map_err(store_error)?;
+    let mut open: Vec<_> = open
+        .iter()
+        .map(|g| crate::chat::render::card(g, &state.runbook))
+        .collect();
+    open.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then_with(|| a.started_at.cmp(&b.started_at))
+    });
+    let resolved: Vec<_> = resolved
+        .iter()
+        .map(|g| crate::chat::render::card(g, &state.runbook))
+        .collect();
+    let can_act = viewer.actor().is_some();
     Ok(page(
         Some(&viewer),
-        heading,
+        "Alerts",
         html! {
-            p class="muted" {
-                a href="/?status=open" { "open" } " · " a href="/?status=resolved" { "resolved" } " · " a href="/?status=all" { "all" }
-            }
-            @if groups.is_empty() {
-                p id="empty" { "No alert groups here. Alertmanager sends to POST /webhooks/alertmanager." }
-            } @else {
-                table id="groups" {
-                    thead { tr { th { "Severity" } th { "Status" } th { "Group" } th { "Alerts" } th { "Age" } th { "Runbook checks" } } }
-                    tbody {
-                        @for g in &groups {
-                            tr data-group-id=(g.id) {
-                                td { (severity_badge(g.severity)) }
-                                td class=(g.status.as_str()) { (g.status.as_str()) }
-                                td {
-                                    a href={ "/groups/" (g.id) } { (group_name(g)) }
-                                    @if let Some(summary) = g.common_annotations.get("summary") { div class="muted" { (summary) } }
-                                }
-                                td {
-                                    (g.alerts_firing) " firing / " (g.alerts_total)
-                                    @if g.truncated_alerts > 0 { " (+" (g.truncated_alerts) " not sent)" }
-                                }
-                                td title=(g.started_at) { (age(&g.started_at)) }
-                                td { (checks(&state, g)) }
+            div id="live" data-after=(after) {
+                @if can_act {
+                    form id="command-bar" autocomplete="off" {
+                        label for="command" class="visually-hidden" { "Command" }
+                        input id="command" name="command" type="text" list="command-list"
+                            placeholder="/status   /logs service:backend tail:100   /restart backend"
+                            spellcheck="false" autocapitalize="off" enterkeyhint="send";
+                        datalist id="command-list" {}
+                        button type="submit" class="primary" { "Run" }
+                    }
+                    p id="command-help" class="muted status-line" {}
+                } @else {
+                    p class="muted" { "Signed in with console.token: you can read, not act." }
+                }
+                p id="connection" class="muted status-line" aria-live="polite" { "Connecting…" }
+                div id="results" class="results" aria-live="polite" {}
+                section id="open-groups" {
+                    h2 { "Open" }
+                    p id="no-open" class="muted" hidden[!open.is_empty()] {
+                        "Nothing is firing. Alertmanager sends to POST /webhooks/alertmanager; `runbot alert test` sends a sample."
+                    }
+                    div class="cards" id="open-cards" {
+                        @for c in &open { (render::card(c)) }
+                    }
+                    @if more_open {
+                        p class="muted" { "More than " (OPEN_MAX) " groups are open; the rest are in " a href="/api/alert-groups?status=open" { "/api/alert-groups" } "." }
+                    }
+                }
+                section id="resolved-groups" {
+                    h2 { "Recently resolved" }
+                    div class="cards" id="resolved-cards" {
+                        @for c in &resolved { (render::card(c)) }
+                    }
+                }
+                section id="activity-feed" {
+                    h2 { "Activity" }
+                    ul id="activity" {
+                        @for a in &activity {
+                            @if let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.data) {
+                                (render::announcement(&a.at, v["text"].as_str().unwrap_or("")))
                             }
                         }
                     }
                 }
-                @if let Some(cursor) = &next {
-                    p { a id="next" href={ "/?status=" (status) "&limit=" (limit) "&cursor=" (cursor) } { "Next page" } }
-                }
             }
         },
     ))
-}
-
-fn checks(state: &AppState, g: &GroupView) -> Markup {
-    match g.runbook.as_deref().and_then(|k| state.runbook.entry(k)) {
-        Some((_, entry)) => html! { ul { @for c in &entry.checks { li { (c) } } } },
-        None => html! { span class="muted" { "no runbook entry" } },
-    }
 }
