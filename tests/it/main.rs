@@ -15,6 +15,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod console_auth;
+mod console_live;
 mod console_pages;
 mod deploy;
 mod discord;

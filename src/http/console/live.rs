@@ -216,7 +216,9 @@ async fn ask(
         .answer(at, &actor.user_id, &reply)
         .await
         .map_err(unavailable)?;
-    let mut body = json!({ "request_id": at, "answer": kind });
+    // The core words every refusal the same way; scripts get it as a flag.
+    let refused = reply.text.starts_with('🚫');
+    let mut body = json!({ "request_id": at, "answer": kind, "refused": refused });
     if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
         b.extend(d);
     }

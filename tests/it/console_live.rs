@@ -1,0 +1,428 @@
+//! The console as a chat platform: the live feed (SSE), commands, buttons and prompts through
+//! the invocation core with platform `console`, who may act, and what is audited.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common;
+use common::docker::Project;
+use common::{Browser, Db, Options, TestApp, CONSOLE_TOKEN};
+
+const ANA: &str = "correct horse battery";
+const LUIS: &str = "another long passphrase";
+
+/// One Server-Sent Events stream, read as it comes.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One event: (id, event, data).
+type Event = (i64, String, Value);
+
+impl Stream {
+    async fn open(app: &TestApp, last_event_id: Option<i64>) -> Stream {
+        let mut req = app
+            .client
+            .get(format!("{}/api/events", app.url))
+            .bearer_auth(CONSOLE_TOKEN);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Stream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped), or None after `within`.
+    async fn next(&mut self, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (0, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().unwrap();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if event.is_empty() {
+                    continue;
+                }
+                return Some((id, event, serde_json::from_str(&data).unwrap()));
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(_) => return None,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next event of kind `kind`, skipping others.
+    async fn next_of(&mut self, kind: &str, within: Duration) -> Option<Event> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let e = self.next(left).await?;
+            if e.1 == kind {
+                return Some(e);
+            }
+        }
+    }
+}
+
+fn sev1(group: &str, fingerprint: &str) -> Value {
+    common::webhook(
+        group,
+        "firing",
+        &[(
+            fingerprint,
+            "firing",
+            json!({"severity": "critical", "service": "backend"}),
+        )],
+    )
+}
+
+#[tokio::test]
+async fn a_hundred_streams_get_each_card_and_a_dropped_stream_resumes_without_loss() {
+    for db in common::BOTH {
+        let app = TestApp::spawn(db).await;
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            let mut s = Stream::open(&app, None).await;
+            let (_, kind, _) = s.next(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(kind, "hello");
+            streams.push(s);
+        }
+        assert_eq!(
+            app.post_webhook(sev1("APIDown", "a000000000000001").to_string())
+                .await
+                .status(),
+            200
+        );
+        let group = app.groups().await[0]["id"].as_i64().unwrap();
+        let mut last = 0;
+        for (i, s) in streams.iter_mut().enumerate() {
+            let (id, _, data) = s
+                .next_of("card", Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{db:?}: stream {i} got no card"));
+            assert_eq!(data["group_id"], group);
+            assert!(data["html"].as_str().unwrap().contains("APIDown"));
+            last = id;
+        }
+        drop(streams);
+
+        // A page that dropped its stream after `last` comes back with Last-Event-ID: it gets
+        // what happened while it was away, in order, and nothing twice.
+        for n in 2..=4 {
+            let body = sev1(&format!("Away{n}"), &format!("a00000000000000{n}"));
+            assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+        }
+        let expected: Vec<String> = (2..=4).map(|n| format!("Away{n}")).collect();
+        // The outbox delivers them in its own time: wait until all three are in the feed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen: Vec<String>;
+        loop {
+            let mut back = Stream::open(&app, Some(last)).await;
+            assert_eq!(back.next(Duration::from_secs(5)).await.unwrap().1, "hello");
+            seen = Vec::new();
+            while let Some((_, _, data)) = back.next_of("card", Duration::from_millis(500)).await {
+                let html = data["html"].as_str().unwrap().to_string();
+                seen.push(
+                    expected
+                        .iter()
+                        .find(|e| html.contains(e.as_str()))
+                        .cloned()
+                        .unwrap_or(html),
+                );
+            }
+            if seen.len() >= 3 || Instant::now() > deadline {
+                break;
+            }
+        }
+        assert_eq!(seen, expected, "{db:?}: resumed stream");
+        app.stop().await;
+    }
+}
+
+async fn command(b: &Browser, csrf: &str, body: Value) -> (u16, Value) {
+    let r = b
+        .send(
+            b.client
+                .post(format!("{}/api/commands", b.url))
+                .header("x-csrf-token", csrf)
+                .json(&body),
+        )
+        .await;
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn press(b: &Browser, csrf: &str, prompt: &str, verb: &str) -> Value {
+    let r = b
+        .send(
+            b.client
+                .post(format!("{}/api/prompts/{prompt}/{verb}", b.url))
+                .header("x-csrf-token", csrf),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn prompt_of(answer: &Value, verb: &str) -> String {
+    answer["reply"]["buttons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["verb"] == verb)
+        .unwrap_or_else(|| panic!("no {verb} button in {answer}"))["prompt"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls the answer to `request` until it says `want`.
+async fn result(b: &Browser, request: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = b.get(&format!("/api/requests/{request}")).await;
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["reply"]["text"].as_str().unwrap_or("").contains(want) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {want:?} in {v}");
+        } else {
+            assert!(Instant::now() < deadline, "no answer to {request}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn audit(app: &TestApp) -> Vec<(String, String, String)> {
+    let store = app.store().await;
+    let rows = runbot::audit::Audit::new(store.clone())
+        .recent(1000, &Default::default())
+        .await
+        .unwrap();
+    store.close().await;
+    rows.into_iter()
+        .rev()
+        .filter(|r| r.actor_platform == runbot::request::Platform::Console && r.command != "login")
+        .map(|r| (r.actor_id, r.command, r.step.as_str().to_string()))
+        .collect()
+}
+
+fn quick_stop(c: &mut bollard::models::ContainerCreateBody) {
+    c.stop_timeout = Some(1);
+}
+
+#[tokio::test]
+async fn a_restart_from_the_console_is_confirmed_approved_by_a_second_person_and_audited() {
+    let p = Project::new().await;
+    let backend = p
+        .run("backend", "runbot-test/backend:v1", 1, quick_stop)
+        .await;
+    p.wait_health(&backend, bollard::models::HealthStatusEnum::HEALTHY)
+        .await;
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite)
+            .set("RUNBOT__DOCKER__HOST", &common::docker::docker_host())
+            .set("RUNBOT__DOCKER__PROJECT", &p.name),
+    )
+    .await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    app.add_account("luis", LUIS, &["devops-lead"]).await;
+    let ana = app.sign_in("ana", ANA).await;
+    let ana_csrf = ana.csrf().await;
+
+    // Without the anti-forgery token nothing runs and nothing is recorded.
+    let r = ana
+        .send(
+            ana.client
+                .post(format!("{}/api/commands", ana.url))
+                .json(&json!({"command": "/restart backend"})),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(audit(&app).await.is_empty());
+
+    // A typed line, with no group open: Confirm/Cancel to the requester only.
+    let (status, asked) = command(&ana, &ana_csrf, json!({"command": "/restart backend"})).await;
+    assert_eq!(status, 200, "{asked}");
+    assert_eq!(asked["answer"], "message");
+    assert_eq!(asked["reply"]["ephemeral"], true, "{asked}");
+    let pending = prompt_of(&asked, "confirm");
+    let confirmed = press(&ana, &ana_csrf, &pending, "confirm").await;
+    let request = confirmed["request_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        request,
+        asked["request_id"].as_str().unwrap(),
+        "the answer replaces the prompt"
+    );
+    let done = result(&ana, &request, "restarted **backend**").await;
+    assert!(done["html"].as_str().unwrap().contains("restarted"));
+
+    // With a Sev1 open on backend, a second person must approve: everyone signed in sees the
+    // prompt in the feed, and another devops-lead approves it.
+    assert_eq!(
+        app.post_webhook(sev1("APIDown", "b000000000000001").to_string())
+            .await
+            .status(),
+        200
+    );
+    let mut feed = Stream::open(&app, None).await;
+    let (status, asked) = command(
+        &ana,
+        &ana_csrf,
+        json!({"command": "restart", "options": {"service": "backend"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{asked}");
+    let approve = prompt_of(&asked, "approve");
+    assert_eq!(
+        asked["reply"]["ephemeral"], false,
+        "an approval is for everyone: {asked}"
+    );
+    // The feed shows the approval prompt to everyone (here: a console.token reader).
+    let mut shown = false;
+    while let Some((_, _, data)) = feed.next_of("reply", Duration::from_secs(5)).await {
+        if data["reply"]["buttons"].to_string().contains("approve") {
+            shown = true;
+            break;
+        }
+    }
+    assert!(shown, "the approval prompt reached the feed");
+    // The requester cannot approve their own request.
+    let own = press(&ana, &ana_csrf, &approve, "approve").await;
+    assert!(
+        own["reply"]["text"].as_str().unwrap().starts_with('🚫'),
+        "{own}"
+    );
+    let luis = app.sign_in("luis", LUIS).await;
+    let luis_csrf = luis.csrf().await;
+    let approved = press(&luis, &luis_csrf, &approve, "approve").await;
+    let request = approved["request_id"].as_str().unwrap().to_string();
+    result(&luis, &request, "restarted **backend**").await;
+
+    let rows = audit(&app).await;
+    let steps: Vec<String> = rows
+        .iter()
+        .filter(|(_, c, _)| c == "restart")
+        .map(|(who, _, step)| format!("{who}:{step}"))
+        .collect();
+    for want in [
+        "ana:requested",
+        "ana:confirmed",
+        "ana:succeeded",
+        "luis:approved",
+    ] {
+        assert!(steps.iter().any(|s| s == want), "{want} in {steps:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_token_acts_with_its_roles_and_console_token_acts_as_nobody() {
+    let app = TestApp::spawn_with(Options::new(Db::Sqlite)).await;
+    let store = app.store().await;
+    let mut tokens = Vec::new();
+    for (name, role) in [("reader", "viewer"), ("lead", "devops-lead")] {
+        let t = runbot::chat::console::tokens::generate();
+        let row = runbot::store::ApiTokenRow {
+            id: t.id.clone(),
+            name: name.into(),
+            token_hash: t.hash.clone(),
+            roles: json!([role]).to_string(),
+            created_at: runbot::domain::format_time(chrono::Utc::now()),
+            revoked_at: None,
+        };
+        assert!(store.add_api_token(&row).await.unwrap());
+        tokens.push(t.token);
+    }
+    store.close().await;
+    let post = |token: String, body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/api/commands", app.url))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // A viewer may not restart: refused by policy with its reason, audited, nothing run.
+    let (status, refused) = post(
+        tokens[0].clone(),
+        json!({"command": "restart", "options": {"service": "backend"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = refused["reply"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with('🚫') && text.contains("/restart"),
+        "{text}"
+    );
+    assert_eq!(refused["refused"], true);
+    // A read command answers at once, as Discord's first answer would.
+    let (status, oncall) = post(tokens[1].clone(), json!({"command": "oncall"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(oncall["refused"], false, "{oncall}");
+    // Bad input: an unknown option, a bad line, a wrong JSON shape.
+    let (status, _) = post(
+        tokens[1].clone(),
+        json!({"command": "/logs service:\"backend"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(tokens[1].clone(), json!({"command": 1})).await;
+    assert_eq!(status, 400);
+    let (_, unknown) = post(tokens[1].clone(), json!({"command": "/reboot-everything"})).await;
+    assert!(
+        unknown["reply"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no command"),
+        "{unknown}"
+    );
+    // console.token reads but acts as nobody.
+    let r = app
+        .client
+        .post(format!("{}/api/commands", app.url))
+        .bearer_auth(CONSOLE_TOKEN)
+        .json(&json!({"command": "oncall"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let rows = audit(&app).await;
+    assert!(
+        rows.contains(&("token:reader".into(), "restart".into(), "denied".into())),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&("token:lead".into(), "oncall".into(), "succeeded".into())),
+        "{rows:?}"
+    );
+    app.stop().await;
+}
