@@ -49,7 +49,8 @@ pub(super) async fn index(
             @if groups.is_empty() {
                 p id="empty" { "No alert groups here. Alertmanager sends to POST /webhooks/alertmanager." }
             } @else {
-                table id="groups" {
+                // A table wider than a phone scrolls in its own box instead of the whole page.
+                div class="table-wrap" { table id="groups" {
                     thead { tr { th { "Severity" } th { "Status" } th { "Group" } th { "Alerts" } th { "Age" } th { "Runbook checks" } } }
                     tbody {
                         @for g in &groups {
@@ -69,7 +70,7 @@ pub(super) async fn index(
                             }
                         }
                     }
-                }
+                } }
                 @if let Some(cursor) = &next {
                     p { a id="next" href={ "/?status=" (status) "&limit=" (limit) "&cursor=" (cursor) } { "Next page" } }
                 }
@@ -129,7 +130,7 @@ pub(super) async fn group_page(
                 }
             }
             h2 { "Alerts" }
-            table id="alerts" {
+            div class="table-wrap" { table id="alerts" {
                 thead { tr { th { "Status" } th { "Severity" } th { "Labels" } th { "Summary" } th { "Since" } } }
                 tbody {
                     @for a in &g.alerts {
@@ -142,19 +143,19 @@ pub(super) async fn group_page(
                         }
                     }
                 }
-            }
+            } }
             @if g.alerts_total > g.alerts.len() as i64 { p class="muted" { (g.alerts_total - g.alerts.len() as i64) " more alerts are not shown here." } }
             @if g.truncated_alerts > 0 { p class="muted" { (g.truncated_alerts) " more alerts were not sent by Alertmanager (max_alerts)." } }
             h2 { "Timeline" }
             @if events_total > timeline.len() as i64 { p class="muted" { "The last " (timeline.len()) " of " (events_total) " entries." } }
-            table id="timeline" {
+            div class="table-wrap" { table id="timeline" {
                 thead { tr { th { "At" } th { "Event" } th { "Alert" } } }
                 tbody {
                     @for e in &timeline {
                         tr { td { (e.at) } td { (e.kind.as_str().replace('_', " ")) } td { (e.fingerprint.as_deref().unwrap_or("")) } }
                     }
                 }
-            }
+            } }
         },
     )
     .into_response())
