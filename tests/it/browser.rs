@@ -97,7 +97,8 @@ async fn the_browser_harness_types_clicks_waits_and_cleans_up_after_a_failed_tes
     let b = Browser::start("harness", DESKTOP).await;
     assert_eq!(b.viewport().await, DESKTOP);
     b.goto(
-        "data:text/html,<input id=q><button id=go>Go</button><p id=out></p><script>\
+        "data:text/html,<input id=q><button id=go>Go</button><p id=out></p>\
+         <a id=file download=notes.txt href='data:text/plain,hello'>file</a><script>\
          go.onclick = () => setTimeout(() => { out.textContent = 'got ' + q.value }, 300)\
          </script>",
     )
@@ -112,6 +113,8 @@ async fn the_browser_harness_types_clicks_waits_and_cleans_up_after_a_failed_tes
     )
     .await;
     assert!(b.find_all("#nothing").await.is_empty());
+    b.click("#file").await;
+    assert_eq!(b.wait_for_download("notes.txt").await, b"hello");
 
     // A wait that times out fails the test, saying what it waited for, with a screenshot.
     let missed = AssertUnwindSafe(b.wait_for_within("#nothing", Duration::from_millis(300)))

@@ -103,6 +103,11 @@ impl Browser {
             "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": chromium,
+                // Downloads (a command's attachment) land in this browser's folder, unasked.
+                "prefs": {
+                    "download.default_directory": browser.downloads(),
+                    "download.prompt_for_download": false,
+                },
                 "args": [
                     "--headless=new",
                     "--no-sandbox",
@@ -339,6 +344,38 @@ impl Browser {
             .filter(|e| e["level"] == "SEVERE")
             .map(|e| e["message"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    /// The folder downloads go to.
+    pub fn downloads(&self) -> PathBuf {
+        self.dir.path().join("downloads")
+    }
+
+    /// Polls until the download `name` is complete in `downloads()`, or fails the test after
+    /// `WAIT`, and returns its contents.
+    pub async fn wait_for_download(&self, name: &str) -> Vec<u8> {
+        let path = self.downloads().join(name);
+        let partial = self.downloads().join(format!("{name}.crdownload"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if path.is_file() && !partial.exists() {
+                return std::fs::read(&path).unwrap();
+            }
+            if Instant::now() > deadline {
+                let there: Vec<String> = std::fs::read_dir(self.downloads())
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.fail(&format!(
+                    "no download {name:?} after {WAIT:?}; the folder holds {there:?}"
+                ))
+                .await;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Saves a screenshot of the viewport as `<name>.png` in this test's folder under
