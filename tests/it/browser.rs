@@ -8,8 +8,10 @@ use futures_util::FutureExt;
 use crate::common::browser::{Browser, DESKTOP, PHONE};
 use crate::common::{fixtures, Db, TestApp};
 
-/// True when the page is no wider than the viewport: nothing to scroll sideways on a phone.
-const NO_SIDEWAYS_SCROLL: &str = "return document.documentElement.scrollWidth <= window.innerWidth";
+/// True when the page is no wider than the space it is shown in, which is the whole viewport
+/// (no scrollbar takes from it): nothing to scroll sideways.
+const NO_SIDEWAYS_SCROLL: &str = "const d = document.documentElement; \
+     return d.scrollWidth <= d.clientWidth && d.clientWidth === window.innerWidth";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_at_phone_width_shows_a_new_group_and_loads_nothing_from_elsewhere() {
@@ -37,12 +39,12 @@ async fn the_console_at_phone_width_shows_a_new_group_and_loads_nothing_from_els
     b.wait_for_text("#groups", "APIDown").await;
     assert!(b.find_all("#empty").await.is_empty());
     let scroll = b
-        .eval("return [document.documentElement.scrollWidth, window.innerWidth]")
+        .eval("const d = document.documentElement; return [d.scrollWidth, d.clientWidth]")
         .await;
     assert_eq!(
         b.eval(NO_SIDEWAYS_SCROLL).await,
         true,
-        "the page with a group scrolls sideways at {PHONE:?}: [scrollWidth, innerWidth] = {scroll}"
+        "the page with a group scrolls sideways at {PHONE:?}: [scrollWidth, clientWidth] = {scroll}"
     );
 
     // Every resource the page loaded (stylesheet, script, images, fonts) came from runbot.

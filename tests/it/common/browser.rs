@@ -116,6 +116,8 @@ impl Browser {
                     format!("--user-data-dir={}", browser.dir.path().join("profile").display()),
                     format!("--window-size={width},{height}"),
                     "--force-device-scale-factor=1",
+                    // As on a phone, scrollbars take no width from the page.
+                    "--hide-scrollbars",
                     "--no-first-run",
                     "--no-default-browser-check",
                     // Nothing but the pages under test goes on the network.
