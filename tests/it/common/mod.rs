@@ -2,6 +2,7 @@
 //! Alertmanager. Each test gets its own database.
 
 pub mod app_db;
+pub mod browser;
 pub mod docker;
 pub mod nginx;
 pub mod rig;
