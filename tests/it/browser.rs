@@ -5,90 +5,155 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+use crate::common;
 use crate::common::browser::{Browser, DESKTOP, PHONE};
-use crate::common::{fixtures, Db, TestApp};
+use crate::common::docker::Project;
+use crate::common::{Alertmanager, Db, Options, TestApp};
 
 /// True when the page is no wider than the space it is shown in, which is the whole viewport
 /// (no scrollbar takes from it): nothing to scroll sideways.
 const NO_SIDEWAYS_SCROLL: &str = "const d = document.documentElement; \
      return d.scrollWidth <= d.clientWidth && d.clientWidth === window.innerWidth";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_at_phone_width_shows_a_new_group_and_loads_nothing_from_elsewhere() {
-    let app = TestApp::spawn(Db::Sqlite).await;
-    let b = Browser::start("console_phone", PHONE).await;
-    assert_eq!(b.viewport().await, PHONE);
-
+/// Signs in through the form, as a person would.
+async fn sign_in(b: &Browser, app: &TestApp, name: &str, password: &str) {
     b.goto(&format!("{}/", app.url)).await;
-    b.wait_for_text("h1", "Open alert groups").await;
-    b.wait_for("#empty").await;
+    // Anonymous: sent to the sign-in form.
+    b.wait_for("form input[name=username]").await;
+    assert!(b.current_url().await.contains("/login"));
+    b.type_into("input[name=username]", name).await;
+    b.type_into("input[name=password]", password).await;
+    b.click("form button[type=submit]").await;
+    b.wait_for("#live[data-connected=true]").await;
+}
+
+fn alertmanager_config(app: &TestApp) -> String {
+    format!(
+        r#"
+route:
+  receiver: runbot
+  group_by: [alertname, service]
+  group_wait: 100ms
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: runbot
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {token}
+"#,
+        url = app.webhook_url(),
+        token = common::TOKEN
+    )
+}
+
+fn quick_stop(c: &mut bollard::models::ContainerCreateBody) {
+    c.stop_timeout = Some(1);
+}
+
+/// The whole loop in a real Chromium at phone width: sign in, a restart confirmed from the
+/// command bar, a real Alertmanager's APIDown showing up without a reload, Acknowledge, a
+/// restart that now needs a second person, approved from another signed-in browser, sign out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_runs_an_incident_in_a_real_browser_at_phone_width() {
+    let p = Project::new().await;
+    let backend = p
+        .run("backend", "runbot-test/backend:v1", 1, quick_stop)
+        .await;
+    p.wait_health(&backend, bollard::models::HealthStatusEnum::HEALTHY)
+        .await;
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite)
+            .set("RUNBOT__DOCKER__HOST", &common::docker::docker_host())
+            .set("RUNBOT__DOCKER__PROJECT", &p.name),
+    )
+    .await;
+    app.add_account("ana", "correct horse battery", &["devops-lead"])
+        .await;
+    app.add_account("luis", "another long passphrase", &["devops-lead"])
+        .await;
+
+    let ana = Browser::start("console_incident", PHONE).await;
+    sign_in(&ana, &app, "ana", "correct horse battery").await;
+    ana.wait_for_text("#me", "ana").await;
     assert_eq!(
-        b.eval(NO_SIDEWAYS_SCROLL).await,
+        ana.eval(NO_SIDEWAYS_SCROLL).await,
         true,
-        "the empty page scrolls sideways at {PHONE:?}"
+        "the empty page at {PHONE:?}"
     );
 
-    let f = fixtures()
-        .into_iter()
-        .find(|f| f.name == "04-firing-APIDown-1alerts.json")
-        .expect("the APIDown fixture");
-    let r = app.post_webhook(f.body).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // The command bar: completion from commands/, then a restart with its confirmation.
+    ana.type_into("#command", "/rest").await;
+    ana.wait_until(
+        "completion to offer /restart",
+        "return [...document.querySelectorAll('#command-list option')].some(o => o.value.startsWith('/restart'))",
+    )
+    .await;
+    ana.eval("document.getElementById('command').value = ''; return true")
+        .await;
+    ana.type_into("#command", "/restart backend").await;
+    ana.click("#command-bar button[type=submit]").await;
+    ana.wait_for("#results button[data-verb=confirm]").await;
+    ana.click("#results button[data-verb=confirm]").await;
+    ana.wait_for_text("#results", "restarted backend").await;
 
-    b.reload().await;
-    b.wait_for_text("#groups", "APIDown").await;
-    assert!(b.find_all("#empty").await.is_empty());
-    let scroll = b
-        .eval("const d = document.documentElement; return [d.scrollWidth, d.clientWidth]")
-        .await;
-    assert_eq!(
-        b.eval(NO_SIDEWAYS_SCROLL).await,
-        true,
-        "the page with a group scrolls sideways at {PHONE:?}: [scrollWidth, clientWidth] = {scroll}"
-    );
-
-    // Every resource the page loaded (stylesheet, script, images, fonts) came from runbot.
-    let outside = b
-        .eval(
-            "return performance.getEntriesByType('resource')
-                .map(e => e.name)
-                .filter(u => new URL(u).origin !== location.origin)",
-        )
-        .await;
-    assert_eq!(outside, serde_json::json!([]), "loaded from elsewhere");
-    let loaded = b
-        .eval("return performance.getEntriesByType('resource').length")
-        .await;
+    // A real Alertmanager fires APIDown: its card shows up without a reload.
+    let am = Alertmanager::start(&alertmanager_config(&app)).await;
+    am.push(serde_json::json!([{
+        "labels": {"alertname": "APIDown", "service": "backend", "instance": "backend-1", "severity": "critical"},
+        "annotations": {"summary": "<img src=x onerror=alert(1)> backend is down"},
+    }]))
+    .await;
+    ana.wait_for_text("#open-cards", "API down").await;
     assert!(
-        loaded.as_u64().unwrap() >= 1,
-        "the page loads its stylesheet, so the check above saw something"
+        ana.find_all("#open-cards img").await.is_empty(),
+        "a hostile annotation is shown as text"
     );
-    // Chromium asks every site for /favicon.ico, which the console does not serve (yet).
-    let errors: Vec<String> = b
+    assert_eq!(
+        ana.eval(NO_SIDEWAYS_SCROLL).await,
+        true,
+        "a card at {PHONE:?}"
+    );
+    ana.screenshot("incident-375").await;
+
+    // Acknowledge, from the card's button: the card says who.
+    ana.eval(
+        "[...document.querySelectorAll('#open-cards button[data-button]')].find(b => b.textContent === 'Acknowledge').click(); return true",
+    )
+    .await;
+    ana.wait_for_text("#open-cards .ack", "ana").await;
+
+    // During a Sev1 on backend, a restart needs a second person: luis, signed in on his own
+    // browser, sees the request show up by itself and approves it.
+    let luis = Browser::start("console_incident_approver", DESKTOP).await;
+    sign_in(&luis, &app, "luis", "another long passphrase").await;
+    ana.type_into("#command", "/restart backend").await;
+    ana.click("#command-bar button[type=submit]").await;
+    ana.wait_for("#results button[data-verb=approve]").await;
+    luis.wait_for("#results button[data-verb=approve]").await;
+    luis.click("#results button[data-verb=approve]").await;
+    luis.wait_for_text("#results", "approved").await;
+    // The result reaches ana's page live.
+    ana.wait_for_text("#results", "restarted backend").await;
+    luis.close().await;
+
+    // Sign out: the session ends, and the console is closed again.
+    ana.click("#logout button").await;
+    ana.wait_for("form input[name=username]").await;
+    ana.goto(&format!("{}/", app.url)).await;
+    ana.wait_for("form input[name=username]").await;
+    let errors: Vec<String> = ana
         .console_errors()
         .await
         .into_iter()
         .filter(|e| !e.contains("/favicon.ico - Failed to load resource"))
         .collect();
     assert_eq!(errors, Vec::<String>::new(), "the browser's console");
-
-    let shot = b.screenshot("index-375").await;
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
-
-    b.click("#groups a[href^='/groups/']").await;
-    b.wait_for_text("#alerts", "firing").await;
-    assert_eq!(
-        b.eval(NO_SIDEWAYS_SCROLL).await,
-        true,
-        "the group page scrolls sideways at {PHONE:?}"
-    );
-    b.screenshot("group-375").await;
-
-    b.goto(&format!("{}/", app.url)).await;
-    b.click("a[href='/?status=resolved']").await;
-    b.wait_for_text("h1", "Resolved alert groups").await;
-    b.wait_for("#empty").await;
-    b.close().await;
+    ana.close().await;
     app.stop().await;
 }
 

@@ -426,3 +426,57 @@ async fn an_api_token_acts_with_its_roles_and_console_token_acts_as_nobody() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_file_an_answer_carries_downloads_for_its_requester_only() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    app.add_account("luis", LUIS, &["devops-lead"]).await;
+    // An answer with a file, as the core hands one to the console (a long /logs).
+    let store = app.store().await;
+    let console = runbot::chat::console::platform::ConsolePlatform::new(
+        runbot::chat::console::events::Feed::new(store.clone())
+            .await
+            .unwrap(),
+    );
+    let reply = runbot::request::Reply {
+        text: "the last 5 of 5000 lines; the whole log is attached".into(),
+        ephemeral: true,
+        attachment: Some(runbot::request::Attachment {
+            filename: "logs-backend-20261207-030000.txt\r\nx: y".into(),
+            content: b"line 1\nline 2\n".to_vec(),
+        }),
+        ..Default::default()
+    };
+    let shown = console.answer("req-1", "ana", &reply).await.unwrap();
+    store.close().await;
+    let url = shown["reply"]["attachment"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        shown["reply"]["attachment"]["filename"], "logs-backend-20261207-030000.txtxy",
+        "a file name is kept plain: it becomes a header"
+    );
+    let ana = app.sign_in("ana", ANA).await;
+    let r = ana.get(&url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"logs-backend-20261207-030000.txtxy\""
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"line 1\nline 2\n");
+    // Someone else, or nobody, gets nothing.
+    let luis = app.sign_in("luis", LUIS).await;
+    assert_eq!(luis.get(&url).await.status(), 404);
+    assert_eq!(
+        app.get(&url).await.status(),
+        404,
+        "console.token names nobody"
+    );
+    assert_eq!(app.browser().get(&url).await.status(), 401);
+    // The answer itself is ana's alone too.
+    assert_eq!(ana.get("/api/requests/req-1").await.status(), 200);
+    assert_eq!(luis.get("/api/requests/req-1").await.status(), 404);
+    app.stop().await;
+}

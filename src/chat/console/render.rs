@@ -20,7 +20,12 @@ pub fn rank(card: &Card) -> String {
 
 pub fn card(card: &Card) -> Markup {
     let firing = card.alerts.iter().filter(|a| a.firing).count();
-    let state = if card.resolved { "resolved" } else { "firing" };
+    // Not `firing`/`resolved`: those colour a status word, not a whole card.
+    let state = if card.resolved {
+        "state-resolved"
+    } else {
+        "state-firing"
+    };
     html! {
         article class={ "card " (card.severity.as_str()) " " (state) } id={ "group-" (card.group_id) }
             data-group-id=(card.group_id) data-rank=(rank(card)) data-resolved=(card.resolved) {
@@ -119,12 +124,45 @@ fn button(b: &ReplyButton) -> Markup {
     }
 }
 
+/// Text as the core writes it for chat: `**bold**` and `` `code` `` become markup, every piece
+/// escaped; anything else stays text.
+pub fn inline(text: &str) -> Markup {
+    let mut out = String::new();
+    let (mut bold, mut code) = (false, false);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let next = [(!code).then(|| rest.find("**")).flatten(), rest.find('`')];
+        let at = next.iter().flatten().min().copied();
+        let Some(at) = at else {
+            out.push_str(&maud::html! { (rest) }.into_string());
+            break;
+        };
+        out.push_str(&maud::html! { (&rest[..at]) }.into_string());
+        if rest[at..].starts_with('`') {
+            out.push_str(if code { "</code>" } else { "<code>" });
+            code = !code;
+            rest = &rest[at + 1..];
+        } else {
+            out.push_str(if bold { "</strong>" } else { "<strong>" });
+            bold = !bold;
+            rest = &rest[at + 2..];
+        }
+    }
+    if code {
+        out.push_str("</code>");
+    }
+    if bold {
+        out.push_str("</strong>");
+    }
+    maud::PreEscaped(out)
+}
+
 /// An answer to request `request`.
 pub fn reply(request: &str, reply: &Reply, file: Option<&FileLink>) -> Markup {
     let refused = reply.text.starts_with('🚫');
     html! {
         div class={ "result" @if refused { " refused" } } data-request=(request) {
-            @if !reply.text.is_empty() { div class="text" style="white-space:pre-wrap" { (reply.text) } }
+            @if !reply.text.is_empty() { div class="text" style="white-space:pre-wrap" { (inline(&reply.text)) } }
             @if !reply.fields.is_empty() {
                 dl class="fields" { @for (k, v) in &reply.fields { dt { (k) } dd style="white-space:pre-wrap" { (v) } } }
             }
@@ -161,4 +199,24 @@ pub fn reply_json(reply: &Reply, file: Option<&FileLink>) -> Value {
 
 pub fn announcement(at: &str, text: &str) -> Markup {
     html! { li { (time(at)) " " span style="white-space:pre-wrap" { (text) } } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_emphasis_becomes_markup_and_everything_else_stays_text() {
+        assert_eq!(
+            inline("**ana** ran `/restart <b>` & <i>x</i>").into_string(),
+            "<strong>ana</strong> ran <code>/restart &lt;b&gt;</code> &amp; &lt;i&gt;x&lt;/i&gt;"
+        );
+        // Unclosed marks are closed, so nothing after the answer is swallowed.
+        assert_eq!(
+            inline("**open `code").into_string(),
+            "<strong>open <code>code</code></strong>"
+        );
+        // ** inside code is code.
+        assert_eq!(inline("`a**b`").into_string(), "<code>a**b</code>");
+    }
 }

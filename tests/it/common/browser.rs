@@ -220,10 +220,6 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
     }
 
-    pub async fn reload(&self) {
-        self.client().refresh().await.unwrap();
-    }
-
     pub async fn current_url(&self) -> String {
         self.client().current_url().await.unwrap().to_string()
     }
