@@ -105,6 +105,7 @@ impl MemoryPlatform {
                 )))
             }
             Outgoing::Text(text) => Body::Text(text.into()),
+            Outgoing::Prompt(reply) => Body::Text(reply.text.clone()),
         })
     }
 

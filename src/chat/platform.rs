@@ -46,6 +46,9 @@ pub enum Outgoing<'a> {
     Digest { title: &'a str, list: &'a str },
     /// Plain text (an announcement) that pings nobody: it may quote what people typed.
     Text(&'a str),
+    /// A request's prompt with its buttons, for everyone in the channel to answer: an approval
+    /// asked on another platform (the console's, shown in Discord's channel too).
+    Prompt(&'a Reply),
 }
 
 /// One chat platform, as the outbox, announcements and replies use it. Sends answer a

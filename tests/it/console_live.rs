@@ -480,3 +480,50 @@ async fn a_file_an_answer_carries_downloads_for_its_requester_only() {
     assert_eq!(luis.get("/api/requests/req-1").await.status(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_approval_asked_on_the_console_shows_in_discords_channel_with_its_buttons() {
+    use common::{BOT_TOKEN, CHANNEL};
+    let fake = fake_discord::FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite)
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string()),
+    )
+    .await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    let ana = app.sign_in("ana", ANA).await;
+    let csrf = ana.csrf().await;
+    // A restore needs a dba's approval.
+    let (status, asked) = command(
+        &ana,
+        &csrf,
+        json!({"command": "/restore backup_20261127_031500.sql.gz"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{asked}");
+    let approve = prompt_of(&asked, "approve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let found = fake
+            .messages_in(CHANNEL)
+            .into_iter()
+            .find(|m| m.custom_ids().iter().any(|id| id.contains(&approve)));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval in Discord's channel: {:?}",
+            fake.messages()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        shown.content().contains("asks to run"),
+        "{}",
+        shown.content()
+    );
+    app.stop().await;
+}

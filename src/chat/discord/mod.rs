@@ -127,6 +127,14 @@ impl DiscordAdapter {
             Outgoing::Text(text) => CreateMessage::new()
                 .content(crate::domain::text::clip(text, 1999))
                 .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
+            Outgoing::Prompt(reply) => {
+                let (content, embeds, rows) = render::prompt_message(reply);
+                CreateMessage::new()
+                    .content(content)
+                    .embeds(embeds)
+                    .components(rows)
+                    .allowed_mentions(serenity::builder::CreateAllowedMentions::new())
+            }
         };
         self.create(channel, body, nonce).await
     }
@@ -147,6 +155,14 @@ impl DiscordAdapter {
             Outgoing::Text(text) => EditMessage::new()
                 .content(crate::domain::text::clip(text, 1999))
                 .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
+            Outgoing::Prompt(reply) => {
+                let (content, embeds, rows) = render::prompt_message(reply);
+                EditMessage::new()
+                    .content(content)
+                    .embeds(embeds)
+                    .components(rows)
+                    .allowed_mentions(serenity::builder::CreateAllowedMentions::new())
+            }
         };
         self.patch(channel, message_id, body).await
     }

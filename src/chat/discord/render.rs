@@ -188,6 +188,12 @@ pub fn followup_body(reply: &Reply) -> CreateInteractionResponseFollowup {
     body
 }
 
+/// A prompt posted to a channel as a message of its own, with its buttons.
+pub fn prompt_message(reply: &Reply) -> (String, Vec<CreateEmbed>, Vec<CreateActionRow>) {
+    let r = render_reply(reply);
+    (r.content, r.embeds, r.rows)
+}
+
 /// Replies echo what people typed, so nothing in them pings anyone.
 fn no_pings() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
