@@ -523,7 +523,14 @@ impl Application {
         }
         let store = state.store.clone();
         let dispatcher = state.dispatcher.clone();
+        let feed = state.console.feed().clone();
         let router = http::router(state);
+        // Pages following the live feed never end their request by themselves: end them when
+        // the shutdown starts, so the server's grace goes to requests that finish.
+        let shutdown = async move {
+            shutdown.await;
+            feed.close();
+        };
         http::server::serve(listener, router, limits, shutdown).await;
         let stopping = tokio::time::Instant::now();
         tracing::info!("stopped accepting requests; finishing queued writes");

@@ -44,6 +44,8 @@ pub const AUDIT_HEAD_ID: &str = "runbot_audit_head_id";
 /// Console sign-in attempts, by outcome: succeeded, failed, locked (refused by the throttle
 /// without a check; only each lock's first refusal is audited).
 pub const CONSOLE_SIGNINS: &str = "runbot_console_signins_total";
+/// Console pages (and scripts) following the live feed (`GET /api/events`) now.
+pub const CONSOLE_STREAMS: &str = "runbot_console_streams";
 
 /// Counts a failed pass of background work `worker` (a fixed name from the code) in
 /// [`WORKER_ERRORS`]; the caller logs what failed.
@@ -159,6 +161,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 "Webhooks with an alert whose severity label was missing or unknown"
             );
             metrics::describe_histogram!(HTTP_REQUEST_DURATION, "HTTP request latency");
+            metrics::describe_gauge!(
+                CONSOLE_STREAMS,
+                "Streams following the console's live feed (GET /api/events)"
+            );
             metrics::describe_gauge!(
                 AUDIT_HEAD_ID,
                 "Id of the last audit row; its hash is in the `audit head` log line"

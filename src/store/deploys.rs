@@ -183,7 +183,9 @@ impl Store {
         self.fetch_all(&sql, (project, limit)).await
     }
 
-    /// Queues a message for a channel of `platform` (None: the platform's default channel).
+    /// Queues a message for a channel of `platform` (None: the platform's default channel),
+    /// and for the console's activity feed, which shows every announcement whatever platform
+    /// the request came from.
     pub async fn announce(
         &self,
         platform: &str,
@@ -194,6 +196,11 @@ impl Store {
         let sql = "INSERT INTO announcements (platform, channel_id, text, created_at) \
                    VALUES ($1, $2, $3, $4)";
         self.execute(sql, (platform, channel_id, text, now)).await?;
+        let console = crate::request::Platform::Console.as_str();
+        if platform != console && self.chat_platforms.iter().any(|p| p == console) {
+            self.execute(sql, (console, None::<&str>, text, now))
+                .await?;
+        }
         Ok(())
     }
 

@@ -527,3 +527,50 @@ async fn an_approval_asked_on_the_console_shows_in_discords_channel_with_its_but
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn announcements_from_any_platform_reach_the_consoles_activity_feed() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let mut feed = Stream::open(&app, None).await;
+    // A deploy started from Discord announces in Discord's channel, and on the console too.
+    let store = app
+        .store()
+        .await
+        .with_chat_platforms(vec!["console".into(), "discord".into()]);
+    let now = runbot::domain::format_time(chrono::Utc::now());
+    store
+        .announce(
+            "discord",
+            Some("111111111111111111"),
+            "🚀 **ana** started deploying **v2** <b>",
+            &now,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let (_, _, data) = feed
+        .next_of("announcement", Duration::from_secs(10))
+        .await
+        .expect("the announcement reaches the console");
+    assert_eq!(data["text"], "🚀 **ana** started deploying **v2** <b>");
+    assert!(
+        data["html"].as_str().unwrap().contains("&lt;b&gt;"),
+        "{data}"
+    );
+    // The front page lists it in the activity feed.
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(page.contains("started deploying"), "{page}");
+    // A page still following the feed does not hold a shutdown for http.shutdown_timeout_secs:
+    // its stream ends, and the page would resume elsewhere.
+    let stopping = Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        feed.next(Duration::from_secs(2)).await.is_none(),
+        "the stream ended"
+    );
+}

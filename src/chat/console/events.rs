@@ -72,6 +72,9 @@ pub struct Feed {
     wake: Notify,
     /// The newest id handed to pages.
     head: AtomicI64,
+    /// Cancelled when the server stops taking requests: streams end, so a shutdown need not
+    /// wait `http.shutdown_timeout_secs` for pages that would never leave by themselves.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Feed {
@@ -84,6 +87,7 @@ impl Feed {
             tx,
             wake: Notify::new(),
             head: AtomicI64::new(head),
+            closing: Default::default(),
         }))
     }
 
@@ -122,6 +126,17 @@ impl Feed {
         self.tx.subscribe()
     }
 
+    /// Ends every stream (the server is stopping); a page reconnects to another replica, or
+    /// to this one once it is back, and resumes where it was.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Cancelled once [`Feed::close`] is called.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
+    }
+
     /// Pages connected now.
     pub fn pages(&self) -> usize {
         self.tx.receiver_count()
@@ -134,6 +149,7 @@ impl Feed {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
             }
+            metrics::gauge!(crate::telemetry::CONSOLE_STREAMS).set(self.pages() as f64);
             loop {
                 let head = self.head();
                 let rows = match self.store.console_events_after(head, READ_STEP).await {

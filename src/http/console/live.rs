@@ -72,6 +72,7 @@ pub(super) async fn events(
         None => feed.head(),
     };
     let store = feed.store().clone();
+    let closing = feed.closing();
     let stream = async_stream(move |tx| async move {
         let mut sent = start;
         // Where this stream starts, so a reconnect resumes here even if nothing came yet.
@@ -117,7 +118,13 @@ pub(super) async fn events(
                     }
                 }
             }
-            match live.recv().await {
+            // A page that went away frees its task at once, not at the next entry it may see.
+            let next = tokio::select! {
+                next = live.recv() => next,
+                _ = tx.closed() => return,
+                _ = closing.cancelled() => return,
+            };
+            match next {
                 Ok(row) => {
                     if row.id <= sent {
                         continue;
