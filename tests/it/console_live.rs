@@ -574,3 +574,37 @@ async fn announcements_from_any_platform_reach_the_consoles_activity_feed() {
         "the stream ended"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_sign_ins_sent_at_once_gets_no_more_guesses_than_the_throttle_allows() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    let page = app.browser();
+    let form = page.get("/login").await.text().await.unwrap();
+    let token = common::hidden_field(&form, "csrf_token").unwrap();
+    let cookie = page.cookie("runbot_login").unwrap();
+    let attempts = (0..20).map(|i| {
+        let client = app.client.clone();
+        let (url, token, cookie) = (format!("{}/login", app.url), token.clone(), cookie.clone());
+        async move {
+            client
+                .post(url)
+                .header("cookie", format!("runbot_login={cookie}"))
+                .form(&[
+                    ("username", "ana"),
+                    ("password", &format!("wrong guess number {i}")),
+                    ("csrf_token", &token),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (5, 15), "{statuses:?}");
+    app.stop().await;
+}

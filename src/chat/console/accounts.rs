@@ -15,12 +15,13 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// An account name: what `console_users` in policies/roles.toml accepts.
+/// No `:` either: API tokens act as `token:NAME`, and an account must never be taken for one.
 pub fn check_name(name: &str) -> Result<(), String> {
-    if crate::policy::roles::is_user_name(name) {
+    if crate::policy::roles::is_user_name(name) && !name.contains(':') {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not an account name: use 1 to 64 characters, no spaces"
+            "{name:?} is not an account name: use 1 to 64 characters, no spaces and no ':'"
         ))
     }
 }

@@ -210,7 +210,17 @@ impl SignIn {
             }
             return Ok(Outcome::Locked { retry_after });
         }
-        match self.verify(name, password).await? {
+        // Until it is settled, the attempt is in flight; dropped unsettled (an error, or the
+        // client went away), it gives its place back.
+        let mut in_flight = InFlight {
+            throttle: &self.throttle,
+            name: &kept,
+            address: &address,
+            settled: false,
+        };
+        let verdict = self.verify(name, password).await?;
+        in_flight.settled = true;
+        match verdict {
             Err(why) => {
                 self.throttle
                     .lock()
@@ -227,7 +237,7 @@ impl SignIn {
                 self.throttle
                     .lock()
                     .expect("the throttle's lock is never poisoned")
-                    .succeeded(&kept);
+                    .succeeded(&kept, &address);
                 self.audit
                     .append(Self::entry(Step::Succeeded, name, "login", client))
                     .await?;
@@ -384,5 +394,24 @@ mod tests {
         assert_eq!(kept_name(""), "(empty)");
         assert_eq!(kept_name("a\nb\0"), "a?b?");
         assert_eq!(kept_name(&"x".repeat(500)).chars().count(), NAME_KEPT + 1);
+    }
+}
+
+/// An attempt the throttle let through, until its verdict is recorded.
+struct InFlight<'a> {
+    throttle: &'a std::sync::Mutex<Throttle>,
+    name: &'a str,
+    address: &'a str,
+    settled: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle
+                .lock()
+                .expect("the throttle's lock is never poisoned")
+                .finished(self.name, self.address);
+        }
     }
 }

@@ -31,6 +31,9 @@ struct Entry {
     /// The refusal of this lock was audited already.
     lock_reported: bool,
     last_failure: Instant,
+    /// Attempts let through and still being checked: they count against the window, so a
+    /// burst sent at once cannot all pass the gate before the first failure is recorded.
+    in_flight: u32,
 }
 
 impl Entry {
@@ -42,7 +45,22 @@ impl Entry {
             locked_until: None,
             lock_reported: false,
             last_failure: now,
+            in_flight: 0,
         }
+    }
+
+    /// Attempts this key may still have checked now, besides those in flight.
+    fn room(&self, now: Instant) -> u32 {
+        if self.lock > Duration::ZERO {
+            // Locked before: the next failure locks again, so one at a time.
+            return 1u32.saturating_sub(self.in_flight);
+        }
+        let used = if now - self.window_start >= WINDOW {
+            0
+        } else {
+            self.in_window
+        };
+        PER_WINDOW.saturating_sub(used + self.in_flight)
     }
 
     fn locked(&self, now: Instant) -> Option<Duration> {
@@ -116,7 +134,9 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Whether an attempt for `name` from `address` may be checked now.
+    /// Whether an attempt for `name` from `address` may be checked now. An attempt let through
+    /// is in flight until [`Throttle::failed`], [`Throttle::succeeded`] or
+    /// [`Throttle::finished`] says how it ended.
     pub fn gate(&mut self, name: &str, address: &str, now: Instant) -> Gate {
         let mut worst: Option<(Duration, bool)> = None;
         for (keys, key) in [(&mut self.names, name), (&mut self.addresses, address)] {
@@ -126,12 +146,34 @@ impl Throttle {
                     e.lock_reported = true;
                     let (w, f) = worst.unwrap_or((Duration::ZERO, false));
                     worst = Some((w.max(left), f || first));
+                } else if e.room(now) == 0 {
+                    // As many attempts as the window allows are being checked right now.
+                    let left = (e.window_start + WINDOW)
+                        .saturating_duration_since(now)
+                        .max(Duration::from_secs(1));
+                    let (w, f) = worst.unwrap_or((Duration::ZERO, false));
+                    worst = Some((w.max(left), f));
                 }
             }
         }
         match worst {
-            None => Gate::Open,
+            None => {
+                for (keys, key) in [(&mut self.names, name), (&mut self.addresses, address)] {
+                    keys.entry(key, now).in_flight += 1;
+                }
+                Gate::Open
+            }
             Some((retry_after, first)) => Gate::Locked { retry_after, first },
+        }
+    }
+
+    /// An attempt let through ended without a verdict (the database did not answer, the
+    /// client went away).
+    pub fn finished(&mut self, name: &str, address: &str) {
+        for (keys, key) in [(&mut self.names, name), (&mut self.addresses, address)] {
+            if let Some(e) = keys.0.get_mut(key) {
+                e.in_flight = e.in_flight.saturating_sub(1);
+            }
         }
     }
 
@@ -139,6 +181,7 @@ impl Throttle {
     pub fn failed(&mut self, name: &str, address: &str, now: Instant) {
         for (keys, key) in [(&mut self.names, name), (&mut self.addresses, address)] {
             let e = keys.entry(key, now);
+            e.in_flight = e.in_flight.saturating_sub(1);
             e.last_failure = now;
             if e.lock > Duration::ZERO {
                 // Locked before: any failure once the lock is over locks again, longer.
@@ -162,8 +205,11 @@ impl Throttle {
 
     /// A good sign-in: the account's failures are forgiven. The address's are not, so one
     /// account someone holds cannot wipe the count of their guesses at others.
-    pub fn succeeded(&mut self, name: &str) {
+    pub fn succeeded(&mut self, name: &str, address: &str) {
         self.names.0.remove(name);
+        if let Some(e) = self.addresses.0.get_mut(address) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
     }
 
     /// Keys tracked now, names and addresses (for the tests of the bound).
@@ -175,6 +221,28 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_sent_at_once_gets_no_more_checks_than_the_window_allows() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        // Twenty attempts arrive before any is checked: five go through.
+        let open = (0..20)
+            .filter(|_| t.gate("ana", "10.0.0.1", t0) == Gate::Open)
+            .count();
+        assert_eq!(open, PER_WINDOW as usize);
+        // One ends without a verdict: its place is free again, for one more.
+        t.finished("ana", "10.0.0.1");
+        assert_eq!(t.gate("ana", "10.0.0.1", t0), Gate::Open);
+        assert_ne!(t.gate("ana", "10.0.0.1", t0), Gate::Open);
+        for _ in 0..PER_WINDOW {
+            t.failed("ana", "10.0.0.1", t0);
+        }
+        assert!(matches!(
+            t.gate("ana", "10.0.0.1", t0),
+            Gate::Locked { first: true, .. }
+        ));
+    }
 
     #[test]
     fn five_failures_a_minute_then_a_lock_that_doubles_up_to_fifteen_minutes() {
@@ -241,7 +309,7 @@ mod tests {
             if i % 4 != 3 {
                 t.failed("ana", "10.0.0.1", now);
             } else {
-                t.succeeded("ana");
+                t.succeeded("ana", "10.0.0.1");
             }
         }
     }
