@@ -366,6 +366,25 @@ impl SignIn {
     }
 }
 
+/// An attempt the throttle let through, until its verdict is recorded.
+struct InFlight<'a> {
+    throttle: &'a std::sync::Mutex<Throttle>,
+    name: &'a str,
+    address: &'a str,
+    settled: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle
+                .lock()
+                .expect("the throttle's lock is never poisoned")
+                .finished(self.name, self.address);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,24 +413,5 @@ mod tests {
         assert_eq!(kept_name(""), "(empty)");
         assert_eq!(kept_name("a\nb\0"), "a?b?");
         assert_eq!(kept_name(&"x".repeat(500)).chars().count(), NAME_KEPT + 1);
-    }
-}
-
-/// An attempt the throttle let through, until its verdict is recorded.
-struct InFlight<'a> {
-    throttle: &'a std::sync::Mutex<Throttle>,
-    name: &'a str,
-    address: &'a str,
-    settled: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.throttle
-                .lock()
-                .expect("the throttle's lock is never poisoned")
-                .finished(self.name, self.address);
-        }
     }
 }
