@@ -1001,6 +1001,8 @@ pub struct ConsoleSettings {
     pub session_max_hours: u64,
     /// Cookies without `Secure`, for a browser on plain HTTP (loopback, no TLS proxy).
     pub insecure_cookies: bool,
+    /// How often a live stream (`GET /api/events`) checks that its session or token holds.
+    pub stream_recheck_secs: u64,
 }
 
 impl Default for ConsoleSettings {
@@ -1010,6 +1012,7 @@ impl Default for ConsoleSettings {
             session_idle_minutes: 60,
             session_max_hours: 12,
             insecure_cookies: false,
+            stream_recheck_secs: 60,
         }
     }
 }
@@ -1044,6 +1047,12 @@ impl ConsoleSettings {
                 kind: "boolean",
                 default: "`false`",
                 about: "send the session cookie without `Secure`, for a browser that reaches runbot over plain HTTP (on loopback, or a trusted network without a TLS proxy). Leave it off behind HTTPS: a `Secure` cookie never travels unencrypted",
+            },
+            Key {
+                name: "stream_recheck_secs",
+                kind: "seconds",
+                default: "`60`",
+                about: "how often a live stream (`GET /api/events`) checks that its session is still live and its API token not revoked; a stream whose session ended (sign-out, idle, age, a disabled account) gets `event: signed-out` and ends (1–3600)",
             },
         ],
     };
@@ -1727,6 +1736,12 @@ impl Settings {
             problems.push(format!(
                 "console.session_max_hours = {} must be 1 to 720 (default 12)",
                 c.session_max_hours
+            ));
+        }
+        if !(1..=3600).contains(&c.stream_recheck_secs) {
+            problems.push(format!(
+                "console.stream_recheck_secs = {} must be 1 to 3600 (default 60)",
+                c.stream_recheck_secs
             ));
         }
         if !(1..=1440).contains(&c.session_idle_minutes) {

@@ -318,7 +318,7 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next:
                         req.extensions_mut().insert(Viewer {
                             roles: serde_json::from_str(&row.roles).unwrap_or_default(),
                             name: row.name,
-                            via: Via::ApiToken,
+                            via: Via::ApiToken { id: row.id },
                         });
                         next.run(req).await
                     }

@@ -608,3 +608,83 @@ async fn a_burst_of_sign_ins_sent_at_once_gets_no_more_guesses_than_the_throttle
     assert_eq!((checked, refused), (5, 15), "{statuses:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_live_stream_ends_with_its_session_or_its_token() {
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite).set("RUNBOT__CONSOLE__STREAM_RECHECK_SECS", "1"),
+    )
+    .await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    let ana = app.sign_in("ana", ANA).await;
+    let csrf = ana.csrf().await;
+    let session = ana.cookie("runbot_session").unwrap();
+    let open = |auth: (&'static str, String)| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .get(format!("{}/api/events", app.url))
+                .header(auth.0, auth.1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            Stream {
+                response: r,
+                buffer: String::new(),
+            }
+        }
+    };
+    let mut stream = open(("cookie", format!("runbot_session={session}"))).await;
+    assert_eq!(
+        stream.next(Duration::from_secs(5)).await.unwrap().1,
+        "hello"
+    );
+    // Still live after a few checks…
+    assert!(stream
+        .next_of("signed-out", Duration::from_millis(2500))
+        .await
+        .is_none());
+    // …until the session ends elsewhere.
+    let r = ana
+        .post_form("/logout", &[("csrf_token", csrf.as_str())])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert!(stream
+        .next_of("signed-out", Duration::from_secs(5))
+        .await
+        .is_some());
+    assert!(
+        stream.next(Duration::from_secs(2)).await.is_none(),
+        "and the stream ended"
+    );
+
+    // The same for an API token once revoked.
+    let t = runbot::chat::console::tokens::generate();
+    let store = app.store().await;
+    let now = runbot::domain::format_time(chrono::Utc::now());
+    assert!(store
+        .add_api_token(&runbot::store::ApiTokenRow {
+            id: t.id.clone(),
+            name: "ci".into(),
+            token_hash: t.hash.clone(),
+            roles: "[]".into(),
+            created_at: now.clone(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap());
+    let mut stream = open(("authorization", format!("Bearer {}", t.token))).await;
+    assert_eq!(
+        stream.next(Duration::from_secs(5)).await.unwrap().1,
+        "hello"
+    );
+    assert!(store.revoke_api_token("ci", &now).await.unwrap());
+    store.close().await;
+    assert!(stream
+        .next_of("signed-out", Duration::from_secs(5))
+        .await
+        .is_some());
+    app.stop().await;
+}

@@ -17,6 +17,14 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 const READ_STEP: i64 = 500;
 /// Entries a slow page may fall behind before it reads what it missed from the store instead.
 const CHANNEL: usize = 1024;
+/// Streams one process serves at once, and per person (or token): each costs a task and a
+/// place in the channel, and anyone signed in may open them.
+pub const STREAMS_MAX: usize = 2000;
+pub const STREAMS_PER_VIEWER: usize = 250;
+/// How often the follower checks that the store's ids did not go back (a restored database).
+const HEAD_CHECK: Duration = Duration::from_secs(5);
+/// The kind of the entry the follower hands pages when the store's ids went back: they reload.
+pub const RESYNC: &str = "resync";
 
 /// What kind of thing an entry shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +83,26 @@ pub struct Feed {
     /// Cancelled when the server stops taking requests: streams end, so a shutdown need not
     /// wait `http.shutdown_timeout_secs` for pages that would never leave by themselves.
     closing: tokio_util::sync::CancellationToken,
+    /// Streams open now, per viewer.
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A stream's place among those a process serves; given back when the stream ends.
+pub struct StreamSlot {
+    feed: Arc<Feed>,
+    viewer: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.feed.streams.lock().expect("never poisoned");
+        if let Some(n) = streams.get_mut(&self.viewer) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.viewer);
+            }
+        }
+    }
 }
 
 impl Feed {
@@ -88,6 +116,7 @@ impl Feed {
             wake: Notify::new(),
             head: AtomicI64::new(head),
             closing: Default::default(),
+            streams: Default::default(),
         }))
     }
 
@@ -137,6 +166,24 @@ impl Feed {
         self.closing.clone()
     }
 
+    /// A place for one more stream of `viewer`, or why not.
+    pub fn admit(self: &Arc<Self>, viewer: &str) -> Result<StreamSlot, &'static str> {
+        let mut streams = self.streams.lock().expect("never poisoned");
+        let total: usize = streams.values().sum();
+        if total >= STREAMS_MAX {
+            return Err("runbot serves as many live streams as it can now; try again later");
+        }
+        let mine = streams.entry(viewer.to_string()).or_default();
+        if *mine >= STREAMS_PER_VIEWER {
+            return Err("too many live streams open for you: close some tabs");
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            feed: self.clone(),
+            viewer: viewer.to_string(),
+        })
+    }
+
     /// Pages connected now.
     pub fn pages(&self) -> usize {
         self.tx.receiver_count()
@@ -144,34 +191,78 @@ impl Feed {
 
     /// Follows the store until stopped: hands every new entry, in order, to the pages.
     pub async fn follow(self: Arc<Self>) {
+        let mut pause = FOLLOW_POLL;
+        let mut failing = false;
+        let mut head_checked = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             metrics::gauge!(crate::telemetry::CONSOLE_STREAMS).set(self.pages() as f64);
-            loop {
-                let head = self.head();
-                let rows = match self.store.console_events_after(head, READ_STEP).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        // Pages wait; nothing is lost, the entries are read once it answers.
-                        crate::telemetry::worker_error("console-feed");
-                        tracing::warn!(error = %e, "cannot read the console's feed; retrying");
-                        break;
+            match self.pass(&mut head_checked).await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("the console's feed can be read again");
                     }
-                };
-                let full = rows.len() as i64 == READ_STEP;
-                for row in rows {
-                    // The head moves first: a page that reads it after this has the entry
-                    // behind it, one that read it before gets the entry from the channel.
-                    self.head.store(row.id, Ordering::Release);
-                    // Nobody listening is not an error: the entry is in the store.
-                    let _ = self.tx.send(Arc::new(row));
+                    failing = false;
+                    pause = FOLLOW_POLL;
                 }
-                if !full {
-                    break;
+                Err(e) => {
+                    // Pages wait; nothing is lost, the entries are read once it answers. Said
+                    // once per outage, and tried less often while it lasts.
+                    crate::telemetry::worker_error("console-feed");
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot read the console's feed; retrying");
+                    }
+                    failing = true;
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    }
+
+    /// Hands pages what was appended since the head; and, now and then, notices when the
+    /// store's ids went back (a restored database) and sends every page a resync.
+    async fn pass(&self, head_checked: &mut tokio::time::Instant) -> Result<(), sqlx::Error> {
+        loop {
+            let rows = self
+                .store
+                .console_events_after(self.head(), READ_STEP)
+                .await?;
+            let full = rows.len() as i64 == READ_STEP;
+            let empty = rows.is_empty();
+            for row in rows {
+                // The head moves first: a page that reads it after this has the entry behind
+                // it, one that read it before gets the entry from the channel.
+                self.head.store(row.id, Ordering::Release);
+                // Nobody listening is not an error: the entry is in the store.
+                let _ = self.tx.send(Arc::new(row));
+            }
+            if empty && head_checked.elapsed() >= HEAD_CHECK {
+                *head_checked = tokio::time::Instant::now();
+                let stored = self.store.console_head().await?;
+                if stored < self.head() {
+                    tracing::warn!(
+                        stored,
+                        followed = self.head(),
+                        "the console's feed went back (a restored database?): pages reload"
+                    );
+                    self.head.store(stored, Ordering::Release);
+                    let _ = self.tx.send(Arc::new(ConsoleEventRow {
+                        id: stored,
+                        at: crate::domain::format_time(chrono::Utc::now()),
+                        kind: RESYNC.into(),
+                        group_id: None,
+                        audience: None,
+                        reference: None,
+                        prompt: None,
+                        data: "{}".into(),
+                    }));
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
     }

@@ -32,8 +32,8 @@ pub enum Via {
     /// A signed-in browser: the session's id (its hash, as stored) and the anti-forgery token
     /// its pages carry.
     Session { session: String, csrf: String },
-    /// `Authorization: Bearer rbt_…` (`runbot token create`).
-    ApiToken,
+    /// `Authorization: Bearer rbt_…` (`runbot token create`): the token's public id.
+    ApiToken { id: String },
     /// `console.token`: reads everything, acts as nobody.
     ConsoleToken,
 }
@@ -43,7 +43,7 @@ impl Viewer {
     pub fn actor(&self) -> Option<Actor> {
         let user_id = match self.via {
             Via::Session { .. } => self.name.clone(),
-            Via::ApiToken => format!("token:{}", self.name),
+            Via::ApiToken { .. } => format!("token:{}", self.name),
             Via::ConsoleToken => return None,
         };
         Some(Actor {
@@ -51,6 +51,28 @@ impl Viewer {
             user_id,
             name: self.name.clone(),
             platform_roles: self.roles.clone(),
+        })
+    }
+
+    /// Whether what let this viewer in still holds now: the session is live (not ended,
+    /// expired or its account disabled), the API token not revoked. For what outlasts one
+    /// request (a live stream). A database error is an error, never a yes.
+    pub async fn still_valid(
+        &self,
+        store: &crate::store::Store,
+        rules: &sessions::Rules,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(match &self.via {
+            Via::Session { session, .. } => {
+                sessions::check_hash(store, rules, session, chrono::Utc::now(), false)
+                    .await?
+                    .is_some()
+            }
+            Via::ApiToken { id } => store
+                .api_token(id)
+                .await?
+                .is_some_and(|t| t.revoked_at.is_none()),
+            Via::ConsoleToken => true,
         })
     }
 

@@ -52,6 +52,8 @@ pub struct Rules {
     pub max: chrono::Duration,
     /// Cookies carry `Secure` (off only with `console.insecure_cookies`).
     pub secure: bool,
+    /// How often a live stream checks its session (`console.stream_recheck_secs`).
+    pub recheck: std::time::Duration,
 }
 
 impl Rules {
@@ -60,6 +62,7 @@ impl Rules {
             idle: chrono::Duration::minutes(s.session_idle_minutes as i64),
             max: chrono::Duration::hours(s.session_max_hours as i64),
             secure: !s.insecure_cookies,
+            recheck: std::time::Duration::from_secs(s.stream_recheck_secs),
         }
     }
 
@@ -128,7 +131,20 @@ pub async fn check(
     if !well_formed(cookie) {
         return Ok(None);
     }
-    let Some(row) = store.session(&hash(cookie)).await? else {
+    check_hash(store, rules, &hash(cookie), now, true).await
+}
+
+/// The live session stored as `id_hash`, if any. `touch`: the person did something now (a
+/// request), which keeps the session from going idle; a live stream following the feed checks
+/// without touching, so a page left open still ends when its session does.
+pub async fn check_hash(
+    store: &Store,
+    rules: &Rules,
+    id_hash: &str,
+    now: DateTime<Utc>,
+    touch: bool,
+) -> Result<Option<Live>, sqlx::Error> {
+    let Some(row) = store.session(id_hash).await? else {
         return Ok(None);
     };
     if row.ended_at.is_some() || row.disabled_at.is_some() {
@@ -146,7 +162,7 @@ pub async fn check(
         store.end_session(&row.id_hash, &format_time(now)).await?;
         return Ok(None);
     }
-    if now - seen >= TOUCH_EVERY {
+    if touch && now - seen >= TOUCH_EVERY {
         store.touch_session(&row.id_hash, &format_time(now)).await?;
     }
     Ok(Some(Live {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::chat::console::events::Entry;
+use crate::chat::console::events::{Entry, RESYNC};
 use crate::chat::console::platform::{reply_to, CHANNEL};
 use crate::chat::console::Viewer;
 use crate::chat::platform::{ChatPlatform, ReplyEditor};
@@ -30,6 +30,8 @@ use crate::request::{Actor, Answer, ButtonId, Origin, RawValue, Request, Verb};
 /// Entries a page that reconnects may have missed and still be given one by one; more, and
 /// it is told to reload (`event: resync`).
 const REPLAY_MAX: i64 = 2000;
+/// Entries read back at a time, so a page catching up holds a few in memory, not thousands.
+const REPLAY_STEP: i64 = 100;
 
 fn unavailable(e: sqlx::Error) -> ApiError {
     tracing::warn!(error = %e, "console: the database did not answer");
@@ -48,15 +50,20 @@ fn sse_event(row: &Entry) -> Event {
 
 /// `GET /api/events`: the feed from now on, or from after `Last-Event-ID` when a page
 /// reconnects: every card, answer and announcement this viewer may see, in order, each with
-/// its id. A page too far behind (or older than what is kept) gets `event: resync`.
+/// its id. A page too far behind (or older than what is kept, or ahead of the feed after a
+/// restored database) gets `event: resync`; once its session ends or its token is revoked,
+/// `event: signed-out`, and the stream ends.
 pub(super) async fn events(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let feed = state.console.feed().clone();
     let me = viewer.actor().map(|a| a.user_id);
+    let slot = feed
+        .admit(me.as_deref().unwrap_or("console.token"))
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
     // Subscribed first, so nothing falls between what is read back and what follows.
     let mut live = feed.subscribe();
     // A browser that reconnects sends Last-Event-ID; a page opens with `after`, the feed's head
@@ -67,14 +74,19 @@ pub(super) async fn events(
         .and_then(|v| v.trim().parse().ok())
         .or(q.after)
         .filter(|id: &i64| *id >= 0);
-    let start = match resume {
-        Some(id) => id,
-        None => feed.head(),
-    };
+    let start = resume.unwrap_or_else(|| feed.head());
     let store = feed.store().clone();
     let closing = feed.closing();
+    let rules = state.edge.sessions.clone();
     let stream = async_stream(move |tx| async move {
+        let _slot = slot;
         let mut sent = start;
+        let resync = |head: i64| {
+            Event::default()
+                .event("resync")
+                .id(head.to_string())
+                .data("{}")
+        };
         // Where this stream starts, so a reconnect resumes here even if nothing came yet.
         let hello = Event::default()
             .event("hello")
@@ -83,37 +95,40 @@ pub(super) async fn events(
         if tx.send(hello).await.is_err() {
             return;
         }
-        // Resumed: what came after `start`, read back from the store.
+        // Resumed: what came after `start`, read back from the store a page at a time.
         let mut catch_up = resume.is_some();
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + rules.recheck, rules.recheck);
         loop {
             if catch_up {
                 catch_up = false;
-                let tail = match store.console_tail().await {
-                    Ok(t) => t,
-                    Err(_) => return,
+                let (Ok(head), Ok(tail)) = (store.console_head().await, store.console_tail().await)
+                else {
+                    return;
                 };
-                let rows = match store.console_events_after(sent, REPLAY_MAX + 1).await {
-                    Ok(rows) => rows,
-                    Err(_) => return,
-                };
-                if rows.len() as i64 > REPLAY_MAX || (sent > 0 && tail > sent + 1) {
-                    let head = rows.last().map_or(sent, |r| r.id).max(feed.head());
-                    let _ = tx
-                        .send(
-                            Event::default()
-                                .event("resync")
-                                .id(head.to_string())
-                                .data("{}"),
-                        )
-                        .await;
+                // Too far behind, behind what is kept, or ahead of the feed (ids went back: a
+                // restored database): the page reloads instead.
+                if head - sent > REPLAY_MAX || (sent > 0 && tail > sent + 1) || sent > head {
+                    if tx.send(resync(head)).await.is_err() {
+                        return;
+                    }
                     sent = head;
                 } else {
-                    for row in rows {
-                        sent = row.id;
-                        if row.visible_to(me.as_deref())
-                            && tx.send(sse_event(&Arc::new(row))).await.is_err()
-                        {
+                    loop {
+                        let Ok(rows) = store.console_events_after(sent, REPLAY_STEP).await else {
                             return;
+                        };
+                        let more = rows.len() as i64 == REPLAY_STEP;
+                        for row in rows {
+                            sent = row.id;
+                            if row.visible_to(me.as_deref())
+                                && tx.send(sse_event(&Arc::new(row))).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        if !more {
+                            break;
                         }
                     }
                 }
@@ -123,8 +138,23 @@ pub(super) async fn events(
                 next = live.recv() => next,
                 _ = tx.closed() => return,
                 _ = closing.cancelled() => return,
+                _ = recheck.tick() => {
+                    // Fail closed: a check the database cannot answer ends the stream too; the
+                    // page reconnects, through the gate.
+                    if !matches!(viewer.still_valid(&store, &rules).await, Ok(true)) {
+                        let _ = tx.send(Event::default().event("signed-out").data("{}")).await;
+                        return;
+                    }
+                    continue;
+                }
             };
             match next {
+                Ok(row) if row.kind == RESYNC => {
+                    if tx.send(resync(row.id)).await.is_err() {
+                        return;
+                    }
+                    sent = row.id;
+                }
                 Ok(row) => {
                     if row.id <= sent {
                         continue;
@@ -140,7 +170,9 @@ pub(super) async fn events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -91,18 +91,38 @@
     times(el);
   }
 
+  // The live feed. The browser reconnects by itself after a dropped stream (sending the last
+  // id it saw); after a refusal (a 401 once the session is over, a 503 while the database is
+  // away) it gives up for good, so the page opens a new stream itself, later each time, from
+  // the last id it saw, or reloads, which lands on the sign-in page when that is the reason.
   var live = document.getElementById("live");
   if (live && window.EventSource) {
     var status = document.getElementById("connection");
     var say = function (t) { if (status) status.textContent = t; };
-    var source = new EventSource("/api/events?after=" + encodeURIComponent(live.getAttribute("data-after") || "0"));
-    var parse = function (e) { try { return JSON.parse(e.data); } catch (_) { return null; } };
-    source.addEventListener("hello", function () { say("Live"); live.setAttribute("data-connected", "true"); });
-    source.addEventListener("card", function (e) { var d = parse(e); if (d) showCard(d); });
-    source.addEventListener("reply", function (e) { var d = parse(e); if (d) showAnswer(d); });
-    source.addEventListener("announcement", function (e) { var d = parse(e); if (d) showActivity(d); });
-    source.addEventListener("resync", function () { location.reload(); });
-    source.onerror = function () { say("Reconnecting…"); live.setAttribute("data-connected", "false"); };
+    var last = live.getAttribute("data-after") || "0", wait = 1000;
+    var parse = function (e) { if (e.lastEventId) last = e.lastEventId; try { return JSON.parse(e.data); } catch (_) { return null; } };
+    var open = function () {
+      var source = new EventSource("/api/events?after=" + encodeURIComponent(last));
+      source.addEventListener("hello", function (e) { parse(e); wait = 1000; say("Live"); live.setAttribute("data-connected", "true"); });
+      source.addEventListener("card", function (e) { var d = parse(e); if (d) showCard(d); });
+      source.addEventListener("reply", function (e) { var d = parse(e); if (d) showAnswer(d); });
+      source.addEventListener("announcement", function (e) { var d = parse(e); if (d) showActivity(d); });
+      source.addEventListener("resync", function () { location.reload(); });
+      source.addEventListener("signed-out", function () { source.close(); location.reload(); });
+      source.onerror = function () {
+        live.setAttribute("data-connected", "false");
+        if (source.readyState !== EventSource.CLOSED) { say("Reconnecting…"); return; }
+        say("Disconnected: trying again in " + Math.round(wait / 1000) + " s…");
+        setTimeout(function () {
+          // A quick look first: signed out means the sign-in page, not a silent retry.
+          fetch("/api/commands", { credentials: "same-origin" }).then(function (r) {
+            if (r.status === 401) location.reload(); else open();
+          }, open);
+        }, wait);
+        wait = Math.min(wait * 2, 30000);
+      };
+    };
+    open();
   }
 
   // Buttons: a card's actions, a prompt's answers, command buttons in answers.
