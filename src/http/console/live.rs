@@ -77,7 +77,7 @@ pub(super) async fn events(
     let start = resume.unwrap_or_else(|| feed.head());
     let store = feed.store().clone();
     let closing = feed.closing();
-    let rules = state.edge.sessions.clone();
+    let rules = state.edge.sessions;
     let stream = async_stream(move |tx| async move {
         let _slot = slot;
         let mut sent = start;
