@@ -340,6 +340,15 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next:
         // Basic auth is what a browser sends by itself once it has the password, to any site's
         // request: good enough to read, never to change anything.
         if carries_token(req.headers(), token, safe) {
+            // It reads everything and acts as nobody: refused here for every change, so no
+            // route has to remember to refuse it.
+            if !safe {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "console.token can read the console but acts as nobody: sign in, or use an API token (runbot token create)",
+                )
+                .into_response();
+            }
             req.extensions_mut().insert(Viewer {
                 name: "console.token".into(),
                 roles: Vec::new(),
@@ -489,6 +498,33 @@ fn forged(api: bool) -> Response {
         },
     );
     (StatusCode::FORBIDDEN, page).into_response()
+}
+
+/// What every console answer carries: nothing from elsewhere may load or frame it, nothing is
+/// kept by caches (it shows alerts and who did what), and a page runs only runbot's own script
+/// and stylesheet (no inline script or style: an injected one would not run).
+pub async fn console_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    response
 }
 
 /// `/metrics` when `http.metrics_token` is set: only for `Authorization: Bearer TOKEN`, as

@@ -60,11 +60,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(alertmanager::router())
         .merge(discord::router())
-        .merge(console::router().route_layer(middleware::from_fn_with_state(
-            state.edge.clone(),
-            guard::console_gate,
-        )))
-        .merge(console::public_router())
+        .merge(
+            console::router()
+                .route_layer(middleware::from_fn_with_state(
+                    state.edge.clone(),
+                    guard::console_gate,
+                ))
+                .route_layer(middleware::from_fn(guard::console_headers)),
+        )
+        .merge(console::public_router().route_layer(middleware::from_fn(guard::console_headers)))
         .merge(ops::router(state.edge.clone()))
         // A route layer, so the matched route is known when latency is recorded.
         .route_layer(middleware::from_fn(track_latency))

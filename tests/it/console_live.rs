@@ -415,6 +415,15 @@ async fn an_api_token_acts_with_its_roles_and_console_token_acts_as_nobody() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Every console answer says: only runbot's own script and styles, no framing, no caching.
+    let page = app.get("/").await;
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["cache-control"], "no-store");
     let rows = audit(&app).await;
     assert!(
         rows.contains(&("token:reader".into(), "restart".into(), "denied".into())),

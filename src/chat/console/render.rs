@@ -162,9 +162,9 @@ pub fn reply(request: &str, reply: &Reply, file: Option<&FileLink>) -> Markup {
     let refused = reply.text.starts_with('🚫');
     html! {
         div class={ "result" @if refused { " refused" } } data-request=(request) {
-            @if !reply.text.is_empty() { div class="text" style="white-space:pre-wrap" { (inline(&reply.text)) } }
+            @if !reply.text.is_empty() { div class="text pre-wrap" { (inline(&reply.text)) } }
             @if !reply.fields.is_empty() {
-                dl class="fields" { @for (k, v) in &reply.fields { dt { (k) } dd style="white-space:pre-wrap" { (v) } } }
+                dl class="fields" { @for (k, v) in &reply.fields { dt { (k) } dd class="pre-wrap" { (v) } } }
             }
             @if let Some(code) = &reply.code_block { pre { (code) } }
             @if let Some(f) = file {
@@ -198,7 +198,7 @@ pub fn reply_json(reply: &Reply, file: Option<&FileLink>) -> Value {
 }
 
 pub fn announcement(at: &str, text: &str) -> Markup {
-    html! { li { (time(at)) " " span style="white-space:pre-wrap" { (text) } } }
+    html! { li { (time(at)) " " span class="pre-wrap" { (text) } } }
 }
 
 #[cfg(test)]
