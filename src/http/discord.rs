@@ -143,6 +143,7 @@ fn to_request(i: &serde_json::Value) -> Result<Request, String> {
         user_id: user_id.to_string(),
         name: name.chars().take(80).collect(),
         platform_roles,
+        roles: Vec::new(),
     };
     let origin = Origin {
         channel_id: i

@@ -43,6 +43,7 @@ fn identity(actor: &Actor) -> Identity {
         platform: actor.platform.as_str().to_string(),
         user_id: actor.user_id.clone(),
         platform_roles: actor.platform_roles.clone(),
+        roles: actor.roles.clone(),
     }
 }
 

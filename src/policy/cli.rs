@@ -391,6 +391,7 @@ fn explain(
         platform: args.platform.clone(),
         user_id: args.user.clone(),
         platform_roles: args.platform_roles.clone(),
+        roles: Vec::new(),
     };
     let asked = ask(
         policies,
@@ -728,6 +729,7 @@ fn check_row(
         platform: row.platform.clone().unwrap_or_else(|| "discord".into()),
         user_id: row.user.clone().unwrap_or_else(|| "policy-test".into()),
         platform_roles: row.platform_roles.clone(),
+        roles: Vec::new(),
     };
     let mut args = Vec::new();
     for (name, value) in &row.args {

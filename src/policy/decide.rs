@@ -23,6 +23,8 @@ pub struct Identity {
     pub user_id: String,
     /// The platform's roles the person holds (Discord role ids); empty elsewhere.
     pub platform_roles: Vec<String>,
+    /// runbot roles the platform grants by itself (a console account's own).
+    pub roles: Vec<String>,
 }
 
 /// One request to decide.

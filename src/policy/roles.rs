@@ -38,11 +38,10 @@ pub struct Role {
 }
 
 impl Role {
-    /// Whether this identity holds the role on its platform. On the console, `platform_roles`
-    /// are runbot role names: those its account or API token was given.
+    /// Whether this identity holds the role: on its platform, or because the platform grants
+    /// it by itself (a console account's own roles).
     pub fn held_by(&self, who: &super::Identity) -> bool {
-        self.holders.include(who)
-            || (who.platform == "console" && who.platform_roles.contains(&self.name))
+        self.holders.include(who) || who.roles.contains(&self.name)
     }
 }
 
@@ -196,6 +195,7 @@ mod tests {
             platform: platform.into(),
             user_id: user.into(),
             platform_roles: platform_roles.iter().map(|s| s.to_string()).collect(),
+            roles: Vec::new(),
         };
         assert!(dba.held_by(&who("discord", "1", &["123456789012345678"])));
         assert!(dba.held_by(&who("discord", "223456789012345678", &[])));
@@ -204,8 +204,12 @@ mod tests {
         assert!(dba.held_by(&who("cli", "ops", &[])));
         assert!(!dba.held_by(&who("slack", "ana", &[])));
         assert!(!dba.held_by(&who("console", "U024BE7LH", &[])));
-        // A console account's own roles are runbot role names.
-        assert!(dba.held_by(&who("console", "bo", &["dba"])));
+        // Roles a platform grants by itself, not platform role ids.
+        let granted = Identity {
+            roles: vec!["dba".into()],
+            ..who("console", "bo", &[])
+        };
+        assert!(dba.held_by(&granted));
         assert!(!dba.held_by(&who("discord", "1", &["dba"])));
         assert!(!dba.held_by(&who("discord", "1", &[])));
     }

@@ -78,6 +78,10 @@ pub struct Actor {
     pub name: String,
     /// The platform's roles (Discord role ids), which `policies/roles.toml` maps to runbot's.
     pub platform_roles: Vec<String>,
+    /// runbot roles the platform grants by itself (a console account's or API token's own),
+    /// held in addition to what `policies/roles.toml` says.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl Actor {

@@ -186,6 +186,7 @@ fn who() -> Identity {
         platform: "discord".into(),
         user_id: "123456789012345678".into(),
         platform_roles: vec![],
+        roles: vec![],
     }
 }
 

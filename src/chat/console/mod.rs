@@ -50,7 +50,8 @@ impl Viewer {
             platform: Platform::Console,
             user_id,
             name: self.name.clone(),
-            platform_roles: self.roles.clone(),
+            platform_roles: Vec::new(),
+            roles: self.roles.clone(),
         })
     }
 

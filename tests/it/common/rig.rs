@@ -70,6 +70,7 @@ pub fn person(id: &str, name: &str) -> Actor {
         user_id: id.into(),
         name: name.into(),
         platform_roles: vec![],
+        roles: vec![],
     }
 }
 
