@@ -146,10 +146,7 @@ fn reply(text: String, ephemeral: bool) -> Reply {
     Reply {
         text,
         ephemeral,
-        buttons: Vec::new(),
-        fields: Vec::new(),
-        code_block: None,
-        attachment: None,
+        ..Default::default()
     }
 }
 

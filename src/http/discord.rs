@@ -79,6 +79,7 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
             return Json(initial_response(&Reply {
                 text: format!("🚫 {why}"),
                 ephemeral: true,
+                refused: true,
                 ..Reply::default()
             }))
             .into_response()

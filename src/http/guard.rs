@@ -370,9 +370,20 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next:
                 let req = if safe {
                     req
                 } else {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default();
+                    let method = crate::telemetry::method_label(req.method());
                     match carries_csrf(req, &live.csrf, edge.max_body_bytes).await {
                         Ok(req) => req,
-                        Err(refused) => return refused,
+                        Err(refused) => {
+                            if refused.status() == StatusCode::FORBIDDEN {
+                                audit_forged(&edge.store, &live.account, method, &route).await;
+                            }
+                            return refused;
+                        }
                     }
                 };
                 let mut req = req;
@@ -476,6 +487,25 @@ async fn carries_csrf(req: Request, csrf: &str, max_body: usize) -> Result<Reque
         Ok(Request::from_parts(parts, Body::from(bytes)))
     } else {
         Err(forged(api))
+    }
+}
+
+/// A change refused for its anti-forgery token is written to the audit trail: it is what a
+/// forged request from another site looks like. The route is the matched pattern (runbot's
+/// own text), never the path as sent.
+async fn audit_forged(store: &crate::store::Store, account: &str, method: &str, route: &str) {
+    let entry = crate::audit::AuditEntry::new(
+        uuid::Uuid::new_v4().simple().to_string(),
+        crate::audit::Step::Denied,
+        crate::request::Platform::Console,
+        account,
+        account,
+        "request",
+    )
+    .reason(FORGED)
+    .detail(serde_json::json!({ "method": method, "route": route }));
+    if let Err(e) = crate::audit::Audit::new(store.clone()).append(entry).await {
+        tracing::error!(error = %e, "could not audit a request refused for its anti-forgery token");
     }
 }
 

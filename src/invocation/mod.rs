@@ -291,6 +291,22 @@ impl Dispatcher {
         answer
     }
 
+    /// A request its platform could not even read (a typed line that does not parse): refused
+    /// and audited as invalid, like one the core validates and refuses.
+    pub async fn refuse_unreadable(
+        &self,
+        actor: Actor,
+        command: &str,
+        origin: Origin,
+        reason: String,
+    ) -> Answer {
+        let flight = Flight::new(&actor, &crate::domain::text::clip(command, 64), &origin);
+        if let Some(wait) = self.over_limit(&actor) {
+            return self.rate_limited(&flight, wait).await;
+        }
+        self.refuse(&flight, Step::Invalid, reason, None).await
+    }
+
     /// Appends to the audit trail; a trail that cannot be written stops the request, since
     /// nothing may run unrecorded.
     async fn record(&self, entry: AuditEntry) -> Result<(), Answer> {

@@ -45,15 +45,16 @@ fn message(text: String, ephemeral: bool, buttons: Vec<ReplyButton>) -> Reply {
         text,
         ephemeral,
         buttons,
-        fields: Vec::new(),
-        code_block: None,
-        attachment: None,
+        ..Default::default()
     }
 }
 
 /// A refusal, shown only to the person who asked.
 pub fn refusal(reason: &str) -> Reply {
-    message(format!("🚫 {reason}"), true, Vec::new())
+    Reply {
+        refused: true,
+        ..message(format!("🚫 {reason}"), true, Vec::new())
+    }
 }
 
 pub fn unknown_command(name: &str, commands: &Commands) -> String {

@@ -150,6 +150,8 @@ pub enum RawValue {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
     pub text: String,
+    /// A refusal: nothing was done (a policy, a validation, a limit said no).
+    pub refused: bool,
     /// Shown only to the person who asked (where the platform can do that).
     pub ephemeral: bool,
     /// None clears the buttons of the message this reply replaces, so an answered prompt

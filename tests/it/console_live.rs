@@ -261,7 +261,11 @@ async fn a_restart_from_the_console_is_confirmed_approved_by_a_second_person_and
         )
         .await;
     assert_eq!(r.status(), 403);
-    assert!(audit(&app).await.is_empty());
+    assert_eq!(
+        audit(&app).await,
+        vec![("ana".into(), "request".into(), "denied".into())],
+        "only the refusal is recorded"
+    );
 
     // A typed line, with no group open: Confirm/Cancel to the requester only.
     let (status, asked) = command(&ana, &ana_csrf, json!({"command": "/restart backend"})).await;
@@ -431,6 +435,11 @@ async fn an_api_token_acts_with_its_roles_and_console_token_acts_as_nobody() {
     );
     assert!(
         rows.contains(&("token:lead".into(), "oncall".into(), "succeeded".into())),
+        "{rows:?}"
+    );
+    // A line that does not parse is refused like any invalid request: audited.
+    assert!(
+        rows.contains(&("token:lead".into(), "logs".into(), "invalid".into())),
         "{rows:?}"
     );
     app.stop().await;

@@ -159,7 +159,7 @@ pub fn inline(text: &str) -> Markup {
 
 /// An answer to request `request`.
 pub fn reply(request: &str, reply: &Reply, file: Option<&FileLink>) -> Markup {
-    let refused = reply.text.starts_with('🚫');
+    let refused = reply.refused;
     html! {
         div class={ "result" @if refused { " refused" } } data-request=(request) {
             @if !reply.text.is_empty() { div class="text pre-wrap" { (inline(&reply.text)) } }

@@ -529,6 +529,7 @@ mod tests {
         buttons.insert(1, buttons[1].clone());
         Reply {
             text: "t".repeat(5000),
+            refused: false,
             ephemeral: true,
             buttons,
             fields: (0..60)

@@ -39,15 +39,9 @@ pub async fn js() -> impl IntoResponse {
 
 /// "3m", "2h 5m", "4d 1h": how long ago an RFC 3339 time was.
 pub fn age(since: &str) -> String {
-    let Some(t) = parse_stored_time(since) else {
-        return "?".into();
-    };
-    let secs = (Utc::now() - t).num_seconds().max(0);
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        3600..=86_399 => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
-        _ => format!("{}d {}h", secs / 86_400, (secs % 86_400) / 3600),
+    match parse_stored_time(since) {
+        Some(t) => crate::domain::duration::short((Utc::now() - t).to_std().unwrap_or_default()),
+        None => "?".into(),
     }
 }
 

@@ -256,8 +256,7 @@ async fn ask(
         .await
         .map_err(unavailable)?;
     mirror_approval(state, &reply);
-    // The core words every refusal the same way; scripts get it as a flag.
-    let refused = reply.text.starts_with('🚫');
+    let refused = reply.refused;
     let mut body = json!({ "request_id": at, "answer": kind, "refused": refused });
     if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
         b.extend(d);
@@ -360,13 +359,27 @@ pub(super) async fn command(
         ));
     }
     let (name, rest) = line::split_name(&body.command);
+    let origin = Origin {
+        channel_id: Some(CHANNEL.into()),
+        message_id: None,
+        group_id: body.group_id,
+    };
     let mut args = Vec::new();
     if !rest.is_empty() {
         let dispatcher = core(&state)?;
         // An unknown name goes on to the core, which refuses it (and audits the refusal).
         if let Some(spec) = dispatcher.commands().get(name) {
-            args = line::parse_line(spec, rest)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("/{name}: {e}")))?;
+            match line::parse_line(spec, rest) {
+                Ok(parsed) => args = parsed,
+                Err(e) => {
+                    // Refused like any invalid request: audited, and said to the caller.
+                    let reason = format!("/{name}: {e}");
+                    dispatcher
+                        .refuse_unreadable(actor, name, origin, reason.clone())
+                        .await;
+                    return Err(ApiError::new(StatusCode::BAD_REQUEST, reason));
+                }
+            }
         }
     }
     for (k, v) in body.options {
@@ -377,11 +390,7 @@ pub(super) async fn command(
         actor: actor.clone(),
         command: name.to_string(),
         args,
-        origin: Origin {
-            channel_id: Some(CHANNEL.into()),
-            message_id: None,
-            group_id: body.group_id,
-        },
+        origin,
     };
     ask(&state, actor, request, "").await
 }
