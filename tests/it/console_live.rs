@@ -706,3 +706,24 @@ async fn a_live_stream_ends_with_its_session_or_its_token() {
         .is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn signing_in_ends_the_session_the_browser_held_before() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    let b = app.sign_in("ana", ANA).await;
+    let before = b.cookie("runbot_session").unwrap();
+    let r = b.sign_in("ana", ANA).await;
+    assert_eq!(r.status(), 303);
+    let after = b.cookie("runbot_session").unwrap();
+    assert_ne!(before, after);
+    let old = app.browser();
+    old.set_cookie("runbot_session", &before);
+    assert_eq!(
+        old.get("/api/alert-groups").await.status(),
+        401,
+        "the old session ended"
+    );
+    assert_eq!(b.get("/api/alert-groups").await.status(), 200);
+    app.stop().await;
+}

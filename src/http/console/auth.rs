@@ -15,7 +15,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::layout::page;
-use crate::chat::console::sessions::{cookie_value, random_token, Rules, Started};
+use crate::chat::console::sessions::{self, cookie_value, random_token, Rules, Started};
 use crate::chat::console::signin::{Outcome, SetupOutcome, FIRST_ROLE, WRONG};
 use crate::chat::console::{Via, Viewer};
 use crate::http::guard::{Caller, FORGED};
@@ -195,7 +195,21 @@ async fn login(
         .sign_in(&form.username, &form.password, &client(caller))
         .await
     {
-        Ok(Outcome::SignedIn(session)) => signed_in(rules, &session, next),
+        Ok(Outcome::SignedIn(session)) => {
+            // The session this browser held before (another account's, or one someone planted)
+            // ends: a sign-in always starts afresh.
+            let before = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|h| sessions::cookie_value(h, sessions::COOKIE));
+            if let Some(old) = before {
+                if let Err(e) = sessions::end(&state.store, &sessions::hash(old)).await {
+                    tracing::warn!(error = %e, "could not end the session a browser held before signing in");
+                }
+            }
+            signed_in(rules, &session, next)
+        }
         Ok(Outcome::Wrong) => {
             login_response(rules, &headers, StatusCode::UNAUTHORIZED, next, Some(WRONG))
         }
