@@ -13,6 +13,7 @@ use crate::chat::console::platform::ConsolePlatform;
 use crate::chat::discord::DiscordAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
+use crate::request::Platform;
 use crate::commands::Commands;
 use crate::config::{NginxMode, NginxSettings, Settings};
 use crate::domain::clock::Clock;
@@ -252,8 +253,14 @@ impl Application {
         } else {
             None
         };
-        let store = Store::connect(&settings.database).await?;
         // The console is always on: it is the chat of a runbot with no other configured.
+        let mut names = vec![Platform::Console];
+        if let Some(d) = &discord {
+            names.push(d.name());
+        }
+        let store = Store::connect(&settings.database)
+            .await?
+            .with_chat_platforms(names.iter().map(|p| p.as_str().to_string()).collect());
         let feed = Feed::new(store.clone())
             .await
             .context("reading the console's feed")?;
@@ -262,8 +269,6 @@ impl Application {
         if let Some(d) = &discord {
             platforms.push(d.clone());
         }
-        let store =
-            store.with_chat_platforms(platforms.iter().map(|p| p.name().to_string()).collect());
         let (writer, writer_done) = Writer::spawn(
             store.clone(),
             settings.database.write_batch_max,

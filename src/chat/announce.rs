@@ -10,6 +10,7 @@ use chrono::Utc;
 use super::platform::{ChatPlatform, Outgoing};
 use super::DeliveryError;
 use crate::domain::format_time;
+use crate::request::{ButtonStyle, Reply, ReplyButton};
 use crate::store::Store;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -61,10 +62,17 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                     }
                     let channel = a.channel_id.as_deref().unwrap_or(&default_channel);
                     let nonce = format!("rb-ann-{}", a.id);
-                    match platform
-                        .post(channel, Outgoing::Text(&a.text), &nonce)
-                        .await
-                    {
+                    // With buttons, a prompt (an approval asked on another platform).
+                    let prompt = a.buttons.as_deref().map(|b| Reply {
+                        text: a.text.clone(),
+                        buttons: buttons_from_json(b),
+                        ..Default::default()
+                    });
+                    let message = match &prompt {
+                        Some(reply) => Outgoing::Prompt(reply),
+                        None => Outgoing::Text(&a.text),
+                    };
+                    match platform.post(channel, message, &nonce).await {
                         Ok(_) => {
                             backoff = POLL;
                             if !mark_sent(&store, a.id).await {
@@ -103,4 +111,31 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
         }
         tokio::time::sleep(pause).await;
     }
+}
+
+/// A prompt's buttons as an announcement keeps them (`[{"id", "label", "style"}]`).
+pub fn buttons_json(buttons: &[ReplyButton]) -> String {
+    serde_json::Value::Array(
+        buttons
+            .iter()
+            .map(|b| serde_json::json!({"id": b.id, "label": b.label, "style": b.style.as_str()}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Buttons read back from [`buttons_json`]; those that do not read are left out.
+pub fn buttons_from_json(text: &str) -> Vec<ReplyButton> {
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|b| {
+            Some(ReplyButton {
+                id: b["id"].as_str()?.to_string(),
+                label: b["label"].as_str()?.to_string(),
+                style: ButtonStyle::parse(b["style"].as_str()?)?,
+            })
+        })
+        .collect()
 }

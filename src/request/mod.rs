@@ -206,3 +206,25 @@ pub enum ButtonStyle {
     Success,
     Danger,
 }
+
+impl ButtonStyle {
+    pub const ALL: [ButtonStyle; 4] = [
+        ButtonStyle::Primary,
+        ButtonStyle::Secondary,
+        ButtonStyle::Success,
+        ButtonStyle::Danger,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ButtonStyle::Primary => "primary",
+            ButtonStyle::Secondary => "secondary",
+            ButtonStyle::Success => "success",
+            ButtonStyle::Danger => "danger",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ButtonStyle> {
+        ButtonStyle::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+}

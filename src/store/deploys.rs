@@ -63,6 +63,8 @@ pub struct Announcement {
     pub id: i64,
     pub channel_id: Option<String>,
     pub text: String,
+    /// A prompt's buttons, as JSON (`[{"id", "label", "style"}]`); None for plain text.
+    pub buttons: Option<String>,
 }
 
 impl Store {
@@ -204,24 +206,27 @@ impl Store {
         Ok(())
     }
 
+    /// Queues a prompt (text and buttons, as JSON) for `platform`'s default channel only.
+    pub async fn announce_prompt(
+        &self,
+        platform: &str,
+        text: &str,
+        buttons: &str,
+        now: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO announcements (platform, channel_id, text, buttons, created_at) \
+                   VALUES ($1, NULL, $2, $3, $4)";
+        self.execute(sql, (platform, text, buttons, now)).await?;
+        Ok(())
+    }
+
     pub async fn due_announcements(
         &self,
         platform: &str,
         limit: i64,
     ) -> Result<Vec<Announcement>, sqlx::Error> {
-        let sql = "SELECT id, channel_id, text FROM announcements \
+        let sql = "SELECT id, channel_id, text, buttons FROM announcements \
              WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2";
-        self.fetch_all(sql, (platform, limit)).await
-    }
-
-    /// Recent announcements, sent or not, newest first (the console shows them).
-    pub async fn recent_announcements(
-        &self,
-        platform: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let sql = "SELECT created_at, text FROM announcements WHERE platform = $1 \
-             ORDER BY id DESC LIMIT $2";
         self.fetch_all(sql, (platform, limit)).await
     }
 

@@ -11,7 +11,7 @@ use super::events::{Feed, Kind, Publish};
 use super::render::{self, FileLink};
 use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method, Outgoing};
 use crate::chat::{DeliveryError, Posted};
-use crate::request::{BoxFuture, Platform, Reply, ATTACHMENT_MAX_BYTES};
+use crate::request::{BoxFuture, ButtonId, Platform, Reply, Verb, ATTACHMENT_MAX_BYTES};
 use crate::store::GroupView;
 
 /// The console's one "channel".
@@ -126,6 +126,10 @@ impl ConsolePlatform {
             _ => None,
         };
         let prompt = render::prompt_of(&reply.buttons);
+        let first_showing = match &prompt {
+            Some(p) => store.console_prompt_ref(p).await?.is_none(),
+            None => false,
+        };
         let data = json!({
             "request": request,
             "reply": render::reply_json(reply, file.as_ref()),
@@ -141,7 +145,40 @@ impl ConsolePlatform {
                 data: &data,
             })
             .await?;
+        if first_showing && !reply.ephemeral {
+            self.share_approval(reply).await?;
+        }
         Ok(data)
+    }
+
+    /// An approval asked on the console is shown in every other platform's alert channel too,
+    /// so the people who can approve see it wherever they are; its buttons are the same
+    /// prompt's, so a click there goes through the same core. Queued as an announcement:
+    /// delivered even if that platform is away right now.
+    async fn share_approval(&self, reply: &Reply) -> Result<(), sqlx::Error> {
+        let approval = reply.buttons.iter().any(|b| {
+            matches!(
+                ButtonId::parse(&b.id),
+                Some(ButtonId::Prompt {
+                    verb: Verb::Approve,
+                    ..
+                })
+            )
+        });
+        if !approval {
+            return Ok(());
+        }
+        let store = self.feed.store();
+        let now = crate::domain::format_time(chrono::Utc::now());
+        let buttons = crate::chat::announce::buttons_json(&reply.buttons);
+        for platform in store.chat_platforms().iter() {
+            if platform != Platform::Console.as_str() {
+                store
+                    .announce_prompt(platform, &reply.text, &buttons, &now)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 

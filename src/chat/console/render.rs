@@ -6,7 +6,7 @@ use maud::{html, Markup};
 use serde_json::{json, Value};
 
 use crate::chat::Card;
-use crate::request::{ButtonId, ButtonStyle, Reply, ReplyButton};
+use crate::request::{ButtonId, Reply, ReplyButton};
 
 /// A time as the page shows it: the stored RFC 3339 value, which the script turns into "3m ago".
 fn time(at: &str) -> Markup {
@@ -97,15 +97,6 @@ pub fn prompt_of(buttons: &[ReplyButton]) -> Option<String> {
     })
 }
 
-fn style(s: ButtonStyle) -> &'static str {
-    match s {
-        ButtonStyle::Primary => "primary",
-        ButtonStyle::Secondary => "secondary",
-        ButtonStyle::Success => "success",
-        ButtonStyle::Danger => "danger",
-    }
-}
-
 /// A file kept for the requester: where to download it.
 pub struct FileLink {
     pub url: String,
@@ -116,10 +107,10 @@ pub struct FileLink {
 fn button(b: &ReplyButton) -> Markup {
     match ButtonId::parse(&b.id) {
         Some(ButtonId::Prompt { pending, verb }) => html! {
-            button type="button" class={ "prompt " (style(b.style)) } data-prompt=(pending) data-verb=(verb.as_str()) { (b.label) }
+            button type="button" class={ "prompt " (b.style.as_str()) } data-prompt=(pending) data-verb=(verb.as_str()) { (b.label) }
         },
         _ => html! {
-            button type="button" class=(style(b.style)) data-button=(b.id) { (b.label) }
+            button type="button" class=(b.style.as_str()) data-button=(b.id) { (b.label) }
         },
     }
 }
@@ -186,7 +177,7 @@ pub fn reply_json(reply: &Reply, file: Option<&FileLink>) -> Value {
         "code_block": reply.code_block,
         "attachment": file.map(|f| json!({"url": f.url, "filename": f.filename, "bytes": f.bytes})),
         "buttons": reply.buttons.iter().map(|b| {
-            let mut v = json!({"id": b.id, "label": b.label, "style": style(b.style)});
+            let mut v = json!({"id": b.id, "label": b.label, "style": b.style.as_str()});
             if let Some(ButtonId::Prompt { pending, verb }) = ButtonId::parse(&b.id) {
                 v["prompt"] = json!(pending);
                 v["verb"] = json!(verb.as_str());

@@ -255,54 +255,12 @@ async fn ask(
         .answer(at, &actor.user_id, &reply)
         .await
         .map_err(unavailable)?;
-    mirror_approval(state, &reply);
     let refused = reply.refused;
     let mut body = json!({ "request_id": at, "answer": kind, "refused": refused });
     if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
         b.extend(d);
     }
     Ok(Json(body).into_response())
-}
-
-/// An approval asked on the console is shown in Discord's alert channel too, when Discord is
-/// set up, so the people who can approve see it wherever they are. Its buttons are the same
-/// prompt's: a click there goes through the same core. Sent once, in the background; a failure
-/// is logged (the console still shows the prompt).
-fn mirror_approval(state: &AppState, reply: &crate::request::Reply) {
-    let asks_approval = !reply.ephemeral
-        && reply.buttons.iter().any(|b| {
-            matches!(
-                ButtonId::parse(&b.id),
-                Some(ButtonId::Prompt {
-                    verb: Verb::Approve,
-                    ..
-                })
-            )
-        });
-    let (Some(discord), true) = (state.discord.clone(), asks_approval) else {
-        return;
-    };
-    let Some(channel) = discord.alert_channel().map(str::to_string) else {
-        return;
-    };
-    let Some(pending) = crate::chat::console::render::prompt_of(&reply.buttons) else {
-        return;
-    };
-    let reply = reply.clone();
-    tokio::spawn(async move {
-        // Discord's nonce: at most 25 characters, the same for the same prompt.
-        let nonce = format!("rb-apr-{}", crate::domain::text::clip(&pending, 16));
-        if let Err(e) = discord
-            .post(
-                &channel,
-                crate::chat::platform::Outgoing::Prompt(&reply),
-                &nonce,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "could not show a console approval in Discord's channel");
-        }
-    });
 }
 
 #[derive(Deserialize)]
