@@ -73,6 +73,20 @@ pub struct Publish<'a> {
     pub data: &'a serde_json::Value,
 }
 
+impl<'a> Publish<'a> {
+    /// An entry everyone signed in sees, answering no request.
+    pub fn for_everyone(kind: Kind, group_id: Option<i64>, data: &'a serde_json::Value) -> Self {
+        Publish {
+            kind,
+            group_id,
+            audience: None,
+            reference: None,
+            prompt: None,
+            data,
+        }
+    }
+}
+
 /// The feed of one process.
 pub struct Feed {
     store: Store,

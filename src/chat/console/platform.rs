@@ -49,14 +49,11 @@ impl ConsolePlatform {
                     "html": render::card(card).into_string(),
                 });
                 self.feed
-                    .publish(Publish {
-                        kind: Kind::Card,
-                        group_id: Some(card.group_id),
-                        audience: None,
-                        reference: None,
-                        prompt: None,
-                        data: &data,
-                    })
+                    .publish(Publish::for_everyone(
+                        Kind::Card,
+                        Some(card.group_id),
+                        &data,
+                    ))
                     .await
                     .map_err(store_error)?;
                 Ok(Posted {
@@ -78,14 +75,7 @@ impl ConsolePlatform {
         });
         let id = self
             .feed
-            .publish(Publish {
-                kind: Kind::Announcement,
-                group_id: None,
-                audience: None,
-                reference: None,
-                prompt: None,
-                data: &data,
-            })
+            .publish(Publish::for_everyone(Kind::Announcement, None, &data))
             .await
             .map_err(store_error)?;
         Ok(Posted {
