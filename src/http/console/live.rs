@@ -25,7 +25,9 @@ use crate::chat::platform::{ChatPlatform, ReplyEditor};
 use crate::commands::line::{self, kind_name};
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::request::{Actor, Answer, ButtonId, Origin, RawValue, Request, Verb};
+use crate::request::{
+    Actor, Answer, BoxFuture, ButtonId, Origin, RawValue, Request, Responder, Verb,
+};
 
 /// Entries a page that reconnects may have missed and still be given one by one; more, and
 /// it is told to reload (`event: resync`).
@@ -192,12 +194,14 @@ async fn ask(
     } else {
         answers
     };
-    // Later answers (a result, an expiry) replace the message this request answers.
+    // Later answers (a result, an expiry) replace the message this request answers, once the
+    // first answer is in the feed.
     let platform: Arc<dyn ChatPlatform> = console.clone();
-    let responder = Arc::new(ReplyEditor::new(
-        platform,
-        reply_to(answers, &actor.user_id),
-    ));
+    let (first_shown, shown) = tokio::sync::watch::channel(false);
+    let responder = Arc::new(AfterFirst {
+        editor: ReplyEditor::new(platform, reply_to(answers, &actor.user_id)),
+        shown,
+    });
     let answer = dispatcher.handle(request, responder).await;
     let (kind, reply, at) = match answer {
         Answer::Message(reply) => ("message", reply, id.as_str()),
@@ -212,15 +216,34 @@ async fn ask(
             answers,
         ),
     };
-    let data = console
-        .answer(at, &actor.user_id, &reply)
-        .await
-        .map_err(unavailable)?;
+    let data = console.answer(at, &actor.user_id, &reply).await;
+    first_shown.send_replace(true);
+    let data = data.map_err(unavailable)?;
     let mut body = json!({ "request_id": at, "answer": kind });
     if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
         b.extend(d);
     }
     Ok(Json(body).into_response())
+}
+
+/// The core's responder for a console request: its edits wait until the first answer is in
+/// the feed. A quick run (`/oncall`) can end before [`ask`] has appended "Working on it…", which
+/// would then come after the result and replace it on the page and in `/api/requests/{id}`.
+/// The wait ends too when `ask` goes away without appending (the client left).
+struct AfterFirst {
+    editor: ReplyEditor,
+    shown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Responder for AfterFirst {
+    fn edit(&self, reply: crate::request::Reply) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut shown = self.shown.clone();
+            // An error means the sender is gone: nothing more will be appended before this.
+            let _ = shown.wait_for(|shown| *shown).await;
+            self.editor.edit(reply).await
+        })
+    }
 }
 
 #[derive(Deserialize)]
