@@ -72,6 +72,10 @@ pub struct Feed {
     wake: Notify,
     /// The newest id handed to pages.
     head: AtomicI64,
+    /// Appends go one at a time. On SQLite, appends on several of the pool's connections at once
+    /// collide on the write lock, and SQLite's busy handler sleeps 1, 2, 5… up to 100 ms between
+    /// tries; queued here, an append waits only for the ones ahead of it.
+    append: tokio::sync::Mutex<()>,
 }
 
 impl Feed {
@@ -84,6 +88,7 @@ impl Feed {
             tx,
             wake: Notify::new(),
             head: AtomicI64::new(head),
+            append: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -100,6 +105,7 @@ impl Feed {
     pub async fn publish(&self, p: Publish<'_>) -> Result<i64, sqlx::Error> {
         let at = crate::domain::format_time(chrono::Utc::now());
         let data = p.data.to_string();
+        let one_at_a_time = self.append.lock().await;
         let id = self
             .store
             .add_console_event(&NewConsoleEvent {
@@ -112,6 +118,7 @@ impl Feed {
                 data: &data,
             })
             .await?;
+        drop(one_at_a_time);
         self.wake.notify_one();
         Ok(id)
     }
