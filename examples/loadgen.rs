@@ -38,8 +38,26 @@
 //!   `--timeout` seconds after the first webhook, and prints
 //!   `storm: groups=… visible=V/G visible_after=…s bound=…s cards=… digest_listed=… 429s=…`.
 //!
+//! - `console-cards`: opens `--streams` `GET /api/events` streams with `--api-token`, then sends
+//!   webhooks at `--rate` for `--duration`, each one alert of a new group, and times, for every
+//!   webhook and stream, its 200 to the arrival of the `event: card` whose `group_id` is the one
+//!   runbot's answer named. Prints `console cards: p50=… p99=… max=…` over (webhook, stream)
+//!   pairs, `all_p99=…` over webhooks (the slowest of the streams), and with `--pid` the
+//!   server's RSS before and after opening the streams (`per_stream_kb`).
+//! - `console-page`: `--groups` open groups (one webhook each; waits for their cards on a
+//!   stream), then `GET /` with `--console-token` for `--duration` one at a time (`s_…`) and
+//!   `--concurrency` at a time (`c_…`); latency at the client, and from `/metrics` the server's
+//!   own `runbot_http_request_duration_seconds{route="/"}` buckets over each run.
+//! - `console-commands`: `POST /api/commands {"command": "oncall"}` open loop at `--rate`, the
+//!   `--api-token`s taking turns; every answer must be the core taking it (`deferred`), and
+//!   then every request's result (`GET /api/requests/{id}`) must be the on-call list.
+//!
+//! The console modes take runbot's base from `--url`.
+//!
 //! Exits non-zero if any request failed or got a non-200 answer.
 
+#[path = "support/console.rs"]
+mod console;
 #[path = "support/flags.rs"]
 mod flags;
 
@@ -57,7 +75,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 const USAGE: &str = "\
-usage: loadgen --mode throughput|rate|discord-latency|storm [options]
+usage: loadgen --mode throughput|rate|discord-latency|storm|console-cards|console-page|console-commands [options]
   --url URL            webhook URL (default http://127.0.0.1:18080/webhooks/alertmanager)
   --token TOKEN        bearer token (default: env RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN)
   --connections C      concurrent keep-alive connections (default 32)
@@ -68,7 +86,13 @@ usage: loadgen --mode throughput|rate|discord-latency|storm [options]
   --stats URL          fake Discord stats base URL (discord-latency, storm)
   --alerts N           alerts in the storm (default 5000; --groups defaults to 200 there)
   --timeout SECS       discord-latency: wait this long for the cards after the last webhook;
-                       storm: give up this long after the first webhook (default 60)";
+                       storm: give up this long after the first webhook (default 60);
+                       console modes: wait this long for cards and results
+  --api-token TOKEN    an API token (runbot token create); repeat to take turns (console-*)
+  --console-token T    console.token (console-page)
+  --streams N          /api/events streams (console-cards, default 200)
+  --concurrency N      requests in flight in the second GET / run (console-page, default 4)
+  --pid PID            runbot's process id, to read its memory (console-cards)";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -76,6 +100,9 @@ enum Mode {
     Rate,
     DiscordLatency,
     Storm,
+    ConsoleCards,
+    ConsolePage,
+    ConsoleCommands,
 }
 
 #[derive(Debug)]
@@ -93,6 +120,11 @@ struct Args {
     stats: Option<String>,
     alerts: u64,
     timeout: Duration,
+    api_tokens: Vec<String>,
+    console_token: Option<String>,
+    streams: usize,
+    concurrency: usize,
+    pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -109,6 +141,11 @@ fn parse_args() -> Result<Args, String> {
         stats: None,
         alerts: 5000,
         timeout: Duration::from_secs(60),
+        api_tokens: Vec::new(),
+        console_token: None,
+        streams: 200,
+        concurrency: 4,
+        pid: None,
     };
     for (name, value) in flags::pairs()? {
         let bad = |what: &str| format!("invalid {what} for {name}: {value:?}");
@@ -119,7 +156,12 @@ fn parse_args() -> Result<Args, String> {
                     "rate" => Mode::Rate,
                     "discord-latency" => Mode::DiscordLatency,
                     "storm" => Mode::Storm,
-                    _ => return Err(bad("mode (throughput|rate|discord-latency|storm)")),
+                    "console-cards" => Mode::ConsoleCards,
+                    "console-page" => Mode::ConsolePage,
+                    "console-commands" => Mode::ConsoleCommands,
+                    _ => return Err(bad(
+                        "mode (throughput|rate|discord-latency|storm|console-cards|console-page|console-commands)",
+                    )),
                 }
             }
             "--url" => args.url = value,
@@ -170,6 +212,21 @@ fn parse_args() -> Result<Args, String> {
                     return Err(bad("count"));
                 }
             }
+            "--api-token" => args.api_tokens.push(value),
+            "--console-token" => args.console_token = Some(value),
+            "--streams" => {
+                args.streams = value.parse().map_err(|_| bad("count"))?;
+                if args.streams == 0 {
+                    return Err(bad("count"));
+                }
+            }
+            "--concurrency" => {
+                args.concurrency = value.parse().map_err(|_| bad("count"))?;
+                if args.concurrency == 0 {
+                    return Err(bad("count"));
+                }
+            }
+            "--pid" => args.pid = Some(value.parse().map_err(|_| bad("process id"))?),
             _ => return Err(format!("unknown argument {name}")),
         }
     }
@@ -514,6 +571,9 @@ async fn run(args: Args) -> Result<bool, String> {
     match args.mode {
         Mode::DiscordLatency => return discord::latency(&args, target, seed).await,
         Mode::Storm => return discord::storm(&args, target, seed).await,
+        Mode::ConsoleCards => return console::cards(&args, seed).await,
+        Mode::ConsolePage => return console::page(&args, seed).await,
+        Mode::ConsoleCommands => return console::commands(&args).await,
         Mode::Throughput | Mode::Rate => {}
     }
     let payloads = Arc::new(Payloads {
@@ -552,7 +612,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 total_scheduled,
                 start + args.duration * 2 + Duration::from_secs(5),
             )),
-            Mode::DiscordLatency | Mode::Storm => unreachable!("handled above"),
+            _ => unreachable!("handled above"),
         });
     }
 
@@ -600,7 +660,7 @@ async fn run(args: Args) -> Result<bool, String> {
             args.connections,
             elapsed,
         ),
-        Mode::DiscordLatency | Mode::Storm => unreachable!("handled above"),
+        _ => unreachable!("handled above"),
     }
     if all.unsent > 0 {
         eprintln!(
@@ -671,7 +731,12 @@ mod discord {
     }
 
     /// An Alertmanager v4 webhook for the group `name` with these (instance, fingerprint) alerts.
-    fn webhook(name: &str, severity: &str, starts_at: &str, alerts: &[(String, u64)]) -> String {
+    pub(super) fn webhook(
+        name: &str,
+        severity: &str,
+        starts_at: &str,
+        alerts: &[(String, u64)],
+    ) -> String {
         let alerts: Vec<Value> = alerts
             .iter()
             .map(|(instance, fp)| {
@@ -723,7 +788,7 @@ mod discord {
         stats["messages"].as_array().map_or(&[], Vec::as_slice)
     }
 
-    fn fmt_ms(ms: f64) -> String {
+    pub(super) fn fmt_ms(ms: f64) -> String {
         if ms.abs() < 10.0 {
             format!("{ms:.2}ms")
         } else if ms.abs() < 100.0 {

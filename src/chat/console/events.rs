@@ -99,6 +99,10 @@ pub struct Feed {
     closing: tokio_util::sync::CancellationToken,
     /// Streams open now, per viewer.
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Appends go one at a time. On SQLite, appends on several of the pool's connections at once
+    /// collide on the write lock, and SQLite's busy handler sleeps 1, 2, 5… up to 100 ms between
+    /// tries; queued here, an append waits only for the ones ahead of it.
+    append: tokio::sync::Mutex<()>,
 }
 
 /// A stream's place among those a process serves; given back when the stream ends.
@@ -131,6 +135,7 @@ impl Feed {
             head: AtomicI64::new(head),
             closing: Default::default(),
             streams: Default::default(),
+            append: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -147,6 +152,7 @@ impl Feed {
     pub async fn publish(&self, p: Publish<'_>) -> Result<i64, sqlx::Error> {
         let at = crate::domain::format_time(chrono::Utc::now());
         let data = p.data.to_string();
+        let one_at_a_time = self.append.lock().await;
         let id = self
             .store
             .add_console_event(&NewConsoleEvent {
@@ -159,6 +165,7 @@ impl Feed {
                 data: &data,
             })
             .await?;
+        drop(one_at_a_time);
         self.wake.notify_one();
         Ok(id)
     }

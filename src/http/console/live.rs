@@ -25,7 +25,9 @@ use crate::chat::platform::{ChatPlatform, ReplyEditor};
 use crate::commands::line::{self, kind_name};
 use crate::http::error::ApiError;
 use crate::http::AppState;
-use crate::request::{Actor, Answer, ButtonId, Origin, RawValue, Request, Verb};
+use crate::request::{
+    Actor, Answer, BoxFuture, ButtonId, Origin, RawValue, Request, Responder, Verb,
+};
 
 /// Entries a page that reconnects may have missed and still be given one by one; more, and
 /// it is told to reload (`event: resync`).
@@ -231,12 +233,14 @@ async fn ask(
     } else {
         answers
     };
-    // Later answers (a result, an expiry) replace the message this request answers.
+    // Later answers (a result, an expiry) replace the message this request answers, once the
+    // first answer is in the feed.
     let platform: Arc<dyn ChatPlatform> = console.clone();
-    let responder = Arc::new(ReplyEditor::new(
-        platform,
-        reply_to(answers, &actor.user_id),
-    ));
+    let (first_shown, shown) = tokio::sync::watch::channel(false);
+    let responder = Arc::new(AfterFirst {
+        editor: ReplyEditor::new(platform, reply_to(answers, &actor.user_id)),
+        shown,
+    });
     let answer = dispatcher.handle(request, responder).await;
     let (kind, reply, at) = match answer {
         Answer::Message(reply) => ("message", reply, id.as_str()),
@@ -251,16 +255,48 @@ async fn ask(
             answers,
         ),
     };
-    let data = console
-        .answer(at, &actor.user_id, &reply)
-        .await
-        .map_err(unavailable)?;
+    let data = console.answer(at, &actor.user_id, &reply).await;
+    first_shown.send_replace(true);
+    let data = match data {
+        Ok(data) => data,
+        // The core has acted (or refused, audited); only showing it failed. Saying "nothing was
+        // done" would have the person ask again and, say, restart twice.
+        Err(e) => {
+            tracing::warn!(error = %e, "console: could not add an answer to the feed");
+            json!({
+                "request": at,
+                "reply": crate::chat::console::render::reply_json(&reply, None),
+                "html": crate::chat::console::render::reply(at, &reply, None).into_string(),
+                "warning": "runbot did this but could not add the answer to the console's feed (the database did not answer): other pages may not show it; do not ask again",
+            })
+        }
+    };
     let refused = reply.refused;
     let mut body = json!({ "request_id": at, "answer": kind, "refused": refused });
     if let (Value::Object(b), Value::Object(d)) = (&mut body, data) {
         b.extend(d);
     }
     Ok(Json(body).into_response())
+}
+
+/// The core's responder for a console request: its edits wait until the first answer is in
+/// the feed. A quick run (`/oncall`) can end before [`ask`] has appended "Working on it…", which
+/// would then come after the result and replace it on the page and in `/api/requests/{id}`.
+/// The wait ends too when `ask` goes away without appending (the client left).
+struct AfterFirst {
+    editor: ReplyEditor,
+    shown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Responder for AfterFirst {
+    fn edit(&self, reply: crate::request::Reply) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut shown = self.shown.clone();
+            // An error means the sender is gone: nothing more will be appended before this.
+            let _ = shown.wait_for(|shown| *shown).await;
+            self.editor.edit(reply).await
+        })
+    }
 }
 
 #[derive(Deserialize)]
