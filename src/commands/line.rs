@@ -174,7 +174,7 @@ mod tests {
         );
         assert_eq!(
             split_name("  /logs  service:backend "),
-            ("logs", "service:backend ")
+            ("logs", "service:backend")
         );
         assert_eq!(split_name("status"), ("status", ""));
     }

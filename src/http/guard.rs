@@ -341,8 +341,12 @@ pub async fn console_gate(State(edge): State<Arc<Edge>>, mut req: Request, next:
         // request: good enough to read, never to change anything.
         if carries_token(req.headers(), token, safe) {
             // It reads everything and acts as nobody: refused here for every change, so no
-            // route has to remember to refuse it.
-            if !safe {
+            // route has to remember to refuse it. (A method no route takes gets its 405.)
+            let changes = matches!(
+                *req.method(),
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            );
+            if changes {
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
                     "console.token can read the console but acts as nobody: sign in, or use an API token (runbot token create)",
