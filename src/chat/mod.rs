@@ -18,6 +18,10 @@ use std::time::Duration;
 
 use crate::domain::Severity;
 
+/// Alerts a card is built with at most: more than any platform lists (the rest are counted),
+/// so a group of thousands of alerts costs a card's worth of memory, not the whole group's.
+pub const CARD_ALERTS: i64 = 100;
+
 /// What a card shows about one alert group, whatever the platform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Card {
@@ -32,8 +36,12 @@ pub struct Card {
     pub description: Option<String>,
     /// The runbook's "what it means".
     pub meaning: Option<String>,
-    /// Every alert of the group, firing first; the adapter shows as many as fit.
+    /// The group's alerts, firing first, as many as a card lists at most
+    /// ([`CARD_ALERTS`]); the adapter shows as many as fit.
     pub alerts: Vec<CardAlert>,
+    /// All the group's alerts, and those firing: `alerts` may hold fewer.
+    pub alerts_total: i64,
+    pub alerts_firing: i64,
     /// Alerts Alertmanager left out of the webhook (`truncatedAlerts`).
     pub truncated_alerts: i64,
     pub links: Vec<Link>,

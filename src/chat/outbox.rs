@@ -235,7 +235,11 @@ impl Outbox {
     /// Loads a notice's group and decides where its card goes; None when the group is gone.
     async fn prepare(&self, notice: Notice) -> Result<Option<Job>, sqlx::Error> {
         let gid = notice.group_id;
-        let Some(group) = self.store.group_view(gid).await? else {
+        let Some(group) = self
+            .store
+            .group_view_capped(gid, super::CARD_ALERTS)
+            .await?
+        else {
             self.store
                 .notice_done(gid, self.name(), notice.version)
                 .await?;

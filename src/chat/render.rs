@@ -105,6 +105,8 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
         description: annotation(group, "description"),
         meaning: entry.map(|e| e.meaning.clone()),
         alerts,
+        alerts_total: group.alerts_total,
+        alerts_firing: group.alerts_firing,
         truncated_alerts: group.truncated_alerts,
         links,
         checks: entry.map(|e| e.checks.clone()).unwrap_or_default(),

@@ -182,6 +182,15 @@ impl Store {
         self.group_with_alerts(id, None).await
     }
 
+    /// One group with at most `alerts_max` of its alerts, firing first (its counts are of all).
+    pub async fn group_view_capped(
+        &self,
+        id: i64,
+        alerts_max: i64,
+    ) -> Result<Option<GroupView>, sqlx::Error> {
+        self.group_with_alerts(id, Some(alerts_max)).await
+    }
+
     /// One group with at most `alerts_max` of its alerts (firing first; None: all).
     async fn group_with_alerts(
         &self,

@@ -727,3 +727,32 @@ async fn signing_in_ends_the_session_the_browser_held_before() {
     assert_eq!(b.get("/api/alert-groups").await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_card_of_a_big_group_counts_every_alert_but_is_built_from_a_cards_worth() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let mut feed = Stream::open(&app, None).await;
+    let alerts: Vec<(String, &str, Value)> = (0..150)
+        .map(|i| {
+            (
+                format!("c{i:015x}"),
+                "firing",
+                json!({"severity": "warning", "instance": format!("host-{i}")}),
+            )
+        })
+        .collect();
+    let alerts: Vec<(&str, &str, Value)> = alerts
+        .iter()
+        .map(|(f, s, l)| (f.as_str(), *s, l.clone()))
+        .collect();
+    let body = common::webhook("Crowded", "firing", &alerts);
+    assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+    let (_, _, card) = feed
+        .next_of("card", Duration::from_secs(10))
+        .await
+        .expect("the card");
+    let html = card["html"].as_str().unwrap();
+    assert!(html.contains("Alerts: 150 firing, 0 resolved"), "{html}");
+    assert!(html.contains("100 more on the group"), "{html}");
+    app.stop().await;
+}

@@ -19,7 +19,8 @@ pub fn rank(card: &Card) -> String {
 }
 
 pub fn card(card: &Card) -> Markup {
-    let firing = card.alerts.iter().filter(|a| a.firing).count();
+    let firing = card.alerts_firing;
+    let listed = card.alerts.len().min(50);
     // Not `firing`/`resolved`: those colour a status word, not a whole card.
     let state = if card.resolved {
         "state-resolved"
@@ -53,7 +54,7 @@ pub fn card(card: &Card) -> Markup {
                 p { (part) }
             }
             details open[!card.resolved] {
-                summary { "Alerts: " (firing) " firing, " (card.alerts.len() - firing) " resolved"
+                summary { "Alerts: " (firing) " firing, " (card.alerts_total - firing) " resolved"
                     @if card.truncated_alerts > 0 { " (+" (card.truncated_alerts) " not sent)" } }
                 ul class="alerts" {
                     @for a in card.alerts.iter().take(50) {
@@ -61,7 +62,7 @@ pub fn card(card: &Card) -> Markup {
                             (if a.firing { "🔴 " } else { "🟢 " }) (a.name) " · since " (time(&a.since))
                         }
                     }
-                    @if card.alerts.len() > 50 { li class="muted" { (card.alerts.len() - 50) " more on the group's page" } }
+                    @if card.alerts_total > listed as i64 { li class="muted" { (card.alerts_total - listed as i64) " more on the group's page" } }
                 }
             }
             @if !card.checks.is_empty() && !card.resolved {

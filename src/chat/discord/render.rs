@@ -372,7 +372,7 @@ pub fn card(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
     }
     let description = fit(description.trim_end(), DESCRIPTION_BUDGET);
 
-    let firing = card.alerts.iter().filter(|a| a.firing).count();
+    let firing = card.alerts_firing;
     let alert_lines: Vec<String> = card
         .alerts
         .iter()
@@ -386,7 +386,10 @@ pub fn card(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
             )
         })
         .collect();
-    let unlisted = card.alerts.len().saturating_sub(LISTED_ALERTS)
+    let listed = card.alerts.len().min(LISTED_ALERTS);
+    let unlisted = usize::try_from(card.alerts_total)
+        .unwrap_or(0)
+        .saturating_sub(listed)
         + usize::try_from(card.truncated_alerts).unwrap_or(0);
     let mut embed = CreateEmbed::new()
         .title(fit(&card.title, limits::TITLE))
@@ -395,7 +398,7 @@ pub fn card(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
             fit(
                 &format!(
                     "Alerts: {firing} firing, {} resolved",
-                    card.alerts.len() - firing
+                    card.alerts_total - firing
                 ),
                 limits::FIELD_NAME,
             ),
@@ -484,6 +487,8 @@ mod tests {
                     since: "2026-11-27T10:00:00Z".into(),
                 })
                 .collect(),
+            alerts_total: 300,
+            alerts_firing: 150,
             truncated_alerts: 12,
             links: vec![],
             checks: (0..40)
