@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use crate::domain::Severity;
 
-/// Alerts a card is built with at most: more than any platform lists (the rest are counted),
+/// Alerts a card is built with at most: as many as any platform lists (the rest are counted),
 /// so a group of thousands of alerts costs a card's worth of memory, not the whole group's.
-pub const CARD_ALERTS: i64 = 100;
+pub const CARD_ALERTS: i64 = 50;
 
 /// What a card shows about one alert group, whatever the platform.
 #[derive(Debug, Clone, PartialEq)]
