@@ -405,15 +405,19 @@ impl Application {
                 crate::chat::announce::deliver(store.clone(), p.clone(), channel.clone())
             });
         }
-        // The console's pages follow the feed; a day of it is kept for pages that reconnect.
+        // The console's pages follow the feed; an hour of it is kept for pages that reconnect
+        // (cards carry their HTML: a day of a busy stack's would be large), files a day.
         workers.spawn("console-feed", move || feed.clone().follow());
         let prune = store.clone();
-        workers.every("console-prune", Duration::from_secs(600), move || {
+        workers.every("console-prune", Duration::from_secs(60), move || {
             let prune = prune.clone();
             async move {
-                let before = chrono::Utc::now() - chrono::Duration::hours(24);
+                let now = chrono::Utc::now();
                 prune
-                    .prune_console(&crate::domain::format_time(before))
+                    .prune_console(
+                        &crate::domain::format_time(now - chrono::Duration::hours(1)),
+                        &crate::domain::format_time(now - chrono::Duration::hours(24)),
+                    )
                     .await
             }
         });

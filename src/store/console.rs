@@ -130,19 +130,6 @@ impl Store {
             .map(Option::flatten)
     }
 
-    /// The newest entries everyone may see of one kind, newest first (the activity feed).
-    pub async fn console_recent(
-        &self,
-        kind: &str,
-        limit: i64,
-    ) -> Result<Vec<ConsoleEventRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM console_events WHERE kind = $1 AND audience IS NULL \
-             ORDER BY id DESC LIMIT $2"
-        );
-        self.fetch_all(&sql, (kind, limit)).await
-    }
-
     pub async fn add_console_file(
         &self,
         id: &str,
@@ -177,13 +164,26 @@ impl Store {
             .transpose()
     }
 
-    /// Forgets entries and files older than `before`; answers how many rows went.
-    pub async fn prune_console(&self, before: &str) -> Result<u64, sqlx::Error> {
+    /// Forgets the feed up to its last entry older than `events_before`, and files older than
+    /// `files_before`; answers how many rows went. By id, never leaving a hole: every entry
+    /// below the oldest kept is gone, so a page resuming from before it is told to reload.
+    pub async fn prune_console(
+        &self,
+        events_before: &str,
+        files_before: &str,
+    ) -> Result<u64, sqlx::Error> {
         let events = self
-            .execute("DELETE FROM console_events WHERE at < $1", (before,))
+            .execute(
+                "DELETE FROM console_events WHERE id <= \
+                 (SELECT COALESCE(MAX(id), 0) FROM console_events WHERE at < $1)",
+                (events_before,),
+            )
             .await?;
         let files = self
-            .execute("DELETE FROM console_files WHERE created_at < $1", (before,))
+            .execute(
+                "DELETE FROM console_files WHERE created_at < $1",
+                (files_before,),
+            )
             .await?;
         Ok(events + files)
     }

@@ -230,6 +230,17 @@ impl Store {
         self.fetch_all(sql, (platform, limit)).await
     }
 
+    /// Recent announcements of `platform`, sent or not, newest first: (created at, text).
+    pub async fn recent_announcements(
+        &self,
+        platform: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let sql = "SELECT created_at, text FROM announcements WHERE platform = $1 \
+             AND buttons IS NULL ORDER BY id DESC LIMIT $2";
+        self.fetch_all(sql, (platform, limit)).await
+    }
+
     pub async fn announcement_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
         let sql = "UPDATE announcements SET sent_at = $1 WHERE id = $2";
         self.execute(sql, (now, id)).await?;

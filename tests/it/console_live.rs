@@ -756,3 +756,41 @@ async fn a_card_of_a_big_group_counts_every_alert_but_is_built_from_a_cards_wort
     assert!(html.contains("100 more on the group"), "{html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_page_resuming_from_before_what_is_kept_is_told_to_reload() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let store = app.store().await;
+    let old = runbot::domain::format_time(chrono::Utc::now() - chrono::Duration::hours(3));
+    let now = runbot::domain::format_time(chrono::Utc::now());
+    let mut ids = Vec::new();
+    for at in [&old, &old, &now, &old, &now] {
+        ids.push(
+            store
+                .add_console_event(&runbot::store::NewConsoleEvent {
+                    at,
+                    kind: "announcement",
+                    group_id: None,
+                    audience: None,
+                    reference: None,
+                    prompt: None,
+                    data: r#"{"text":"x","html":"<li>x</li>"}"#,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    // Pruned by id up to the last old entry: nothing below the oldest kept is left (the
+    // recent third entry goes too, being below it).
+    let hour_ago = runbot::domain::format_time(chrono::Utc::now() - chrono::Duration::hours(1));
+    assert_eq!(store.prune_console(&hour_ago, &hour_ago).await.unwrap(), 4);
+    store.close().await;
+    let mut s = Stream::open(&app, Some(ids[0])).await;
+    assert_eq!(s.next(Duration::from_secs(5)).await.unwrap().1, "hello");
+    assert_eq!(
+        s.next(Duration::from_secs(5)).await.unwrap().1,
+        "resync",
+        "what it missed is gone: it reloads"
+    );
+    app.stop().await;
+}

@@ -9,9 +9,10 @@ use maud::{html, Markup};
 
 use super::api::store_error;
 use super::layout::page;
-use crate::chat::console::{events::Kind, render, Viewer};
+use crate::chat::console::{render, Viewer};
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::request::Platform;
 use crate::store::GroupFilter;
 
 /// Open groups shown as cards; past this, the page says how to see the rest.
@@ -44,8 +45,9 @@ pub(super) async fn index(
         )
         .await
         .map_err(store_error)?;
+    // From the announcements themselves, which are kept longer than the live feed.
     let activity = store
-        .console_recent(Kind::Announcement.as_str(), ACTIVITY_SHOWN)
+        .recent_announcements(Platform::Console.as_str(), ACTIVITY_SHOWN)
         .await
         .map_err(store_error)?;
     let mut open: Vec<_> = open
@@ -103,10 +105,8 @@ pub(super) async fn index(
                 section id="activity-feed" {
                     h2 { "Activity" }
                     ul id="activity" {
-                        @for a in &activity {
-                            @if let Ok(v) = serde_json::from_str::<serde_json::Value>(&a.data) {
-                                (render::announcement(&a.at, v["text"].as_str().unwrap_or("")))
-                            }
+                        @for (at, text) in &activity {
+                            (render::announcement(at, text))
                         }
                     }
                 }
