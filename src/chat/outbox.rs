@@ -269,6 +269,10 @@ impl Outbox {
             Some(r) => (r.channel_id, r.message_id, None),
             None => (self.platform.channel_for(&group), None, None),
         };
+        // The card holds what it shows; a job waiting its turn keeps the group without its
+        // alerts (their labels and annotations are most of a group's memory).
+        let mut group = group;
+        group.alerts = Vec::new();
         Ok(Some(Job {
             notice,
             group,
