@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use crate::common;
 use crate::common::browser::{Browser, DESKTOP, PHONE};
 use crate::common::docker::Project;
-use crate::common::{Alertmanager, Db, Options, TestApp};
+use crate::common::{Alertmanager, Db, TestApp};
 
 /// True when the page is no wider than the space it is shown in, which is the whole viewport
 /// (no scrollbar takes from it): nothing to scroll sideways.
@@ -27,51 +27,13 @@ async fn sign_in(b: &Browser, app: &TestApp, name: &str, password: &str) {
     b.wait_for("#live[data-connected=true]").await;
 }
 
-fn alertmanager_config(app: &TestApp) -> String {
-    format!(
-        r#"
-route:
-  receiver: runbot
-  group_by: [alertname, service]
-  group_wait: 100ms
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: runbot
-    webhook_configs:
-      - url: {url}
-        send_resolved: true
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: {token}
-"#,
-        url = app.webhook_url(),
-        token = common::TOKEN
-    )
-}
-
-fn quick_stop(c: &mut bollard::models::ContainerCreateBody) {
-    c.stop_timeout = Some(1);
-}
-
 /// The whole loop in a real Chromium at phone width: sign in, a restart confirmed from the
 /// command bar, a real Alertmanager's APIDown showing up without a reload, Acknowledge, a
 /// restart that now needs a second person, approved from another signed-in browser, sign out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_runs_an_incident_in_a_real_browser_at_phone_width() {
-    let p = Project::new().await;
-    let backend = p
-        .run("backend", "runbot-test/backend:v1", 1, quick_stop)
-        .await;
-    p.wait_health(&backend, bollard::models::HealthStatusEnum::HEALTHY)
-        .await;
-    let app = TestApp::spawn_with(
-        Options::new(Db::Sqlite)
-            .set("RUNBOT__DOCKER__HOST", &common::docker::docker_host())
-            .set("RUNBOT__DOCKER__PROJECT", &p.name),
-    )
-    .await;
+    let p = Project::with_healthy_backend().await;
+    let app = TestApp::spawn_with(p.options(Db::Sqlite)).await;
     app.add_account("ana", "correct horse battery", &["devops-lead"])
         .await;
     app.add_account("luis", "another long passphrase", &["devops-lead"])
@@ -102,7 +64,7 @@ async fn the_console_runs_an_incident_in_a_real_browser_at_phone_width() {
     ana.wait_for_text("#results", "restarted backend").await;
 
     // A real Alertmanager fires APIDown: its card shows up without a reload.
-    let am = Alertmanager::start(&alertmanager_config(&app)).await;
+    let am = Alertmanager::start(&common::alertmanager_config(&app)).await;
     am.push(serde_json::json!([{
         "labels": {"alertname": "APIDown", "service": "backend", "instance": "backend-1", "severity": "critical"},
         "annotations": {"summary": "<img src=x onerror=alert(1)> backend is down"},

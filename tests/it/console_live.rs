@@ -229,24 +229,10 @@ async fn audit(app: &TestApp) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn quick_stop(c: &mut bollard::models::ContainerCreateBody) {
-    c.stop_timeout = Some(1);
-}
-
 #[tokio::test]
 async fn a_restart_from_the_console_is_confirmed_approved_by_a_second_person_and_audited() {
-    let p = Project::new().await;
-    let backend = p
-        .run("backend", "runbot-test/backend:v1", 1, quick_stop)
-        .await;
-    p.wait_health(&backend, bollard::models::HealthStatusEnum::HEALTHY)
-        .await;
-    let app = TestApp::spawn_with(
-        Options::new(Db::Sqlite)
-            .set("RUNBOT__DOCKER__HOST", &common::docker::docker_host())
-            .set("RUNBOT__DOCKER__PROJECT", &p.name),
-    )
-    .await;
+    let p = Project::with_healthy_backend().await;
+    let app = TestApp::spawn_with(p.options(Db::Sqlite)).await;
     app.add_account("ana", ANA, &["devops-lead"]).await;
     app.add_account("luis", LUIS, &["devops-lead"]).await;
     let ana = app.sign_in("ana", ANA).await;

@@ -23,29 +23,6 @@ fn with_discord(db: Db, fake: &FakeDiscord) -> Options {
         .set("RUNBOT__DISCORD__REQUEST_TIMEOUT_MS", "2000")
 }
 
-fn alertmanager_config(app: &TestApp) -> String {
-    format!(
-        r#"
-route:
-  receiver: runbot
-  group_by: [alertname, service]
-  group_wait: 100ms
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: runbot
-    webhook_configs:
-      - url: {url}
-        send_resolved: true
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: {TOKEN}
-"#,
-        url = app.webhook_url()
-    )
-}
-
 fn alert(instance: &str, ends_at: Option<&str>) -> Value {
     let mut a = json!({
         "labels": {"alertname": "APIDown", "service": "backend", "instance": instance, "severity": "critical"},
@@ -74,7 +51,7 @@ async fn a_group_keeps_one_card_through_join_resolve_and_refire() {
     for db in BOTH {
         let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
         let app = TestApp::spawn_with(with_discord(db, &fake)).await;
-        let am = Alertmanager::start(&alertmanager_config(&app)).await;
+        let am = Alertmanager::start(&common::alertmanager_config(&app)).await;
         let wait = Duration::from_secs(20);
 
         am.push(json!([alert("backend-1:8000", None)])).await;
@@ -292,7 +269,8 @@ async fn outage(db: Db) {
 }
 
 fn storm_config(app: &TestApp) -> String {
-    alertmanager_config(app).replace("group_by: [alertname, service]", "group_by: [alertname]")
+    common::alertmanager_config(app)
+        .replace("group_by: [alertname, service]", "group_by: [alertname]")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerInspectResponse, HealthStatusEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use chrono::{DateTime, Utc};
-use common::docker::{docker_host, Project};
+use common::docker::{docker_host, quick_stop, Project};
 use common::rig::{devops, message, text, Edits, Rig};
 use common::Db;
 use runbot::audit::{AuditFilter, Step};
@@ -997,12 +996,6 @@ fn running(i: &ContainerInspectResponse) -> bool {
 
 fn health(i: &ContainerInspectResponse) -> Option<HealthStatusEnum> {
     i.state.as_ref()?.health.as_ref()?.status
-}
-
-/// A backend container that stops at once: busybox httpd as PID 1 ignores SIGTERM, and
-/// waiting Docker's default 10 s for each stop would only make the tests slow.
-fn quick_stop(c: &mut ContainerCreateBody) {
-    c.stop_timeout = Some(1);
 }
 
 #[tokio::test]

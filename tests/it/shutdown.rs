@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common;
 use bollard::models::HealthStatusEnum;
-use common::docker::{docker_host, Project};
+use common::docker::{docker_host, quick_stop, Project};
 use common::{Serve, BOT_TOKEN, CHANNEL, TOKEN};
 use fake_discord::{FakeDiscord, FakeMessage, FakeUser};
 use serde_json::json;
@@ -172,11 +172,6 @@ async fn restart_steps(dir: &Path) -> Vec<String> {
         "SELECT step FROM audit_log WHERE command = 'restart' ORDER BY id",
     )
     .await
-}
-
-/// A container that stops at once (busybox httpd as PID 1 ignores SIGTERM).
-fn quick_stop(c: &mut bollard::models::ContainerCreateBody) {
-    c.stop_timeout = Some(1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,12 +49,35 @@ fn unique_project() -> String {
     )
 }
 
+/// A backend container that stops at once: busybox httpd as PID 1 ignores SIGTERM, and
+/// waiting Docker's default 10 s for each stop would only make the tests slow.
+pub fn quick_stop(c: &mut ContainerCreateBody) {
+    c.stop_timeout = Some(1);
+}
+
 impl Project {
     pub async fn new() -> Project {
         Project {
             name: unique_project(),
             docker: engine().await,
         }
+    }
+
+    /// A project with one healthy backend replica, as the console tests restart it.
+    pub async fn with_healthy_backend() -> Project {
+        let p = Project::new().await;
+        let backend = p
+            .run("backend", "runbot-test/backend:v1", 1, quick_stop)
+            .await;
+        p.wait_health(&backend, HealthStatusEnum::HEALTHY).await;
+        p
+    }
+
+    /// Settings that point runbot at this project on the test engine.
+    pub fn options(&self, db: super::Db) -> super::Options {
+        super::Options::new(db)
+            .set("RUNBOT__DOCKER__HOST", &docker_host())
+            .set("RUNBOT__DOCKER__PROJECT", &self.name)
     }
 
     /// Creates and starts replica `number` of `service`, as docker-compose would label it.

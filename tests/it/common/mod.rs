@@ -507,6 +507,31 @@ pub fn webhook(group: &str, status: &str, alerts: &[(&str, &str, Value)]) -> Val
     })
 }
 
+/// An Alertmanager configuration that sends every alert to `app`'s webhook with its token:
+/// grouped by alert name and service, sent 100 ms after the first alert and every second after.
+pub fn alertmanager_config(app: &TestApp) -> String {
+    format!(
+        r#"
+route:
+  receiver: runbot
+  group_by: [alertname, service]
+  group_wait: 100ms
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: runbot
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {TOKEN}
+"#,
+        url = app.webhook_url()
+    )
+}
+
 /// A port that is free now, for a child process to listen on. Taken from below the kernel's
 /// ephemeral range (32768–60999 by default) so that no socket bound to port 0 in the meantime
 /// (runbot's own listeners, outgoing connections) can take it before the child binds it; the
