@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
 use super::accounts::{check_name, check_password, hash_password};
+use super::object;
 use crate::audit::{Audit, AuditEntry, Step};
 use crate::commands::Commands;
 use crate::config::Settings;
@@ -390,13 +391,6 @@ pub async fn run_token(settings: &Settings, command: TokenCommand, out: &mut dyn
     };
     store.close().await;
     code
-}
-
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
 }
 
 async fn create_token(

@@ -12,7 +12,17 @@ pub mod signin;
 pub mod throttle;
 pub mod tokens;
 
+use serde_json::{Map, Value};
+
 use crate::request::{Actor, Platform};
+
+/// A JSON object literal as an audit entry's `args` or `origin` map (anything else: empty).
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
 
 /// Who a console request comes from, as the gate established it (a request extension on every
 /// route behind the gate).

@@ -11,11 +11,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::accounts::{check_name, check_password, hash_password, verify_password};
+use super::object;
 use super::sessions::{self, random_token, Rules, Started};
 use super::throttle::{Gate, Throttle};
 use crate::audit::{Audit, AuditEntry, AuditError, Step};
@@ -107,13 +108,6 @@ fn address_key(client: &str) -> String {
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
         _ => client.to_string(),
-    }
-}
-
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
     }
 }
 
