@@ -486,6 +486,18 @@ async fn throughput_worker(
     (stats, last)
 }
 
+/// Waits for a request's slot in an open-loop run and answers the time its latency counts
+/// from: the actual send when the connection was idle (timer granularity is not the server's),
+/// the scheduled time when it was still busy (the queueing delay is: no coordinated omission).
+async fn send_at(scheduled: Instant, now: Instant) -> Instant {
+    if now < scheduled {
+        tokio::time::sleep_until(scheduled.into()).await;
+        Instant::now()
+    } else {
+        scheduled
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn rate_worker(
     mut sender: Option<SendRequest<Full<Bytes>>>,
@@ -511,15 +523,7 @@ async fn rate_worker(
             stats.unsent += (total - i).div_ceil(stride);
             break;
         }
-        let origin = if now < scheduled {
-            // Idle connection: wait for the slot and measure from the actual send,
-            // so timer granularity is not charged to the server.
-            tokio::time::sleep_until(scheduled.into()).await;
-            Instant::now()
-        } else {
-            // Behind schedule: charge the queueing delay to the server.
-            scheduled
-        };
+        let origin = send_at(scheduled, now).await;
         let ok = send_one(&mut sender, &target, &payloads, &mut stats).await;
         last = Instant::now();
         if ok {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use super::discord::{fmt_ms, webhook};
-use super::{connect, mix64, percentile_f64, rfc3339_now, Args, Sender, Target};
+use super::{connect, mix64, percentile_f64, rfc3339_now, send_at, Args, Sender, Target};
 
 /// runbot's base URL (`http://host:port`) from `--url`.
 fn base(args: &Args) -> Result<String, String> {
@@ -699,14 +699,7 @@ pub async fn commands(args: &Args) -> Result<bool, String> {
                     unsent += (total - i).div_ceil(conns as u64);
                     break;
                 }
-                // As `--mode rate`: from the actual send when the connection was idle, from
-                // the scheduled time when it was still busy (no coordinated omission).
-                let origin = if now < scheduled {
-                    tokio::time::sleep_until(scheduled.into()).await;
-                    Instant::now()
-                } else {
-                    scheduled
-                };
+                let origin = send_at(scheduled, now).await;
                 let who = (i as usize) % auths.len();
                 let answer = call(
                     &mut sender,
