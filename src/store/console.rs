@@ -92,18 +92,19 @@ impl Store {
 
     /// The newest entry's id (0 when there is none).
     pub async fn console_head(&self) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS head FROM console_events")
-            .fetch_one(&self.pool)
-            .await?;
-        row.try_get("head")
+        Ok(self.console_bounds().await?.1)
     }
 
-    /// The oldest entry's id still kept (0 when there is none).
-    pub async fn console_tail(&self) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COALESCE(MIN(id), 0) AS tail FROM console_events")
-            .fetch_one(&self.pool)
-            .await?;
-        row.try_get("tail")
+    /// The oldest entry's id still kept and the newest one's, read together (0 when there is
+    /// none): everything below the oldest is gone, as the prune leaves no hole.
+    pub async fn console_bounds(&self) -> Result<(i64, i64), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MIN(id), 0) AS tail, COALESCE(MAX(id), 0) AS head \
+             FROM console_events",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("tail")?, row.try_get("head")?))
     }
 
     /// The newest entry about request `reference` (its latest answer).

@@ -104,8 +104,7 @@ pub(super) async fn events(
         loop {
             if catch_up {
                 catch_up = false;
-                let (Ok(head), Ok(tail)) = (store.console_head().await, store.console_tail().await)
-                else {
+                let Ok((tail, head)) = store.console_bounds().await else {
                     return;
                 };
                 // Too far behind, behind what is kept, or ahead of the feed (ids went back: a
