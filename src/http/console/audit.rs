@@ -17,9 +17,6 @@ use crate::chat::console::Viewer;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
-/// Rows on a page, by default and at most.
-const PAGE_DEFAULT: i64 = 50;
-const PAGE_MAX: i64 = 200;
 /// An export is built in memory (the export code writes to a `Write` between awaits), so it
 /// has a ceiling; past it the caller is told to narrow the filter or use the command line.
 const EXPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
@@ -53,8 +50,8 @@ fn bad(message: impl Into<String>) -> ApiError {
 /// RFC 3339, or what a `datetime-local` field sends (`2026-12-07T01:30`, seconds optional),
 /// read as UTC.
 fn parse_time(name: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    if let Some(t) = crate::domain::parse_stored_time(s) {
+        return Ok(t);
     }
     for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
@@ -102,22 +99,8 @@ impl AuditQuery {
                 return Err(bad("until must be after since"));
             }
         }
-        let limit = match given(&self.limit) {
-            None => PAGE_DEFAULT,
-            Some(l) => match l.parse::<i64>() {
-                Ok(n) if (1..=PAGE_MAX).contains(&n) => n,
-                _ => return Err(bad(format!("limit must be a number from 1 to {PAGE_MAX}"))),
-            },
-        };
-        let before = match given(&self.before) {
-            None => None,
-            Some(b) => Some(
-                b.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("before must be a row id (a positive number)"))?,
-            ),
-        };
+        let (limit, before) =
+            super::rows_page(given(&self.limit), given(&self.before), "a row id")?;
         Ok(Asked {
             filter: AuditFilter {
                 since,
@@ -174,7 +157,7 @@ pub(super) async fn audit_page(
         Ok(a) => a,
         Err(e) => {
             let body = html! {
-                (filters(&AuditFilter::default(), PAGE_DEFAULT))
+                (filters(&AuditFilter::default(), super::ROWS_DEFAULT))
                 p class="error" role="alert" { (e.message) }
             };
             return Ok((

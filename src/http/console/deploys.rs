@@ -1,7 +1,6 @@
 //! Recent deploys and rollbacks of every project, newest first: who, what, how it went.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use maud::html;
@@ -16,8 +15,6 @@ use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::DeployRow;
 
-const PAGE_DEFAULT: i64 = 50;
-const PAGE_MAX: i64 = 200;
 /// An error message is shown up to this many characters (the audit trail has it whole).
 const ERROR_MAX: usize = 500;
 
@@ -29,25 +26,11 @@ pub(super) struct DeploysQuery {
 
 impl DeploysQuery {
     fn parse(&self) -> Result<(i64, Option<i64>), ApiError> {
-        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-        let limit = match self.limit.as_deref().filter(|s| !s.is_empty()) {
-            None => PAGE_DEFAULT,
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=PAGE_MAX).contains(n))
-                .ok_or_else(|| bad(format!("limit must be a number from 1 to {PAGE_MAX}")))?,
-        };
-        let before = match self.before.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(b) => Some(
-                b.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("before must be a deploy id (a positive number)".into()))?,
-            ),
-        };
-        Ok((limit, before))
+        super::rows_page(
+            self.limit.as_deref().filter(|s| !s.is_empty()),
+            self.before.as_deref().filter(|s| !s.is_empty()),
+            "a deploy id",
+        )
     }
 }
 

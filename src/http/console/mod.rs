@@ -20,6 +20,38 @@ use axum::Router;
 
 use super::AppState;
 
+/// Rows a page of the audit trail or of deploys lists, by default and at most.
+pub(super) const ROWS_DEFAULT: i64 = 50;
+pub(super) const ROWS_MAX: i64 = 200;
+
+/// A page of rows, newest first, as its query asks (values already picked out: `None` when
+/// not given): how many, and before which id. `id_is` says what the id is, for the error.
+pub(super) fn rows_page(
+    limit: Option<&str>,
+    before: Option<&str>,
+    id_is: &str,
+) -> Result<(i64, Option<i64>), crate::http::error::ApiError> {
+    let bad = |m: String| crate::http::error::ApiError::new(axum::http::StatusCode::BAD_REQUEST, m);
+    let limit = match limit {
+        None => ROWS_DEFAULT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=ROWS_MAX).contains(n))
+            .ok_or_else(|| bad(format!("limit must be a number from 1 to {ROWS_MAX}")))?,
+    };
+    let before = match before {
+        None => None,
+        Some(b) => Some(
+            b.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(format!("before must be {id_is} (a positive number)")))?,
+        ),
+    };
+    Ok((limit, before))
+}
+
 /// Routes behind the gate.
 pub fn router() -> Router<AppState> {
     Router::new()
