@@ -387,6 +387,9 @@ async fn an_api_token_acts_with_its_roles_and_console_token_acts_as_nobody() {
     assert_eq!(status, 400);
     let (status, _) = post(tokens[1].clone(), json!({"command": 1})).await;
     assert_eq!(status, 400);
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let (status, too_big) = post(tokens[1].clone(), json!({"command": huge})).await;
+    assert_eq!(status, 413, "{too_big}");
     let (_, unknown) = post(tokens[1].clone(), json!({"command": "/reboot-everything"})).await;
     assert!(
         unknown["reply"]["text"]
@@ -779,4 +782,39 @@ async fn a_page_resuming_from_before_what_is_kept_is_told_to_reload() {
         "what it missed is gone: it reloads"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_on_one_replica_sees_what_another_delivered_and_survives_a_restart() {
+    let first = TestApp::spawn(Db::Postgres).await;
+    let mut opts = Options::new(Db::Postgres);
+    opts.database_url = Some(first.database_url.clone());
+    let second = TestApp::spawn_with(opts).await;
+    // A page on the second replica; the webhook reaches the first.
+    let mut feed = Stream::open(&second, None).await;
+    assert_eq!(feed.next(Duration::from_secs(5)).await.unwrap().1, "hello");
+    let body = sev1("Elsewhere", "d000000000000001");
+    assert_eq!(first.post_webhook(body.to_string()).await.status(), 200);
+    let (seen, _, card) = feed
+        .next_of("card", Duration::from_secs(10))
+        .await
+        .expect("the card reaches a page on the other replica");
+    assert!(card["html"].as_str().unwrap().contains("Elsewhere"));
+    // The page's replica restarts; the page comes back to the other one and resumes after
+    // what it saw, missing nothing delivered in between.
+    drop(feed);
+    second.stop().await;
+    let body = sev1("Meanwhile", "d000000000000002");
+    assert_eq!(first.post_webhook(body.to_string()).await.status(), 200);
+    let mut back = Stream::open(&first, Some(seen)).await;
+    assert_eq!(back.next(Duration::from_secs(5)).await.unwrap().1, "hello");
+    let (_, _, card) = back
+        .next_of("card", Duration::from_secs(10))
+        .await
+        .expect("what came while the page was away");
+    assert!(
+        card["html"].as_str().unwrap().contains("Meanwhile"),
+        "{card}"
+    );
+    first.stop().await;
 }

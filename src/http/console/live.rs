@@ -298,6 +298,15 @@ impl Responder for AfterFirst {
     }
 }
 
+/// A body the JSON extractor refused: 413 when it is over `http.max_body_bytes`, else 400.
+fn rejected(e: &axum::extract::rejection::JsonRejection) -> StatusCode {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CommandBody {
@@ -337,7 +346,7 @@ pub(super) async fn command(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            rejected(&e),
             format!(
                 "expected {{\"command\": \"…\", \"options\": {{…}}, \"group_id\": N}}: {}",
                 e.body_text()
@@ -402,7 +411,7 @@ pub(super) async fn button(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
+            rejected(&e),
             format!("expected {{\"id\": \"…\"}}: {}", e.body_text()),
         )
     })?;
