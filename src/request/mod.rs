@@ -5,6 +5,7 @@
 //! can both depend on it.
 
 pub mod button;
+pub mod page;
 
 use std::fmt;
 use std::future::Future;
