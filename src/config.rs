@@ -59,6 +59,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub shutdown: ShutdownSettings,
+    #[serde(default)]
+    pub escalation: EscalationSettings,
     /// The values validation parsed from the strings above; filled by [`Settings::load_from`].
     #[serde(skip)]
     pub parsed: Parsed,
@@ -384,6 +386,64 @@ impl AuditSettings {
                 kind: "seconds",
                 default: "`300`",
                 about: "how often `runbot serve` logs \"audit head\" (id, hash) and sets `runbot_audit_head_id` (10–86400); see [The end of the trail](audit.md#the-end-of-the-trail)",
+            },
+        ],
+    };
+}
+
+/// `[escalation]`: paging people along `policies/escalation.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSettings {
+    /// Off: no chain starts and nobody is paged (cards still post).
+    pub enabled: bool,
+    /// After a runbook action on a firing group, how long it may take to resolve before
+    /// runbot says so and moves the chain on (`10m`).
+    pub verify_after: String,
+    /// runbot's own address as people reach it (`https://runbot.example.com`), for links to a
+    /// group's console page in pages; unset: pages carry no link.
+    pub public_url: Option<String>,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            verify_after: "10m".into(),
+            public_url: None,
+        }
+    }
+}
+
+impl EscalationSettings {
+    /// `verify_after`, checked at load.
+    pub fn verify_after(&self) -> std::time::Duration {
+        crate::domain::duration::parse(&self.verify_after)
+            .unwrap_or(std::time::Duration::from_secs(600))
+    }
+
+    pub const REFERENCE: Section = Section {
+        name: "escalation",
+        about: "Paging people along the chains of `policies/escalation.toml` (who is on call: `policies/oncall.toml`).",
+        defaults: || format!("{:?}", EscalationSettings::default()),
+        keys: &[
+            Key {
+                name: "enabled",
+                kind: "boolean",
+                default: "`true`",
+                about: "off: no chain starts and nobody is paged; cards are posted as before",
+            },
+            Key {
+                name: "verify_after",
+                kind: "duration",
+                default: "`\"10m\"`",
+                about: "after a runbook action (`/restart`, `/rollback`, `/scale`, `/deploy`) on a firing group, how long it may take to resolve: then runbot says in the group's channel that it still fires and moves the chain to its next step (`30s` to `1d`)",
+            },
+            Key {
+                name: "public_url",
+                kind: "URL",
+                default: "unset",
+                about: "runbot's address as people reach it (`https://runbot.example.com`): pages link to the group's console page under it; unset, pages carry no link",
             },
         ],
     };
@@ -1625,6 +1685,21 @@ impl Settings {
                 "audit.head_log_secs = {} must be 10 to 86400 (default 300)",
                 self.audit.head_log_secs
             ));
+        }
+        match crate::domain::duration::parse(&self.escalation.verify_after) {
+            Some(d) if d.as_secs() >= 30 && d.as_secs() <= 86_400 => {}
+            _ => problems.push(format!(
+                "escalation.verify_after = {:?} must be a duration from 30s to 1d, such as \"10m\"",
+                self.escalation.verify_after
+            )),
+        }
+        if let Some(u) = &self.escalation.public_url {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {}
+                _ => problems.push(format!(
+                    "escalation.public_url = {u:?} must be an http(s) address such as \"https://runbot.example.com\""
+                )),
+            }
         }
         if self.shutdown.grace_secs > 600 {
             problems.push(format!(

@@ -46,6 +46,11 @@ pub const AUDIT_HEAD_ID: &str = "runbot_audit_head_id";
 pub const CONSOLE_SIGNINS: &str = "runbot_console_signins_total";
 /// Console pages (and scripts) following the live feed (`GET /api/events`) now.
 pub const CONSOLE_STREAMS: &str = "runbot_console_streams";
+/// Pages, by way (`discord`, `discord-mention`, `console`, `email`, `webhook`) and result
+/// (`sent`, `retried`, `refused`, `cancelled`).
+pub const PAGES: &str = "runbot_pages_total";
+/// From a group starting to fire to its first acknowledgement, by severity.
+pub const TIME_TO_ACK: &str = "runbot_time_to_ack_seconds";
 
 /// Counts a failed pass of background work `worker` (a fixed name from the code) in
 /// [`WORKER_ERRORS`]; the caller logs what failed.
@@ -132,12 +137,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
+                    Matcher::Full(TIME_TO_ACK.into()),
+                    &[
+                        10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+                        14400.0,
+                    ],
+                )
+                .and_then(|b| b.set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                         5.0,
                     ],
-                )
+                ))
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("runbot_store_batch_webhooks".into()),

@@ -59,6 +59,23 @@ pub struct Card {
     pub acknowledged: Option<Mark>,
     /// The silence runbot made: by whom, and until when (`at`).
     pub silenced: Option<Mark>,
+    /// Who runbot is paging, who is next and when, or how fast it was acknowledged.
+    pub escalation: Option<EscalationLine>,
+}
+
+/// The card's escalation line: "Paging Ana (devops-lead) · next: Marta (cto) in 8 min", then
+/// "Acknowledged by Ana after 3m 12s".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EscalationLine {
+    /// What runbot is doing: "Paging Ana (devops-lead)", "In the backlog: nobody paged". None
+    /// once acknowledged or resolved.
+    pub paging: Option<String>,
+    /// The next step: who it pages, and when (RFC 3339).
+    pub next: Option<(String, String)>,
+    /// From the chain's start to the acknowledgement: "3m 12s".
+    pub acked_after: Option<String>,
+    /// Steps skipped and why: "backend-lead is off hours (…): skipped".
+    pub notes: Vec<String>,
 }
 
 /// Someone did something to the group at a time (RFC 3339).

@@ -118,7 +118,44 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
         // A silence that ran out says nothing any more.
         silenced: mark(&group.silenced_by, &group.silenced_until)
             .filter(|m| parse_stored_time(&m.at).is_some_and(|until| until > chrono::Utc::now())),
+        escalation: group.escalation.as_ref().and_then(escalation_line),
     }
+}
+
+/// What the card says of the episode's escalation; None when there is nothing to say.
+fn escalation_line(e: &crate::store::EscalationRow) -> Option<super::EscalationLine> {
+    let acked_after = match (&e.acked_at, parse_stored_time(&e.started_at)) {
+        (Some(at), Some(start)) => parse_stored_time(at).map(|at| {
+            crate::domain::duration::precise((at - start).to_std().unwrap_or_default())
+        }),
+        _ => None,
+    };
+    let open = matches!(e.state.as_str(), "active" | "done" | "backlog");
+    let paging = match (e.state.as_str(), &e.paging) {
+        ("backlog", _) => Some("📥 In the backlog: nobody paged".to_string()),
+        ("active" | "done", Some(who)) => Some(format!("📟 Paging {who}")),
+        _ => None,
+    };
+    let next = match (&e.next_label, &e.due_at) {
+        (Some(who), Some(at)) if open && e.state == "active" => Some((who.clone(), at.clone())),
+        _ => None,
+    };
+    let notes: Vec<String> = e
+        .note
+        .iter()
+        .flat_map(|n| n.lines())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    if paging.is_none() && next.is_none() && acked_after.is_none() && notes.is_empty() {
+        return None;
+    }
+    Some(super::EscalationLine {
+        paging: paging.filter(|_| e.acked_at.is_none()),
+        next: next.filter(|_| e.acked_at.is_none() || e.forced == 1),
+        acked_after,
+        notes,
+    })
 }
 
 fn mark(by: &Option<String>, at: &Option<String>) -> Option<Mark> {
@@ -229,6 +266,7 @@ mod tests {
             silenced_until: None,
             alerts_total: 1,
             alerts_firing: i64::from(!resolved),
+            escalation: None,
             alerts: vec![AlertView {
                 fingerprint: "aaaa000000000001".into(),
                 status: if resolved {

@@ -101,8 +101,16 @@ pub fn parse_line(spec: &CommandSpec, rest: &str) -> Result<Vec<(String, RawValu
         let (name, value) = match named {
             Some(nv) => nv,
             None => {
-                // The next required option not named yet takes a bare value.
-                let Some(o) = positional.find(|o| !out.iter().any(|(n, _)| *n == o.name)) else {
+                // The next required option not named yet takes a bare value; else an
+                // optional one whose choices hold it (`/oncall override …`).
+                let unnamed = |o: &&super::OptionSpec| !out.iter().any(|(n, _)| *n == o.name);
+                let chosen = || {
+                    spec.options
+                        .iter()
+                        .filter(|o| !o.required && o.choices.contains(&word))
+                        .find(unnamed)
+                };
+                let Some(o) = positional.find(unnamed).or_else(chosen) else {
                     return Err(format!(
                         "/{} does not take {:?} here; name the option (name:value). {}",
                         spec.name,

@@ -28,7 +28,7 @@ pub struct Section {
 }
 
 /// Every section, in the order the reference shows them.
-pub const SECTIONS: [&Section; 16] = [
+pub const SECTIONS: [&Section; 17] = [
     &HttpSettings::REFERENCE,
     &DatabaseSettings::REFERENCE,
     &AlertmanagerSettings::REFERENCE,
@@ -42,6 +42,7 @@ pub const SECTIONS: [&Section; 16] = [
     &LogSettings::REFERENCE,
     &AuditSettings::REFERENCE,
     &ShutdownSettings::REFERENCE,
+    &EscalationSettings::REFERENCE,
     &PolicySettings::REFERENCE,
     &DataDir::REFERENCE,
     &DiscordSettings::REFERENCE,

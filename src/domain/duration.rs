@@ -34,6 +34,17 @@ pub fn short(d: Duration) -> String {
     }
 }
 
+/// To the second under an hour, as people quote response times: `45s`, `3m 12s`, `1h 5m`.
+pub fn precise(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 if s % 60 == 0 => format!("{}m", s / 60),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => short(d),
+    }
+}
+
 /// `90 s`, `2 min`, `15 min`, `1 h`, `90 min`, `2 d`.
 pub fn span(d: Duration) -> String {
     let s = d.as_secs();

@@ -10,6 +10,7 @@ mod blocks;
 mod chat;
 mod console;
 mod deploys;
+mod escalation;
 mod ingest;
 mod locks;
 mod pages;
@@ -38,6 +39,10 @@ pub use blocks::{Added, BlockRow, NewBlock, NginxHost};
 pub use chat::{CardRecord, Notice};
 pub use console::{ConsoleEventRow, NewConsoleEvent};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
+pub use escalation::{
+    ActionCheck, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, OverrideRow, PageRow,
+    StepFired,
+};
 pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};
 pub use pages::{CardState, PendingCard};

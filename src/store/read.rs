@@ -49,6 +49,8 @@ pub struct GroupView {
     /// How many alerts the group has, and how many of them fire, whether or not all are listed.
     pub alerts_total: i64,
     pub alerts_firing: i64,
+    /// The escalation of this episode, once runbot started one.
+    pub escalation: Option<super::EscalationRow>,
 }
 
 impl GroupView {
@@ -133,6 +135,7 @@ fn group_from_row(row: &AnyRow) -> Result<GroupView, sqlx::Error> {
         alerts: Vec::new(),
         alerts_total: 0,
         alerts_firing: 0,
+        escalation: None,
     })
 }
 
@@ -174,6 +177,7 @@ impl Store {
         let mut groups: Vec<GroupView> =
             rows.iter().map(group_from_row).collect::<Result<_, _>>()?;
         self.attach_alerts(&mut groups, alerts_each).await?;
+        self.attach_escalations(&mut groups).await?;
         Ok(groups)
     }
 
@@ -207,6 +211,7 @@ impl Store {
         };
         let mut groups = vec![group_from_row(&row)?];
         self.attach_alerts(&mut groups, alerts_max).await?;
+        self.attach_escalations(&mut groups).await?;
         Ok(groups.pop())
     }
 
@@ -252,6 +257,20 @@ impl Store {
     /// Each group's alert counts, and its alerts (firing first): all of them, or at most
     /// `each` when given, so a group with thousands of alerts does not make every page that
     /// lists it that large. Counting takes a query of its own only when the list is bounded.
+    async fn attach_escalations(&self, groups: &mut [GroupView]) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
+        let mut found: HashMap<i64, super::EscalationRow> = self
+            .current_escalations(&ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.group_id, e))
+            .collect();
+        for g in groups {
+            g.escalation = found.remove(&g.id);
+        }
+        Ok(())
+    }
+
     async fn attach_alerts(
         &self,
         groups: &mut [GroupView],

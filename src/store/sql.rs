@@ -4,7 +4,7 @@ use std::future::Future;
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::error::BoxDynError;
-use sqlx::query::{Query, QueryAs};
+use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Any, AnyPool, Arguments, Encode, FromRow, Row, Transaction, Type};
 
 use super::values_list;
@@ -34,6 +34,12 @@ impl<'q> Bind<'q> for AnyQuery<'q> {
 }
 
 impl<'q, O> Bind<'q> for QueryAs<'q, Any, O, AnyArguments<'q>> {
+    fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> Bind<'q> for QueryScalar<'q, Any, O, AnyArguments<'q>> {
     fn bind_one<T: AnyValue<'q>>(self, value: T) -> Self {
         self.bind(value)
     }

@@ -44,7 +44,17 @@ pub fn card(card: &Card) -> Markup {
                     span class="firing" { "🔴 Firing since " (time(&card.started_at)) }
                 }
                 @if let Some(ack) = &card.acknowledged {
-                    span class="ack" { "👀 Acknowledged by " strong { (ack.by) } " " (time(&ack.at)) }
+                    span class="ack" { "👀 Acknowledged by " strong { (ack.by) }
+                        @if let Some(a) = card.escalation.as_ref().and_then(|e| e.acked_after.as_deref()) { " after " (a) }
+                        " " (time(&ack.at)) }
+                }
+                @if let Some(e) = card.escalation.as_ref().filter(|_| !card.resolved) {
+                    @if let Some(p) = &e.paging {
+                        span class="paging" { (p)
+                            @if let Some((who, at)) = &e.next { " · next: " (who) " " (time(at)) }
+                        }
+                    }
+                    @for n in e.notes.iter().take(3) { span class="skipped" { "⏭️ " (n) } }
                 }
                 @if let Some(s) = &card.silenced {
                     span class="silenced" { "🔕 Silenced by " strong { (s.by) } " until " (time(&s.at)) }

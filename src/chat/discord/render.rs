@@ -348,11 +348,29 @@ pub fn card(card: &Card) -> (CreateEmbed, Vec<CreateActionRow>) {
         }
     }
     if let Some(ack) = &card.acknowledged {
+        let after = card
+            .escalation
+            .as_ref()
+            .and_then(|e| e.acked_after.as_deref())
+            .map(|a| format!(" after {a}"))
+            .unwrap_or_default();
         description.push_str(&format!(
-            "👀 Acknowledged by **{}** {}\n",
+            "👀 Acknowledged by **{}**{after} {}\n",
             fit(&ack.by, 100),
             relative_time(&ack.at)
         ));
+    }
+    if let Some(e) = card.escalation.as_ref().filter(|_| !card.resolved) {
+        if let Some(paging) = &e.paging {
+            description.push_str(&fit(paging, 300));
+            if let Some((who, at)) = &e.next {
+                description.push_str(&format!(" · next: {} {}", fit(who, 200), relative_time(at)));
+            }
+            description.push('\n');
+        }
+        for n in e.notes.iter().take(3) {
+            description.push_str(&format!("⏭️ {}\n", fit(n, 200)));
+        }
     }
     if let Some(silence) = &card.silenced {
         description.push_str(&format!(
@@ -511,6 +529,12 @@ mod tests {
             silenced: Some(crate::chat::Mark {
                 by: "b".repeat(500),
                 at: "2026-11-27T11:00:00Z".into(),
+            }),
+            escalation: Some(crate::chat::EscalationLine {
+                paging: Some(format!("📟 Paging {}", "p".repeat(2000))),
+                next: Some(("n".repeat(2000), "2026-11-27T11:00:00Z".into())),
+                acked_after: None,
+                notes: vec!["s".repeat(2000); 10],
             }),
         }
     }
