@@ -42,6 +42,15 @@ impl Stream {
         }
     }
 
+    /// A stream a signed-in browser opened.
+    fn of(response: reqwest::Response) -> Stream {
+        assert_eq!(response.status(), 200);
+        Stream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
     /// The next event (keep-alive comments skipped), or None after `within`.
     async fn next(&mut self, within: Duration) -> Option<Event> {
         let deadline = Instant::now() + within;
@@ -817,4 +826,100 @@ async fn a_page_on_one_replica_sees_what_another_delivered_and_survives_a_restar
         "{card}"
     );
     first.stop().await;
+}
+
+/// A signed-in browser's live stream, from after `after` when given.
+async fn open_as(b: &Browser, after: Option<i64>) -> reqwest::Response {
+    let mut req = b.client.get(format!("{}/api/events", b.url));
+    if let Some(id) = after {
+        req = req.header("last-event-id", id.to_string());
+    }
+    b.send(req).await
+}
+
+/// A page for one account reaches that account's stream, live and on resume, and nobody
+/// else's; a page sent again is not shown twice; an unknown account is refused.
+#[tokio::test]
+async fn a_console_page_reaches_its_account_alone() {
+    use runbot::request::page::{Page, PageError, Pager};
+    let app = TestApp::spawn(Db::Sqlite).await;
+    app.add_account("ana", ANA, &["devops-lead"]).await;
+    app.add_account("luis", LUIS, &["devops-lead"]).await;
+    let ana = app.sign_in("ana", ANA).await;
+    let luis = app.sign_in("luis", LUIS).await;
+    let wait = Duration::from_secs(5);
+    let mut ana_live = Stream::of(open_as(&ana, None).await);
+    let mut luis_live = Stream::of(open_as(&luis, None).await);
+    let start = ana_live.next(wait).await.unwrap();
+    assert_eq!(start.1, "hello");
+    assert_eq!(luis_live.next(wait).await.unwrap().1, "hello");
+
+    let store = app.store().await;
+    let feed = runbot::chat::console::events::Feed::new(store.clone())
+        .await
+        .unwrap();
+    let pager = runbot::chat::console::page::ConsolePager::new(feed.clone());
+    assert_eq!(pager.via(), "console");
+    let page = Page {
+        id: 41,
+        group_id: Some(7),
+        severity: Some("sev1".into()),
+        title: "Sev1 · APIDown: API down".into(),
+        summary: "The API is down".into(),
+        person: "Ana".into(),
+        role: Some("devops-lead".into()),
+        reason: "step 1 of sev1 <b>".into(),
+        url: None,
+    };
+    pager.send("ana", &page).await.unwrap();
+    // A retry of the same page: shown once.
+    pager.send("ana", &page).await.unwrap();
+    for bad in ["nobody", "a b", "", "token:ana"] {
+        let e = pager.send(bad, &page).await.unwrap_err();
+        assert!(matches!(e, PageError::Permanent(_)), "{bad:?}: {e:?}");
+    }
+    let news = json!({"text": "after the page", "html": "<li>after the page</li>"});
+    feed.publish(runbot::chat::console::events::Publish::for_everyone(
+        runbot::chat::console::events::Kind::Announcement,
+        None,
+        &news,
+    ))
+    .await
+    .unwrap();
+
+    let (_, kind, data) = ana_live.next(wait).await.unwrap();
+    assert_eq!(kind, "page");
+    assert_eq!(data["title"], "Sev1 · APIDown: API down");
+    assert_eq!(data["summary"], "The API is down");
+    assert_eq!(data["reason"], "step 1 of sev1 <b>");
+    assert_eq!(data["url"], "/groups/7");
+    let html = data["html"].as_str().unwrap();
+    assert!(
+        html.contains("&lt;b&gt;") && html.contains("href=\"/groups/7\""),
+        "{html}"
+    );
+    assert_eq!(
+        ana_live.next(wait).await.unwrap().1,
+        "announcement",
+        "one page, not two"
+    );
+    // Luis's stream goes on to the announcement: the page was never his.
+    assert_eq!(luis_live.next(wait).await.unwrap().1, "announcement");
+
+    // Resuming from before the page: the same for each.
+    let mut ana_again = Stream::of(open_as(&ana, Some(start.0)).await);
+    let mut luis_again = Stream::of(open_as(&luis, Some(start.0)).await);
+    assert_eq!(ana_again.next(wait).await.unwrap().1, "hello");
+    assert_eq!(ana_again.next(wait).await.unwrap().1, "page");
+    assert_eq!(luis_again.next(wait).await.unwrap().1, "hello");
+    assert_eq!(luis_again.next(wait).await.unwrap().1, "announcement");
+    // console.token names nobody: no page either.
+    let mut token = Stream::open(&app, Some(start.0)).await;
+    assert_eq!(token.next(wait).await.unwrap().1, "hello");
+    assert_eq!(token.next(wait).await.unwrap().1, "announcement");
+    // Nor can anyone else read it as an answer.
+    assert_eq!(ana.get("/api/requests/page-41").await.status(), 200);
+    assert_eq!(luis.get("/api/requests/page-41").await.status(), 404);
+    store.close().await;
+    app.stop().await;
 }

@@ -2036,3 +2036,118 @@ async fn the_adapter_uploads_a_replys_file_with_its_edit_of_original() {
     let request = f.requests().into_iter().last().unwrap();
     assert_eq!(request.header("content-type"), Some("application/json"));
 }
+
+async fn open_dm(f: &FakeDiscord, auth: Option<&str>, body: &Value) -> Reply {
+    send(
+        &client(),
+        reqwest::Method::POST,
+        format!("{}/api/v10/users/@me/channels", f.base_url()),
+        auth,
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_dm_is_opened_once_per_user_and_takes_messages_like_a_channel() {
+    let f = unlimited().await;
+    let bot = format!("Bot {TOKEN}");
+    let ana = "1300000000000000001";
+    let dm = open_dm(&f, Some(&bot), &json!({"recipient_id": ana}))
+        .await
+        .ok();
+    assert_eq!(dm["type"], 1, "{dm}");
+    assert_eq!(dm["recipients"][0]["id"], ana);
+    let again = open_dm(&f, Some(&bot), &json!({"recipient_id": ana}))
+        .await
+        .ok();
+    assert_eq!(
+        again["id"], dm["id"],
+        "the same DM channel for the same user"
+    );
+    let other = open_dm(
+        &f,
+        Some(&bot),
+        &json!({"recipient_id": "1300000000000000002"}),
+    )
+    .await
+    .ok();
+    assert_ne!(other["id"], dm["id"]);
+
+    let channel: u64 = dm["id"].as_str().unwrap().parse().unwrap();
+    post(&f, channel, &json!({"content": "wake up"})).await.ok();
+    let dms = f.dms_to(ana);
+    assert_eq!(dms.len(), 1);
+    assert_eq!(dms[0].content(), "wake up");
+    assert!(f.dms_to("1300000000000000002").is_empty());
+
+    // Without the bot token, or with a recipient that is not a user id: refused.
+    let r = open_dm(&f, None, &json!({"recipient_id": ana})).await;
+    assert_eq!(r.status, 401);
+    let r = open_dm(&f, Some(&bot), &json!({"recipient_id": "ana"})).await;
+    assert_eq!(r.error_codes("recipient_id").len(), 1, "{}", r.body);
+    let r = open_dm(&f, Some(&bot), &json!({})).await;
+    assert_eq!(r.error_codes("recipient_id"), ["BASE_TYPE_REQUIRED"]);
+    let r = open_dm(&f, Some(&bot), &json!({"recipient_id": ana, "extra": 1})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // A user who takes no DMs: 403, 50007, nothing recorded.
+    f.refuse_dms(ana);
+    let r = post(&f, channel, &json!({"content": "again"})).await;
+    assert_eq!((r.status, r.body["code"].as_u64()), (403, Some(50007)));
+    assert_eq!(f.dms_to(ana).len(), 1);
+}
+
+#[tokio::test]
+async fn allowed_mentions_are_refused_as_discord_refuses_them() {
+    let f = unlimited().await;
+    let ok = json!({"content": "<@1300000000000000001> paged", "allowed_mentions": {"parse": [], "users": ["1300000000000000001"]}});
+    post(&f, CH, &ok).await.ok();
+    let role = json!({"content": "<@&1300000000000000009>", "allowed_mentions": {"parse": [], "roles": ["1300000000000000009"]}});
+    post(&f, CH, &role).await.ok();
+    let parse_only = json!({"content": "x", "allowed_mentions": {"parse": ["users", "roles"]}});
+    post(&f, CH, &parse_only).await.ok();
+
+    let both = json!({"content": "x", "allowed_mentions": {"parse": ["users"], "users": ["1300000000000000001"]}});
+    let r = post(&f, CH, &both).await;
+    assert_eq!(
+        r.error_codes("allowed_mentions"),
+        ["MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE"]
+    );
+    let both = json!({"content": "x", "allowed_mentions": {"parse": ["roles"], "roles": ["1300000000000000009"]}});
+    let r = post(&f, CH, &both).await;
+    assert_eq!(
+        r.error_codes("allowed_mentions"),
+        ["MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE"]
+    );
+    let many: Vec<String> = (0..101).map(|i| format!("13000000000000{i:05}")).collect();
+    let r = post(
+        &f,
+        CH,
+        &json!({"content": "x", "allowed_mentions": {"parse": [], "users": many}}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("allowed_mentions"),
+        "{}",
+        r.body
+    );
+    // Unknown keys and values are refused even when unknown fields elsewhere are let through.
+    f.set_reject_unknown_fields(false);
+    let r = post(
+        &f,
+        CH,
+        &json!({"content": "x", "allowed_mentions": {"parse": [], "people": ["1"]}}),
+    )
+    .await;
+    assert_eq!(r.error_codes("allowed_mentions.people"), ["UNKNOWN_FIELD"]);
+    let r = post(
+        &f,
+        CH,
+        &json!({"content": "x", "allowed_mentions": {"parse": ["here"]}}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(f.messages().len(), 3, "only the valid three were posted");
+}

@@ -5,8 +5,13 @@
 //! error shapes.
 //!
 //! - Routes: `POST /api/v10/channels/{channel_id}/messages` and
-//!   `PATCH /api/v10/channels/{channel_id}/messages/{message_id}`. Anything else is
-//!   404 `{"message": "404: Not Found", "code": 0}`.
+//!   `PATCH /api/v10/channels/{channel_id}/messages/{message_id}`, and
+//!   `POST /api/v10/users/@me/channels {"recipient_id"}` to open a DM (type 1, the same channel
+//!   for the same user; messages to it as to any channel, recorded per user:
+//!   [`FakeDiscord::dms_to`]; a user who takes no DMs ([`FakeDiscord::refuse_dms`]) gets 403
+//!   code 50007). Anything else is 404 `{"message": "404: Not Found", "code": 0}`.
+//! - `allowed_mentions` as Discord reads it: known keys, `parse` of users/roles/everyone, a
+//!   kind parsed or listed but not both, at most 100 ids of a kind.
 //! - `User-Agent: DiscordBot ($url, $versionNumber)` (Discord documents it as required) and
 //!   `Authorization: Bot <token>`.
 //! - Bodies must be `application/json` and are validated against the request schemas of
@@ -133,15 +138,18 @@ pub enum Route {
     InteractionOriginal,
     /// Followups of an interaction, per token; not counted against the global limit.
     InteractionFollowup,
+    /// `POST /users/@me/channels`: opening a DM, one bucket for the bot.
+    OpenDm,
 }
 
 impl Route {
-    const ALL: [Route; 5] = [
+    const ALL: [Route; 6] = [
         Route::CreateMessage,
         Route::EditMessage,
         Route::Commands,
         Route::InteractionOriginal,
         Route::InteractionFollowup,
+        Route::OpenDm,
     ];
 
     /// Discord does not count interaction webhooks against the bot's global limit.
@@ -163,6 +171,7 @@ impl Route {
             Route::Commands => "3c5e9a1f0b7d4e2c8a6f1d3b5e7c9a0f",
             Route::InteractionOriginal => "d41f7a2e9c3b5d6e8f0a1b2c3d4e5f60",
             Route::InteractionFollowup => "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+            Route::OpenDm => "5f1e2d3c4b5a69788796a5b4c3d2e1f0",
         }
     }
 }
@@ -309,6 +318,10 @@ struct State {
     token_lifetime: Duration,
     /// Role names of fake users and the ids they were given.
     roles: HashMap<String, String>,
+    /// The DM channel of each user the bot opened one with (Discord gives the same one again).
+    dm_channels: HashMap<String, String>,
+    /// Users who take no DMs from the bot: a message to their DM gets 403, code 50007.
+    dm_refusing: HashSet<String>,
 }
 
 impl State {
@@ -338,6 +351,8 @@ impl State {
             interaction_deadline: INTERACTION_DEADLINE,
             token_lifetime: TOKEN_LIFETIME,
             roles: HashMap::new(),
+            dm_channels: HashMap::new(),
+            dm_refusing: HashSet::new(),
         }
     }
 
@@ -903,6 +918,7 @@ enum Target {
         app: String,
         token: String,
     },
+    OpenDm,
 }
 
 impl Target {
@@ -912,6 +928,7 @@ impl Target {
             Target::Commands { .. } => Route::Commands,
             Target::Original { .. } => Route::InteractionOriginal,
             Target::Followup { .. } => Route::InteractionFollowup,
+            Target::OpenDm => Route::OpenDm,
         }
     }
 
@@ -921,12 +938,16 @@ impl Target {
             Target::Channel { channel, .. } => channel,
             Target::Commands { app, .. } => app,
             Target::Original { token, .. } | Target::Followup { token, .. } => token,
+            Target::OpenDm => "@me",
         }
     }
 
     /// Interaction webhooks are authorized by their token alone.
     fn needs_bot_token(&self) -> bool {
-        matches!(self, Target::Channel { .. } | Target::Commands { .. })
+        matches!(
+            self,
+            Target::Channel { .. } | Target::Commands { .. } | Target::OpenDm
+        )
     }
 }
 
@@ -973,6 +994,7 @@ fn match_route(method: &Method, path: &str) -> Option<Target> {
             app: s(app),
             token: s(token),
         }),
+        (&Method::POST, ["users", "@me", "channels"]) => Some(Target::OpenDm),
         _ => None,
     }
 }
@@ -1031,6 +1053,7 @@ fn process(
             apply_original(st, app, token, *write, headers, body)
         }
         Target::Followup { app, token } => apply_followup(st, app, token, headers, body),
+        Target::OpenDm => open_dm(st, headers, body),
     };
     answer.headers.extend(rate_headers);
     answer
@@ -1167,6 +1190,14 @@ fn apply(
     if !st.channels.contains(&channel_id) {
         return Answer::error(404, "Unknown Channel", 10003);
     }
+    if route == Route::CreateMessage
+        && st
+            .dm_channels
+            .iter()
+            .any(|(user, dm)| dm == channel && st.dm_refusing.contains(user))
+    {
+        return Answer::error(403, "Cannot send messages to this user", 50007);
+    }
     let index = match message {
         None => None,
         Some(m) => {
@@ -1216,6 +1247,64 @@ fn apply(
         None => create_message(st, channel, req),
         Some(i) => edit_message(st, i, req),
     }
+}
+
+/// The body of `POST /users/@me/channels`.
+pub const OPEN_DM_SCHEMA: &str = "CreatePrivateChannelRequest";
+
+/// `POST /users/@me/channels {"recipient_id"}`: the DM channel with that user, the same one each
+/// time; messages can then be created in it like in any channel.
+fn open_dm(st: &mut State, headers: &HeaderMap, body: &Bytes) -> Answer {
+    let request = match schema_body(st, headers, body, OPEN_DM_SCHEMA) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let mut errors = FormErrors::default();
+    // A bot opens a DM with one recipient; `access_tokens` is for group DMs of OAuth2 apps.
+    let recipient = match request.get("recipient_id") {
+        None | Some(Value::Null) => {
+            errors.add(
+                &["recipient_id"],
+                "BASE_TYPE_REQUIRED",
+                "This field is required",
+            );
+            return errors.answer();
+        }
+        Some(v) => v,
+    };
+    let Some(user) = recipient
+        .as_str()
+        .filter(|id| parse_snowflake(id).is_some_and(|n| n != 0))
+    else {
+        errors.add(
+            &["recipient_id"],
+            "NUMBER_TYPE_COERCE",
+            format!("Value \"{}\" is not snowflake.", short(recipient)),
+        );
+        return errors.answer();
+    };
+    if user == BOT_USER_ID {
+        return Answer::error(400, "Cannot send messages to this user", 50007);
+    }
+    let channel = match st.dm_channels.get(user) {
+        Some(c) => c.clone(),
+        None => {
+            let c = st.next_snowflake();
+            st.channels.insert(c.parse().expect("a snowflake"));
+            st.dm_channels.insert(user.to_string(), c.clone());
+            c
+        }
+    };
+    Answer::json(
+        200,
+        json!({
+            "id": channel,
+            "type": 1,
+            "last_message_id": null,
+            "flags": 0,
+            "recipients": [discord_user(user, &format!("user{}", &user[user.len().saturating_sub(4)..]))],
+        }),
+    )
 }
 
 fn edited_view(stored: &Value, req: &Map<String, Value>) -> Map<String, Value> {
@@ -1618,6 +1707,81 @@ fn check_limits(m: &Map<String, Value>, errors: &mut FormErrors) {
             "BASE_TYPE_BAD_LENGTH",
             format!("Must be between 1 and {MAX_COMPONENTS_V2} in length (all components)."),
         );
+    }
+    check_allowed_mentions(m.get("allowed_mentions"), errors);
+}
+
+/// Ids one kind of `allowed_mentions` may list.
+pub const MAX_ALLOWED_MENTION_IDS: usize = 100;
+
+/// `allowed_mentions` as Discord reads it: known keys only, `parse` of `users`/`roles`/
+/// `everyone`, and a kind either parsed or listed, not both; at most 100 ids of each kind.
+/// (Checked whether or not unknown fields are refused elsewhere: Discord refuses these.)
+fn check_allowed_mentions(v: Option<&Value>, errors: &mut FormErrors) {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return;
+    };
+    let path = ["allowed_mentions"];
+    let Some(m) = v.as_object() else {
+        errors.add(
+            &path,
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        );
+        return;
+    };
+    for key in m.keys() {
+        if !["parse", "users", "roles", "replied_user"].contains(&key.as_str()) {
+            errors.add(
+                &["allowed_mentions", key.as_str()],
+                "UNKNOWN_FIELD",
+                format!("fake Discord: allowed_mentions has no field {key:?}"),
+            );
+        }
+    }
+    let parse: Vec<&str> = m
+        .get("parse")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    for (i, p) in parse.iter().enumerate() {
+        if !["users", "roles", "everyone"].contains(p) {
+            errors.add(
+                &["allowed_mentions", "parse", &i.to_string()],
+                "BASE_TYPE_CHOICES",
+                format!("Value must be one of {{'roles', 'users', 'everyone'}}, not {p:?}."),
+            );
+        }
+    }
+    for kind in ["users", "roles"] {
+        let listed = m.get(kind).and_then(Value::as_array);
+        if let Some(ids) = listed {
+            if ids.len() > MAX_ALLOWED_MENTION_IDS {
+                errors.add(
+                    &["allowed_mentions", kind],
+                    "BASE_TYPE_MAX_LENGTH",
+                    format!("Must be {MAX_ALLOWED_MENTION_IDS} or fewer in length."),
+                );
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if id.as_str().and_then(parse_snowflake).is_none() {
+                    errors.add(
+                        &["allowed_mentions", kind, &i.to_string()],
+                        "NUMBER_TYPE_COERCE",
+                        format!("Value \"{}\" is not snowflake.", short(id)),
+                    );
+                }
+            }
+        }
+        if parse.contains(&kind) && listed.is_some_and(|ids| !ids.is_empty()) {
+            errors.add(
+                &path,
+                "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                format!("parse:[\"{kind}\"] and {kind}: [ids...] are mutually exclusive."),
+            );
+        }
     }
 }
 
@@ -2083,6 +2247,94 @@ impl FakeDiscord {
     /// The id the fake gave a role name (a snowflake is its own id).
     pub fn role_id(&self, role: &str) -> String {
         role_id(&mut self.state(), role)
+    }
+
+    /// `user` takes no DMs from the bot (no shared server, or DMs closed): messages to their DM
+    /// channel get 403, code 50007, as on Discord.
+    pub fn refuse_dms(&self, user_id: &str) {
+        self.state().dm_refusing.insert(user_id.to_string());
+    }
+
+    /// The DM channel the bot opened with `user_id`, if it did.
+    pub fn dm_channel_of(&self, user_id: &str) -> Option<u64> {
+        self.state()
+            .dm_channels
+            .get(user_id)
+            .and_then(|c| c.parse().ok())
+    }
+
+    /// Every message sent to `user_id` in a DM, in order.
+    pub fn dms_to(&self, user_id: &str) -> Vec<FakeMessage> {
+        match self.dm_channel_of(user_id) {
+            Some(c) => self.messages_in(c),
+            None => Vec::new(),
+        }
+    }
+
+    /// `user` clicks the button `custom_id` of message `message_id` in their DM with the bot:
+    /// as Discord sends it, without `guild_id` and `member`, with a top-level `user`.
+    pub fn dm_button_click(
+        &self,
+        message_id: &str,
+        custom_id: &str,
+        user: &FakeUser,
+    ) -> Interaction {
+        let channel = self
+            .dm_channel_of(&user.id)
+            .unwrap_or_else(|| panic!("the bot has no DM with {}", user.id));
+        let message = self
+            .state()
+            .messages
+            .iter()
+            .find(|m| m.id == message_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no message {message_id} to click on"));
+        assert_eq!(
+            message.channel_id,
+            channel.to_string(),
+            "message {message_id} is not in {}'s DM",
+            user.id
+        );
+        assert!(
+            message.custom_ids().iter().any(|c| c == custom_id),
+            "message {message_id} has no button {custom_id:?} (it has {:?})",
+            message.custom_ids()
+        );
+        let (id, token) = {
+            let mut st = self.state();
+            let id = st.next_snowflake();
+            let token = new_token(&id);
+            (id, token)
+        };
+        let channel = channel.to_string();
+        let body = json!({
+            "id": id,
+            "application_id": APPLICATION_ID,
+            "type": 3,
+            "token": token,
+            "version": 1,
+            "channel_id": channel,
+            "channel": {
+                "id": channel,
+                "type": 1,
+                "last_message_id": message_id,
+                "flags": 0,
+                "recipients": [discord_user(&user.id, &user.name)],
+            },
+            "user": discord_user(&user.id, &user.name),
+            "locale": "en-US",
+            "app_permissions": APP_PERMISSIONS,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": "0"},
+            // BOT_DM
+            "context": 1,
+            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message.body,
+        });
+        let interaction = Interaction { id, token, body };
+        self.record(&interaction, 3, &user.id, Some(message.id));
+        interaction
     }
 
     /// Every message `user` sees in a channel: ephemeral ones only if they are theirs.

@@ -35,6 +35,8 @@ pub enum Kind {
     Reply,
     /// A message to everyone: a deploy started or ended, a block expired.
     Announcement,
+    /// A person paged: for their account alone.
+    Page,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Card => "card",
             Kind::Reply => "reply",
             Kind::Announcement => "announcement",
+            Kind::Page => "page",
         }
     }
 }

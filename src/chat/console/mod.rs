@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod events;
+pub mod page;
 pub mod platform;
 pub mod render;
 pub mod sessions;

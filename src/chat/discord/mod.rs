@@ -11,6 +11,7 @@
 //! carry no files.
 
 pub mod commands;
+pub mod page;
 pub mod render;
 mod send;
 pub mod verify;
@@ -69,6 +70,8 @@ pub struct DiscordAdapter {
     /// `discord.routes`: the first that matches a group picks its channel.
     routes: Vec<AlertRoute>,
     delivery: Delivery,
+    /// DM channel per user id, so a page opens each DM once (bounded: [`page`]).
+    dm_channels: Mutex<HashMap<String, String>>,
 }
 
 impl DiscordAdapter {
@@ -104,6 +107,7 @@ impl DiscordAdapter {
                 digest_after: settings.digest_after,
                 refire_window: Duration::from_secs(settings.refire_window_secs),
             },
+            dm_channels: Mutex::new(HashMap::new()),
         })
     }
 

@@ -32,7 +32,12 @@ fn colour(card: &Card) -> u32 {
     if card.resolved {
         return 0x2EB67D;
     }
-    match card.severity {
+    severity_colour(card.severity)
+}
+
+/// A severity's colour on cards and pages.
+pub(super) fn severity_colour(severity: Severity) -> u32 {
+    match severity {
         Severity::Sev1 => 0xE01E5A,
         Severity::Sev2 => 0xF2711C,
         Severity::Sev3 => 0xECB22E,

@@ -72,6 +72,11 @@ pub fn page(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                             a href="/deploys" { "Deploys" }
                         }
                         span class="who" {
+                            // Shown by the script when a page arrives for this person.
+                            a id="pages-badge" href="/" hidden title="Pages for you" {
+                                "🚨 " span id="pages-count" { "0" }
+                            }
+                            button id="notify-pages" type="button" hidden { "Notify me of pages" }
                             span id="me" { (v.name) }
                             @if v.csrf().is_some() {
                                 form id="logout" method="post" action="/logout" {

@@ -91,6 +91,40 @@
     times(el);
   }
 
+  // Pages for the person signed in: a badge counting the unread ones, and the browser's
+  // notification where it is permitted (asked for on a click, never on load).
+  var badge = document.getElementById("pages-badge"), unread = 0, lastPage = null;
+  function showBadge() {
+    if (!badge) return;
+    badge.hidden = unread === 0;
+    var count = document.getElementById("pages-count");
+    if (count) count.textContent = String(unread);
+  }
+  function openPage(url) { unread = 0; showBadge(); if (url) location.href = url; }
+  function showPage(data) {
+    unread += 1; lastPage = data; showBadge(); showActivity(data);
+    if (window.Notification && Notification.permission === "granted") {
+      try {
+        var n = new Notification(data.title || "runbot: you are paged", {
+          body: [data.summary, data.reason].filter(Boolean).join("\n"),
+          tag: "runbot-page-" + data.page_id
+        });
+        n.onclick = function () { window.focus(); n.close(); openPage(data.url); };
+      } catch (_) { /* some browsers allow notifications only from a service worker */ }
+    }
+  }
+  if (badge) badge.addEventListener("click", function (e) { e.preventDefault(); openPage(lastPage && lastPage.url); });
+  var ask = document.getElementById("notify-pages");
+  if (ask && window.Notification && Notification.permission === "default") {
+    ask.hidden = false;
+    ask.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { ask.hidden = true; });
+    });
+  }
+  document.addEventListener("click", function (e) {
+    if (e.target.closest("a[data-page]")) { unread = 0; showBadge(); }
+  });
+
   // The live feed. The browser reconnects by itself after a dropped stream (sending the last
   // id it saw); after a refusal (a 401 once the session is over, a 503 while the database is
   // away) it gives up for good, so the page opens a new stream itself, later each time, from
@@ -107,6 +141,7 @@
       source.addEventListener("card", function (e) { var d = parse(e); if (d) showCard(d); });
       source.addEventListener("reply", function (e) { var d = parse(e); if (d) showAnswer(d); });
       source.addEventListener("announcement", function (e) { var d = parse(e); if (d) showActivity(d); });
+      source.addEventListener("page", function (e) { var d = parse(e); if (d) showPage(d); });
       source.addEventListener("resync", function () { location.reload(); });
       source.addEventListener("signed-out", function () { source.close(); location.reload(); });
       source.onerror = function () {
