@@ -28,7 +28,7 @@ pub struct Section {
 }
 
 /// Every section, in the order the reference shows them.
-pub const SECTIONS: [&Section; 16] = [
+pub const SECTIONS: [&Section; 18] = [
     &HttpSettings::REFERENCE,
     &DatabaseSettings::REFERENCE,
     &AlertmanagerSettings::REFERENCE,
@@ -45,6 +45,8 @@ pub const SECTIONS: [&Section; 16] = [
     &PolicySettings::REFERENCE,
     &DataDir::REFERENCE,
     &DiscordSettings::REFERENCE,
+    &EmailSettings::REFERENCE,
+    &NotifySettings::REFERENCE,
 ];
 
 /// The lines around the reference in `docs/settings.md`.
