@@ -17,7 +17,9 @@ use crate::domain::net::{parse_range, Guard};
 use crate::domain::pg_url::PgUrl;
 use crate::domain::Severity;
 
+pub mod notify;
 pub mod reference;
+pub use notify::{EmailSettings, NotifySettings, SmtpServer, SmtpTls, WebhookTarget};
 pub use reference::{Key, Section};
 
 /// The file read when neither `--config` nor `RUNBOT_CONFIG` names one.
@@ -61,6 +63,10 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     #[serde(default)]
     pub escalation: EscalationSettings,
+    #[serde(default)]
+    pub email: EmailSettings,
+    #[serde(default)]
+    pub notify: NotifySettings,
     /// The values validation parsed from the strings above; filled by [`Settings::load_from`].
     #[serde(skip)]
     pub parsed: Parsed,
@@ -88,6 +94,10 @@ pub struct Parsed {
     pub discord_application_id: Option<u64>,
     /// `discord.routes`, in order, with their severities parsed.
     pub discord_routes: Vec<AlertRoute>,
+    /// `[email]`; None when `email.host` is unset (no email pages).
+    pub email: Option<SmtpServer>,
+    /// `[[notify.webhooks]]`, in order.
+    pub webhooks: Vec<WebhookTarget>,
 }
 
 /// A `discord.routes` entry: a group goes to `channel_id` when every matcher equals one of its
@@ -113,6 +123,8 @@ impl Default for Parsed {
             policy_clock: PolicySettings::default().clock().expect(VALID),
             discord_application_id: None,
             discord_routes: Vec::new(),
+            email: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -1679,6 +1691,8 @@ impl Settings {
         let (docker_host, docker_project) = self.validate_docker(&mut problems);
         let app_database = self.validate_app_database(&mut problems);
         self.validate_deploy(&mut problems);
+        let email = self.email.validate(&mut problems);
+        let webhooks = self.notify.validate(&mut problems).unwrap_or_default();
         let guard = self.validate_nginx(&mut problems);
         if !(10..=86_400).contains(&self.audit.head_log_secs) {
             problems.push(format!(
@@ -1733,6 +1747,8 @@ impl Settings {
                 policy_clock,
                 discord_application_id,
                 discord_routes,
+                email,
+                webhooks,
             }),
             _ => Err(ConfigError(problems)),
         }

@@ -25,8 +25,10 @@
 //!    the engines it uses, and one folder per outside system holding its engine (driver) and
 //!    its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
 //!    `alertmanager/`.
-//! 7. `invocation`: a request's path: rate limit → validate → decide → audit → confirm or
-//!    approve → execute → reply → audit the outcome.
+//! 7. `invocation`, `escalation`: [`invocation`]: a request's path: rate limit → validate →
+//!    decide → audit → confirm or approve → execute → reply → audit the outcome.
+//!    [`escalation`]: paging people for alert groups, and the pagers that are no chat
+//!    platform (email, signed outbound webhooks).
 //! 8. `chat`: cards, the outbox, announcements, the `ChatPlatform` seam, and one folder per
 //!    platform (`discord/`).
 //! 9. `http`: thin routes per inbound party: verify, parse, hand over.
@@ -43,6 +45,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod escalation;
 pub mod executors;
 pub mod http;
 pub mod invocation;

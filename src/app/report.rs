@@ -139,6 +139,24 @@ pub fn check_config(settings: &Settings) -> u8 {
             n.allow_list.len()
         ),
     }
+    match &settings.parsed.email {
+        None => println!("  email                email.host not set: no email pages"),
+        Some(server) => println!(
+            "  email                {}",
+            crate::escalation::email::describe(server)
+        ),
+    }
+    let hooks: Vec<&str> = settings
+        .parsed
+        .webhooks
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    if hooks.is_empty() {
+        println!("  webhooks             none in [[notify.webhooks]]");
+    } else {
+        println!("  webhooks             {}", hooks.join(", "));
+    }
     match &settings.security.log_path {
         None => println!("  security log         security.log_path not set: /security will say so"),
         Some(p) => println!("  security log         {}", p.display()),

@@ -28,7 +28,7 @@ pub struct Section {
 }
 
 /// Every section, in the order the reference shows them.
-pub const SECTIONS: [&Section; 17] = [
+pub const SECTIONS: [&Section; 19] = [
     &HttpSettings::REFERENCE,
     &DatabaseSettings::REFERENCE,
     &AlertmanagerSettings::REFERENCE,
@@ -46,6 +46,8 @@ pub const SECTIONS: [&Section; 17] = [
     &PolicySettings::REFERENCE,
     &DataDir::REFERENCE,
     &DiscordSettings::REFERENCE,
+    &EmailSettings::REFERENCE,
+    &NotifySettings::REFERENCE,
 ];
 
 /// The lines around the reference in `docs/settings.md`.

@@ -29,6 +29,7 @@ mod invocation;
 mod locks;
 mod migrations;
 mod nginx;
+mod notify;
 mod pages_discord;
 mod policy;
 mod security;
