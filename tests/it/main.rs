@@ -29,6 +29,7 @@ mod invocation;
 mod locks;
 mod migrations;
 mod nginx;
+mod oncall_files;
 mod policy;
 mod security;
 mod shutdown;
