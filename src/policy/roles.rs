@@ -130,7 +130,7 @@ impl Roles {
                     problems.at(
                         id.span(),
                         format!(
-                            "roles.{name}.people: unknown person {:?}: add [people.{}] to people.toml, or use one of: {}",
+                            "roles.{name}.people: unknown person {:?}: add [people.{}] to people.toml (beside roles.toml), or use one of: {}",
                             id.get_ref(),
                             id.get_ref(),
                             super::located::choices(people.ids())
