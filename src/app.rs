@@ -61,14 +61,15 @@ impl Data {
         let policy = settings.policy.resolve_dir();
         let commands_dir = settings.commands.resolve("commands");
         let commands = Commands::load(commands_dir.as_deref())?;
+        let severities = SeverityMap::load(policy.as_deref())?;
+        let runbook = Runbook::load(commands_dir.as_deref())?;
+        let policies =
+            Policies::load_from(policy.as_deref(), &settings.parsed.policy_clock, &commands)?;
+        runbook.check_chains(&policies.chains().names().collect::<Vec<_>>())?;
         Ok(Data {
-            severities: SeverityMap::load(policy.as_deref())?,
-            runbook: Runbook::load(commands_dir.as_deref())?,
-            policies: Policies::load_from(
-                policy.as_deref(),
-                &settings.parsed.policy_clock,
-                &commands,
-            )?,
+            severities,
+            runbook,
+            policies,
             commands,
             policy_source: crate::config::describe_dir(&policy),
             commands_source: crate::config::describe_dir(&commands_dir),

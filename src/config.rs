@@ -1500,7 +1500,7 @@ impl PolicySettings {
                 name: "dir",
                 kind: "path",
                 default: "`./policies` if present, else built in",
-                about: "folder with `severities.toml`, `roles.toml`, `runbot.cedarschema`, `runbot.cedar` (and `tests.toml` for `runbot policy test`)",
+                about: "folder with `severities.toml`, `roles.toml`, `runbot.cedarschema`, `runbot.cedar`, the on-call files `people.toml`, `oncall.toml`, `escalation.toml` (optional in a folder of one's own) and `tests.toml` for `runbot policy test`",
             },
             Key {
                 name: "timezone",

@@ -8,6 +8,7 @@ use runbot::audit::cli::AuditCommand;
 use runbot::chat::console::cli::{TokenCommand, UserCommand};
 use runbot::config::Settings;
 use runbot::policy::cli::PolicyCommand;
+use runbot::policy::oncall_cli::{EscalationCommand, OncallCommand};
 
 // glibc malloc was a tenth of the writer's time under load (arena locks, consolidation).
 #[global_allocator]
@@ -39,6 +40,12 @@ enum Command {
     /// Policies: explain one decision, check the table of expected decisions.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// On call: who is on duty for a role at a moment, from policies/oncall.toml.
+    #[command(subcommand)]
+    Oncall(OncallCommand),
+    /// Escalation: the steps of a chain and whom each would page, from policies/escalation.toml.
+    #[command(subcommand)]
+    Escalation(EscalationCommand),
     /// Discord: register the slash commands.
     #[command(subcommand)]
     Discord(DiscordCommand),
@@ -139,6 +146,16 @@ fn main() -> ExitCode {
             Command::Policy(command) => {
                 runbot::policy::cli::run(&settings, command, &mut std::io::stdout().lock()).await
             }
+            Command::Oncall(command) => runbot::policy::oncall_cli::run_oncall(
+                &settings,
+                command,
+                &mut std::io::stdout().lock(),
+            ),
+            Command::Escalation(command) => runbot::policy::oncall_cli::run_escalation(
+                &settings,
+                command,
+                &mut std::io::stdout().lock(),
+            ),
             Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
                 runbot::chat::discord::commands::register_cli(&settings, guild).await
             }

@@ -16,6 +16,9 @@ pub struct RunbookEntry {
     pub checks: Vec<String>,
     #[serde(default)]
     pub actions: Vec<RunbookAction>,
+    /// A chain of `policies/escalation.toml` for this alert instead of its severity's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
 }
 
 /// One next step; later it becomes a button that runs `command` with `args`.
@@ -112,6 +115,22 @@ impl Runbook {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Checks that every `escalation` names one of `chains`; the error names the alert and
+    /// the fix.
+    pub fn check_chains(&self, chains: &[&str]) -> anyhow::Result<()> {
+        for (name, entry) in &self.entries {
+            if let Some(chain) = &entry.escalation {
+                if !chains.contains(&chain.as_str()) {
+                    bail!(
+                        "commands/alerts.toml: alert {name}: escalation = {chain:?} is no chain of policies/escalation.toml: add [chains.{chain}] there, or use one of: {}",
+                        if chains.is_empty() { "none".to_string() } else { chains.join(", ") }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +157,24 @@ mod tests {
         }
         assert_eq!(rb.len(), 9);
         assert!(rb.entry("NoSuchAlert").is_none());
+    }
+
+    #[test]
+    fn database_alerts_name_their_chain_and_unknown_chains_are_refused() {
+        let rb = Runbook::load(None).unwrap();
+        for name in ["DatabaseConnectionsFull", "BackupFailed"] {
+            assert_eq!(
+                rb.entry(name).unwrap().1.escalation.as_deref(),
+                Some("database")
+            );
+        }
+        assert_eq!(rb.entry("APIDown").unwrap().1.escalation, None);
+        assert!(rb.check_chains(&["database", "sev1"]).is_ok());
+        let e = rb.check_chains(&["sev1", "sev2"]).unwrap_err().to_string();
+        assert!(
+            e.contains("alert BackupFailed: escalation = \"database\"") && e.contains("sev1, sev2"),
+            "{e}"
+        );
     }
 
     #[test]

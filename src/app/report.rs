@@ -72,6 +72,47 @@ pub fn check_config(settings: &Settings) -> u8 {
         data.policies.rules().len(),
         data.commands.len()
     );
+    let p = &data.policies;
+    println!(
+        "  people               {}{}",
+        p.people().len(),
+        if p.people().is_empty() {
+            " (no people.toml: nobody is paged by name)".to_string()
+        } else {
+            format!(" ({})", p.people().ids().collect::<Vec<_>>().join(", "))
+        }
+    );
+    let rotations: Vec<String> = p
+        .rotations()
+        .iter()
+        .map(|r| format!("{} ({} each among {})", r.role, r.turn, r.people.join(", ")))
+        .collect();
+    println!(
+        "  rotations            {}{}",
+        rotations.len(),
+        if rotations.is_empty() {
+            " (roles page everyone they list)".to_string()
+        } else {
+            format!(": {}", rotations.join("; "))
+        }
+    );
+    let chains: Vec<String> = p
+        .chains()
+        .iter()
+        .map(|c| {
+            let n = c.steps.len();
+            format!("{} ({n} step{})", c.name, if n == 1 { "" } else { "s" })
+        })
+        .collect();
+    println!(
+        "  chains               {}{}",
+        chains.len(),
+        if chains.is_empty() {
+            " (no escalation.toml: nobody is paged)".to_string()
+        } else {
+            format!(": {}", chains.join(", "))
+        }
+    );
     let clock = data.policies.clock();
     println!(
         "  policy clock         {}, business hours {}",

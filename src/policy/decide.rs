@@ -9,6 +9,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::cedar::{Engine, Kind, Rule, Situation, POLICY_FILE};
+use super::escalation::Chains;
+use super::oncall::Rotations;
+use super::people::People;
 use super::roles::Roles;
 use crate::commands::{Args, CommandSpec, Commands, Value};
 use crate::config::Settings;
@@ -98,8 +101,11 @@ pub struct Policies {
 }
 
 #[derive(Debug)]
-struct Inner {
-    roles: Roles,
+pub(super) struct Inner {
+    pub(super) roles: Roles,
+    pub(super) people: People,
+    pub(super) rotations: Rotations,
+    pub(super) chains: Chains,
     clock: Clock,
     engine: Engine,
     source: String,
@@ -141,14 +147,46 @@ impl Policies {
                 None => Ok(embedded.to_string()),
             }
         };
+        // The on-call files are optional in a folder of one's own: a team adopts them when
+        // it is ready. Errors name the file as the reader finds it.
+        let optional = |name: &str, embedded: &str| -> anyhow::Result<(String, String)> {
+            match dir {
+                Some(dir) => {
+                    let path = dir.join(name);
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(t) => t,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("reading {}", path.display()))
+                        }
+                    };
+                    Ok((path.display().to_string(), text))
+                }
+                None => Ok((format!("policies/{name}"), embedded.to_string())),
+            }
+        };
         let roles_text = read("roles.toml", super::EMBEDDED_ROLES)?;
         let schema_text = read("runbot.cedarschema", super::EMBEDDED_SCHEMA)?;
         let policy_text = read("runbot.cedar", super::EMBEDDED_POLICIES)?;
-        let roles = Roles::parse(&roles_text).context("policies/roles.toml")?;
+        let mut roles = Roles::parse(&roles_text).context("policies/roles.toml")?;
+        let (people_file, people_text) = optional("people.toml", super::EMBEDDED_PEOPLE)?;
+        let people = People::parse(&people_file, &people_text)?;
+        let roles_file = match dir {
+            Some(d) => d.join("roles.toml").display().to_string(),
+            None => "policies/roles.toml".into(),
+        };
+        roles.resolve_people(&roles_file, &roles_text, &people)?;
+        let (oncall_file, oncall_text) = optional("oncall.toml", super::EMBEDDED_ONCALL)?;
+        let rotations = Rotations::parse(&oncall_file, &oncall_text, &roles, &people, clock.tz)?;
+        let (chains_file, chains_text) = optional("escalation.toml", super::EMBEDDED_ESCALATION)?;
+        let chains = Chains::parse(&chains_file, &chains_text, &roles, &people)?;
         let engine = Engine::load(&schema_text, &policy_text, &roles, commands)?;
         Ok(Policies {
             inner: Arc::new(Inner {
                 roles,
+                people,
+                rotations,
+                chains,
                 clock,
                 engine,
                 source: dir.map_or_else(|| "built-in".into(), |d| d.display().to_string()),
@@ -208,6 +246,15 @@ impl Policies {
 
     pub fn roles(&self) -> &Roles {
         &self.inner.roles
+    }
+
+    /// Everyone of `people.toml`.
+    pub fn people(&self) -> &People {
+        &self.inner.people
+    }
+
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     pub fn clock(&self) -> &Clock {

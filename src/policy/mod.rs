@@ -6,16 +6,28 @@
 //! - [`cedar`]: the Cedar schema and policies (`runbot.cedarschema`, `runbot.cedar`), checked at load.
 //! - [`Policies::decide`]: allow, deny, or needs a second person's approval, with a reason a
 //!   person can act on.
-//! - [`cli`]: `runbot policy explain` and `runbot policy test`.
+//! - [`people`]: who may be paged, and their address on each platform (`people.toml`).
+//! - [`oncall`]: rotations (`oncall.toml`) and who is on duty at a moment, overrides included.
+//! - [`escalation`]: the chains of pages (`escalation.toml`) and whom one step pages.
+//! - [`cli`]: `runbot policy explain` and `runbot policy test`; [`oncall_cli`]: `runbot oncall
+//!   who` and `runbot escalation explain`.
 
 pub mod cedar;
 pub mod cli;
+pub mod escalation;
 pub mod incident;
+pub mod oncall;
+pub mod oncall_cli;
+pub mod people;
 pub mod roles;
 
 mod decide;
+mod located;
 
 pub use decide::{Decision, Effect, Identity, OnCall, Policies, PolicyRequest};
+pub use escalation::{Chain, Step, StepPlan, Target};
+pub use oncall::{DutySource, OnDuty, Override};
+pub use people::{People, Person};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +41,9 @@ const EMBEDDED_SEVERITIES: &str = include_str!("../../policies/severities.toml")
 pub(crate) const EMBEDDED_ROLES: &str = include_str!("../../policies/roles.toml");
 pub(crate) const EMBEDDED_SCHEMA: &str = include_str!("../../policies/runbot.cedarschema");
 pub(crate) const EMBEDDED_POLICIES: &str = include_str!("../../policies/runbot.cedar");
+pub(crate) const EMBEDDED_PEOPLE: &str = include_str!("../../policies/people.toml");
+pub(crate) const EMBEDDED_ONCALL: &str = include_str!("../../policies/oncall.toml");
+pub(crate) const EMBEDDED_ESCALATION: &str = include_str!("../../policies/escalation.toml");
 pub(crate) const EMBEDDED_TESTS: &str = include_str!("../../policies/tests.toml");
 
 #[derive(Debug, Deserialize)]

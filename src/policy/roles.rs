@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use toml::Spanned;
+
+use super::located::Problems;
+use super::people::People;
 use crate::domain::hours::Hours;
 
 #[derive(Debug, Deserialize)]
@@ -35,13 +39,17 @@ pub struct Role {
     pub name: String,
     pub hours: Hours,
     pub holders: Holders,
+    /// Ids of `people.toml`: each holds the role on every platform they have an address on.
+    pub people: Vec<String>,
+    /// The platform ids of `people`, filled in by [`Roles::resolve_people`].
+    via_people: Holders,
 }
 
 impl Role {
-    /// Whether this identity holds the role: on its platform, or because the platform grants
-    /// it by itself (a console account's own roles).
+    /// Whether this identity holds the role: on its platform, as one of the role's people, or
+    /// because the platform grants it by itself (a console account's own roles).
     pub fn held_by(&self, who: &super::Identity) -> bool {
-        self.holders.include(who) || who.roles.contains(&self.name)
+        self.holders.include(who) || self.via_people.include(who) || who.roles.contains(&self.name)
     }
 }
 
@@ -94,6 +102,74 @@ impl Roles {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.roles.iter().map(|r| r.name.as_str())
     }
+
+    /// Checks each role's `people` against `people.toml` (naming the line of an unknown or
+    /// repeated one) and lets those people hold the role by their platform ids.
+    pub fn resolve_people(
+        &mut self,
+        file: &str,
+        text: &str,
+        people: &People,
+    ) -> anyhow::Result<()> {
+        #[derive(Deserialize)]
+        struct File {
+            roles: BTreeMap<String, RolePeople>,
+        }
+        // Only `people`, with its lines; parse() has checked the rest.
+        #[derive(Deserialize)]
+        struct RolePeople {
+            #[serde(default)]
+            people: Vec<Spanned<String>>,
+        }
+        let spans: File = super::located::parse(file, text)?;
+        let mut problems = Problems::new(file, text);
+        for (name, entry) in &spans.roles {
+            let mut seen = Vec::new();
+            for id in &entry.people {
+                if people.get(id.get_ref()).is_none() {
+                    problems.at(
+                        id.span(),
+                        format!(
+                            "roles.{name}.people: unknown person {:?}: add [people.{}] to people.toml (beside roles.toml), or use one of: {}",
+                            id.get_ref(),
+                            id.get_ref(),
+                            super::located::choices(people.ids())
+                        ),
+                    );
+                } else if seen.contains(&id.get_ref()) {
+                    problems.at(
+                        id.span(),
+                        format!("roles.{name}.people: {:?} is listed twice", id.get_ref()),
+                    );
+                }
+                seen.push(id.get_ref());
+            }
+        }
+        problems.finish()?;
+        for role in &mut self.roles {
+            let mut via = Holders::default();
+            for person in role.people.iter().filter_map(|id| people.get(id)) {
+                via.discord_users.extend(person.discord.clone());
+                via.slack_users.extend(person.slack.clone());
+                via.console_users.extend(person.console.clone());
+            }
+            role.via_people = via;
+        }
+        Ok(())
+    }
+}
+
+/// A Discord id (user, role, channel): a snowflake, 17 to 20 digits today.
+pub fn is_snowflake(v: &str) -> bool {
+    (17..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A Slack member id: U or W, then capitals and digits.
+pub fn is_slack_member(v: &str) -> bool {
+    (v.starts_with('U') || v.starts_with('W'))
+        && (3..=20).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// A console or command-line user name: 1 to 64 characters, no spaces or control characters.
@@ -104,14 +180,8 @@ pub fn is_user_name(v: &str) -> bool {
 }
 
 fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
-    let valid_name = !name.is_empty()
-        && name.len() <= 32
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !valid_name {
-        bail!("the role name: use 1-32 lowercase letters, digits or -, starting with a letter");
+    if !super::located::is_name(name) {
+        bail!("the role name: {}", super::located::NAME_RULE);
     }
     let toml::Value::Table(mut table) = value else {
         bail!("expected a table of the role's holders and hours");
@@ -124,9 +194,14 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
             .ok_or_else(|| anyhow::anyhow!("hours = {text:?}: use {}", Hours::CHOICES))?,
         None => bail!("hours must be text: use {}", Hours::CHOICES),
     };
+    let people: Vec<String> = match table.remove("people") {
+        None => Vec::new(),
+        Some(v) => v.try_into().map_err(|_| {
+            anyhow::anyhow!("people: a list of ids of people.toml, e.g. people = [\"ana\"]")
+        })?,
+    };
     let holders: Holders = toml::Value::Table(table).try_into()?;
-    // Discord ids are snowflakes: 17 to 20 digits today.
-    let snowflake = |v: &str| (17..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
+    let snowflake = is_snowflake;
     for (key, list) in [
         ("discord_roles", &holders.discord_roles),
         ("discord_users", &holders.discord_users),
@@ -135,14 +210,7 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
             bail!("{key}: {bad:?} is not a Discord id (17 to 20 digits): turn on Developer Mode in Discord and use Copy ID");
         }
     }
-    // Slack member ids: U or W, then capitals and digits.
-    let slack = |v: &str| {
-        (v.starts_with('U') || v.starts_with('W'))
-            && (3..=20).contains(&v.len())
-            && v.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    };
-    if let Some(bad) = holders.slack_users.iter().find(|v| !slack(v)) {
+    if let Some(bad) = holders.slack_users.iter().find(|v| !is_slack_member(v)) {
         bail!("slack_users: {bad:?} is not a Slack member id such as U024BE7LH (profile → ⋮ → Copy member ID)");
     }
     for (key, list) in [
@@ -157,6 +225,8 @@ fn parse_role(name: &str, value: toml::Value) -> anyhow::Result<Role> {
         name: name.to_string(),
         hours,
         holders,
+        people,
+        via_people: Holders::default(),
     })
 }
 
@@ -212,6 +282,46 @@ mod tests {
         assert!(dba.held_by(&granted));
         assert!(!dba.held_by(&who("discord", "1", &["dba"])));
         assert!(!dba.held_by(&who("discord", "1", &[])));
+    }
+
+    #[test]
+    fn a_listed_person_holds_the_role_on_every_platform_they_have() {
+        let text = "[roles.dba]\nhours = \"weekends\"\npeople = [\"ana\"]\n";
+        let mut roles = Roles::parse(text).unwrap();
+        let people = People::parse(
+            "people.toml",
+            "[people.ana]\nname = \"Ana\"\ndiscord = \"100000000000000001\"\nslack = \"U0000000A1\"\nconsole = \"ana\"\n[people.bo]\nname = \"Bo\"\nconsole = \"bo\"\n",
+        )
+        .unwrap();
+        roles.resolve_people("roles.toml", text, &people).unwrap();
+        let dba = roles.get("dba").unwrap();
+        assert_eq!(dba.people, ["ana"]);
+        let who = |platform: &str, user: &str| Identity {
+            platform: platform.into(),
+            user_id: user.into(),
+            platform_roles: Vec::new(),
+            roles: Vec::new(),
+        };
+        assert!(dba.held_by(&who("discord", "100000000000000001")));
+        assert!(dba.held_by(&who("slack", "U0000000A1")));
+        assert!(dba.held_by(&who("console", "ana")));
+        assert!(!dba.held_by(&who("console", "bo")));
+        assert!(!dba.held_by(&who("discord", "ana")));
+
+        let text = "[roles.dba]\nhours = \"weekends\"\npeople = [\n  \"ana\",\n  \"eve\",\n  \"ana\",\n]\n";
+        let mut roles = Roles::parse(text).unwrap();
+        let e = format!(
+            "{:#}",
+            roles
+                .resolve_people("policies/roles.toml", text, &people)
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("policies/roles.toml:5: roles.dba.people: unknown person \"eve\"")
+                && e.contains("ana, bo"),
+            "{e}"
+        );
+        assert!(e.contains("roles.toml:6:") && e.contains("twice"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod locks;
 mod migrations;
 mod nginx;
 mod notify;
+mod oncall_files;
 mod pages_discord;
 mod policy;
 mod security;

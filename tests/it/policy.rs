@@ -587,6 +587,9 @@ fn policies_with(file: &str, change: impl Fn(String) -> String) -> tempfile::Tem
         "runbot.cedar",
         "severities.toml",
         "tests.toml",
+        "people.toml",
+        "oncall.toml",
+        "escalation.toml",
     ] {
         let text = std::fs::read_to_string(Path::new("policies").join(f)).unwrap();
         let text = if f == file { change(text) } else { text };
