@@ -16,6 +16,7 @@ use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
 use crate::config::{NginxMode, NginxSettings, Settings};
 use crate::domain::clock::Clock;
+use crate::escalation::Reach;
 use crate::executors::alertmanager::engine::Alertmanager;
 use crate::executors::alertmanager::Silences;
 use crate::executors::core::Core;
@@ -32,6 +33,7 @@ use crate::executors::{CardWake, Executors};
 use crate::http::{self, alertmanager::WebhookAuth, AppState};
 use crate::invocation::Dispatcher;
 use crate::policy::{Policies, SeverityMap};
+use crate::request::page::{Page, PageError, Pager};
 use crate::request::Platform;
 use crate::runbook::Runbook;
 use crate::store::writer::{Writer, WriterDone};
@@ -92,6 +94,7 @@ pub fn dispatcher(
         Arc::new(data.policies),
         store,
         chat_wake,
+        None,
         clock,
     )
 }
@@ -143,6 +146,7 @@ pub fn app_database(settings: &Settings) -> Option<AppDatabase> {
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_dispatcher(
     settings: &Settings,
     commands: Arc<Commands>,
@@ -150,6 +154,7 @@ fn build_dispatcher(
     policies: Arc<Policies>,
     store: Store,
     chat_wake: Option<Arc<tokio::sync::Notify>>,
+    escalation_wake: Option<Arc<tokio::sync::Notify>>,
     clock: Clock,
 ) -> anyhow::Result<Dispatcher> {
     let alertmanager = settings
@@ -178,6 +183,9 @@ fn build_dispatcher(
             audit: audit.clone(),
             policies: policies.clone(),
             cards: cards.clone(),
+            reach: reach(settings),
+            escalation: CardWake(escalation_wake),
+            runbook: runbook.clone(),
         },
         silences: Silences {
             alertmanager,
@@ -228,7 +236,95 @@ fn build_dispatcher(
         executors,
         settings.interactions.clone(),
         clock,
-    ))
+    )
+    .with_verify_after(settings.escalation.verify_after()))
+}
+
+/// The ways of paging people the settings enable: the console always, Discord (a DM and a
+/// mention in the group's channel) when it is set up, email and webhooks when configured.
+pub fn reach(settings: &Settings) -> Reach {
+    let mut vias = std::collections::BTreeSet::new();
+    vias.insert("console");
+    if settings.discord.enabled() {
+        vias.insert("discord");
+        vias.insert("discord-mention");
+    }
+    if settings.parsed.email.is_some() {
+        vias.insert("email");
+    }
+    if !settings.parsed.webhooks.is_empty() {
+        vias.insert("webhook");
+    }
+    Reach { vias }
+}
+
+/// Every `webhook:NAME` an escalation chain names must be a `[[notify.webhooks]]` entry.
+fn check_chain_webhooks(settings: &Settings, policies: &Policies) -> anyhow::Result<()> {
+    for chain in policies.chains().iter() {
+        for (i, step) in chain.steps.iter().enumerate() {
+            for t in &step.notify {
+                if let crate::policy::escalation::Target::Webhook(name) = t {
+                    if !settings.parsed.webhooks.iter().any(|w| &w.name == name) {
+                        let known: Vec<&str> = settings
+                            .parsed
+                            .webhooks
+                            .iter()
+                            .map(|w| w.name.as_str())
+                            .collect();
+                        anyhow::bail!(
+                            "policies/escalation.toml: chains.{}.steps[{i}] notifies webhook:{name}, which is not a [[notify.webhooks]] entry in the settings ({})",
+                            chain.name,
+                            if known.is_empty() { "none is configured".to_string() } else { format!("configured: {}", known.join(", ")) }
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A mention in the group's Discord channel: the channel of its card (the routes'), found
+/// here so the engine stores only whom to mention.
+struct MentionInChannel {
+    store: Store,
+    discord: Arc<DiscordAdapter>,
+    inner: crate::chat::discord::page::DiscordMention,
+}
+
+impl Pager for MentionInChannel {
+    fn via(&self) -> &'static str {
+        self.inner.via()
+    }
+
+    fn send<'a>(
+        &'a self,
+        target: &'a str,
+        page: &'a Page,
+    ) -> crate::request::BoxFuture<'a, Result<(), PageError>> {
+        Box::pin(async move {
+            let group =
+                match page.group_id {
+                    Some(id) => self.store.group_view_capped(id, 1).await.map_err(|e| {
+                        PageError::Temporary {
+                            reason: format!("the database did not answer ({e})"),
+                            retry_after: None,
+                        }
+                    })?,
+                    None => None,
+                };
+            let channel = match &group {
+                Some(g) => self.discord.channel_for(g),
+                None => self.discord.alert_channel().unwrap_or_default().to_string(),
+            };
+            if channel.is_empty() {
+                return Err(PageError::Permanent(
+                    "no Discord channel for this group: set discord.alert_channel_id".into(),
+                ));
+            }
+            self.inner.send(&format!("{channel}/{target}"), page).await
+        })
+    }
 }
 
 pub struct Application {
@@ -247,6 +343,12 @@ pub struct Application {
 impl Application {
     /// Connects the store, loads the data and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, crate::domain::clock::system_clock()).await
+    }
+
+    /// [`Application::build`] with the clock runbot decides its times by (on-call hours,
+    /// escalation steps, hand-offs): tests set one to a Saturday night.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
         let data = Data::load(&settings)?;
         // The chat platforms configured, each built once; a new platform is one line here.
         let discord = if settings.discord.enabled() {
@@ -327,15 +429,60 @@ impl Application {
             crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
                 .map(Arc::new);
         let card_wake = Some(chat_wake.clone());
+        let policies = Arc::new(data.policies);
+        check_chain_webhooks(&settings, &policies)?;
+        let escalation_wake = Arc::new(tokio::sync::Notify::new());
         let dispatcher = Arc::new(build_dispatcher(
             &settings,
             Arc::new(data.commands),
             runbook.clone(),
-            Arc::new(data.policies),
+            policies.clone(),
             store.clone(),
             card_wake.clone(),
-            crate::domain::clock::system_clock(),
+            Some(escalation_wake.clone()),
+            clock.clone(),
         )?);
+        // Escalation: each way of paging people the settings enable, and the engine that
+        // moves the chains on and delivers their pages.
+        let mut pagers: std::collections::HashMap<&'static str, Arc<dyn Pager>> =
+            std::collections::HashMap::new();
+        let console_pager: Arc<dyn Pager> =
+            Arc::new(crate::chat::console::page::ConsolePager::new(feed.clone()));
+        pagers.insert(console_pager.via(), console_pager);
+        if let Some(d) = &discord {
+            let dm: Arc<dyn Pager> = d.clone();
+            pagers.insert(dm.via(), dm);
+            let mention: Arc<dyn Pager> = Arc::new(MentionInChannel {
+                store: store.clone(),
+                discord: d.clone(),
+                inner: crate::chat::discord::page::DiscordMention::new(d.clone()),
+            });
+            pagers.insert(mention.via(), mention);
+        }
+        if let Some(server) = &settings.parsed.email {
+            let mail: Arc<dyn Pager> = Arc::new(crate::escalation::email::Mailer::new(server)?);
+            pagers.insert(mail.via(), mail);
+        }
+        if let Some(hooks) = crate::escalation::webhook::Webhooks::new(&settings.parsed.webhooks)? {
+            let hooks: Arc<dyn Pager> = Arc::new(hooks);
+            pagers.insert(hooks.via(), hooks);
+        }
+        if settings.escalation.enabled {
+            let engine = Arc::new(crate::escalation::engine::Engine {
+                store: store.clone(),
+                policies: policies.clone(),
+                runbook: runbook.clone(),
+                audit: crate::audit::Audit::new(store.clone()),
+                clock: clock.clone(),
+                pagers,
+                verify_after: settings.escalation.verify_after(),
+                console_url: settings.escalation.public_url.clone(),
+                wake: escalation_wake,
+                cards: Some(chat_wake.clone()),
+                last_handoffs: Default::default(),
+            });
+            workers.spawn("escalation", move || engine.clone().run());
+        }
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();
         workers.every("rate-limit-summaries", Duration::from_secs(10), move || {

@@ -25,12 +25,14 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("deploy.toml", include_str!("../commands/deploy.toml")),
     ("deploys.toml", include_str!("../commands/deploys.toml")),
     ("disk.toml", include_str!("../commands/disk.toml")),
+    ("escalate.toml", include_str!("../commands/escalate.toml")),
     (
         "disk-cleanup.toml",
         include_str!("../commands/disk-cleanup.toml"),
     ),
     ("logs.toml", include_str!("../commands/logs.toml")),
     ("oncall.toml", include_str!("../commands/oncall.toml")),
+    ("page.toml", include_str!("../commands/page.toml")),
     ("restart.toml", include_str!("../commands/restart.toml")),
     ("restore.toml", include_str!("../commands/restore.toml")),
     ("rollback.toml", include_str!("../commands/rollback.toml")),
@@ -135,6 +137,8 @@ pub enum CoreOp {
     Ack,
     Oncall,
     AuditRecent,
+    Escalate,
+    Page,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,6 +196,8 @@ const EXECUTORS: &[(&str, ExecutorKind)] = &[
     ),
     ("audit.recent", ExecutorKind::Core(CoreOp::AuditRecent)),
     ("policy.oncall", ExecutorKind::Core(CoreOp::Oncall)),
+    ("escalation.escalate", ExecutorKind::Core(CoreOp::Escalate)),
+    ("escalation.page", ExecutorKind::Core(CoreOp::Page)),
     ("docker.status", ExecutorKind::Docker(DockerOp::Status)),
     ("docker.stats", ExecutorKind::Docker(DockerOp::Stats)),
     ("docker.logs", ExecutorKind::Docker(DockerOp::Logs)),
@@ -303,6 +309,10 @@ pub struct CommandSpec {
     pub confirm: bool,
     /// Which executor runs it, e.g. `docker.restart`.
     pub executor: ExecutorKind,
+    /// A runbook action: after it succeeds on a firing group, runbot watches whether the group
+    /// resolves within `escalation.verify_after`, and moves the escalation on if not.
+    #[serde(default)]
+    pub verify: bool,
     #[serde(default)]
     pub options: Vec<OptionSpec>,
 }
@@ -318,7 +328,8 @@ impl CommandSpec {
     pub fn acts_on_group(&self) -> bool {
         matches!(
             self.executor,
-            ExecutorKind::Core(CoreOp::Ack) | ExecutorKind::Silences(SilenceOp::Silence)
+            ExecutorKind::Core(CoreOp::Ack | CoreOp::Escalate)
+                | ExecutorKind::Silences(SilenceOp::Silence)
         )
     }
 }

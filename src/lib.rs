@@ -21,14 +21,14 @@
 //! 5. `alerts`, `policy`, `audit`: [`alerts`]: the webhook model and the group lifecycle as
 //!    pure code. [`policy`]: roles, hours and Cedar policies from `policies/`; decides and
 //!    explains. [`audit`]: the hash-chained trail: append, verify, export.
-//! 6. `executors`: what commands run: one `Executor` per command family, each built with only
-//!    the engines it uses, and one folder per outside system holding its engine (driver) and
-//!    its commands: `docker/` (with the deploy pipeline), `nginx/`, `database/`,
-//!    `alertmanager/`.
-//! 7. `invocation`, `escalation`: [`invocation`]: a request's path: rate limit → validate →
-//!    decide → audit → confirm or approve → execute → reply → audit the outcome.
-//!    [`escalation`]: paging people for alert groups, and the pagers that are no chat
-//!    platform (email, signed outbound webhooks).
+//! 6. `escalation`, `executors`: [`escalation`]: paging along the chains of `policies/`, on
+//!    durable timers, through the `Pager`s configured (email and webhooks live there; chat
+//!    platforms implement theirs). [`executors`]: what commands run: one `Executor` per
+//!    command family, each built with only the engines it uses, and one folder per outside
+//!    system holding its engine (driver) and its commands: `docker/` (with the deploy
+//!    pipeline), `nginx/`, `database/`, `alertmanager/`.
+//! 7. `invocation`: a request's path: rate limit → validate → decide → audit → confirm or
+//!    approve → execute → reply → audit the outcome.
 //! 8. `chat`: cards, the outbox, announcements, the `ChatPlatform` seam, and one folder per
 //!    platform (`discord/`).
 //! 9. `http`: thin routes per inbound party: verify, parse, hand over.

@@ -143,13 +143,15 @@ pub fn metrics_handle() -> PrometheusHandle {
                         14400.0,
                     ],
                 )
-                .and_then(|b| b.set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0,
-                    ],
-                ))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_seconds".into()),
+                        &[
+                            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                            2.5, 5.0,
+                        ],
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("runbot_store_batch_webhooks".into()),

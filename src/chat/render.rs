@@ -125,9 +125,8 @@ pub fn card(group: &GroupView, runbook: &Runbook) -> Card {
 /// What the card says of the episode's escalation; None when there is nothing to say.
 fn escalation_line(e: &crate::store::EscalationRow) -> Option<super::EscalationLine> {
     let acked_after = match (&e.acked_at, parse_stored_time(&e.started_at)) {
-        (Some(at), Some(start)) => parse_stored_time(at).map(|at| {
-            crate::domain::duration::precise((at - start).to_std().unwrap_or_default())
-        }),
+        (Some(at), Some(start)) => parse_stored_time(at)
+            .map(|at| crate::domain::duration::precise((at - start).to_std().unwrap_or_default())),
         _ => None,
     };
     let open = matches!(e.state.as_str(), "active" | "done" | "backlog");

@@ -10,15 +10,21 @@ use super::{
 use crate::audit::Audit;
 use crate::commands::CoreOp;
 use crate::domain::{format_time, parse_stored_time};
+use crate::escalation::Reach;
 use crate::policy::Policies;
 use crate::store::{Acked, Store};
 
-/// `/ack`, `/oncall` and `/audit`.
+/// `/ack`, `/oncall`, `/escalate`, `/page` and `/audit`.
 pub struct Core {
     pub store: Store,
     pub audit: Audit,
     pub policies: Arc<Policies>,
     pub cards: CardWake,
+    /// The ways of paging people configured, for `/page`.
+    pub reach: Reach,
+    /// Wakes the escalation engine (`/escalate`, `/page`).
+    pub escalation: CardWake,
+    pub runbook: Arc<crate::runbook::Runbook>,
 }
 
 impl Executor for Core {
@@ -30,6 +36,28 @@ impl Executor for Core {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
                 None => "acknowledge an alert group".into(),
             },
+            CoreOp::Oncall if ctx.text("action") == Some("override") => format!(
+                "give {}'s shift to {} ({})",
+                ctx.text("role").unwrap_or("?"),
+                ctx.text("person").unwrap_or("?"),
+                match (ctx.text("for"), ctx.text("from"), ctx.text("until")) {
+                    (Some(d), _, _) => format!("for {d} from now"),
+                    (None, f, u) =>
+                        format!("from {} until {}", f.unwrap_or("now"), u.unwrap_or("?")),
+                }
+            ),
+            CoreOp::Escalate => match ctx.group {
+                Some(g) => format!("page the next step of {}'s escalation now", group_name(g)),
+                None => "page the next step of an alert group's escalation now".into(),
+            },
+            CoreOp::Page => format!(
+                "page {}",
+                match (ctx.text("role"), ctx.text("person")) {
+                    (Some(r), _) => format!("whoever is on call for {r}"),
+                    (None, Some(p)) => p.to_string(),
+                    (None, None) => "nobody (give role or person)".into(),
+                }
+            ),
             CoreOp::Oncall | CoreOp::AuditRecent => read_only_plan(ctx),
         }
     }
@@ -37,8 +65,13 @@ impl Executor for Core {
     async fn run(&self, op: CoreOp, ctx: &Ctx<'_>) -> Result<Done, Failure> {
         match op {
             CoreOp::Ack => Ok(self.ack(ctx).await?),
-            CoreOp::Oncall => Ok(self.oncall(ctx)),
+            CoreOp::Oncall if ctx.text("action") == Some("override") => {
+                Ok(self.take_shift(ctx).await?)
+            }
+            CoreOp::Oncall => Ok(self.oncall(ctx).await?),
             CoreOp::AuditRecent => Ok(self.audit_recent(ctx).await?),
+            CoreOp::Escalate => Ok(self.escalate(ctx).await?),
+            CoreOp::Page => Ok(self.page(ctx).await?),
         }
     }
 }
@@ -57,6 +90,24 @@ impl Core {
             })?;
         let name = group_name(g);
         if acked == Acked::Now {
+            // The chain stops; the time it took is the team's time to acknowledge.
+            match self
+                .store
+                .ack_escalation(g.id, &ctx.actor.name, &format_time(ctx.now))
+                .await
+            {
+                Ok(Some(started)) => {
+                    if let Some(t) = parse_stored_time(&started) {
+                        let secs = (ctx.now - t).num_milliseconds().max(0) as f64 / 1000.0;
+                        metrics::histogram!(crate::telemetry::TIME_TO_ACK, "severity" => g.severity.as_str())
+                            .record(secs);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, group = g.id, "the acknowledgement is recorded, but its escalation could not be stopped; the engine stops it at its next step");
+                }
+            }
             self.cards.changed();
         }
         let (text, summary) = match acked {
@@ -81,36 +132,6 @@ impl Core {
             reply: reply(text, false),
             summary,
         })
-    }
-
-    fn oncall(&self, ctx: &Ctx<'_>) -> Done {
-        let mut r = reply(format!("On call now ({}):", utc_minute(ctx.now)), true);
-        for on in self.policies.oncall(ctx.now) {
-            let (role, holders) = (&on.role, &on.role.holders);
-            let mut who: Vec<String> = Vec::new();
-            who.extend(holders.discord_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(holders.discord_roles.iter().map(|r| format!("<@&{r}>")));
-            who.extend(holders.slack_users.iter().map(|u| format!("<@{u}>")));
-            who.extend(holders.console_users.iter().cloned());
-            let state = if on.on_call_now {
-                "🟢 on call"
-            } else {
-                "⚪ off"
-            };
-            let who = if who.is_empty() {
-                "nobody assigned (policies/roles.toml)".to_string()
-            } else {
-                who.join(", ")
-            };
-            r.fields.push((
-                format!("{} · {} · {state}", role.name, role.hours.as_str()),
-                who,
-            ));
-        }
-        Done {
-            reply: r,
-            summary: "listed on-call roles".into(),
-        }
     }
 
     async fn audit_recent(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod format;
 pub mod lease;
 pub mod nginx;
+pub mod oncall;
 pub mod security;
 
 use std::sync::Arc;
@@ -95,7 +96,7 @@ impl From<ExecError> for Failure {
 pub struct CardWake(pub Option<Arc<tokio::sync::Notify>>);
 
 impl CardWake {
-    fn changed(&self) {
+    pub fn changed(&self) {
         if let Some(w) = &self.0 {
             w.notify_one();
         }

@@ -54,6 +54,8 @@ type Limiter = RateLimiter<
 >;
 
 pub struct Dispatcher {
+    /// `escalation.verify_after`.
+    verify_after: std::time::Duration,
     store: Store,
     audit: Audit,
     commands: Arc<Commands>,
@@ -259,6 +261,7 @@ impl Dispatcher {
             clock,
             runs: Default::default(),
             interrupt: Default::default(),
+            verify_after: std::time::Duration::from_secs(600),
         }
     }
 
@@ -1364,6 +1367,9 @@ impl Dispatcher {
                 if self.record(entry).await.is_err() {
                     tracing::error!(command = %spec.name, "ran, but the outcome could not be audited");
                 }
+                if let (true, Some(g)) = (spec.verify, group.as_ref()) {
+                    self.watch(spec, ready, g.id).await;
+                }
                 done.reply
             }
             Err(e) => {
@@ -1378,6 +1384,34 @@ impl Dispatcher {
                     text::failed(&text::invocation_line(spec, &ready.args), &e.reason)
                 })
             }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// `escalation.verify_after`: how long a runbook action gets to resolve its group.
+    pub fn with_verify_after(mut self, d: std::time::Duration) -> Dispatcher {
+        self.verify_after = d;
+        self
+    }
+
+    /// Watches a runbook action that ran on a group: did the group resolve after it?
+    async fn watch(&self, spec: &CommandSpec, ready: &Ready, group_id: i64) {
+        let now = (self.clock)();
+        let due = now + chrono::Duration::from_std(self.verify_after).unwrap_or_default();
+        let line = text::invocation_line(spec, &ready.args);
+        if let Err(e) = self
+            .store
+            .watch_action(
+                group_id,
+                &line,
+                &ready.actor.name,
+                &crate::domain::format_time(now),
+                &crate::domain::format_time(due),
+            )
+            .await
+        {
+            tracing::error!(error = %e, group = group_id, "could not start watching a runbook action");
         }
     }
 }

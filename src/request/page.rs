@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::BoxFuture;
 
 /// What a page says, whichever way it travels. Built by the escalation engine from the group
 /// and the step; the pager only formats it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
     /// The page's row in the store: a stable id for retries (a Discord nonce, an idempotency
     /// key for webhook receivers).

@@ -190,7 +190,10 @@ impl Store {
             "SELECT MIN(e.due_at) FROM escalations e WHERE e.state = 'active' AND \
              e.due_at IS NOT NULL AND {FIRES}"
         );
-        sqlx::query_scalar(&sql).bind(now).fetch_one(&self.pool).await
+        sqlx::query_scalar(&sql)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Fires step `row.next_step` if it is still due and nobody else fired it: moves the chain
@@ -454,7 +457,8 @@ impl Store {
 
     /// A page that will not be sent: refused for good, or no longer wanted.
     pub async fn page_dropped(&self, id: i64, state: &str, why: &str) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE pages SET state = $1, last_error = $2, claimed_until = NULL WHERE id = $3";
+        let sql =
+            "UPDATE pages SET state = $1, last_error = $2, claimed_until = NULL WHERE id = $3";
         self.execute(sql, (state, why, id)).await?;
         Ok(())
     }
@@ -550,7 +554,10 @@ impl Store {
         let sql = "INSERT INTO action_checks (group_id, episode, command, actor, at, due_at, \
              state) SELECT id, started_at, $1, $2, $3, $4, 'watching' FROM alert_groups \
              WHERE id = $5 AND status = 'firing'";
-        Ok(self.execute(sql, (command, actor, now, due_at, group_id)).await? == 1)
+        Ok(self
+            .execute(sql, (command, actor, now, due_at, group_id))
+            .await?
+            == 1)
     }
 
     /// Watched actions whose group resolved or fired anew, or whose time is up.
@@ -583,6 +590,16 @@ impl Store {
                  platform = $1), $3, $4";
             self.execute(sql, (platform.as_str(), group_id, text, now))
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a message for the alert channel of every chat platform.
+    pub async fn announce_everywhere(&self, text: &str, now: &str) -> Result<(), sqlx::Error> {
+        for platform in self.chat_platforms().iter() {
+            let sql = "INSERT INTO announcements (platform, channel_id, text, created_at) \
+                 VALUES ($1, NULL, $2, $3)";
+            self.execute(sql, (platform.as_str(), text, now)).await?;
         }
         Ok(())
     }
