@@ -17,6 +17,7 @@ pub mod line;
 const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../commands/ack.toml")),
     ("audit.toml", include_str!("../commands/audit.toml")),
+    ("backlog.toml", include_str!("../commands/backlog.toml")),
     ("backup.toml", include_str!("../commands/backup.toml")),
     ("block-ip.toml", include_str!("../commands/block-ip.toml")),
     ("blocked.toml", include_str!("../commands/blocked.toml")),
@@ -31,6 +32,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("logs.toml", include_str!("../commands/logs.toml")),
     ("oncall.toml", include_str!("../commands/oncall.toml")),
+    ("report.toml", include_str!("../commands/report.toml")),
     ("restart.toml", include_str!("../commands/restart.toml")),
     ("restore.toml", include_str!("../commands/restore.toml")),
     ("rollback.toml", include_str!("../commands/rollback.toml")),
@@ -88,7 +90,7 @@ pub enum OptionKind {
     Cidr,
     /// An image tag: letters, digits, `_`, `.`, `-`, at most 128, not starting with `.` or `-`.
     Tag,
-    /// `30s`, `15m`, `2h`, `7d`.
+    /// `30s`, `15m`, `2h`, `7d`: at most 30 days, or `max` seconds when the option sets it.
     Duration,
 }
 
@@ -135,6 +137,10 @@ pub enum CoreOp {
     Ack,
     Oncall,
     AuditRecent,
+    /// `/report`: how fast the team answered, per severity.
+    Report,
+    /// `/backlog`: the groups the chain put in the backlog, still open.
+    Backlog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,6 +198,8 @@ const EXECUTORS: &[(&str, ExecutorKind)] = &[
     ),
     ("audit.recent", ExecutorKind::Core(CoreOp::AuditRecent)),
     ("policy.oncall", ExecutorKind::Core(CoreOp::Oncall)),
+    ("escalation.report", ExecutorKind::Core(CoreOp::Report)),
+    ("escalation.backlog", ExecutorKind::Core(CoreOp::Backlog)),
     ("docker.status", ExecutorKind::Docker(DockerOp::Status)),
     ("docker.stats", ExecutorKind::Docker(DockerOp::Stats)),
     ("docker.logs", ExecutorKind::Docker(DockerOp::Logs)),
@@ -566,11 +574,28 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     }
                 }
                 OptionKind::Duration => {
-                    crate::domain::duration::parse(t).ok_or_else(|| {
+                    let d = crate::domain::duration::parse_unbounded(t).ok_or_else(|| {
                         ArgError(format!(
                             "{name}: {t:?} is not a duration such as 30m, 2h or 1d"
                         ))
                     })?;
+                    // min/max of a duration are seconds; the default keeps a silence or a
+                    // block under a month.
+                    let max = o.max.unwrap_or(30 * 86_400).max(1) as u64;
+                    if d.as_secs() > max {
+                        return Err(ArgError(format!(
+                            "{name} must be at most {}, not {t}",
+                            crate::domain::duration::span(std::time::Duration::from_secs(max))
+                        )));
+                    }
+                    if o.min.is_some_and(|m| (d.as_secs() as i64) < m) {
+                        return Err(ArgError(format!(
+                            "{name} must be at least {}, not {t}",
+                            crate::domain::duration::span(std::time::Duration::from_secs(
+                                o.min.unwrap_or(0).max(0) as u64
+                            ))
+                        )));
+                    }
                 }
                 _ => {}
             }

@@ -30,7 +30,9 @@ impl Executor for Core {
                 Some(g) => format!("mark {} acknowledged by {}", group_name(g), ctx.actor.name),
                 None => "acknowledge an alert group".into(),
             },
-            CoreOp::Oncall | CoreOp::AuditRecent => read_only_plan(ctx),
+            CoreOp::Oncall | CoreOp::AuditRecent | CoreOp::Report | CoreOp::Backlog => {
+                read_only_plan(ctx)
+            }
         }
     }
 
@@ -39,6 +41,8 @@ impl Executor for Core {
             CoreOp::Ack => Ok(self.ack(ctx).await?),
             CoreOp::Oncall => Ok(self.oncall(ctx)),
             CoreOp::AuditRecent => Ok(self.audit_recent(ctx).await?),
+            CoreOp::Report => Ok(self.report(ctx).await?),
+            CoreOp::Backlog => Ok(self.backlog(ctx).await?),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod format;
 pub mod lease;
 pub mod nginx;
+pub mod report;
 pub mod security;
 
 use std::sync::Arc;

@@ -190,7 +190,10 @@ impl Store {
             "SELECT MIN(e.due_at) FROM escalations e WHERE e.state = 'active' AND \
              e.due_at IS NOT NULL AND {FIRES}"
         );
-        sqlx::query_scalar(&sql).bind(now).fetch_one(&self.pool).await
+        sqlx::query_scalar(&sql)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Fires step `row.next_step` if it is still due and nobody else fired it: moves the chain
@@ -454,7 +457,8 @@ impl Store {
 
     /// A page that will not be sent: refused for good, or no longer wanted.
     pub async fn page_dropped(&self, id: i64, state: &str, why: &str) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE pages SET state = $1, last_error = $2, claimed_until = NULL WHERE id = $3";
+        let sql =
+            "UPDATE pages SET state = $1, last_error = $2, claimed_until = NULL WHERE id = $3";
         self.execute(sql, (state, why, id)).await?;
         Ok(())
     }
@@ -550,7 +554,10 @@ impl Store {
         let sql = "INSERT INTO action_checks (group_id, episode, command, actor, at, due_at, \
              state) SELECT id, started_at, $1, $2, $3, $4, 'watching' FROM alert_groups \
              WHERE id = $5 AND status = 'firing'";
-        Ok(self.execute(sql, (command, actor, now, due_at, group_id)).await? == 1)
+        Ok(self
+            .execute(sql, (command, actor, now, due_at, group_id))
+            .await?
+            == 1)
     }
 
     /// Watched actions whose group resolved or fired anew, or whose time is up.
@@ -606,6 +613,30 @@ impl Store {
         );
         self.fetch_all(&sql, (limit,)).await
     }
+
+    /// Like [`Store::episodes_between`], with the pages each episode's chain actually sent
+    /// (queued pages cancelled by an acknowledgement were not), for the report. At most
+    /// `limit` episodes, oldest first.
+    pub async fn report_episodes(
+        &self,
+        from: &str,
+        to: &str,
+        limit: i64,
+    ) -> Result<Vec<ReportEpisode>, sqlx::Error> {
+        let sql = "SELECT e.severity, e.started_at, e.acked_at, e.resolved_at, e.steps_fired, \
+             (SELECT COUNT(*) FROM pages p WHERE p.escalation_id = e.id AND p.state = 'sent') \
+             AS pages_sent FROM escalations e WHERE e.started_at >= $1 AND e.started_at < $2 \
+             ORDER BY e.started_at LIMIT $3";
+        self.fetch_all(sql, (from, to, limit)).await
+    }
+
+    /// The open backlog with what people recognise a group by, newest first.
+    pub async fn backlog_groups(&self, limit: i64) -> Result<Vec<BacklogGroup>, sqlx::Error> {
+        let sql = "SELECT e.group_id, e.severity, e.started_at, g.group_key, g.group_labels, \
+             g.common_labels FROM escalations e JOIN alert_groups g ON g.id = e.group_id \
+             WHERE e.state = 'backlog' ORDER BY e.id DESC LIMIT $1";
+        self.fetch_all(sql, (limit,)).await
+    }
 }
 
 /// The condition under which an escalation's step may fire, on its group (`$1`: now).
@@ -620,4 +651,26 @@ fn prefixed(table: &str, columns: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One episode for the report: its times, and what its chain did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ReportEpisode {
+    pub severity: String,
+    pub started_at: String,
+    pub acked_at: Option<String>,
+    pub resolved_at: Option<String>,
+    pub steps_fired: i64,
+    pub pages_sent: i64,
+}
+
+/// A group in the backlog: its labels as stored (JSON objects), to name it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BacklogGroup {
+    pub group_id: i64,
+    pub severity: String,
+    pub started_at: String,
+    pub group_key: String,
+    pub group_labels: String,
+    pub common_labels: String,
 }
