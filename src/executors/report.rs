@@ -27,18 +27,20 @@ pub const BACKLOG_MAX: i64 = 200;
 
 /// `7d`, `24h`: a report's window, from an hour to 90 days, or a sentence saying what to write.
 pub fn parse_window(s: &str) -> Result<Duration, String> {
-    let d = crate::domain::duration::parse_unbounded(s).ok_or_else(|| {
-        format!(
-            "window: {:?} is not a duration such as 24h, 7d or 30d",
-            crate::domain::text::clip(s, 40)
-        )
-    })?;
+    // The value is said back only when it is plainly a word: it may come from a URL.
+    let shown = if s.len() <= 12 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("{s:?}")
+    } else {
+        "that".into()
+    };
+    let d = crate::domain::duration::parse_unbounded(s)
+        .ok_or_else(|| format!("window: {shown} is not a duration such as 24h, 7d or 30d"))?;
     if d < WINDOW_MIN || d > WINDOW_MAX {
         return Err(format!(
             "window must be from {} to {}, not {}",
             span(WINDOW_MIN),
             span(WINDOW_MAX),
-            crate::domain::text::clip(s, 40)
+            shown.trim_matches('"')
         ));
     }
     Ok(d)

@@ -30,6 +30,7 @@ mod locks;
 mod migrations;
 mod nginx;
 mod policy;
+mod report;
 mod security;
 mod shutdown;
 mod store_down;
