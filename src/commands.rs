@@ -90,7 +90,7 @@ pub enum OptionKind {
     Cidr,
     /// An image tag: letters, digits, `_`, `.`, `-`, at most 128, not starting with `.` or `-`.
     Tag,
-    /// `30s`, `15m`, `2h`, `7d`: at most 30 days, or `max` seconds when the option sets it.
+    /// `30s`, `15m`, `2h`, `7d`.
     Duration,
 }
 
@@ -574,28 +574,11 @@ fn parse_value(o: &OptionSpec, raw: RawValue) -> Result<Value, ArgError> {
                     }
                 }
                 OptionKind::Duration => {
-                    let d = crate::domain::duration::parse_unbounded(t).ok_or_else(|| {
+                    crate::domain::duration::parse(t).ok_or_else(|| {
                         ArgError(format!(
                             "{name}: {t:?} is not a duration such as 30m, 2h or 1d"
                         ))
                     })?;
-                    // min/max of a duration are seconds; the default keeps a silence or a
-                    // block under a month.
-                    let max = o.max.unwrap_or(30 * 86_400).max(1) as u64;
-                    if d.as_secs() > max {
-                        return Err(ArgError(format!(
-                            "{name} must be at most {}, not {t}",
-                            crate::domain::duration::span(std::time::Duration::from_secs(max))
-                        )));
-                    }
-                    if o.min.is_some_and(|m| (d.as_secs() as i64) < m) {
-                        return Err(ArgError(format!(
-                            "{name} must be at least {}, not {t}",
-                            crate::domain::duration::span(std::time::Duration::from_secs(
-                                o.min.unwrap_or(0).max(0) as u64
-                            ))
-                        )));
-                    }
                 }
                 _ => {}
             }

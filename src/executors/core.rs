@@ -24,6 +24,13 @@ pub struct Core {
 impl Executor for Core {
     type Op = CoreOp;
 
+    fn precheck(&self, op: CoreOp, args: &crate::commands::Args) -> Result<(), String> {
+        match op {
+            CoreOp::Report => super::report::precheck(args),
+            _ => Ok(()),
+        }
+    }
+
     async fn plan(&self, op: CoreOp, ctx: &Ctx<'_>) -> String {
         match op {
             CoreOp::Ack => match ctx.group {

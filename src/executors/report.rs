@@ -46,6 +46,16 @@ pub fn parse_window(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `/report`'s window, refused before anything else with the same sentence as the console's.
+/// (It is a string option: a duration option stops at 30 days, and Discord takes no bounds on
+/// a string.)
+pub(super) fn precheck(args: &crate::commands::Args) -> Result<(), String> {
+    match args.get("window") {
+        Some(crate::commands::Value::Text(w)) => parse_window(w).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// Median and 90th percentile of some durations, in seconds (nearest rank: each is a time
 /// that really happened).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -343,7 +343,11 @@ async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
             json!({"command": "report", "options": {"window": "91d"}}),
         )
         .await;
-        assert!(r.to_string().contains("at most 90 d"), "{r}");
+        assert!(
+            r.to_string()
+                .contains("window must be from 1 h to 90 d, not 91d"),
+            "{r}"
+        );
         let (_, r) = post(&app, &t.token, json!({"command": "backlog"})).await;
         let listed = r["reply"]["code_block"].as_str().unwrap_or_default();
         assert!(
