@@ -425,8 +425,10 @@ pub async fn weekly_backlog(store: &Store, now: DateTime<Utc>, tz: Tz) -> anyhow
     let Some(key) = summary_week(now, tz) else {
         return Ok(false);
     };
+    let platforms = store.chat_platforms();
     let items = backlog(store).await?;
-    if items.is_empty() {
+    // Nowhere to post, or nothing to say: the week stays unclaimed.
+    if platforms.is_empty() || items.is_empty() {
         return Ok(false);
     }
     let at = format_time(now);
@@ -435,7 +437,6 @@ pub async fn weekly_backlog(store: &Store, now: DateTime<Utc>, tz: Tz) -> anyhow
     }
     let text = backlog_summary(&items, now);
     let console = crate::request::Platform::Console.as_str();
-    let platforms = store.chat_platforms();
     // `announce` copies every message into the console's feed: name the console itself only
     // when it is the one platform.
     let chats: Vec<&String> = platforms.iter().filter(|p| *p != console).collect();

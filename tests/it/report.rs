@@ -395,6 +395,10 @@ async fn the_weekly_backlog_summary_is_queued_once_per_week() {
             .await
             .unwrap()
             .unwrap();
+        // A runbot with no chat platform has nowhere to post, and leaves the week unclaimed.
+        let bare = app.store().await;
+        assert!(!weekly_backlog(&bare, monday_nine, tz).await.unwrap());
+        bare.close().await;
         // Before 09:00 in Madrid: not yet.
         let early = monday_nine - Duration::minutes(1);
         assert!(!weekly_backlog(&store, early, tz).await.unwrap());
