@@ -17,6 +17,7 @@ pub mod line;
 const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../commands/ack.toml")),
     ("audit.toml", include_str!("../commands/audit.toml")),
+    ("backlog.toml", include_str!("../commands/backlog.toml")),
     ("backup.toml", include_str!("../commands/backup.toml")),
     ("block-ip.toml", include_str!("../commands/block-ip.toml")),
     ("blocked.toml", include_str!("../commands/blocked.toml")),
@@ -33,6 +34,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("logs.toml", include_str!("../commands/logs.toml")),
     ("oncall.toml", include_str!("../commands/oncall.toml")),
     ("page.toml", include_str!("../commands/page.toml")),
+    ("report.toml", include_str!("../commands/report.toml")),
     ("restart.toml", include_str!("../commands/restart.toml")),
     ("restore.toml", include_str!("../commands/restore.toml")),
     ("rollback.toml", include_str!("../commands/rollback.toml")),
@@ -139,6 +141,10 @@ pub enum CoreOp {
     AuditRecent,
     Escalate,
     Page,
+    /// `/report`: how fast the team answered, per severity.
+    Report,
+    /// `/backlog`: the groups the chain put in the backlog, still open.
+    Backlog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +204,8 @@ const EXECUTORS: &[(&str, ExecutorKind)] = &[
     ("policy.oncall", ExecutorKind::Core(CoreOp::Oncall)),
     ("escalation.escalate", ExecutorKind::Core(CoreOp::Escalate)),
     ("escalation.page", ExecutorKind::Core(CoreOp::Page)),
+    ("escalation.report", ExecutorKind::Core(CoreOp::Report)),
+    ("escalation.backlog", ExecutorKind::Core(CoreOp::Backlog)),
     ("docker.status", ExecutorKind::Docker(DockerOp::Status)),
     ("docker.stats", ExecutorKind::Docker(DockerOp::Stats)),
     ("docker.logs", ExecutorKind::Docker(DockerOp::Logs)),

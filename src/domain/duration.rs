@@ -8,6 +8,11 @@ use std::time::Duration;
 
 /// `30s`, `15m`, `2h`, `7d`: at least a minute's silence makes sense, at most 30 days.
 pub fn parse(s: &str) -> Option<Duration> {
+    parse_unbounded(s).filter(|d| d.as_secs() <= 30 * 86_400)
+}
+
+/// A duration of any length from a second (`90d` for a report's window): the caller bounds it.
+pub fn parse_unbounded(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = n.parse().ok()?;
@@ -18,9 +23,7 @@ pub fn parse(s: &str) -> Option<Duration> {
         "d" => n.checked_mul(86_400)?,
         _ => return None,
     };
-    (1..=30 * 86_400)
-        .contains(&secs)
-        .then(|| Duration::from_secs(secs))
+    (secs >= 1).then(|| Duration::from_secs(secs))
 }
 
 /// `45s`, `12m`, `3h 5m`, `4d 3h`.

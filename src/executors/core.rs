@@ -30,6 +30,13 @@ pub struct Core {
 impl Executor for Core {
     type Op = CoreOp;
 
+    fn precheck(&self, op: CoreOp, args: &crate::commands::Args) -> Result<(), String> {
+        match op {
+            CoreOp::Report => super::report::precheck(args),
+            _ => Ok(()),
+        }
+    }
+
     async fn plan(&self, op: CoreOp, ctx: &Ctx<'_>) -> String {
         match op {
             CoreOp::Ack => match ctx.group {
@@ -58,7 +65,9 @@ impl Executor for Core {
                     (None, None) => "nobody (give role or person)".into(),
                 }
             ),
-            CoreOp::Oncall | CoreOp::AuditRecent => read_only_plan(ctx),
+            CoreOp::Oncall | CoreOp::AuditRecent | CoreOp::Report | CoreOp::Backlog => {
+                read_only_plan(ctx)
+            }
         }
     }
 
@@ -72,6 +81,8 @@ impl Executor for Core {
             CoreOp::AuditRecent => Ok(self.audit_recent(ctx).await?),
             CoreOp::Escalate => Ok(self.escalate(ctx).await?),
             CoreOp::Page => Ok(self.page(ctx).await?),
+            CoreOp::Report => Ok(self.report(ctx).await?),
+            CoreOp::Backlog => Ok(self.backlog(ctx).await?),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod format;
 pub mod lease;
 pub mod nginx;
 pub mod oncall;
+pub mod report;
 pub mod security;
 
 use std::sync::Arc;

@@ -606,7 +606,9 @@ mod tests {
         let roles = Roles::parse(crate::policy::EMBEDDED_ROLES).unwrap();
         let schema = generated_schema(&roles, &commands).unwrap();
         assert!(
-            schema.contains("type Args = { \"action\"?: String, \"address\"?: String, \"backup\"?: String, "),
+            schema.contains(
+                "type Args = { \"action\"?: String, \"address\"?: String, \"backup\"?: String, "
+            ),
             "{schema}"
         );
     }

@@ -623,6 +623,30 @@ impl Store {
         );
         self.fetch_all(&sql, (limit,)).await
     }
+
+    /// Like [`Store::episodes_between`], with the pages each episode's chain actually sent
+    /// (queued pages cancelled by an acknowledgement were not), for the report. At most
+    /// `limit` episodes, oldest first.
+    pub async fn report_episodes(
+        &self,
+        from: &str,
+        to: &str,
+        limit: i64,
+    ) -> Result<Vec<ReportEpisode>, sqlx::Error> {
+        let sql = "SELECT e.severity, e.started_at, e.acked_at, e.resolved_at, e.steps_fired, \
+             (SELECT COUNT(*) FROM pages p WHERE p.escalation_id = e.id AND p.state = 'sent') \
+             AS pages_sent FROM escalations e WHERE e.started_at >= $1 AND e.started_at < $2 \
+             ORDER BY e.started_at LIMIT $3";
+        self.fetch_all(sql, (from, to, limit)).await
+    }
+
+    /// The open backlog with what people recognise a group by, newest first.
+    pub async fn backlog_groups(&self, limit: i64) -> Result<Vec<BacklogGroup>, sqlx::Error> {
+        let sql = "SELECT e.group_id, e.severity, e.started_at, g.group_key, g.group_labels, \
+             g.common_labels FROM escalations e JOIN alert_groups g ON g.id = e.group_id \
+             WHERE e.state = 'backlog' ORDER BY e.id DESC LIMIT $1";
+        self.fetch_all(sql, (limit,)).await
+    }
 }
 
 /// The condition under which an escalation's step may fire, on its group (`$1`: now).
@@ -637,4 +661,26 @@ fn prefixed(table: &str, columns: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One episode for the report: its times, and what its chain did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ReportEpisode {
+    pub severity: String,
+    pub started_at: String,
+    pub acked_at: Option<String>,
+    pub resolved_at: Option<String>,
+    pub steps_fired: i64,
+    pub pages_sent: i64,
+}
+
+/// A group in the backlog: its labels as stored (JSON objects), to name it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BacklogGroup {
+    pub group_id: i64,
+    pub severity: String,
+    pub started_at: String,
+    pub group_key: String,
+    pub group_labels: String,
+    pub common_labels: String,
 }

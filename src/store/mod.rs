@@ -40,8 +40,8 @@ pub use chat::{CardRecord, Notice};
 pub use console::{ConsoleEventRow, NewConsoleEvent};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use escalation::{
-    ActionCheck, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, OverrideRow, PageRow,
-    StepFired,
+    ActionCheck, BacklogGroup, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, OverrideRow,
+    PageRow, ReportEpisode, StepFired,
 };
 pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};

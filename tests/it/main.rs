@@ -33,6 +33,7 @@ mod notify;
 mod oncall_files;
 mod pages_discord;
 mod policy;
+mod report;
 mod security;
 mod shutdown;
 mod store_down;

@@ -26,9 +26,10 @@ const ROLES: [&str; 7] = [
 
 /// Every command in commands/, as this table knows them. A new command must be added here,
 /// with its rule below.
-const COMMANDS: [&str; 23] = [
+const COMMANDS: [&str; 25] = [
     "ack",
     "audit",
+    "backlog",
     "backup",
     "backups",
     "block-ip",
@@ -40,6 +41,7 @@ const COMMANDS: [&str; 23] = [
     "disk-cleanup",
     "logs",
     "oncall",
+    "report",
     "restart",
     "restore",
     "rollback",
@@ -53,9 +55,9 @@ const COMMANDS: [&str; 23] = [
 ];
 
 /// Commands that only read (risk "read" in commands/): they take no dry run and never need approval.
-const READS: [&str; 11] = [
-    "audit", "backups", "blocked", "db", "deploys", "disk", "logs", "oncall", "security", "stats",
-    "status",
+const READS: [&str; 13] = [
+    "audit", "backlog", "backups", "blocked", "db", "deploys", "disk", "logs", "oncall", "report",
+    "security", "stats", "status",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +123,8 @@ fn expected(
     );
     let permitted = match command {
         "logs" | "status" | "stats" | "disk" | "deploys" | "blocked" => on_call_role,
-        "oncall" => role.is_some(),
+        // Every role, like /oncall: how the team answered and what waits are no secret.
+        "oncall" | "report" | "backlog" => role.is_some(),
         "audit" => matches!(r, "devops-lead" | "security" | "cto"),
         "restart" | "scale" => matches!(r, "devops-lead" | "backend-lead"),
         "deploy" | "rollback" => r == "devops-lead" || (r == "backend-lead" && business),

@@ -70,6 +70,8 @@ pub fn page(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                             a href="/audit" { "Audit" }
                             a href="/oncall" { "On call" }
                             a href="/deploys" { "Deploys" }
+                            a href="/report" { "Report" }
+                            a href="/backlog" { "Backlog" }
                         }
                         span class="who" {
                             // Shown by the script when a page arrives for this person.

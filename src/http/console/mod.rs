@@ -14,6 +14,7 @@ pub mod layout;
 pub mod live;
 pub mod oncall;
 pub mod pages;
+pub mod report;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -62,10 +63,14 @@ pub fn router() -> Router<AppState> {
         .route("/audit/export", get(audit::export))
         .route("/oncall", get(oncall::oncall_page))
         .route("/deploys", get(deploys::deploys_page))
+        .route("/report", get(report::report_page))
+        .route("/backlog", get(report::backlog_page))
         .route("/api/alert-groups", get(api::api_groups))
         .route("/api/alert-groups/{id}", get(api::api_group))
         .route("/api/oncall", get(oncall::api_oncall))
         .route("/api/deploys", get(deploys::api_deploys))
+        .route("/api/report", get(report::api_report))
+        .route("/api/backlog", get(report::api_backlog))
         .route("/api/events", get(live::events))
         .route("/api/commands", get(live::catalog).post(live::command))
         .route("/api/buttons", post(live::button))
