@@ -482,6 +482,18 @@ impl Application {
                 last_handoffs: Default::default(),
             });
             workers.spawn("escalation", move || engine.clone().run());
+            // The backlog's weekly summary: Mondays from 09:00 in policy.timezone, once a week
+            // across replicas.
+            let (weekly, tz, at) = (store.clone(), policies.clock().tz, clock.clone());
+            workers.every("backlog-summary", Duration::from_secs(300), move || {
+                let weekly = weekly.clone();
+                let now = at();
+                async move {
+                    crate::executors::report::weekly_backlog(&weekly, now, tz)
+                        .await
+                        .map(|_| ())
+                }
+            });
         }
         // Refusals by the rate limit, written as one row per person and window.
         let limits = dispatcher.clone();

@@ -24,6 +24,7 @@ mod discord_commands;
 mod discord_interactions;
 mod discord_requests;
 mod docker;
+mod escalation;
 mod fake_discord;
 mod invocation;
 mod locks;

@@ -106,7 +106,11 @@ async fn post(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
     for db in BOTH {
-        let app = TestApp::spawn_with(Options::new(db)).await;
+        let app = TestApp::spawn_with(
+            // The test writes the escalation rows itself, as the engine would.
+            Options::new(db).set("RUNBOT__ESCALATION__ENABLED", "false"),
+        )
+        .await;
         let now = Utc::now();
         let (a_start, b_start, c_start, d_start) = (
             now - Duration::hours(3),
@@ -374,7 +378,11 @@ async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_weekly_backlog_summary_is_queued_once_per_week() {
     for db in BOTH {
-        let app = TestApp::spawn_with(Options::new(db)).await;
+        let app = TestApp::spawn_with(
+            // The test writes the escalation rows itself, as the engine would.
+            Options::new(db).set("RUNBOT__ESCALATION__ENABLED", "false"),
+        )
+        .await;
         let start = Utc::now() - Duration::hours(1);
         let r = app
             .post_webhook(alert("LogNoise", "info", start, None).to_string())

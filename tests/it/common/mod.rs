@@ -104,6 +104,8 @@ pub struct Options {
     pub config_toml: String,
     /// Set `console.token` to [`CONSOLE_TOKEN`] (and cookies without `Secure`, for plain HTTP).
     pub console_token: bool,
+    /// The clock runbot decides its times by; None: the system's.
+    pub clock: Option<runbot::domain::clock::Clock>,
 }
 
 impl Options {
@@ -115,7 +117,15 @@ impl Options {
             auth: true,
             config_toml: String::new(),
             console_token: true,
+            clock: None,
         }
+    }
+
+    /// A clock that reads `start` now and runs at the real pace from there.
+    pub fn clock_from(mut self, start: chrono::DateTime<chrono::Utc>) -> Self {
+        let offset = start - chrono::Utc::now();
+        self.clock = Some(std::sync::Arc::new(move || chrono::Utc::now() + offset));
+        self
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Self {
@@ -161,7 +171,12 @@ impl TestApp {
         let file = dir.path().join("runbot.toml");
         std::fs::write(&file, &opts.config_toml).unwrap();
         let settings = Settings::load_from(Some(&file), env).expect("test settings are valid");
-        let app = Application::build(settings).await.expect("app builds");
+        let clock = opts
+            .clock
+            .unwrap_or_else(runbot::domain::clock::system_clock);
+        let app = Application::build_with_clock(settings, clock)
+            .await
+            .expect("app builds");
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run(async move {
