@@ -259,7 +259,7 @@ pub fn reach(settings: &Settings) -> Reach {
 }
 
 /// Every `webhook:NAME` an escalation chain names must be a `[[notify.webhooks]]` entry.
-fn check_chain_webhooks(settings: &Settings, policies: &Policies) -> anyhow::Result<()> {
+pub(crate) fn check_chain_webhooks(settings: &Settings, policies: &Policies) -> anyhow::Result<()> {
     for chain in policies.chains().iter() {
         for (i, step) in chain.steps.iter().enumerate() {
             for t in &step.notify {

@@ -13,6 +13,10 @@ pub fn check_config(settings: &Settings) -> u8 {
             return 2;
         }
     };
+    if let Err(e) = super::check_chain_webhooks(settings, &data.policies) {
+        eprintln!("invalid data files: {e:#}");
+        return 2;
+    }
     let auth = match (
         &settings.alertmanager.webhook_token,
         &settings.alertmanager.basic_auth,
