@@ -62,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let db = dir.join("runbot.db");
     let env = vec![
-        ("RUNBOT__HTTP__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "RUNBOT__HTTP__LISTEN".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
         (
             "RUNBOT__DATABASE__URL".to_string(),
             format!("sqlite://{}", db.display()),
@@ -163,7 +166,13 @@ async fn main() -> anyhow::Result<()> {
     let rss = std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find(|l| l.starts_with("VmHWM"))
-        .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
         .unwrap_or(0);
     println!(
         "escalation: step-1 pages {} · step-2 pages {} of {groups} · received {} distinct pages, {twice} more than once",
@@ -179,7 +188,10 @@ async fn main() -> anyhow::Result<()> {
             late[late.len() - 1]
         );
     }
-    println!("escalation: peak RSS {} MB (runbot and the receiver, one process)", rss / 1024);
+    println!(
+        "escalation: peak RSS {} MB (runbot and the receiver, one process)",
+        rss / 1024
+    );
     let _ = stop.send(());
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
