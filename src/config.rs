@@ -449,7 +449,7 @@ impl EscalationSettings {
                 name: "verify_after",
                 kind: "duration",
                 default: "`\"10m\"`",
-                about: "after a runbook action (`/restart`, `/rollback`, `/scale`, `/deploy`) on a firing group, how long it may take to resolve: then runbot says in the group's channel that it still fires and moves the chain to its next step (`30s` to `1d`)",
+                about: "after a runbook action (`/restart`, `/rollback`, `/scale`, `/deploy`) on a firing group, how long it may take to resolve: then runbot says in the group's channel that it still fires and moves the chain to its next step (`1s` to `1d`)",
             },
             Key {
                 name: "public_url",
@@ -1701,9 +1701,9 @@ impl Settings {
             ));
         }
         match crate::domain::duration::parse(&self.escalation.verify_after) {
-            Some(d) if d.as_secs() >= 30 && d.as_secs() <= 86_400 => {}
+            Some(d) if d.as_secs() <= 86_400 => {}
             _ => problems.push(format!(
-                "escalation.verify_after = {:?} must be a duration from 30s to 1d, such as \"10m\"",
+                "escalation.verify_after = {:?} must be a duration from 1s to 1d, such as \"10m\"",
                 self.escalation.verify_after
             )),
         }

@@ -169,7 +169,7 @@ async fn a_hundred_streams_get_each_card_and_a_dropped_stream_resumes_without_lo
     }
 }
 
-async fn command(b: &Browser, csrf: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn command(b: &Browser, csrf: &str, body: Value) -> (u16, Value) {
     let r = b
         .send(
             b.client
@@ -182,7 +182,7 @@ async fn command(b: &Browser, csrf: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
-async fn press(b: &Browser, csrf: &str, prompt: &str, verb: &str) -> Value {
+pub(crate) async fn press(b: &Browser, csrf: &str, prompt: &str, verb: &str) -> Value {
     let r = b
         .send(
             b.client
@@ -194,7 +194,7 @@ async fn press(b: &Browser, csrf: &str, prompt: &str, verb: &str) -> Value {
     r.json().await.unwrap()
 }
 
-fn prompt_of(answer: &Value, verb: &str) -> String {
+pub(crate) fn prompt_of(answer: &Value, verb: &str) -> String {
     answer["reply"]["buttons"]
         .as_array()
         .unwrap()
@@ -207,7 +207,7 @@ fn prompt_of(answer: &Value, verb: &str) -> String {
 }
 
 /// Polls the answer to `request` until it says `want`.
-async fn result(b: &Browser, request: &str, want: &str) -> Value {
+pub(crate) async fn result(b: &Browser, request: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = b.get(&format!("/api/requests/{request}")).await;

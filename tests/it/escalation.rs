@@ -33,6 +33,7 @@ discord = "1300000000000000003"
 [people.bea]
 name = "Bea"
 discord = "1300000000000000004"
+console = "bea"
 "#;
 
 pub const ROLES: &str = r#"
@@ -307,5 +308,112 @@ async fn a_sev2_out_of_hours_skips_the_backend_lead_and_in_hours_pages_her() {
     dms(&fake, BEA, 1, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(fake.dms_to(ANA).is_empty() && fake.dms_to(LUIS).is_empty());
+    app.stop().await;
+}
+
+/// A runbook action on a firing group is followed up: resolved after it, said in the channel;
+/// still firing `escalation.verify_after` later, said too, and the chain moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_action_is_followed_up_when_the_group_resolves_or_still_fires() {
+    use crate::console_live::{command, press, prompt_of, result};
+    let tuesday = chrono::DateTime::parse_from_rfc3339("2026-12-08T11:00:00Z").unwrap();
+    let p = common::docker::Project::with_healthy_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies(dir.path(), ONCALL, &chains("15m"));
+    let app = TestApp::spawn_with(
+        p.options(Db::Sqlite)
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string())
+            .set("RUNBOT__ESCALATION__VERIFY_AFTER", "3s")
+            .clock_from(tuesday.into()),
+    )
+    .await;
+    app.add_account("ana", "correct horse battery", &["devops-lead"])
+        .await;
+    let ana = app.sign_in("ana", "correct horse battery").await;
+    let csrf = ana.csrf().await;
+    let sev2 = |name: &str, fp: &str, status: &str| {
+        webhook(
+            name,
+            status,
+            &[(
+                fp,
+                status,
+                json!({"severity": "high", "instance": "api-1:8000"}),
+            )],
+        )
+    };
+    let restart = |group: i64| json!({"command": "restart", "options": {"service": "backend"}, "group_id": group});
+    let store = app.store().await;
+    let said = |want: &'static str| {
+        let store = store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let all = store.recent_announcements("console", 50).await.unwrap();
+                if let Some((_, text)) = all.iter().find(|(_, t)| t.contains(want)) {
+                    return text.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no announcement with {want:?}: {all:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // HighErrorRate: restarted, then resolved.
+    app.post_webhook(sev2("HighErrorRate", "c000000000000001", "firing").to_string())
+        .await;
+    let id = app
+        .wait_for(10, "the group", |g| {
+            g.first().and_then(|g| g["id"].as_i64())
+        })
+        .await;
+    let (status, asked) = command(&ana, &csrf, restart(id)).await;
+    assert_eq!(status, 200, "{asked}");
+    let done = press(&ana, &csrf, &prompt_of(&asked, "confirm"), "confirm").await;
+    result(&ana, done["request_id"].as_str().unwrap(), "restarted").await;
+    app.post_webhook(sev2("HighErrorRate", "c000000000000001", "resolved").to_string())
+        .await;
+    let text = said("resolved").await;
+    assert!(
+        text.contains("HighErrorRate") && text.contains("/restart service:backend by ana"),
+        "{text}"
+    );
+
+    // SlowResponseTime: restarted, still firing 3 s later: said, and the chain moves on to the
+    // DevOps Lead at once (its own step was 15 minutes away).
+    app.post_webhook(sev2("SlowResponseTime", "c000000000000002", "firing").to_string())
+        .await;
+    let id = app
+        .wait_for(10, "the second group", |gs| {
+            gs.iter()
+                .find(|g| g["common_labels"]["alertname"] == "SlowResponseTime")
+                .and_then(|g| g["id"].as_i64())
+        })
+        .await;
+    let (_, asked) = command(&ana, &csrf, restart(id)).await;
+    let done = press(&ana, &csrf, &prompt_of(&asked, "confirm"), "confirm").await;
+    result(&ana, done["request_id"].as_str().unwrap(), "restarted").await;
+    let text = said("still firing").await;
+    assert!(
+        text.contains("SlowResponseTime") && text.contains("moving the escalation on"),
+        "{text}"
+    );
+    let g = app
+        .wait_for(10, "the second step", |gs| {
+            gs.iter()
+                .find(|g| g["id"] == id && g["escalation"]["steps_fired"] == 2)
+                .cloned()
+        })
+        .await;
+    assert!(
+        g["escalation"]["paging"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Ana"),
+        "{g}"
+    );
     app.stop().await;
 }
