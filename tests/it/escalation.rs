@@ -136,7 +136,7 @@ fn apidown(status: &str) -> serde_json::Value {
 }
 
 /// Ana is on call (week one of the rotation) at this moment.
-fn ana_week() -> chrono::DateTime<chrono::Utc> {
+pub fn ana_week() -> chrono::DateTime<chrono::Utc> {
     // 2026-12-07 is a Monday: its 09:00 starts a turn; weeks alternate from 2026-01-05 (ana).
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-05T10:00:00Z").unwrap();
     let now = chrono::Utc::now();

@@ -245,9 +245,19 @@ async fn a_relay_refusing_with_5xx_is_permanent_and_with_4xx_temporary() {
 
 /// What the receiver saw of one delivery.
 #[derive(Clone, Debug)]
-struct Delivery {
+pub struct Delivery {
     headers: HeaderMap,
     body: Vec<u8>,
+}
+
+impl Delivery {
+    pub fn new(headers: HeaderMap, body: Vec<u8>) -> Delivery {
+        Delivery { headers, body }
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// A webhook receiver on a free port: records each delivery and answers `status` with
@@ -303,7 +313,7 @@ fn webhooks(targets: Vec<WebhookTarget>) -> Webhooks {
 
 /// What docs/notify.md tells a receiver to do: recompute the HMAC over `timestamp.body` with
 /// the shared secret, compare in constant time, and refuse an old timestamp.
-fn receiver_accepts(secret: &str, d: &Delivery) -> bool {
+pub fn receiver_accepts(secret: &str, d: &Delivery) -> bool {
     let header = |name: &str| d.headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(timestamp), Some(signature)) =
         (header("x-runbot-timestamp"), header("x-runbot-signature"))
