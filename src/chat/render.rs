@@ -132,6 +132,9 @@ fn escalation_line(e: &crate::store::EscalationRow) -> Option<super::EscalationL
     let open = matches!(e.state.as_str(), "active" | "done" | "backlog");
     let paging = match (e.state.as_str(), &e.paging) {
         ("backlog", _) => Some("📥 In the backlog: nobody paged".to_string()),
+        (_, Some(who)) if who == crate::store::PAGING_CHANNEL => {
+            Some("📢 For the channel: nobody paged".to_string())
+        }
         ("active" | "done", Some(who)) => Some(format!("📟 Paging {who}")),
         _ => None,
     };

@@ -354,9 +354,9 @@ impl Engine {
         let paging = if !paged_names.is_empty() {
             Some(paged_names.join(", "))
         } else if plan.channel {
-            Some("the channel (nobody paged)".into())
+            Some(crate::store::PAGING_CHANNEL.into())
         } else if plan.backlog {
-            Some("the backlog (nobody paged)".into())
+            Some("the backlog".into())
         } else {
             None
         };

@@ -43,6 +43,9 @@ pub struct EscalationRow {
     pub note: Option<String>,
 }
 
+/// `paging` of a step that notifies the group's channel and pages nobody.
+pub const PAGING_CHANNEL: &str = "the channel";
+
 const ESCALATION_COLUMNS: &str = "id, group_id, episode, severity, chain, state, next_step, \
     due_at, forced, started_at, acked_at, acked_by, resolved_at, pages, steps_fired, paging, \
     next_label, note";

@@ -41,7 +41,7 @@ pub use console::{ConsoleEventRow, NewConsoleEvent};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use escalation::{
     ActionCheck, BacklogGroup, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, OverrideRow,
-    PageRow, ReportEpisode, StepFired,
+    PageRow, ReportEpisode, StepFired, PAGING_CHANNEL,
 };
 pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};

@@ -172,6 +172,23 @@ async fn a_sev1_from_alertmanager_pages_the_devops_lead_then_the_cto_and_an_ack_
         fake.dms_to(MARTA).is_empty(),
         "the CTO is not paged at once"
     );
+    // The card says whom runbot is paging and who is next.
+    fake.wait_for(
+        Duration::from_secs(10),
+        "the card's paging line",
+        |messages, _| {
+            messages
+                .iter()
+                .any(|m| {
+                    let d = m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default();
+                    d.contains("📟 Paging Ana (devops-lead) · next: Marta (cto) <t:")
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // Nobody acknowledges: three seconds later the CTO is paged.
     let waited = dms(&fake, MARTA, 1, Duration::from_secs(10)).await;
     assert!(
@@ -195,6 +212,38 @@ async fn a_sev1_from_alertmanager_pages_the_devops_lead_then_the_cto_and_an_ack_
         })
         .await;
     assert_eq!(group["escalation"]["state"], "acked", "{group}");
+    fake.wait_for(
+        Duration::from_secs(10),
+        "the card's acknowledgement",
+        |messages, _| {
+            messages
+                .iter()
+                .any(|m| {
+                    let d = m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default();
+                    d.contains("Acknowledged by **marta** after ") && !d.contains("📟 Paging")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // Every page counted, and how long the acknowledgement took.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("runbot_pages_total{via=\"discord\",result=\"sent\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runbot_time_to_ack_seconds_bucket{severity=\"sev1\""),
+        "{metrics}"
+    );
     let before = (fake.dms_to(ANA).len(), fake.dms_to(MARTA).len());
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!((fake.dms_to(ANA).len(), fake.dms_to(MARTA).len()), before);
@@ -415,5 +464,65 @@ async fn a_runbook_action_is_followed_up_when_the_group_resolves_or_still_fires(
             .contains("Ana"),
         "{g}"
     );
+    app.stop().await;
+}
+
+/// Sev3 goes to the channel and pages nobody; Sev4 goes to the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sev3_pages_nobody_and_sev4_lands_in_the_backlog() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies(dir.path(), ONCALL, &chains("2s"));
+    let app = TestApp::spawn_with(with_discord(Options::new(Db::Sqlite), &fake, &policies)).await;
+    for (name, fp, severity) in [
+        ("DiskAlmostFull", "d000000000000001", "warning"),
+        ("OldCertificate", "d000000000000002", "low"),
+    ] {
+        let body = webhook(
+            name,
+            "firing",
+            &[(fp, "firing", json!({"severity": severity}))],
+        );
+        assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+    }
+    let groups = app
+        .wait_for(10, "both escalations", |gs| {
+            (gs.len() == 2 && gs.iter().all(|g| g["escalation"]["steps_fired"] == 1))
+                .then(|| gs.to_vec())
+        })
+        .await;
+    let of = |name: &str| {
+        groups
+            .iter()
+            .find(|g| g["common_labels"]["alertname"] == name)
+            .unwrap()["escalation"]
+            .clone()
+    };
+    assert_eq!(of("DiskAlmostFull")["state"], "done");
+    assert_eq!(of("DiskAlmostFull")["paging"], "the channel");
+    assert_eq!(of("OldCertificate")["state"], "backlog");
+    let backlog: serde_json::Value = app.get("/api/backlog").await.json().await.unwrap();
+    assert!(backlog.to_string().contains("OldCertificate"), "{backlog}");
+    assert!(!backlog.to_string().contains("DiskAlmostFull"), "{backlog}");
+    fake.wait_for(
+        Duration::from_secs(10),
+        "the Sev3 card's line",
+        |messages, _| {
+            messages
+                .iter()
+                .any(|m| {
+                    m.body["embeds"][0]["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("📢 For the channel: nobody paged")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for user in [ANA, LUIS, MARTA, BEA] {
+        assert!(fake.dms_to(user).is_empty(), "{user} was paged");
+    }
     app.stop().await;
 }
