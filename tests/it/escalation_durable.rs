@@ -128,6 +128,11 @@ async fn two_runbots_on_one_postgres_database_page_each_person_once_per_step() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let retried: std::collections::BTreeSet<_> = rows.iter().filter_map(|r| r.5.clone()).collect();
+    eprintln!(
+        "pages settled {:?} after the DMs; errors: {retried:?}",
+        start.elapsed()
+    );
     let mut keys: Vec<_> = rows
         .iter()
         .map(|(g, s, p, v, _, _)| (*g, *s, p.clone(), v.clone()))
