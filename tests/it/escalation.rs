@@ -123,7 +123,7 @@ pub async fn dms(fake: &FakeDiscord, user: &str, n: usize, within: Duration) -> 
     }
 }
 
-fn apidown(status: &str) -> serde_json::Value {
+pub fn apidown(status: &str) -> serde_json::Value {
     webhook(
         "APIDown",
         status,

@@ -25,6 +25,7 @@ mod discord_interactions;
 mod discord_requests;
 mod docker;
 mod escalation;
+mod escalation_durable;
 mod escalation_ways;
 mod fake_discord;
 mod invocation;
