@@ -242,6 +242,8 @@ impl Engine {
             .map(|base| format!("{}/groups/{}", base.trim_end_matches('/'), group.id));
         let mut pages = Vec::new();
         let mut paged_names = Vec::new();
+        // (Discord id or &role id, who) to mention in the group's channel, in one message.
+        let mut mentioned: Vec<(String, String, String)> = Vec::new();
         for (person_id, role) in &plan.people {
             let person = self.policies.people().get(person_id);
             let name = person.map_or(person_id.as_str(), |p| p.name.as_str());
@@ -251,6 +253,11 @@ impl Engine {
             });
             let Some(person) = person else { continue };
             for (via, target) in ways(person, &reach) {
+                // One mention per step names everyone it pages (below).
+                if via == "discord-mention" {
+                    mentioned.push((target, name.to_string(), person_id.clone()));
+                    continue;
+                }
                 let page = Page {
                     id: 0,
                     group_id: Some(group.id),
@@ -271,27 +278,41 @@ impl Engine {
                 });
             }
         }
-        for role_id in &plan.discord_roles {
-            if reach.vias.contains(&"discord-mention") {
-                let page = Page {
-                    id: 0,
-                    group_id: Some(group.id),
-                    severity: Some(group.severity.as_str().to_string()),
-                    title: title.clone(),
-                    summary: summary.clone(),
-                    person: format!("Discord role {role_id}"),
-                    role: None,
-                    reason: reason.clone(),
-                    url: url.clone(),
-                };
-                pages.push(NewPage {
-                    person: format!("&{role_id}"),
-                    role: None,
-                    via: "discord-mention".into(),
-                    target: format!("&{role_id}"),
-                    body: serde_json::to_string(&page).unwrap_or_default(),
-                });
+        if reach.vias.contains(&"discord-mention") {
+            for role_id in &plan.discord_roles {
+                mentioned.push((
+                    format!("&{role_id}"),
+                    format!("Discord role {role_id}"),
+                    format!("&{role_id}"),
+                ));
             }
+        }
+        if !mentioned.is_empty() {
+            mentioned.truncate(100);
+            let who: Vec<&str> = mentioned.iter().map(|(_, n, _)| n.as_str()).collect();
+            let ids: Vec<&str> = mentioned.iter().map(|(_, _, id)| id.as_str()).collect();
+            let page = Page {
+                id: 0,
+                group_id: Some(group.id),
+                severity: Some(group.severity.as_str().to_string()),
+                title: title.clone(),
+                summary: summary.clone(),
+                person: who.join(", "),
+                role: None,
+                reason: reason.clone(),
+                url: url.clone(),
+            };
+            pages.push(NewPage {
+                person: ids.join(","),
+                role: None,
+                via: "discord-mention".into(),
+                target: mentioned
+                    .iter()
+                    .map(|(t, _, _)| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                body: serde_json::to_string(&page).unwrap_or_default(),
+            });
         }
         for hook in &plan.webhooks {
             let page = Page {

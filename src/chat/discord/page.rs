@@ -50,20 +50,34 @@ fn snowflake(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|&n| n != 0)
 }
 
-/// `CHANNEL/USER` or `CHANNEL/&ROLE`, each a snowflake.
-fn mention_target(target: &str) -> Result<(u64, Mentioned), PageError> {
+/// Ids one mention names at most, of users and of roles (Discord's `allowed_mentions` limit).
+const MENTIONED_MAX: usize = 100;
+
+/// `CHANNEL/WHO[,WHO…]`, each WHO a user id or `&ROLE_ID`: everyone a step pages, in one
+/// message, so a step costs the channel one post however many it pages.
+fn mention_target(target: &str) -> Result<(u64, Vec<Mentioned>), PageError> {
     let bad = || {
         PageError::Permanent(format!(
-            "{:?} is not a Discord mention target: CHANNEL_ID/USER_ID or CHANNEL_ID/&ROLE_ID",
+            "{:?} is not a Discord mention target: CHANNEL_ID/USER_ID[,USER_ID|&ROLE_ID…]",
             crate::domain::text::clip(target, 60)
         ))
     };
-    let (channel, who) = target.split_once('/').ok_or_else(bad)?;
+    let (channel, list) = target.split_once('/').ok_or_else(bad)?;
     let channel = snowflake(channel).ok_or_else(bad)?;
-    let who = match who.strip_prefix('&') {
-        Some(role) => Mentioned::Role(snowflake(role).ok_or_else(bad)?),
-        None => Mentioned::User(snowflake(who).ok_or_else(bad)?),
-    };
+    let mut who = Vec::new();
+    for one in list.split(',') {
+        who.push(match one.strip_prefix('&') {
+            Some(role) => Mentioned::Role(snowflake(role).ok_or_else(bad)?),
+            None => Mentioned::User(snowflake(one).ok_or_else(bad)?),
+        });
+    }
+    let users = who
+        .iter()
+        .filter(|w| matches!(w, Mentioned::User(_)))
+        .count();
+    if users > MENTIONED_MAX || who.len() - users > MENTIONED_MAX {
+        return Err(bad());
+    }
     Ok((channel, who))
 }
 
@@ -220,20 +234,26 @@ impl DiscordAdapter {
         }
     }
 
-    /// Mentions the user or role of `target` (`CHANNEL/USER`, `CHANNEL/&ROLE`) in its channel,
+    /// Mentions the users and roles of `target` (`CHANNEL/USER,&ROLE,…`) in its channel,
     /// pinging only them.
     pub async fn page_mention(&self, target: &str, page: &Page) -> Result<(), PageError> {
         let (channel, who) = mention_target(target)?;
-        let (tag, allowed) = match who {
-            Mentioned::User(u) => (
-                format!("<@{u}>"),
-                CreateAllowedMentions::new().users([UserId::new(u)]),
-            ),
-            Mentioned::Role(r) => (
-                format!("<@&{r}>"),
-                CreateAllowedMentions::new().roles([RoleId::new(r)]),
-            ),
-        };
+        let mut tags = Vec::with_capacity(who.len());
+        let (mut users, mut roles) = (Vec::new(), Vec::new());
+        for w in &who {
+            match *w {
+                Mentioned::User(u) => {
+                    tags.push(format!("<@{u}>"));
+                    users.push(UserId::new(u));
+                }
+                Mentioned::Role(r) => {
+                    tags.push(format!("<@&{r}>"));
+                    roles.push(RoleId::new(r));
+                }
+            }
+        }
+        let tag = tags.join(" ");
+        let allowed = CreateAllowedMentions::new().users(users).roles(roles);
         let text = format!("{tag} paged: {} · {}", page.title, page.reason);
         let message = CreateMessage::new()
             .content(fit(&text, 1999))
@@ -273,8 +293,33 @@ mod tests {
 
     #[test]
     fn mention_targets_are_a_channel_and_a_user_or_role() {
-        assert_eq!(mention_target("123/456"), Ok((123, Mentioned::User(456))));
-        assert_eq!(mention_target("123/&789"), Ok((123, Mentioned::Role(789))));
+        assert_eq!(
+            mention_target("123/456"),
+            Ok((123, vec![Mentioned::User(456)]))
+        );
+        assert_eq!(
+            mention_target("123/&789"),
+            Ok((123, vec![Mentioned::Role(789)]))
+        );
+        assert_eq!(
+            mention_target("123/456,&789,457"),
+            Ok((
+                123,
+                vec![
+                    Mentioned::User(456),
+                    Mentioned::Role(789),
+                    Mentioned::User(457)
+                ]
+            ))
+        );
+        let many = (1..=101)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            mention_target(&format!("123/{many}")).is_err(),
+            "over 100 users"
+        );
         for bad in [
             "",
             "123",
@@ -284,6 +329,8 @@ mod tests {
             "123/&",
             "abc/456",
             "123/456/7",
+            "123/456,",
+            "123/,456",
             "0/456",
             "123/-4",
             "123/99999999999999999999999",
