@@ -51,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(
         policies.join("escalation.toml"),
-        "[chains.sev1]\nsteps = [\n  { notify = [\"webhook:bench\"] },\n  { after = \"5s\", notify = [\"webhook:bench\"] },\n]\n",
+        "[chains.sev1]\nsteps = [\n  { notify = [\"webhook:bench\"] },\n  { after = \"5s\", notify = [\"webhook:bench\"] },\n]\n\
+         [chains.database]\nsteps = [{ notify = [\"webhook:bench\"] }]\n",
     )?;
     let config = dir.join("runbot.toml");
     std::fs::write(

@@ -427,13 +427,9 @@ impl Engine {
                 serde_json::json!({"page": id, "person": p.person, "role": p.role, "via": p.via})
             })
             .collect();
-        let entry = AuditEntry::new(
+        let entry = page_entry(
             uuid::Uuid::new_v4().simple().to_string(),
             AuditStep::Started,
-            crate::request::Platform::Cli,
-            "runbot",
-            "runbot",
-            "page",
         )
         .args(serde_json::Map::from_iter([
             ("group".to_string(), serde_json::json!(row.group_id)),
@@ -553,19 +549,12 @@ impl Engine {
     }
 
     async fn audit_failed(&self, row: &PageRow, why: &str) {
-        let entry = AuditEntry::new(
-            format!("page-{}", row.id),
-            AuditStep::Failed,
-            crate::request::Platform::Cli,
-            "runbot",
-            "runbot",
-            "page",
-        )
-        .args(serde_json::Map::from_iter([
-            ("person".to_string(), serde_json::json!(row.person)),
-            ("via".to_string(), serde_json::json!(row.via)),
-        ]))
-        .reason(why.to_string());
+        let entry = page_entry(format!("page-{}", row.id), AuditStep::Failed)
+            .args(serde_json::Map::from_iter([
+                ("person".to_string(), serde_json::json!(row.person)),
+                ("via".to_string(), serde_json::json!(row.via)),
+            ]))
+            .reason(why.to_string());
         if let Err(e) = self.audit.append(entry).await {
             tracing::error!(error = %e, "escalation: the audit trail did not take a refused page");
         }
@@ -751,6 +740,18 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// An audit entry of runbot's own paging (actor `runbot`, command `page`).
+fn page_entry(invocation_id: String, step: AuditStep) -> AuditEntry {
+    AuditEntry::new(
+        invocation_id,
+        step,
+        crate::request::Platform::Cli,
+        "runbot",
+        "runbot",
+        "page",
+    )
 }
 
 /// A stored override, as the policy reads it; None when its times are unreadable.

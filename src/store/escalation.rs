@@ -238,25 +238,8 @@ impl Store {
         }
         let mut ids = Vec::with_capacity(fired.pages.len());
         for p in &fired.pages {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO pages (escalation_id, group_id, step, person, role, via, target, \
-                 body, state, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-                 'queued', $9, $9) RETURNING id",
-            )
-            .bind_all((
-                row.id,
-                row.group_id,
-                row.next_step,
-                &p.person,
-                p.role.as_deref(),
-                &p.via,
-                &p.target,
-                &p.body,
-                now,
-            ))
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
+            let at = (Some(row.id), Some(row.group_id), Some(row.next_step));
+            ids.push(insert_page(&mut tx, at, p, now).await?);
         }
         self.queue_card(&mut tx, row.group_id, now).await?;
         tx.commit().await?;
@@ -273,22 +256,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(pages.len());
         for p in pages {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO pages (group_id, person, role, via, target, body, state, due_at, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7) RETURNING id",
-            )
-            .bind_all((
-                group_id,
-                &p.person,
-                p.role.as_deref(),
-                &p.via,
-                &p.target,
-                &p.body,
-                now,
-            ))
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
+            ids.push(insert_page(&mut tx, (None, group_id, None), p, now).await?);
         }
         if let Some(g) = group_id {
             sqlx::query(
@@ -650,6 +618,33 @@ impl Store {
              WHERE e.state = 'backlog' ORDER BY e.id DESC LIMIT $1";
         self.fetch_all(sql, (limit,)).await
     }
+}
+
+/// Queues one page: of (escalation, group, step) when a chain's step sends it.
+async fn insert_page(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    (escalation, group, step): (Option<i64>, Option<i64>, Option<i64>),
+    p: &NewPage,
+    now: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO pages (escalation_id, group_id, step, person, role, via, target, body, \
+         state, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $9) \
+         RETURNING id",
+    )
+    .bind_all((
+        escalation,
+        group,
+        step,
+        &p.person,
+        p.role.as_deref(),
+        &p.via,
+        &p.target,
+        &p.body,
+        now,
+    ))
+    .fetch_one(&mut **tx)
+    .await
 }
 
 /// The condition under which an escalation's step may fire, on its group (`$1`: now).
