@@ -240,6 +240,28 @@ impl Engine {
             .console_url
             .as_ref()
             .map(|base| format!("{}/groups/{}", base.trim_end_matches('/'), group.id));
+        // A page of this step for `person` (as shown) by `via` to `target`; `who` is the stored
+        // person (ids).
+        let queue = |who: String, person: String, role: Option<String>, via: &str, target| {
+            let page = Page {
+                id: 0,
+                group_id: Some(group.id),
+                severity: Some(group.severity.as_str().to_string()),
+                title: title.clone(),
+                summary: summary.clone(),
+                person,
+                role: role.clone(),
+                reason: reason.clone(),
+                url: url.clone(),
+            };
+            NewPage {
+                person: who,
+                role,
+                via: via.to_string(),
+                target,
+                body: serde_json::to_string(&page).unwrap_or_default(),
+            }
+        };
         let mut pages = Vec::new();
         let mut paged_names = Vec::new();
         // (Discord id or &role id, who) to mention in the group's channel, in one message.
@@ -258,24 +280,13 @@ impl Engine {
                     mentioned.push((target, name.to_string(), person_id.clone()));
                     continue;
                 }
-                let page = Page {
-                    id: 0,
-                    group_id: Some(group.id),
-                    severity: Some(group.severity.as_str().to_string()),
-                    title: title.clone(),
-                    summary: summary.clone(),
-                    person: name.to_string(),
-                    role: role.clone(),
-                    reason: reason.clone(),
-                    url: url.clone(),
-                };
-                pages.push(NewPage {
-                    person: person_id.clone(),
-                    role: role.clone(),
-                    via: via.to_string(),
+                pages.push(queue(
+                    person_id.clone(),
+                    name.to_string(),
+                    role.clone(),
+                    via,
                     target,
-                    body: serde_json::to_string(&page).unwrap_or_default(),
-                });
+                ));
             }
         }
         if reach.vias.contains(&"discord-mention") {
@@ -291,48 +302,23 @@ impl Engine {
             mentioned.truncate(100);
             let who: Vec<&str> = mentioned.iter().map(|(_, n, _)| n.as_str()).collect();
             let ids: Vec<&str> = mentioned.iter().map(|(_, _, id)| id.as_str()).collect();
-            let page = Page {
-                id: 0,
-                group_id: Some(group.id),
-                severity: Some(group.severity.as_str().to_string()),
-                title: title.clone(),
-                summary: summary.clone(),
-                person: who.join(", "),
-                role: None,
-                reason: reason.clone(),
-                url: url.clone(),
-            };
-            pages.push(NewPage {
-                person: ids.join(","),
-                role: None,
-                via: "discord-mention".into(),
-                target: mentioned
-                    .iter()
-                    .map(|(t, _, _)| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                body: serde_json::to_string(&page).unwrap_or_default(),
-            });
+            let targets: Vec<&str> = mentioned.iter().map(|(t, _, _)| t.as_str()).collect();
+            pages.push(queue(
+                ids.join(","),
+                who.join(", "),
+                None,
+                "discord-mention",
+                targets.join(","),
+            ));
         }
         for hook in &plan.webhooks {
-            let page = Page {
-                id: 0,
-                group_id: Some(group.id),
-                severity: Some(group.severity.as_str().to_string()),
-                title: title.clone(),
-                summary: summary.clone(),
-                person: paged_names.join(", "),
-                role: None,
-                reason: reason.clone(),
-                url: url.clone(),
-            };
-            pages.push(NewPage {
-                person: format!("webhook:{hook}"),
-                role: None,
-                via: "webhook".into(),
-                target: hook.clone(),
-                body: serde_json::to_string(&page).unwrap_or_default(),
-            });
+            pages.push(queue(
+                format!("webhook:{hook}"),
+                paged_names.join(", "),
+                None,
+                "webhook",
+                hook.clone(),
+            ));
         }
         // Where the chain goes next.
         let mut state = "active".to_string();

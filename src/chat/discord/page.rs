@@ -11,6 +11,7 @@ use serenity::all::{
 };
 use serenity::http::{LightMethod, Route};
 
+use super::render::fit;
 use super::send::{to_json, Body, Pacing};
 use super::{limits, render, DiscordAdapter};
 use crate::chat::DeliveryError;
@@ -87,16 +88,6 @@ fn colour(severity: Option<&str>) -> u32 {
         .and_then(Severity::parse)
         .map(render::severity_colour)
         .unwrap_or(0x5865F2)
-}
-
-/// Cuts to `max` characters, marking the cut.
-fn fit(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// The page as an embed: title, summary, why, and the console's link when runbot knows it.

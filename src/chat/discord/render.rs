@@ -19,7 +19,7 @@ const LISTED_ALERTS: usize = 15;
 const DESCRIPTION_BUDGET: usize = 1500;
 
 /// Cuts `s` to at most `max` characters, marking the cut.
-fn fit(s: &str, max: usize) -> String {
+pub(super) fn fit(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
