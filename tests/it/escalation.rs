@@ -99,7 +99,8 @@ pub fn policies(dir: &Path, oncall: &str, chains: &str) -> PathBuf {
 
 /// Settings for a runbot on the fake Discord with `policies`.
 pub fn with_discord(opts: Options, fake: &FakeDiscord, policies: &Path) -> Options {
-    opts.set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+    opts.escalating()
+        .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
         .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
         .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
         .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
@@ -371,6 +372,7 @@ async fn a_runbook_action_is_followed_up_when_the_group_resolves_or_still_fires(
     let policies = policies(dir.path(), ONCALL, &chains("15m"));
     let app = TestApp::spawn_with(
         p.options(Db::Sqlite)
+            .escalating()
             .set("RUNBOT__POLICY__DIR", &policies.display().to_string())
             .set("RUNBOT__ESCALATION__VERIFY_AFTER", "3s")
             .clock_from(tuesday.into()),

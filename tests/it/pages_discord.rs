@@ -228,9 +228,8 @@ async fn acknowledge_pressed_in_a_dm_acknowledges_the_group() {
             .set("RUNBOT__DISCORD__API_BASE", &fake.base_url())
             .set("RUNBOT__DISCORD__APPLICATION_ID", fake.application_id())
             .set("RUNBOT__DISCORD__PUBLIC_KEY", &fake.public_key_hex())
-            .set("RUNBOT__POLICY__DIR", &policies.display().to_string())
-            // The test sends the page itself; the engine's own would race it.
-            .set("RUNBOT__ESCALATION__ENABLED", "false"),
+            // The test sends the page itself (the engine is off unless a test asks for it).
+            .set("RUNBOT__POLICY__DIR", &policies.display().to_string()),
     )
     .await;
     let alert = json!({"severity": "critical", "instance": "api-1:8000"});

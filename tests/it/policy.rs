@@ -26,7 +26,7 @@ const ROLES: [&str; 7] = [
 
 /// Every command in commands/, as this table knows them. A new command must be added here,
 /// with its rule below.
-const COMMANDS: [&str; 25] = [
+const COMMANDS: [&str; 27] = [
     "ack",
     "audit",
     "backlog",
@@ -39,8 +39,10 @@ const COMMANDS: [&str; 25] = [
     "deploys",
     "disk",
     "disk-cleanup",
+    "escalate",
     "logs",
     "oncall",
+    "page",
     "report",
     "restart",
     "restore",
@@ -132,7 +134,9 @@ fn expected(
         "block-ip" | "unblock-ip" => matches!(r, "security" | "devops-lead"),
         "security" => matches!(r, "security" | "devops-lead" | "cto"),
         "disk-cleanup" => r == "devops-lead",
-        "ack" | "silence" | "unsilence" => on_call_now,
+        "ack" | "silence" | "unsilence" | "escalate" => on_call_now,
+        // Waking someone by hand: any on-call role, at any hour.
+        "page" => on_call_role,
         other => panic!("the table has no rule for /{other}: add one"),
     };
     if !permitted {
@@ -152,8 +156,12 @@ fn expected(
         eligible.insert("security");
         eligible.insert("devops-lead");
     }
-    // Sev1: a change needs devops-lead or cto as well; acknowledging and lifting a silence are exempt.
-    if sev == Some(Severity::Sev1) && mutating && !matches!(command, "ack" | "unsilence") {
+    // Sev1: a change needs devops-lead or cto as well; acknowledging, lifting a silence,
+    // escalating and paging change nothing in the stack and are exempt.
+    if sev == Some(Severity::Sev1)
+        && mutating
+        && !matches!(command, "ack" | "unsilence" | "escalate" | "page")
+    {
         eligible.insert("devops-lead");
         eligible.insert("cto");
     }

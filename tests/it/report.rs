@@ -107,8 +107,9 @@ async fn post(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
 async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
     for db in BOTH {
         let app = TestApp::spawn_with(
-            // The test writes the escalation rows itself, as the engine would.
-            Options::new(db).set("RUNBOT__ESCALATION__ENABLED", "false"),
+            // The test writes the escalation rows itself, as the engine would (the engine is
+            // off unless a test asks for it).
+            Options::new(db),
         )
         .await;
         let now = Utc::now();
@@ -379,8 +380,9 @@ async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
 async fn the_weekly_backlog_summary_is_queued_once_per_week() {
     for db in BOTH {
         let app = TestApp::spawn_with(
-            // The test writes the escalation rows itself, as the engine would.
-            Options::new(db).set("RUNBOT__ESCALATION__ENABLED", "false"),
+            // The test writes the escalation rows itself, as the engine would (the engine is
+            // off unless a test asks for it).
+            Options::new(db),
         )
         .await;
         let start = Utc::now() - Duration::hours(1);

@@ -106,6 +106,10 @@ pub struct Options {
     pub console_token: bool,
     /// The clock runbot decides its times by; None: the system's.
     pub clock: Option<runbot::domain::clock::Clock>,
+    /// Run the escalation engine (`escalation.enabled`). Off unless a test is about paging:
+    /// the shipped example people would otherwise be paged, and their pages would change
+    /// the groups and channels other tests compare.
+    pub escalation: bool,
 }
 
 impl Options {
@@ -118,7 +122,14 @@ impl Options {
             config_toml: String::new(),
             console_token: true,
             clock: None,
+            escalation: false,
         }
+    }
+
+    /// With the escalation engine running, as `runbot serve` runs it by default.
+    pub fn escalating(mut self) -> Self {
+        self.escalation = true;
+        self
     }
 
     /// A clock that reads `start` now and runs at the real pace from there.
@@ -167,6 +178,10 @@ impl TestApp {
             env.push(("RUNBOT__CONSOLE__TOKEN".into(), CONSOLE_TOKEN.into()));
         }
         env.push(("RUNBOT__CONSOLE__INSECURE_COOKIES".into(), "true".into()));
+        env.push((
+            "RUNBOT__ESCALATION__ENABLED".into(),
+            opts.escalation.to_string(),
+        ));
         env.extend(opts.env);
         let file = dir.path().join("runbot.toml");
         std::fs::write(&file, &opts.config_toml).unwrap();
