@@ -59,6 +59,39 @@ use crate::request::Platform;
 pub use crate::store::audit::{AuditFilter, AuditHead, AuditRow};
 use crate::store::Store;
 
+/// Turns an entry into the row that follows `head` on the chain (called under the trail's lock).
+fn sealer(entry: AuditEntry) -> impl FnOnce(Option<AuditHead>) -> AuditRow + Send {
+    let args = canonical_json(&Value::Object(entry.args));
+    let origin = canonical_json(&Value::Object(entry.origin));
+    let detail = entry.detail.as_ref().map(canonical_json);
+    move |head| {
+        let (id, prev_hash) = match head {
+            Some(h) => (h.id + 1, h.hash),
+            None => (1, GENESIS.to_string()),
+        };
+        let mut row = AuditRow {
+            id,
+            // Taken under the lock, so times never go backwards along the chain
+            // (unless the clock does).
+            at: crate::domain::format_time(Utc::now()),
+            invocation_id: entry.invocation_id,
+            step: entry.step.as_str().to_string(),
+            actor_platform: entry.actor_platform.as_str().to_string(),
+            actor_id: entry.actor_id,
+            actor_name: entry.actor_name,
+            command: entry.command,
+            args,
+            origin,
+            reason: entry.reason,
+            detail,
+            prev_hash,
+            hash: String::new(),
+        };
+        row.hash = row_hash(&row);
+        row
+    }
+}
+
 /// The first row's `prev_hash`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -327,42 +360,31 @@ impl Audit {
     #[tracing::instrument(skip_all, fields(invocation_id = %entry.invocation_id, step = %entry.step, command = %entry.command))]
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         entry.check()?;
-        let args = canonical_json(&Value::Object(entry.args));
-        let origin = canonical_json(&Value::Object(entry.origin));
-        let detail = entry.detail.as_ref().map(canonical_json);
-        let row = self
-            .store
-            .append_audit_row(move |head| {
-                let (id, prev_hash) = match head {
-                    Some(h) => (h.id + 1, h.hash),
-                    None => (1, GENESIS.to_string()),
-                };
-                let mut row = AuditRow {
-                    id,
-                    // Taken under the lock, so times never go backwards along the chain
-                    // (unless the clock does).
-                    at: crate::domain::format_time(Utc::now()),
-                    invocation_id: entry.invocation_id,
-                    step: entry.step.as_str().to_string(),
-                    actor_platform: entry.actor_platform.as_str().to_string(),
-                    actor_id: entry.actor_id,
-                    actor_name: entry.actor_name,
-                    command: entry.command,
-                    args,
-                    origin,
-                    reason: entry.reason,
-                    detail,
-                    prev_hash,
-                    hash: String::new(),
-                };
-                row.hash = row_hash(&row);
-                row
-            })
-            .await?;
-        metrics::counter!("runbot_audit_appended_total", "step" => entry.step.as_str())
-            .increment(1);
+        let step = entry.step;
+        let row = self.store.append_audit_row(sealer(entry)).await?;
+        metrics::counter!("runbot_audit_appended_total", "step" => step.as_str()).increment(1);
         tracing::debug!(id = row.id, "audit row appended");
         AuditRecord::try_from(row)
+    }
+
+    /// Appends several entries in order, all or none, in one transaction (one flush to disk):
+    /// for runbot's own bursts, such as the escalation steps of many groups falling due at once.
+    pub async fn append_many(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        for e in &entries {
+            e.check()?;
+        }
+        let steps: Vec<Step> = entries.iter().map(|e| e.step).collect();
+        let rows = self
+            .store
+            .append_audit_rows(entries.into_iter().map(sealer).collect())
+            .await?;
+        for step in steps {
+            metrics::counter!("runbot_audit_appended_total", "step" => step.as_str()).increment(1);
+        }
+        rows.into_iter().map(AuditRecord::try_from).collect()
     }
 
     /// The `limit` most recent rows that match, newest first (at most 10,000).

@@ -21,7 +21,7 @@ use crate::policy::oncall::{DutySource, OnDuty, Override};
 use crate::policy::Policies;
 use crate::request::page::{Page, PageError, Pager};
 use crate::runbook::Runbook;
-use crate::store::{EscalationRow, NewPage, OverrideRow, PageRow, StepFired, Store};
+use crate::store::{EscalationRow, GroupView, NewPage, OverrideRow, PageRow, StepFired, Store};
 use crate::telemetry;
 
 /// Steps fired and pages claimed per round.
@@ -164,6 +164,7 @@ impl Engine {
         Ok(rows.iter().filter_map(override_of).collect())
     }
 
+    /// Fires every due step: planned in memory, written in one transaction, audited in one.
     async fn fire_due(&self, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
         let stamp = format_time(now);
         let due = self.store.due_escalations(&stamp, ROUND).await?;
@@ -171,18 +172,33 @@ impl Engine {
             return Ok(0);
         }
         let overrides = self.overrides(now).await?;
-        let mut any = false;
-        for row in &due {
-            let Some(fired) = self.plan_fire(row, now, &overrides).await? else {
-                continue;
-            };
-            let Some(ids) = self.store.fire_step(row, &fired, &stamp).await? else {
-                continue;
-            };
-            any = true;
-            self.audit_step(row, &fired, &ids).await;
-        }
-        if any {
+        let ids: Vec<i64> = due.iter().map(|r| r.group_id).collect();
+        let groups: HashMap<i64, GroupView> = self
+            .store
+            .group_views(&ids, 5)
+            .await?
+            .into_iter()
+            .map(|g| (g.id, g))
+            .collect();
+        let planned: Vec<(&EscalationRow, StepFired)> = due
+            .iter()
+            .filter_map(|row| {
+                let fired = self.plan_fire(row, groups.get(&row.group_id), now, &overrides)?;
+                Some((row, fired))
+            })
+            .collect();
+        let batch: Vec<(&EscalationRow, &StepFired)> =
+            planned.iter().map(|(r, f)| (*r, f)).collect();
+        let results = self.store.fire_steps(&batch, &stamp).await?;
+        let entries: Vec<AuditEntry> = batch
+            .iter()
+            .zip(&results)
+            .filter_map(|((row, fired), ids)| Some(step_entry(row, fired, ids.as_ref()?)))
+            .collect();
+        if !entries.is_empty() {
+            if let Err(e) = self.audit.append_many(entries).await {
+                tracing::error!(error = %e, "escalation: the audit trail did not take the steps' pages");
+            }
             if let Some(w) = &self.cards {
                 w.notify_one();
             }
@@ -191,34 +207,32 @@ impl Engine {
     }
 
     /// What firing the row's next step writes; None when its chain is gone from the files.
-    async fn plan_fire(
+    fn plan_fire(
         &self,
         row: &EscalationRow,
+        group: Option<&GroupView>,
         now: DateTime<Utc>,
         overrides: &[Override],
-    ) -> Result<Option<StepFired>, sqlx::Error> {
+    ) -> Option<StepFired> {
         let Some(chain) = row.chain.as_deref().and_then(|c| self.policies.chain(c)) else {
             tracing::warn!(
                 group = row.group_id,
                 chain = ?row.chain,
                 "escalation: the chain is no longer in policies/escalation.toml; stopping it"
             );
-            return Ok(Some(StepFired {
+            return Some(StepFired {
                 next_step: row.next_step,
                 state: "done".into(),
                 note: Some("its escalation chain is no longer in policies/escalation.toml".into()),
                 ..Default::default()
-            }));
+            });
         };
         let idx = row.next_step.max(0) as usize;
         let last = chain.steps.len().saturating_sub(1);
         let repeating = idx > last;
         let step = &chain.steps[idx.min(last)];
         let plan = self.policies.plan_step(step, now, overrides);
-        let group = self.store.group_view_capped(row.group_id, 5).await?;
-        let Some(group) = group else {
-            return Ok(None);
-        };
+        let group = group?;
         let reach = self.reach();
         let reason = if repeating {
             format!(
@@ -226,16 +240,16 @@ impl Engine {
                 step_name(chain, idx.min(last))
             )
         } else if idx == 0 {
-            format!("{} started firing", group_label(&group))
+            format!("{} started firing", group_label(group))
         } else {
             format!(
                 "{}: nobody acknowledged {} after {}",
                 step_name(chain, idx),
-                group_label(&group),
+                group_label(group),
                 short(step.after)
             )
         };
-        let (title, summary) = page_title(&group, &self.runbook);
+        let (title, summary) = page_title(group, &self.runbook);
         let url = self
             .console_url
             .as_ref()
@@ -367,7 +381,7 @@ impl Engine {
         } else {
             None
         };
-        Ok(Some(StepFired {
+        Some(StepFired {
             next_step,
             next_due,
             state,
@@ -375,7 +389,7 @@ impl Engine {
             next_label,
             note: (!notes.is_empty()).then(|| notes.join("\n")),
             pages,
-        }))
+        })
     }
 
     /// "Marta (cto)" for the people a step would page.
@@ -401,38 +415,6 @@ impl Engine {
             Some("the channel".into())
         } else {
             None
-        }
-    }
-
-    async fn audit_step(&self, row: &EscalationRow, fired: &StepFired, ids: &[i64]) {
-        let pages: Vec<serde_json::Value> = fired
-            .pages
-            .iter()
-            .zip(ids)
-            .map(|(p, id)| {
-                serde_json::json!({"page": id, "person": p.person, "role": p.role, "via": p.via})
-            })
-            .collect();
-        let entry = page_entry(
-            uuid::Uuid::new_v4().simple().to_string(),
-            AuditStep::Started,
-        )
-        .args(serde_json::Map::from_iter([
-            ("group".to_string(), serde_json::json!(row.group_id)),
-            ("chain".to_string(), serde_json::json!(row.chain)),
-            ("step".to_string(), serde_json::json!(row.next_step)),
-        ]))
-        .origin(serde_json::Map::from_iter([(
-            "alert_group".to_string(),
-            serde_json::json!(row.group_id),
-        )]))
-        .detail(serde_json::json!({
-            "pages": pages,
-            "paging": fired.paging,
-            "skipped": fired.note,
-        }));
-        if let Err(e) = self.audit.append(entry).await {
-            tracing::error!(error = %e, group = row.group_id, "escalation: the audit trail did not take a step's pages");
         }
     }
 
@@ -726,6 +708,34 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The audit entry of one step fired: the group, the chain, the step, and every page queued.
+fn step_entry(row: &EscalationRow, fired: &StepFired, ids: &[i64]) -> AuditEntry {
+    let pages: Vec<serde_json::Value> = fired
+        .pages
+        .iter()
+        .zip(ids)
+        .map(|(p, id)| serde_json::json!({"page": id, "person": p.person, "role": p.role, "via": p.via}))
+        .collect();
+    page_entry(
+        uuid::Uuid::new_v4().simple().to_string(),
+        AuditStep::Started,
+    )
+    .args(serde_json::Map::from_iter([
+        ("group".to_string(), serde_json::json!(row.group_id)),
+        ("chain".to_string(), serde_json::json!(row.chain)),
+        ("step".to_string(), serde_json::json!(row.next_step)),
+    ]))
+    .origin(serde_json::Map::from_iter([(
+        "alert_group".to_string(),
+        serde_json::json!(row.group_id),
+    )]))
+    .detail(serde_json::json!({
+        "pages": pages,
+        "paging": fired.paging,
+        "skipped": fired.note,
+    }))
 }
 
 /// An audit entry of runbot's own paging (actor `runbot`, command `page`).

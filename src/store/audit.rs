@@ -106,6 +106,37 @@ impl Store {
         }
     }
 
+    /// Appends several rows in order under one lock and one flushed commit, as
+    /// [`Store::append_audit_row`] does for one: a busy moment (a thousand escalation steps due
+    /// at once) costs one fsync, not one per row. All are written or none.
+    pub async fn append_audit_rows<F>(&self, seals: Vec<F>) -> Result<Vec<AuditRow>, sqlx::Error>
+    where
+        F: FnOnce(Option<AuditHead>) -> AuditRow + Send,
+    {
+        let mut rows = Vec::with_capacity(seals.len());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = FullSync::acquire(&self.pool).await?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                for seal in seals {
+                    rows.push(insert_sealed(&mut tx, seal).await?);
+                }
+                tx.commit().await?;
+                conn.restore().await;
+            }
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(PG_LOCK).execute(&mut *tx).await?;
+                sqlx::query(PG_SYNC_COMMIT).execute(&mut *tx).await?;
+                for seal in seals {
+                    rows.push(insert_sealed(&mut tx, seal).await?);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(rows)
+    }
+
     /// The hash of row `id`, when there is such a row.
     pub async fn audit_hash_of(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1")

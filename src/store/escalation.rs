@@ -199,16 +199,15 @@ impl Store {
             .await
     }
 
-    /// Fires step `row.next_step` if it is still due and nobody else fired it: moves the chain
-    /// on, queues the step's pages and the group's card, in one transaction. Answers the ids of
-    /// the pages queued, or None when another process won or the group no longer lets it fire.
-    pub async fn fire_step(
+    /// Fires each row's step `row.next_step` if it is still due and nobody else fired it: moves
+    /// the chain on, queues the step's pages and the group's card, all in one transaction.
+    /// Answers, per row, the ids of the pages queued, or None when another process won or the
+    /// group no longer lets it fire.
+    pub async fn fire_steps(
         &self,
-        row: &EscalationRow,
-        fired: &StepFired,
+        steps: &[(&EscalationRow, &StepFired)],
         now: &str,
-    ) -> Result<Option<Vec<i64>>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<Vec<Option<Vec<i64>>>, sqlx::Error> {
         let claim = format!(
             "UPDATE escalations SET next_step = $1, due_at = $2, state = $3, forced = 0, \
              steps_fired = steps_fired + 1, pages = pages + $4, paging = COALESCE($5, paging), \
@@ -217,33 +216,38 @@ impl Store {
              AND due_at <= $8 AND {}",
             FIRES.replace("e.", "escalations.").replace("$1", "$8")
         );
-        let done = sqlx::query(&claim)
-            .bind_all((
-                fired.next_step,
-                fired.next_due.as_deref(),
-                &fired.state,
-                fired.pages.len() as i64,
-                fired.paging.as_deref(),
-                fired.next_label.as_deref(),
-                fired.note.as_deref(),
-                now,
-                row.id,
-                row.next_step,
-            ))
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(None);
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(steps.len());
+        for (row, fired) in steps {
+            let done = sqlx::query(&claim)
+                .bind_all((
+                    fired.next_step,
+                    fired.next_due.as_deref(),
+                    &fired.state,
+                    fired.pages.len() as i64,
+                    fired.paging.as_deref(),
+                    fired.next_label.as_deref(),
+                    fired.note.as_deref(),
+                    now,
+                    row.id,
+                    row.next_step,
+                ))
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                out.push(None);
+                continue;
+            }
+            let mut ids = Vec::with_capacity(fired.pages.len());
+            for p in &fired.pages {
+                let at = (Some(row.id), Some(row.group_id), Some(row.next_step));
+                ids.push(insert_page(&mut tx, at, p, now).await?);
+            }
+            self.queue_card(&mut tx, row.group_id, now).await?;
+            out.push(Some(ids));
         }
-        let mut ids = Vec::with_capacity(fired.pages.len());
-        for p in &fired.pages {
-            let at = (Some(row.id), Some(row.group_id), Some(row.next_step));
-            ids.push(insert_page(&mut tx, at, p, now).await?);
-        }
-        self.queue_card(&mut tx, row.group_id, now).await?;
         tx.commit().await?;
-        Ok(Some(ids))
+        Ok(out)
     }
 
     /// Queues pages by hand (`/page`), not tied to a chain step.

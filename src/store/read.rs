@@ -181,6 +181,29 @@ impl Store {
         Ok(groups)
     }
 
+    /// These groups (those that exist), each with at most `alerts_each` of its alerts.
+    pub async fn group_views(
+        &self,
+        ids: &[i64],
+        alerts_each: i64,
+    ) -> Result<Vec<GroupView>, sqlx::Error> {
+        let mut groups = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = placeholders(self.backend, chunk.len(), 1);
+            let sql = format!("{GROUP_SELECT} WHERE id IN ({list})");
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                groups.push(group_from_row(&row)?);
+            }
+        }
+        self.attach_alerts(&mut groups, Some(alerts_each)).await?;
+        self.attach_escalations(&mut groups).await?;
+        Ok(groups)
+    }
+
     /// One group with its alerts, without its timeline (what a chat card shows).
     pub async fn group_view(&self, id: i64) -> Result<Option<GroupView>, sqlx::Error> {
         self.group_with_alerts(id, None).await

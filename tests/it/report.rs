@@ -54,9 +54,10 @@ async fn fire(store: &Store, group_id: i64, at: DateTime<Utc>, last: bool) {
         ..Default::default()
     };
     let ids = store
-        .fire_step(&row, &fired, &format_time(at))
+        .fire_steps(&[(&row, &fired)], &format_time(at))
         .await
         .unwrap()
+        .remove(0)
         .expect("the step was due and ours");
     for id in ids {
         store
@@ -172,9 +173,10 @@ async fn the_report_and_the_backlog_show_what_the_escalation_rows_hold() {
             ..Default::default()
         };
         store
-            .fire_step(&row, &fired, &format_time(b_start))
+            .fire_steps(&[(&row, &fired)], &format_time(b_start))
             .await
             .unwrap()
+            .remove(0)
             .unwrap();
         store
             .ack_escalation(
