@@ -850,6 +850,11 @@ impl Dispatcher {
         &self.policies
     }
 
+    /// Now, by the clock runbot decides its times by (on-call hours, rotations).
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     /// Requests left waiting by a process that stopped: marked expired and recorded, so the
     /// trail says how each ended. (Their prompts cannot be edited any more.)
     pub async fn expire_overdue(&self) -> anyhow::Result<usize> {

@@ -173,6 +173,18 @@ async fn a_sev1_from_alertmanager_pages_the_devops_lead_then_the_cto_and_an_ack_
         fake.dms_to(MARTA).is_empty(),
         "the CTO is not paged at once"
     );
+    // The console's on-call page says the same: Ana by the rotation, then Luis.
+    let oncall: serde_json::Value = app.get("/api/oncall").await.json().await.unwrap();
+    let devops = oncall["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["role"] == "devops-lead")
+        .unwrap()
+        .clone();
+    assert_eq!(devops["on_duty"], json!(["Ana"]), "{devops}");
+    assert_eq!(devops["duty_source"], "rotation", "{devops}");
+    assert_eq!(devops["next"], json!(["Luis"]), "{devops}");
     // The card says whom runbot is paging and who is next.
     fake.wait_for(
         Duration::from_secs(10),

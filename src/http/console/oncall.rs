@@ -1,12 +1,12 @@
 //! Who holds each on-call role now: the roles of `policies/roles.toml`, whether each is on call
 //! (its hours, in `policy.timezone`: the same [`Policies::oncall`] that `/oncall` answers
-//! from), and who holds it on each platform, console accounts included.
+//! from), whom runbot pages for it (rotation, override or its people) until when, and who
+//! holds it on each platform, console accounts included.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::Utc;
 use maud::html;
 use serde::Serialize;
 
@@ -40,6 +40,14 @@ pub(super) struct RoleView {
     pub console_users: Vec<String>,
     /// Enabled console accounts given the role (`runbot user add --role`).
     pub console_accounts: Vec<String>,
+    /// Who runbot pages for the role now (names from people.toml): the rotation's turn, an
+    /// override, or the role's people.
+    pub on_duty: Vec<String>,
+    /// `rotation`, `override` or `holders`.
+    pub duty_source: &'static str,
+    /// When the duty changes hands, RFC 3339; and who takes over.
+    pub until: Option<String>,
+    pub next: Vec<String>,
 }
 
 async fn oncall(state: &AppState) -> Result<OnCallView, ApiError> {
@@ -60,13 +68,47 @@ async fn oncall(state: &AppState) -> Result<OnCallView, ApiError> {
             (a.name, roles)
         })
         .collect();
-    let now = Utc::now();
+    let now = dispatcher.now();
+    let overrides: Vec<crate::policy::oncall::Override> = state
+        .store
+        .overrides_after(&crate::domain::format_time(now))
+        .await
+        .map_err(store_error)?
+        .iter()
+        .filter_map(crate::escalation::engine::override_of)
+        .collect();
+    let names = |ids: &[String]| -> Vec<String> {
+        ids.iter()
+            .map(|id| {
+                policies
+                    .people()
+                    .get(id)
+                    .map_or_else(|| id.clone(), |p| p.name.clone())
+            })
+            .collect()
+    };
     let roles = policies
         .oncall(now)
         .into_iter()
         .map(|on| {
+            let duty = policies.on_duty(&on.role.name, now, &overrides);
             let h = on.role.holders;
             RoleView {
+                on_duty: duty.as_ref().map(|d| names(&d.people)).unwrap_or_default(),
+                duty_source: match duty.as_ref().map(|d| &d.source) {
+                    Some(crate::policy::oncall::DutySource::Rotation) => "rotation",
+                    Some(crate::policy::oncall::DutySource::Override) => "override",
+                    _ => "holders",
+                },
+                until: duty
+                    .as_ref()
+                    .and_then(|d| d.until)
+                    .map(crate::domain::format_time),
+                next: duty
+                    .as_ref()
+                    .and_then(|d| d.next.as_ref())
+                    .map(|(ids, _)| names(ids))
+                    .unwrap_or_default(),
                 console_accounts: accounts
                     .iter()
                     .filter(|(_, roles)| roles.contains(&on.role.name))
@@ -117,13 +159,22 @@ pub(super) async fn oncall_page(
             p class="muted" { "As of " (time_cell(&v.at)) "; hours are read in " (v.timezone) " (policy.timezone)." }
             div class="table-wrap" {
                 table id="oncall" {
-                    thead { tr { th { "Role" } th { "Now" } th { "Hours" } th { "Held by" } } }
+                    thead { tr { th { "Role" } th { "Now" } th { "Paged" } th { "Hours" } th { "Held by" } } }
                     tbody {
                         @for r in &v.roles {
                             tr data-role=(r.role) data-on-call=(r.on_call_now) {
                                 td { strong { (r.role) } }
                                 td class=(if r.on_call_now { "resolved" } else { "muted" }) {
                                     @if r.on_call_now { "on call" } @else { "off" }
+                                }
+                                td class="duty" {
+                                    @if r.on_duty.is_empty() { span class="muted" { "nobody by name" } }
+                                    @else { strong { (r.on_duty.join(", ")) } }
+                                    @if r.duty_source == "override" { " (override)" }
+                                    @if let Some(until) = &r.until {
+                                        div class="muted" { "until " (time_cell(until))
+                                            @if !r.next.is_empty() { ", then " (r.next.join(", ")) } }
+                                    }
                                 }
                                 td { (r.hours_text) }
                                 td {
