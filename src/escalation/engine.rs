@@ -27,7 +27,7 @@ use crate::telemetry;
 /// Steps fired and pages claimed per round.
 const ROUND: i64 = 500;
 /// Pages sent at once.
-const SENDS_AT_ONCE: usize = 64;
+const SENDS_AT_ONCE: usize = 128;
 /// How long a claimed page is this process's to send before another may try it.
 const CLAIM: Duration = Duration::from_secs(60);
 /// A pager that does not answer within this long failed this attempt.
@@ -75,9 +75,11 @@ impl Engine {
     /// panic, it picks up where the store says.
     pub async fn run(self: Arc<Self>) {
         let mut sends = tokio::task::JoinSet::new();
+        // Pages delivered and not yet marked sent: written together, one statement a round.
+        let mut sent: Vec<i64> = Vec::new();
         let mut failing = false;
         loop {
-            let outcome = self.round(&mut sends).await;
+            let outcome = self.round(&mut sends, &mut sent).await;
             let sleep = match outcome {
                 Ok(true) => continue,
                 Ok(false) => {
@@ -95,7 +97,9 @@ impl Engine {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
-                Some(_) = sends.join_next(), if !sends.is_empty() => {}
+                Some(done) = sends.join_next(), if !sends.is_empty() => {
+                    sent.extend(done.ok().flatten());
+                }
             }
         }
     }
@@ -122,10 +126,18 @@ impl Engine {
     /// One round; true when there may be more to do at once.
     async fn round(
         self: &Arc<Self>,
-        sends: &mut tokio::task::JoinSet<()>,
+        sends: &mut tokio::task::JoinSet<Option<i64>>,
+        sent: &mut Vec<i64>,
     ) -> Result<bool, sqlx::Error> {
         let now = self.now();
         let stamp = format_time(now);
+        while let Some(done) = sends.try_join_next() {
+            sent.extend(done.ok().flatten());
+        }
+        if !sent.is_empty() {
+            self.store.pages_sent(sent, &stamp).await?;
+            sent.clear();
+        }
         self.store.close_resolved_escalations(&stamp).await?;
         let started = self.start_episodes(now).await?;
         let fired = self.fire_due(now).await?;
@@ -422,7 +434,7 @@ impl Engine {
     async fn deliver(
         self: &Arc<Self>,
         now: DateTime<Utc>,
-        sends: &mut tokio::task::JoinSet<()>,
+        sends: &mut tokio::task::JoinSet<Option<i64>>,
     ) -> Result<usize, sqlx::Error> {
         let room = SENDS_AT_ONCE.saturating_sub(sends.len());
         if room == 0 {
@@ -434,22 +446,33 @@ impl Engine {
             .claim_pages(&format_time(now), &format_time(until), room as i64)
             .await?;
         let n = pages.len();
+        // An acknowledgement or a resolution since the page was queued: it stays unsent.
+        let ids: Vec<i64> = pages.iter().map(|p| p.id).collect();
+        let wanted = self.store.pages_still_wanted(&ids).await?;
         for page in pages {
+            if !wanted.contains(&page.id) {
+                let why = "the group was acknowledged or resolved before it was sent";
+                self.store.page_dropped(page.id, "cancelled", why).await?;
+                metrics::counter!(telemetry::PAGES, "via" => via_label(&page.via), "result" => "cancelled")
+                    .increment(1);
+                continue;
+            }
             let me = self.clone();
             sends.spawn(async move { me.send(page).await });
         }
         Ok(if n == room { ROUND as usize } else { n })
     }
 
-    async fn send(&self, row: PageRow) {
+    /// Sends one page; Some(its id) when delivered (the engine marks those sent together),
+    /// None when it recorded another outcome itself.
+    async fn send(&self, row: PageRow) -> Option<i64> {
         let result = self.try_send(&row).await;
-        let stamp = format_time(self.now());
         let (label, write) = match result {
-            Ok(None) => ("sent", self.store.page_sent(row.id, &stamp).await),
-            Ok(Some(why)) => (
-                "cancelled",
-                self.store.page_dropped(row.id, "cancelled", &why).await,
-            ),
+            Ok(()) => {
+                metrics::counter!(telemetry::PAGES, "via" => via_label(&row.via), "result" => "sent")
+                    .increment(1);
+                return Some(row.id);
+            }
             Err(PageError::Permanent(why)) => {
                 tracing::warn!(page = row.id, via = %row.via, error = %why, "a page was refused");
                 self.audit_failed(&row, &why).await;
@@ -480,24 +503,10 @@ impl Engine {
         if let Err(e) = write {
             tracing::error!(error = %e, page = row.id, "escalation: could not record a page's outcome; it is sent again after its claim ends");
         }
+        None
     }
 
-    /// Ok(None): delivered; Ok(Some(why)): no longer wanted.
-    async fn try_send(&self, row: &PageRow) -> Result<Option<String>, PageError> {
-        match self.store.page_still_wanted(row).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Ok(Some(
-                    "the group was acknowledged or resolved before it was sent".into(),
-                ))
-            }
-            Err(e) => {
-                return Err(PageError::Temporary {
-                    reason: format!("the database did not answer ({e})"),
-                    retry_after: None,
-                })
-            }
-        }
+    async fn try_send(&self, row: &PageRow) -> Result<(), PageError> {
         let Some(pager) = self.pagers.get(row.via.as_str()) else {
             return Err(PageError::Permanent(format!(
                 "no way to send `{}` pages is configured any more",
@@ -508,7 +517,7 @@ impl Engine {
             .map_err(|e| PageError::Permanent(format!("the stored page is unreadable ({e})")))?;
         page.id = row.id;
         match tokio::time::timeout(SEND_TIMEOUT, pager.send(&row.target, &page)).await {
-            Ok(r) => r.map(|()| None),
+            Ok(r) => r,
             Err(_) => Err(PageError::Temporary {
                 reason: format!("no answer within {}s", SEND_TIMEOUT.as_secs()),
                 retry_after: None,

@@ -407,20 +407,48 @@ impl Store {
         .await
     }
 
-    /// Whether a page about this group should still go out: its group is firing and
-    /// unacknowledged (a page by hand always goes).
-    pub async fn page_still_wanted(&self, page: &PageRow) -> Result<bool, sqlx::Error> {
-        let Some(esc) = page.escalation_id else {
-            return Ok(true);
-        };
-        let sql = "SELECT COUNT(*) FROM escalations e JOIN alert_groups g ON g.id = e.group_id \
-             AND g.started_at = e.episode WHERE e.id = $1 AND g.status = 'firing' AND \
-             (g.acknowledged_at IS NULL OR e.forced = 1 OR e.state = 'active')";
-        let n: i64 = sqlx::query_scalar(sql)
-            .bind(esc)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+    /// Which of these pages should still go out: a page by hand always; a chain's while its
+    /// group fires unacknowledged (or the chain was pushed on, or its step is still active).
+    pub async fn pages_still_wanted(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let list = super::placeholders(self.backend, chunk.len(), 1);
+            let sql = format!(
+                "SELECT p.id FROM pages p WHERE p.id IN ({list}) AND (p.escalation_id IS NULL \
+                 OR EXISTS (SELECT 1 FROM escalations e JOIN alert_groups g ON \
+                 g.id = e.group_id AND g.started_at = e.episode WHERE e.id = p.escalation_id \
+                 AND g.status = 'firing' AND (g.acknowledged_at IS NULL OR e.forced = 1 OR \
+                 e.state = 'active')))"
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
+    /// Marks these pages sent, in one statement.
+    pub async fn pages_sent(&self, ids: &[i64], now: &str) -> Result<(), sqlx::Error> {
+        for chunk in ids.chunks(500) {
+            // One placeholder style per statement (SQLite's `?` after a `$1` is refused).
+            let at = super::placeholders(self.backend, 1, 1);
+            let list = super::placeholders(self.backend, chunk.len(), 2);
+            let sql = format!(
+                "UPDATE pages SET state = 'sent', sent_at = {at}, claimed_until = NULL, \
+                 last_error = NULL WHERE id IN ({list})"
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     pub async fn page_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
