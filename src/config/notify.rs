@@ -201,9 +201,11 @@ impl EmailSettings {
                 "email.tls = \"none\" sends mail (and any password) unencrypted, so it is allowed only to a relay on this host (localhost, 127.0.0.1, ::1), not {host:?}: use tls = \"starttls\" or \"tls\""
             ));
         }
-        if !(1..=300).contains(&self.timeout_secs) {
+        // Under the escalation engine's own limit for one send (65 s), so a slow relay that
+        // does deliver is not cut off and sent to again.
+        if !(1..=60).contains(&self.timeout_secs) {
             problems.push(format!(
-                "email.timeout_secs = {} must be 1 to 300 (default 10)",
+                "email.timeout_secs = {} must be 1 to 60 (default 10)",
                 self.timeout_secs
             ));
         }

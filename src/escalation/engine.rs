@@ -24,14 +24,21 @@ use crate::runbook::Runbook;
 use crate::store::{EscalationRow, GroupView, NewPage, OverrideRow, PageRow, StepFired, Store};
 use crate::telemetry;
 
+/// People one channel mention names at most (their tags fit one Discord message).
+const MENTIONS_MAX: usize = 60;
 /// Steps fired and pages claimed per round.
 const ROUND: i64 = 500;
 /// Pages sent at once.
 const SENDS_AT_ONCE: usize = 128;
-/// How long a claimed page is this process's to send before another may try it.
-const CLAIM: Duration = Duration::from_secs(60);
-/// A pager that does not answer within this long failed this attempt.
-const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a claimed page is this process's to send before another may try it: longer than
+/// one send may take, so a slow send is never sent again by another replica meanwhile.
+const CLAIM: Duration = Duration::from_secs(120);
+/// A pager that does not answer within this long failed this attempt (the email and webhook
+/// settings' own timeouts are at most 60 s).
+const SEND_TIMEOUT: Duration = Duration::from_secs(65);
+/// A page not delivered after this many attempts (about an hour of backoff) is given up,
+/// audited as failed: after that it would only wake someone about an old state.
+const ATTEMPTS_MAX: i64 = 16;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How often hand-offs are looked for, and how late one may still be announced.
@@ -84,7 +91,8 @@ impl Engine {
                 Ok(true) => continue,
                 Ok(false) => {
                     failing = false;
-                    self.sleep_until_due().await
+                    // With every send slot taken, due pages wait for a slot, not the clock.
+                    self.sleep_until_due(sends.len() < SENDS_AT_ONCE).await
                 }
                 Err(e) => {
                     if !failing {
@@ -104,17 +112,19 @@ impl Engine {
         }
     }
 
-    async fn sleep_until_due(&self) -> Duration {
+    async fn sleep_until_due(&self, pages_too: bool) -> Duration {
         let mut sleep = IDLE_POLL;
         let now = self.now();
         let stamp = format_time(now);
-        for due in [
-            self.store.next_escalation_due(&stamp).await,
-            self.store.next_page_due(&stamp).await,
-        ]
-        .into_iter()
-        .flatten()
-        .flatten()
+        let pages = if pages_too {
+            self.store.next_page_due(&stamp).await
+        } else {
+            Ok(None)
+        };
+        for due in [self.store.next_escalation_due(&stamp).await, pages]
+            .into_iter()
+            .flatten()
+            .flatten()
         {
             if let Some(t) = parse_stored_time(&due) {
                 sleep = sleep.min((t - now).to_std().unwrap_or(Duration::ZERO));
@@ -139,6 +149,8 @@ impl Engine {
             sent.clear();
         }
         self.store.close_resolved_escalations(&stamp).await?;
+        self.store.reopen_refired(&stamp).await?;
+        self.rechain_outranked(&stamp).await?;
         let started = self.start_episodes(now).await?;
         let fired = self.fire_due(now).await?;
         let claimed = self.deliver(now, sends).await?;
@@ -147,6 +159,34 @@ impl Engine {
             self.handoffs(now).await?;
         }
         Ok(started == ROUND as usize || fired == ROUND as usize || claimed == ROUND as usize)
+    }
+
+    /// A group that became more severe follows its new severity's chain from its first step
+    /// (unless its runbook entry names a chain: that one holds whatever the severity).
+    async fn rechain_outranked(&self, stamp: &str) -> Result<(), sqlx::Error> {
+        for o in self.store.outranked_escalations().await? {
+            let Some(severity) = Severity::parse(&o.group_severity) else {
+                continue;
+            };
+            let named = o
+                .runbook
+                .as_deref()
+                .and_then(|k| self.runbook.entry(k))
+                .and_then(|(_, e)| e.escalation.as_deref());
+            if named.is_some() {
+                self.store.set_escalation_severity(&o, stamp).await?;
+                continue;
+            }
+            let chain = self.policies.chain_for(severity, None);
+            let note = format!(
+                "raised to {}: its chain starts over from the first step",
+                severity.title()
+            );
+            self.store
+                .rechain(&o, chain.map(|c| c.name.as_str()), &note, stamp)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn start_episodes(&self, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
@@ -292,15 +332,24 @@ impl Engine {
         let mut paged_names = Vec::new();
         // (Discord id or &role id, who) to mention in the group's channel, in one message.
         let mut mentioned: Vec<(String, String, String)> = Vec::new();
+        let mut unreachable = Vec::new();
         for (person_id, role) in &plan.people {
             let person = self.policies.people().get(person_id);
             let name = person.map_or(person_id.as_str(), |p| p.name.as_str());
-            paged_names.push(match role {
+            let label = match role {
                 Some(r) => format!("{name} ({r})"),
                 None => name.to_string(),
-            });
-            let Some(person) = person else { continue };
-            for (via, target) in ways(person, &reach) {
+            };
+            let found = person.map(|p| ways(p, &reach)).unwrap_or_default();
+            // The card names only people a page went to; the others, and why, as a note.
+            if found.is_empty() {
+                unreachable.push(format!(
+                    "{label}: no way to reach them is configured (policies/people.toml)"
+                ));
+                continue;
+            }
+            paged_names.push(label);
+            for (via, target) in found {
                 // One mention per step names everyone it pages (below).
                 if via == "discord-mention" {
                     mentioned.push((target, name.to_string(), person_id.clone()));
@@ -325,7 +374,8 @@ impl Engine {
             }
         }
         if !mentioned.is_empty() {
-            mentioned.truncate(100);
+            // Everyone's tag must fit one message (2,000 characters) with the title.
+            mentioned.truncate(MENTIONS_MAX);
             let who: Vec<&str> = mentioned.iter().map(|(_, n, _)| n.as_str()).collect();
             let ids: Vec<&str> = mentioned.iter().map(|(_, _, id)| id.as_str()).collect();
             let targets: Vec<&str> = mentioned.iter().map(|(t, _, _)| t.as_str()).collect();
@@ -379,7 +429,7 @@ impl Engine {
             .flat_map(|n| n.split('\n').map(str::to_string))
             .filter(|n| !n.is_empty())
             .collect();
-        for s in &plan.skipped {
+        for s in plan.skipped.iter().chain(&unreachable) {
             if !notes.contains(s) {
                 notes.push(s.clone());
             }
@@ -475,6 +525,15 @@ impl Engine {
             }
             Err(PageError::Permanent(why)) => {
                 tracing::warn!(page = row.id, via = %row.via, error = %why, "a page was refused");
+                self.audit_failed(&row, &why).await;
+                (
+                    "refused",
+                    self.store.page_dropped(row.id, "failed", &why).await,
+                )
+            }
+            Err(PageError::Temporary { reason, .. }) if row.attempts >= ATTEMPTS_MAX => {
+                let why = format!("given up after {} attempts: {reason}", row.attempts);
+                tracing::warn!(page = row.id, via = %row.via, error = %why, "a page was given up");
                 self.audit_failed(&row, &why).await;
                 (
                     "refused",

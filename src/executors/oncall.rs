@@ -2,11 +2,11 @@
 //! the core. Who is on duty is the policy's answer (`policies/oncall.toml` plus the overrides
 //! in the store); the pages go through the store to the escalation engine, like a chain's.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
 use super::core::Core;
 use super::{group_name, reply, utc_minute, Ctx, Done, ExecError};
-use crate::domain::{format_time, parse_stored_time};
+use crate::domain::format_time;
 use crate::escalation::engine::override_of;
 use crate::escalation::{page_title, ways};
 use crate::policy::oncall::{DutySource, Override};
@@ -128,11 +128,38 @@ impl Core {
                 }
             )));
         }
+        // A shift goes to someone who holds the role: they must be able to act on what they
+        // are paged for.
+        if let (Some(r), Some(who)) = (
+            self.policies.roles().get(role),
+            self.policies.people().get(person),
+        ) {
+            let h = &r.holders;
+            let holds = r.people.iter().any(|p| p == person)
+                || who
+                    .discord
+                    .as_ref()
+                    .is_some_and(|d| h.discord_users.contains(d))
+                || who
+                    .slack
+                    .as_ref()
+                    .is_some_and(|s| h.slack_users.contains(s))
+                || who
+                    .console
+                    .as_ref()
+                    .is_some_and(|c| h.console_users.contains(c));
+            if !holds {
+                return Err(ExecError(format!(
+                    "{} does not hold {role}: add \"{person}\" to people = [...] of [roles.{role}] in policies/roles.toml first",
+                    who.name
+                )));
+            }
+        }
         let tz = self.policies.clock().tz;
         let read = |name: &str| -> Result<Option<DateTime<Utc>>, ExecError> {
             ctx.text(name)
                 .map(|v| {
-                    parse_when(v, tz).ok_or_else(|| {
+                    crate::policy::oncall::parse_time(v, tz).map_err(|_| {
                         ExecError(format!(
                             "{name}:{v:?} is not a time: use 2026-12-24T18:00 (in {}) or RFC 3339",
                             tz.name()
@@ -323,18 +350,4 @@ impl Core {
             summary: format!("paged {who}"),
         })
     }
-}
-
-/// RFC 3339, or a local `YYYY-MM-DDTHH:MM[:SS]` (also with a space) in `tz`.
-pub fn parse_when(v: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-    if let Some(t) = parse_stored_time(v) {
-        return Some(t);
-    }
-    let v = v.trim().replace(' ', "T");
-    let naive = NaiveDateTime::parse_from_str(&v, "%Y-%m-%dT%H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(&v, "%Y-%m-%dT%H:%M"))
-        .ok()?;
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
 }

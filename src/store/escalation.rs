@@ -64,6 +64,16 @@ pub struct StepFired {
     pub pages: Vec<NewPage>,
 }
 
+/// An escalation whose group became more severe.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Outranked {
+    pub id: i64,
+    /// What the chain was chosen for, and the group's severity now.
+    pub severity: String,
+    pub group_severity: String,
+    pub runbook: Option<String>,
+}
+
 /// A page to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPage {
@@ -143,6 +153,62 @@ impl Store {
         self.fetch_all(sql, (limit,)).await
     }
 
+    /// Escalations whose group fires again within the same episode (Alertmanager resolved it,
+    /// say after `resolve_timeout`, and the same alert came back with its first `startsAt`):
+    /// they start over, as a re-fire does. Answers how many.
+    pub async fn reopen_refired(&self, now: &str) -> Result<u64, sqlx::Error> {
+        let sql = "UPDATE escalations SET state = CASE WHEN chain IS NULL THEN 'done' ELSE \
+             'active' END, next_step = 0, due_at = CASE WHEN chain IS NULL THEN NULL ELSE $1 END, \
+             forced = 0, started_at = $1, acked_at = NULL, acked_by = NULL, resolved_at = NULL, \
+             paging = NULL, next_label = NULL, note = NULL, updated_at = $1 \
+             WHERE state = 'resolved' AND EXISTS (SELECT 1 FROM alert_groups g WHERE \
+             g.id = escalations.group_id AND g.started_at = escalations.episode AND \
+             g.status = 'firing')";
+        self.execute(sql, (now,)).await
+    }
+
+    /// Open, unacknowledged escalations whose group has become more severe than the chain
+    /// was chosen for (a Sev3 group joined by a critical alert).
+    pub async fn outranked_escalations(&self) -> Result<Vec<Outranked>, sqlx::Error> {
+        // `sev1` < `sev2` < …: more severe sorts first.
+        let sql = "SELECT e.id, e.severity, g.severity AS group_severity, g.runbook FROM \
+             escalations e JOIN alert_groups g ON g.id = e.group_id AND g.started_at = e.episode \
+             WHERE e.state IN ('active', 'done', 'backlog') AND e.acked_at IS NULL AND \
+             g.status = 'firing' AND g.severity < e.severity ORDER BY e.id LIMIT 500";
+        self.fetch_all(sql, ()).await
+    }
+
+    /// Starts an escalation over on another chain for its group's new severity; false when
+    /// something changed it first.
+    pub async fn rechain(
+        &self,
+        o: &Outranked,
+        chain: Option<&str>,
+        note: &str,
+        now: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE escalations SET severity = $1, chain = $2, state = CASE WHEN $2 IS \
+             NULL THEN 'done' ELSE 'active' END, next_step = 0, due_at = CASE WHEN $2 IS NULL \
+             THEN NULL ELSE $3 END, forced = 0, note = $4, next_label = NULL, updated_at = $3 \
+             WHERE id = $5 AND severity = $6 AND acked_at IS NULL";
+        let values = (&o.group_severity, chain, now, note, o.id, &o.severity);
+        Ok(self.execute(sql, values).await? == 1)
+    }
+
+    /// Records the group's new severity and leaves the chain as it is (a chain the runbook
+    /// names for the alert holds whatever the severity).
+    pub async fn set_escalation_severity(
+        &self,
+        o: &Outranked,
+        now: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE escalations SET severity = $1, updated_at = $2 WHERE id = $3 AND \
+             severity = $4";
+        self.execute(sql, (&o.group_severity, now, o.id, &o.severity))
+            .await?;
+        Ok(())
+    }
+
     /// Opens an episode's escalation; None when another process (or an earlier round) did.
     pub async fn start_escalation(
         &self,
@@ -179,7 +245,7 @@ impl Store {
     ) -> Result<Vec<EscalationRow>, sqlx::Error> {
         let sql = format!(
             "SELECT {} FROM escalations e WHERE e.state = 'active' AND e.due_at IS NOT NULL \
-             AND e.due_at <= $1 AND {FIRES} ORDER BY e.due_at LIMIT $2",
+             AND e.due_at <= $1 AND {FIRES} ORDER BY e.due_at, e.id LIMIT $2",
             prefixed("e", ESCALATION_COLUMNS)
         );
         self.fetch_all(&sql, (now, limit)).await

@@ -40,8 +40,8 @@ pub use chat::{CardRecord, Notice};
 pub use console::{ConsoleEventRow, NewConsoleEvent};
 pub use deploys::{Announcement, DeployRow, Lock, NewDeploy};
 pub use escalation::{
-    ActionCheck, BacklogGroup, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, OverrideRow,
-    PageRow, ReportEpisode, StepFired, PAGING_CHANNEL,
+    ActionCheck, BacklogGroup, EpisodeStats, EpisodeToStart, EscalationRow, NewPage, Outranked,
+    OverrideRow, PageRow, ReportEpisode, StepFired, PAGING_CHANNEL,
 };
 pub use ingest::Receipt;
 pub use locks::{LockHolder, TakeLock};

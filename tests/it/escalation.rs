@@ -304,6 +304,17 @@ async fn a_group_resolved_before_the_second_step_never_pages_the_cto() {
         again["alerts"][0]["startsAt"] = json!("2026-11-27T20:00:00Z");
         assert_eq!(app.post_webhook(again.to_string()).await.status(), 200);
         dms(&fake, ANA, 2, Duration::from_secs(5)).await;
+        // Resolved, and back with the same startsAt (Alertmanager resolved it by
+        // resolve_timeout, then the alert returned): the chain starts over too.
+        let mut gone = apidown("resolved");
+        gone["alerts"][0]["startsAt"] = json!("2026-11-27T20:00:00Z");
+        assert_eq!(app.post_webhook(gone.to_string()).await.status(), 200);
+        app.wait_for(10, "the resolution", |gs| {
+            (gs[0]["escalation"]["state"] == "resolved").then_some(())
+        })
+        .await;
+        assert_eq!(app.post_webhook(again.to_string()).await.status(), 200);
+        dms(&fake, ANA, 3, Duration::from_secs(5)).await;
         app.stop().await;
     }
 }
@@ -476,6 +487,52 @@ async fn a_runbook_action_is_followed_up_when_the_group_resolves_or_still_fires(
             .as_str()
             .unwrap_or_default()
             .contains("Ana"),
+        "{g}"
+    );
+    app.stop().await;
+}
+
+/// A Sev3 group joined by a critical alert follows the Sev1 chain from its first step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_becomes_sev1_is_paged_as_one() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies(dir.path(), ONCALL, &chains("1h"));
+    let app = TestApp::spawn_with(
+        with_discord(Options::new(Db::Sqlite), &fake, &policies).clock_from(ana_week()),
+    )
+    .await;
+    let warning = json!({"severity": "warning", "instance": "api-1:8000"});
+    let body = webhook(
+        "APIDown",
+        "firing",
+        &[("f000000000000001", "firing", warning.clone())],
+    );
+    assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+    app.wait_for(10, "the Sev3 step", |gs| {
+        (gs.len() == 1 && gs[0]["escalation"]["steps_fired"] == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(fake.dms_to(ANA).is_empty(), "a Sev3 pages nobody");
+    let critical = json!({"severity": "critical", "instance": "api-2:8000"});
+    let body = webhook(
+        "APIDown",
+        "firing",
+        &[
+            ("f000000000000001", "firing", warning),
+            ("f000000000000002", "firing", critical),
+        ],
+    );
+    assert_eq!(app.post_webhook(body.to_string()).await.status(), 200);
+    dms(&fake, ANA, 1, Duration::from_secs(5)).await;
+    let g = &app.groups().await[0];
+    assert_eq!(g["escalation"]["chain"], "sev1", "{g}");
+    assert!(
+        g["escalation"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("raised to Sev1"),
         "{g}"
     );
     app.stop().await;

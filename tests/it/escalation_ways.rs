@@ -252,6 +252,14 @@ async fn a_rotation_hands_off_at_its_boundary_and_an_override_takes_the_pages() 
     let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
     let dir = tempfile::tempdir().unwrap();
     let policies = policies(dir.path(), &daily, &chains("1h"));
+    // Marta holds devops-lead too (outside the rotation), so she may take a shift.
+    let roles = crate::escalation::ROLES.replacen(
+        "people = [\"ana\", \"luis\"]",
+        "people = [\"ana\", \"luis\", \"marta\"]",
+        1,
+    );
+    assert_ne!(roles, crate::escalation::ROLES);
+    std::fs::write(policies.join("roles.toml"), roles).unwrap();
     // The test clock starts at boundary - 3s now: nothing may be announced before 3s pass.
     let clock_start = Instant::now();
     let app = TestApp::spawn_with(
@@ -293,6 +301,17 @@ async fn a_rotation_hands_off_at_its_boundary_and_an_override_takes_the_pages() 
         .await;
     let ana = app.sign_in("ana", "ana-password-0123").await;
     let csrf = ana.csrf().await;
+    // Not to Bea: she does not hold devops-lead, so she could not act on what wakes her.
+    let v = command(
+        &ana,
+        &csrf,
+        "/oncall override role:devops-lead person:bea for:8h",
+    )
+    .await;
+    assert!(
+        v.to_string().contains("Bea does not hold devops-lead"),
+        "{v}"
+    );
     let v = command(
         &ana,
         &csrf,

@@ -134,7 +134,9 @@ fn expected(
         "block-ip" | "unblock-ip" => matches!(r, "security" | "devops-lead"),
         "security" => matches!(r, "security" | "devops-lead" | "cto"),
         "disk-cleanup" => r == "devops-lead",
-        "ack" | "silence" | "unsilence" | "escalate" => on_call_now,
+        // Acknowledging stops the paging: any on-call role, at any hour.
+        "ack" => on_call_now || on_call_role,
+        "silence" | "unsilence" | "escalate" => on_call_now,
         // Waking someone by hand: any on-call role, at any hour.
         "page" => on_call_role,
         other => panic!("the table has no rule for /{other}: add one"),
@@ -468,7 +470,7 @@ fn each_kind_of_refusal_says_what_is_needed_and_what_the_person_has() {
     // Someone on call now.
     let d = ask(
         &["backend-lead"],
-        "ack",
+        "silence",
         Some(Severity::Sev2),
         sunday_night,
         &[],
@@ -476,8 +478,17 @@ fn each_kind_of_refusal_says_what_is_needed_and_what_the_person_has() {
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(
         d.reason,
-        "/ack needs someone on call (now 23:10 Sun Europe/Madrid); you hold backend-lead, on call in business hours"
+        "/silence needs someone on call (now 23:10 Sun Europe/Madrid); you hold backend-lead, on call in business hours"
     );
+    // Acknowledging stops the paging: any on-call role, also out of its hours.
+    let d = ask(
+        &["backend-lead"],
+        "ack",
+        Some(Severity::Sev2),
+        sunday_night,
+        &[],
+    );
+    assert_eq!(d.effect, Effect::Allow, "{}", d.reason);
 
     // A role, at any time: no clock in the reason.
     let d = ask(&["backend-lead", "dba"], "audit", None, sunday_night, &[]);

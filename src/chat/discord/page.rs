@@ -51,8 +51,9 @@ fn snowflake(s: &str) -> Option<u64> {
     s.parse::<u64>().ok().filter(|&n| n != 0)
 }
 
-/// Ids one mention names at most, of users and of roles (Discord's `allowed_mentions` limit).
-const MENTIONED_MAX: usize = 100;
+/// Ids one mention names at most, users and roles together: their tags (up to 23 characters
+/// each) must fit one message of 2,000, and `allowed_mentions` takes 100 of each.
+const MENTIONED_MAX: usize = 80;
 
 /// `CHANNEL/WHO[,WHO…]`, each WHO a user id or `&ROLE_ID`: everyone a step pages, in one
 /// message, so a step costs the channel one post however many it pages.
@@ -245,9 +246,14 @@ impl DiscordAdapter {
         }
         let tag = tags.join(" ");
         let allowed = CreateAllowedMentions::new().users(users).roles(roles);
-        let text = format!("{tag} paged: {} · {}", page.title, page.reason);
+        // The tags are kept whole: the title and reason are cut to what is left.
+        let rest = format!(" paged: {} · {}", page.title, page.reason);
+        let text = format!(
+            "{tag}{}",
+            fit(&rest, 1999usize.saturating_sub(tag.chars().count()))
+        );
         let message = CreateMessage::new()
-            .content(fit(&text, 1999))
+            .content(text)
             .embed(page_embed(page))
             .components(ack_row(page))
             .allowed_mentions(allowed);
