@@ -97,7 +97,7 @@ impl EmailSettings {
                 name: "timeout_secs",
                 kind: "seconds",
                 default: "`10`",
-                about: "one delivery's time limit (connect, TLS, the whole SMTP exchange); past it the page is retried",
+                about: "one delivery's time limit (connect, TLS, the whole SMTP exchange), 1–60; past it the page is retried",
             },
         ],
     };
