@@ -82,6 +82,11 @@ pub fn check_config(settings: &Settings) -> u8 {
         p.people().len(),
         if p.people().is_empty() {
             " (no people.toml: nobody is paged by name)".to_string()
+        } else if p.people().are_examples() {
+            format!(
+                " ({}): the shipped EXAMPLES (examples = true): nobody is paged until you list your team and delete that line",
+                p.people().ids().collect::<Vec<_>>().join(", ")
+            )
         } else {
             format!(" ({})", p.people().ids().collect::<Vec<_>>().join(", "))
         }

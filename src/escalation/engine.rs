@@ -24,6 +24,8 @@ use crate::runbook::Runbook;
 use crate::store::{EscalationRow, GroupView, NewPage, OverrideRow, PageRow, StepFired, Store};
 use crate::telemetry;
 
+/// On the card while `policies/people.toml` holds the shipped examples.
+pub const EXAMPLES_NOTE: &str = "nobody paged: policies/people.toml still holds the shipped examples (delete `examples = true` once it lists your team)";
 /// People one channel mention names at most (their tags fit one Discord message).
 const MENTIONS_MAX: usize = 60;
 /// Steps fired and pages claimed per round.
@@ -283,7 +285,13 @@ impl Engine {
         let last = chain.steps.len().saturating_sub(1);
         let repeating = idx > last;
         let step = &chain.steps[idx.min(last)];
-        let plan = self.policies.plan_step(step, now, overrides);
+        let mut plan = self.policies.plan_step(step, now, overrides);
+        if self.policies.people().are_examples() {
+            // The shipped examples are nobody's team: page nobody, and say why on the card.
+            plan.people.clear();
+            plan.discord_roles.clear();
+            plan.skipped.push(EXAMPLES_NOTE.into());
+        }
         let group = group?;
         let reach = self.reach();
         let reason = if repeating {
@@ -456,6 +464,9 @@ impl Engine {
 
     /// "Marta (cto)" for the people a step would page.
     fn plan_names(&self, plan: &StepPlan) -> Option<String> {
+        if self.policies.people().are_examples() {
+            return None;
+        }
         let names: Vec<String> = plan
             .people
             .iter()

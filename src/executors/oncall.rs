@@ -255,6 +255,9 @@ impl Core {
     /// on every way configured.
     pub(super) async fn page(&self, ctx: &Ctx<'_>) -> Result<Done, ExecError> {
         let reason = ctx.text("reason").unwrap_or_default();
+        if self.policies.people().are_examples() {
+            return Err(ExecError(crate::escalation::engine::EXAMPLES_NOTE.into()));
+        }
         let overrides = self.overrides(ctx.now).await?;
         let (targets, role) = match (ctx.text("role"), ctx.text("person")) {
             (Some(role), None) => {

@@ -29,11 +29,16 @@ pub struct Person {
 #[derive(Debug, Clone, Default)]
 pub struct People {
     people: Vec<Person>,
+    /// `examples = true`: the shipped examples, not a team; nobody is paged by name.
+    examples: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeopleFile {
+    /// The shipped file says it holds examples: runbot pages nobody until a team removes it.
+    #[serde(default)]
+    examples: bool,
     #[serde(default)]
     people: BTreeMap<Spanned<String>, Entry>,
 }
@@ -67,6 +72,7 @@ impl People {
     /// Parses the file; `file` names it in errors (`policies/people.toml`).
     pub fn parse(file: &str, text: &str) -> anyhow::Result<People> {
         let parsed: PeopleFile = located::parse(file, text)?;
+        let examples = parsed.examples;
         let mut problems = Problems::new(file, text);
         let mut people = Vec::new();
         // Which person already uses an address: the same address twice makes a page ambiguous.
@@ -139,7 +145,13 @@ impl People {
             });
         }
         problems.finish()?;
-        Ok(People { people })
+        Ok(People { people, examples })
+    }
+
+    /// Whether the file still says it holds the shipped examples (`examples = true`): then
+    /// runbot pages nobody, and says so on the card and in `check-config`.
+    pub fn are_examples(&self) -> bool {
+        self.examples
     }
 
     pub fn get(&self, id: &str) -> Option<&Person> {

@@ -220,13 +220,32 @@ async fn a_group_timeline_shows_the_alert_the_acknowledgement_and_commands_in_or
         let done = pos(&md, "succeeded: acknowledged APIDown");
         let again = pos(&md, "already acknowledged by Dana");
         assert!(fired < acked && acked < done && done < again, "{md}");
-        // The page's textarea holds the same text.
-        assert!(body.contains(
-            &md.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        ));
+        // The page's textarea holds the same text. (Fetched a moment apart, the two may differ
+        // by a card delivery the outbox made in between: ask again until they agree.)
+        let same = |body: &str, md: &str| {
+            body.contains(
+                &md.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;"),
+            )
+        };
+        let mut agreed = same(&body, &md);
+        for _ in 0..20 {
+            if agreed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let (_, body) = page(&app, &format!("/groups/{id}")).await;
+            let md = app
+                .get(&format!("/groups/{id}/timeline.md"))
+                .await
+                .text()
+                .await
+                .unwrap();
+            agreed = same(&body, &md);
+        }
+        assert!(agreed, "the page's textarea and timeline.md differ: {md}");
 
         let (status, _) = page(&app, "/groups/424242").await;
         assert_eq!(status, 404);

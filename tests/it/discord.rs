@@ -321,9 +321,34 @@ async fn a_storm_of_5000_alerts_in_200_groups_is_visible_at_once_without_a_singl
                 .then(|| e["description"].as_str().unwrap_or("").to_string())
         })
         .collect();
+    // Sev1 first: the digest names them, or (on a machine where the first round reached the
+    // outbox whole) their own cards went out before the digest did.
+    let requests = fake.requests();
+    let first_digest = requests
+        .iter()
+        .position(|r| {
+            r.status == 200
+                && r.body.as_ref().is_some_and(|b| {
+                    b["embeds"][0]["title"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("groups firing"))
+                })
+        })
+        .unwrap_or(requests.len());
+    let sev1_before = requests[..first_digest]
+        .iter()
+        .filter(|r| {
+            r.status == 200
+                && r.body.as_ref().is_some_and(|b| {
+                    b["embeds"][0]["title"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("Sev1 · Storm"))
+                })
+        })
+        .count();
     assert!(
-        versions.iter().any(|d| d.contains("Sev1 · Storm")),
-        "a digest named the Sev1 groups: {versions:#?}"
+        versions.iter().any(|d| d.contains("Sev1 · Storm")) || sev1_before >= 20,
+        "a digest named the Sev1 groups, or their cards came first ({sev1_before}): {versions:#?}"
     );
     for d in &versions {
         let severities: Vec<&str> = d

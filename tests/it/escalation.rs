@@ -597,3 +597,50 @@ async fn sev3_pages_nobody_and_sev4_lands_in_the_backlog() {
     }
     app.stop().await;
 }
+
+/// Out of the box, `policies/people.toml` holds examples (`examples = true`): a Sev1 pages
+/// nobody, and its card says why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_example_people_are_never_paged() {
+    let fake = FakeDiscord::start_with_channels(BOT_TOKEN, &[CHANNEL]).await;
+    let app = TestApp::spawn_with(
+        Options::new(Db::Sqlite)
+            .escalating()
+            .set("RUNBOT__DISCORD__BOT_TOKEN", BOT_TOKEN)
+            .set("RUNBOT__DISCORD__ALERT_CHANNEL_ID", &CHANNEL.to_string())
+            .set("RUNBOT__DISCORD__API_BASE", &fake.base_url()),
+    )
+    .await;
+    assert_eq!(
+        app.post_webhook(apidown("firing").to_string())
+            .await
+            .status(),
+        200
+    );
+    fake.wait_for(Duration::from_secs(10), "the card's note", |messages, _| {
+        messages
+            .iter()
+            .any(|m| {
+                m.body["embeds"][0]["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("still holds the shipped examples")
+            })
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        fake.messages_in(CHANNEL).len(),
+        1,
+        "only the card: no mention"
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/users/@me/channels")),
+        "no DM was opened"
+    );
+    app.stop().await;
+}
