@@ -157,13 +157,15 @@ impl Store {
     /// say after `resolve_timeout`, and the same alert came back with its first `startsAt`):
     /// they start over, as a re-fire does. Answers how many.
     pub async fn reopen_refired(&self, now: &str) -> Result<u64, sqlx::Error> {
+        // Found from the firing groups, which are few, not from every resolved escalation kept
+        // for the report.
         let sql = "UPDATE escalations SET state = CASE WHEN chain IS NULL THEN 'done' ELSE \
              'active' END, next_step = 0, due_at = CASE WHEN chain IS NULL THEN NULL ELSE $1 END, \
              forced = 0, started_at = $1, acked_at = NULL, acked_by = NULL, resolved_at = NULL, \
              paging = NULL, next_label = NULL, note = NULL, updated_at = $1 \
-             WHERE state = 'resolved' AND EXISTS (SELECT 1 FROM alert_groups g WHERE \
-             g.id = escalations.group_id AND g.started_at = escalations.episode AND \
-             g.status = 'firing')";
+             WHERE id IN (SELECT e.id FROM alert_groups g JOIN escalations e ON \
+             e.group_id = g.id AND e.episode = g.started_at WHERE g.status = 'firing' AND \
+             e.state = 'resolved')";
         self.execute(sql, (now,)).await
     }
 
