@@ -519,13 +519,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn page_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE pages SET state = 'sent', sent_at = $1, claimed_until = NULL, \
-             last_error = NULL WHERE id = $2";
-        self.execute(sql, (now, id)).await?;
-        Ok(())
-    }
-
     /// A page that will not be sent: refused for good, or no longer wanted.
     pub async fn page_dropped(&self, id: i64, state: &str, why: &str) -> Result<(), sqlx::Error> {
         let sql =

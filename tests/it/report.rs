@@ -59,12 +59,10 @@ async fn fire(store: &Store, group_id: i64, at: DateTime<Utc>, last: bool) {
         .unwrap()
         .remove(0)
         .expect("the step was due and ours");
-    for id in ids {
-        store
-            .page_sent(id, &format_time(at + Duration::seconds(1)))
-            .await
-            .unwrap();
-    }
+    store
+        .pages_sent(&ids, &format_time(at + Duration::seconds(1)))
+        .await
+        .unwrap();
 }
 
 /// Asks a command as the token's holder and waits for its final answer (a command that
