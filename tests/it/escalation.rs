@@ -124,6 +124,21 @@ pub async fn dms(fake: &FakeDiscord, user: &str, n: usize, within: Duration) -> 
     }
 }
 
+/// Waits until a card's description in the fake Discord satisfies `ok`.
+pub async fn card_says(fake: &FakeDiscord, what: &str, ok: impl Fn(&str) -> bool) {
+    fake.wait_for(Duration::from_secs(10), what, |messages, _| {
+        messages
+            .iter()
+            .any(|m| {
+                ok(m.body["embeds"][0]["description"]
+                    .as_str()
+                    .unwrap_or_default())
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 pub fn apidown(status: &str) -> serde_json::Value {
     webhook(
         "APIDown",
@@ -186,21 +201,9 @@ async fn a_sev1_from_alertmanager_pages_the_devops_lead_then_the_cto_and_an_ack_
     assert_eq!(devops["duty_source"], "rotation", "{devops}");
     assert_eq!(devops["next"], json!(["Luis"]), "{devops}");
     // The card says whom runbot is paging and who is next.
-    fake.wait_for(
-        Duration::from_secs(10),
-        "the card's paging line",
-        |messages, _| {
-            messages
-                .iter()
-                .any(|m| {
-                    let d = m.body["embeds"][0]["description"]
-                        .as_str()
-                        .unwrap_or_default();
-                    d.contains("📟 Paging Ana (devops-lead) · next: Marta (cto) <t:")
-                })
-                .then_some(())
-        },
-    )
+    card_says(&fake, "the card's paging line", |d| {
+        d.contains("📟 Paging Ana (devops-lead) · next: Marta (cto) <t:")
+    })
     .await;
     // Nobody acknowledges: three seconds later the CTO is paged.
     let waited = dms(&fake, MARTA, 1, Duration::from_secs(10)).await;
@@ -225,21 +228,9 @@ async fn a_sev1_from_alertmanager_pages_the_devops_lead_then_the_cto_and_an_ack_
         })
         .await;
     assert_eq!(group["escalation"]["state"], "acked", "{group}");
-    fake.wait_for(
-        Duration::from_secs(10),
-        "the card's acknowledgement",
-        |messages, _| {
-            messages
-                .iter()
-                .any(|m| {
-                    let d = m.body["embeds"][0]["description"]
-                        .as_str()
-                        .unwrap_or_default();
-                    d.contains("Acknowledged by **marta** after ") && !d.contains("📟 Paging")
-                })
-                .then_some(())
-        },
-    )
+    card_says(&fake, "the card's acknowledgement", |d| {
+        d.contains("Acknowledged by **marta** after ") && !d.contains("📟 Paging")
+    })
     .await;
     // Every page counted, and how long the acknowledgement took.
     let metrics = app
@@ -575,21 +566,9 @@ async fn sev3_pages_nobody_and_sev4_lands_in_the_backlog() {
     let backlog: serde_json::Value = app.get("/api/backlog").await.json().await.unwrap();
     assert!(backlog.to_string().contains("OldCertificate"), "{backlog}");
     assert!(!backlog.to_string().contains("DiskAlmostFull"), "{backlog}");
-    fake.wait_for(
-        Duration::from_secs(10),
-        "the Sev3 card's line",
-        |messages, _| {
-            messages
-                .iter()
-                .any(|m| {
-                    m.body["embeds"][0]["description"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("📢 For the channel: nobody paged")
-                })
-                .then_some(())
-        },
-    )
+    card_says(&fake, "the Sev3 card's line", |d| {
+        d.contains("📢 For the channel: nobody paged")
+    })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for user in [ANA, LUIS, MARTA, BEA] {
@@ -617,16 +596,8 @@ async fn the_shipped_example_people_are_never_paged() {
             .status(),
         200
     );
-    fake.wait_for(Duration::from_secs(10), "the card's note", |messages, _| {
-        messages
-            .iter()
-            .any(|m| {
-                m.body["embeds"][0]["description"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("still holds the shipped examples")
-            })
-            .then_some(())
+    card_says(&fake, "the card's note", |d| {
+        d.contains("still holds the shipped examples")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
