@@ -128,33 +128,31 @@ impl Core {
                 }
             )));
         }
-        // A shift goes to someone who holds the role: they must be able to act on what they
-        // are paged for.
-        if let (Some(r), Some(who)) = (
+        // Covering for a role one does not hold is allowed (someone must take the DBA's night):
+        // the pages reach them, and acknowledging is open to every on-call role, but the role's
+        // own commands stay with its holders. The answer says so.
+        let holds = match (
             self.policies.roles().get(role),
             self.policies.people().get(person),
         ) {
-            let h = &r.holders;
-            let holds = r.people.iter().any(|p| p == person)
-                || who
-                    .discord
-                    .as_ref()
-                    .is_some_and(|d| h.discord_users.contains(d))
-                || who
-                    .slack
-                    .as_ref()
-                    .is_some_and(|s| h.slack_users.contains(s))
-                || who
-                    .console
-                    .as_ref()
-                    .is_some_and(|c| h.console_users.contains(c));
-            if !holds {
-                return Err(ExecError(format!(
-                    "{} does not hold {role}: add \"{person}\" to people = [...] of [roles.{role}] in policies/roles.toml first",
-                    who.name
-                )));
+            (Some(r), Some(who)) => {
+                let h = &r.holders;
+                r.people.iter().any(|p| p == person)
+                    || who
+                        .discord
+                        .as_ref()
+                        .is_some_and(|d| h.discord_users.contains(d))
+                    || who
+                        .slack
+                        .as_ref()
+                        .is_some_and(|s| h.slack_users.contains(s))
+                    || who
+                        .console
+                        .as_ref()
+                        .is_some_and(|c| h.console_users.contains(c))
             }
-        }
+            _ => false,
+        };
         let tz = self.policies.clock().tz;
         let read = |name: &str| -> Result<Option<DateTime<Utc>>, ExecError> {
             ctx.text(name)
@@ -211,6 +209,13 @@ impl Core {
             utc_minute(until),
             ctx.actor.name
         );
+        let reply_text = if holds {
+            text.clone()
+        } else {
+            format!(
+                "{text}\n⚠️ {name} does not hold {role}: they are paged for it and may acknowledge, but {role}'s commands need the role (add \"{person}\" to people = [...] of [roles.{role}] in policies/roles.toml)."
+            )
+        };
         if let Err(e) = self
             .store
             .announce_everywhere(&text, &format_time(ctx.now))
@@ -219,7 +224,7 @@ impl Core {
             tracing::warn!(error = %e, "an override's announcement was not queued");
         }
         Ok(Done {
-            reply: reply(text, false),
+            reply: reply(reply_text, false),
             summary: format!("{person} takes {role} until {}", format_time(until)),
         })
     }
