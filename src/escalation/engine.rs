@@ -214,8 +214,7 @@ impl Engine {
     }
 
     async fn overrides(&self, now: DateTime<Utc>) -> Result<Vec<Override>, sqlx::Error> {
-        let rows = self.store.overrides_after(&format_time(now)).await?;
-        Ok(rows.iter().filter_map(override_of).collect())
+        active_overrides(&self.store, now).await
     }
 
     /// Fires every due step: planned in memory, written in one transaction, audited in one.
@@ -300,12 +299,12 @@ impl Engine {
                 step_name(chain, idx.min(last))
             )
         } else if idx == 0 {
-            format!("{} started firing", group_label(group))
+            format!("{} started firing", group.name())
         } else {
             format!(
                 "{}: nobody acknowledged {} after {}",
                 step_name(chain, idx),
-                group_label(group),
+                group.name(),
                 short(step.after)
             )
         };
@@ -471,11 +470,7 @@ impl Engine {
             .people
             .iter()
             .map(|(id, role)| {
-                let name = self
-                    .policies
-                    .people()
-                    .get(id)
-                    .map_or(id.as_str(), |p| p.name.as_str());
+                let name = self.policies.people().name_of(id);
                 match role {
                     Some(r) => format!("{name} ({r})"),
                     None => name.to_string(),
@@ -657,13 +652,9 @@ impl Engine {
         if ids.is_empty() {
             return "nobody".into();
         }
+        let people = self.policies.people();
         ids.iter()
-            .map(|id| {
-                self.policies
-                    .people()
-                    .get(id)
-                    .map_or_else(|| id.clone(), |p| p.name.clone())
-            })
+            .map(|id| people.name_of(id))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -721,7 +712,7 @@ impl Engine {
             text.push_str(&format!(
                 "\n• {} {} — {state}",
                 g.severity.title(),
-                group_label(g)
+                g.name()
             ));
         }
         Ok(text)
@@ -735,7 +726,7 @@ impl Engine {
             let group = self.store.group_view_capped(c.group_id, 1).await?;
             let label = group
                 .as_ref()
-                .map_or_else(|| format!("#{}", c.group_id), group_label);
+                .map_or_else(|| format!("#{}", c.group_id), |g| g.name());
             if c.group_started_at != c.episode {
                 self.store.finish_action_check(c.id, "gone").await?;
             } else if c.group_status == "resolved" {
@@ -829,8 +820,17 @@ fn page_entry(invocation_id: String, step: AuditStep) -> AuditEntry {
     )
 }
 
+/// The overrides that have not ended by `now`, as the policy reads them.
+pub async fn active_overrides(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Vec<Override>, sqlx::Error> {
+    let rows = store.overrides_after(&format_time(now)).await?;
+    Ok(rows.iter().filter_map(override_of).collect())
+}
+
 /// A stored override, as the policy reads it; None when its times are unreadable.
-pub fn override_of(r: &OverrideRow) -> Option<Override> {
+fn override_of(r: &OverrideRow) -> Option<Override> {
     Some(Override {
         role: r.role.clone(),
         person: r.person.clone(),
@@ -841,17 +841,6 @@ pub fn override_of(r: &OverrideRow) -> Option<Override> {
 
 fn step_name(chain: &Chain, idx: usize) -> String {
     format!("step {} of {}", idx + 1, chain.name)
-}
-
-/// "APIDown (#12)".
-pub fn group_label(g: &crate::store::GroupView) -> String {
-    let name = g
-        .common_labels
-        .get("alertname")
-        .or_else(|| g.group_labels.get("alertname"))
-        .cloned()
-        .unwrap_or_else(|| "alert group".into());
-    format!("{name} (#{})", g.id)
 }
 
 /// The pagers' names are code, never outside input; still, only known ones become labels.

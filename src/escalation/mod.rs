@@ -53,11 +53,8 @@ pub fn ways(person: &Person, reach: &Reach) -> Vec<(&'static str, String)> {
 /// A page's title and summary for a group: "Sev1 · APIDown: API down" and what is wrong.
 pub fn page_title(group: &GroupView, runbook: &Runbook) -> (String, String) {
     let name = group
-        .common_labels
-        .get("alertname")
-        .or_else(|| group.group_labels.get("alertname"))
-        .cloned()
-        .unwrap_or_else(|| format!("alert group #{}", group.id));
+        .alertname()
+        .map_or_else(|| format!("alert group #{}", group.id), str::to_string);
     let entry = group
         .runbook
         .as_deref()

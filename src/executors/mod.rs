@@ -154,13 +154,7 @@ fn reply(text: String, ephemeral: bool) -> Reply {
 
 /// `APIDown (#12)`: how people recognise a group.
 fn group_name(g: &GroupView) -> String {
-    let name = g
-        .common_labels
-        .get("alertname")
-        .or_else(|| g.group_labels.get("alertname"))
-        .map(String::as_str)
-        .unwrap_or("alert group");
-    format!("{name} (#{})", g.id)
+    g.name()
 }
 
 fn utc_minute(t: DateTime<Utc>) -> String {

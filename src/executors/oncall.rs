@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::core::Core;
 use super::{group_name, reply, utc_minute, Ctx, Done, ExecError};
 use crate::domain::format_time;
-use crate::escalation::engine::override_of;
+use crate::escalation::engine::active_overrides;
 use crate::escalation::{page_title, ways};
 use crate::policy::oncall::{DutySource, Override};
 use crate::request::page::Page;
@@ -18,19 +18,9 @@ const SHIFT_MAX_DAYS: i64 = 31;
 
 impl Core {
     async fn overrides(&self, now: DateTime<Utc>) -> Result<Vec<Override>, ExecError> {
-        let rows = self
-            .store
-            .overrides_after(&format_time(now))
+        active_overrides(&self.store, now)
             .await
-            .map_err(|e| ExecError(format!("the on-call overrides cannot be read ({e})")))?;
-        Ok(rows.iter().filter_map(override_of).collect())
-    }
-
-    fn person_name(&self, id: &str) -> String {
-        self.policies
-            .people()
-            .get(id)
-            .map_or_else(|| id.to_string(), |p| p.name.clone())
+            .map_err(|e| ExecError(format!("the on-call overrides cannot be read ({e})")))
     }
 
     fn names(&self, ids: &[String]) -> String {
@@ -38,7 +28,7 @@ impl Core {
             return "nobody".into();
         }
         ids.iter()
-            .map(|id| self.person_name(id))
+            .map(|id| self.policies.people().name_of(id))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -135,22 +125,7 @@ impl Core {
             self.policies.roles().get(role),
             self.policies.people().get(person),
         ) {
-            (Some(r), Some(who)) => {
-                let h = &r.holders;
-                r.people.iter().any(|p| p == person)
-                    || who
-                        .discord
-                        .as_ref()
-                        .is_some_and(|d| h.discord_users.contains(d))
-                    || who
-                        .slack
-                        .as_ref()
-                        .is_some_and(|s| h.slack_users.contains(s))
-                    || who
-                        .console
-                        .as_ref()
-                        .is_some_and(|c| h.console_users.contains(c))
-            }
+            (Some(r), Some(who)) => r.held_by_person(who),
             _ => false,
         };
         let tz = self.policies.clock().tz;
@@ -202,7 +177,7 @@ impl Core {
             )
             .await
             .map_err(|e| ExecError(format!("the database did not take the override ({e})")))?;
-        let name = self.person_name(person);
+        let name = self.policies.people().name_of(person);
         let text = format!(
             "🔁 **{name}** is on call for **{role}** from {} until {} (override #{id}, by {}).",
             utc_minute(from),

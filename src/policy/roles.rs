@@ -53,6 +53,27 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Whether a person of `people.toml` holds the role: listed in its `people`, or by one of
+    /// their addresses in its platform lists.
+    pub fn held_by_person(&self, person: &super::people::Person) -> bool {
+        let by = |platform: &str, id: &Option<String>| {
+            id.as_ref().is_some_and(|id| {
+                self.holders.include(&super::Identity {
+                    platform: platform.into(),
+                    user_id: id.clone(),
+                    platform_roles: Vec::new(),
+                    roles: Vec::new(),
+                })
+            })
+        };
+        self.people.contains(&person.id)
+            || by("discord", &person.discord)
+            || by("slack", &person.slack)
+            || by("console", &person.console)
+    }
+}
+
 impl Holders {
     fn include(&self, who: &super::Identity) -> bool {
         let has = |list: &[String], id: &str| list.iter().any(|x| x == id);

@@ -54,6 +54,23 @@ pub struct GroupView {
 }
 
 impl GroupView {
+    /// Its `alertname`, from the labels its alerts share or its group labels.
+    pub fn alertname(&self) -> Option<&str> {
+        self.common_labels
+            .get("alertname")
+            .or_else(|| self.group_labels.get("alertname"))
+            .map(String::as_str)
+    }
+
+    /// How a message names it: `APIDown (#12)`.
+    pub fn name(&self) -> String {
+        format!(
+            "{} (#{})",
+            self.alertname().unwrap_or("alert group"),
+            self.id
+        )
+    }
+
     /// The values labels `keys` take on the group and on its firing alerts.
     pub fn label_values(&self, keys: &[&str]) -> std::collections::BTreeSet<String> {
         let firing = self

@@ -69,22 +69,12 @@ async fn oncall(state: &AppState) -> Result<OnCallView, ApiError> {
         })
         .collect();
     let now = dispatcher.now();
-    let overrides: Vec<crate::policy::oncall::Override> = state
-        .store
-        .overrides_after(&crate::domain::format_time(now))
+    let overrides = crate::escalation::engine::active_overrides(&state.store, now)
         .await
-        .map_err(store_error)?
-        .iter()
-        .filter_map(crate::escalation::engine::override_of)
-        .collect();
+        .map_err(store_error)?;
     let names = |ids: &[String]| -> Vec<String> {
         ids.iter()
-            .map(|id| {
-                policies
-                    .people()
-                    .get(id)
-                    .map_or_else(|| id.clone(), |p| p.name.clone())
-            })
+            .map(|id| policies.people().name_of(id).to_string())
             .collect()
     };
     let roles = policies
