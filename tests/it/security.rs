@@ -684,7 +684,13 @@ async fn api_tokens_open_the_api_to_scripts_until_revoked() {
         401,
         "a revoked token stops at once"
     );
-    assert_eq!(token_cli(&["revoke", "grafana"]).status.code(), Some(1));
+    let again = token_cli(&["revoke", "grafana"]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
     // The trail has both changes, and never the token.
     let store = runbot::store::Store::connect(&runbot::config::DatabaseSettings {
