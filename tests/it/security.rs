@@ -678,7 +678,11 @@ async fn api_tokens_open_the_api_to_scripts_until_revoked() {
     );
 
     let revoked = token_cli(&["revoke", "grafana"]);
-    assert!(revoked.status.success());
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
     assert_eq!(
         status("/api/alert-groups", bearer.clone()).await,
         401,
