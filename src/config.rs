@@ -19,8 +19,10 @@ use crate::domain::Severity;
 
 pub mod notify;
 pub mod reference;
+pub mod slack;
 pub use notify::{EmailSettings, NotifySettings, SmtpServer, SmtpTls, WebhookTarget};
 pub use reference::{Key, Section};
+pub use slack::{SlackMode, SlackSettings};
 
 /// The file read when neither `--config` nor `RUNBOT_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "runbot.toml";
@@ -67,6 +69,8 @@ pub struct Settings {
     pub email: EmailSettings,
     #[serde(default)]
     pub notify: NotifySettings,
+    #[serde(default)]
+    pub slack: SlackSettings,
     /// The values validation parsed from the strings above; filled by [`Settings::load_from`].
     #[serde(skip)]
     pub parsed: Parsed,
@@ -98,6 +102,8 @@ pub struct Parsed {
     pub email: Option<SmtpServer>,
     /// `[[notify.webhooks]]`, in order.
     pub webhooks: Vec<WebhookTarget>,
+    /// `slack.routes`, in order, with their severities parsed.
+    pub slack_routes: Vec<AlertRoute>,
 }
 
 /// A `discord.routes` entry: a group goes to `channel_id` when every matcher equals one of its
@@ -125,6 +131,7 @@ impl Default for Parsed {
             discord_routes: Vec::new(),
             email: None,
             webhooks: Vec::new(),
+            slack_routes: Vec::new(),
         }
     }
 }
@@ -1693,6 +1700,7 @@ impl Settings {
         self.validate_deploy(&mut problems);
         let email = self.email.validate(&mut problems);
         let webhooks = self.notify.validate(&mut problems).unwrap_or_default();
+        let slack_routes = self.slack.validate(&mut problems);
         let guard = self.validate_nginx(&mut problems);
         if !(10..=86_400).contains(&self.audit.head_log_secs) {
             problems.push(format!(
@@ -1749,6 +1757,7 @@ impl Settings {
                 discord_routes,
                 email,
                 webhooks,
+                slack_routes,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -1815,6 +1824,13 @@ impl Settings {
         // often through a proxy on this host that makes every caller look local.
         if self.discord.public_key.is_some() && !self.webhook_auth_configured() {
             problems.push("discord.public_key is set, so runbot takes requests from the internet (Discord must reach /discord/interactions), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth".into());
+        }
+        // The same for Slack's HTTP mode (Socket Mode needs no inbound connection).
+        if self.slack.enabled()
+            && self.slack.effective_mode() == SlackMode::Http
+            && !self.webhook_auth_configured()
+        {
+            problems.push("slack.mode is http, so runbot takes requests from the internet (Slack must reach /slack/commands), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth, or use Socket Mode (slack.app_token)".into());
         }
         problems.extend(weak_token(
             "http.metrics_token",

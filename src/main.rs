@@ -49,6 +49,9 @@ enum Command {
     /// Discord: register the slash commands.
     #[command(subcommand)]
     Discord(DiscordCommand),
+    /// Slack: print the app manifest to create the app from.
+    #[command(subcommand)]
+    Slack(SlackCommand),
     /// Settings: print the reference of every key.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -95,6 +98,21 @@ enum DiscordCommand {
         /// Register in this server (guild) only, instead of globally: handy for trying changes.
         #[arg(long, value_name = "ID", value_parser = parse_snowflake)]
         guild: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SlackCommand {
+    /// Print the Slack app's manifest (JSON), generated from commands/: paste it in
+    /// api.slack.com/apps → Create New App → From a manifest.
+    Manifest {
+        /// socket (no inbound connection) or http (Slack posts to --url). Default: slack.mode,
+        /// else socket.
+        #[arg(long, value_parser = ["socket", "http"])]
+        mode: Option<String>,
+        /// runbot's public https address, for http mode.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
 }
 
@@ -158,6 +176,18 @@ fn main() -> ExitCode {
             ),
             Command::Discord(DiscordCommand::RegisterCommands { guild }) => {
                 runbot::chat::discord::commands::register_cli(&settings, guild).await
+            }
+            Command::Slack(SlackCommand::Manifest { mode, url }) => {
+                let mode = mode.map(|m| match m.as_str() {
+                    "http" => runbot::config::SlackMode::Http,
+                    _ => runbot::config::SlackMode::Socket,
+                });
+                runbot::chat::slack::manifest::run_cli(
+                    &settings,
+                    mode,
+                    url.as_deref(),
+                    &mut std::io::stdout().lock(),
+                )
             }
             Command::User(command) => {
                 runbot::chat::console::cli::run(&settings, command, &mut std::io::stdout().lock())

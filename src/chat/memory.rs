@@ -98,13 +98,15 @@ impl MemoryPlatform {
                 title: title.into(),
                 list: list.into(),
             },
-            Outgoing::Text(text) if text.chars().count() > self.limits.text => {
+            Outgoing::Text(text) | Outgoing::InThread { text, .. }
+                if text.chars().count() > self.limits.text =>
+            {
                 return Err(DeliveryError::Permanent(format!(
                     "text over {} characters",
                     self.limits.text
                 )))
             }
-            Outgoing::Text(text) => Body::Text(text.into()),
+            Outgoing::Text(text) | Outgoing::InThread { text, .. } => Body::Text(text.into()),
             Outgoing::Prompt(reply) => Body::Text(reply.text.clone()),
         })
     }

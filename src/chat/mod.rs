@@ -13,6 +13,7 @@ pub mod memory;
 pub mod outbox;
 pub mod platform;
 pub mod render;
+pub mod slack;
 
 use std::time::Duration;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Card, DeliveryError, Posted};
+use crate::config::AlertRoute;
 use crate::request::{BoxFuture, Platform, Reply, Responder};
 use crate::store::GroupView;
 
@@ -49,6 +50,10 @@ pub enum Outgoing<'a> {
     /// A request's prompt with its buttons, for everyone in the channel to answer: an approval
     /// asked on another platform (the console's, shown in Discord's channel too).
     Prompt(&'a Reply),
+    /// A note on an alert group (acknowledged, silenced, paged, a command's result) as a reply
+    /// in the thread of its card (`parent`, the card's message id). Only platforms whose
+    /// [`ChatPlatform::threads`] is true are sent these.
+    InThread { parent: &'a str, text: &'a str },
 }
 
 /// One chat platform, as the outbox, announcements and replies use it. Sends answer a
@@ -71,6 +76,23 @@ pub trait ChatPlatform: Send + Sync + 'static {
     /// Requests of this kind the platform's limits let out now for this channel; None while
     /// unknown (no limit learnt yet, or none).
     fn room(&self, method: Method, channel: &str) -> Option<u64>;
+
+    /// Whether the platform keeps a thread under each card, which then takes the group's notes
+    /// (acknowledgements, silences, pages, results of commands run on it) as its timeline.
+    fn threads(&self) -> bool {
+        false
+    }
+
+    /// For a post that was planned with `nonce` but never answered (a crash, a timeout): the
+    /// message it made, if it made one. Platforms whose posts take a nonce need not look
+    /// (posting again with it gives back the first message), so by default there is none.
+    fn recover<'a>(
+        &'a self,
+        _channel: &'a str,
+        _nonce: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Posted>, DeliveryError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Posts a message; `nonce` makes a retried post give back the message it first made
     /// instead of a second one.
@@ -136,4 +158,21 @@ impl Responder for ReplyEditor {
             Err(anyhow::anyhow!("{title} kept rate-limiting the edit"))
         })
     }
+}
+
+/// Whether a `routes` entry takes `group`: its severity is listed (or none are), and every
+/// matcher equals the group's common or group label.
+pub fn route_matches(route: &AlertRoute, group: &GroupView) -> bool {
+    let label = |k: &str| {
+        group
+            .common_labels
+            .get(k)
+            .or_else(|| group.group_labels.get(k))
+    };
+    let severity_ok = route.severities.is_empty() || route.severities.contains(&group.severity);
+    severity_ok
+        && route
+            .matchers
+            .iter()
+            .all(|(k, v)| label(k).is_some_and(|have| have == v))
 }

@@ -28,7 +28,7 @@ pub struct Section {
 }
 
 /// Every section, in the order the reference shows them.
-pub const SECTIONS: [&Section; 19] = [
+pub const SECTIONS: [&Section; 20] = [
     &HttpSettings::REFERENCE,
     &DatabaseSettings::REFERENCE,
     &AlertmanagerSettings::REFERENCE,
@@ -46,6 +46,7 @@ pub const SECTIONS: [&Section; 19] = [
     &PolicySettings::REFERENCE,
     &DataDir::REFERENCE,
     &DiscordSettings::REFERENCE,
+    &SlackSettings::REFERENCE,
     &EmailSettings::REFERENCE,
     &NotifySettings::REFERENCE,
 ];

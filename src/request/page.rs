@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::BoxFuture;
+use super::{BoxFuture, ButtonId};
 
 /// What a page says, whichever way it travels. Built by the escalation engine from the group
 /// and the step; the pager only formats it.
@@ -64,4 +64,15 @@ pub trait Pager: Send + Sync + 'static {
     /// Delivers one page to `target` (a user id, a `channel/user` pair, an account, an address,
     /// a webhook's name: whatever this pager's targets are, as the engine stored them).
     fn send<'a>(&'a self, target: &'a str, page: &'a Page) -> BoxFuture<'a, Result<(), PageError>>;
+}
+
+/// The id of a page's Acknowledge button: `/ack group:N`, decided and audited like the card's
+/// button, on every platform. (The card's own `rb1:{group}:{index}` names the runbook action by
+/// its place, which the page does not know, and which moves when the runbook changes.)
+pub fn ack_button_id(group_id: i64) -> String {
+    ButtonId::Command {
+        command: "ack".into(),
+        args: vec![("group".into(), group_id.to_string())],
+    }
+    .to_string()
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::rig::shipped_policies;
 use common::{webhook, Db, Options, TestApp};
 use fake_discord::{FakeDiscord, FakeUser};
-use runbot::chat::discord::page::{ack_button_id, DiscordMention};
+use runbot::chat::discord::page::DiscordMention;
 use runbot::chat::discord::DiscordAdapter;
+use runbot::request::page::ack_button_id;
 use runbot::request::page::{Page, PageError, Pager};
 use serde_json::{json, Value};
 

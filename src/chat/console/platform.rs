@@ -61,7 +61,7 @@ impl ConsolePlatform {
                 })
             }
             Outgoing::Digest { title, list } => self.announce(&format!("{title}\n{list}")).await,
-            Outgoing::Text(text) => self.announce(text).await,
+            Outgoing::Text(text) | Outgoing::InThread { text, .. } => self.announce(text).await,
             // The console shows its own prompts as answers; one from elsewhere is news.
             Outgoing::Prompt(reply) => self.announce(&reply.text).await,
         }

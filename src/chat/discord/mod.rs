@@ -128,7 +128,7 @@ impl DiscordAdapter {
                 CreateMessage::new().embed(digest_embed(title, list))
             }
             // No mentions allowed: the text may quote what people typed.
-            Outgoing::Text(text) => CreateMessage::new()
+            Outgoing::Text(text) | Outgoing::InThread { text, .. } => CreateMessage::new()
                 .content(crate::domain::text::clip(text, 1999))
                 .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
             Outgoing::Prompt(reply) => {
@@ -156,7 +156,7 @@ impl DiscordAdapter {
                 EditMessage::new().embed(embed).components(rows)
             }
             Outgoing::Digest { title, list } => EditMessage::new().embed(digest_embed(title, list)),
-            Outgoing::Text(text) => EditMessage::new()
+            Outgoing::Text(text) | Outgoing::InThread { text, .. } => EditMessage::new()
                 .content(crate::domain::text::clip(text, 1999))
                 .allowed_mentions(serenity::builder::CreateAllowedMentions::new()),
             Outgoing::Prompt(reply) => {
@@ -292,7 +292,7 @@ impl ChatPlatform for DiscordAdapter {
     fn channel_for(&self, group: &GroupView) -> String {
         self.routes
             .iter()
-            .find(|r| route_matches(r, group))
+            .find(|r| crate::chat::platform::route_matches(r, group))
             .map(|r| r.channel_id.clone())
             .or_else(|| self.alert_channel_id.clone())
             .unwrap_or_default()
@@ -335,19 +335,4 @@ impl ChatPlatform for DiscordAdapter {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(self.interaction_edit_original(reply_to, reply))
     }
-}
-
-fn route_matches(route: &AlertRoute, group: &GroupView) -> bool {
-    let label = |k: &str| {
-        group
-            .common_labels
-            .get(k)
-            .or_else(|| group.group_labels.get(k))
-    };
-    let severity_ok = route.severities.is_empty() || route.severities.contains(&group.severity);
-    severity_ok
-        && route
-            .matchers
-            .iter()
-            .all(|(k, v)| label(k).is_some_and(|have| have == v))
 }

@@ -16,8 +16,8 @@ use super::send::{to_json, Body, Pacing};
 use super::{limits, render, DiscordAdapter};
 use crate::chat::DeliveryError;
 use crate::domain::Severity;
-use crate::request::page::{Page, PageError, Pager};
-use crate::request::{BoxFuture, ButtonId};
+use crate::request::page::{ack_button_id, Page, PageError, Pager};
+use crate::request::BoxFuture;
 
 /// DM channels remembered per user; past this the memory starts over (opening a DM again is
 /// one cheap request that answers the same channel).
@@ -119,17 +119,6 @@ fn page_embed(page: &Page) -> CreateEmbed {
         footer.push_str(&format!(" · group {g}"));
     }
     embed.footer(CreateEmbedFooter::new(footer))
-}
-
-/// The id of the Acknowledge button: `/ack group:N`, decided and audited like the card's
-/// button. (The card's own `rb1:{group}:{index}` names the runbook action by its place, which
-/// the page does not know, and which moves when the runbook changes.)
-pub fn ack_button_id(group_id: i64) -> String {
-    ButtonId::Command {
-        command: "ack".into(),
-        args: vec![("group".into(), group_id.to_string())],
-    }
-    .to_string()
 }
 
 fn ack_row(page: &Page) -> Vec<CreateActionRow> {
@@ -287,6 +276,7 @@ impl Pager for DiscordMention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::ButtonId;
 
     #[test]
     fn mention_targets_are_a_channel_and_a_user_or_role() {
