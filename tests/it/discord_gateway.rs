@@ -464,3 +464,178 @@ async fn gateway_mode_settings_are_checked() {
     );
     assert!(!stdout.contains(BOT_TOKEN));
 }
+
+/// The fake Gateway refuses what Discord refuses, so the tests above prove something.
+#[tokio::test]
+async fn the_fake_gateway_refuses_what_discord_refuses() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    async fn open(url: &str) -> Ws {
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+    /// The next JSON message, or the close code.
+    async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                _ => return Err(None),
+            }
+        }
+    }
+    async fn say(ws: &mut Ws, v: Value) {
+        ws.send(Message::Text(v.to_string())).await.unwrap();
+    }
+    let identify = |token: &str| {
+        json!({"op": 2, "d": {"token": token, "intents": 0,
+            "properties": {"os": "linux", "browser": "t", "device": "t"}}})
+    };
+    let fake = fake().await;
+    let http = reqwest::Client::new();
+    let gateway_bot = |auth: Option<&str>| {
+        let mut r = http
+            .get(format!("{}/api/v10/gateway/bot", fake.base_url()))
+            .header("user-agent", "DiscordBot (https://example.com, 1)");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(gateway_bot(None).await.unwrap().status(), 401);
+    let answer: Value = gateway_bot(Some(&format!("Bot {BOT_TOKEN}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let base = answer["url"].as_str().unwrap().to_string();
+    assert_eq!(base, fake.gateway_url());
+    assert_eq!(answer["session_start_limit"]["max_concurrency"], 1);
+    let url = format!("{base}/?v=10&encoding=json");
+
+    // No API version: 4012. A wrong token: 4004. Anything before IDENTIFY: 4003.
+    let mut ws = open(&format!("{base}/")).await;
+    assert_eq!(next(&mut ws).await, Err(Some(4012)));
+    let mut ws = open(&url).await;
+    let hello = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (
+            hello["op"].as_u64(),
+            hello["d"]["heartbeat_interval"].as_u64()
+        ),
+        (Some(10), Some(1000))
+    );
+    say(&mut ws, identify("not-the-token-0123456789")).await;
+    assert_eq!(next(&mut ws).await, Err(Some(4004)));
+    let mut ws = open(&url).await;
+    next(&mut ws).await.unwrap();
+    say(&mut ws, json!({"op": 3, "d": {}})).await;
+    assert_eq!(next(&mut ws).await, Err(Some(4003)));
+
+    // IDENTIFY → READY; an interaction arrives with the next `s`.
+    let mut ws = open(&url).await;
+    next(&mut ws).await.unwrap();
+    say(&mut ws, identify(BOT_TOKEN)).await;
+    let ready = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (ready["t"].as_str(), ready["s"].as_u64()),
+        (Some("READY"), Some(1))
+    );
+    let session = ready["d"]["session_id"].as_str().unwrap().to_string();
+    let resume_url = ready["d"]["resume_gateway_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    say(&mut ws, json!({"op": 1, "d": 1})).await;
+    assert_eq!(next(&mut ws).await.unwrap()["op"], 11);
+    let status = fake.slash_command("status", &[], &ana(), CHANNEL);
+    fake.gateway_dispatch_interaction(&status);
+    let event = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (event["t"].as_str(), event["s"].as_u64()),
+        (Some("INTERACTION_CREATE"), Some(2))
+    );
+    assert_eq!(event["d"], status.body);
+
+    // The callback: its body checked, taken once; unknown ids and tokens are 10062.
+    let callback = |id: &str, token: &str, body: Value| {
+        http.post(format!(
+            "{}/api/v10/interactions/{id}/{token}/callback",
+            fake.base_url()
+        ))
+        .header("user-agent", "DiscordBot (https://example.com, 1)")
+        .json(&body)
+        .send()
+    };
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (status, body["code"].as_u64())
+    };
+    let good = json!({"type": 4, "data": {"content": "hi", "flags": 64}});
+    let r = callback(
+        &status.id,
+        &status.token,
+        json!({"type": 4, "data": {"content": "", "bogus": 1}}),
+    );
+    assert_eq!(code(r.await.unwrap()).await, (400, Some(50035)));
+    let r = callback(&status.id, "not-its-token", good.clone());
+    assert_eq!(code(r.await.unwrap()).await, (404, Some(10062)));
+    let r = callback(&status.id, &status.token, good.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = callback(&status.id, &status.token, good.clone());
+    assert_eq!(code(r.await.unwrap()).await, (400, Some(40060)));
+    // Too late: Discord forgets an interaction unanswered for 3 s.
+    fake.set_interaction_deadline(Duration::from_millis(100));
+    let late = fake.slash_command("status", &[], &ana(), CHANNEL);
+    fake.gateway_dispatch_interaction(&late);
+    next(&mut ws).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = callback(&late.id, &late.token, good.clone());
+    assert_eq!(code(r.await.unwrap()).await, (404, Some(10062)));
+    drop(ws);
+
+    // RESUME: only on resume_gateway_url, with a seq the session reached; it replays the rest.
+    let resume =
+        |seq: u64| json!({"op": 6, "d": {"token": BOT_TOKEN, "session_id": session, "seq": seq}});
+    let mut ws = open(&url).await;
+    next(&mut ws).await.unwrap();
+    say(&mut ws, resume(1)).await;
+    assert_eq!(
+        next(&mut ws).await.unwrap(),
+        json!({"op": 9, "s": null, "t": null, "d": false})
+    );
+    let resume_at = format!("{resume_url}?v=10&encoding=json");
+    let mut ws = open(&resume_at).await;
+    next(&mut ws).await.unwrap();
+    say(&mut ws, resume(99)).await;
+    assert_eq!(next(&mut ws).await, Err(Some(4007)));
+    let mut ws = open(&resume_at).await;
+    next(&mut ws).await.unwrap();
+    say(&mut ws, resume(1)).await;
+    let replayed: Vec<(Option<u64>, Option<String>)> = [
+        next(&mut ws).await,
+        next(&mut ws).await,
+        next(&mut ws).await,
+    ]
+    .into_iter()
+    .map(|e| {
+        let e = e.unwrap();
+        (e["s"].as_u64(), e["t"].as_str().map(str::to_string))
+    })
+    .collect();
+    assert_eq!(
+        replayed,
+        [
+            (Some(2), Some("INTERACTION_CREATE".to_string())),
+            (Some(3), Some("INTERACTION_CREATE".to_string())),
+            (Some(4), Some("RESUMED".to_string())),
+        ]
+    );
+}
