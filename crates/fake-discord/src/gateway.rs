@@ -156,6 +156,8 @@ async fn send(ws: &mut Ws, v: &Value) -> bool {
     ws.send(Message::Text(v.to_string())).await.is_ok()
 }
 
+// The handshake callback's error type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
 async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     let mut uri = String::new();
     let accepted = tokio_tungstenite::accept_hdr_async(

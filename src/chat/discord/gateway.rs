@@ -190,9 +190,11 @@ impl Gateway {
             ));
         }
         url.set_query(Some("v=10&encoding=json"));
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(MAX_MESSAGE_BYTES);
-        config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+        let config = WebSocketConfig {
+            max_message_size: Some(MAX_MESSAGE_BYTES),
+            max_frame_size: Some(MAX_MESSAGE_BYTES),
+            ..WebSocketConfig::default()
+        };
         let connecting =
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
