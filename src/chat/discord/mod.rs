@@ -1,6 +1,8 @@
 //! Discord: one chat platform. The adapter turns a [`Card`] or a [`Reply`] into Discord's
 //! messages ([`render`]), sends them with its own pacing ([`send`]), registers the slash
 //! commands ([`commands`]) and checks the signature of each interaction ([`verify`]).
+//! Interactions reach the core through [`inbound`], whether Discord posts them to
+//! `/discord/interactions` or sends them over the Gateway ([`gateway`], `discord.mode`).
 //!
 //! Interaction replies: the first answer is the HTTP response to Discord's request
 //! ([`render::initial_response`] and its siblings), later ones are requests to the
