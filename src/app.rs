@@ -425,9 +425,14 @@ impl Application {
                 ))
             })
             .collect();
-        let discord_interactions =
+        let gateway_mode = settings.discord.mode == crate::config::DiscordMode::Gateway;
+        // In gateway mode interactions come over the Gateway only: the route takes none.
+        let discord_interactions = if gateway_mode {
+            None
+        } else {
             crate::chat::discord::verify::InteractionGuard::from_settings(&settings.discord)?
-                .map(Arc::new);
+                .map(Arc::new)
+        };
         let card_wake = Some(chat_wake.clone());
         let policies = Arc::new(data.policies);
         check_chain_webhooks(&settings, &policies)?;
@@ -504,8 +509,18 @@ impl Application {
                 Ok::<_, std::convert::Infallible>(())
             }
         });
+        // Discord without a public endpoint: one Gateway connection, kept open until shutdown.
+        if let (true, Some(adapter)) = (gateway_mode, &discord) {
+            let gateway = Arc::new(crate::chat::discord::gateway::Gateway::new(
+                &settings,
+                adapter.clone(),
+                dispatcher.clone(),
+                store.clone(),
+            )?);
+            workers.spawn("discord-gateway", move || gateway.clone().run());
+        }
         // Interaction ids kept for the replay check, once their requests are stale anyway.
-        if discord_interactions.is_some() {
+        if discord_interactions.is_some() || gateway_mode {
             let seen = store.clone();
             workers.every("seen-interactions", Duration::from_secs(60), move || {
                 let seen = seen.clone();
@@ -615,6 +630,7 @@ impl Application {
             dispatcher: Some(dispatcher),
             discord,
             discord_interactions,
+            discord_gateway: gateway_mode,
             store: store.clone(),
             writer,
             severities: Arc::new(data.severities),
@@ -627,7 +643,7 @@ impl Application {
                 hosts: crate::http::guard::HostGuard::new(
                     &settings.parsed,
                     listener.local_addr()?.port(),
-                    settings.discord.public_key.is_some(),
+                    settings.discord.public_key.is_some() && !gateway_mode,
                 ),
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),

@@ -1297,11 +1297,33 @@ pub enum LogFormat {
     Text,
 }
 
+/// How Discord's interactions reach runbot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    /// Discord posts them to `/discord/interactions` (a public HTTPS address, `public_key`).
+    #[default]
+    Http,
+    /// runbot keeps a Gateway connection open and receives them over it: nothing inbound.
+    Gateway,
+}
+
+impl DiscordMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscordMode::Http => "http",
+            DiscordMode::Gateway => "gateway",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscordSettings {
     /// The bot's token; setting it turns Discord on.
     pub bot_token: Option<SecretString>,
+    /// How interactions arrive: posted to runbot (`http`) or over the Gateway (`gateway`).
+    pub mode: DiscordMode,
     /// The application's id (Developer Portal → General Information).
     pub application_id: Option<String>,
     /// The application's public key, which signs interactions (hex).
@@ -1330,6 +1352,7 @@ impl Default for DiscordSettings {
     fn default() -> Self {
         Self {
             bot_token: None,
+            mode: DiscordMode::Http,
             application_id: None,
             public_key: None,
             api_base: "https://discord.com".into(),
@@ -1358,6 +1381,12 @@ impl DiscordSettings {
                 about: "the bot's token; setting it turns Discord on",
             },
             Key {
+                name: "mode",
+                kind: "`http` or `gateway`",
+                default: "`http`",
+                about: "how interactions reach runbot: `http`, Discord posts them to `/discord/interactions` (a public HTTPS address and `public_key` needed); `gateway`, runbot keeps a Gateway connection open and receives them over it, so nothing needs to reach runbot from outside (`bot_token` and `application_id` needed; `public_key` unused and `/discord/interactions` answers 404)",
+            },
+            Key {
                 name: "application_id",
                 kind: "string",
                 default: "unset",
@@ -1367,7 +1396,7 @@ impl DiscordSettings {
                 name: "public_key",
                 kind: "string",
                 default: "unset",
-                about: "the application's public key (64 hex characters), which signs interactions",
+                about: "the application's public key (64 hex characters), which signs interactions; required for `/discord/interactions` (`mode = \"http\"`)",
             },
             Key {
                 name: "alert_channel_id",
@@ -1822,7 +1851,10 @@ impl Settings {
         }
         // Discord must reach /discord/interactions from the internet, so runbot is exposed,
         // often through a proxy on this host that makes every caller look local.
-        if self.discord.public_key.is_some() && !self.webhook_auth_configured() {
+        if self.discord.public_key.is_some()
+            && self.discord.mode == DiscordMode::Http
+            && !self.webhook_auth_configured()
+        {
             problems.push("discord.public_key is set, so runbot takes requests from the internet (Discord must reach /discord/interactions), but no webhook credentials are set: anyone could post alerts through the same address. Set alertmanager.webhook_token (e.g. RUNBOT__ALERTMANAGER__WEBHOOK_TOKEN=$(openssl rand -hex 32)) or alertmanager.basic_auth".into());
         }
         // The same for Slack's HTTP mode (Socket Mode needs no inbound connection).
@@ -1924,6 +1956,14 @@ impl Settings {
             problems.push(
                 "discord.bot_token is missing: cards cannot be sent to Discord without it".into(),
             );
+        }
+        if d.mode == DiscordMode::Gateway {
+            if d.bot_token.is_none() {
+                problems.push("discord.mode = \"gateway\" needs discord.bot_token: the Gateway connection is opened with it".into());
+            }
+            if d.application_id.is_none() {
+                problems.push("discord.mode = \"gateway\" needs discord.application_id: interactions are answered through the application's webhooks (Developer Portal → General Information)".into());
+            }
         }
         // Discord's global limit is 50/s unless Discord raised it for a large bot, so higher
         // values are allowed, and documented as such.

@@ -64,6 +64,21 @@ pub fn check_config(settings: &Settings) -> u8 {
         settings.database.backend().expect("validated")
     );
     println!("  webhook auth         {auth}");
+    let d = &settings.discord;
+    match (d.enabled(), d.mode) {
+        (false, _) => println!("  discord              off (discord.bot_token not set)"),
+        (true, crate::config::DiscordMode::Gateway) => println!(
+            "  discord              gateway mode: interactions arrive over a Gateway connection runbot opens (no inbound address needed)"
+        ),
+        (true, crate::config::DiscordMode::Http) => println!(
+            "  discord              http mode: interactions arrive at POST /discord/interactions{}",
+            if d.public_key.is_some() {
+                ""
+            } else {
+                " (discord.public_key not set: refused with 404)"
+            }
+        ),
+    }
     println!("  policies             {}", data.policy_source);
     let roles: Vec<&str> = data.policies.roles().names().collect();
     println!(

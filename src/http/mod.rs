@@ -40,6 +40,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Checks Discord interactions; None without `discord.public_key`.
     pub discord_interactions: Option<Arc<crate::chat::discord::verify::InteractionGuard>>,
+    /// `discord.mode = "gateway"`: interactions come over the Gateway, not to the route.
+    pub discord_gateway: bool,
     /// Wakes the chat outbox after a webhook is stored; None when no chat platform is on.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
     /// The invocation core: people's commands and buttons.

@@ -338,7 +338,7 @@ async fn unknown_messages_and_channels_are_404() {
     let r = send(
         &client(),
         reqwest::Method::GET,
-        format!("{}/api/v10/gateway/bot", f.base_url()),
+        format!("{}/api/v10/users/@me/guilds", f.base_url()),
         Some(&format!("Bot {TOKEN}")),
         None,
     )

@@ -21,6 +21,7 @@ mod console_pages;
 mod deploy;
 mod discord;
 mod discord_commands;
+mod discord_gateway;
 mod discord_interactions;
 mod discord_requests;
 mod docker;

@@ -44,6 +44,9 @@
 //!   for that answer, as Discord handles the answer it was sent first.
 //!   [`FakeDiscord::interaction`] tells what became of an interaction.
 //!
+//! Interactions over the Gateway (a bot with no public endpoint): `gateway.rs` (a WebSocket on
+//! a port of its own, `GET /gateway/bot`, and the interaction callback route).
+//!
 //! Uploads: `PATCH …/messages/@original` also takes `multipart/form-data` as Discord documents
 //! it (Uploading Files): the message as JSON in a `payload_json` part, files in `files[n]`
 //! parts, each named in `attachments` by its `n`. It refuses an invalid `payload_json` (50109),
@@ -73,6 +76,9 @@ use hyper::{Method, Request, Response};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+mod gateway;
+pub use gateway::{Callback, GatewayView, DEFAULT_HEARTBEAT_INTERVAL};
 
 /// The id of the bot user the fake's messages are authored by.
 pub const BOT_USER_ID: &str = "1180000000000000001";
@@ -322,6 +328,7 @@ struct State {
     dm_channels: HashMap<String, String>,
     /// Users who take no DMs from the bot: a message to their DM gets 403, code 50007.
     dm_refusing: HashSet<String>,
+    gateway: gateway::GatewayState,
 }
 
 impl State {
@@ -353,6 +360,7 @@ impl State {
             roles: HashMap::new(),
             dm_channels: HashMap::new(),
             dm_refusing: HashSet::new(),
+            gateway: Default::default(),
         }
     }
 
@@ -472,6 +480,7 @@ impl FakeDiscord {
             sockets: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
+        gateway::start(&rt, shared.clone()).await;
         let accept = rt.spawn(accept_loop(listener, shared.clone()));
         FakeDiscord {
             inner: Arc::new(Inner {
@@ -824,7 +833,7 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
             status: answer.status,
             answer: match &answer.body {
                 AnswerBody::Json(v) => Some(v.clone()),
-                AnswerBody::Html(_) => None,
+                AnswerBody::Html(_) | AnswerBody::Empty => None,
             },
             at,
             time,
@@ -840,6 +849,8 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
 enum AnswerBody {
     Json(Value),
     Html(String),
+    /// 204 No Content.
+    Empty,
 }
 
 struct Answer {
@@ -865,6 +876,12 @@ impl Answer {
         let (content_type, bytes) = match self.body {
             AnswerBody::Json(v) => ("application/json", Bytes::from(v.to_string())),
             AnswerBody::Html(s) => ("text/html", Bytes::from(s)),
+            AnswerBody::Empty => {
+                return Response::builder()
+                    .status(self.status)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap()
+            }
         };
         let mut r = Response::builder()
             .status(self.status)
@@ -919,6 +936,13 @@ enum Target {
         token: String,
     },
     OpenDm,
+    /// `GET /gateway/bot`.
+    GatewayBot,
+    /// `POST /interactions/{id}/{token}/callback`: a Gateway interaction's answer.
+    Callback {
+        id: String,
+        token: String,
+    },
 }
 
 impl Target {
@@ -929,6 +953,9 @@ impl Target {
             Target::Original { .. } => Route::InteractionOriginal,
             Target::Followup { .. } => Route::InteractionFollowup,
             Target::OpenDm => Route::OpenDm,
+            Target::GatewayBot | Target::Callback { .. } => {
+                unreachable!("answered before rate limits")
+            }
         }
     }
 
@@ -939,6 +966,8 @@ impl Target {
             Target::Commands { app, .. } => app,
             Target::Original { token, .. } | Target::Followup { token, .. } => token,
             Target::OpenDm => "@me",
+            Target::GatewayBot => "gateway",
+            Target::Callback { token, .. } => token,
         }
     }
 
@@ -946,7 +975,7 @@ impl Target {
     fn needs_bot_token(&self) -> bool {
         matches!(
             self,
-            Target::Channel { .. } | Target::Commands { .. } | Target::OpenDm
+            Target::Channel { .. } | Target::Commands { .. } | Target::OpenDm | Target::GatewayBot
         )
     }
 }
@@ -995,6 +1024,11 @@ fn match_route(method: &Method, path: &str) -> Option<Target> {
             token: s(token),
         }),
         (&Method::POST, ["users", "@me", "channels"]) => Some(Target::OpenDm),
+        (&Method::GET, ["gateway", "bot"]) => Some(Target::GatewayBot),
+        (&Method::POST, ["interactions", id, token, "callback"]) => Some(Target::Callback {
+            id: s(id),
+            token: s(token),
+        }),
         _ => None,
     }
 }
@@ -1035,6 +1069,12 @@ fn process(
     {
         return Answer::error(401, "401: Unauthorized", 0);
     }
+    // Neither is one of the fake's rate-limited routes.
+    match &target {
+        Target::GatewayBot => return gateway::gateway_bot(st),
+        Target::Callback { id, token } => return gateway::callback(st, id, token, headers, body),
+        _ => {}
+    }
     let now = Instant::now();
     let rate_headers = match take_rate_limit(st, target.route(), target.bucket(), now) {
         Ok(h) => h,
@@ -1054,6 +1094,7 @@ fn process(
         }
         Target::Followup { app, token } => apply_followup(st, app, token, headers, body),
         Target::OpenDm => open_dm(st, headers, body),
+        Target::GatewayBot | Target::Callback { .. } => unreachable!("answered above"),
     };
     answer.headers.extend(rate_headers);
     answer
@@ -2041,6 +2082,8 @@ struct InteractionState {
     issued: Instant,
     /// Sent, and its answer not read yet.
     in_flight: bool,
+    /// Sent over the Gateway: answered by a callback, its 3 s from the first dispatch.
+    via_gateway: bool,
     response_type: Option<u64>,
     initial: Option<Value>,
     latency: Option<Duration>,
@@ -2372,6 +2415,7 @@ impl FakeDiscord {
             source_message: source,
             issued: Instant::now(),
             in_flight: false,
+            via_gateway: false,
             response_type: None,
             initial: None,
             latency: None,

@@ -1,6 +1,8 @@
 //! Discord: one chat platform. The adapter turns a [`Card`] or a [`Reply`] into Discord's
 //! messages ([`render`]), sends them with its own pacing ([`send`]), registers the slash
 //! commands ([`commands`]) and checks the signature of each interaction ([`verify`]).
+//! Interactions reach the core through [`inbound`], whether Discord posts them to
+//! `/discord/interactions` or sends them over the Gateway ([`gateway`], `discord.mode`).
 //!
 //! Interaction replies: the first answer is the HTTP response to Discord's request
 //! ([`render::initial_response`] and its siblings), later ones are requests to the
@@ -11,6 +13,8 @@
 //! carry no files.
 
 pub mod commands;
+pub mod gateway;
+pub mod inbound;
 pub mod page;
 pub mod render;
 mod send;
@@ -23,11 +27,13 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use secrecy::ExposeSecret;
-use serenity::all::{ApplicationId, CreateCommand, CreateMessage, EditMessage, GuildId};
+use serenity::all::{
+    ApplicationId, CreateCommand, CreateMessage, EditMessage, GuildId, InteractionId,
+};
 use serenity::http::{LightMethod, Route};
 
 use self::render::{digest_embed, edit_original_body, edit_original_upload, followup_body};
-use self::send::{interaction_bucket, to_json, Body, Bucket, BucketKey, Pacing};
+use self::send::{interaction_bucket, parse_id, to_json, Body, Bucket, BucketKey, Pacing};
 use crate::chat::platform::{ChatPlatform, Delivery, Limits, Method, Outgoing};
 use crate::chat::{DeliveryError, Posted};
 use crate::config::{AlertRoute, Settings};
@@ -235,6 +241,49 @@ impl DiscordAdapter {
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .ok_or_else(|| DeliveryError::Transient("Discord's answer has no message id".into()))
+    }
+
+    /// Answers an interaction that came over the Gateway with its initial response (Discord
+    /// waits 3 s for it). Interaction routes are not counted against the bot's global limit.
+    pub async fn interaction_callback(
+        &self,
+        interaction_id: &str,
+        token: &str,
+        response: &serde_json::Value,
+    ) -> Result<(), DeliveryError> {
+        let route = Route::InteractionResponse {
+            interaction_id: InteractionId::new(parse_id(interaction_id)?),
+            token,
+        };
+        self.send(
+            route,
+            LightMethod::Post,
+            &interaction_bucket(token),
+            Pacing::InteractionWebhook,
+            Some(Body::Json(to_json(response)?)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The Gateway's address, from `GET /gateway/bot` (with the bot token).
+    pub async fn gateway_url(&self) -> Result<String, DeliveryError> {
+        let answer = self
+            .send(
+                Route::GatewayBot,
+                LightMethod::Get,
+                "gateway",
+                Pacing::Bot,
+                None,
+            )
+            .await?;
+        answer
+            .get("url")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                DeliveryError::Transient("Discord's /gateway/bot answer has no url".into())
+            })
     }
 
     /// Replaces every command of the application, globally or in one guild, with `commands`

@@ -303,7 +303,7 @@ fn bucket_key(method: LightMethod, channel: &str) -> BucketKey {
     }
 }
 
-fn parse_id(id: &str) -> Result<u64, DeliveryError> {
+pub(super) fn parse_id(id: &str) -> Result<u64, DeliveryError> {
     id.parse::<u64>()
         .ok()
         .filter(|&n| n != 0)

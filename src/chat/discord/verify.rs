@@ -103,24 +103,35 @@ impl InteractionGuard {
         interaction: &serde_json::Value,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Refusal> {
-        let id = interaction
-            .get("id")
-            .and_then(|v| v.as_str())
-            .filter(|id| !id.is_empty() && id.len() <= 32)
-            .ok_or(Refusal::BadSignature)?;
-        let keep =
-            chrono::Duration::from_std(self.max_age * 2).unwrap_or(chrono::Duration::hours(2));
-        let expires = crate::domain::format_time(now + keep);
-        match store
-            .first_sight(Platform::Discord.as_str(), id, &expires)
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Refusal::Replayed),
-            Err(e) => {
-                tracing::error!(error = %e, "could not record a Discord interaction id");
-                Err(Refusal::Unrecorded)
-            }
+        first_sight(store, interaction, self.max_age * 2, now).await
+    }
+}
+
+/// Records the interaction's id in the database for `keep`; answers [`Refusal::Replayed`] when
+/// it was there already. Shared by the HTTP route and the Gateway, which may deliver an
+/// interaction again after a resume: either way it runs once.
+pub async fn first_sight(
+    store: &crate::store::Store,
+    interaction: &serde_json::Value,
+    keep: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Refusal> {
+    let id = interaction
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty() && id.len() <= 32)
+        .ok_or(Refusal::BadSignature)?;
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::hours(2));
+    let expires = crate::domain::format_time(now + keep);
+    match store
+        .first_sight(Platform::Discord.as_str(), id, &expires)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::Replayed),
+        Err(e) => {
+            tracing::error!(error = %e, "could not record a Discord interaction id");
+            Err(Refusal::Unrecorded)
         }
     }
 }
