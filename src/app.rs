@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::chat::console::events::Feed;
 use crate::chat::console::platform::ConsolePlatform;
 use crate::chat::discord::DiscordAdapter;
+use crate::chat::slack::SlackAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
@@ -241,13 +242,17 @@ fn build_dispatcher(
 }
 
 /// The ways of paging people the settings enable: the console always, Discord (a DM and a
-/// mention in the group's channel) when it is set up, email and webhooks when configured.
+/// mention in the group's channel) and Slack (a DM) when set up, email and webhooks when
+/// configured.
 pub fn reach(settings: &Settings) -> Reach {
     let mut vias = std::collections::BTreeSet::new();
     vias.insert("console");
     if settings.discord.enabled() {
         vias.insert("discord");
         vias.insert("discord-mention");
+    }
+    if settings.slack.enabled() {
+        vias.insert("slack");
     }
     if settings.parsed.email.is_some() {
         vias.insert("email");
@@ -356,10 +361,18 @@ impl Application {
         } else {
             None
         };
+        let slack = if settings.slack.enabled() {
+            Some(Arc::new(SlackAdapter::new(&settings)?))
+        } else {
+            None
+        };
         // The console is always on: it is the chat of a runbot with no other configured.
         let mut names = vec![Platform::Console];
         if let Some(d) = &discord {
             names.push(d.name());
+        }
+        if let Some(s) = &slack {
+            names.push(s.name());
         }
         let store = Store::connect(&settings.database)
             .await?
@@ -371,6 +384,9 @@ impl Application {
         let mut platforms: Vec<Arc<dyn ChatPlatform>> = vec![console.clone()];
         if let Some(d) = &discord {
             platforms.push(d.clone());
+        }
+        if let Some(s) = &slack {
+            platforms.push(s.clone());
         }
         let (writer, writer_done) = Writer::spawn(
             store.clone(),
@@ -463,6 +479,10 @@ impl Application {
                 inner: crate::chat::discord::page::DiscordMention::new(d.clone()),
             });
             pagers.insert(mention.via(), mention);
+        }
+        if let Some(s) = &slack {
+            let dm: Arc<dyn Pager> = s.clone();
+            pagers.insert(dm.via(), dm);
         }
         if let Some(server) = &settings.parsed.email {
             let mail: Arc<dyn Pager> = Arc::new(crate::escalation::email::Mailer::new(server)?);
@@ -631,6 +651,7 @@ impl Application {
             discord,
             discord_interactions,
             discord_gateway: gateway_mode,
+            slack,
             store: store.clone(),
             writer,
             severities: Arc::new(data.severities),
@@ -643,7 +664,9 @@ impl Application {
                 hosts: crate::http::guard::HostGuard::new(
                     &settings.parsed,
                     listener.local_addr()?.port(),
-                    settings.discord.public_key.is_some() && !gateway_mode,
+                    (settings.discord.public_key.is_some() && !gateway_mode)
+                        || (settings.slack.enabled()
+                            && settings.slack.effective_mode() == crate::config::SlackMode::Http),
                 ),
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),
