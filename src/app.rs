@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use crate::chat::console::events::Feed;
 use crate::chat::console::platform::ConsolePlatform;
 use crate::chat::discord::DiscordAdapter;
-use crate::chat::slack::SlackAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
+use crate::chat::slack::SlackAdapter;
 use crate::commands::Commands;
 use crate::config::{NginxMode, NginxSettings, Settings};
 use crate::domain::clock::Clock;
@@ -376,7 +376,14 @@ impl Application {
         }
         let store = Store::connect(&settings.database)
             .await?
-            .with_chat_platforms(names.iter().map(|p| p.as_str().to_string()).collect());
+            .with_chat_platforms(names.iter().map(|p| p.as_str().to_string()).collect())
+            .with_thread_platforms(
+                slack
+                    .iter()
+                    .filter(|s| s.threads())
+                    .map(|s| s.name().as_str().to_string())
+                    .collect(),
+            );
         let feed = Feed::new(store.clone())
             .await
             .context("reading the console's feed")?;

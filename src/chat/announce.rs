@@ -47,7 +47,7 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
     let mut unmarked = std::collections::HashSet::new();
     loop {
         let mut pause = POLL;
-        match store.due_announcements(name.as_str(), 20).await {
+        match store.due_announcements(name.as_str(), 100).await {
             Ok(due) => {
                 unmarked.retain(|id| due.iter().any(|a| a.id == *id));
                 for a in due {
@@ -60,7 +60,28 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                         }
                         continue;
                     }
-                    let channel = a.channel_id.as_deref().unwrap_or(&default_channel);
+                    // A note on a group goes into its card's thread, once the card is there.
+                    let mut thread: Option<(String, String)> = None;
+                    if let Some(gid) = a.group_id {
+                        match store.chat_card(gid, name.as_str()).await {
+                            Ok(Some(card)) if card.message_id.is_some() => {
+                                thread = card.message_id.map(|m| (card.channel_id, m));
+                            }
+                            // The card is still on its way (a storm, an outage): the note
+                            // waits for it, unless that has been long; then it goes alone.
+                            Ok(_) if !waited_too_long(&a.created_at) => continue,
+                            Ok(_) => {}
+                            Err(e) => {
+                                store_failed(&e, "read a card for a note");
+                                pause = Duration::from_secs(5);
+                                break;
+                            }
+                        }
+                    }
+                    let channel = match &thread {
+                        Some((c, _)) => c.as_str(),
+                        None => a.channel_id.as_deref().unwrap_or(&default_channel),
+                    };
                     let nonce = format!("rb-ann-{}", a.id);
                     // With buttons, a prompt (an approval asked on another platform).
                     let prompt = a.buttons.as_deref().map(|b| Reply {
@@ -68,9 +89,13 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                         buttons: buttons_from_json(b),
                         ..Default::default()
                     });
-                    let message = match &prompt {
-                        Some(reply) => Outgoing::Prompt(reply),
-                        None => Outgoing::Text(&a.text),
+                    let message = match (&prompt, &thread) {
+                        (Some(reply), _) => Outgoing::Prompt(reply),
+                        (None, Some((_, parent))) => Outgoing::InThread {
+                            parent,
+                            text: &a.text,
+                        },
+                        (None, None) => Outgoing::Text(&a.text),
                     };
                     match platform.post(channel, message, &nonce).await {
                         Ok(_) => {
@@ -111,6 +136,14 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
         }
         tokio::time::sleep(pause).await;
     }
+}
+
+/// How long a note waits for its group's card before it is posted on its own.
+const NOTE_WAITS_FOR_CARD: chrono::Duration = chrono::Duration::minutes(10);
+
+fn waited_too_long(created_at: &str) -> bool {
+    crate::domain::parse_stored_time(created_at)
+        .is_none_or(|t| Utc::now() - t > NOTE_WAITS_FOR_CARD)
 }
 
 /// A prompt's buttons as an announcement keeps them (`[{"id", "label", "style"}]`).

@@ -59,6 +59,8 @@ struct DigestMessage {
     shown: Option<(String, String)>,
     /// The groups it names.
     listed: std::collections::HashSet<i64>,
+    /// A post of it was tried and not answered: look for it before posting again.
+    tried: bool,
 }
 
 impl Outbox {
@@ -195,7 +197,10 @@ impl Outbox {
                 let digest_out = digests
                     .get(&channel)
                     .is_some_and(|d| d.message_id.is_some());
-                if !digest_out && self.platform.room(Method::Post, &channel) == Some(1) {
+                if !digest_out
+                    && new.peek().is_some()
+                    && self.platform.room(Method::Post, &channel) == Some(1)
+                {
                     // The window's last post: the digest, naming this group and the rest.
                     waiting.push(job);
                     waiting.extend(new.by_ref());
@@ -305,6 +310,7 @@ impl Outbox {
                 nonce: new_nonce(0, Utc::now().timestamp_millis()),
                 shown: None,
                 listed: Default::default(),
+                tried: false,
             });
         if entry.shown.as_ref() == Some(&text) {
             return Outcome::Done;
@@ -313,12 +319,25 @@ impl Outbox {
             title: &text.0,
             list: &text.1,
         };
+        // A post tried before may have made the digest (platforms without nonces).
+        if entry.message_id.is_none() && entry.tried {
+            match self.platform.recover(channel, &entry.nonce).await {
+                Ok(Some(found)) => entry.message_id = Some(found.message_id),
+                Ok(None) => {}
+                Err(DeliveryError::RateLimited { retry_after }) => {
+                    return Outcome::Later(retry_after)
+                }
+                Err(_) => return Outcome::Later(Duration::from_secs(1)),
+            }
+        }
         let result = match &entry.message_id {
-            None => self
-                .platform
-                .post(channel, message, &entry.nonce)
-                .await
-                .map(|p| Some(p.message_id)),
+            None => {
+                entry.tried = true;
+                self.platform
+                    .post(channel, message, &entry.nonce)
+                    .await
+                    .map(|p| Some(p.message_id))
+            }
             Some(m) => self.platform.edit(channel, m, message).await.map(|()| None),
         };
         match result {
@@ -362,20 +381,38 @@ impl Outbox {
         let now_s = format_time(now);
         let result = match &job.message_id {
             None => {
-                let nonce = match &job.planned_nonce {
-                    Some(n) => n.clone(),
-                    None => {
-                        let nonce = new_nonce(gid, now.timestamp_millis());
-                        self.store
-                            .card_planned(gid, self.name(), channel, &nonce, &now_s)
-                            .await?;
-                        nonce
-                    }
+                // A post planned before but never answered may have made its message: a
+                // platform without nonces finds it, and the card is edited instead.
+                let found = match &job.planned_nonce {
+                    Some(n) => self.platform.recover(channel, n).await,
+                    None => Ok(None),
                 };
-                self.platform
-                    .post(channel, Outgoing::Card(card), &nonce)
-                    .await
-                    .map(|p| (p.message_id, "posted"))
+                match found {
+                    Ok(Some(posted)) => {
+                        tracing::info!(group_id = gid, message_id = %posted.message_id, "found the card a previous attempt posted");
+                        self.platform
+                            .edit(channel, &posted.message_id, Outgoing::Card(card))
+                            .await
+                            .map(|()| (posted.message_id, "edited"))
+                    }
+                    Err(e) => Err(e),
+                    Ok(None) => {
+                        let nonce = match &job.planned_nonce {
+                            Some(n) => n.clone(),
+                            None => {
+                                let nonce = new_nonce(gid, now.timestamp_millis());
+                                self.store
+                                    .card_planned(gid, self.name(), channel, &nonce, &now_s)
+                                    .await?;
+                                nonce
+                            }
+                        };
+                        self.platform
+                            .post(channel, Outgoing::Card(card), &nonce)
+                            .await
+                            .map(|p| (p.message_id, "posted"))
+                    }
+                }
             }
             Some(m) => self
                 .platform

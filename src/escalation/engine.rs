@@ -256,6 +256,15 @@ impl Engine {
                 w.notify_one();
             }
         }
+        // Each step that paged someone, as a note in the thread of the group's card.
+        for ((row, fired), ids) in batch.iter().zip(&results) {
+            if let (Some(_), Some(paging), false) = (ids, &fired.paging, fired.pages.is_empty()) {
+                let note = format!("📟 Paging {paging}");
+                if let Err(e) = self.store.note_group(row.group_id, &note, &stamp).await {
+                    tracing::warn!(error = %e, group = row.group_id, "escalation: could not queue the step's note");
+                }
+            }
+        }
         Ok(due.len())
     }
 

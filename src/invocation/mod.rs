@@ -1364,6 +1364,9 @@ impl Dispatcher {
         };
         let ms = began.elapsed().as_millis() as u64;
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "failed" }).increment(1);
+        if let Some(g) = group.as_ref() {
+            self.note_result(spec, ready, g.id, &result).await;
+        }
         match result {
             Ok(done) => {
                 let entry = flight
@@ -1394,6 +1397,28 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// A command's result on a group, as a note on the group: platforms that keep a thread
+    /// under each card show it there, so the thread is the incident's timeline.
+    async fn note_result(
+        &self,
+        spec: &CommandSpec,
+        ready: &Ready,
+        group_id: i64,
+        result: &Result<executors::Done, executors::Failure>,
+    ) {
+        let line = text::invocation_line(spec, &ready.args);
+        let who = &ready.actor.name;
+        let note = match result {
+            Ok(done) => format!("✅ {who} ran {line}: {}", done.summary),
+            Err(e) => format!("❌ {who} ran {line}: failed: {}", e.reason),
+        };
+        let note = crate::domain::text::clip(&note, 1000);
+        let now = crate::domain::format_time((self.clock)());
+        if let Err(e) = self.store.note_group(group_id, &note, &now).await {
+            tracing::warn!(error = %e, group = group_id, "could not queue a note on the group's thread");
+        }
+    }
+
     /// `escalation.verify_after`: how long a runbook action gets to resolve its group.
     pub fn with_verify_after(mut self, d: std::time::Duration) -> Dispatcher {
         self.verify_after = d;

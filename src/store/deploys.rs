@@ -65,6 +65,9 @@ pub struct Announcement {
     pub text: String,
     /// A prompt's buttons, as JSON (`[{"id", "label", "style"}]`); None for plain text.
     pub buttons: Option<String>,
+    /// A note on this alert group: it goes into the thread of the group's card.
+    pub group_id: Option<i64>,
+    pub created_at: String,
 }
 
 impl Store {
@@ -206,6 +209,24 @@ impl Store {
         Ok(())
     }
 
+    /// Queues a note on an alert group for every platform that keeps a thread under each card
+    /// ([`Store::with_thread_platforms`]): its card's thread becomes the incident's timeline.
+    pub async fn note_group(
+        &self,
+        group_id: i64,
+        text: &str,
+        now: &str,
+    ) -> Result<(), sqlx::Error> {
+        for platform in self.thread_platforms.iter() {
+            let sql =
+                "INSERT INTO announcements (platform, channel_id, text, group_id, created_at) \
+                       VALUES ($1, NULL, $2, $3, $4)";
+            self.execute(sql, (platform.as_str(), text, group_id, now))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Queues a prompt (text and buttons, as JSON) for `platform`'s default channel only.
     pub async fn announce_prompt(
         &self,
@@ -225,7 +246,7 @@ impl Store {
         platform: &str,
         limit: i64,
     ) -> Result<Vec<Announcement>, sqlx::Error> {
-        let sql = "SELECT id, channel_id, text, buttons FROM announcements \
+        let sql = "SELECT id, channel_id, text, buttons, group_id, created_at FROM announcements \
              WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2";
         self.fetch_all(sql, (platform, limit)).await
     }

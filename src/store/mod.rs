@@ -68,6 +68,8 @@ pub struct Store {
     wal: Arc<WalShared>,
     /// Chat platforms (`discord`, …) whose cards each change of a group queues in the outbox.
     chat_platforms: Arc<[String]>,
+    /// Platforms that take notes on a group in its card's thread.
+    thread_platforms: Arc<[String]>,
     backend: Backend,
 }
 
@@ -147,6 +149,7 @@ impl Store {
             sqlite_path,
             wal,
             chat_platforms: Arc::from([]),
+            thread_platforms: Arc::from([]),
             backend,
         })
     }
@@ -159,6 +162,12 @@ impl Store {
     /// writer starts.
     pub fn with_chat_platforms(mut self, platforms: Vec<String>) -> Store {
         self.chat_platforms = platforms.into();
+        self
+    }
+
+    /// The platforms [`Store::note_group`] writes notes for. Set at start.
+    pub fn with_thread_platforms(mut self, platforms: Vec<String>) -> Store {
+        self.thread_platforms = platforms.into();
         self
     }
 

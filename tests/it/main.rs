@@ -40,5 +40,6 @@ mod policy;
 mod report;
 mod security;
 mod shutdown;
+mod slack_cards;
 mod store_down;
 mod webhook;

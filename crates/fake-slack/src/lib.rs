@@ -74,6 +74,8 @@ pub struct Message {
     pub channel: String,
     pub text: String,
     pub blocks: Vec<Value>,
+    /// Legacy attachments (a colour bar with blocks inside), as last posted or updated.
+    pub attachments: Vec<Value>,
     /// The thread it replies to (`None` for a top-level message).
     pub thread_ts: Option<String>,
     /// How many `chat.update`s it went through.
@@ -144,6 +146,8 @@ struct ResponseUrl {
 struct State {
     port: u16,
     down: bool,
+    /// Answers come this late, after the call took effect (a slow network, a lost answer).
+    answer_delay: Duration,
     limits: bool,
     redeliver: bool,
     last_ts: u64,
@@ -176,6 +180,7 @@ impl State {
         State {
             port,
             down: false,
+            answer_delay: Duration::ZERO,
             limits: true,
             redeliver: true,
             last_ts: 0,
@@ -432,6 +437,7 @@ impl FakeSlack {
             blocks: Vec::new(),
             thread_ts: None,
             edits: 0,
+            attachments: Vec::new(),
             client_msg_id: None,
             user: user.to_string(),
             metadata: None,
@@ -462,6 +468,12 @@ impl FakeSlack {
     /// An outage: every Web API call and `response_url` post answers 503 and changes nothing.
     pub fn set_down(&self, down: bool) {
         self.state().down = down;
+    }
+
+    /// Answers every Web API call this late, after it took effect: a client that times out
+    /// sooner does not know whether its post was made.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.state().answer_delay = delay;
     }
 
     /// Rate limits on (the default) or off. Turning them on again starts with full buckets.
@@ -846,35 +858,41 @@ async fn web_api(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut st = shared.lock();
-    let mut args_seen = Value::Object(Map::new());
-    let reply = call(
-        &mut st,
-        &method,
-        &verb,
-        &headers,
-        query.as_deref(),
-        &body,
-        &mut args_seen,
-    );
-    if reply.status == 429 {
-        st.rate_limited += 1;
+    let (reply, delay) = {
+        let mut st = shared.lock();
+        let mut args_seen = Value::Object(Map::new());
+        let reply = call(
+            &mut st,
+            &method,
+            &verb,
+            &headers,
+            query.as_deref(),
+            &body,
+            &mut args_seen,
+        );
+        if reply.status == 429 {
+            st.rate_limited += 1;
+        }
+        let ok = reply.body.get("ok").and_then(Value::as_bool) == Some(true);
+        st.requests.push(Recorded {
+            method: method.chars().take(100).collect(),
+            status: reply.status,
+            ok,
+            error: reply
+                .body
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            body: args_seen,
+            answer: reply.body.clone(),
+            content_type,
+            at,
+        });
+        (reply, st.answer_delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
-    let ok = reply.body.get("ok").and_then(Value::as_bool) == Some(true);
-    st.requests.push(Recorded {
-        method: method.chars().take(100).collect(),
-        status: reply.status,
-        ok,
-        error: reply
-            .body
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        body: args_seen,
-        answer: reply.body.clone(),
-        content_type,
-        at,
-    });
     reply
 }
 
@@ -1101,11 +1119,45 @@ fn content(args: &Args, warnings: &mut Vec<String>) -> Result<Content, Refusal> 
         blocks::check(b).map_err(|m| Refusal::Error("invalid_blocks", m))?;
     }
     if let Some(a) = &attachments {
-        if !a.is_array() {
+        let Some(list) = a.as_array() else {
             return Err(refuse_with(
                 "invalid_attachments",
                 "[ERROR] attachments must be an array",
             ));
+        };
+        // Slack takes at most 100 attachments; blocks inside one obey Block Kit's limits, and
+        // `color` is a hex colour or one of Slack's three names.
+        if list.len() > 100 {
+            return Err(refuse_with(
+                "too_many_attachments",
+                "[ERROR] no more than 100 attachments allowed",
+            ));
+        }
+        for (i, att) in list.iter().enumerate() {
+            if let Some(b) = att.get("blocks") {
+                blocks::check(b).map_err(|m| {
+                    Refusal::Error(
+                        "invalid_attachments",
+                        m.into_iter()
+                            .map(|e| format!("{e} [attachment {i}]"))
+                            .collect(),
+                    )
+                })?;
+            }
+            if let Some(c) = att.get("color") {
+                let ok = c.as_str().is_some_and(|c| {
+                    matches!(c, "good" | "warning" | "danger")
+                        || (c.len() == 7
+                            && c.starts_with('#')
+                            && c[1..].bytes().all(|b| b.is_ascii_hexdigit()))
+                });
+                if !ok {
+                    return Err(refuse_with(
+                        "invalid_attachments",
+                        format!("[ERROR] attachment {i}: color must be #RRGGBB, good, warning or danger"),
+                    ));
+                }
+            }
         }
     }
     let has_text = text.as_deref().is_some_and(|t| !t.is_empty());
@@ -1175,6 +1227,9 @@ fn raw_message(m: &Message) -> Value {
     if !m.blocks.is_empty() {
         raw["blocks"] = json!(m.blocks);
     }
+    if !m.attachments.is_empty() {
+        raw["attachments"] = json!(m.attachments);
+    }
     if let Some(t) = &m.thread_ts {
         raw["thread_ts"] = json!(t);
     }
@@ -1231,6 +1286,12 @@ fn post_message(st: &mut State, args: &Args, warnings: &mut Vec<String>) -> Outc
             .as_ref()
             .map(|b| blocks::with_block_ids(b, &format!("b{}", &ts[ts.len() - 4..])))
             .unwrap_or_default(),
+        attachments: c
+            .attachments
+            .as_ref()
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         thread_ts,
         edits: 0,
         client_msg_id: None,
@@ -1273,6 +1334,9 @@ fn update_message(st: &mut State, args: &Args, warnings: &mut Vec<String>) -> Ou
     // Slack keeps what the update leaves out (an empty blocks array removes the blocks).
     if let Some(t) = c.text {
         m.text = t;
+    }
+    if let Some(a) = c.attachments.as_ref().and_then(Value::as_array) {
+        m.attachments = a.clone();
     }
     if let Some(b) = &c.blocks {
         m.blocks = blocks::with_block_ids(b, &format!("u{}", m.edits + 1));
@@ -1320,6 +1384,12 @@ fn post_ephemeral(st: &mut State, args: &Args, warnings: &mut Vec<String>) -> Ou
         text: c.text.unwrap_or_default(),
         blocks: c
             .blocks
+            .as_ref()
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        attachments: c
+            .attachments
             .as_ref()
             .and_then(Value::as_array)
             .cloned()

@@ -50,6 +50,8 @@ pub mod limits {
 const EVENT_TYPE: &str = "runbot_message";
 /// Messages of a channel's history read when looking for a post after a crash.
 const RECOVER_SCAN: u32 = 200;
+/// Nonces remembered as not posted; past this the memory starts over (and a retry looks first).
+const UNPOSTED_MAX: usize = 10_000;
 /// DM channels remembered (one per person paged).
 const DM_CHANNELS_MAX: usize = 4096;
 
@@ -64,6 +66,10 @@ pub struct SlackAdapter {
     pacing: Pacing,
     /// DM channel per user id, so a page opens each DM once.
     dm_channels: Mutex<HashMap<String, String>>,
+    /// Nonces of posts Slack is known not to have made (it answered an error, or could not be
+    /// reached), so their retry posts at once instead of first reading the channel's history.
+    /// After a restart it is empty, and every unanswered post is looked for.
+    unposted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl SlackAdapter {
@@ -89,6 +95,7 @@ impl SlackAdapter {
             },
             pacing: Pacing::default(),
             dm_channels: Mutex::new(HashMap::new()),
+            unposted: Mutex::new(Default::default()),
         })
     }
 
@@ -102,8 +109,8 @@ impl SlackAdapter {
         &self.client
     }
 
-    /// Calls a Web API method with the bot token, paced; waits out runbot's own pacing (never
-    /// long: the outbox asks for room first), not Slack's 429s, which it answers.
+    /// Calls a Web API method with the bot token, paced: over runbot's own pacing or Slack's
+    /// 429 it answers [`DeliveryError::RateLimited`] with the wait.
     pub async fn call(
         &self,
         method: &str,
@@ -111,34 +118,51 @@ impl SlackAdapter {
         body: &Value,
         gone_when: &[&str],
     ) -> Result<Value, DeliveryError> {
-        for _ in 0..20 {
-            match self.pacing.take(pace) {
-                Ok(()) => break,
-                Err(wait) if wait > Duration::from_secs(30) => {
-                    return Err(DeliveryError::RateLimited { retry_after: wait })
-                }
-                Err(wait) => tokio::time::sleep(wait).await,
-            }
+        self.call_classified(method, pace, body, gone_when)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Self::call`], and on failure whether Slack may have done it anyway (a timeout, an
+    /// answer cut off): only then is a post looked for before it is made again.
+    async fn call_classified(
+        &self,
+        method: &str,
+        pace: Pace<'_>,
+        body: &Value,
+        gone_when: &[&str],
+    ) -> Result<Value, (DeliveryError, bool)> {
+        // Over runbot's own pacing: the caller waits its turn (the outbox sends another
+        // channel's cards meanwhile), as after a 429, but without having sent anything.
+        if let Err(wait) = self.pacing.take(pace) {
+            return Err((DeliveryError::RateLimited { retry_after: wait }, false));
         }
         let url = format!("{}/{method}", self.api_base);
+        // Slack's read methods take no JSON body: their arguments go as a form.
+        let (content_type, payload) = if FORM_ONLY.contains(&method) {
+            ("application/x-www-form-urlencoded", form(body))
+        } else {
+            ("application/json; charset=utf-8", body.to_string())
+        };
         let sent = self
             .client
             .post(&url)
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/json; charset=utf-8",
-            )
-            .body(body.to_string())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(payload)
             .send()
             .await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                return Err(DeliveryError::Transient(format!(
-                    "{method}: {}",
-                    crate::domain::redact::request_error(e)
-                )))
+                let maybe_done = !e.is_connect();
+                return Err((
+                    DeliveryError::Transient(format!(
+                        "{method}: {}",
+                        crate::domain::redact::request_error(e)
+                    )),
+                    maybe_done,
+                ));
             }
         };
         let status = response.status().as_u16();
@@ -152,10 +176,13 @@ impl SlackAdapter {
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                return Err(DeliveryError::Transient(format!(
-                    "{method}: reading the answer: {}",
-                    crate::domain::redact::request_error(e)
-                )))
+                return Err((
+                    DeliveryError::Transient(format!(
+                        "{method}: reading the answer: {}",
+                        crate::domain::redact::request_error(e)
+                    )),
+                    true,
+                ))
             }
         };
         metrics::counter!(crate::telemetry::CHAT_REQUESTS, "platform" => "slack", "status" => crate::telemetry::status_label(status)).increment(1);
@@ -163,7 +190,9 @@ impl SlackAdapter {
         if let Err(DeliveryError::RateLimited { retry_after }) = &result {
             self.pacing.pause(pace, *retry_after);
         }
-        result
+        // An answer Slack gave (an error, a 429, a 5xx of its own) means the call did not
+        // happen.
+        result.map_err(|e| (e, false))
     }
 
     /// `chat.postMessage`: answers the message's `ts`.
@@ -188,9 +217,31 @@ impl SlackAdapter {
             request = request.with_thread_ts(ts.into());
         }
         let body = to_json(&request)?;
-        let answer = self
-            .call("chat.postMessage", Pace::Post(channel), &body, &[])
-            .await?;
+        let answer = match self
+            .call_classified("chat.postMessage", Pace::Post(channel), &body, &[])
+            .await
+        {
+            Ok(a) => {
+                if let Some(n) = nonce {
+                    self.unposted.lock().expect("unposted lock").remove(n);
+                }
+                a
+            }
+            Err((e, maybe_done)) => {
+                if let Some(n) = nonce {
+                    let mut unposted = self.unposted.lock().expect("unposted lock");
+                    if maybe_done {
+                        unposted.remove(n);
+                    } else {
+                        if unposted.len() >= UNPOSTED_MAX {
+                            unposted.clear();
+                        }
+                        unposted.insert(n.to_string());
+                    }
+                }
+                return Err(e);
+            }
+        };
         answer
             .get("ts")
             .and_then(|v| v.as_str())
@@ -235,6 +286,10 @@ impl SlackAdapter {
         channel: &str,
         nonce: &str,
     ) -> Result<Option<String>, DeliveryError> {
+        // This process saw Slack refuse that post: nothing to look for.
+        if self.unposted.lock().expect("unposted lock").contains(nonce) {
+            return Ok(None);
+        }
         let body = json!({
             "channel": channel,
             "limit": RECOVER_SCAN,
@@ -379,6 +434,22 @@ fn without_attachment(reply: &Reply) -> Reply {
         ));
     }
     r
+}
+
+/// Methods whose arguments Slack reads from a form or the query string only.
+const FORM_ONLY: [&str; 2] = ["conversations.history", "conversations.replies"];
+
+/// A flat JSON object as `application/x-www-form-urlencoded`.
+fn form(body: &Value) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in body.as_object().into_iter().flatten() {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.append_pair(k, &v);
+    }
+    out.finish()
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, DeliveryError> {

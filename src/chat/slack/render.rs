@@ -154,7 +154,7 @@ pub fn card(card: &Card) -> Rendered {
     }
     if let Some(e) = card.escalation.as_ref().filter(|_| !card.resolved) {
         if let Some(paging) = &e.paging {
-            let mut line = format!("📟 {}", escape(&fit(paging, 300)));
+            let mut line = escape(&fit(paging, 300));
             if let Some((who, at)) = &e.next {
                 line.push_str(&format!(
                     " · next: {} {}",

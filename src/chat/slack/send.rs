@@ -16,6 +16,9 @@ use crate::chat::DeliveryError;
 
 /// One new message per channel this often: Slack's "about 1 per second per channel".
 pub const POST_EVERY: Duration = Duration::from_millis(1000);
+/// Posts that may go at once to a quiet channel: Slack allows short bursts; two keeps well
+/// inside them.
+pub const POST_BURST: f64 = 2.0;
 /// Edits per minute across the workspace: under Tier 3's 50.
 pub const UPDATES_PER_MINUTE: f64 = 45.0;
 /// Edits that may go at once after a quiet time.
@@ -114,9 +117,9 @@ impl Pacing {
         }
         match pace {
             Pace::Post(channel) => match s.posts.get_mut(channel) {
-                None => 1,
+                None => POST_BURST as u64,
                 Some(b) => {
-                    b.refill(1.0, 1.0 / POST_EVERY.as_secs_f64(), now);
+                    b.refill(POST_BURST, 1.0 / POST_EVERY.as_secs_f64(), now);
                     b.tokens as u64
                 }
             },
@@ -151,15 +154,15 @@ impl Pacing {
                     // Full buckets are idle channels: forgetting them changes nothing.
                     s.posts.retain(|_, b| {
                         let mut b = *b;
-                        b.refill(1.0, 1.0, now);
-                        b.tokens < 1.0
+                        b.refill(POST_BURST, 1.0, now);
+                        b.tokens < POST_BURST
                     });
                 }
                 let b = s
                     .posts
                     .entry(channel.to_string())
-                    .or_insert_with(|| Bucket::full(1.0));
-                (b, 1.0, 1.0 / POST_EVERY.as_secs_f64())
+                    .or_insert_with(|| Bucket::full(POST_BURST));
+                (b, POST_BURST, 1.0 / POST_EVERY.as_secs_f64())
             }
             Pace::Update => (&mut s.updates, UPDATE_BURST, UPDATES_PER_MINUTE / 60.0),
             Pace::Tier3 => (&mut s.tier3, UPDATE_BURST, UPDATES_PER_MINUTE / 60.0),
@@ -271,7 +274,8 @@ mod tests {
     #[test]
     fn posts_are_one_per_second_per_channel() {
         let p = Pacing::default();
-        assert_eq!(p.room(Pace::Post("C1")), 1);
+        assert_eq!(p.room(Pace::Post("C1")), 2);
+        assert!(p.take(Pace::Post("C1")).is_ok());
         assert!(p.take(Pace::Post("C1")).is_ok());
         assert_eq!(p.room(Pace::Post("C1")), 0);
         let wait = p.take(Pace::Post("C1")).unwrap_err();
@@ -296,7 +300,7 @@ mod tests {
         p.pause(Pace::Post("C1"), Duration::from_secs(30));
         assert_eq!(p.room(Pace::Post("C1")), 0);
         assert!(p.take(Pace::Post("C1")).unwrap_err() > Duration::from_secs(29));
-        assert_eq!(p.room(Pace::Post("C2")), 1);
+        assert_eq!(p.room(Pace::Post("C2")), POST_BURST as u64);
     }
 
     #[test]
