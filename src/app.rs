@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::chat::console::events::Feed;
 use crate::chat::console::platform::ConsolePlatform;
 use crate::chat::discord::DiscordAdapter;
+use crate::chat::slack::SlackAdapter;
 use crate::chat::outbox::Outbox;
 use crate::chat::platform::ChatPlatform;
 use crate::commands::Commands;
@@ -241,13 +242,17 @@ fn build_dispatcher(
 }
 
 /// The ways of paging people the settings enable: the console always, Discord (a DM and a
-/// mention in the group's channel) when it is set up, email and webhooks when configured.
+/// mention in the group's channel) and Slack (a DM) when set up, email and webhooks when
+/// configured.
 pub fn reach(settings: &Settings) -> Reach {
     let mut vias = std::collections::BTreeSet::new();
     vias.insert("console");
     if settings.discord.enabled() {
         vias.insert("discord");
         vias.insert("discord-mention");
+    }
+    if settings.slack.enabled() {
+        vias.insert("slack");
     }
     if settings.parsed.email.is_some() {
         vias.insert("email");
@@ -356,10 +361,18 @@ impl Application {
         } else {
             None
         };
+        let slack = if settings.slack.enabled() {
+            Some(Arc::new(SlackAdapter::new(&settings)?))
+        } else {
+            None
+        };
         // The console is always on: it is the chat of a runbot with no other configured.
         let mut names = vec![Platform::Console];
         if let Some(d) = &discord {
             names.push(d.name());
+        }
+        if let Some(s) = &slack {
+            names.push(s.name());
         }
         let store = Store::connect(&settings.database)
             .await?
@@ -371,6 +384,9 @@ impl Application {
         let mut platforms: Vec<Arc<dyn ChatPlatform>> = vec![console.clone()];
         if let Some(d) = &discord {
             platforms.push(d.clone());
+        }
+        if let Some(s) = &slack {
+            platforms.push(s.clone());
         }
         let (writer, writer_done) = Writer::spawn(
             store.clone(),
@@ -464,6 +480,10 @@ impl Application {
             });
             pagers.insert(mention.via(), mention);
         }
+        if let Some(s) = &slack {
+            let dm: Arc<dyn Pager> = s.clone();
+            pagers.insert(dm.via(), dm);
+        }
         if let Some(server) = &settings.parsed.email {
             let mail: Arc<dyn Pager> = Arc::new(crate::escalation::email::Mailer::new(server)?);
             pagers.insert(mail.via(), mail);
@@ -521,14 +541,12 @@ impl Application {
         }
         // Slack's commands and clicks: over Socket Mode (a connection runbot opens) or posted
         // to /slack/* (HTTP mode, signed with slack.signing_secret).
-        let slack_inbound = if settings.slack.enabled() {
-            Some(Arc::new(crate::chat::slack::inbound::Inbound {
+        let slack_inbound = slack.as_ref().map(|adapter| {
+            Arc::new(crate::chat::slack::inbound::Inbound {
                 dispatcher: dispatcher.clone(),
-                adapter: Arc::new(crate::chat::slack::SlackAdapter::new(&settings)?),
-            }))
-        } else {
-            None
-        };
+                adapter: adapter.clone(),
+            })
+        });
         let slack_socket = slack_inbound.is_some()
             && settings.slack.effective_mode() == crate::config::SlackMode::Socket;
         let slack_requests = if slack_inbound.is_some() && !slack_socket {
@@ -659,6 +677,7 @@ impl Application {
             slack_inbound,
             slack_requests: slack_requests.clone(),
             slack_socket,
+            slack,
             store: store.clone(),
             writer,
             severities: Arc::new(data.severities),

@@ -79,6 +79,18 @@ pub fn check_config(settings: &Settings) -> u8 {
             }
         ),
     }
+    let sl = &settings.slack;
+    match (sl.enabled(), sl.effective_mode()) {
+        (false, _) => println!("  slack                off (slack.bot_token not set)"),
+        (true, crate::config::SlackMode::Socket) => println!(
+            "  slack                socket mode: commands and clicks arrive over a WebSocket runbot opens (no inbound address needed); cards to {}",
+            sl.alert_channel_id.as_deref().unwrap_or("?")
+        ),
+        (true, crate::config::SlackMode::Http) => println!(
+            "  slack                http mode: commands and clicks arrive at POST /slack/commands and /slack/interactions; cards to {}",
+            sl.alert_channel_id.as_deref().unwrap_or("?")
+        ),
+    }
     println!("  policies             {}", data.policy_source);
     let roles: Vec<&str> = data.policies.roles().names().collect();
     println!(

@@ -55,9 +55,10 @@ pub struct AppState {
     pub dispatcher: Option<Arc<crate::invocation::Dispatcher>>,
     /// Answers Discord interactions later (edits); None without a bot token.
     pub discord: Option<Arc<crate::chat::discord::DiscordAdapter>>,
+    /// Slack: answers commands and clicks later (response_url); None without a bot token.
+    pub slack: Option<Arc<crate::chat::slack::SlackAdapter>>,
     /// The console as a chat platform: its live feed and the answers it shows.
     pub console: Arc<crate::chat::console::platform::ConsolePlatform>,
-    /// The `Host` check, local callers, body deadlines and the console's token.
     /// The `Host` check, local callers, body deadlines and the console's gate.
     pub edge: Arc<guard::Edge>,
     /// Console sign-in: the throttle, sessions, the first-run setup link.
