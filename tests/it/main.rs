@@ -40,5 +40,6 @@ mod policy;
 mod report;
 mod security;
 mod shutdown;
+mod slack_commands;
 mod store_down;
 mod webhook;
