@@ -79,7 +79,11 @@ async fn checked(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             refused(Refusal::TooLarge)
         } else {
-            (StatusCode::BAD_REQUEST, "the request body could not be read").into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+                .into_response()
         }
     })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -129,9 +129,8 @@ impl Slack {
         let command = format!("/{command}");
         let first = match self.mode {
             Mode::Http => {
-                let form = fake_slack::slash_command_form(
-                    &command, text, who.id, who.name, CHANNEL, &url,
-                );
+                let form =
+                    fake_slack::slash_command_form(&command, text, who.id, who.name, CHANNEL, &url);
                 let (status, body) = self.post("/slack/commands", FORM, form).await;
                 assert_eq!(status, 200, "{body}");
                 serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
@@ -305,7 +304,11 @@ async fn allowed_denied_unknown_and_unparsable(mode: Mode) {
         "{text}"
     );
     let sent = s.command(&STRANGER, "status", "").await;
-    assert!(said(&sent.first).contains("no runbot role"), "{}", sent.first);
+    assert!(
+        said(&sent.first).contains("no runbot role"),
+        "{}",
+        sent.first
+    );
 
     // An unknown command: the close name and the known ones.
     let sent = s.command(&ANA, "restat", "").await;
@@ -329,8 +332,15 @@ async fn allowed_denied_unknown_and_unparsable(mode: Mode) {
     assert_eq!(
         steps,
         [
-            "requested", "started", "failed", "denied", "denied", "invalid", "invalid",
-            "requested", "dry_run"
+            "requested",
+            "started",
+            "failed",
+            "denied",
+            "denied",
+            "invalid",
+            "invalid",
+            "requested",
+            "dry_run"
         ],
         "{steps:?}"
     );
@@ -459,7 +469,12 @@ async fn card_button(mode: Mode) {
             f.requests()
                 .into_iter()
                 .filter(|r| r.method == "chat.postMessage" && r.ok)
-                .map(|r| (r.answer["ts"].as_str().unwrap_or_default().to_string(), action_ids(&r.body)))
+                .map(|r| {
+                    (
+                        r.answer["ts"].as_str().unwrap_or_default().to_string(),
+                        action_ids(&r.body),
+                    )
+                })
                 .find(|(_, ids)| !ids.is_empty())
         })
         .await;
@@ -474,13 +489,11 @@ async fn card_button(mode: Mode) {
     assert_ne!(done["replace_original"], true, "{done}");
     s.fake
         .wait_for("the card to say who acknowledged", WAIT, |f| {
-            f.requests()
-                .into_iter()
-                .find(|r| {
-                    r.method == "chat.update"
-                        && r.body["ts"] == ts.as_str()
-                        && said(&r.body).contains("Acknowledged by")
-                })
+            f.requests().into_iter().find(|r| {
+                r.method == "chat.update"
+                    && r.body["ts"] == ts.as_str()
+                    && said(&r.body).contains("Acknowledged by")
+            })
         })
         .await;
     s.stop().await;
@@ -637,9 +650,14 @@ async fn forged_stale_and_replayed_requests_are_refused_and_change_nothing() {
     assert_eq!(status, 401);
     assert!(body.contains("too old"), "{body}");
     // The wrong content type.
-    let (status, _) =
-        fake_slack::post_signed(&commands, "application/json", form.clone(), SIGNING_SECRET, now)
-            .await;
+    let (status, _) = fake_slack::post_signed(
+        &commands,
+        "application/json",
+        form.clone(),
+        SIGNING_SECRET,
+        now,
+    )
+    .await;
     assert_eq!(status, 415);
     assert!(s.audit().is_empty(), "nothing ran");
     assert!(s.fake.responses(&url).is_empty());

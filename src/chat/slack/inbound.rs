@@ -103,7 +103,9 @@ fn asker(
     let response_url = response_url
         .filter(|u| !u.is_empty() && u.len() <= URL_MAX)
         .ok_or("Slack sent no response_url")?;
-    let name = user_name.filter(|n| !n.trim().is_empty()).unwrap_or(user_id);
+    let name = user_name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(user_id);
     Ok(Asker {
         user_id: user_id.to_string(),
         user_name: name
@@ -576,5 +578,131 @@ mod tests {
         let mut other = p.clone();
         other["type"] = json!("view_submission");
         assert!(block_actions(&other).is_err());
+    }
+
+    const CHANNEL: &str = "C0OPS00001";
+
+    async fn url_on(fake: &fake_slack::FakeSlack) -> (Arc<ResponseUrl>, String) {
+        let env = [
+            (
+                "RUNBOT__SLACK__BOT_TOKEN",
+                fake_slack::BOT_TOKEN.to_string(),
+            ),
+            ("RUNBOT__SLACK__ALERT_CHANNEL_ID", CHANNEL.to_string()),
+            ("RUNBOT__SLACK__API_BASE", fake.api_base()),
+            (
+                "RUNBOT__SLACK__APP_TOKEN",
+                fake_slack::APP_TOKEN.to_string(),
+            ),
+        ];
+        let settings = crate::config::Settings::load_from(
+            None,
+            env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        )
+        .unwrap();
+        let adapter = Arc::new(SlackAdapter::new(&settings).unwrap());
+        let url = fake.response_url();
+        let asker = Asker {
+            user_id: "U0ANA0001".into(),
+            user_name: "ana".into(),
+            channel_id: CHANNEL.into(),
+            response_url: url.clone(),
+        };
+        (ResponseUrl::new(adapter, &asker), url)
+    }
+
+    fn text(t: &str) -> Reply {
+        Reply {
+            text: t.into(),
+            ephemeral: true,
+            ..Reply::default()
+        }
+    }
+
+    fn texts(fake: &fake_slack::FakeSlack, url: &str) -> Vec<String> {
+        fake.responses(url)
+            .iter()
+            .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    async fn settled(fake: &fake_slack::FakeSlack, url: &str, n: usize) {
+        for _ in 0..500 {
+            if fake.responses(url).len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{:?}", texts(fake, url));
+    }
+
+    #[tokio::test]
+    async fn edits_are_coalesced_and_the_newest_always_goes() {
+        let fake = fake_slack::FakeSlack::start().await;
+        let (url, at) = url_on(&fake).await;
+        url.open();
+        let responder = SlackResponder::new(url.clone(), true);
+        for i in 1..=20 {
+            responder.edit(text(&format!("step {i}"))).await.unwrap();
+        }
+        // What came before the post went out is one post: the newest.
+        settled(&fake, &at, 1).await;
+        assert_eq!(texts(&fake, &at), ["step 20"]);
+        for i in 21..=30 {
+            responder.edit(text(&format!("step {i}"))).await.unwrap();
+        }
+        // Nothing sooner than EDIT_GAP after the last post, then the newest.
+        tokio::time::sleep(EDIT_GAP / 2).await;
+        assert_eq!(texts(&fake, &at), ["step 20"]);
+        settled(&fake, &at, 2).await;
+        assert_eq!(texts(&fake, &at), ["step 20", "step 30"]);
+        assert_eq!(fake.responses(&at)[1]["replace_original"], true);
+        // The result, once the core lets go of the responder: at once, not after a gap.
+        responder.edit(text("done")).await.unwrap();
+        drop(responder);
+        settled(&fake, &at, 3).await;
+        assert_eq!(texts(&fake, &at).last().unwrap(), "done");
+    }
+
+    #[tokio::test]
+    async fn the_last_post_waits_for_the_result_and_then_the_api_takes_over() {
+        let fake = fake_slack::FakeSlack::start().await;
+        let (url, at) = url_on(&fake).await;
+        url.open();
+        for i in 0..4 {
+            url.post(&text(&format!("early {i}")), true).await.unwrap();
+        }
+        assert_eq!(url.left(), 1);
+        // One post left: progress does not spend it while edits keep coming …
+        let responder = SlackResponder::new(url.clone(), true);
+        responder.edit(text("progress")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(fake.responses(&at).len(), 4);
+        // … the result does.
+        responder.edit(text("the result")).await.unwrap();
+        drop(responder);
+        settled(&fake, &at, 5).await;
+        assert_eq!(texts(&fake, &at).last().unwrap(), "the result");
+        // Past the five (or when Slack refuses the URL), chat.postEphemeral to the asker.
+        let again = SlackResponder::new(url.clone(), true);
+        again.edit(text("after the five")).await.unwrap();
+        drop(again);
+        let mut got = Vec::new();
+        for _ in 0..500 {
+            got = fake.ephemerals_in(CHANNEL);
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "U0ANA0001");
+        assert!(got[0].1.text.contains("after the five"), "{:?}", got[0].1);
+        assert_eq!(
+            fake.responses(&at).len(),
+            5,
+            "the URL was not posted to again"
+        );
+        assert!(!texts(&fake, &at).contains(&"progress".to_string()));
     }
 }

@@ -47,6 +47,8 @@ const HEALTHY: Duration = Duration::from_secs(60);
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The next connection, being opened while the old one still serves.
+type Opening = Pin<Box<dyn Future<Output = Result<Ws, OpenError>> + Send>>;
 
 /// Socket Mode for the whole process, kept open by [`SocketMode::run`].
 pub struct SocketMode {
@@ -62,7 +64,7 @@ pub struct SocketMode {
 /// How one connection ended.
 enum Ended {
     /// Slack asked for a new connection; here it is, already open (None: opening it failed).
-    Refreshed(Option<Ws>),
+    Refreshed(Option<Box<Ws>>),
     /// Dropped or closed: reconnect after the backoff.
     Dropped,
 }
@@ -130,7 +132,7 @@ impl SocketMode {
                 failures = 0;
             }
             match ended {
-                Ended::Refreshed(next) => ready = next,
+                Ended::Refreshed(next) => ready = next.map(|ws| *ws),
                 Ended::Dropped => failures = failures.saturating_add(1),
             }
         }
@@ -218,14 +220,13 @@ impl SocketMode {
         let (mut sink, mut stream) = ws.split();
         // Acks from the envelopes' tasks, written here in order.
         let (acks, mut to_send) = mpsc::channel::<String>(MAX_IN_FLIGHT);
-        type Opening = Pin<Box<dyn Future<Output = Result<Ws, OpenError>> + Send>>;
         let mut opening: Option<Opening> = None;
         loop {
             tokio::select! {
                 next = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
                     return Ended::Refreshed(match next {
-                        Ok(ws) => Some(ws),
+                        Ok(ws) => Some(Box::new(ws)),
                         Err(OpenError::Fatal(why) | OpenError::Retry(why)) => {
                             tracing::warn!(error = %why, "Slack Socket Mode: could not open the next connection");
                             None
@@ -282,12 +283,9 @@ impl SocketMode {
     }
 
     /// The old connection ended while the next one was being opened: wait for that one.
-    async fn after_drop(
-        &self,
-        opening: Option<Pin<Box<dyn Future<Output = Result<Ws, OpenError>> + Send>>>,
-    ) -> Ended {
+    async fn after_drop(&self, opening: Option<Opening>) -> Ended {
         match opening {
-            Some(o) => Ended::Refreshed(o.await.ok()),
+            Some(o) => Ended::Refreshed(o.await.ok().map(Box::new)),
             None => Ended::Dropped,
         }
     }
@@ -297,7 +295,9 @@ impl SocketMode {
         let received = Instant::now();
         let Some(id) = envelope["envelope_id"]
             .as_str()
-            .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+            })
             .map(str::to_string)
         else {
             tracing::warn!("Slack Socket Mode: an envelope without a valid envelope_id; ignored");
@@ -363,7 +363,9 @@ impl SocketMode {
                     Err(why) => {
                         metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "slack", "reason" => Refusal::Malformed.label()).increment(1);
                         tracing::warn!(envelope = %id, reason = %why, "Slack slash command refused");
-                        let _ = acks.send(ack(accepts.then(|| inbound::refusal(&why)))).await;
+                        let _ = acks
+                            .send(ack(accepts.then(|| inbound::refusal(&why))))
+                            .await;
                         return;
                     }
                 };
@@ -426,8 +428,7 @@ impl SocketMode {
 /// 1 s, 2 s, 4 s, … up to 30 s, each with up to a tenth more at random so that replicas do
 /// not reconnect in step.
 fn backoff(failures: u32) -> Duration {
-    let base =
-        Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(LONGEST_BACKOFF);
+    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(LONGEST_BACKOFF);
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(failures);
