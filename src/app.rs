@@ -546,8 +546,31 @@ impl Application {
             )?);
             workers.spawn("discord-gateway", move || gateway.clone().run());
         }
+        // Slack's commands and clicks: over Socket Mode (a connection runbot opens) or posted
+        // to /slack/* (HTTP mode, signed with slack.signing_secret).
+        let slack_inbound = slack.as_ref().map(|adapter| {
+            Arc::new(crate::chat::slack::inbound::Inbound {
+                dispatcher: dispatcher.clone(),
+                adapter: adapter.clone(),
+            })
+        });
+        let slack_socket = slack_inbound.is_some()
+            && settings.slack.effective_mode() == crate::config::SlackMode::Socket;
+        let slack_requests = if slack_inbound.is_some() && !slack_socket {
+            crate::chat::slack::verify::RequestGuard::from_settings(&settings.slack).map(Arc::new)
+        } else {
+            None
+        };
+        if let (true, Some(inbound)) = (slack_socket, &slack_inbound) {
+            let socket = Arc::new(crate::chat::slack::socket::SocketMode::new(
+                &settings,
+                inbound.clone(),
+                store.clone(),
+            )?);
+            workers.spawn("slack-socket", move || socket.clone().run());
+        }
         // Interaction ids kept for the replay check, once their requests are stale anyway.
-        if discord_interactions.is_some() || gateway_mode {
+        if discord_interactions.is_some() || gateway_mode || slack_inbound.is_some() {
             let seen = store.clone();
             workers.every("seen-interactions", Duration::from_secs(60), move || {
                 let seen = seen.clone();
@@ -658,6 +681,9 @@ impl Application {
             discord,
             discord_interactions,
             discord_gateway: gateway_mode,
+            slack_inbound,
+            slack_requests: slack_requests.clone(),
+            slack_socket,
             slack,
             store: store.clone(),
             writer,
@@ -672,8 +698,7 @@ impl Application {
                     &settings.parsed,
                     listener.local_addr()?.port(),
                     (settings.discord.public_key.is_some() && !gateway_mode)
-                        || (settings.slack.enabled()
-                            && settings.slack.effective_mode() == crate::config::SlackMode::Http),
+                        || slack_requests.is_some(),
                 ),
                 body_timeout: Duration::from_secs(settings.http.body_timeout_secs),
                 console_token: settings.console.token.clone(),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod ops;
 pub mod server;
+pub mod slack;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,12 @@ pub struct AppState {
     pub discord_interactions: Option<Arc<crate::chat::discord::verify::InteractionGuard>>,
     /// `discord.mode = "gateway"`: interactions come over the Gateway, not to the route.
     pub discord_gateway: bool,
+    /// Slack's commands and clicks (HTTP or Socket Mode); None with Slack off.
+    pub slack_inbound: Option<Arc<crate::chat::slack::inbound::Inbound>>,
+    /// Checks what Slack posts to `/slack/*`; Some only in HTTP mode.
+    pub slack_requests: Option<Arc<crate::chat::slack::verify::RequestGuard>>,
+    /// `slack.mode = "socket"`: commands come over runbot's connection, not to the routes.
+    pub slack_socket: bool,
     /// Wakes the chat outbox after a webhook is stored; None when no chat platform is on.
     pub chat_wake: Option<Arc<tokio::sync::Notify>>,
     /// The invocation core: people's commands and buttons.
@@ -63,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(alertmanager::router())
         .merge(discord::router())
+        .merge(slack::router())
         .merge(
             console::router()
                 .route_layer(middleware::from_fn_with_state(

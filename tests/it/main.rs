@@ -41,5 +41,6 @@ mod report;
 mod security;
 mod shutdown;
 mod slack_cards;
+mod slack_commands;
 mod store_down;
 mod webhook;

@@ -8,10 +8,13 @@
 //! answered (a crash, a timeout) is first looked up in the channel's history
 //! ([`SlackAdapter::recover`]) before it is posted again.
 
+pub mod inbound;
 pub mod manifest;
 pub mod page;
 pub mod render;
 pub mod send;
+pub mod socket;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
