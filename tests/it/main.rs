@@ -13,6 +13,7 @@ mod alertmanager;
 mod app_database;
 mod architecture;
 mod audit;
+mod both_platforms;
 mod browser;
 mod cli;
 mod console_auth;
