@@ -111,7 +111,15 @@ pub fn run_cli(
             return 2;
         }
     };
-    let mode = mode.unwrap_or_else(|| settings.slack.effective_mode());
+    // The flag, else what the settings say, else Socket Mode (nothing to expose).
+    let s = &settings.slack;
+    let mode = mode.or(s.mode).unwrap_or(
+        if s.signing_secret.is_some() && s.app_token.is_none() {
+            SlackMode::Http
+        } else {
+            SlackMode::Socket
+        },
+    );
     match manifest(&commands, mode, url) {
         Ok(m) => {
             let text = serde_json::to_string_pretty(&m).expect("a manifest serializes");
