@@ -47,7 +47,8 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
     let mut unmarked = std::collections::HashSet::new();
     loop {
         let mut pause = POLL;
-        match store.due_announcements(name.as_str(), 100).await {
+        let cutoff = format_time(Utc::now() - NOTE_WAITS_FOR_CARD);
+        match store.due_announcements(name.as_str(), 100, &cutoff).await {
             Ok(due) => {
                 unmarked.retain(|id| due.iter().any(|a| a.id == *id));
                 for a in due {
@@ -97,6 +98,37 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                         },
                         (None, None) => Outgoing::Text(&a.text),
                     };
+                    // Tried before and not marked sent: it may be out already (a lost
+                    // answer, a crash). Platforms with nonces answer None at once.
+                    if a.tried_at.is_some() {
+                        let parent = thread.as_ref().map(|(_, p)| p.as_str());
+                        match platform.recover(channel, &nonce, parent).await {
+                            Ok(Some(_)) => {
+                                if !mark_sent(&store, a.id).await {
+                                    unmarked.insert(a.id);
+                                }
+                                continue;
+                            }
+                            Ok(None) | Err(DeliveryError::Permanent(_)) => {}
+                            Err(DeliveryError::RateLimited { retry_after }) => {
+                                pause = retry_after;
+                                break;
+                            }
+                            Err(_) => {
+                                backoff = (backoff * 2).min(BACKOFF_MAX);
+                                pause = backoff;
+                                break;
+                            }
+                        }
+                    }
+                    if let Err(e) = store
+                        .announcement_trying(a.id, &format_time(Utc::now()))
+                        .await
+                    {
+                        store_failed(&e, "record an announcement's post");
+                        pause = Duration::from_secs(5);
+                        break;
+                    }
                     match platform.post(channel, message, &nonce).await {
                         Ok(_) => {
                             backoff = POLL;

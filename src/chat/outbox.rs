@@ -321,9 +321,9 @@ impl Outbox {
         };
         // A post tried before may have made the digest (platforms without nonces).
         if entry.message_id.is_none() && entry.tried {
-            match self.platform.recover(channel, &entry.nonce).await {
+            match self.platform.recover(channel, &entry.nonce, None).await {
                 Ok(Some(found)) => entry.message_id = Some(found.message_id),
-                Ok(None) => {}
+                Ok(None) | Err(DeliveryError::Permanent(_)) => {}
                 Err(DeliveryError::RateLimited { retry_after }) => {
                     return Outcome::Later(retry_after)
                 }
@@ -384,7 +384,15 @@ impl Outbox {
                 // A post planned before but never answered may have made its message: a
                 // platform without nonces finds it, and the card is edited instead.
                 let found = match &job.planned_nonce {
-                    Some(n) => self.platform.recover(channel, n).await,
+                    Some(n) => match self.platform.recover(channel, n, None).await {
+                        // Looking cannot work (no history scope, no access): a card posted
+                        // twice is better than none.
+                        Err(DeliveryError::Permanent(e)) => {
+                            tracing::warn!(group_id = gid, error = %e, "could not look for a card an unanswered post may have made; posting it");
+                            Ok(None)
+                        }
+                        other => other,
+                    },
                     None => Ok(None),
                 };
                 match found {

@@ -86,10 +86,12 @@ pub trait ChatPlatform: Send + Sync + 'static {
     /// For a post that was planned with `nonce` but never answered (a crash, a timeout): the
     /// message it made, if it made one. Platforms whose posts take a nonce need not look
     /// (posting again with it gives back the first message), so by default there is none.
+    /// `thread`: the message the post replied to, for a post in a thread.
     fn recover<'a>(
         &'a self,
         _channel: &'a str,
         _nonce: &'a str,
+        _thread: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<Posted>, DeliveryError>> {
         Box::pin(async { Ok(None) })
     }

@@ -1364,7 +1364,9 @@ impl Dispatcher {
         };
         let ms = began.elapsed().as_millis() as u64;
         metrics::counter!(crate::telemetry::COMMANDS_RUN, "command" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "failed" }).increment(1);
-        if let Some(g) = group.as_ref() {
+        // What changed a group goes in its timeline; reads answer only the asker (their
+        // answers may be ephemeral, and a thread of /status lines helps nobody).
+        if let (Some(g), false) = (group.as_ref(), spec.risk == crate::commands::Risk::Read) {
             self.note_result(spec, ready, g.id, &result).await;
         }
         match result {

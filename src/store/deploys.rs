@@ -68,6 +68,8 @@ pub struct Announcement {
     /// A note on this alert group: it goes into the thread of the group's card.
     pub group_id: Option<i64>,
     pub created_at: String,
+    /// Set before each post: a post may have been made if this is set and it is not sent.
+    pub tried_at: Option<String>,
 }
 
 impl Store {
@@ -245,10 +247,16 @@ impl Store {
         &self,
         platform: &str,
         limit: i64,
+        notes_wait_until: &str,
     ) -> Result<Vec<Announcement>, sqlx::Error> {
-        let sql = "SELECT id, channel_id, text, buttons, group_id, created_at FROM announcements \
-             WHERE platform = $1 AND sent_at IS NULL ORDER BY id LIMIT $2";
-        self.fetch_all(sql, (platform, limit)).await
+        // A note waits, out of the way of the rest, until its card is posted (or it has waited
+        // `notes_wait_until`, after which it goes alone).
+        let sql = "SELECT id, channel_id, text, buttons, group_id, created_at, tried_at \
+             FROM announcements a WHERE platform = $1 AND sent_at IS NULL AND (group_id IS NULL \
+             OR created_at < $3 OR EXISTS (SELECT 1 FROM chat_cards c WHERE c.group_id = a.group_id \
+             AND c.platform = a.platform AND c.message_id IS NOT NULL)) ORDER BY id LIMIT $2";
+        self.fetch_all(sql, (platform, limit, notes_wait_until))
+            .await
     }
 
     /// Recent announcements of `platform`, sent or not, newest first: (created at, text).
@@ -260,6 +268,13 @@ impl Store {
         let sql = "SELECT created_at, text FROM announcements WHERE platform = $1 \
              AND buttons IS NULL ORDER BY id DESC LIMIT $2";
         self.fetch_all(sql, (platform, limit)).await
+    }
+
+    /// Records that a post of the announcement is about to be tried.
+    pub async fn announcement_trying(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE announcements SET tried_at = $1 WHERE id = $2";
+        self.execute(sql, (now, id)).await?;
+        Ok(())
     }
 
     pub async fn announcement_sent(&self, id: i64, now: &str) -> Result<(), sqlx::Error> {

@@ -419,7 +419,10 @@ async fn the_weekly_backlog_summary_is_queued_once_per_week() {
                 .await
                 .unwrap()
         );
-        let queued = store.due_announcements("discord", 10).await.unwrap();
+        let queued = store
+            .due_announcements("discord", 10, "0000")
+            .await
+            .unwrap();
         assert_eq!(queued.len(), 1, "{db:?}: {queued:?}");
         assert!(
             queued[0].text.contains("Weekly backlog: 1 open group")

@@ -10,14 +10,16 @@ use crate::config::{Settings, SlackMode};
 
 /// Bot scopes: post and edit cards (`chat:write`), in public channels runbot was not invited
 /// to (`chat:write.public`), slash commands (`commands`), DMs for pages (`im:write`), and the
-/// channel history read to find a card after a crash (`channels:history`, `groups:history`).
-pub const BOT_SCOPES: [&str; 6] = [
+/// history read to find a message after a crash (`channels:history`, `groups:history`,
+/// `im:history` for DM pages).
+pub const BOT_SCOPES: [&str; 7] = [
     "chat:write",
     "chat:write.public",
     "commands",
     "im:write",
     "channels:history",
     "groups:history",
+    "im:history",
 ];
 
 /// Slack's limits for a slash command in a manifest.
@@ -73,11 +75,9 @@ pub fn manifest(commands: &Commands, mode: SlackMode, url: Option<&str>) -> Resu
         "token_rotation_enabled": false,
     });
     if let (true, Some(b)) = (http, &base) {
+        // No event subscription: runbot acts on no event (`/slack/events` still answers
+        // Slack's url_verification, should someone subscribe one).
         interactivity["request_url"] = json!(format!("{b}/slack/interactions"));
-        settings["event_subscriptions"] = json!({
-            "request_url": format!("{b}/slack/events"),
-            "bot_events": ["app_mention"],
-        });
     }
     settings["interactivity"] = interactivity;
     Ok(json!({
@@ -113,13 +113,13 @@ pub fn run_cli(
     };
     // The flag, else what the settings say, else Socket Mode (nothing to expose).
     let s = &settings.slack;
-    let mode = mode.or(s.mode).unwrap_or(
-        if s.signing_secret.is_some() && s.app_token.is_none() {
+    let mode = mode
+        .or(s.mode)
+        .unwrap_or(if s.signing_secret.is_some() && s.app_token.is_none() {
             SlackMode::Http
         } else {
             SlackMode::Socket
-        },
-    );
+        });
     match manifest(&commands, mode, url) {
         Ok(m) => {
             let text = serde_json::to_string_pretty(&m).expect("a manifest serializes");

@@ -51,8 +51,10 @@ pub mod limits {
 
 /// The `metadata.event_type` of runbot's messages; `event_payload.nonce` finds a card again.
 const EVENT_TYPE: &str = "runbot_message";
-/// Messages of a channel's history read when looking for a post after a crash.
+/// Messages of a channel's history read per page when looking for a post after a crash.
 const RECOVER_SCAN: u32 = 200;
+/// Pages read at most: a thousand messages back covers a storm's worth of posts.
+const RECOVER_PAGES: usize = 5;
 /// Nonces remembered as not posted; past this the memory starts over (and a retry looks first).
 const UNPOSTED_MAX: usize = 10_000;
 /// DM channels remembered (one per person paged).
@@ -283,37 +285,61 @@ impl SlackAdapter {
         .map(|_| ())
     }
 
-    /// Looks for a message runbot posted with `nonce` among the channel's latest messages.
+    /// Looks for a message runbot posted with `nonce`: among the channel's latest messages, or
+    /// the replies to `thread`. Reads back [`RECOVER_PAGES`] pages of history at most.
     pub async fn find_by_nonce(
         &self,
         channel: &str,
         nonce: &str,
+        thread: Option<&str>,
     ) -> Result<Option<String>, DeliveryError> {
         // This process saw Slack refuse that post: nothing to look for.
         if self.unposted.lock().expect("unposted lock").contains(nonce) {
             return Ok(None);
         }
-        let body = json!({
-            "channel": channel,
-            "limit": RECOVER_SCAN,
-            "include_all_metadata": true,
-        });
-        let answer = self
-            .call("conversations.history", Pace::Tier3, &body, &[])
-            .await?;
-        let found = answer
-            .get("messages")
-            .and_then(|m| m.as_array())
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m.pointer("/metadata/event_type").and_then(|v| v.as_str()) == Some(EVENT_TYPE)
-                    && m.pointer("/metadata/event_payload/nonce")
-                        .and_then(|v| v.as_str())
-                        == Some(nonce)
-            })
-            .and_then(|m| m.get("ts").and_then(|v| v.as_str()).map(str::to_string));
-        Ok(found)
+        let mut cursor: Option<String> = None;
+        for _ in 0..RECOVER_PAGES {
+            let mut body = json!({
+                "channel": channel,
+                "limit": RECOVER_SCAN,
+                "include_all_metadata": true,
+            });
+            let method = match thread {
+                Some(ts) => {
+                    body["ts"] = json!(ts);
+                    "conversations.replies"
+                }
+                None => "conversations.history",
+            };
+            if let Some(c) = &cursor {
+                body["cursor"] = json!(c);
+            }
+            let answer = self.call(method, Pace::Tier3, &body, &[]).await?;
+            let found = answer
+                .get("messages")
+                .and_then(|m| m.as_array())
+                .into_iter()
+                .flatten()
+                .find(|m| {
+                    m.pointer("/metadata/event_type").and_then(|v| v.as_str()) == Some(EVENT_TYPE)
+                        && m.pointer("/metadata/event_payload/nonce")
+                            .and_then(|v| v.as_str())
+                            == Some(nonce)
+                })
+                .and_then(|m| m.get("ts").and_then(|v| v.as_str()).map(str::to_string));
+            if found.is_some() {
+                return Ok(found);
+            }
+            cursor = answer
+                .pointer("/response_metadata/next_cursor")
+                .and_then(|v| v.as_str())
+                .filter(|c| !c.is_empty() && c.len() <= 512)
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// The DM channel with `user` (`conversations.open`), remembered.
@@ -522,10 +548,11 @@ impl ChatPlatform for SlackAdapter {
         &'a self,
         channel: &'a str,
         nonce: &'a str,
+        thread: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<Posted>, DeliveryError>> {
         Box::pin(async move {
             Ok(self
-                .find_by_nonce(channel, nonce)
+                .find_by_nonce(channel, nonce, thread)
                 .await?
                 .map(|message_id| Posted { message_id }))
         })

@@ -96,6 +96,13 @@ impl SlackAdapter {
         }
         let channel = self.dm_channel(target).await.map_err(page_error)?;
         let nonce = format!("rb-page-{}", page.id);
+        // A page may be a retry (a lost answer, a restart): pages are few, so the DM is
+        // always looked at first. Without the history scope the page still goes.
+        match self.find_by_nonce(&channel, &nonce, None).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) | Err(DeliveryError::Permanent(_)) => {}
+            Err(e) => return Err(page_error(e)),
+        }
         self.post_message(&channel, page_message(page), None, Some(&nonce))
             .await
             .map(|_| ())
