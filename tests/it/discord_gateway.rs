@@ -2,7 +2,7 @@
 //! the fake Discord, receives interactions as `INTERACTION_CREATE` and answers them through
 //! the callback route, with the same answers and refusals as over HTTP. The connection
 //! survives what Discord does to it (a drop, op 7, op 9, missing heartbeat acks), and an
-//! interaction delivered twice runs once.
+//! interaction delivered twice runs once, one replayed long after it was made not at all.
 
 use crate::common;
 
@@ -310,6 +310,98 @@ async fn an_interaction_delivered_twice_runs_once() {
     app.stop().await;
 }
 
+/// A line of `/metrics` (name and labels as written), once it shows `value`; panics after
+/// `timeout` with the whole page.
+async fn wait_for_metric(app: &TestApp, line: &str, value: f64, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let now = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok());
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{line} is {now:?}, not {value}, after {timeout:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const CONNECTED: &str = "runbot_chat_connected{platform=\"discord\"}";
+
+#[tokio::test]
+async fn an_interaction_replayed_long_after_it_was_made_is_not_run() {
+    let fake = fake().await;
+    let app = start(&fake).await;
+    // As a RESUME replays one made a minute ago: Discord showed it failed long since.
+    let restart = fake.slash_command("restart", &[("service", json!("backend"))], &dev(), CHANNEL);
+    let stale = fake.backdate_interaction(&restart, Duration::from_secs(60));
+    fake.gateway_dispatch_interaction(&stale);
+    // Another one after it, to know the stale one was read and passed over.
+    let marker = fake.slash_command("status", &[], &ana(), CHANNEL);
+    fake.gateway_dispatch_interaction(&marker);
+    fake.gateway_wait_for_callback(&marker.id, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        callbacks_for(&fake, &stale.id).is_empty(),
+        "no callback Discord would refuse"
+    );
+    assert!(
+        !audit_steps(&app).contains(&"denied".to_string()),
+        "not run: {:?}",
+        audit_steps(&app)
+    );
+    wait_for_metric(
+        &app,
+        "runbot_interactions_refused_total{platform=\"discord\",reason=\"Stale\"}",
+        1.0,
+        WAIT,
+    )
+    .await;
+    // A fresh one still runs.
+    let fresh = fake.slash_command("restart", &[("service", json!("backend"))], &dev(), CHANNEL);
+    fake.gateway_dispatch_interaction(&fresh);
+    fake.gateway_wait_for_callback(&fresh.id, WAIT).await;
+    assert!(audit_steps(&app).contains(&"denied".to_string()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_url_that_keeps_refusing_is_given_up_for_a_new_session() {
+    let fake = fake().await;
+    // The host READY names for resuming refuses connections (gone from DNS, moved).
+    fake.set_resume_url_refusing(true);
+    let app = start(&fake).await;
+    wait_for_metric(&app, CONNECTED, 1.0, WAIT).await;
+    let gateway_bot = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/gateway/bot"))
+            .count()
+    };
+    assert_eq!(gateway_bot(), 1);
+
+    let at = std::time::Instant::now();
+    assert!(fake.gateway_drop());
+    wait_for_metric(&app, CONNECTED, 0.0, WAIT).await;
+    // Three refused connections (two backoffs, 1 s and 2 s, between them), then a new session
+    // on the address /gateway/bot answers.
+    let view = fake
+        .gateway_wait_until(Duration::from_secs(30), "a second IDENTIFY", |g| {
+            g.identifies.len() == 2 && g.connected
+        })
+        .await;
+    assert!(at.elapsed() >= Duration::from_secs(3), "{:?}", at.elapsed());
+    assert!(view.resumes.is_empty(), "{:?}", view.resumes);
+    assert_eq!(gateway_bot(), 2, "the address asked again");
+    wait_for_metric(&app, CONNECTED, 1.0, WAIT).await;
+    still_answers(&fake).await;
+    app.stop().await;
+}
+
 /// After op 7, op 9 and a silent Discord, runbot is connected again and still answers.
 async fn still_answers(fake: &FakeDiscord) {
     let status = fake.slash_command("status", &[], &ana(), CHANNEL);
@@ -373,6 +465,7 @@ async fn missing_heartbeat_acks_make_runbot_resume_and_a_refused_token_stops_it(
     fake.set_heartbeat_acks(true);
     fake.gateway_wait_connected(WAIT).await;
     still_answers(&fake).await;
+    wait_for_metric(&app, CONNECTED, 1.0, WAIT).await;
 
     // 4004: the token was refused. Retrying cannot help: runbot stops trying.
     let connections = fake
@@ -387,6 +480,8 @@ async fn missing_heartbeat_acks_make_runbot_resume_and_a_refused_token_stops_it(
         view.connections, connections,
         "no new connection after 4004"
     );
+    // The worker stopped: not connected, and /metrics says so.
+    wait_for_metric(&app, CONNECTED, 0.0, WAIT).await;
     app.stop().await;
 }
 

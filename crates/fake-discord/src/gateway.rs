@@ -26,6 +26,10 @@
 //!   token), the body checked as the HTTP answer is; 204 when accepted. Until then its webhook
 //!   (`@original`, followups) is 404 Unknown Webhook: there is no HTTP answer to wait for.
 //!   [`FakeDiscord::gateway_callbacks`] lists every callback and its answer.
+//!   [`FakeDiscord::backdate_interaction`] makes one as a RESUME replays it minutes later: its
+//!   id says so, and its 3 s are over.
+//! - [`FakeDiscord::set_resume_url_refusing`]: READY gives a `resume_gateway_url` where nothing
+//!   listens, as when that host is gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +69,8 @@ pub(crate) struct GatewayState {
     port: u16,
     heartbeat_interval: Option<Duration>,
     no_acks: bool,
+    /// A port nothing listens on, given as `resume_gateway_url`'s.
+    refusing_resume_port: Option<u16>,
     sessions: HashMap<String, Session>,
     /// The session dispatches go to: the one READY gave last.
     current: Option<String>,
@@ -265,6 +271,7 @@ fn receive(
     };
     let mut st = shared.lock();
     let port = st.gateway.port;
+    let resume_port = st.gateway.refusing_resume_port.unwrap_or(port);
     let token = shared.token.clone();
     let g = &mut st.gateway;
     let d = &v["d"];
@@ -312,7 +319,7 @@ fn receive(
                 "guilds": [{"id": GUILD_ID.to_string(), "unavailable": true}],
                 "session_id": id,
                 "session_type": "normal",
-                "resume_gateway_url": format!("ws://127.0.0.1:{port}/resume"),
+                "resume_gateway_url": format!("ws://127.0.0.1:{resume_port}/resume"),
                 "shard": [0, 1],
                 "application": {"id": APPLICATION_ID, "flags": 0},
             });
@@ -482,6 +489,48 @@ impl FakeDiscord {
         }
         st.gateway
             .dispatch("INTERACTION_CREATE", interaction.body.clone())
+    }
+
+    /// `interaction` as Discord replays it after a RESUME `age` after making it: a new id (a
+    /// snowflake's top bits say when Discord made it) from `age` ago, and its callback refused
+    /// (10062) as Discord refuses one after 3 s. The interaction built earlier is replaced.
+    pub fn backdate_interaction(&self, interaction: &Interaction, age: Duration) -> Interaction {
+        let mut st = self.state();
+        // The low 22 bits of a fresh one keep the id unique.
+        let low: u64 = st.next_snowflake().parse::<u64>().unwrap() & ((1 << 22) - 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let made = now - age.as_millis() as u64;
+        let id = (((made - super::DISCORD_EPOCH_MS) << 22) | low).to_string();
+        let i = st
+            .interactions
+            .iter_mut()
+            .find(|i| i.id == interaction.id)
+            .expect("an interaction the fake built");
+        i.id = id.clone();
+        i.payload["id"] = json!(id);
+        i.via_gateway = true;
+        i.issued = Instant::now().checked_sub(age).expect("age since boot");
+        let mut body = interaction.body.clone();
+        body["id"] = json!(id);
+        Interaction {
+            id,
+            token: interaction.token.clone(),
+            body,
+        }
+    }
+
+    /// Whether READY gives a `resume_gateway_url` that refuses connections (from the next
+    /// IDENTIFY on), as a resume host gone from DNS or moved.
+    pub fn set_resume_url_refusing(&self, on: bool) {
+        let port = on.then(|| {
+            // Bound then closed: nothing listens there, so connecting is refused.
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            l.local_addr().unwrap().port()
+        });
+        self.state().gateway.refusing_resume_port = port;
     }
 
     /// Waits until a callback for `interaction_id` was accepted; panics after `timeout`.

@@ -13,7 +13,12 @@
 //! `resume_gateway_url` with the session and the last sequence; INVALID_SESSION (op 9) → RESUME
 //! when `d` is true, else IDENTIFY again after 1–5 s. Close codes that retrying cannot fix
 //! (4004 authentication failed, 4010–4014) stop the worker with an error that says why; the
-//! others reconnect, with a backoff from 1 s to 60 s while connecting keeps failing.
+//! others reconnect, with a backoff from 1 s to 60 s while connecting keeps failing; after
+//! 3 failed connections to `resume_gateway_url` (gone from DNS, moved) the session is given up
+//! and a new one identified on the address `/gateway/bot` answers. An interaction older than
+//! 15 s by its id is not run: a RESUME replays what the connection missed, however old, and
+//! Discord takes no answer to it after 3 s. `runbot_chat_connected{platform="discord"}` is 1
+//! while a session is live.
 //!
 //! Why not serenity's gateway client: serenity 0.12.5 can be pointed at a local Gateway (it
 //! connects to the `ws://` URL `/gateway/bot` answers, asked through its HTTP proxy setting),
@@ -64,6 +69,19 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// rather than piling up tasks.
 const MAX_IN_FLIGHT: usize = 256;
 const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+/// Older than this (by its id), an interaction is not run. Discord takes its callback only
+/// within 3 s of making it, so one a RESUME replays later could only run unseen (a restart,
+/// say) after the person was shown "interaction failed", and then fail to answer (10062).
+/// 3 s plus room for runbot's clock and Discord's to disagree.
+const MAX_INTERACTION_AGE: Duration = Duration::from_secs(15);
+/// Discord's epoch (2015-01-01) in Unix milliseconds: a snowflake's top 42 bits count from it.
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+/// Failed connections to `resume_gateway_url` in a row after which the session is given up:
+/// that host may be gone for good, and a new session on `/gateway/bot`'s address works.
+const RESUME_CONNECT_FAILURES: u32 = 3;
+/// Gauge, by platform: 1 while a session is live (after READY or RESUMED), else 0.
+// TODO(integrator): `crate::telemetry`'s constant for this name, once merged.
+const CHAT_CONNECTED: &str = "runbot_chat_connected";
 
 /// One Gateway connection for the whole process, kept open by [`Gateway::run`].
 pub struct Gateway {
@@ -120,10 +138,15 @@ impl Gateway {
     /// Keeps a connection open until cancelled (the worker is dropped at shutdown) or a close
     /// code says retrying cannot help.
     pub async fn run(self: Arc<Self>) {
+        // 0 from the start, and again however the worker ends (returned, aborted, panicked).
+        let _disconnected = Disconnected;
+        set_connected(false);
         let mut session: Option<Session> = None;
         let mut gateway_url: Option<String> = None;
         // Connection attempts since the last READY or RESUMED.
         let mut attempts: u32 = 0;
+        // Failed connections to the session's `resume_gateway_url` in a row.
+        let mut resume_failures: u32 = 0;
         loop {
             if attempts > 0 {
                 let wait = backoff(attempts);
@@ -157,13 +180,28 @@ impl Gateway {
                 },
             };
             let ended = match self.connect(&url).await {
-                Ok(ws) => self.serve(ws, &mut session, &mut attempts).await,
+                Ok(ws) => {
+                    resume_failures = 0;
+                    let ended = self.serve(ws, &mut session, &mut attempts).await;
+                    set_connected(false);
+                    ended
+                }
                 Err(why) => {
                     tracing::warn!(error = %why, "Discord Gateway: cannot connect");
-                    if session.is_none() {
-                        // Ask again next time: the address may have changed.
-                        gateway_url = None;
+                    if session.is_some() {
+                        resume_failures += 1;
+                        if resume_failures < RESUME_CONNECT_FAILURES {
+                            continue;
+                        }
+                        tracing::warn!(
+                            failures = resume_failures,
+                            "Discord Gateway: resume_gateway_url keeps refusing; giving the session up to identify a new one"
+                        );
+                        session = None;
+                        resume_failures = 0;
                     }
+                    // Ask again next time: the address may have changed.
+                    gateway_url = None;
                     continue;
                 }
             };
@@ -302,6 +340,7 @@ impl Gateway {
                                     seq: event["s"].as_u64(),
                                 });
                                 *attempts = 0;
+                                set_connected(true);
                                 tracing::info!(
                                     "Discord Gateway: connected, receiving interactions"
                                 );
@@ -316,6 +355,7 @@ impl Gateway {
                     }
                     Some("RESUMED") => {
                         *attempts = 0;
+                        set_connected(true);
                         tracing::info!("Discord Gateway: session resumed");
                     }
                     Some("INTERACTION_CREATE") => self.receive(event["d"].clone()),
@@ -386,6 +426,28 @@ impl Gateway {
             tracing::warn!("Discord Gateway: an interaction without an id or a token");
             return;
         }
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+        let age = snowflake_age(&id, now_ms);
+        if age.is_none_or(|age| age > MAX_INTERACTION_AGE) {
+            // Not answered at all: Discord would refuse the callback, and the person already
+            // saw the interaction fail.
+            let stale = Refusal::Stale;
+            metrics::counter!(crate::telemetry::INTERACTIONS_REFUSED, "platform" => "discord", "reason" => stale.label()).increment(1);
+            // Discord's command names are at most 32 characters.
+            let command: String = interaction["data"]["name"]
+                .as_str()
+                .unwrap_or("(a component)")
+                .chars()
+                .take(32)
+                .collect();
+            tracing::warn!(
+                interaction = %id,
+                command,
+                age_secs = age.map(|a| a.as_secs()),
+                "Discord Gateway: an interaction too old to answer (replayed after a resume, or the clock is off); not run"
+            );
+            return;
+        }
         let response = match first_sight(
             &self.store,
             &interaction,
@@ -439,6 +501,26 @@ impl Gateway {
         if let Err(e) = sent {
             tracing::warn!(interaction = %id, error = ?e, "Discord Gateway: the interaction's callback failed");
         }
+    }
+}
+
+/// How long ago Discord made the object with snowflake `id`, at `now_ms` (Unix milliseconds);
+/// zero for one from the future (clocks disagree), None when `id` is not a snowflake.
+fn snowflake_age(id: &str, now_ms: u64) -> Option<Duration> {
+    let made = (id.parse::<u64>().ok()? >> 22) + DISCORD_EPOCH_MS;
+    Some(Duration::from_millis(now_ms.saturating_sub(made)))
+}
+
+fn set_connected(on: bool) {
+    metrics::gauge!(CHAT_CONNECTED, "platform" => "discord").set(if on { 1.0 } else { 0.0 });
+}
+
+/// Sets the gauge to 0 when dropped: the worker stopped.
+struct Disconnected;
+
+impl Drop for Disconnected {
+    fn drop(&mut self) {
+        set_connected(false);
     }
 }
 
@@ -539,6 +621,18 @@ mod tests {
             let low = Duration::from_secs(low);
             assert!(wait >= low && wait <= low + low / 4, "{attempts}: {wait:?}");
         }
+    }
+
+    #[test]
+    fn an_interaction_s_age_is_read_from_its_snowflake() {
+        // Discord's documented example: 175928847299117063 was made at 1462015105796.
+        let made = 1_462_015_105_796;
+        let age = |now| snowflake_age("175928847299117063", now);
+        assert_eq!(age(made + 16_000), Some(Duration::from_secs(16)));
+        assert_eq!(age(made), Some(Duration::ZERO));
+        assert_eq!(age(made - 5_000), Some(Duration::ZERO), "from the future");
+        assert_eq!(snowflake_age("not-a-snowflake", made), None);
+        assert_eq!(snowflake_age("", made), None);
     }
 
     #[test]
