@@ -121,13 +121,13 @@ pub async fn deliver(store: Store, platform: Arc<dyn ChatPlatform>, default_chan
                             }
                         }
                     }
+                    // Not fatal: without the record, only a restart right after this post
+                    // could repeat it (and only where posts have no nonce).
                     if let Err(e) = store
                         .announcement_trying(a.id, &format_time(Utc::now()))
                         .await
                     {
                         store_failed(&e, "record an announcement's post");
-                        pause = Duration::from_secs(5);
-                        break;
                     }
                     match platform.post(channel, message, &nonce).await {
                         Ok(_) => {

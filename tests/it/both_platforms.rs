@@ -55,7 +55,8 @@ async fn an_ack_in_slack_shows_on_the_discord_card_and_the_console_and_a_discord
         })
         .await;
 
-    let alert = json!({"severity": "critical", "instance": "api-1:8000"});
+    // A Sev3: its silence needs no second person.
+    let alert = json!({"severity": "warning", "instance": "api-1:8000"});
     let body = webhook(
         "APIDown",
         "firing",
@@ -150,12 +151,13 @@ async fn an_ack_in_slack_shows_on_the_discord_card_and_the_console_and_a_discord
         .nth(3)
         .expect("the card's fourth button");
     let lead = FakeUser::new(1_300_000_000_000_000_009, "Dev Lead", &["DevOps Lead"]);
-    discord
+    let sent = discord
         .send_interaction(
             &format!("{}/discord/interactions", app.url),
             discord.button_click(&discord_card.id, &status, &lead, DISCORD_CHANNEL),
         )
         .await;
+    assert_eq!(sent.status, 200);
     let thread = slack
         .wait_for(
             "the Discord click in the Slack thread",
