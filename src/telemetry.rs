@@ -37,6 +37,9 @@ pub const CHAT_DELIVERED: &str = "runbot_chat_cards_delivered_total";
 pub const CHAT_FAILED: &str = "runbot_chat_delivery_failed_total";
 /// Groups whose card is waiting to be delivered, by platform.
 pub const CHAT_BACKLOG: &str = "runbot_chat_backlog";
+/// 1 while runbot's own connection to a platform (Slack's Socket Mode, Discord's Gateway) is
+/// up, else 0, by platform.
+pub const CHAT_CONNECTED: &str = "runbot_chat_connected";
 /// From a change being stored to its card being delivered, by platform.
 pub const CHAT_DELIVERY_LAG: &str = "runbot_chat_delivery_lag_seconds";
 /// The last audit row's id, set every `audit.head_log_secs` (the hash goes to the log only).
@@ -178,6 +181,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::describe_gauge!(
                 CONSOLE_STREAMS,
                 "Streams following the console's live feed (GET /api/events)"
+            );
+            metrics::describe_gauge!(
+                CHAT_CONNECTED,
+                "1 while runbot's connection to the platform (Socket Mode, Gateway) is up"
             );
             metrics::describe_gauge!(
                 AUDIT_HEAD_ID,

@@ -903,3 +903,112 @@ async fn refresh_and_dropped_connections_reconnect() {
     s.answer_saying(&sent.url, "docker.project").await;
     s.stop().await;
 }
+
+/// `/status` by `who` over Socket Mode, answered on the ack and then by response_url.
+async fn status_over_socket(fake: &FakeSlack, who: &Person) {
+    let url = fake.response_url();
+    let payload = fake_slack::slash_command_payload("/status", "", who.id, who.name, CHANNEL, &url);
+    let id = fake.send_envelope("slash_commands", payload, true).await;
+    let ack = fake.wait_ack(&id, Duration::from_secs(3)).await;
+    assert!(
+        ack.is_some_and(|a| a.payload.is_some()),
+        "no answer on the ack"
+    );
+    fake.wait_for("the status by response_url", WAIT, |f| {
+        f.responses(&url)
+            .iter()
+            .any(|v| said(v).contains("docker.project"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_noticed_by_its_pings_and_replaced() {
+    use runbot::chat::slack::{inbound::Inbound, socket::SocketMode, SlackAdapter};
+    use std::sync::Arc;
+    // The recorder first: a gauge set before it is installed is lost.
+    let metrics = runbot::telemetry::metrics_handle();
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = shipped_policies(dir.path(), &roles_toml());
+    let env = [
+        (
+            "RUNBOT__DATABASE__URL",
+            common::fresh_database(Db::Sqlite, dir.path()).await,
+        ),
+        ("RUNBOT__POLICY__DIR", policies.display().to_string()),
+        (
+            "RUNBOT__COMMANDS__DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/commands").into(),
+        ),
+        ("RUNBOT__SLACK__BOT_TOKEN", BOT_TOKEN.into()),
+        ("RUNBOT__SLACK__APP_TOKEN", fake_slack::APP_TOKEN.into()),
+        ("RUNBOT__SLACK__MODE", "socket".into()),
+        ("RUNBOT__SLACK__ALERT_CHANNEL_ID", CHANNEL.into()),
+        ("RUNBOT__SLACK__API_BASE", fake.api_base()),
+    ];
+    let settings = runbot::config::Settings::load_from(
+        None,
+        env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    )
+    .unwrap();
+    let store = runbot::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    let dispatcher = runbot::app::dispatcher(
+        &settings,
+        store.clone(),
+        None,
+        runbot::domain::clock::system_clock(),
+    )
+    .unwrap();
+    let inbound = Arc::new(Inbound {
+        dispatcher: Arc::new(dispatcher),
+        adapter: Arc::new(SlackAdapter::new(&settings).unwrap()),
+    });
+    // The worker app.rs starts, with its pings every 200 ms and 1 s of silence allowed
+    // (10 s and 30 s in production).
+    let socket = SocketMode::new(&settings, inbound, store)
+        .unwrap()
+        .with_keepalive(Duration::from_millis(200), Duration::from_secs(1));
+    let worker = tokio::spawn(Arc::new(socket).run());
+    fake.wait_for("a Socket Mode connection", WAIT, |f| {
+        (f.connected() == 1).then_some(())
+    })
+    .await;
+    status_over_socket(&fake, &ANA).await;
+    let gauge = metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with("runbot_chat_connected{platform=\"slack\"}"))
+        .map(str::to_string);
+    assert_eq!(
+        gauge.as_deref(),
+        Some("runbot_chat_connected{platform=\"slack\"} 1")
+    );
+
+    // Quiet but alive: the pings' pongs keep it, well past the silence allowed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        fake.connections_opened(),
+        1,
+        "a live connection was dropped"
+    );
+
+    // The connection goes silent without closing: runbot notices and opens another.
+    let frozen = Instant::now();
+    fake.freeze_connections();
+    assert_eq!(fake.connected(), 0);
+    fake.wait_for("a new connection after the silence", WAIT, |f| {
+        (f.connections_opened() == 2 && f.connected() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        frozen.elapsed() >= Duration::from_millis(900),
+        "replaced before it was silent for long: {:?}",
+        frozen.elapsed()
+    );
+    status_over_socket(&fake, &BRUNO).await;
+    worker.abort();
+}

@@ -122,6 +122,8 @@ enum Out {
     Text(String),
     Close,
     Abort,
+    /// Stop reading and sending (pings go unanswered) but keep the TCP connection open.
+    Freeze,
 }
 
 struct Bucket {
@@ -158,6 +160,10 @@ struct State {
     rate_limited: usize,
     buckets: HashMap<String, Bucket>,
     fail_next: HashMap<String, VecDeque<String>>,
+    /// `response_url` posts still to answer 503 without taking effect.
+    fail_responses: usize,
+    /// `response_url` answers come this late, after the post took effect.
+    response_delay: Duration,
     /// DM channel of each user conversations.open was asked about.
     dms: HashMap<String, String>,
     /// Multi-person DMs opened, by their sorted member list.
@@ -167,6 +173,9 @@ struct State {
     /// One-time Socket Mode URLs: id → used.
     socket_urls: HashMap<String, bool>,
     connections: BTreeMap<u64, mpsc::UnboundedSender<Out>>,
+    /// Connections [`FakeSlack::freeze_connections`] silenced: open, but nothing goes either
+    /// way, so no envelope is sent to them.
+    frozen: HashSet<u64>,
     next_connection: u64,
     round_robin: usize,
     connections_opened: usize,
@@ -191,12 +200,15 @@ impl State {
             rate_limited: 0,
             buckets: HashMap::new(),
             fail_next: HashMap::new(),
+            fail_responses: 0,
+            response_delay: Duration::ZERO,
             dms: HashMap::new(),
             mpims: HashMap::new(),
             opened: HashSet::new(),
             responses: HashMap::new(),
             socket_urls: HashMap::new(),
             connections: BTreeMap::new(),
+            frozen: HashSet::new(),
             next_connection: 0,
             round_robin: 0,
             connections_opened: 0,
@@ -276,7 +288,12 @@ impl State {
             "retry_reason": if env.retry_attempt == 0 { "" } else { "timeout" },
         })
         .to_string();
-        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        let ids: Vec<u64> = self
+            .connections
+            .keys()
+            .filter(|id| !self.frozen.contains(id))
+            .copied()
+            .collect();
         for i in 0..ids.len() {
             let pick = ids[(self.round_robin + i) % ids.len()];
             if self.connections[&pick]
@@ -682,9 +699,34 @@ impl FakeSlack {
         self.state().connections_opened
     }
 
-    /// WebSockets open now.
+    /// WebSockets open now and not frozen.
     pub fn connected(&self) -> usize {
-        self.state().connections.len()
+        let st = self.state();
+        st.connections.len() - st.frozen.len()
+    }
+
+    /// A connection a NAT silently dropped: every socket open now stays open (TCP and all)
+    /// but the fake stops reading from it and sending on it, so pings go unanswered and no
+    /// envelope goes there. New connections work as usual.
+    pub fn freeze_connections(&self) {
+        let mut st = self.state();
+        let ids: Vec<u64> = st.connections.keys().copied().collect();
+        for id in ids {
+            if st.connections[&id].send(Out::Freeze).is_ok() {
+                st.frozen.insert(id);
+            }
+        }
+    }
+
+    /// The next `n` `response_url` posts answer 503 and take no effect.
+    pub fn fail_next_responses(&self, n: usize) {
+        self.state().fail_responses = n;
+    }
+
+    /// `response_url` posts take effect at once but are answered this late: a client that
+    /// times out sooner does not know whether its post landed.
+    pub fn set_response_delay(&self, delay: Duration) {
+        self.state().response_delay = delay;
     }
 
     /// Closes every socket abruptly: no disconnect message, no close frame.
@@ -1660,28 +1702,39 @@ async fn response_url(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let mut st = shared.lock();
-    let (status, error, messages) = check_response(&mut st, &id, content_type.as_deref(), &parsed);
-    let body = match error {
-        None => json!({"ok": true}),
-        Some(e) => {
-            let mut b = json!({"ok": false, "error": e});
-            if !messages.is_empty() {
-                b["response_metadata"] = json!({ "messages": messages });
+    let (status, body, delay) = {
+        let mut st = shared.lock();
+        let (status, error, messages) = if st.fail_responses > 0 && !st.down {
+            st.fail_responses -= 1;
+            (503, Some("service_unavailable"), Vec::new())
+        } else {
+            check_response(&mut st, &id, content_type.as_deref(), &parsed)
+        };
+        let body = match error {
+            None => json!({"ok": true}),
+            Some(e) => {
+                let mut b = json!({"ok": false, "error": e});
+                if !messages.is_empty() {
+                    b["response_metadata"] = json!({ "messages": messages });
+                }
+                b
             }
-            b
-        }
+        };
+        st.requests.push(Recorded {
+            method: "response_url".into(),
+            status,
+            ok: status == 200,
+            error: error.map(str::to_string),
+            body: parsed.unwrap_or(Value::Null),
+            answer: body.clone(),
+            content_type,
+            at,
+        });
+        (status, body, st.response_delay)
     };
-    st.requests.push(Recorded {
-        method: "response_url".into(),
-        status,
-        ok: status == 200,
-        error: error.map(str::to_string),
-        body: parsed.unwrap_or(Value::Null),
-        answer: body.clone(),
-        content_type,
-        at,
-    });
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     Reply {
         status,
         body,
@@ -1843,11 +1896,22 @@ async fn connection(shared: Arc<Shared>, mut socket: WebSocket) {
                     }
                     // Dropping the socket ends the TCP connection without a close frame.
                     Some(Out::Abort) | None => break,
+                    // The socket is held, never read or written, until told to go.
+                    Some(Out::Freeze) => {
+                        while let Some(o) = rx.recv().await {
+                            if matches!(o, Out::Abort | Out::Close) {
+                                break;
+                            }
+                        }
+                        break;
+                    }
                 },
             }
         }
     }
-    shared.lock().connections.remove(&id);
+    let mut st = shared.lock();
+    st.connections.remove(&id);
+    st.frozen.remove(&id);
 }
 
 fn on_client_text(shared: &Shared, text: &str) {

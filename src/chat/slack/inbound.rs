@@ -12,6 +12,11 @@
 //! [`SETTLE`]. Whatever comes after the 5 are spent (or when Slack refuses the URL: expired,
 //! used) goes by `chat.postEphemeral` to the person (`chat.postMessage` for an answer meant for
 //! the channel), so a result is never lost to the limit.
+//!
+//! Every post to the URL counts against the 5, a retry too (Slack may have counted the one that
+//! failed). A post that timed out may have landed: it is not tried again, by the URL or the Web
+//! API, so an answer is never shown twice. The Web API's answers wait their turn when runbot's
+//! pacing or Slack's 429 says so, for up to [`API_PATIENCE`], then are logged as lost.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +41,10 @@ pub const EDIT_GAP: Duration = Duration::from_secs(2);
 /// Edits quiet this long count as settled (for the last `response_url` post, and for answers
 /// that cannot replace their message).
 pub const SETTLE: Duration = Duration::from_secs(5);
+/// Tries of one post to a `response_url` (each one of its 5 uses).
+const URL_ATTEMPTS: usize = 3;
+/// How long an answer by the Web API waits out rate limits before it is given up.
+pub const API_PATIENCE: Duration = Duration::from_secs(60);
 /// Longest names kept from what Slack sends.
 const NAME_MAX: usize = 80;
 const URL_MAX: usize = 2048;
@@ -327,6 +336,24 @@ pub struct ResponseUrl {
     /// Set once the first answer is with Slack: an edit posted before it could be overwritten
     /// by it, or replace a message Slack does not have yet.
     opened: tokio::sync::watch::Sender<bool>,
+    /// How long a Web API answer waits out rate limits ([`API_PATIENCE`]).
+    patience: Duration,
+}
+
+/// How one post to the URL ended.
+enum UrlPost {
+    Posted,
+    /// It may have landed (a timeout, an answer cut off): not sent again any way.
+    MaybePosted(DeliveryError),
+    /// It did not land (uses spent, the URL refused, every try failed): the Web API may take it.
+    NotPosted(DeliveryError),
+}
+
+/// How one try ended, when not posted.
+enum Try {
+    /// Slack answered an error, or the connection never opened: nothing landed.
+    Failed(DeliveryError),
+    MaybeLanded(DeliveryError),
 }
 
 impl ResponseUrl {
@@ -338,6 +365,7 @@ impl ResponseUrl {
             user: asker.user_id.clone(),
             used: Mutex::new(0),
             opened: tokio::sync::watch::channel(false).0,
+            patience: API_PATIENCE,
         })
     }
 
@@ -357,48 +385,149 @@ impl ResponseUrl {
         RESPONSE_URL_USES.saturating_sub(*self.used.lock().expect("used lock"))
     }
 
+    /// Takes one of the 5 uses, if any is left.
+    fn take_use(&self) -> bool {
+        let mut used = self.used.lock().expect("used lock");
+        let take = *used < RESPONSE_URL_USES;
+        if take {
+            *used += 1;
+        }
+        take
+    }
+
     /// Posts a first answer already shaped as Slack's body (a slash command's, when the ack
     /// could not carry it).
     pub async fn post_body(&self, body: &Value) -> Result<(), DeliveryError> {
-        *self.used.lock().expect("used lock") += 1;
-        self.adapter.respond(&self.url, body).await
+        match self.post_to_url(body).await {
+            UrlPost::Posted => Ok(()),
+            UrlPost::MaybePosted(e) | UrlPost::NotPosted(e) => Err(e),
+        }
     }
 
     /// Posts `reply` to the URL while posts are left, else (or when Slack refuses the URL)
     /// by the Web API.
     pub async fn post(&self, reply: &Reply, replace: bool) -> Result<(), DeliveryError> {
-        let take = {
-            let mut used = self.used.lock().expect("used lock");
-            let take = *used < RESPONSE_URL_USES;
-            if take {
-                *used += 1;
+        match self.post_to_url(&response_body(reply, replace)).await {
+            UrlPost::Posted => Ok(()),
+            UrlPost::MaybePosted(e) => {
+                tracing::warn!(error = %e, "Slack: an answer's post to the response_url went unanswered; it may have been shown, so it is not posted again");
+                Err(e)
             }
-            take
-        };
-        if take {
-            let body = response_body(reply, replace);
-            for attempt in 0..3 {
-                match self.adapter.respond(&self.url, &body).await {
-                    Ok(()) => return Ok(()),
-                    Err(DeliveryError::Transient(_) | DeliveryError::RateLimited { .. })
-                        if attempt < 2 =>
-                    {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "Slack refused the response_url; posting by the Web API instead");
-                        *self.used.lock().expect("used lock") = RESPONSE_URL_USES;
-                        break;
-                    }
+            UrlPost::NotPosted(_) => self.post_by_api(reply).await,
+        }
+    }
+
+    /// Up to [`URL_ATTEMPTS`] tries, each taking a use.
+    async fn post_to_url(&self, body: &Value) -> UrlPost {
+        let mut last = DeliveryError::Permanent("the response_url's 5 posts are spent".into());
+        for attempt in 0..URL_ATTEMPTS {
+            if attempt > 0 && self.left() > 0 {
+                let wait = match &last {
+                    DeliveryError::RateLimited { retry_after } => *retry_after,
+                    _ => Duration::from_secs(1),
+                };
+                tokio::time::sleep(wait.min(Duration::from_secs(10))).await;
+            }
+            if !self.take_use() {
+                return UrlPost::NotPosted(last);
+            }
+            match self.try_once(body).await {
+                Ok(()) => return UrlPost::Posted,
+                Err(Try::MaybeLanded(e)) => return UrlPost::MaybePosted(e),
+                Err(Try::Failed(
+                    e @ (DeliveryError::Transient(_) | DeliveryError::RateLimited { .. }),
+                )) => last = e,
+                Err(Try::Failed(e)) => {
+                    tracing::warn!(error = %e, "Slack refused the response_url; posting by the Web API instead");
+                    *self.used.lock().expect("used lock") = RESPONSE_URL_USES;
+                    return UrlPost::NotPosted(e);
                 }
             }
         }
-        self.post_by_api(reply).await
+        UrlPost::NotPosted(last)
+    }
+
+    /// One post to the URL, told apart by whether it may have landed.
+    async fn try_once(&self, body: &Value) -> Result<(), Try> {
+        if !self.adapter.response_url_allowed(&self.url) {
+            return Err(Try::Failed(DeliveryError::Permanent(
+                "the response_url is not Slack's: not posted".into(),
+            )));
+        }
+        let sent = self
+            .adapter
+            .client()
+            .post(&self.url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
+            .body(body.to_string())
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(e) => {
+                let connect = e.is_connect();
+                let e = DeliveryError::Transient(format!(
+                    "response_url: {}",
+                    crate::domain::redact::request_error(e)
+                ));
+                // Only a connection never made surely carried nothing.
+                return Err(if connect {
+                    Try::Failed(e)
+                } else {
+                    Try::MaybeLanded(e)
+                });
+            }
+        };
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
+        match status {
+            200..=299 => Ok(()),
+            429 => Err(Try::Failed(DeliveryError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            })),
+            // A gateway that gave up waiting: Slack may have taken it.
+            504 => Err(Try::MaybeLanded(DeliveryError::Transient(
+                "response_url answered HTTP 504".into(),
+            ))),
+            s if s >= 500 => Err(Try::Failed(DeliveryError::Transient(format!(
+                "response_url answered HTTP {s}"
+            )))),
+            s => Err(Try::Failed(DeliveryError::Permanent(format!(
+                "response_url answered HTTP {s}: {}",
+                crate::domain::text::clip(&text, 200)
+            )))),
+        }
     }
 
     /// `chat.postEphemeral` to the asker, or `chat.postMessage` for an answer meant for the
-    /// channel.
+    /// channel, waiting out rate limits for up to [`API_PATIENCE`]: it is the answer's last
+    /// way, so it is not dropped for runbot's own pacing.
     async fn post_by_api(&self, reply: &Reply) -> Result<(), DeliveryError> {
+        let deadline = Instant::now() + self.patience;
+        loop {
+            match self.post_by_api_once(reply).await {
+                Err(DeliveryError::RateLimited { retry_after }) => {
+                    let at = Instant::now() + retry_after;
+                    if at > deadline {
+                        tracing::error!(
+                            channel = %self.channel,
+                            user = %self.user,
+                            patience_secs = self.patience.as_secs(),
+                            "Slack: an answer could not be posted within the rate limits in time; it is lost"
+                        );
+                        return Err(DeliveryError::RateLimited { retry_after });
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn post_by_api_once(&self, reply: &Reply) -> Result<(), DeliveryError> {
         let content = render::reply(&super::without_attachment(reply)).content();
         if reply.ephemeral {
             let request = SlackApiChatPostEphemeralRequest::new(
@@ -409,7 +538,7 @@ impl ResponseUrl {
             let body = serde_json::to_value(&request)
                 .map_err(|e| DeliveryError::Permanent(format!("encoding: {e}")))?;
             self.adapter
-                .call("chat.postEphemeral", Pace::Tier3, &body, &[])
+                .call("chat.postEphemeral", Pace::Tier4, &body, &[])
                 .await
                 .map(|_| ())
         } else {
@@ -537,6 +666,7 @@ async fn deliver(edits: Arc<Edits>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::slack::send::TIER4_BURST;
     use serde_json::json;
 
     #[test]
@@ -583,7 +713,16 @@ mod tests {
     const CHANNEL: &str = "C0OPS00001";
 
     async fn url_on(fake: &fake_slack::FakeSlack) -> (Arc<ResponseUrl>, String) {
+        url_timing_out(fake, 10_000).await
+    }
+
+    /// With runbot's requests to Slack given up after `timeout_ms`.
+    async fn url_timing_out(
+        fake: &fake_slack::FakeSlack,
+        timeout_ms: u64,
+    ) -> (Arc<ResponseUrl>, String) {
         let env = [
+            ("RUNBOT__SLACK__REQUEST_TIMEOUT_MS", timeout_ms.to_string()),
             (
                 "RUNBOT__SLACK__BOT_TOKEN",
                 fake_slack::BOT_TOKEN.to_string(),
@@ -704,5 +843,84 @@ mod tests {
             "the URL was not posted to again"
         );
         assert!(!texts(&fake, &at).contains(&"progress".to_string()));
+    }
+
+    #[tokio::test]
+    async fn every_try_counts_and_a_post_that_may_have_landed_is_not_made_again() {
+        let fake = fake_slack::FakeSlack::start().await;
+        let (url, at) = url_timing_out(&fake, 400).await;
+        url.open();
+        // Two 503s, then through: three tries, three of the five uses (Slack may have counted
+        // the failed ones).
+        fake.fail_next_responses(2);
+        url.post(&text("third time"), true).await.unwrap();
+        assert_eq!(texts(&fake, &at), ["third time"]);
+        assert_eq!(url.left(), 2);
+
+        // Slack takes the post but answers after runbot gave up: tried once, not again, and
+        // not by the Web API either: the person would see it twice.
+        let (slow, slow_at) = url_timing_out(&fake, 400).await;
+        slow.open();
+        fake.set_response_delay(Duration::from_millis(1500));
+        let posted = slow.post(&text("once"), false).await;
+        assert!(
+            matches!(posted, Err(DeliveryError::Transient(_))),
+            "{posted:?}"
+        );
+        fake.set_response_delay(Duration::ZERO);
+        assert_eq!(texts(&fake, &slow_at), ["once"]);
+        assert_eq!(slow.left(), RESPONSE_URL_USES - 1);
+        assert!(fake.ephemerals_in(CHANNEL).is_empty());
+        assert_eq!(fake.count("chat.postEphemeral"), 0);
+
+        // Failing tries that spend the last uses leave the answer to the Web API.
+        fake.fail_next_responses(2);
+        url.post(&text("by the api"), true).await.unwrap();
+        assert_eq!(url.left(), 0);
+        let got = fake.ephemerals_in(CHANNEL);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].1.text.contains("by the api"));
+        assert_eq!(texts(&fake, &at), ["third time"]);
+    }
+
+    #[tokio::test]
+    async fn answers_past_the_five_wait_their_turn_instead_of_being_dropped() {
+        let fake = fake_slack::FakeSlack::start().await;
+        let (url, _) = url_on(&fake).await;
+        url.open();
+        *url.used.lock().unwrap() = RESPONSE_URL_USES;
+        // More than runbot's Tier 4 burst (10) at once: the rest wait for their turn.
+        let n = TIER4_BURST as usize + 3;
+        let started = Instant::now();
+        for i in 0..n {
+            url.post(&text(&format!("answer {i}")), false)
+                .await
+                .unwrap();
+        }
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let got = fake.ephemerals_in(CHANNEL);
+        assert_eq!(got.len(), n);
+        assert!(got[n - 1].1.text.contains(&format!("answer {}", n - 1)));
+        assert_eq!(fake.rate_limited(), 0, "Slack never had to say 429");
+
+        // Held back longer than runbot waits: given up (and logged), not waited for forever.
+        let (mut held, _) = url_on(&fake).await;
+        Arc::get_mut(&mut held).unwrap().patience = Duration::from_millis(300);
+        *held.used.lock().unwrap() = RESPONSE_URL_USES;
+        held.adapter
+            .pacing
+            .pause(Pace::Tier4, Duration::from_secs(30));
+        let started = Instant::now();
+        let posted = held.post(&text("too late"), false).await;
+        assert!(
+            matches!(posted, Err(DeliveryError::RateLimited { .. })),
+            "{posted:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(fake.ephemerals_in(CHANNEL).len(), n);
     }
 }

@@ -5,7 +5,9 @@
 //! Pacing, kept under Slack's published limits so that a storm gets no 429 at all:
 //! `chat.postMessage` about one message per second per channel ([`POST_EVERY`]); `chat.update`
 //! Tier 3, 50+ per minute per workspace ([`UPDATES_PER_MINUTE`], with a small burst); the
-//! `conversations.*` methods Tier 3 too. A 429 pauses that method (and channel) for as long as
+//! `conversations.*` methods Tier 3 too; `chat.postEphemeral` Tier 4, 100+ per minute
+//! ([`TIER4_PER_MINUTE`]), its own bucket so answers to people do not queue behind DM opens and
+//! history reads. A 429 pauses that method (and channel) for as long as
 //! Slack says.
 
 use std::collections::HashMap;
@@ -23,6 +25,10 @@ pub const POST_BURST: f64 = 2.0;
 pub const UPDATES_PER_MINUTE: f64 = 45.0;
 /// Edits that may go at once after a quiet time.
 pub const UPDATE_BURST: f64 = 5.0;
+/// `chat.postEphemeral` per minute across the workspace: under Tier 4's 100.
+pub const TIER4_PER_MINUTE: f64 = 90.0;
+/// Tier 4 calls that may go at once after a quiet time.
+pub const TIER4_BURST: f64 = 10.0;
 /// Channel entries kept at most (routes, DMs): idle ones are dropped past this.
 const CHANNELS_MAX: usize = 4096;
 
@@ -66,6 +72,8 @@ pub enum Pace<'a> {
     Update,
     /// Tier 3 reads and DM opens (`conversations.*`).
     Tier3,
+    /// Tier 4: `chat.postEphemeral` (answers to one person).
+    Tier4,
     /// Unpaced: `response_url` posts (their own limit: 5 per URL), `apps.connections.open`.
     None,
 }
@@ -79,6 +87,7 @@ struct PacingState {
     posts: HashMap<String, Bucket>,
     updates: Bucket,
     tier3: Bucket,
+    tier4: Bucket,
     /// A 429 holds a method (and, for posts, a channel) until then.
     paused: HashMap<String, Instant>,
 }
@@ -90,6 +99,7 @@ impl Default for Pacing {
                 posts: HashMap::new(),
                 updates: Bucket::full(UPDATE_BURST),
                 tier3: Bucket::full(UPDATE_BURST),
+                tier4: Bucket::full(TIER4_BURST),
                 paused: HashMap::new(),
             }),
         }
@@ -101,6 +111,7 @@ fn pause_key(pace: Pace<'_>) -> Option<String> {
         Pace::Post(channel) => Some(format!("post:{channel}")),
         Pace::Update => Some("update".into()),
         Pace::Tier3 => Some("tier3".into()),
+        Pace::Tier4 => Some("tier4".into()),
         Pace::None => None,
     }
 }
@@ -131,6 +142,10 @@ impl Pacing {
             Pace::Tier3 => {
                 s.tier3.refill(UPDATE_BURST, UPDATES_PER_MINUTE / 60.0, now);
                 s.tier3.tokens as u64
+            }
+            Pace::Tier4 => {
+                s.tier4.refill(TIER4_BURST, TIER4_PER_MINUTE / 60.0, now);
+                s.tier4.tokens as u64
             }
             Pace::None => u64::MAX,
         }
@@ -166,6 +181,7 @@ impl Pacing {
             }
             Pace::Update => (&mut s.updates, UPDATE_BURST, UPDATES_PER_MINUTE / 60.0),
             Pace::Tier3 => (&mut s.tier3, UPDATE_BURST, UPDATES_PER_MINUTE / 60.0),
+            Pace::Tier4 => (&mut s.tier4, TIER4_BURST, TIER4_PER_MINUTE / 60.0),
             Pace::None => return Ok(()),
         };
         bucket.refill(capacity, per_sec, now);
@@ -292,6 +308,25 @@ mod tests {
         }
         let wait = p.take(Pace::Update).unwrap_err();
         assert!(wait > Duration::from_millis(1000), "{wait:?}");
+    }
+
+    #[test]
+    fn ephemerals_have_their_own_tier_4_bucket() {
+        let p = Pacing::default();
+        // Tier 3 spent (DM opens, history reads) leaves answers to people untouched.
+        while p.take(Pace::Tier3).is_ok() {}
+        for _ in 0..TIER4_BURST as usize {
+            assert!(p.take(Pace::Tier4).is_ok());
+        }
+        let wait = p.take(Pace::Tier4).unwrap_err();
+        // One every 60/90 s: well under Tier 3's 1.33 s.
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_millis(667),
+            "{wait:?}"
+        );
+        p.pause(Pace::Tier4, Duration::from_secs(30));
+        assert_eq!(p.room(Pace::Tier4), 0);
+        assert!(p.room(Pace::Tier3) == 0 && p.room(Pace::Update) > 0);
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! acknowledged and passed over. `{"type":"disconnect"}` with `refresh_requested` or `warning`
 //! opens the next connection before leaving the old one; any other end reconnects with a
 //! backoff of 1 s doubling to 30 s, reset after a connection that stayed up a minute.
+//!
+//! A connection can die without a word (a NAT forgetting it): runbot pings every
+//! [`PING_EVERY`] and counts a connection from which nothing at all (pong, envelope, anything)
+//! came for [`SILENCE_LIMIT`] as dropped. `runbot_chat_connected{platform="slack"}` is 1 while
+//! a connection that said `hello` is open.
 //! Nothing logged carries the app token or the address (its `ticket` opens a connection).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -44,11 +49,15 @@ const MAX_IN_FLIGHT: usize = 256;
 const LONGEST_BACKOFF: Duration = Duration::from_secs(30);
 /// A connection up this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
+/// A ping this often, so a silent connection shows.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// Nothing heard for this long: the connection is dead (three pings unanswered).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 /// The next connection, being opened while the old one still serves.
-type Opening = Pin<Box<dyn Future<Output = Result<Ws, OpenError>> + Send>>;
+type Opening = Pin<Box<dyn Future<Output = Result<Conn, OpenError>> + Send>>;
 
 /// Socket Mode for the whole process, kept open by [`SocketMode::run`].
 pub struct SocketMode {
@@ -59,12 +68,53 @@ pub struct SocketMode {
     /// How long an envelope id is kept for the replay check (Slack redelivers within minutes).
     keep_seen: Duration,
     in_flight: Arc<tokio::sync::Semaphore>,
+    ping_every: Duration,
+    silence_limit: Duration,
+}
+
+/// Connections that said `hello` and are open, in the whole process (two for a moment during
+/// a refresh; the gauge is the process's too). The gauge is set under the lock, so it always
+/// agrees with the count.
+static LIVE: Mutex<usize> = Mutex::new(0);
+
+fn set_connected(live: usize) {
+    metrics::gauge!(crate::telemetry::CHAT_CONNECTED, "platform" => "slack").set(if live > 0 {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// A connection that said `hello`; the gauge counts it until it is dropped.
+struct Live(());
+
+impl Live {
+    fn new() -> Live {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        *live += 1;
+        set_connected(*live);
+        Live(())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        *live = live.saturating_sub(1);
+        set_connected(*live);
+    }
+}
+
+/// An open connection, counted as live.
+struct Conn {
+    ws: Ws,
+    _live: Live,
 }
 
 /// How one connection ended.
 enum Ended {
     /// Slack asked for a new connection; here it is, already open (None: opening it failed).
-    Refreshed(Option<Box<Ws>>),
+    Refreshed(Option<Box<Conn>>),
     /// Dropped or closed: reconnect after the backoff.
     Dropped,
 }
@@ -91,14 +141,26 @@ impl SocketMode {
             authorization: SecretString::from(format!("Bearer {}", token.expose_secret())),
             keep_seen: Duration::from_secs(3600),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            ping_every: PING_EVERY,
+            silence_limit: SILENCE_LIMIT,
         })
+    }
+
+    /// Pings every `ping_every`; a connection silent for `silence_limit` is dropped (tests
+    /// shorten both from [`PING_EVERY`] and [`SILENCE_LIMIT`]).
+    pub fn with_keepalive(mut self, ping_every: Duration, silence_limit: Duration) -> SocketMode {
+        self.ping_every = ping_every;
+        self.silence_limit = silence_limit.max(ping_every);
+        self
     }
 
     /// Keeps a connection open until cancelled (the worker is dropped at shutdown) or Slack
     /// refuses the app token.
     pub async fn run(self: Arc<Self>) {
         let mut failures: u32 = 0;
-        let mut ready: Option<Ws> = None;
+        let mut ready: Option<Conn> = None;
+        // Said before the first connection, so the gauge shows a runbot not connected yet.
+        set_connected(*LIVE.lock().unwrap_or_else(|e| e.into_inner()));
         loop {
             let ws = match ready.take() {
                 Some(ws) => ws,
@@ -132,14 +194,14 @@ impl SocketMode {
                 failures = 0;
             }
             match ended {
-                Ended::Refreshed(next) => ready = next.map(|ws| *ws),
+                Ended::Refreshed(next) => ready = next.map(|c| *c),
                 Ended::Dropped => failures = failures.saturating_add(1),
             }
         }
     }
 
     /// `apps.connections.open`, the WebSocket, and its `hello`.
-    async fn open(&self) -> Result<Ws, OpenError> {
+    async fn open(&self) -> Result<Conn, OpenError> {
         let adapter = &self.inbound.adapter;
         let answer = adapter
             .client()
@@ -212,17 +274,40 @@ impl SocketMode {
             return Err(OpenError::Retry("no hello after connecting".into()));
         }
         tracing::info!("Slack Socket Mode: connected, receiving commands and clicks");
-        Ok(ws)
+        Ok(Conn {
+            ws,
+            _live: Live::new(),
+        })
     }
 
     /// One connection, from `hello` until it ends.
-    async fn serve(self: &Arc<Self>, ws: Ws) -> Ended {
+    async fn serve(self: &Arc<Self>, conn: Conn) -> Ended {
+        // Counted as live until this returns.
+        let Conn { ws, _live } = conn;
         let (mut sink, mut stream) = ws.split();
         // Acks from the envelopes' tasks, written here in order.
         let (acks, mut to_send) = mpsc::channel::<String>(MAX_IN_FLIGHT);
         let mut opening: Option<Opening> = None;
+        let mut ping = tokio::time::interval_at(Instant::now() + self.ping_every, self.ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
         loop {
+            // A write blocked by a dead peer must not outlast the silence limit either.
+            let silent_at = heard + self.silence_limit;
             tokio::select! {
+                () = tokio::time::sleep_until(silent_at) => {
+                    tracing::warn!(silent_secs = self.silence_limit.as_secs_f64(), "Slack Socket Mode: nothing heard on the connection (pings unanswered); it counts as dropped, reconnecting");
+                    return self.after_drop(opening).await;
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout_at(silent_at, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        _ => {
+                            tracing::warn!("Slack Socket Mode: the connection failed while pinging; reconnecting");
+                            return self.after_drop(opening).await;
+                        }
+                    }
+                }
                 next = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
                     return Ended::Refreshed(match next {
@@ -234,12 +319,15 @@ impl SocketMode {
                     });
                 }
                 Some(ack) = to_send.recv() => {
-                    if sink.send(Message::Text(ack)).await.is_err() {
+                    if !matches!(tokio::time::timeout_at(silent_at, sink.send(Message::Text(ack))).await, Ok(Ok(()))) {
                         tracing::warn!("Slack Socket Mode: the connection failed while acknowledging; reconnecting");
                         return self.after_drop(opening).await;
                     }
                 }
                 message = stream.next() => {
+                    if matches!(message, Some(Ok(_))) {
+                        heard = Instant::now();
+                    }
                     let text = match message {
                         None | Some(Ok(Message::Close(_))) => {
                             tracing::info!("Slack Socket Mode: the connection was closed");
@@ -250,7 +338,7 @@ impl SocketMode {
                             return self.after_drop(opening).await;
                         }
                         Some(Ok(Message::Text(t))) => t,
-                        // Pings are answered by tungstenite.
+                        // Pings are answered by tungstenite; pongs only say the line is alive.
                         Some(Ok(_)) => continue,
                     };
                     let Ok(event) = serde_json::from_str::<Value>(&text) else {
@@ -439,6 +527,29 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gauge_is_one_while_a_connection_is_up() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gauge = || {
+            handle
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix("runbot_chat_connected{platform=\"slack\"} "))
+                .map(str::to_string)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let first = Live::new();
+            assert_eq!(gauge().as_deref(), Some("1"));
+            // A refresh: the next connection is up before the old one goes.
+            let next = Live::new();
+            drop(first);
+            assert_eq!(gauge().as_deref(), Some("1"));
+            drop(next);
+            assert_eq!(gauge().as_deref(), Some("0"));
+        });
+    }
 
     #[test]
     fn backoff_doubles_from_one_second_to_thirty() {
