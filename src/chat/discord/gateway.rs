@@ -79,9 +79,6 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 /// Failed connections to `resume_gateway_url` in a row after which the session is given up:
 /// that host may be gone for good, and a new session on `/gateway/bot`'s address works.
 const RESUME_CONNECT_FAILURES: u32 = 3;
-/// Gauge, by platform: 1 while a session is live (after READY or RESUMED), else 0.
-// TODO(integrator): `crate::telemetry`'s constant for this name, once merged.
-const CHAT_CONNECTED: &str = "runbot_chat_connected";
 
 /// One Gateway connection for the whole process, kept open by [`Gateway::run`].
 pub struct Gateway {
@@ -512,7 +509,11 @@ fn snowflake_age(id: &str, now_ms: u64) -> Option<Duration> {
 }
 
 fn set_connected(on: bool) {
-    metrics::gauge!(CHAT_CONNECTED, "platform" => "discord").set(if on { 1.0 } else { 0.0 });
+    metrics::gauge!(crate::telemetry::CHAT_CONNECTED, "platform" => "discord").set(if on {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Sets the gauge to 0 when dropped: the worker stopped.
