@@ -162,6 +162,21 @@ impl Responder for ReplyEditor {
     }
 }
 
+/// The channel of the first of `routes` that takes `group`, else `alert_channel` (empty when
+/// neither: the send then fails with the platform's own error).
+pub fn route_channel(
+    routes: &[AlertRoute],
+    alert_channel: Option<&str>,
+    group: &GroupView,
+) -> String {
+    routes
+        .iter()
+        .find(|r| route_matches(r, group))
+        .map(|r| r.channel_id.clone())
+        .or_else(|| alert_channel.map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Whether a `routes` entry takes `group`: its severity is listed (or none are), and every
 /// matcher equals the group's common or group label.
 pub fn route_matches(route: &AlertRoute, group: &GroupView) -> bool {

@@ -8,6 +8,58 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// At most `max` characters, the last an ellipsis when cut (platforms' field limits).
+pub fn fit(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The end of `s` within `max` characters, from a line start when it can, marking the cut:
+/// log lines and command output, whose newest lines are last.
+pub fn fit_tail(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(count - max.saturating_sub(2)).collect();
+    let tail = match tail.find('\n') {
+        Some(i) if i + 1 < tail.len() => &tail[i + 1..],
+        _ => tail.as_str(),
+    };
+    format!("…\n{tail}")
+}
+
+/// Lines joined while they fit in `max` characters, then "+N more" (`more` counts lines not
+/// even given).
+pub fn lines_within(lines: &[String], max: usize, more: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let left = lines.len() - i - 1 + more;
+        let tail = if left > 0 { 20 } else { 0 };
+        if out.chars().count() + line.chars().count() + 1 + tail > max {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+        shown += 1;
+    }
+    let hidden = lines.len() - shown + more;
+    if hidden > 0 {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!("+{hidden} more"));
+    }
+    out
+}
+
 /// The plural ending of a count: `1 row`, `2 rows`.
 pub fn plural(n: usize) -> &'static str {
     if n == 1 {

@@ -10,6 +10,8 @@ use serenity::all::{
 use super::limits;
 use crate::chat::Card;
 use crate::domain::parse_stored_time;
+pub(super) use crate::domain::text::fit;
+use crate::domain::text::{fit_tail, lines_within};
 use crate::domain::Severity;
 use crate::request::{Reply, ReplyButton};
 
@@ -17,16 +19,6 @@ use crate::request::{Reply, ReplyButton};
 const LISTED_ALERTS: usize = 15;
 /// The card's description is kept short enough that every part fits in 6000 characters.
 const DESCRIPTION_BUDGET: usize = 1500;
-
-/// Cuts `s` to at most `max` characters, marking the cut.
-pub(super) fn fit(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
 
 fn colour(card: &Card) -> u32 {
     if card.resolved {
@@ -57,32 +49,6 @@ fn absolute_time(rfc3339: &str) -> String {
     parse_stored_time(rfc3339)
         .map(|t| format!("<t:{}:f>", t.timestamp()))
         .unwrap_or_else(|| rfc3339.to_string())
-}
-
-/// Lines joined until the next one would not fit in `max`; then "+N more".
-fn lines_within(lines: &[String], max: usize, more: usize) -> String {
-    let mut out = String::new();
-    let mut shown = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let left = lines.len() - i - 1 + more;
-        let tail = if left > 0 { 20 } else { 0 };
-        if out.chars().count() + line.chars().count() + 1 + tail > max {
-            break;
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(line);
-        shown += 1;
-    }
-    let hidden = lines.len() - shown + more;
-    if hidden > 0 {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&format!("+{hidden} more"));
-    }
-    out
 }
 
 pub(super) fn digest_embed(title: &str, list: &str) -> CreateEmbed {
@@ -245,20 +211,6 @@ fn reply_content(text: &str, code: Option<&str>) -> String {
     } else {
         format!("{text}\n```\n{code}\n```")
     }
-}
-
-/// Keeps the end of `s` within `max` characters, from a line start when it can, marking the cut.
-fn fit_tail(s: &str, max: usize) -> String {
-    let count = s.chars().count();
-    if count <= max {
-        return s.to_string();
-    }
-    let tail: String = s.chars().skip(count - max.saturating_sub(2)).collect();
-    let tail = match tail.find('\n') {
-        Some(i) if i + 1 < tail.len() => &tail[i + 1..],
-        _ => tail.as_str(),
-    };
-    format!("…\n{tail}")
 }
 
 /// Discord refuses blank field names and values.

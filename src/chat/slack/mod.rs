@@ -503,12 +503,7 @@ impl ChatPlatform for SlackAdapter {
     }
 
     fn channel_for(&self, group: &GroupView) -> String {
-        self.routes
-            .iter()
-            .find(|r| crate::chat::platform::route_matches(r, group))
-            .map(|r| r.channel_id.clone())
-            .or_else(|| self.alert_channel_id.clone())
-            .unwrap_or_default()
+        crate::chat::platform::route_channel(&self.routes, self.alert_channel_id.as_deref(), group)
     }
 
     fn alert_channel(&self) -> Option<&str> {

@@ -6,16 +6,13 @@ use slack_morphism::prelude::*;
 
 use super::limits;
 use crate::chat::{Card, Mark};
+pub use crate::domain::text::fit;
+use crate::domain::text::{fit_tail, lines_within};
 use crate::domain::{parse_stored_time, Severity};
 use crate::request::{ButtonStyle, Reply, ReplyButton};
 
 /// Alerts listed on a card; the rest are counted.
 const LISTED_ALERTS: usize = 15;
-
-/// Cuts `s` to at most `max` characters, marking the cut.
-pub fn fit(s: &str, max: usize) -> String {
-    crate::domain::text::clip(s, max.saturating_sub(1))
-}
 
 /// Text Slack shows as typed: `&`, `<` and `>` are the only characters its mrkdwn needs
 /// escaped, and escaping them keeps `<!channel>` or `<@U…>` in a label from pinging anyone.
@@ -61,32 +58,6 @@ fn section(text: String) -> SlackBlock {
     SlackSectionBlock::new()
         .with_text(mrkdwn(fit(&text, limits::SECTION_TEXT)))
         .into()
-}
-
-/// Lines joined while they fit in `max`; then "+N more".
-fn lines_within(lines: &[String], max: usize, more: usize) -> String {
-    let mut out = String::new();
-    let mut shown = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let left = lines.len() - i - 1 + more;
-        let tail = if left > 0 { 20 } else { 0 };
-        if out.chars().count() + line.chars().count() + 1 + tail > max {
-            break;
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(line);
-        shown += 1;
-    }
-    let hidden = lines.len() - shown + more;
-    if hidden > 0 {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&format!("+{hidden} more"));
-    }
-    out
 }
 
 fn mark_line(emoji: &str, what: &str, mark: &Mark, when: String, after: &str) -> String {
@@ -376,20 +347,6 @@ pub fn reply(reply: &Reply) -> Rendered {
         blocks,
         attachments: Vec::new(),
     }
-}
-
-/// Keeps the end of `s` within `max` characters, from a line start when it can.
-fn fit_tail(s: &str, max: usize) -> String {
-    let count = s.chars().count();
-    if count <= max {
-        return s.to_string();
-    }
-    let tail: String = s.chars().skip(count - max.saturating_sub(2)).collect();
-    let tail = match tail.find('\n') {
-        Some(i) if i + 1 < tail.len() => &tail[i + 1..],
-        _ => tail.as_str(),
-    };
-    format!("…\n{tail}")
 }
 
 /// Buttons in actions blocks. A button whose id Slack would refuse (empty, too long, or
