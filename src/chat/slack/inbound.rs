@@ -449,57 +449,16 @@ impl ResponseUrl {
 
     /// One post to the URL, told apart by whether it may have landed.
     async fn try_once(&self, body: &Value) -> Result<(), Try> {
-        if !self.adapter.response_url_allowed(&self.url) {
-            return Err(Try::Failed(DeliveryError::Permanent(
-                "the response_url is not Slack's: not posted".into(),
-            )));
-        }
-        let sent = self
-            .adapter
-            .client()
-            .post(&self.url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/json; charset=utf-8",
-            )
-            .body(body.to_string())
-            .send()
-            .await;
-        let answer = match sent {
-            Ok(a) => a,
-            Err(e) => {
-                let connect = e.is_connect();
-                let e = DeliveryError::Transient(format!(
-                    "response_url: {}",
-                    crate::domain::redact::request_error(e)
-                ));
-                // Only a connection never made surely carried nothing.
-                return Err(if connect {
-                    Try::Failed(e)
-                } else {
+        self.adapter
+            .post_response(&self.url, body)
+            .await
+            .map_err(|(e, maybe_landed)| {
+                if maybe_landed {
                     Try::MaybeLanded(e)
-                });
-            }
-        };
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap_or_default();
-        match status {
-            200..=299 => Ok(()),
-            429 => Err(Try::Failed(DeliveryError::RateLimited {
-                retry_after: Duration::from_secs(1),
-            })),
-            // A gateway that gave up waiting: Slack may have taken it.
-            504 => Err(Try::MaybeLanded(DeliveryError::Transient(
-                "response_url answered HTTP 504".into(),
-            ))),
-            s if s >= 500 => Err(Try::Failed(DeliveryError::Transient(format!(
-                "response_url answered HTTP {s}"
-            )))),
-            s => Err(Try::Failed(DeliveryError::Permanent(format!(
-                "response_url answered HTTP {s}: {}",
-                crate::domain::text::clip(&text, 200)
-            )))),
-        }
+                } else {
+                    Try::Failed(e)
+                }
+            })
     }
 
     /// `chat.postEphemeral` to the asker, or `chat.postMessage` for an answer meant for the

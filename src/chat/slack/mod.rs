@@ -388,9 +388,23 @@ impl SlackAdapter {
 
     /// Posts an answer to a request's `response_url` (at most 5 per URL, within 30 minutes).
     pub async fn respond(&self, response_url: &str, body: &Value) -> Result<(), DeliveryError> {
+        self.post_response(response_url, body)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Self::respond`], and on failure whether the post may have landed anyway (a timeout,
+    /// a gateway's 504): only a connection never made, or Slack's own refusal, surely carried
+    /// nothing.
+    pub async fn post_response(
+        &self,
+        response_url: &str,
+        body: &Value,
+    ) -> Result<(), (DeliveryError, bool)> {
         if !self.response_url_allowed(response_url) {
-            return Err(DeliveryError::Permanent(
-                "the response_url is not Slack's: not posted".into(),
+            return Err((
+                DeliveryError::Permanent("the response_url is not Slack's: not posted".into()),
+                false,
             ));
         }
         let sent = self
@@ -402,27 +416,43 @@ impl SlackAdapter {
             )
             .body(body.to_string())
             .send()
-            .await
-            .map_err(|e| {
-                DeliveryError::Transient(format!(
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(e) => {
+                let maybe = !e.is_connect();
+                let e = DeliveryError::Transient(format!(
                     "response_url: {}",
                     crate::domain::redact::request_error(e)
-                ))
-            })?;
-        let status = sent.status().as_u16();
-        let text = sent.text().await.unwrap_or_default();
+                ));
+                return Err((e, maybe));
+            }
+        };
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap_or_default();
         match status {
             200..=299 => Ok(()),
-            429 => Err(DeliveryError::RateLimited {
-                retry_after: Duration::from_secs(1),
-            }),
-            s if s >= 500 => Err(DeliveryError::Transient(format!(
-                "response_url answered HTTP {s}"
-            ))),
-            s => Err(DeliveryError::Permanent(format!(
-                "response_url answered HTTP {s}: {}",
-                crate::domain::text::clip(&text, 200)
-            ))),
+            429 => Err((
+                DeliveryError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                },
+                false,
+            )),
+            504 => Err((
+                DeliveryError::Transient("response_url answered HTTP 504".into()),
+                true,
+            )),
+            s if s >= 500 => Err((
+                DeliveryError::Transient(format!("response_url answered HTTP {s}")),
+                false,
+            )),
+            s => Err((
+                DeliveryError::Permanent(format!(
+                    "response_url answered HTTP {s}: {}",
+                    crate::domain::text::clip(&text, 200)
+                )),
+                false,
+            )),
         }
     }
 
