@@ -435,8 +435,9 @@ impl Application {
                  keep it only if Discord raised your bot's limit"
             );
         }
-        // One outbox per platform. They share the wake, which ingestion notifies once: with a
-        // second platform, the other outbox finds its cards at its next poll (within a second).
+        // One outbox per platform, each with its own wake: ingestion and the core notify the
+        // shared one once, and a small task passes it on to every outbox, so each sends its
+        // cards at once (a Notify wakes one waiter only).
         let outboxes: Vec<Arc<Outbox>> = platforms
             .iter()
             .map(|p| {
@@ -444,10 +445,25 @@ impl Application {
                     store.clone(),
                     runbook.clone(),
                     p.clone(),
-                    chat_wake.clone(),
+                    Arc::new(tokio::sync::Notify::new()),
                 ))
             })
             .collect();
+        let (hub, each): (_, Vec<Arc<tokio::sync::Notify>>) = (
+            chat_wake.clone(),
+            outboxes.iter().map(|o| o.wake.clone()).collect(),
+        );
+        workers.spawn("chat-wake", move || {
+            let (hub, each) = (hub.clone(), each.clone());
+            async move {
+                loop {
+                    hub.notified().await;
+                    for w in &each {
+                        w.notify_one();
+                    }
+                }
+            }
+        });
         let gateway_mode = settings.discord.mode == crate::config::DiscordMode::Gateway;
         // In gateway mode interactions come over the Gateway only: the route takes none.
         let discord_interactions = if gateway_mode {

@@ -487,7 +487,7 @@ fn without_attachment(reply: &Reply) -> Reply {
     let mut r = reply.clone();
     if let Some(file) = r.attachment.take() {
         r.text.push_str(&format!(
-            "\n(the whole output, {} bytes, is in `{}` on the console; Slack replies carry no files)",
+            "\n(only the end is shown: the whole output, {} bytes, is a file, which Slack replies cannot carry; run the command from the console to download `{}`)",
             file.content.len(),
             file.filename
         ));
