@@ -21,6 +21,7 @@ mod console_live;
 mod console_pages;
 mod deploy;
 mod deploy_compose;
+mod deploy_files;
 mod discord;
 mod discord_commands;
 mod discord_gateway;
