@@ -20,6 +20,7 @@ mod console_auth;
 mod console_live;
 mod console_pages;
 mod deploy;
+mod deploy_image;
 mod discord;
 mod discord_commands;
 mod discord_gateway;
