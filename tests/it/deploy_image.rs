@@ -322,3 +322,66 @@ receivers:
         "runbot logged errors in the container:\n{logs}"
     );
 }
+
+/// deploy/systemd/runbot.service, checked by `systemd-analyze verify` where it is installed
+/// (with ExecStart pointing at the test's binary, since verify checks that it exists).
+#[test]
+fn the_systemd_unit_verifies_and_is_locked_down() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/runbot.service"),
+    )
+    .unwrap();
+    let keys: Vec<(&str, &str)> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    for want in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("StateDirectory", "runbot"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("EnvironmentFile", "-/etc/runbot/runbot.env"),
+        ("ExecStart", "/usr/local/bin/runbot serve"),
+    ] {
+        assert!(keys.contains(&want), "the unit lacks {}={}", want.0, want.1);
+    }
+
+    let analyze =
+        std::env::var("SYSTEMD_ANALYZE").unwrap_or_else(|_| "/usr/bin/systemd-analyze".into());
+    if !Path::new(&analyze).exists() {
+        println!("skipped systemd-analyze verify: {analyze} is not installed (systemd package)");
+        return;
+    }
+    let verify = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runbot.service");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(&analyze)
+            .arg("verify")
+            .arg(&file)
+            .output()
+            .unwrap();
+        // verify exits 0 on values it ignores, but says so on stderr.
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let bin = env!("CARGO_BIN_EXE_runbot");
+    let ours = unit.replace("/usr/local/bin/runbot", bin);
+    let (ok, said) = verify(&ours);
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+    // The check can fail: a value systemd ignores is reported.
+    let (_, said) = verify(&ours.replace("ProtectSystem=strict", "ProtectSystem=stricter"));
+    assert!(
+        said.contains("ProtectSystem") || said.contains("protect system"),
+        "{said}"
+    );
+}
