@@ -43,6 +43,7 @@ use crate::telemetry;
 use crate::workers::Workers;
 
 pub mod alert_test;
+pub mod healthcheck;
 pub mod memory;
 pub mod report;
 

@@ -64,6 +64,16 @@ enum Command {
     /// Alerts: send a test one to a running runbot.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// GET a running runbot's /healthz: exit 0 when it answers 200, 1 otherwise. For container
+    /// health checks where there is no shell or curl.
+    Healthcheck {
+        /// runbot's address (default: http.listen, on loopback when it listens on all).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3, value_name = "SECS")]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +220,14 @@ fn main() -> ExitCode {
                     &settings,
                     command,
                     &mut std::io::stdout().lock(),
+                )
+                .await
+            }
+            Command::Healthcheck { url, timeout } => {
+                runbot::app::healthcheck::run(
+                    &settings,
+                    url,
+                    std::time::Duration::from_secs(timeout),
                 )
                 .await
             }

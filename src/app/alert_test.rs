@@ -121,7 +121,7 @@ async fn send(settings: &Settings, asked: &AlertTest) -> Result<String, (u8, Str
 }
 
 /// runbot's own address from `http.listen`: a wildcard listener is reached on loopback.
-fn default_url(listen: std::net::SocketAddr) -> String {
+pub(crate) fn default_url(listen: std::net::SocketAddr) -> String {
     let ip = match listen.ip() {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),

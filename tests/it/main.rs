@@ -22,6 +22,7 @@ mod console_pages;
 mod deploy;
 mod deploy_compose;
 mod deploy_files;
+mod deploy_image;
 mod discord;
 mod discord_commands;
 mod discord_gateway;
