@@ -189,7 +189,10 @@ mod tests {
     }
 
     fn problems(r: Result<Settings, ConfigError>) -> String {
-        let e = r.err().expect("settings were accepted").to_string();
+        let Err(e) = r else {
+            panic!("settings were accepted")
+        };
+        let e = e.to_string();
         assert!(!e.contains(TOKEN), "the secret was shown: {e}");
         e
     }
