@@ -19,6 +19,7 @@ use crate::domain::Severity;
 
 pub mod notify;
 pub mod reference;
+pub mod secret_files;
 pub mod slack;
 pub use notify::{EmailSettings, NotifySettings, SmtpServer, SmtpTls, WebhookTarget};
 pub use reference::{Key, Section};
@@ -1640,10 +1641,15 @@ impl Settings {
                 .separator("__")
                 .source(Some(env_map)),
         );
-        let raw = builder
+        let mut tree = builder
             .build()
-            .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
-        let mut settings: Settings = raw
+            .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?
+            .cache;
+        let problems = secret_files::resolve(&mut tree);
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        let mut settings: Settings = tree
             .try_deserialize()
             .map_err(|e| ConfigError(vec![explain(&e.to_string())]))?;
         settings.parsed = settings.validate()?;
@@ -2263,6 +2269,14 @@ fn explain(message: &str) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| format!(" (did you mean `{}`?)", full(k)))
         .unwrap_or_default();
+    let hint = if field.ends_with(secret_files::SUFFIX) {
+        format!(
+            " (only secret settings are read from a file with `{}`)",
+            secret_files::SUFFIX
+        )
+    } else {
+        hint
+    };
     let env = format!("RUNBOT__{}", full(field).replace('.', "__").to_uppercase());
     format!(
         "unknown setting `{}`{hint}: rename or remove it in the settings file or the {env} environment variable; known keys here: {}",

@@ -107,6 +107,41 @@ fn check_config_accepts_good_settings_and_explains_bad_ones() {
 }
 
 #[test]
+fn check_config_reads_a_secret_from_a_private_file_and_refuses_one_open_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    const TOKEN: &str = "discord-bot-token-in-a-mounted-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("discord_token");
+    std::fs::write(&secret, format!("{TOKEN}\n")).unwrap();
+    let check = |mode: u32| {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = runbot()
+            .current_dir(dir.path())
+            .arg("check-config")
+            .env("RUNBOT__DISCORD__ALERT_CHANNEL_ID", "123456789012345678")
+            .env("RUNBOT__DISCORD__BOT_TOKEN_FILE", &secret)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(TOKEN), "the secret was printed: {all}");
+        (out.status.code(), all)
+    };
+    let (code, all) = check(0o600);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("settings ok"), "{all}");
+    let (code, all) = check(0o644);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.contains("discord.bot_token_file") && all.contains("chmod 600"),
+        "{all}"
+    );
+}
+
+#[test]
 fn check_config_refuses_an_unknown_executor_and_names_the_closest() {
     let dir = tempfile::tempdir().unwrap();
     let commands = dir.path().join("commands");
