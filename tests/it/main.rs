@@ -23,6 +23,7 @@ mod deploy;
 mod deploy_compose;
 mod deploy_files;
 mod deploy_image;
+mod deploy_loop;
 mod discord;
 mod discord_commands;
 mod discord_gateway;
