@@ -72,6 +72,7 @@ pub fn page(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                             a href="/deploys" { "Deploys" }
                             a href="/report" { "Report" }
                             a href="/backlog" { "Backlog" }
+                            a href="/runbook" { "Runbook" }
                         }
                         span class="who" {
                             // Shown by the script when a page arrives for this person.

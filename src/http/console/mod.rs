@@ -15,6 +15,7 @@ pub mod live;
 pub mod oncall;
 pub mod pages;
 pub mod report;
+pub mod runbook;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -65,6 +66,8 @@ pub fn router() -> Router<AppState> {
         .route("/deploys", get(deploys::deploys_page))
         .route("/report", get(report::report_page))
         .route("/backlog", get(report::backlog_page))
+        .route("/runbook", get(runbook::runbook_index))
+        .route("/runbook/{alert}", get(runbook::runbook_entry))
         .route("/api/alert-groups", get(api::api_groups))
         .route("/api/alert-groups/{id}", get(api::api_group))
         .route("/api/oncall", get(oncall::api_oncall))
