@@ -102,11 +102,14 @@ impl Store {
             options = options
                 // One local file: a failed query says the same as a ping would, cheaper.
                 .test_before_acquire(false)
+                // A second process on the same file (`runbot token revoke` beside a running
+                // runbot) waits its turn: an audited write fsyncs, and on a loaded machine the
+                // other side's writes may hold the lock for seconds.
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
                         Ok(())
