@@ -89,7 +89,7 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = FullSync::acquire(&self.pool).await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = begin_immediate(&mut conn).await?;
                 let row = insert_sealed(&mut tx, seal).await?;
                 tx.commit().await?;
                 conn.restore().await;
@@ -117,7 +117,7 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = FullSync::acquire(&self.pool).await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = begin_immediate(&mut conn).await?;
                 for seal in seals {
                     rows.push(insert_sealed(&mut tx, seal).await?);
                 }
@@ -271,6 +271,44 @@ where
     .execute(&mut *conn)
     .await?;
     Ok(row)
+}
+
+/// `BEGIN IMMEDIATE`, tried again while SQLite says the database is locked: besides the busy
+/// timeout's wait, SQLite answers "locked" at once in some moments of another process's
+/// checkpoint (seen with `runbot token revoke` beside a busy runbot), and an audited change
+/// must not fail for that. Nothing is read or written before the lock is held, so trying
+/// again is safe.
+async fn begin_immediate(conn: &mut FullSync) -> Result<sqlx::Transaction<'_, Any>, sqlx::Error> {
+    const TRIES: u32 = 40;
+    let mut wait = std::time::Duration::from_millis(25);
+    for _ in 1..TRIES {
+        match sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn.conn)
+            .await
+        {
+            Ok(_) => {
+                sqlx::query("ROLLBACK").execute(&mut *conn.conn).await?;
+                break;
+            }
+            Err(e) if is_locked(&e) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    conn.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+fn is_locked(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("5") | Some("6"))
+                || d.message().contains("database is locked")
+        }
+        _ => false,
+    }
 }
 
 /// A pooled SQLite connection set to `synchronous = FULL` for one append. `PRAGMA

@@ -139,10 +139,23 @@ async fn record(
         Ok(_) => entry,
         Err(Stop(_, reason)) => entry.reason(reason.clone()),
     };
-    if let Err(e) = Audit::new(store.clone()).append(entry).await {
-        // Nothing is kept that could not be audited: say so loudly.
-        eprintln!("runbot: the audit trail did not take this change: {e}");
-        return 2;
+    // Beside a busy runbot on the same SQLite file the append may find the database locked
+    // for a moment: a whole append is rolled back when it fails, so it is tried again.
+    let audit = Audit::new(store.clone());
+    let mut tries = 0;
+    loop {
+        match audit.append(entry.clone()).await {
+            Ok(_) => break,
+            Err(e) if tries < 5 && e.to_string().contains("database is locked") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => {
+                // Nothing is kept that could not be audited: say so loudly.
+                eprintln!("runbot: the audit trail did not take this change: {e}");
+                return 2;
+            }
+        }
     }
     match result {
         Ok(said) => match writeln!(out, "{said}") {
