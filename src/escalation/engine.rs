@@ -626,6 +626,11 @@ impl Engine {
     /// At each hand-off (a rotation's turn, an override starting), posts a summary to the alert
     /// channels once: who is on call now, and the open groups with who acknowledged what.
     async fn handoffs(&self, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        // The shipped example people are nobody's team: their turns are not announced (a
+        // newcomer's channel would hear every Monday that an example person took over).
+        if self.policies.people().are_examples() {
+            return Ok(());
+        }
         let stamp = format_time(now);
         let overrides = self.overrides(now).await?;
         for role in self.policies.roles().iter() {
