@@ -82,10 +82,6 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get(name).and_then(Value::as_str)
 }
 
-fn is_member_id(v: &str) -> bool {
-    crate::policy::roles::is_slack_member(v)
-}
-
 /// A message `ts`: `1503435956.000247`.
 fn is_ts(v: &str) -> bool {
     v.len() <= 32
@@ -104,7 +100,7 @@ fn asker(
     response_url: Option<&str>,
 ) -> Result<Asker, String> {
     let user_id = user_id
-        .filter(|u| is_member_id(u))
+        .filter(|u| crate::policy::roles::is_slack_member(u))
         .ok_or("Slack sent no valid user id (U… or W…)")?;
     let channel_id = channel_id
         .filter(|c| crate::config::slack::is_channel_id(c))

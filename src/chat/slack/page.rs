@@ -8,6 +8,7 @@ use super::render::{button_blocks, escape, fit, severity_colour, Rendered};
 use super::SlackAdapter;
 use crate::chat::DeliveryError;
 use crate::domain::Severity;
+use crate::policy::roles::is_slack_member;
 use crate::request::page::{ack_button_id, Page, PageError, Pager};
 use crate::request::{BoxFuture, ButtonStyle, ReplyButton};
 
@@ -76,19 +77,12 @@ pub fn page_message(page: &Page) -> Rendered {
     }
 }
 
-/// A Slack member id: `U…` or `W…`, upper-case letters and digits.
-fn member_id(s: &str) -> bool {
-    (9..=24).contains(&s.len())
-        && matches!(s.as_bytes()[0], b'U' | b'W')
-        && s.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-}
-
 impl SlackAdapter {
     /// Sends a page as a DM to member `target`. The page's id rides in the message's metadata,
     /// so a retry after a lost answer finds the first DM instead of sending a second.
     pub async fn page_dm(&self, target: &str, page: &Page) -> Result<(), PageError> {
-        if !member_id(target) {
+        // The same rule people.toml's `slack` ids were checked by when they loaded.
+        if !is_slack_member(target) {
             return Err(PageError::Permanent(format!(
                 "{:?} is not a Slack member id (such as U024BE7LH)",
                 fit(target, 40)
@@ -142,6 +136,10 @@ mod tests {
         assert!(s.contains("rb1c:ack:group=12"), "{s}");
         assert!(!s.contains("<!here>"));
         assert_eq!(v["attachments"][0]["color"], "#E01E5A");
-        assert!(member_id("U024BE7LH") && !member_id("ana") && !member_id("C024BE7LH"));
+        assert!(
+            is_slack_member("U024BE7LH")
+                && !is_slack_member("ana")
+                && !is_slack_member("C024BE7LH")
+        );
     }
 }
